@@ -1,0 +1,244 @@
+"""Settings: one frozen dataclass, one precedence rule.
+
+Every knob is a field of `Settings` with a named default. The same field is a flag
+(`--download-concurrency`), an env var (`RPA_DOWNLOAD_CONCURRENCY`) and a key in the config TOML
+(`download_concurrency = 64`). Precedence is written once, in `load_settings`:
+
+    defaults < config file < environment < flags
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from rpa.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_NAME",
+    "ENV_PREFIX",
+    "Settings",
+    "knob_fields",
+    "load_settings",
+    "parse_rate_limits",
+]
+
+ENV_PREFIX = "RPA_"
+#: read from the working directory when neither --config nor RPA_CONFIG names a file
+DEFAULT_CONFIG_NAME = "rpa.toml"
+ARXIV_URL = "https://export.arxiv.org/pdf/{id}"
+# arXiv's guidance for automated access: bursts of at most 4 requests per second, then a
+# 1 second pause (https://info.arxiv.org/help/api/tou.html). "host=COUNT/PERIODs".
+ARXIV_RATE_LIMITS = "arxiv.org=4/1s,export.arxiv.org=4/1s"
+
+
+def _knob(default: Any, help: str, *, minimum: float | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "min": minimum})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob rpa has. Build with `load_settings`; never mutate (use `dataclasses.replace`)."""
+
+    db: Path = _knob(Path("rpa.db"), "SQLite queue database")
+    out: Path = _knob(Path("rpa-data"), "output folder: PDFs, texts, outcome JSON")
+    workers: int = _knob(200, "logical workers on the event loop", minimum=1)
+    download_concurrency: int = _knob(64, "download gate: downloads at once", minimum=1)
+    extract_concurrency: int = _knob(
+        0, "extract gate: extractions at once (0 = --extract-workers)", minimum=0
+    )
+    extract_workers: int = _knob(0, "extraction processes (0 = CPU count)", minimum=0)
+    extract_pool: Literal["process", "thread"] = _knob("process", "extraction pool kind")
+    extractor: Literal["pypdf", "pdfium"] = _knob(
+        "pypdf", "text extractor (pdfium needs the rpa[pdfium] extra)"
+    )
+    extract_timeout: float = _knob(
+        120.0, "seconds one PDF may take before its process is killed", minimum=0.01
+    )
+    extract_max_mb: int = _knob(
+        2048, "address-space cap of one extraction process, MiB (0 = none)", minimum=0
+    )
+    extract_nice: int = _knob(10, "niceness of extraction processes (the loop keeps its core)")
+    poison_after: int = _knob(
+        2, "quarantine a PDF (kind poison) after it killed this many processes", minimum=1
+    )
+    pdf_url: str = _knob(ARXIV_URL, "PDF URL template; {id} is the arXiv ID with version")
+    max_pdf_mb: float = _knob(100.0, "largest PDF accepted, MiB", minimum=0.001)
+    connect_timeout: float = _knob(10.0, "HTTP connect timeout, seconds", minimum=0.01)
+    read_timeout: float = _knob(60.0, "HTTP read timeout between bytes, seconds", minimum=0.01)
+    max_connections: int = _knob(0, "HTTP connection pool size (0 = download gate)", minimum=0)
+    mailto: str = _knob("", "contact address put in the User-Agent (arXiv asks for one)")
+    user_agent: str = _knob("", "User-Agent (default: rpa/VERSION (+mailto))")
+    rate_limits: str = _knob(
+        ARXIV_RATE_LIMITS,
+        "per-host caps 'host=N/Ts,...': at most N requests in any T s ('' = none)",
+    )
+    max_attempts: int = _knob(5, "attempts per paper before it fails for good", minimum=1)
+    retry_base: float = _knob(2.0, "first retry delay, seconds (doubles, with jitter)", minimum=0)
+    retry_max: float = _knob(600.0, "longest retry delay, seconds", minimum=0)
+    lease_seconds: float = _knob(120.0, "job lease length; renewed while working", minimum=1)
+    heartbeat_seconds: float = _knob(5.0, "run heartbeat interval", minimum=0.1)
+    grace: float = _knob(10.0, "seconds in-flight work may finish after Ctrl-C", minimum=0)
+    min_free_mb: float = _knob(500.0, "stop claiming when free space under --out drops below")
+    progress: bool = _knob(True, "live table on a terminal")
+    log_format: Literal["text", "json"] = _knob("text", "progress lines when not a terminal")
+    metrics_file: str = _knob("", "write OpenMetrics text here every few seconds ('' = off)")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            minimum = f.metadata.get("min")
+            value = getattr(self, f.name)
+            if minimum is not None and value < minimum:
+                raise ConfigError(f"{f.name} must be at least {minimum}, got {value}")
+            choices = _choices(f)
+            if choices and value not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
+        if "{id}" not in self.pdf_url:
+            raise ConfigError(f"pdf_url must contain {{id}}, got {self.pdf_url!r}")
+        if self.retry_max < self.retry_base:
+            raise ConfigError("retry_max must be at least retry_base")
+        parse_rate_limits(self.rate_limits)
+
+    # Resolved values: a 0 means "derive it".
+    @property
+    def extract_workers_resolved(self) -> int:
+        return self.extract_workers or os.cpu_count() or 1
+
+    @property
+    def extract_concurrency_resolved(self) -> int:
+        return self.extract_concurrency or self.extract_workers_resolved
+
+    @property
+    def max_connections_resolved(self) -> int:
+        return self.max_connections or self.download_concurrency
+
+
+def _choices(f: dataclasses.Field[Any]) -> tuple[str, ...]:
+    """The allowed values of a Literal[...] knob, () for any other."""
+    hint = get_type_hints(Settings)[f.name]
+    return tuple(get_args(hint)) if get_origin(hint) is Literal else ()
+
+
+def knob_fields() -> list[dataclasses.Field[Any]]:
+    """The fields of Settings, in declaration order (the CLI builds its options from these)."""
+    return list(dataclasses.fields(Settings))
+
+
+def _field_kind(f: dataclasses.Field[Any]) -> str:
+    return str(f.type).split("[")[0]
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any, origin: str) -> Any:
+    """Turn a raw value from a file, env var or flag into the field's type."""
+    kind = _field_kind(f)
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"not a boolean: {value!r}")
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError("booleans are not numbers")
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError("booleans are not numbers")
+            return float(value)
+        if kind == "Path":
+            return Path(str(value)).expanduser()
+        return str(value)
+    except ValueError as exc:
+        raise ConfigError(f"{origin}: {f.name}: {exc}") from None
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    # Allow either flat keys or a [rpa] table; dashes or underscores.
+    if isinstance(data.get("rpa"), dict):
+        data = data["rpa"]
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def load_settings(
+    *,
+    config_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    cwd: Path | None = None,
+) -> tuple[Settings, Path | None]:
+    """Resolve every knob: defaults < config file < environment < flags.
+
+    `flags` holds only the values the user typed (not the CLI's defaults). The config file is
+    `config_path`, else `$RPA_CONFIG`, else `./rpa.toml` if it exists. Returns the settings and
+    the config file used. Unknown keys in the file or `RPA_` env vars that name no knob are
+    errors: a typo must not be silently ignored.
+    """
+    env = os.environ if env is None else env
+    flags = flags or {}
+    fields = {f.name: f for f in knob_fields()}
+    values: dict[str, Any] = {}
+
+    if config_path is None and env.get(f"{ENV_PREFIX}CONFIG"):
+        config_path = Path(env[f"{ENV_PREFIX}CONFIG"])
+    if config_path is None:
+        candidate = (cwd or Path.cwd()) / DEFAULT_CONFIG_NAME
+        config_path = candidate if candidate.is_file() else None
+    if config_path is not None:
+        for key, raw in _read_config_file(config_path).items():
+            if key not in fields:
+                raise ConfigError(f"{config_path}: unknown key {key!r}")
+            values[key] = _coerce(fields[key], raw, str(config_path))
+
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in fields:
+            raise ConfigError(f"environment: {key} names no knob")
+        values[name] = _coerce(fields[name], raw, f"${key}")
+
+    for name, raw in flags.items():
+        if name not in fields:
+            raise ConfigError(f"unknown option {name}")
+        values[name] = _coerce(fields[name], raw, f"--{name.replace('_', '-')}")
+
+    return Settings(**values), config_path
+
+
+def parse_rate_limits(spec: str) -> dict[str, tuple[int, float]]:
+    """'host=N/Ts,...' -> {host: (N, T)}: at most N requests to host in any T seconds.
+
+    `export.arxiv.org=4/1s` means at most 4 requests in any 1 second window; `/1s` may be left
+    out. Hosts are matched exactly (lowercase).
+    """
+    limits: dict[str, tuple[int, float]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        try:
+            host, rate = part.split("=", 1)
+            count_text, _, period_text = rate.partition("/")
+            count = int(count_text)
+            period = float(period_text.strip().rstrip("s") or 1) if period_text else 1.0
+        except ValueError:
+            raise ConfigError(
+                f"rate_limits: cannot read {part!r} (expected host=N/Ts, e.g. a.org=4/1s)"
+            ) from None
+        if count < 1 or period <= 0 or not host.strip():
+            raise ConfigError(f"rate_limits: {part!r} needs a host, N >= 1 and T > 0")
+        limits[host.strip().lower()] = (count, period)
+    return limits

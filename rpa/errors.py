@@ -1,0 +1,238 @@
+"""The one error tree of rpa.
+
+    RpaError                      root: the CLI catches this, prints one line, exits 2 (usage) or 1
+    ├── ConfigError               a bad knob value, config file or flag combination
+    ├── InputError                an ID list that cannot be used (--strict, unreadable file)
+    │   └── InvalidIdError        one line that is not an arXiv ID
+    ├── DatabaseError             the queue database cannot be opened or is of an unknown schema
+    └── JobError                  a failure of one paper; `kind` is stored in the queue
+        ├── TransientError        worth retrying later (the job goes back to the queue)
+        │   ├── DownloadTimeout       connect/read timeout
+        │   ├── ConnectionFailed      refused, reset, DNS
+        │   ├── HttpTransient         429, 408, 500, 502, 503, 504 (may carry Retry-After)
+        │   ├── TruncatedBody         fewer bytes than Content-Length, or a body cut mid-stream
+        │   ├── DiskFull              ENOSPC while writing under --out
+        │   └── WorkerCrashed         the extraction process died under this paper
+        ├── PermanentError        retrying cannot help: the paper ends as failed
+        │   ├── NotFound              404 / 410
+        │   ├── HttpPermanent         any other 4xx
+        │   ├── NotPdf                body does not start with %PDF- (an HTML page, say)
+        │   ├── TooLarge              over --max-pdf-mb
+        │   ├── InvalidPdf            pypdf (or anything under it) cannot open the file
+        │   ├── EncryptedPdf          encrypted and the empty password does not open it
+        │   ├── ZeroPages             opens, but has no pages
+        │   ├── ExtractTimeout        the parse ran past --extract-timeout; its process was killed
+        │   ├── MemoryCapExceeded     the parse ran past --extract-max-mb
+        │   └── Poison                broke an extraction process too many times: quarantined
+        └── RunLevelError         the host refuses us: stop downloading from it (circuit breaker)
+            └── AccessDenied          403 or arXiv's denial page
+
+Every JobError has a stable `kind` (a short snake_case word) that is what `rpa status` groups
+failures by, and a human message. Nothing else in rpa raises bare exceptions across modules.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "ConfigError",
+    "ConnectionFailed",
+    "DatabaseError",
+    "DiskFull",
+    "DownloadTimeout",
+    "EncryptedPdf",
+    "ExtractTimeout",
+    "HttpPermanent",
+    "HttpTransient",
+    "InputError",
+    "InvalidIdError",
+    "InvalidPdf",
+    "JobError",
+    "MemoryCapExceeded",
+    "NotFound",
+    "NotPdf",
+    "PermanentError",
+    "Poison",
+    "RpaError",
+    "RunLevelError",
+    "TooLarge",
+    "TransientError",
+    "TruncatedBody",
+    "WorkerCrashed",
+    "ZeroPages",
+    "error_for_kind",
+]
+
+
+class RpaError(Exception):
+    """Root of every error rpa raises on purpose."""
+
+
+class ConfigError(RpaError):
+    """A knob, config file or flag combination that cannot be used."""
+
+
+class InputError(RpaError):
+    """An input list that cannot be used as a whole."""
+
+
+class InvalidIdError(InputError):
+    """One input line that is not an arXiv ID (or an `ext:` name)."""
+
+    def __init__(self, text: str, reason: str, line: int | None = None) -> None:
+        self.text = text
+        self.reason = reason
+        self.line = line
+        where = f"line {line}: " if line is not None else ""
+        super().__init__(f"{where}{text!r}: {reason}")
+
+
+class DatabaseError(RpaError):
+    """The queue database cannot be opened or used."""
+
+
+class JobError(RpaError):
+    """A failure of one paper. `kind` is the stable word stored in the queue."""
+
+    kind = "error"
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message or self.kind)
+        self.message = message or self.kind
+        #: seconds the server asked us to wait (Retry-After), if any
+        self.retry_after = retry_after
+
+
+class TransientError(JobError):
+    """Worth another attempt later."""
+
+    kind = "transient"
+
+
+class DownloadTimeout(TransientError):
+    """The server did not connect or answer within the timeout."""
+
+    kind = "timeout"
+
+
+class ConnectionFailed(TransientError):
+    """The connection was refused, reset or could not be made."""
+
+    kind = "connection"
+
+
+class HttpTransient(TransientError):
+    """A status worth retrying: 408, 429, 500, 502, 503, 504."""
+
+    kind = "http_transient"
+
+
+class TruncatedBody(TransientError):
+    """The body ended before Content-Length, or the stream broke mid-body."""
+
+    kind = "truncated"
+
+
+class DiskFull(TransientError):
+    """No space left under --out."""
+
+    kind = "disk_full"
+
+
+class WorkerCrashed(TransientError):
+    """The extraction process died while working on this paper."""
+
+    kind = "worker_crashed"
+
+
+class PermanentError(JobError):
+    """Retrying cannot help."""
+
+    kind = "permanent"
+
+
+class NotFound(PermanentError):
+    """404 or 410."""
+
+    kind = "not_found"
+
+
+class HttpPermanent(PermanentError):
+    """A 4xx status other than 403/404/408/410/429."""
+
+    kind = "http_error"
+
+
+class NotPdf(PermanentError):
+    """The body is not a PDF (no %PDF- magic): an HTML page, an error text."""
+
+    kind = "not_pdf"
+
+
+class TooLarge(PermanentError):
+    """Larger than --max-pdf-mb."""
+
+    kind = "too_large"
+
+
+class InvalidPdf(PermanentError):
+    """The PDF cannot be opened or parsed at all."""
+
+    kind = "invalid_pdf"
+
+
+class EncryptedPdf(PermanentError):
+    """Encrypted, and the empty password does not open it."""
+
+    kind = "encrypted"
+
+
+class ZeroPages(PermanentError):
+    """Opens as a PDF with no pages."""
+
+    kind = "zero_pages"
+
+
+class ExtractTimeout(PermanentError):
+    """The parse ran past --extract-timeout; its process was killed and replaced."""
+
+    kind = "extract_timeout"
+
+
+class MemoryCapExceeded(PermanentError):
+    """The parse needed more memory than --extract-max-mb allows (a decompression bomb, say)."""
+
+    kind = "memory_cap"
+
+
+class Poison(PermanentError):
+    """The paper broke an extraction process too many times: quarantined."""
+
+    kind = "poison"
+
+
+class RunLevelError(JobError):
+    """The host refuses us; downloads from it stop (circuit breaker)."""
+
+    kind = "run_level"
+
+
+class AccessDenied(RunLevelError):
+    """403, or arXiv's denial page."""
+
+    kind = "access_denied"
+
+
+def _all_job_errors(cls: type[JobError]) -> list[type[JobError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found.extend(_all_job_errors(sub))
+    return found
+
+
+_BY_KIND: dict[str, type[JobError]] = {c.kind: c for c in _all_job_errors(JobError)}
+
+
+def error_for_kind(kind: str, message: str = "") -> JobError:
+    """Rebuild a JobError from the `kind` word a worker process sent back."""
+    return _BY_KIND.get(kind, PermanentError)(message)

@@ -1,0 +1,272 @@
+"""The worker-side PDF work: one sync, top-level, picklable function that never raises.
+
+`extract_pdf` runs inside an extraction process (or a thread in --extract-pool=thread). It opens
+the PDF, extracts the text of every page, writes it atomically with `[PAGE n]` markers, runs the
+key-outcome analysis and returns plain data (a JSON-able dict):
+
+    {"ok": True, "pages": n, "chars": n, "page_errors": [...], "outcome": {...}, "warnings": n}
+    {"ok": False, "kind": "<JobError kind>", "message": "Type: msg"}
+
+Real-world files make pypdf raise far outside its own error hierarchy (TypeError,
+AttributeError, AssertionError, RecursionError, DeprecationError, DependencyError ...), so
+every exception becomes a failure dict; a page that fails is recorded and skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from pypdf import PasswordType, PdfReader
+from pypdf.errors import DependencyError, FileNotDecryptedError, WrongPasswordError
+
+from rpa.outcome import analyze
+
+__all__ = ["EXTRACTORS", "MAX_PAGE_ERRORS", "extract_pdf"]
+
+EXTRACTORS = ("pypdf", "pdfium")
+#: page errors kept in a result (the rest are counted): keeps the result small for the pipe
+MAX_PAGE_ERRORS = 50
+MAX_MESSAGE_CHARS = 300
+
+
+class _Failure(Exception):
+    """Internal: ends one extraction with a given JobError kind."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE_CHARS]
+
+
+class _NoiseCounter(logging.Handler):
+    """Counts (and swallows) pypdf's log records and Python warnings, per thread.
+
+    pypdf logs a warning for every odd font or xref entry: 200 papers would flood stderr, and
+    under `filterwarnings = error` a Python warning would even abort the parse. The state is
+    process-wide (the `warnings` module has no per-thread filters before 3.14), so it is
+    installed by the first active extraction and removed by the last: in thread mode a
+    warning raised by other code meanwhile is swallowed too, and a hung extraction thread
+    keeps it installed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._lock = threading.Lock()
+        self._counts: dict[int, int] = {}
+        self._saved: contextlib.ExitStack | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._count()
+
+    def _show(self, *args: Any, **kwargs: Any) -> None:
+        self._count()
+
+    def _count(self) -> None:
+        tid = threading.get_ident()
+        with self._lock:
+            if tid in self._counts:
+                self._counts[tid] += 1
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[list[int]]:
+        """Count pypdf noise of this thread; yields a one-item list filled in on exit."""
+        tid = threading.get_ident()
+        logger = logging.getLogger("pypdf")
+        with self._lock:
+            if self._saved is None:
+                stack = contextlib.ExitStack()
+                stack.enter_context(warnings.catch_warnings())
+                warnings.simplefilter("always")
+                warnings.showwarning = self._show
+                logger.addHandler(self)
+                # Not to the root logger (stderr, pytest's capture): counted here instead.
+                saved_propagate, saved_level = logger.propagate, logger.level
+                logger.propagate = False
+                logger.setLevel(logging.WARNING)
+
+                def restore() -> None:
+                    logger.removeHandler(self)
+                    logger.propagate, logger.level = saved_propagate, saved_level
+
+                stack.callback(restore)
+                self._saved = stack
+            self._counts[tid] = 0
+        total = [0]
+        try:
+            yield total
+        finally:
+            with self._lock:
+                total[0] = self._counts.pop(tid, 0)
+                if not self._counts and self._saved is not None:
+                    self._saved.close()
+                    self._saved = None
+
+
+_NOISE = _NoiseCounter()
+_PDFIUM_LOCK = threading.Lock()
+
+
+def _pypdf_pages(stream: Any) -> tuple[list[str], list[str], dict[str, str]]:
+    reader = PdfReader(stream)
+    if reader.is_encrypted:
+        try:
+            opened = reader.decrypt("")
+        except Exception as exc:  # e.g. DependencyError: AES needs `cryptography`
+            raise _Failure("encrypted", _describe(exc)) from exc
+        if opened == PasswordType.NOT_DECRYPTED:
+            raise _Failure("encrypted", "encrypted, and the empty password does not open it")
+    count = len(reader.pages)
+    if count == 0:
+        raise _Failure("zero_pages", "the PDF has no pages")
+    pages: list[str] = []
+    errors: list[str] = []
+    for n in range(count):
+        try:
+            pages.append(reader.pages[n].extract_text() or "")
+        except MemoryError:
+            raise
+        except Exception as exc:  # any page failure: record it, the paper goes on
+            errors.append(f"p{n + 1}: {_describe(exc)}")
+            pages.append("")
+    if reader.is_encrypted and len(errors) == count:
+        # Opened with the empty password, yet no page decrypts (AES without `cryptography`).
+        raise _Failure("encrypted", errors[0].split(": ", 1)[1])
+    metadata: dict[str, str] = {}
+    with contextlib.suppress(Exception):  # a broken /Info dictionary costs only the metadata
+        metadata = {str(k): str(v) for k, v in (reader.metadata or {}).items()}
+    return pages, errors, metadata
+
+
+def _pdfium_pages(path: str) -> tuple[list[str], list[str], dict[str, str]]:
+    try:
+        import pypdfium2 as pdfium
+    except ImportError as exc:
+        raise _Failure("config", "the pdfium extractor needs the rpa[pdfium] extra") from exc
+    # PDFium is not thread-safe: one document at a time per process (a no-op in process mode).
+    with _PDFIUM_LOCK:
+        try:
+            pdf = pdfium.PdfDocument(path)
+        except pdfium.PdfiumError as exc:
+            kind = "encrypted" if "password" in str(exc).lower() else "invalid_pdf"
+            raise _Failure(kind, _describe(exc)) from exc
+        return _pdfium_read(pdf)
+
+
+def _pdfium_read(pdf: Any) -> tuple[list[str], list[str], dict[str, str]]:
+    try:
+        count = len(pdf)
+        if count == 0:
+            raise _Failure("zero_pages", "the PDF has no pages")
+        pages: list[str] = []
+        errors: list[str] = []
+        for n in range(count):
+            try:
+                page = pdf[n]
+                textpage = page.get_textpage()
+                pages.append(textpage.get_text_range().replace("\r\n", "\n"))
+                textpage.close()
+                page.close()
+            except MemoryError:
+                raise
+            except Exception as exc:
+                errors.append(f"p{n + 1}: {_describe(exc)}")
+                pages.append("")
+        metadata: dict[str, str] = {}
+        with contextlib.suppress(Exception):
+            metadata = {f"/{k}": str(v) for k, v in pdf.get_metadata_dict().items()}
+        return pages, errors, metadata
+    finally:
+        pdf.close()
+
+
+def _write_text(text_path: str, pages: list[str]) -> None:
+    """Write the text with [PAGE n] markers: temp file in the same folder, fsync, rename, so a
+    reader (or a crash) never sees half a file."""
+    folder = os.path.dirname(os.path.abspath(text_path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".rpa-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            for n, text in enumerate(pages, start=1):
+                out.write(f"[PAGE {n}]\n{text}\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, text_path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _clean(text: str) -> str:
+    # pypdf can emit lone surrogates (broken ToUnicode maps): not encodable as UTF-8.
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _extract(pdf_path: str, text_path: str, extractor: str) -> dict[str, object]:
+    if extractor not in EXTRACTORS:
+        raise _Failure("config", f"unknown extractor {extractor!r}: one of {EXTRACTORS}")
+    try:
+        stream = open(pdf_path, "rb")  # noqa: SIM115 - closed below; the parse reads lazily
+    except OSError as exc:
+        raise _Failure("permanent", f"cannot read the PDF: {_describe(exc)}") from exc
+    with stream:
+        try:
+            if extractor == "pdfium":
+                pages, errors, metadata = _pdfium_pages(pdf_path)
+            else:
+                pages, errors, metadata = _pypdf_pages(stream)
+        except (_Failure, MemoryError):
+            raise
+        except (FileNotDecryptedError, WrongPasswordError) as exc:
+            raise _Failure("encrypted", _describe(exc)) from exc
+        except DependencyError as exc:
+            # pypdf tries the empty password while opening: AES needs `cryptography`.
+            aes = "AES" in str(exc) or "cryptography" in str(exc)
+            raise _Failure("encrypted" if aes else "invalid_pdf", _describe(exc)) from exc
+        except Exception as exc:
+            raise _Failure("invalid_pdf", _describe(exc)) from exc
+    pages = [_clean(p) for p in pages]
+    try:
+        _write_text(text_path, pages)
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise _Failure("disk_full" if full else "permanent", _describe(exc)) from exc
+    if len(errors) > MAX_PAGE_ERRORS:
+        errors = [*errors[:MAX_PAGE_ERRORS], f"... and {len(errors) - MAX_PAGE_ERRORS} more"]
+    return {
+        "ok": True,
+        "pages": len(pages),
+        "chars": sum(len(p) for p in pages),
+        "page_errors": errors,
+        "outcome": analyze(pages, metadata),
+    }
+
+
+def extract_pdf(pdf_path: str, text_path: str, extractor: str = "pypdf") -> dict[str, object]:
+    """Extract one PDF's text to `text_path` and analyse it; never raises (see module doc)."""
+    result: dict[str, object]
+    with _NOISE.counting() as noise:
+        try:
+            result = _extract(pdf_path, text_path, extractor)
+        except _Failure as failure:
+            result = {"ok": False, "kind": failure.kind, "message": failure.message}
+        except MemoryError as exc:  # RLIMIT_AS reached: --extract-max-mb
+            result = {"ok": False, "kind": "memory_cap", "message": _describe(exc)}
+        except Exception as exc:  # the analysis itself, or anything unforeseen
+            result = {"ok": False, "kind": "invalid_pdf", "message": _describe(exc)}
+    if result["ok"]:
+        result["warnings"] = noise[0]
+    return result

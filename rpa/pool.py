@@ -1,0 +1,456 @@
+"""The extraction pool: N worker processes that the event loop drives without ever blocking.
+
+    extract() ──▶ idle queue ──▶ _Worker: one process, two pipes
+                                  task pipe    ──▶ child: recv ─▶ extract_pdf ─▶ write a frame
+                                  result pipe  ◀── read by a loop reader callback (non-blocking)
+
+Why not ProcessPoolExecutor: a per-document timeout must really stop a runaway parse, by
+killing that one process and starting another while the other extractions go on;
+ProcessPoolExecutor cannot kill one worker (a dead worker breaks the whole pool).
+
+Each worker is a plain `multiprocessing` process ("forkserver", else "spawn"; never "fork":
+the parent has threads). Nothing blocks the loop thread: processes are started and reaped in
+threads, results arrive through `loop.add_reader` (no thread per call) as length-prefixed
+pickles read with non-blocking `os.read`; on the loop we only `send` a tiny task or `kill`.
+Any end of an extraction other than a result (timeout, death, memory cap, the caller
+cancelled) kills that process and starts a replacement: no worker is reused in doubt.
+
+mode="thread" runs `extract_pdf` in a ThreadPoolExecutor instead. Its timeout raises
+ExtractTimeout but CANNOT stop the thread: the parse runs on and holds its slot until done.
+There max_mb and nice do not apply, and a crash in a C extension ends the whole program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import resource
+import signal
+import struct
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import Literal
+
+from rpa.errors import ConfigError, ExtractTimeout, MemoryCapExceeded, WorkerCrashed
+from rpa.extract import EXTRACTORS, extract_pdf
+
+__all__ = ["DEFAULT_MAX_MB", "DEFAULT_NICE", "DEFAULT_TIMEOUT", "ExtractPool", "PoolStatistics"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_MAX_MB = 2048
+DEFAULT_NICE = 10
+#: seconds a stopping worker gets to exit on its own before SIGKILL
+STOP_GRACE = 1.0
+#: seconds a failed extraction waits for its process's replacement before raising
+REPLACE_WAIT = 5.0
+_FRAME = struct.Struct("!Q")  # result frame header: payload length
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """A snapshot of the pool for the progress table."""
+
+    workers: int  # configured size
+    alive: int  # usable processes (threads in thread mode) now
+    busy: int  # extractions in flight
+    started: int  # processes started in total, replacements included
+    replaced: int  # processes started to replace a killed, dead or recycled one
+    crashed: int  # extractions whose process died under them (WorkerCrashed)
+    timed_out: int  # extractions that ran past the timeout (ExtractTimeout)
+
+
+# ------------------------------------------------------------------------ the child side
+
+
+def _child_main(tasks: Connection, results: Connection, nice: int, max_mb: int | None) -> None:
+    """Worker loop: receive (pdf, text, extractor), extract, send a frame back; None stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    with contextlib.suppress(OSError):
+        os.nice(nice)  # extraction must never starve the event loop's core
+    if max_mb:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = max_mb * 1024 * 1024
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    fd = results.fileno()
+    while True:
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if task is None:
+            return
+        result = extract_pdf(*task)
+        payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        data = memoryview(_FRAME.pack(len(payload)) + payload)
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError:
+            return
+
+
+def _context() -> BaseContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        # Import pypdf once in the server; each worker forks with it already loaded.
+        ctx.set_forkserver_preload(["rpa.pool"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+# ----------------------------------------------------------------------- the async side
+
+
+class _ProcessDied(Exception):
+    """Internal: the result pipe hit EOF."""
+
+
+class _Worker:
+    """One extraction process and the parent's ends of its pipes."""
+
+    def __init__(self, process: BaseProcess, tasks: Connection, results: Connection) -> None:
+        self.process = process
+        self.pid = process.pid or 0
+        self.tasks = tasks
+        self.results = results
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[dict[str, object]] | None = None
+        self.busy = False
+        self.dead = False  # its pipe hit EOF
+        self.retired: asyncio.Task[None] | None = None  # killed; the replacement task
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self.process.kill()
+
+    def reap(self, grace: float = 0.0) -> None:
+        """Blocking (run in a thread): wait up to `grace`, kill, wait, close."""
+        self.process.join(grace)
+        if self.process.exitcode is None:
+            self.kill()
+            self.process.join(5.0)
+        with contextlib.suppress(ValueError):
+            self.process.close()
+        self.tasks.close()
+        self.results.close()
+
+
+class ExtractPool:
+    """N extraction processes (or threads), each document under a timeout that really stops it.
+
+    Use as `async with ExtractPool(n) as pool: result = await pool.extract(pdf, txt)`. The
+    result is `extract_pdf`'s dict; `extract` raises ExtractTimeout, WorkerCrashed or
+    MemoryCapExceeded, each after the process concerned has been replaced. Every `extract`
+    call must be over (or cancelled) before the `async with` block ends.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        *,
+        mode: Literal["process", "thread"] = "process",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_mb: int | None = DEFAULT_MAX_MB,
+        nice: int = DEFAULT_NICE,
+        extractor: str = "pypdf",
+    ) -> None:
+        if workers < 1:
+            raise ConfigError(f"extraction workers must be at least 1, not {workers}")
+        if mode not in ("process", "thread"):
+            raise ConfigError(f"extraction pool mode must be 'process' or 'thread', not {mode!r}")
+        if timeout <= 0:
+            raise ConfigError(f"extraction timeout must be positive, not {timeout}")
+        if extractor not in EXTRACTORS:
+            raise ConfigError(f"unknown extractor {extractor!r}: one of {', '.join(EXTRACTORS)}")
+        self._size = workers
+        self._mode = mode
+        self._timeout = timeout
+        self._max_mb = max_mb or None
+        self._nice = nice
+        self._extractor = extractor
+        self._ctx: BaseContext | None = None
+        self._workers: list[_Worker] = []
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._threads_busy = 0
+        self._closing = False
+        self._started = self._replaced = self._crashed = self._timed_out = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> ExtractPool:
+        if self._extractor == "pdfium":
+            import importlib.util
+
+            if importlib.util.find_spec("pypdfium2") is None:
+                raise ConfigError("--extractor pdfium needs the rpa[pdfium] extra (pypdfium2)")
+        self._closing = False
+        if self._mode == "thread":
+            self._executor = ThreadPoolExecutor(self._size, thread_name_prefix="rpa-extract")
+            self._slots = asyncio.Semaphore(self._size)
+            return self
+        self._ctx = _context()
+        self._idle = asyncio.Queue()
+        started = await asyncio.gather(
+            *(self._start_worker() for _ in range(self._size)), return_exceptions=True
+        )
+        failed = [r for r in started if isinstance(r, BaseException)]
+        if failed:
+            await self.__aexit__(None, None, None)
+            raise failed[0]
+        for worker in started:
+            assert isinstance(worker, _Worker)
+            self._idle.put_nowait(worker)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closing = True
+        if self._executor is not None:
+            # Running threads cannot be stopped; queued ones are dropped. Do not wait.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+            return
+        # Shielded: a second Ctrl-C must not leave processes behind.
+        await asyncio.shield(asyncio.ensure_future(self._stop_all()))
+
+    async def _stop_all(self) -> None:
+        if self._tasks:  # replacements in flight see _closing and stop short
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            self._drop_reader(worker)
+            try:
+                if worker.busy or worker.dead:
+                    raise OSError
+                worker.tasks.send(None)  # idle: asks it to exit
+            except (OSError, ValueError):
+                worker.kill()
+        await asyncio.gather(*(asyncio.to_thread(w.reap, STOP_GRACE) for w in workers))
+
+    async def _start_worker(self) -> _Worker:
+        assert self._ctx is not None
+        tasks_r, tasks_w = self._ctx.Pipe(duplex=False)
+        results_r, results_w = self._ctx.Pipe(duplex=False)
+        process = self._ctx.Process(  # type: ignore[attr-defined]
+            target=_child_main,
+            args=(tasks_r, results_w, self._nice, self._max_mb),
+            name="rpa-extract",
+            daemon=True,  # multiprocessing's exit hook ends them if we never get to
+        )
+        start = asyncio.ensure_future(asyncio.to_thread(process.start))
+        try:
+            await asyncio.shield(start)
+        except BaseException:
+            # Cancelled (or failed) mid-start: the thread may still start it; then kill it.
+            start.add_done_callback(lambda f: f.cancelled() or f.exception() or process.kill())
+            for conn in (tasks_w, results_r):
+                conn.close()
+            raise
+        finally:
+            # Our copies of the child's ends: closed, so the result pipe reports EOF exactly
+            # when the child has gone.
+            tasks_r.close()
+            results_w.close()
+        os.set_blocking(results_r.fileno(), False)
+        worker = _Worker(process, tasks_w, results_r)
+        self._workers.append(worker)
+        self._started += 1
+        asyncio.get_running_loop().add_reader(results_r.fileno(), self._on_readable, worker)
+        return worker
+
+    async def _replace(self, old: _Worker) -> None:
+        self._drop_reader(old)
+        await asyncio.to_thread(old.reap)
+        if old in self._workers:
+            self._workers.remove(old)
+        delay = 0.5
+        while not self._closing:
+            try:
+                new = await self._start_worker()
+            except Exception as exc:  # EAGAIN, ENOMEM...: try again, the pool must not shrink
+                log.warning("cannot start an extraction process (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self._replaced += 1
+            assert self._idle is not None
+            self._idle.put_nowait(new)
+            return
+
+    def _retire(self, worker: _Worker) -> asyncio.Task[None]:
+        """Kill a worker now and start its replacement in a pool-owned task."""
+        if worker.retired is None:
+            worker.kill()
+            task = asyncio.create_task(self._replace(worker))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            worker.retired = task
+        return worker.retired
+
+    def _drop_reader(self, worker: _Worker) -> None:
+        with contextlib.suppress(ValueError, OSError, RuntimeError):
+            asyncio.get_running_loop().remove_reader(worker.results.fileno())
+
+    def _on_readable(self, worker: _Worker) -> None:
+        try:
+            data = os.read(worker.results.fileno(), 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # EOF: the process has gone
+            self._drop_reader(worker)
+            worker.dead = True
+            if worker.waiter is not None and not worker.waiter.done():
+                worker.waiter.set_exception(_ProcessDied())
+            elif not worker.busy and not self._closing:
+                self._retire(worker)  # died while idle: replace it before anyone picks it
+            return
+        worker.buffer += data
+        while len(worker.buffer) >= _FRAME.size:
+            (size,) = _FRAME.unpack_from(worker.buffer)
+            if len(worker.buffer) < _FRAME.size + size:
+                break
+            payload = bytes(worker.buffer[_FRAME.size : _FRAME.size + size])
+            del worker.buffer[: _FRAME.size + size]
+            if worker.waiter is not None and not worker.waiter.done():
+                worker.waiter.set_result(pickle.loads(payload))
+
+    # ------------------------------------------------------------------ extraction
+
+    async def extract(
+        self,
+        pdf_path: str,
+        text_path: str,
+        *,
+        # Not a caller-side asyncio.timeout: only the pool can kill the process, replace it
+        # and say ExtractTimeout (a caller's cancellation also kills, but says nothing).
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> dict[str, object]:
+        """Extract one PDF in a worker; `timeout` overrides the pool's for this call."""
+        limit = self._timeout if timeout is None else timeout
+        if self._mode == "thread":
+            return await self._extract_in_thread(pdf_path, text_path, limit)
+        if self._idle is None or self._closing:
+            raise RuntimeError("the extraction pool is not running (use `async with`)")
+        worker = await self._idle.get()
+        while worker.dead or worker.retired:  # died while idle: its replacement is queued
+            worker = await self._idle.get()
+        try:
+            result = await self._run(worker, (pdf_path, text_path, self._extractor), limit)
+            if result.get("kind") == "memory_cap":
+                # Its heap may sit near the cap, fragmented: recycle the process too.
+                raise MemoryCapExceeded(f"{result.get('message')} (cap {self._max_mb} MiB)")
+        except (ExtractTimeout, WorkerCrashed, MemoryCapExceeded):
+            # Kill and replace; tell the caller once the pool is whole again (or soon anyway).
+            await asyncio.wait({self._retire(worker)}, timeout=REPLACE_WAIT)
+            raise
+        except BaseException:
+            self._retire(worker)  # cancelled mid-parse: the process state is unknown
+            raise
+        self._idle.put_nowait(worker)
+        return result
+
+    async def _run(
+        self, worker: _Worker, task: tuple[str, str, str], limit: float
+    ) -> dict[str, object]:
+        waiter: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        worker.waiter, worker.busy = waiter, True
+        try:
+            try:
+                worker.tasks.send(task)
+            except (OSError, ValueError):
+                raise _ProcessDied() from None
+            async with asyncio.timeout(limit):
+                return await waiter
+        except TimeoutError:
+            self._timed_out += 1
+            raise ExtractTimeout(
+                f"extraction ran past {limit:g} s; its process ({worker.pid}) was killed"
+            ) from None
+        except _ProcessDied:
+            self._crashed += 1
+            raise WorkerCrashed(
+                f"the extraction process ({worker.pid}) died mid-parse "
+                "(killed, crashed or out of memory)"
+            ) from None
+        finally:
+            worker.waiter, worker.busy = None, False
+
+    async def _extract_in_thread(
+        self, pdf_path: str, text_path: str, limit: float
+    ) -> dict[str, object]:
+        if self._executor is None or self._slots is None:
+            raise RuntimeError("the extraction pool is not running (use `async with`)")
+        loop = asyncio.get_running_loop()
+        await self._slots.acquire()  # held until the thread really finishes, timeout or not
+        self._threads_busy += 1
+
+        def finished(_: Future[dict[str, object]]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed by then
+                loop.call_soon_threadsafe(self._thread_finished)
+
+        try:
+            work = self._executor.submit(extract_pdf, pdf_path, text_path, self._extractor)
+        except RuntimeError:
+            self._thread_finished()
+            raise
+        work.add_done_callback(finished)
+        try:
+            async with asyncio.timeout(limit):
+                result = await asyncio.wrap_future(work)
+        except TimeoutError:
+            self._timed_out += 1
+            raise ExtractTimeout(
+                f"extraction ran past {limit:g} s (thread mode: the parse runs on)"
+            ) from None
+        if result.get("kind") == "memory_cap":
+            raise MemoryCapExceeded(str(result.get("message")))
+        return result
+
+    def _thread_finished(self) -> None:
+        self._threads_busy -= 1
+        if self._slots is not None:
+            self._slots.release()
+
+    # ------------------------------------------------------------------ introspection
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot for the progress table (cheap: no syscalls)."""
+        if self._mode == "thread":
+            alive = self._size if self._executor is not None else 0
+            return PoolStatistics(self._size, alive, self._threads_busy, 0, 0, 0, self._timed_out)
+        usable = [w for w in self._workers if not (w.dead or w.retired)]
+        return PoolStatistics(
+            workers=self._size,
+            alive=len(usable),
+            busy=sum(w.busy for w in self._workers),
+            started=self._started,
+            replaced=self._replaced,
+            crashed=self._crashed,
+            timed_out=self._timed_out,
+        )
+
+    def pids(self) -> list[int]:
+        """Process ids of the usable workers, oldest first (empty in thread mode)."""
+        return [w.pid for w in self._workers if not (w.dead or w.retired)]

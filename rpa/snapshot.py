@@ -1,0 +1,75 @@
+"""Plain-data snapshots of a run: what the live table, the log lines and the summary render.
+
+Rendering is a pure function of one of these, so it can be tested without a run and costs the
+loop only the copy of a few numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rpa.gates import GateStatistics
+from rpa.metrics import WindowStats
+
+__all__ = ["PoolSnapshot", "RunSnapshot", "StageSnapshot", "Totals"]
+
+
+@dataclass(frozen=True, slots=True)
+class StageSnapshot:
+    name: str  # download | extract | outcome
+    running: int
+    done: int
+    failed: int
+    retried: int
+    durations: WindowStats
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Queue-wide counts (from the database, refreshed every heartbeat)."""
+
+    queued: int = 0
+    in_progress: int = 0
+    retry_scheduled: int = 0
+    done: int = 0
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.in_progress + self.retry_scheduled + self.done + self.failed
+
+    @property
+    def remaining(self) -> int:
+        return self.queued + self.in_progress + self.retry_scheduled
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    mode: str
+    workers: int
+    alive: int
+    busy: int
+    replaced: int
+    crashed: int
+    timed_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunSnapshot:
+    run_id: str
+    elapsed: float
+    gates: list[GateStatistics]
+    stages: list[StageSnapshot]
+    totals: Totals
+    papers_per_min: float
+    pages_per_s: float
+    mb_per_s: float
+    eta_seconds: float | None
+    lag: WindowStats
+    workers_busy: int
+    workers_total: int
+    pool: PoolSnapshot
+    done_this_run: int
+    failed_this_run: int
+    stopping: bool = False
+    messages: list[str] = field(default_factory=list)

@@ -1,0 +1,125 @@
+"""Shared fixtures: real PDFs, a real loopback mirror, and the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rpa.mirror import Mirror
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "rpa" / "samples"
+HOSTILE = Path(__file__).parent / "data" / "hostile"
+CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def sample_pdfs() -> list[Path]:
+    return sorted(SAMPLES.glob("*.pdf"))
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """../shared/corpus, or skip: the suite must pass where it is absent."""
+    if not (CORPUS / "manifest.tsv").is_file():
+        pytest.skip("../shared/corpus is not here")
+    return CORPUS
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a CLI subprocess: no RPA_* from the caller, no terminal."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPA_")}
+    env.update(extra)
+    return env
+
+
+class Cli:
+    """Runs the real `rpa` command (python -m rpa) in a work folder."""
+
+    def __init__(self, workdir: Path, template: str) -> None:
+        self.workdir = workdir
+        self.template = template
+        self.db = workdir / "rpa.db"
+        self.out = workdir / "out"
+
+    def args(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "rpa", *args]
+
+    def knobs(self, **extra: Any) -> list[str]:
+        knobs = {"db": self.db, "out": self.out, "pdf_url": self.template, **extra}
+        flags = []
+        for name, value in knobs.items():
+            if isinstance(value, bool):
+                flags.append(("--" if value else "--no-") + name.replace("_", "-"))
+            else:
+                flags += ["--" + name.replace("_", "-"), str(value)]
+        return flags
+
+    def run(self, *args: str, timeout: float = 90, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.args(*args),
+            cwd=self.workdir,
+            env=clean_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def popen(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start the CLI in the background; its output goes to run.log in the work folder."""
+        with (self.workdir / "run.log").open("ab") as log:
+            return subprocess.Popen(
+                self.args(*args),
+                cwd=self.workdir,
+                env=clean_env(**env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def status(self) -> dict[str, Any]:
+        result = self.run("status", "--json", "--db", str(self.db))
+        assert result.returncode == 0, result.stderr
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+    def count(self, where: str) -> int:
+        """Jobs matching `where`, or 0 while the database is still being created."""
+        try:
+            return int(self.query(f"SELECT count(*) FROM jobs WHERE {where}")[0][0])
+        except sqlite3.OperationalError:
+            return 0
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+        try:
+            return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+        finally:
+            conn.close()
+
+
+def write_ids(path: Path, ids: list[str]) -> Path:
+    path.write_text("".join(f"{i}\n" for i in ids))
+    return path
+
+
+@pytest.fixture
+def sample_mirror() -> Iterator[Mirror]:
+    """The bundled sample papers served as ext:<name>, plus hostile files under their names."""
+    files = {p.stem: p for p in sample_pdfs()}
+    files.update({p.stem.lower().replace("_", "-"): p for p in HOSTILE.glob("*.pdf")})
+    with Mirror(files) as mirror:
+        yield mirror
+
+
+@pytest.fixture
+def cli(tmp_path: Path, sample_mirror: Mirror) -> Cli:
+    return Cli(tmp_path, sample_mirror.url_template)

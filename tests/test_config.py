@@ -1,0 +1,102 @@
+"""Settings precedence: defaults < config file < environment < flags, and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rpa.config import Settings, knob_fields, load_settings, parse_rate_limits
+from rpa.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_any_source(tmp_path: Path) -> None:
+    settings, used = load_settings(env={}, flags={}, cwd=tmp_path)
+    assert used is None
+    assert settings == Settings()
+    assert settings.workers == 200
+    assert settings.pdf_url == "https://export.arxiv.org/pdf/{id}"
+
+
+def test_each_layer_overrides_the_one_below(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.toml", "workers = 7\ndownload_concurrency = 9\nread_timeout = 3\n")
+    env = {"RPA_DOWNLOAD_CONCURRENCY": "11", "RPA_READ_TIMEOUT": "4.5"}
+    flags = {"read_timeout": 5.5}
+    settings, used = load_settings(config_path=cfg, env=env, flags=flags, cwd=tmp_path)
+    assert used == cfg
+    assert settings.workers == 7  # file beats default
+    assert settings.download_concurrency == 11  # env beats file
+    assert settings.read_timeout == 5.5  # flag beats env
+
+
+def test_config_found_by_env_then_cwd(tmp_path: Path) -> None:
+    write(tmp_path / "rpa.toml", "workers = 3\n")
+    other = write(tmp_path / "other.toml", "[rpa]\nworkers = 4\n")
+    assert load_settings(env={}, cwd=tmp_path)[0].workers == 3
+    assert load_settings(env={"RPA_CONFIG": str(other)}, cwd=tmp_path)[0].workers == 4
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"flags": {"workers": 0}}, "workers must be at least 1"),
+        ({"flags": {"extract_pool": "fork"}}, "extract_pool must be one of"),
+        ({"env": {"RPA_WORKERS": "many"}}, "RPA_WORKERS"),
+        ({"env": {"RPA_WROKERS": "5"}}, "names no knob"),
+        ({"flags": {"pdf_url": "http://x/pdf"}}, "{id}"),
+        ({"flags": {"rate_limits": "a.org=fast"}}, "rate_limits"),
+        ({"flags": {"progress": "maybe"}}, "not a boolean"),
+    ],
+)
+def test_bad_values_are_config_errors(source: dict[str, dict[str, object]], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        load_settings(env=source.get("env", {}), flags=source.get("flags", {}))  # type: ignore[arg-type]
+
+
+def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.toml", "wokers = 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'wokers'"):
+        load_settings(config_path=cfg, env={})
+
+
+def test_broken_toml_is_an_error(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "c.toml", "workers = = 3\n")
+    with pytest.raises(ConfigError, match=r"c\.toml"):
+        load_settings(config_path=cfg, env={})
+
+
+def test_env_booleans_and_paths(tmp_path: Path) -> None:
+    settings, _ = load_settings(env={"RPA_PROGRESS": "no", "RPA_DB": "~/q.db"}, cwd=tmp_path)
+    assert settings.progress is False
+    assert settings.db == Path("~/q.db").expanduser()
+
+
+def test_rate_limit_spec() -> None:
+    assert parse_rate_limits("export.arxiv.org=4/1s, Example.org=10/2.5s,c.org=3") == {
+        "export.arxiv.org": (4, 1.0),
+        "example.org": (10, 2.5),
+        "c.org": (3, 1.0),
+    }
+    assert parse_rate_limits("") == {}
+
+
+def test_example_config_lists_every_knob_with_its_default() -> None:
+    """config.example.toml must stay true to the code."""
+    import re
+    import tomllib
+
+    example = Path(__file__).parent.parent / "config.example.toml"
+    text = example.read_text()
+    keys = re.compile(r"^#? ?[a-z_]+ = ")
+    uncommented = "\n".join(line.lstrip("# ") for line in text.splitlines() if keys.match(line))
+    values = tomllib.loads(uncommented)
+    for f in knob_fields():
+        assert f.name in values, f"config.example.toml lacks {f.name}"
+        default = f.default
+        shown = values[f.name]
+        assert str(shown) == str(default), f"{f.name}: example says {shown!r}, code {default!r}"
