@@ -33,8 +33,10 @@ case "${1:-}" in
   test)
     shift
     cd "$here"
-    "$venv/bin/python" -m ruff check rpa tests bench
-    "$venv/bin/python" -m ruff format --check rpa tests bench
+    lint=(rpa tests)
+    [ -d bench ] && lint+=(bench)
+    "$venv/bin/python" -m ruff check "${lint[@]}"
+    "$venv/bin/python" -m ruff format --check "${lint[@]}"
     "$venv/bin/python" -m mypy rpa
     exec "$venv/bin/python" -m pytest "$@"
     ;;
