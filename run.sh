@@ -18,8 +18,13 @@ want="$(cksum < "$here/pyproject.toml")"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "run.sh: setting up $venv (first use)" >&2
   "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$venv/bin/python" -m pip install --quiet -e "$here[dev,pdfium]" >&2
+  log="$venv/install.log"
+  if ! { "$venv/bin/python" -m pip install --upgrade pip &&
+         "$venv/bin/python" -m pip install -e "$here[dev,pdfium]"; } > "$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "run.sh: installing rpa failed (full log: $log)" >&2
+    exit 2
+  fi
   echo "$want" > "$stamp"
 fi
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import json
 import os
@@ -318,8 +319,13 @@ def export(
 def demo(*, settings: Settings) -> None:
     """Offline demo: serve the bundled sample papers from a loopback mirror and run them.
 
-    The samples are not arXiv papers: they are queued as ext:<name> IDs. Example: rpa demo
+    The samples are not arXiv papers: they are queued as ext:<name> IDs. Unless --db/--out are
+    given, the demo uses rpa-demo.db and rpa-demo-data/. Example: rpa demo
     """
+    defaults = Settings()
+    if settings.db == defaults.db and settings.out == defaults.out:
+        # Keep the demo out of a real queue in the same folder.
+        settings = dataclasses.replace(settings, db=Path("rpa-demo.db"), out=Path("rpa-demo-data"))
     ids_file = Path(tempfile.mkdtemp(prefix="rpa-demo-")) / "demo-ids.txt"
     ready = ids_file.parent / "mirror-url"
     names = sorted(p.stem for p in SAMPLES.glob("*.pdf"))
@@ -339,8 +345,6 @@ def demo(*, settings: Settings) -> None:
             time.sleep(0.05)
         template = ready.read_text().strip()
         out.print(f"serving {len(names)} sample papers at {template}", highlight=False)
-        import dataclasses
-
         settings = dataclasses.replace(settings, pdf_url=template)
         _enqueue(settings, ids_file, strict=True)
         _run_queue(settings, "demo")

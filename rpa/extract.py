@@ -10,6 +10,12 @@ key-outcome analysis and returns plain data (a JSON-able dict):
 Real-world files make pypdf raise far outside its own error hierarchy (TypeError,
 AttributeError, AssertionError, RecursionError, DeprecationError, DependencyError ...), so
 every exception becomes a failure dict; a page that fails is recorded and skipped.
+
+Kinds: invalid_pdf (cannot be parsed), encrypted (the empty password does not open it, or
+AES without `cryptography`), zero_pages, memory_cap (MemoryError under RLIMIT_AS), disk_full
+(ENOSPC writing the text), permanent (unreadable input path, other write errors) and config
+(unknown extractor, pypdfium2 missing; not a JobError kind: error_for_kind maps it to
+PermanentError, and ExtractPool refuses such a setup before any paper).
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ class _Failure(Exception):
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE_CHARS]
+    text = str(exc)
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:MAX_MESSAGE_CHARS]
 
 
 class _NoiseCounter(logging.Handler):
@@ -246,12 +253,18 @@ def _extract(pdf_path: str, text_path: str, extractor: str) -> dict[str, object]
         raise _Failure("disk_full" if full else "permanent", _describe(exc)) from exc
     if len(errors) > MAX_PAGE_ERRORS:
         errors = [*errors[:MAX_PAGE_ERRORS], f"... and {len(errors) - MAX_PAGE_ERRORS} more"]
+    try:
+        outcome = analyze(pages, metadata)
+    except MemoryError:
+        raise
+    except Exception as exc:  # a heuristic's bug must not cost the paper its extracted text
+        outcome = {"analysis_error": _describe(exc)}
     return {
         "ok": True,
         "pages": len(pages),
         "chars": sum(len(p) for p in pages),
         "page_errors": errors,
-        "outcome": analyze(pages, metadata),
+        "outcome": outcome,
     }
 
 
@@ -265,7 +278,7 @@ def extract_pdf(pdf_path: str, text_path: str, extractor: str = "pypdf") -> dict
             result = {"ok": False, "kind": failure.kind, "message": failure.message}
         except MemoryError as exc:  # RLIMIT_AS reached: --extract-max-mb
             result = {"ok": False, "kind": "memory_cap", "message": _describe(exc)}
-        except Exception as exc:  # the analysis itself, or anything unforeseen
+        except Exception as exc:  # anything unforeseen
             result = {"ok": False, "kind": "invalid_pdf", "message": _describe(exc)}
     if result["ok"]:
         result["warnings"] = noise[0]

@@ -19,7 +19,6 @@ __all__ = ["MAX_ABSTRACT_CHARS", "MAX_HEADINGS", "analyze", "find_arxiv_stamp"]
 MAX_ABSTRACT_CHARS = 2_000
 MAX_HEADINGS = 100
 MAX_REFERENCE_CHARS = 400
-FIRST_REFERENCES = 5
 
 _MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
 
@@ -341,15 +340,20 @@ def _headings(lines: list[str], body_start: int) -> list[str]:
     return out[:MAX_HEADINGS]
 
 
-def _join_lines(lines: list[str]) -> str:
-    """Join wrapped lines into one paragraph, undoing end-of-line hyphenation."""
-    text = ""
+def _join_lines(lines: list[str], limit: int = 10**6) -> str:
+    """Join wrapped lines into one paragraph (up to ~limit chars), undoing hyphenation."""
+    parts: list[str] = []
+    size = 0
     for line in lines:
-        if text.endswith("-") and line[:1].islower():
-            text = text[:-1] + line
-        else:
-            text = f"{text} {line}" if text else line
-    return text
+        if parts and parts[-1].endswith("-") and line[:1].islower():
+            parts[-1] = parts[-1][:-1]
+        elif parts:
+            parts.append(" ")
+        parts.append(line)
+        size += len(line) + 1
+        if size > limit:
+            break
+    return "".join(parts)
 
 
 def _abstract(lines: list[str]) -> tuple[str, int]:
@@ -370,7 +374,7 @@ def _abstract(lines: list[str]) -> tuple[str, int]:
                 break
             body.append(nxt)
             j += 1
-        return _join_lines(body)[:MAX_ABSTRACT_CHARS].strip(), j
+        return _join_lines(body, MAX_ABSTRACT_CHARS)[:MAX_ABSTRACT_CHARS].strip(), j
     return "", 0
 
 
@@ -393,7 +397,7 @@ _YEAR = re.compile(r"\b(?:1[89]|20)\d\d[a-z]?\b")
 _APPENDIX_HEADING = re.compile(r"^(?:[A-H](?:\.\d{1,2})*\.?\s+[A-Z][a-z][^.,]{0,80}|Appendix.*)$")
 
 
-def _numbered_entries(lines: list[str], pattern: re.Pattern[str]) -> list[str]:
+def _numbered_entries(lines: list[str], pattern: re.Pattern[str]) -> list[list[str]]:
     entries: list[list[str]] = []
     expected = 1
     for line in lines:
@@ -403,17 +407,17 @@ def _numbered_entries(lines: list[str], pattern: re.Pattern[str]) -> list[str]:
             entries.append([line[m.end() :]])
         elif entries:
             entries[-1].append(line)
-    return [_join_lines(e) for e in entries]
+    return entries
 
 
-def _author_year_entries(lines: list[str]) -> list[str]:
+def _author_year_entries(lines: list[str]) -> list[list[str]]:
     entries: list[list[str]] = []
     for i, line in enumerate(lines):
         if i and _APPENDIX_HEADING.match(line) and not _YEAR.search(line):
             break
         prev = entries[-1][-1].rstrip() if entries else ""
         # An entry whose first year ends it ("Doe J, Roe R. 1997.") still lacks its title.
-        so_far = " ".join(entries[-1]).rstrip(" .") if entries else ""
+        so_far = " ".join(entries[-1][:4]).rstrip(" .") if entries else ""
         year = _YEAR.search(so_far)
         starts = not entries or (
             prev.endswith((".", ")", "]"))
@@ -426,7 +430,7 @@ def _author_year_entries(lines: list[str]) -> list[str]:
             entries.append([line])
         else:
             entries[-1].append(line)
-    return [_join_lines(e) for e in entries]
+    return entries
 
 
 def _references_heading(lines: list[str]) -> int | None:
@@ -438,7 +442,7 @@ def _references_heading(lines: list[str]) -> int | None:
     return found
 
 
-def _section_entries(section: list[str]) -> list[str]:
+def _section_entries(section: list[str]) -> list[list[str]]:
     head = section[:10]
     if any(_BRACKET.match(ln) for ln in head):
         entries = _numbered_entries(section, _BRACKET)
@@ -446,11 +450,11 @@ def _section_entries(section: list[str]) -> list[str]:
         entries = _numbered_entries(section, _DOTTED)
     else:
         entries = _author_year_entries(section)
-    return [e for e in entries if _alpha_words(e)]
+    return [e for e in entries if any(_WORD.search(line) for line in e)]
 
 
 def _references(lines: list[str]) -> dict[str, object]:
-    entries: list[str] = []
+    entries: list[list[str]] = []
     heading = _references_heading(lines)
     if heading is not None:
         entries = _section_entries(lines[heading + 1 :])
@@ -461,7 +465,7 @@ def _references(lines: list[str]) -> dict[str, object]:
             if any(ln.startswith("[2]") for ln in lines[i + 1 : i + 40]):
                 entries = _numbered_entries(lines[i:], _BRACKET)
                 break
-    first = [e[:MAX_REFERENCE_CHARS] for e in entries[:FIRST_REFERENCES]]
+    first = [_join_lines(e, MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS] for e in entries[:5]]
     return {"count": len(entries), "first": first}
 
 
