@@ -32,9 +32,17 @@ from rpa.config import ENV_PREFIX, Settings, knob_fields, load_settings
 from rpa.db import connect
 from rpa.enqueue import enqueue_file
 from rpa.export import write_csv, write_jsonl
+from rpa.openmetrics import render_openmetrics, write_metrics_file
 from rpa.pipeline import Runner, RunSummary
-from rpa.render import format_line, make_run_table, make_status, make_summary, snapshot_dict
-from rpa.status import collect_status
+from rpa.render import (
+    format_line,
+    make_run_table,
+    make_status,
+    make_summary,
+    snapshot_dict,
+    summary_dict,
+)
+from rpa.status import collect_status, read_run_timings
 
 __all__ = ["app", "main"]
 
@@ -150,10 +158,19 @@ async def _drive(runner: Runner, settings: Settings) -> RunSummary:
     """Run, with the live table (a terminal) or periodic lines (anything else)."""
     task = asyncio.create_task(runner.run())
     if settings.progress and out.is_terminal:
-        with Live(console=out, refresh_per_second=4, transient=False) as live:
+        # The loop only swaps in a fresh snapshot: no lock, no rendering, no terminal write.
+        # Live's own thread renders it (cheaply, see rpa.render) and writes it, so neither the
+        # drawing nor a slow terminal can hold up the loop.
+        frame = [runner.snapshot()]
+        with Live(
+            get_renderable=lambda: make_run_table(frame[0]),
+            console=out,
+            refresh_per_second=1 / PROGRESS_INTERVAL,
+            transient=False,
+        ):
             while not task.done():
-                live.update(make_run_table(runner.snapshot()))
                 await asyncio.wait({task}, timeout=PROGRESS_INTERVAL)
+                frame[0] = runner.snapshot()
     elif settings.progress:
         while not task.done():
             await asyncio.wait({task}, timeout=LOG_INTERVAL)
@@ -164,7 +181,7 @@ async def _drive(runner: Runner, settings: Settings) -> RunSummary:
                     if settings.log_format == "json"
                     else format_line(snap)
                 )
-                print(line, flush=True)
+                await asyncio.to_thread(print, line, flush=True)  # a pipe may be slow
     return await task
 
 
@@ -176,7 +193,11 @@ def _run_queue(settings: Settings, command: str) -> None:
         err.print(f"[red]error:[/red] {exc}")
         code = EXIT_USAGE if isinstance(exc, errors.DatabaseError) else EXIT_FAILED
         raise typer.Exit(code) from None
-    out.print(make_summary(summary))
+    timings = read_run_timings(settings.db, summary.run_id)
+    if settings.log_format == "json" and not out.is_terminal:
+        print(json.dumps(summary_dict(summary, timings)), flush=True)
+    else:
+        out.print(make_summary(summary, timings))
     if summary.status == "interrupted":
         out.print("interrupted: run `rpa resume` to continue where this stopped")
     raise typer.Exit(summary.exit_code)
@@ -238,6 +259,16 @@ def resume(*, settings: Settings) -> None:
     _run_queue(settings, "resume")
 
 
+def _write_metrics(settings: Settings, data: dict[str, Any]) -> None:
+    if not settings.metrics_file:
+        return
+    try:
+        write_metrics_file(settings.metrics_file, render_openmetrics(data))
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot write the metrics file: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
 @app.command()
 @with_knobs({"db", "metrics_file"})
 def status(
@@ -263,10 +294,13 @@ def status(
                 contextlib.suppress(KeyboardInterrupt),
             ):
                 while True:
-                    live.update(make_status(collect_status(conn)))
+                    data = collect_status(conn)
+                    _write_metrics(settings, data)
+                    live.update(make_status(data))
                     time.sleep(1.0)
             return
         data = collect_status(conn)
+        _write_metrics(settings, data)
         if as_json:
             print(json.dumps(data, indent=2))
         else:

@@ -127,7 +127,16 @@ def _migration_1(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_migration_1]
+def _migration_2(db: Database) -> None:
+    # The end-of-run summary reads a run's attempts; status counts retry-scheduled jobs.
+    db.execute("CREATE INDEX attempts_run ON attempts(run_id, stage)")
+    db.execute(
+        "CREATE INDEX jobs_retry ON jobs(next_attempt_at) "
+        "WHERE lease_owner IS NULL AND stage IN ('queued', 'downloaded', 'extracted')"
+    )
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

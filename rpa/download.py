@@ -9,6 +9,7 @@ whole PDF (resume relies on that).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import errno
 import hashlib
@@ -23,6 +24,7 @@ from typing import IO, Any
 import httpx
 
 from rpa import errors
+from rpa.gates import RateGate
 
 __all__ = ["Download", "Downloader", "parse_retry_after", "sniff_pdf"]
 
@@ -31,6 +33,8 @@ PDF_MAGIC = b"%PDF-"
 SNIFF_BYTES = 1024
 FLUSH_BYTES = 1 << 20
 RETRY_HTTP_CODES = frozenset({408, 429, 500, 502, 503, 504, 522, 524})
+#: httpx's own default limit
+MAX_REDIRECTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +116,41 @@ def _status_error(response: httpx.Response) -> errors.JobError | None:
 class Downloader:
     """Fetches PDFs with one shared httpx client; file work goes to `io`."""
 
-    def __init__(self, client: httpx.AsyncClient, io: Executor, max_bytes: int) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        io: Executor,
+        max_bytes: int,
+        *,
+        gate: RateGate | None = None,
+    ) -> None:
         self.client = client
         self.io = io
         self.max_bytes = max_bytes
+        #: the host's rate gate: the caller takes a slot before `fetch`; `fetch` says when the
+        #: answer began and takes one more slot for every redirect it follows
+        self.gate = gate
+
+    def _answered(self) -> None:
+        if self.gate is not None:
+            self.gate.answered()
+
+    async def _open(self, url: str) -> httpx.Response:
+        """Send the GET, following redirects here so that every hop is one request at the
+        host's rate gate (httpx would follow them inside one)."""
+        request = self.client.build_request("GET", url)
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                response = await self.client.send(request, stream=True, follow_redirects=False)
+            finally:
+                self._answered()
+            if response.next_request is None:
+                return response
+            request = response.next_request
+            await response.aclose()
+            if self.gate is not None:
+                await self.gate.acquire()
+        raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects", request=request)
 
     async def _in_io(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
@@ -127,7 +162,8 @@ class Downloader:
         received = 0
         committed = False
         try:
-            async with self.client.stream("GET", url) as response:
+            response = await self._open(url)
+            async with contextlib.aclosing(response):
                 error = _status_error(response)
                 if error is not None:
                     raise error
@@ -172,6 +208,8 @@ class Downloader:
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             cls = errors.TruncatedBody if received else errors.ConnectionFailed
             raise cls(f"{type(exc).__name__}: {exc} after {received} bytes") from None
+        except httpx.TooManyRedirects as exc:
+            raise errors.HttpPermanent(f"{exc} from {url}") from None
         except httpx.TransportError as exc:
             raise errors.ConnectionFailed(f"{type(exc).__name__}: {exc}") from None
         except httpx.HTTPError as exc:
@@ -181,6 +219,7 @@ class Downloader:
                 raise errors.DiskFull(f"no space left writing {dest.parent}") from None
             raise errors.DiskFull(f"cannot write {dest.parent}: {exc}") from None
         finally:
+            self._answered()  # a failure before the headers: the request is over all the same
             if not committed:
                 await self._in_io(tmp.discard)
 

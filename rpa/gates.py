@@ -8,8 +8,9 @@ waiting and how long they waited. `RateGate` caps the requests to one host in an
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
-from collections import deque
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -89,13 +90,21 @@ class Gate:
 
 
 class RateGate:
-    """At most `count` requests in any window of `period` seconds (a sliding-window log).
+    """At most `count` requests to one host in any window of `period` seconds, as the host sees it.
 
     arXiv's guidance for automated access is "bursts of at most 4 requests per second, then a
-    1 second pause"; a GCRA or token bucket with burst 4 would let 4 + 4·T through in a window
-    of T seconds, so rpa keeps the send times of the last `count` requests and lets the next
-    one go only when the oldest of them is `period` old. Exact, O(1), FIFO (waiters queue on a
-    lock). `pause_until()` sets a cooldown every waiter respects (Retry-After).
+    1 second pause". Stamping a request when it leaves the gate is not enough: it reaches the
+    server a little later (a new connection, a busy loop), and the next burst, sent on warm
+    connections, can land inside the same server-side second (measured: 7 in one second).
+    So a request holds one of `count` slots from the moment it may go until `period` seconds
+    after its answer began (`answered()`, which the downloader calls when the response
+    headers arrive, or when the request fails). Any `period` window at the server then sees
+    at most `count` arrivals: if `count + 1` arrived in one window, the latest arrival would
+    lie inside the slot of every one of them. FIFO: waiters queue on a lock.
+
+    A slot belongs to the task that took it; `answered()` releases the current task's slot,
+    and a task's next `acquire()` (or its end) releases one it left unanswered.
+    `pause_until()` sets a cooldown every waiter respects (Retry-After).
     """
 
     def __init__(
@@ -114,7 +123,10 @@ class RateGate:
         self.period = period
         self._clock = clock
         # count None: no cap, only cooldowns (a host with no configured limit)
-        self._sent: deque[float] = deque(maxlen=count or 1)
+        self._pending: dict[asyncio.Task[object], float] = {}  # task -> when its request left
+        self._cooling: list[float] = []  # heap: when each answered slot is free again
+        self._tracked: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
+        self._answer = asyncio.Event()
         self._paused_until = 0.0
         self._waiting = 0
         self._lock = asyncio.Lock()
@@ -128,21 +140,41 @@ class RateGate:
     def paused_until(self) -> float:
         return self._paused_until
 
-    def _delay(self, now: float) -> float:
-        """Seconds until a request may go at `now` (0 if it may go now)."""
-        full = self.count is not None and len(self._sent) == self.count
-        window_free = self._sent[0] + self.period - now if full else 0.0
-        return max(0.0, window_free, self._paused_until - now)
+    def _in_use(self, now: float) -> int:
+        while self._cooling and self._cooling[0] <= now:
+            heapq.heappop(self._cooling)
+        return len(self._pending) + len(self._cooling)
+
+    def _delay(self, now: float) -> float | None:
+        """Seconds until a request may go at `now` (0: now; None: when a slot is answered)."""
+        pause = self._paused_until - now
+        if self.count is None or self._in_use(now) < self.count:
+            return max(0.0, pause)
+        if not self._cooling:
+            return None  # every slot waits for its answer
+        return max(self._cooling[0] - now, pause)
 
     async def acquire(self) -> float:
+        """Take a slot for one request (the current task's); returns the seconds waited."""
         start = self._clock()
+        task = asyncio.current_task()
         self._waiting += 1
         try:
             async with self._lock:
-                # waiting out a time window, not an event: a sleep is the right primitive
-                while (delay := self._delay(self._clock())) > 0:  # noqa: ASYNC110
-                    await asyncio.sleep(delay)
-                self._sent.append(self._clock())
+                if task is not None:
+                    self._release(task)  # its previous request, if unanswered, is over
+                while (delay := self._delay(self._clock())) != 0:
+                    if delay is None:
+                        self._answer.clear()
+                        await self._answer.wait()
+                    else:
+                        # waiting out a time window, not an event: a sleep is the right primitive
+                        await asyncio.sleep(delay)
+                if self.count is not None and task is not None:
+                    self._pending[task] = self._clock()
+                    if task not in self._tracked:
+                        self._tracked.add(task)
+                        task.add_done_callback(self._release)
         finally:
             self._waiting -= 1
         waited = self._clock() - start
@@ -150,13 +182,22 @@ class RateGate:
         self.last_wait = waited
         return waited
 
+    def answered(self) -> None:
+        """The current task's request got its answer, or failed: its slot is free in `period`."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._release(task)
+
+    def _release(self, task: asyncio.Task[object]) -> None:
+        if self._pending.pop(task, None) is not None:
+            heapq.heappush(self._cooling, self._clock() + self.period)
+            self._answer.set()
+
     def statistics(self) -> GateStatistics:
         stats = self.waits.stats()
-        now = self._clock()
-        recent = sum(1 for t in self._sent if t > now - self.period)
         return GateStatistics(
             name=self.name,
-            in_use=recent,
+            in_use=self._in_use(self._clock()),
             capacity=self.count or 0,
             waiting=self._waiting,
             wait_p50=stats.p50,

@@ -197,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._simple(404, b"not found\n", "text/plain; charset=utf-8", head=head)
             return
         url_id = path[len("/pdf/") :]
-        fault = mirror._record(url_id)
+        fault = mirror._record(url_id, self.headers.get("User-Agent", ""))
         file = mirror._files.get(url_id)
         if fault is not None:
             self._fault(fault, file, head=head)
@@ -300,6 +300,7 @@ class Mirror:
         self._lock = threading.Lock()
         self._faults = {url_id: _FaultState(f) for url_id, f in (faults or {}).items()}
         self._counts: dict[str, int] = {}
+        self._agents: dict[str, int] = {}
         self._times: list[tuple[str, float]] = []
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -384,15 +385,21 @@ class Mirror:
         with self._lock:
             return [t for u, t in self._times if url_id is None or u == url_id]
 
+    def user_agents(self) -> dict[str, int]:
+        """The User-Agent headers of the /pdf/ requests, with how many requests sent each."""
+        with self._lock:
+            return dict(self._agents)
+
     def stats(self) -> dict[str, Any]:
         """The counts as served at /_stats: {"total": n, "by_id": {url_id: n}}."""
         with self._lock:
             return {"total": len(self._times), "by_id": dict(self._counts)}
 
-    def _record(self, url_id: str) -> Fault | None:
+    def _record(self, url_id: str, user_agent: str = "") -> Fault | None:
         """Count one request and decide, atomically, whether a fault applies to it."""
         with self._lock:
             self._counts[url_id] = self._counts.get(url_id, 0) + 1
+            self._agents[user_agent] = self._agents.get(user_agent, 0) + 1
             self._times.append((url_id, time.monotonic()))
             state = self._faults.get(url_id)
             if state is None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import shutil
 import signal
+import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -26,28 +28,26 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from rpa import __version__, errors, jobs
+from rpa import __version__, errors, hosts, jobs, openmetrics
 from rpa.config import Settings, parse_rate_limits
 from rpa.db import DbThread
 from rpa.download import Downloader
 from rpa.gates import Gate, RateGate
 from rpa.jobs import Job
-from rpa.metrics import LagProbe, Rate, Window, WindowStats
+from rpa.metrics import LagProbe, Rate, WindowStats
 from rpa.pool import ExtractPool
-from rpa.retry import retry_delay
 from rpa.snapshot import PoolSnapshot, RunSnapshot, StageSnapshot, Totals
+from rpa.stages import STAGES, StageMeter, StageWork
 from rpa.status import queue_totals
 from rpa.storage import Layout
 
 __all__ = ["RunSummary", "Runner"]
 
-STAGES = ("download", "extract", "outcome")
-_DOWNLOAD_FIELDS = (
-    "pdf_path", "pdf_bytes", "pdf_sha256", "final_url", "http_status", "download_seconds"
-)  # fmt: skip
 # How often the feeder looks again when nothing is claimable but work may appear (retries
 # coming due, another run releasing leases).
 IDLE_POLL = 0.5
+# How often --metrics-file is rewritten during a run.
+METRICS_INTERVAL = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,22 +73,7 @@ class RunSummary:
         return 0
 
 
-class _StageMeter:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.running = 0
-        self.done = 0
-        self.failed = 0
-        self.retried = 0
-        self.durations = Window(120.0)
-
-    def snapshot(self) -> StageSnapshot:
-        return StageSnapshot(
-            self.name, self.running, self.done, self.failed, self.retried, self.durations.stats()
-        )
-
-
-class Runner:
+class Runner(StageWork):
     """Runs the queue in `settings.db` until nothing claimable is left (or it is told to stop)."""
 
     def __init__(self, settings: Settings, *, command: str = "run") -> None:
@@ -113,7 +98,8 @@ class Runner:
             extractor=settings.extractor,
         )
         self.probe = LagProbe()
-        self.meters = {name: _StageMeter(name) for name in STAGES}
+        self._lag_stats, self._lag_at = self.probe.window.stats(), 0.0
+        self.meters = {name: StageMeter(name) for name in STAGES}
         self.papers = Rate(60.0)
         self.pages = Rate(60.0)
         self.bytes = Rate(60.0)
@@ -121,6 +107,8 @@ class Runner:
         self.idle = 0
         self.local: asyncio.Queue[Job | None] = asyncio.Queue()
         self.totals = Totals()
+        self._beat_done = 0  # self.done / self.failed when self.totals was read
+        self._beat_failed = 0
         self.done = 0
         self.failed = 0
         self.failures: Counter[str] = Counter()
@@ -137,9 +125,34 @@ class Runner:
 
     # ---- snapshot -------------------------------------------------------------------------
 
+    def _lag(self) -> WindowStats:
+        """The probe's last minute (~6,000 samples to sort, ~0.5 ms of loop), at most once a
+        second: the live table asks four times a second."""
+        now = time.monotonic()
+        if now - self._lag_at >= 1.0:
+            self._lag_stats, self._lag_at = self.probe.window.stats(), now
+        return self._lag_stats
+
+    def _set_totals(self, totals: Totals) -> None:
+        self.totals = totals
+        self._beat_done, self._beat_failed = self.done, self.failed
+
+    def _fresh_totals(self) -> Totals:
+        """The queue totals of the last heartbeat, moved on by what this run finished since."""
+        t = self.totals
+        done, failed = self.done - self._beat_done, self.failed - self._beat_failed
+        return Totals(
+            queued=t.queued,
+            in_progress=max(0, t.in_progress - done - failed),
+            retry_scheduled=t.retry_scheduled,
+            done=t.done + done,
+            failed=t.failed + failed,
+        )
+
     def snapshot(self) -> RunSnapshot:
         stats = self.pool.statistics()
-        remaining = self.totals.remaining
+        totals = self._fresh_totals()
+        remaining = totals.remaining
         papers_per_s = self.papers.per_second()
         gates = [self.download_gate.statistics(), self.extract_gate.statistics()]
         if self.host_gate.count is not None:
@@ -149,13 +162,13 @@ class Runner:
             elapsed=time.monotonic() - self._started,
             gates=gates,
             stages=[m.snapshot() for m in self.meters.values()],
-            totals=self.totals,
+            totals=totals,
             papers_per_min=papers_per_s * 60,
             pages_per_s=self.pages.per_second(),
             mb_per_s=self.bytes.per_second() / 1e6,
             eta_seconds=remaining / papers_per_s if papers_per_s > 0 else None,
-            lag=self.probe.window.stats(),
-            workers_busy=len(self._worker_tasks) - self.idle,
+            lag=self._lag(),
+            workers_busy=sum(not t.done() for t in self._worker_tasks) - self.idle,
             workers_total=self.settings.workers,
             pool=PoolSnapshot(
                 self.settings.extract_pool,
@@ -181,6 +194,8 @@ class Runner:
         status = "finished"
         try:
             await loop.run_in_executor(self.io, self.layout.prepare)
+            # the disk guard holds from the first claim, not from the first heartbeat
+            self.disk_low = await loop.run_in_executor(self.io, self._disk_low)
             reclaimed = await self.db.run(
                 jobs.reclaim_stale, time.time(), 3 * s.heartbeat_seconds + 5
             )
@@ -194,7 +209,7 @@ class Runner:
                 jobs.register_run, self.run_id, self.command, settings_json, time.time()
             )
             await self._restore_host_state()
-            self.totals = await self.db.run(queue_totals, time.time())
+            self._set_totals(await self.db.run(queue_totals, time.time()))
             self._install_signal_handlers()
             timeout = httpx.Timeout(s.read_timeout, connect=s.connect_timeout)
             limits = httpx.Limits(
@@ -202,13 +217,21 @@ class Runner:
                 max_keepalive_connections=s.max_connections_resolved,
             )
             headers = {"User-Agent": self._user_agent()}
-            async with (
-                httpx.AsyncClient(
-                    timeout=timeout, limits=limits, headers=headers, follow_redirects=True
-                ) as client,
-                self.pool,
-            ):
-                self.downloader = Downloader(client, self.io, int(s.max_pdf_mb * 1024 * 1024))
+            # Built in a thread: the client loads the CA bundle and builds its SSL context,
+            # tens of milliseconds the loop would otherwise stand still for.
+            client = await asyncio.to_thread(
+                functools.partial(
+                    httpx.AsyncClient,
+                    timeout=timeout,
+                    limits=limits,
+                    headers=headers,
+                    follow_redirects=True,
+                )
+            )
+            async with client, self.pool:
+                self.downloader = Downloader(
+                    client, self.io, int(s.max_pdf_mb * 1024 * 1024), gate=self.host_gate
+                )
                 await self._run_tasks()
             if self._signals:
                 status = "interrupted"
@@ -220,7 +243,9 @@ class Runner:
             self._remove_signal_handlers()
             await self._flush_attempts()
             await self.db.run(jobs.end_run, self.run_id, status, time.time())
-            self.totals = await self.db.run(queue_totals, time.time())
+            self._set_totals(await self.db.run(queue_totals, time.time()))
+            if s.metrics_file:
+                await self._write_metrics()  # the final figures, with this run ended
             await self.db.close()
             self.io.shutdown(wait=False)
         return self._summary(status)
@@ -231,6 +256,8 @@ class Runner:
                 background.create_task(self.probe.run(), name="lag-probe"),
                 background.create_task(self._heartbeat(), name="heartbeat"),
             ]
+            if self.settings.metrics_file:
+                side.append(background.create_task(self._metrics_loop(), name="metrics-file"))
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._feeder(), name="feeder")
@@ -244,7 +271,7 @@ class Runner:
 
     async def _restore_host_state(self) -> None:
         """Respect a cooldown a previous run stored; a new run closes an open breaker."""
-        row = await self.db.run(_host_state, self.host)
+        row = await self.db.run(hosts.host_state, self.host)
         if row is None:
             return
         cooldown_until, breaker_open, reason = row
@@ -256,7 +283,7 @@ class Runner:
             )
         if breaker_open:
             self.messages.append(f"{self.host} had refused us ({reason}); trying again")
-            await self.db.run(_close_breaker, self.host, time.time())
+            await self.db.run(hosts.close_breaker, self.host, time.time())
 
     def _summary(self, status: str) -> RunSummary:
         return RunSummary(
@@ -329,10 +356,36 @@ class Runner:
             for job_id in lost:
                 self.messages.append(f"lease lost: {job_id}")
             await self._flush_attempts()
-            self.totals = await self.db.run(queue_totals, time.time())
+            self._set_totals(await self.db.run(queue_totals, time.time()))
             self.disk_low = await asyncio.get_running_loop().run_in_executor(
                 self.io, self._disk_low
             )
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            took = await self._write_metrics()
+            # Counting a big queue is O(jobs): keep it under ~10% of one thread.
+            await asyncio.sleep(max(METRICS_INTERVAL, 10 * took))
+
+    async def _write_metrics(self) -> float:
+        """--metrics-file. The loop only takes the snapshot; the status is read on its own
+        read-only connection in the I/O pool (a million-job queue takes about a second to
+        count, which must not hold up the database thread), rendered and written there (tmp,
+        fsync, rename). Returns the seconds it took."""
+        start = time.monotonic()
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.io,
+                openmetrics.write_status_metrics,
+                self.settings.db,
+                self.settings.metrics_file,
+                self.snapshot(),
+            )
+        except (OSError, sqlite3.Error, errors.DatabaseError) as exc:
+            message = f"cannot write the metrics file: {exc}"
+            if message not in self.messages:
+                self.messages.append(message)
+        return time.monotonic() - start
 
     def _disk_low(self) -> bool:
         free_mb = shutil.disk_usage(self.layout.root).free / 1e6
@@ -353,7 +406,9 @@ class Runner:
                     await self._want.wait()
                     continue
                 if self.disk_low:
-                    self.messages.append(f"free space under {s.out} below {s.min_free_mb:g} MB")
+                    low = f"free space under {s.out} below {s.min_free_mb:g} MB: claiming paused"
+                    if low not in self.messages:
+                        self.messages.append(low)
                     await self._pause(5.0)
                     continue
                 stages = ("downloaded", "extracted") if self.breaker_open else None
@@ -399,232 +454,6 @@ class Runner:
             finally:
                 self.held.pop(job.id, None)
 
-    # ---- one job --------------------------------------------------------------------------
-
-    async def _process(self, job: Job) -> None:
-        stage_of = {"queued": "download", "downloaded": "extract", "extracted": "outcome"}
-        meter_name = stage_of[job.stage]
-        start = time.perf_counter()
-        current: Job | None = job
-        try:
-            if job.stage == "queued":
-                current = await self._stage_download(job)
-            if current is not None and current.stage == "downloaded":
-                meter_name = "extract"
-                current = await self._stage_extract(current, verify=job.stage == "downloaded")
-            if current is not None:
-                meter_name = "outcome"
-                await self._stage_outcome(current, total=time.perf_counter() - start)
-        except errors.JobError as exc:
-            await self._fail(current or job, exc, meter_name)
-
-    def _attempt(
-        self,
-        job: Job,
-        stage: str,
-        started: float,
-        wait: float,
-        took: float,
-        outcome: str,
-        kind: str | None = None,
-    ) -> None:
-        self._attempt_rows.append((job.id, self.run_id, stage, started, wait, took, outcome, kind))
-
-    async def _stage_download(self, job: Job) -> Job | None:
-        meter = self.meters["download"]
-        dest = self.layout.pdf_path(job.id)
-        started = time.time()
-        adopted = await asyncio.get_running_loop().run_in_executor(
-            self.io, self.layout.adopt_pdf, dest
-        )
-        if adopted is not None:
-            # A complete file from an interrupted run: final names only ever hold whole PDFs.
-            size, sha256 = adopted
-            new = dataclasses.replace(
-                job, pdf_path=str(dest), pdf_bytes=size, pdf_sha256=sha256, download_seconds=0.0
-            )
-        else:
-            url = self.layout.url(self.settings.pdf_url, job.id)
-            async with self.download_gate as wait:
-                wait += await self.host_gate.acquire()
-                if self.breaker_open:
-                    raise errors.AccessDenied(f"downloads from {self.host} are stopped")
-                meter.running += 1
-                t0 = time.perf_counter()
-                try:
-                    result = await self.downloader.fetch(url, dest)
-                except errors.JobError as exc:
-                    self._attempt(
-                        job, "download", started, wait, time.perf_counter() - t0, "error", exc.kind
-                    )
-                    raise
-                finally:
-                    meter.running -= 1
-            meter.done += 1
-            meter.durations.add(result.seconds)
-            self.bytes.add(result.bytes)
-            self._attempt(job, "download", started, wait, result.seconds, "ok")
-            new = dataclasses.replace(
-                job,
-                pdf_path=result.path,
-                pdf_bytes=result.bytes,
-                pdf_sha256=result.sha256,
-                final_url=result.final_url,
-                http_status=result.status,
-                download_seconds=result.seconds,
-            )
-        fields = {name: getattr(new, name) for name in _DOWNLOAD_FIELDS}
-        ok = await self.db.run(
-            jobs.checkpoint, job.id, job.token, self.run_id, "downloaded", fields, time.time()
-        )
-        if not ok:
-            self.messages.append(f"lease lost before download checkpoint: {job.id}")
-            return None
-        return dataclasses.replace(new, stage="downloaded")
-
-    async def _stage_extract(self, job: Job, *, verify: bool) -> Job | None:
-        """Extract the checkpointed PDF. `verify`: the PDF comes from an earlier run, so check
-        it is still the file that was checkpointed (size and sha256) before trusting it."""
-        meter = self.meters["extract"]
-        loop = asyncio.get_running_loop()
-        pdf_path = job.pdf_path or ""
-        intact = pdf_path and (
-            not verify
-            or await loop.run_in_executor(
-                self.io, self.layout.verify_pdf, pdf_path, job.pdf_bytes, job.pdf_sha256
-            )
-        )
-        if not intact:
-            # The checkpointed file is gone or changed: fetch it again, from the queued stage.
-            await self.db.run(
-                jobs.checkpoint,
-                job.id,
-                job.token,
-                self.run_id,
-                "queued",
-                {"pdf_path": None},
-                time.time(),
-            )
-            self.messages.append(f"{job.id}: stored PDF missing or changed, downloading again")
-            again = await self._stage_download(dataclasses.replace(job, stage="queued"))
-            if again is None:
-                return None
-            job = again
-            pdf_path = job.pdf_path or ""
-        text_path = self.layout.text_path(job.id)
-        started = time.time()
-        async with self.extract_gate as wait:
-            meter.running += 1
-            t0 = time.perf_counter()
-            try:
-                result = await self.pool.extract(pdf_path, str(text_path))
-            except errors.JobError as exc:
-                self._attempt(
-                    job, "extract", started, wait, time.perf_counter() - t0, "error", exc.kind
-                )
-                raise
-            finally:
-                meter.running -= 1
-        took = time.perf_counter() - t0
-        if not result.get("ok"):
-            self._attempt(job, "extract", started, wait, took, "error", str(result.get("kind")))
-            raise errors.error_for_kind(str(result.get("kind")), str(result.get("message", "")))
-        meter.done += 1
-        meter.durations.add(took)
-        self.pages.add(float(str(result.get("pages", 0))))
-        self._attempt(job, "extract", started, wait, took, "ok")
-        result["text_path"] = str(text_path)
-        ok = await self.db.run(
-            jobs.checkpoint,
-            job.id,
-            job.token,
-            self.run_id,
-            "extracted",
-            {
-                "text_path": str(text_path),
-                "extract_json": json.dumps(result),
-                "extract_seconds": took,
-            },
-            time.time(),
-        )
-        if not ok:
-            self.messages.append(f"lease lost before extract checkpoint: {job.id}")
-            return None
-        return dataclasses.replace(job, stage="extracted", extract=result, extract_seconds=took)
-
-    async def _stage_outcome(self, job: Job, total: float) -> None:
-        meter = self.meters["outcome"]
-        t0 = time.perf_counter()
-        started = time.time()
-        record = self.layout.outcome_record(job, self.run_id)
-        path = self.layout.outcome_path(job.id)
-        await asyncio.get_running_loop().run_in_executor(
-            self.io, self.layout.write_json, path, record
-        )
-        took = time.perf_counter() - t0
-        row = self.layout.result_row(record)
-        ok = await self.db.run(
-            jobs.complete, job.id, job.token, self.run_id, row, str(path), time.time()
-        )
-        if not ok:
-            self.messages.append(f"lease lost before completion: {job.id}")
-            return
-        meter.done += 1
-        meter.durations.add(took)
-        self._attempt(job, "outcome", started, 0.0, took, "ok")
-        self.done += 1
-        self.papers.add()
-        self.slowest.append((job.id, total))
-        if len(self.slowest) > 50:
-            self.slowest = sorted(self.slowest, key=lambda x: -x[1])[:10]
-
-    async def _fail(self, job: Job, exc: errors.JobError, stage: str) -> None:
-        s = self.settings
-        meter = self.meters[stage]
-        now = time.time()
-        if isinstance(exc, errors.RunLevelError):
-            if not self.breaker_open:
-                self.breaker_open = True
-                self.messages.append(
-                    f"{self.host} refused us ({exc.message}); downloads stopped. Finishing what "
-                    "is downloaded. Wait before `rpa resume`; arXiv's bulk data is the way for "
-                    "large lists."
-                )
-                await self.db.run(_open_breaker, self.host, exc.message, now)
-            await self.db.run(jobs.release, self.run_id, [(job.id, job.token)])
-            return
-        crashed = isinstance(exc, errors.WorkerCrashed)
-        if crashed and job.crashes + 1 >= s.poison_after:
-            exc = errors.Poison(f"killed {job.crashes + 1} extraction processes: {exc.message}")
-        final = isinstance(exc, errors.PermanentError) or job.attempts + 1 >= s.max_attempts
-        next_at = 0.0
-        if not final:
-            delay = retry_delay(job.attempts + 1, s.retry_base, s.retry_max, exc.retry_after)
-            next_at = now + delay
-            if exc.retry_after:
-                self.host_gate.pause_until(time.monotonic() + exc.retry_after)
-                await self.db.run(_cooldown, self.host, now + exc.retry_after, exc.message, now)
-        ok = await self.db.run(
-            jobs.set_outcome,
-            job.id,
-            job.token,
-            self.run_id,
-            kind=exc.kind,
-            message=exc.message,
-            now=now,
-            final=final,
-            next_attempt_at=next_at,
-            crashed=crashed,
-        )
-        if not ok:
-            return
-        if final:
-            meter.failed += 1
-            self.failed += 1
-            self.failures[exc.kind] += 1
-        else:
-            meter.retried += 1
-
 
 def _next_due(conn: Any, now: float, breaker_open: bool) -> float | None:
     """Seconds until some job may become claimable by us; None if nothing is left for us."""
@@ -638,31 +467,3 @@ def _next_due(conn: Any, now: float, breaker_open: bool) -> float | None:
     if row["n"] == 0:
         return None
     return max(0.0, float(row["due"] or 0) - now)
-
-
-def _open_breaker(conn: Any, host: str, reason: str, now: float) -> None:
-    conn.execute(
-        "INSERT INTO hosts (host, breaker_open, reason, updated_at) VALUES (?, 1, ?, ?) "
-        "ON CONFLICT(host) DO UPDATE SET breaker_open = 1, reason = ?, updated_at = ?",
-        (host, reason, now, reason, now),
-    )
-
-
-def _cooldown(conn: Any, host: str, until: float, reason: str, now: float) -> None:
-    conn.execute(
-        "INSERT INTO hosts (host, cooldown_until, reason, updated_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(host) DO UPDATE SET cooldown_until = max(coalesce(cooldown_until, 0), ?), "
-        "reason = ?, updated_at = ?",
-        (host, until, reason, now, until, reason, now),
-    )
-
-
-def _host_state(conn: Any, host: str) -> tuple[float | None, bool, str] | None:
-    row = conn.execute(
-        "SELECT cooldown_until, breaker_open, reason FROM hosts WHERE host = ?", (host,)
-    ).fetchone()
-    return None if row is None else (row[0], bool(row[1]), row[2] or "")
-
-
-def _close_breaker(conn: Any, host: str, now: float) -> None:
-    conn.execute("UPDATE hosts SET breaker_open = 0, updated_at = ? WHERE host = ?", (now, host))

@@ -2,30 +2,90 @@
 
 The only module besides the CLI that imports Rich. Nothing here reads the clock, the database
 or the runner: give it the same snapshot, get the same table.
+
+The live table is drawn a few times a second while the loop works, so it is built as plain
+pre-formatted lines (`Lines`) rather than Rich `Table`s: laying out the four tables with Rich
+cost ~17 ms per frame (measured), time the GIL is held and the event loop waits; the same
+content as pre-formatted segments costs well under a millisecond. The end-of-run summary and
+`rpa status` are drawn once (or once a second, off any loop), so they use Rich tables.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.measure import Measurement
+from rich.segment import Segment
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from rpa.snapshot import RunSnapshot
+from rpa.metrics import WindowStats
+from rpa.snapshot import RunSnapshot, StageSnapshot, Totals
 
 __all__ = [
+    "Lines",
     "format_line",
     "make_run_table",
     "make_status",
     "make_summary",
     "snapshot_dict",
+    "status_json",
+    "summary_dict",
 ]
 
+#: loop lag above these is shown in red: a loop this late is starving its workers
+LAG_P99_WARN = 0.005
+LAG_MAX_WARN = 0.05
 
-def _ms(seconds: float) -> str:
+_STYLES = {
+    "": Style(),
+    "bold": Style(bold=True),
+    "head": Style(bold=True, dim=True),
+    "title": Style(bold=True, color="cyan"),
+    "red": Style(color="red"),
+    "green": Style(color="green"),
+    "yellow": Style(color="yellow"),
+}
+
+Run = tuple[str, str]  # (text, style name)
+Line = list[Run]
+Cell = str | Run  # a table cell: text, or (text, style name)
+
+
+class Lines:
+    """Pre-formatted styled lines: a renderable that costs only the copy of its segments.
+
+    Each line is a sequence of (text, style name) runs. Lines wider than the console are
+    cropped by Rich, never wrapped, so the live table keeps its shape in a narrow terminal.
+    """
+
+    def __init__(self, lines: Sequence[Sequence[Run]]) -> None:
+        self.lines = lines
+
+    @property
+    def plain(self) -> str:
+        return "\n".join("".join(text for text, _ in line) for line in self.lines)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        newline = Segment.line()
+        for line in self.lines:
+            for text, style in line:
+                yield Segment(text, _STYLES[style])
+            yield newline
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        width = max((sum(len(t) for t, _ in line) for line in self.lines), default=0)
+        return Measurement(width, width)
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
@@ -38,66 +98,88 @@ def _dur(seconds: float | None) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def make_run_table(snap: RunSnapshot) -> Group:
-    """The live table: gates, stages, totals, health."""
-    gates = Table(title="Gates", title_justify="left", expand=False)
-    for col in ("gate", "in use / cap", "waiting", "wait p50", "wait p95", "entered"):
-        gates.add_column(col, justify="left" if col == "gate" else "right")
-    for g in snap.gates:
-        gates.add_row(
-            g.name, f"{g.in_use} / {g.capacity}", str(g.waiting), _ms(g.wait_p50),
-            _ms(g.wait_p95), str(g.entered),
-        )  # fmt: skip
+def _block(
+    title: str, header: Sequence[str], rows: Iterable[Sequence[Cell]], *, labels: bool = True
+) -> list[Line]:
+    """A titled table as lines: numbers right-aligned, the first column left-aligned when it
+    holds row labels (`labels`)."""
+    cells = [[(c, "") if isinstance(c, str) else c for c in row] for row in rows]
+    widths = [len(h) for h in header]
+    for row in cells:
+        for i, (text, _) in enumerate(row):
+            widths[i] = max(widths[i], len(text))
 
-    stages = Table(title="Stages", title_justify="left")
-    for col in ("stage", "running", "done", "failed", "retried", "p50", "p95", "max"):
-        stages.add_column(col, justify="left" if col == "stage" else "right")
-    for st in snap.stages:
-        d = st.durations
-        stages.add_row(
-            st.name, str(st.running), str(st.done), str(st.failed), str(st.retried),
-            _ms(d.p50), _ms(d.p95), _ms(d.max),
-        )  # fmt: skip
+    def fit(i: int, text: str) -> str:
+        return text.ljust(widths[i]) if i == 0 and labels else text.rjust(widths[i])
 
-    t = snap.totals
-    totals = Table(title="Totals", title_justify="left")
-    for col in ("queued", "in progress", "retry sched.", "done", "failed", "papers/min",
-                "pages/s", "MB/s", "ETA"):  # fmt: skip
-        totals.add_column(col, justify="right")
-    totals.add_row(
-        str(t.queued), str(t.in_progress), str(t.retry_scheduled), str(t.done), str(t.failed),
-        f"{snap.papers_per_min:.1f}", f"{snap.pages_per_s:.1f}", f"{snap.mb_per_s:.2f}",
-        _dur(snap.eta_seconds),
-    )  # fmt: skip
+    out: list[Line] = [[(title, "title")]]
+    out.append([("  " + "  ".join(fit(i, h) for i, h in enumerate(header)), "head")])
+    for row in cells:
+        line: Line = [("  ", "")]
+        for i, (text, style) in enumerate(row):
+            line.append((("  " if i else "") + fit(i, text), style))
+        out.append(line)
+    return out
 
-    p = snap.pool
-    health = Table(title="Health", title_justify="left")
-    for col in ("loop lag p50", "p99", "max", "workers busy / idle", "extract procs",
-                "replaced", "crashed", "timed out"):  # fmt: skip
-        health.add_column(col, justify="right")
-    lag_style = "red" if snap.lag.p99 > 0.005 or snap.lag.max > 0.05 else "green"
-    health.add_row(
-        Text(_ms(snap.lag.p50), style=lag_style), Text(_ms(snap.lag.p99), style=lag_style),
-        Text(_ms(snap.lag.max), style=lag_style),
-        f"{snap.workers_busy} / {snap.workers_total - snap.workers_busy}",
-        f"{p.alive}/{p.workers} {p.mode} ({p.busy} busy)", str(p.replaced), str(p.crashed),
-        str(p.timed_out),
-    )  # fmt: skip
-    header = Text(
+
+def make_run_table(snap: RunSnapshot) -> Lines:
+    """The live table: gates, stages, totals, health (pure and cheap: see the module doc)."""
+    head = (
         f"rpa run {snap.run_id}  elapsed {_dur(snap.elapsed)}  "
         f"done {snap.done_this_run}  failed {snap.failed_this_run}"
-        + ("  [stopping]" if snap.stopping else ""),
-        style="bold",
     )
-    parts: list[Any] = [header, gates, stages, totals, health]
-    parts.extend(Text(m, style="yellow") for m in snap.messages)
-    return Group(*parts)
+    lines: list[Line] = [[(head, "bold")]]
+    if snap.stopping:
+        lines[0].append(("  [stopping]", "yellow"))
+    lines += _block(
+        "Gates",
+        ("gate", "in use / cap", "waiting", "wait p50", "wait p95", "entered"),
+        (
+            (g.name, f"{g.in_use} / {g.capacity}", str(g.waiting), _ms(g.wait_p50),
+             _ms(g.wait_p95), str(g.entered))
+            for g in snap.gates
+        ),
+    )  # fmt: skip
+    lines += _block(
+        "Stages",
+        ("stage", "running", "done", "failed", "retried", "p50", "p95", "max"),
+        (
+            (st.name, str(st.running), str(st.done), str(st.failed), str(st.retried),
+             _ms(st.durations.p50), _ms(st.durations.p95), _ms(st.durations.max))
+            for st in snap.stages
+        ),
+    )  # fmt: skip
+    t = snap.totals
+    lines += _block(
+        "Totals (queue-wide, as of the last heartbeat)",
+        ("queued", "in progress", "retry sched.", "done", "failed", "papers/min", "pages/s",
+         "MB/s", "ETA"),
+        [(str(t.queued), str(t.in_progress), str(t.retry_scheduled), str(t.done), str(t.failed),
+          f"{snap.papers_per_min:.1f}", f"{snap.pages_per_s:.1f}", f"{snap.mb_per_s:.2f}",
+          _dur(snap.eta_seconds))],
+        labels=False,
+    )  # fmt: skip
+    p, lag = snap.pool, snap.lag
+    lag_style = "red" if lag.p99 > LAG_P99_WARN or lag.max > LAG_MAX_WARN else "green"
+    lines += _block(
+        "Health",
+        ("loop lag p50", "p99", "max", "workers busy / idle", "extract procs alive",
+         "busy", "replaced", "crashed", "timed out"),
+        [((_ms(lag.p50), lag_style), (_ms(lag.p99), lag_style), (_ms(lag.max), lag_style),
+          f"{snap.workers_busy} / {snap.workers_total - snap.workers_busy}",
+          f"{p.alive} / {p.workers} {p.mode}", str(p.busy), str(p.replaced), str(p.crashed),
+          str(p.timed_out))],
+        labels=False,
+    )  # fmt: skip
+    lines.extend([(m, "yellow")] for m in snap.messages)
+    return Lines(lines)
 
 
 def snapshot_dict(snap: RunSnapshot) -> dict[str, Any]:
-    """A JSON line of the snapshot (--log-format json)."""
+    """A JSON line of the snapshot (--log-format json); `"event": "progress"`."""
     t = snap.totals
     return {
+        "event": "progress",
         "run_id": snap.run_id,
         "elapsed": round(snap.elapsed, 2),
         "queued": t.queued,
@@ -105,6 +187,8 @@ def snapshot_dict(snap: RunSnapshot) -> dict[str, Any]:
         "retry_scheduled": t.retry_scheduled,
         "done": t.done,
         "failed": t.failed,
+        "done_this_run": snap.done_this_run,
+        "failed_this_run": snap.failed_this_run,
         "papers_per_min": round(snap.papers_per_min, 2),
         "pages_per_s": round(snap.pages_per_s, 2),
         "mb_per_s": round(snap.mb_per_s, 3),
@@ -113,10 +197,31 @@ def snapshot_dict(snap: RunSnapshot) -> dict[str, Any]:
         "lag_p99_ms": round(snap.lag.p99 * 1000, 2),
         "lag_max_ms": round(snap.lag.max * 1000, 2),
         "gates": {
-            g.name: {"in_use": g.in_use, "capacity": g.capacity, "waiting": g.waiting}
+            g.name: {
+                "in_use": g.in_use,
+                "capacity": g.capacity,
+                "waiting": g.waiting,
+                "wait_p50_ms": round(g.wait_p50 * 1000, 2),
+                "wait_p95_ms": round(g.wait_p95 * 1000, 2),
+            }
             for g in snap.gates
         },
+        "stages": {
+            st.name: {
+                "running": st.running,
+                "done": st.done,
+                "failed": st.failed,
+                "retried": st.retried,
+                "p50_ms": round(st.durations.p50 * 1000, 2),
+                "p95_ms": round(st.durations.p95 * 1000, 2),
+            }
+            for st in snap.stages
+        },
         "workers_busy": snap.workers_busy,
+        "workers_total": snap.workers_total,
+        "extract_procs_alive": snap.pool.alive,
+        "extract_procs_replaced": snap.pool.replaced,
+        "stopping": snap.stopping,
         "messages": snap.messages,
     }
 
@@ -130,43 +235,94 @@ def format_line(snap: RunSnapshot) -> str:
         f"in-progress {t.in_progress} retry {t.retry_scheduled} | "
         f"{snap.papers_per_min:.1f} papers/min {snap.pages_per_s:.1f} pages/s "
         f"{snap.mb_per_s:.2f} MB/s ETA {_dur(snap.eta_seconds)} | {gates} | "
+        f"workers {snap.workers_busy}/{snap.workers_total} busy | "
         f"lag p99 {_ms(snap.lag.p99)} max {_ms(snap.lag.max)}"
+        + (" | stopping" if snap.stopping else "")
     )
 
 
-def make_summary(summary: Any) -> Group:
-    """End-of-run summary (a pipeline.RunSummary)."""
+class SummaryData(Protocol):
+    """What the end-of-run summary reads (pipeline.RunSummary has these)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def done(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def totals(self) -> Totals: ...
+    @property
+    def wall_seconds(self) -> float: ...
+    @property
+    def lag(self) -> WindowStats: ...
+    @property
+    def failures(self) -> dict[str, int]: ...
+    @property
+    def slowest(self) -> list[tuple[str, float]]: ...
+    @property
+    def stages(self) -> list[StageSnapshot]: ...
+    @property
+    def messages(self) -> list[str]: ...
+
+
+def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) -> Group:
+    """End-of-run summary. `timings` (status.stage_timings for this run, from the database)
+    gives whole-run percentiles and gate waits; without it the in-memory windows are used."""
     t = summary.totals
+    minutes = max(summary.wall_seconds / 60, 1e-9)
     head = Text(
-        f"run {summary.run_id} {summary.status} in {_dur(summary.wall_seconds)}: "
-        f"{summary.done} done, {summary.failed} failed this run; queue: {t.done} done, "
-        f"{t.failed} failed, {t.remaining} remaining",
+        f"run {summary.run_id} {summary.status}: {summary.done} done, {summary.failed} failed "
+        f"this run; queue: {t.done} done, {t.failed} failed, {t.remaining} remaining",
         style="bold",
     )
-    stages = Table(title="Stages", title_justify="left")
-    for col in ("stage", "done", "failed", "retried", "p50", "p95", "max"):
-        stages.add_column(col, justify="left" if col == "stage" else "right")
+    # Light box, short headers: the summary also lands in logs, where Rich assumes 80 columns.
+    title = "Stages (whole run)" if timings is not None else "Stages"
+    stages = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    cols = ["stage", "done", "failed", "retry", "p50", "p95", "max"]
+    if timings is not None:
+        cols += ["wait p50", "wait p95"]
+    for col in cols:
+        stages.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
+    per_stage = (timings or {}).get("stages", {})
     for st in summary.stages:
-        d = st.durations
-        stages.add_row(
-            st.name, str(st.done), str(st.failed), str(st.retried), _ms(d.p50), _ms(d.p95),
-            _ms(d.max),
-        )  # fmt: skip
+        d = per_stage.get(st.name)
+        if d is None:
+            w = st.durations
+            stages.add_row(
+                st.name, str(st.done), str(st.failed), str(st.retried), _ms(w.p50), _ms(w.p95),
+                _ms(w.max), *(["—", "—"] if timings is not None else []),
+            )  # fmt: skip
+        else:
+            stages.add_row(
+                st.name, str(st.done), str(st.failed), str(st.retried), _ms(d["duration_p50"]),
+                _ms(d["duration_p95"]), _ms(d["duration_max"]), _ms(d["gate_wait_p50"]),
+                _ms(d["gate_wait_p95"]),
+            )  # fmt: skip
     parts: list[Any] = [head, stages]
     if summary.failures:
-        failures = Table(title="Failures by kind", title_justify="left")
+        failures = Table(title="Failures by kind", title_justify="left", box=None, pad_edge=False)
         failures.add_column("kind")
         failures.add_column("count", justify="right")
         for kind, n in sorted(summary.failures.items(), key=lambda kv: -kv[1]):
             failures.add_row(kind, str(n))
         parts.append(failures)
     if summary.slowest:
-        slow = Table(title="Slowest papers", title_justify="left")
+        slow = Table(title="Slowest papers", title_justify="left", box=None, pad_edge=False)
         slow.add_column("id")
         slow.add_column("seconds", justify="right")
         for job_id, seconds in summary.slowest:
             slow.add_row(job_id, f"{seconds:.2f}")
         parts.append(slow)
+    parts.append(
+        Text(
+            f"total wall time: {summary.wall_seconds:.1f} s ({_dur(summary.wall_seconds)}), "
+            f"{summary.done / minutes:.1f} papers/min over the run",
+            style="bold",
+        )
+    )
     lag = summary.lag
     parts.append(
         Text(
@@ -178,6 +334,39 @@ def make_summary(summary: Any) -> Group:
     return Group(*parts)
 
 
+def summary_dict(summary: SummaryData, timings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The end-of-run summary as one JSON line (--log-format json); `"event": "summary"`.
+    `timings` (whole-run stage timings from the database, seconds) is included when given."""
+    t = summary.totals
+    return {
+        "event": "summary",
+        "run_id": summary.run_id,
+        "status": summary.status,
+        "done": summary.done,
+        "failed": summary.failed,
+        "queue": {"done": t.done, "failed": t.failed, "remaining": t.remaining},
+        "wall_seconds": round(summary.wall_seconds, 3),
+        "failures": summary.failures,
+        "slowest": [{"id": i, "seconds": round(s, 3)} for i, s in summary.slowest],
+        "stages": {
+            st.name: {
+                "done": st.done,
+                "failed": st.failed,
+                "retried": st.retried,
+                "p50_ms": round(st.durations.p50 * 1000, 2),
+                "p95_ms": round(st.durations.p95 * 1000, 2),
+                "max_ms": round(st.durations.max * 1000, 2),
+            }
+            for st in summary.stages
+        },
+        "lag_p50_ms": round(summary.lag.p50 * 1000, 2),
+        "lag_p99_ms": round(summary.lag.p99 * 1000, 2),
+        "lag_max_ms": round(summary.lag.max * 1000, 2),
+        "timings": None if timings is None else timings["stages"],
+        "messages": summary.messages[-10:],
+    }
+
+
 def _when(ts: float | None) -> str:
     if not ts:
         return "—"
@@ -187,21 +376,16 @@ def _when(ts: float | None) -> str:
 def make_status(status: dict[str, Any]) -> Group:
     """`rpa status` as tables (the same data as --json)."""
     t = status["totals"]
+    keys = ("queued", "in_progress", "retry_scheduled", "done", "failed", "total")
     totals = Table(title="Queue", title_justify="left")
     for col in ("queued", "in progress", "retry scheduled", "done", "failed", "total"):
         totals.add_column(col, justify="right")
-    totals.add_row(
-        *(
-            str(t[k])
-            for k in ("queued", "in_progress", "retry_scheduled", "done", "failed", "total")
-        )
-    )
+    totals.add_row(*(str(t[k]) for k in keys))
 
     stages = Table(title="By stage", title_justify="left")
     for col in ("stage", "waiting", "leased", "retry scheduled", "final"):
         stages.add_column(col, justify="left" if col == "stage" else "right")
-    for stage in ("queued", "downloaded", "extracted", "done", "failed"):
-        row = status["stages"].get(stage, {})
+    for stage, row in status["stages"].items():
         stages.add_row(
             stage, *(str(row.get(k, 0)) for k in ("waiting", "leased", "retry_scheduled", "final"))
         )
@@ -226,12 +410,12 @@ def make_status(status: dict[str, Any]) -> Group:
             table.add_row(f["kind"], str(f["count"]), f["sample_id"], f["sample_message"] or "")
         parts.append(table)
 
-    retries = status["retries"]["next"]
-    if retries:
-        table = Table(title="Next retries", title_justify="left")
+    retries = status["retries"]
+    if retries["next"]:
+        table = Table(title=f"Retry scheduled: {retries['count']}", title_justify="left")
         for col in ("id", "attempts", "next attempt", "last error"):
             table.add_column(col, overflow="fold")
-        for r in retries:
+        for r in retries["next"]:
             table.add_row(
                 r["id"],
                 str(r["attempts"]),
@@ -240,21 +424,22 @@ def make_status(status: dict[str, Any]) -> Group:
             )
         parts.append(table)
 
-    timings = status["timings"]["stages"]
-    if timings:
-        table = Table(title="Stage timings (last 15 min)", title_justify="left")
-        for col in ("stage", "attempts", "p50", "p95", "gate wait p50", "gate wait p95"):
-            table.add_column(col, justify="left" if col == "stage" else "right")
-        for stage, v in timings.items():
-            table.add_row(
-                stage,
-                str(v["attempts"]),
-                _ms(v["duration_p50"]),
-                _ms(v["duration_p95"]),
-                _ms(v["gate_wait_p50"]),
-                _ms(v["gate_wait_p95"]),
-            )
-        parts.append(table)
+    timings = status["timings"]
+    minutes = round(timings["window_seconds"] / 60)
+    table = Table(title=f"Stage timings (last {minutes} min)", title_justify="left")
+    for col in ("stage", "attempts", "p50", "p95", "max", "gate wait p50", "gate wait p95"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, v in timings["stages"].items():
+        table.add_row(
+            stage,
+            str(v["attempts"]),
+            _ms(v["duration_p50"]),
+            _ms(v["duration_p95"]),
+            _ms(v["duration_max"]),
+            _ms(v["gate_wait_p50"]),
+            _ms(v["gate_wait_p95"]),
+        )
+    parts.append(table)
     tp = status["throughput"]
     parts.append(
         Text(

@@ -1,0 +1,229 @@
+"""Rendering is a pure function of a snapshot: render into a string console, assert on text."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from pathlib import Path
+
+from rich.console import Console, RenderableType
+from test_status import NOW, build_queue
+
+from rpa.db import connect
+from rpa.gates import GateStatistics
+from rpa.metrics import WindowStats
+from rpa.pipeline import RunSummary
+from rpa.render import (
+    format_line,
+    make_run_table,
+    make_status,
+    make_summary,
+    snapshot_dict,
+    summary_dict,
+)
+from rpa.snapshot import PoolSnapshot, RunSnapshot, StageSnapshot, Totals
+from rpa.status import collect_status, stage_timings
+
+
+def text_of(renderable: RenderableType, width: int = 140, color: bool = False) -> str:
+    console = Console(
+        file=io.StringIO(), width=width, force_terminal=color,
+        color_system="standard" if color else None,
+    )  # fmt: skip
+    console.print(renderable)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(out, str)
+    return out
+
+
+def squash(line: str) -> str:
+    """A table row with its alignment spaces collapsed."""
+    return " ".join(line.split())
+
+
+def stats(p50: float, p95: float, p99: float, mx: float, n: int = 100) -> WindowStats:
+    return WindowStats(count=n, p50=p50, p95=p95, p99=p99, max=mx)
+
+
+def snapshot(**changes: object) -> RunSnapshot:
+    base: dict[str, object] = {
+        "run_id": "20260101T000000-abcdef",
+        "elapsed": 125.4,
+        "gates": [
+            GateStatistics("download", 3, 64, 0, 0.0, 0.0012, 40),
+            GateStatistics("extract", 1, 1, 18, 0.5, 2.25, 30),
+            GateStatistics("host export.arxiv.org", 4, 4, 7, 0.25, 0.9, 52),
+        ],
+        "stages": [
+            StageSnapshot("download", 3, 40, 1, 2, stats(0.0236, 0.1542, 0.16, 0.1682)),
+            StageSnapshot("extract", 1, 30, 0, 0, stats(0.8224, 1.31, 1.35, 1.41)),
+            StageSnapshot("outcome", 0, 29, 0, 0, stats(0.0018, 0.0271, 0.03, 0.0316)),
+        ],
+        "totals": Totals(queued=17, in_progress=21, retry_scheduled=2, done=29, failed=1),
+        "papers_per_min": 74.5,
+        "pages_per_s": 10.04,
+        "mb_per_s": 0.404,
+        "eta_seconds": 30.2,
+        "lag": stats(0.0003, 0.002, 0.0031, 0.0049),
+        "workers_busy": 19,
+        "workers_total": 20,
+        "pool": PoolSnapshot("process", 2, 2, 1, 1, 1, 0),
+        "done_this_run": 29,
+        "failed_this_run": 1,
+        "messages": ["reclaimed 3 leases of 1 dead runs, 0 expired"],
+    }
+    base.update(changes)
+    return RunSnapshot(**base)  # type: ignore[arg-type]
+
+
+def test_run_table_shows_gates_stages_totals_and_health() -> None:
+    text = text_of(make_run_table(snapshot()))
+    lines = text.splitlines()
+    assert lines[0] == "rpa run 20260101T000000-abcdef  elapsed 2m05s  done 29  failed 1"
+    totals_title = "Totals (queue-wide, as of the last heartbeat)"
+    for title in ("Gates", "Stages", totals_title, "Health"):
+        assert title in lines
+    gates = lines[lines.index("Gates") + 1 : lines.index("Stages")]
+    stages = lines[lines.index("Stages") + 1 : lines.index(totals_title)]
+    # gates: in use / capacity, waiting, wait p50 / p95, entered
+    assert squash(gates[0]) == "gate in use / cap waiting wait p50 wait p95 entered"
+    assert squash(gates[1]) == "download 3 / 64 0 0.0 ms 1.2 ms 40"
+    assert squash(gates[2]) == "extract 1 / 1 18 500.0 ms 2.25 s 30"
+    assert squash(gates[3]) == "host export.arxiv.org 4 / 4 7 250.0 ms 900.0 ms 52"
+    # stages: running, done, failed, retried, p50, p95, max
+    assert squash(stages[0]) == "stage running done failed retried p50 p95 max"
+    assert squash(stages[1]) == "download 3 40 1 2 23.6 ms 154.2 ms 168.2 ms"
+    assert squash(stages[2]) == "extract 1 30 0 0 822.4 ms 1.31 s 1.41 s"
+    assert stages[3].split()[0] == "outcome"
+    # columns line up: every row of a block is as wide as its header
+    assert len({len(line.rstrip()) for line in gates}) == 1
+    # totals, throughput, ETA
+    totals = lines[lines.index(totals_title) + 2].split()
+    assert totals == ["17", "21", "2", "29", "1", "74.5", "10.0", "0.40", "0m30s"]
+    # health: lag, workers busy / idle, extraction processes alive, busy, replaced, crashed
+    health = squash(lines[lines.index("Health") + 2])
+    assert health == "0.3 ms 3.1 ms 4.9 ms 19 / 1 2 / 2 process 1 1 1 0"
+    assert lines[-1] == "reclaimed 3 leases of 1 dead runs, 0 expired"
+
+
+def test_run_table_is_pure_and_marks_stopping_and_lag() -> None:
+    snap = snapshot(stopping=True, lag=stats(0.001, 0.02, 0.03, 0.08), eta_seconds=None)
+    assert text_of(make_run_table(snap)) == text_of(make_run_table(snap))  # same in, same out
+    text = text_of(make_run_table(snap))
+    assert "[stopping]" in text.splitlines()[0]
+    assert "—" in text  # no ETA without throughput
+    colored = text_of(make_run_table(snap), color=True)
+    assert re.search(r"\x1b\[31m *30\.0 ms", colored)  # a late loop is shown in red
+    healthy = text_of(make_run_table(snapshot()), color=True)
+    assert re.search(r"\x1b\[32m *3\.1 ms", healthy)
+
+
+def test_run_table_is_cropped_not_wrapped_in_a_narrow_terminal() -> None:
+    wide = text_of(make_run_table(snapshot()), width=200).splitlines()
+    narrow = text_of(make_run_table(snapshot()), width=50).splitlines()
+    assert len(narrow) == len(wide)  # the shape is kept
+    assert all(len(line) <= 50 for line in narrow)
+    assert narrow[0] == wide[0][:50]
+
+
+def test_run_table_costs_well_under_a_millisecond_to_build_and_draw() -> None:
+    """It is drawn 4 times a second next to the loop: a Rich Table took ~17 ms a frame."""
+    snap = snapshot()
+    console = Console(file=io.StringIO(), width=140, force_terminal=True)
+    start = time.perf_counter()
+    for _ in range(50):
+        console.print(make_run_table(snap))
+    per_frame = (time.perf_counter() - start) / 50
+    assert per_frame < 0.005, f"{per_frame * 1000:.2f} ms per frame"
+
+
+def test_format_line_is_one_line_with_the_figures() -> None:
+    line = format_line(snapshot())
+    assert "\n" not in line
+    assert line.startswith("[2m05s] done 29 failed 1 queued 17 in-progress 21 retry 2 |")
+    assert "74.5 papers/min 10.0 pages/s 0.40 MB/s ETA 0m30s" in line
+    assert "download=3/64+0 extract=1/1+18 host export.arxiv.org=4/4+7" in line
+    assert "workers 19/20 busy" in line and "lag p99 3.1 ms max 4.9 ms" in line
+
+
+def test_snapshot_dict_is_a_json_line() -> None:
+    data = json.loads(json.dumps(snapshot_dict(snapshot())))
+    assert data["event"] == "progress"
+    assert data["done"] == 29 and data["queued"] == 17 and data["eta_seconds"] == 30
+    assert data["gates"]["extract"] == {
+        "in_use": 1, "capacity": 1, "waiting": 18, "wait_p50_ms": 500.0, "wait_p95_ms": 2250.0
+    }  # fmt: skip
+    assert data["stages"]["download"]["p95_ms"] == 154.2
+    assert data["lag_max_ms"] == 4.9 and data["extract_procs_replaced"] == 1
+
+
+def run_summary() -> RunSummary:
+    snap = snapshot()
+    return RunSummary(
+        run_id=snap.run_id,
+        status="finished",
+        done=46,
+        failed=2,
+        totals=Totals(done=46, failed=2),
+        wall_seconds=125.0,
+        lag=stats(0.0003, 0.001, 0.002, 0.009, n=12_000),
+        failures={"not_found": 1, "invalid_pdf": 1},
+        slowest=[("2301.00007", 17.97), ("2301.00003", 9.5)],
+        stages=snap.stages,
+        messages=["a message"],
+    )
+
+
+def test_summary_has_stages_failures_slowest_wall_time_and_lag() -> None:
+    text = text_of(make_summary(run_summary()))
+    assert text.startswith("run 20260101T000000-abcdef finished: 46 done, 2 failed this run")
+    assert "Failures by kind" in text and "not_found" in text and "invalid_pdf" in text
+    assert "Slowest papers" in text and "2301.00007" in text and "17.97" in text
+    assert "total wall time: 125.0 s (2m05s), 22.1 papers/min over the run" in text
+    assert "event-loop lag over the run: p50 0.3 ms  p99 2.0 ms  max 9.0 ms  (12000 samples)" in (
+        text
+    )
+    assert "168.2 ms" in text  # the in-memory windows when no database timings are given
+
+
+def test_summary_uses_whole_run_timings_from_the_database(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    build_queue(path)
+    conn = connect(path, readonly=True)
+    try:
+        timings = {"stages": stage_timings(conn, run_id="run-a")}
+    finally:
+        conn.close()
+    text = text_of(make_summary(run_summary(), timings))
+    assert "Stages (whole run)" in text and "wait p50" in text and "wait p95" in text
+    download = next(line for line in text.splitlines() if line.startswith("download "))
+    assert "51.0 ms" in download and "96.0 ms" in download and "500.0 ms" in download
+    data = json.loads(json.dumps(summary_dict(run_summary(), timings)))
+    assert data["event"] == "summary" and data["wall_seconds"] == 125.0
+    assert data["timings"]["download"]["duration_max"] == 0.5
+    assert data["slowest"][0] == {"id": "2301.00007", "seconds": 17.97}
+
+
+def test_status_tables(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    build_queue(path)
+    conn = connect(path, readonly=True)
+    try:
+        status = collect_status(conn, now=NOW)
+    finally:
+        conn.close()
+    text = text_of(make_status(status), width=160)
+    assert "Queue" in text and "By stage" in text
+    assert "Stuck: 3 (resume reclaims them)" in text and "run dead" in text
+    assert "lease expired" in text
+    assert "Failures by kind" in text and "HTTP 404 for ext:p03" in text
+    assert "Retry scheduled: 1" in text and "http_5xx: HTTP 503" in text
+    assert "Stage timings (last 15 min)" in text and "gate wait p95" in text
+    assert "Throughput: 3.0 papers/min (1 min), 0.6 (5 min)" in text
+    assert "run-a" in text and "run-dead" in text and "dead" in text
+    totals_row = next(line for line in text.splitlines() if "│" in line and "13" in line)
+    assert totals_row.split("│")[1:-1] == [
+        f" {n:>{w}} " for n, w in zip([1, 6, 1, 3, 2, 13], [6, 11, 15, 4, 6, 5], strict=True)
+    ]

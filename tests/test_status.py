@@ -1,0 +1,295 @@
+"""`rpa status` tells the truth: counts, stuck leases, failures, retries, timings, runs -- read
+from a real SQLite queue built with the real job operations, and from a live run of the real
+CLI in another process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, Cli, clean_env, sample_pdfs, write_ids
+
+from rpa import jobs
+from rpa.db import connect
+from rpa.mirror import Fault, Mirror
+from rpa.status import (
+    STATUS_SCHEMA_VERSION,
+    collect_status,
+    queue_totals,
+    read_run_timings,
+    stage_timings,
+)
+
+NOW = 1_700_000_000.0
+RESULT = {
+    "title": "T",
+    "pages": 3,
+    "words": 300,
+    "references": 4,
+    "arxiv_stamp": None,
+    "sha256": "0" * 64,
+    "bytes": 1000,
+    "outcome_json": "{}",
+}
+
+
+def build_queue(path: Path, now: float = NOW) -> None:
+    """A queue with every state: 3 done, 2 failed (2 kinds), 1 retry scheduled, 1 retry due,
+    3 in progress by a live run; a dead run holding 2 leases; 1 expired lease; attempts."""
+    conn = connect(path)
+    jobs.enqueue(conn, [f"ext:p{i:02d}" for i in range(13)], now - 100)
+    jobs.register_run(conn, "run-a", "run", "{}", now - 100)
+    got = jobs.claim(conn, "run-a", 10, 120.0, now - 90)
+    for j in got[:3]:
+        assert jobs.complete(conn, j.id, j.token, "run-a", RESULT, "/o.json", now - 30)
+    failures = [("not_found", "HTTP 404 for ext:p03"), ("invalid_pdf", "bad xref")]
+    for j, (kind, message) in zip(got[3:5], failures, strict=True):
+        jobs.set_outcome(
+            conn, j.id, j.token, "run-a", kind=kind, message=message, now=now - 20, final=True
+        )
+    j = got[5]  # retry in 5 minutes
+    jobs.set_outcome(
+        conn, j.id, j.token, "run-a", kind="http_5xx", message="HTTP 503", now=now - 10,
+        final=False, next_attempt_at=now + 300,
+    )  # fmt: skip
+    j = got[6]  # retry already due: claimable again, so it counts as queued
+    jobs.set_outcome(
+        conn, j.id, j.token, "run-a", kind="timeout", message="read timeout", now=now - 10,
+        final=False, next_attempt_at=now - 1,
+    )  # fmt: skip
+    jobs.heartbeat(conn, "run-a", [(j.id, j.token) for j in got[7:10]], 120.0, now - 1)
+    # a dead run (its heartbeat stopped long ago) still holds two leases
+    jobs.register_run(conn, "run-dead", "resume", "{}", now - 5000)
+    dead = jobs.claim(conn, "run-dead", 2, 10_000.0, now - 4000)
+    conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = 'run-dead'", (now - 3000,))
+    # a live run's lease that expired (not renewed)
+    jobs.claim(conn, "run-a", 1, 5.0, now - 60)
+    assert len(dead) == 2
+    rows: list[tuple[Any, ...]] = []
+    for i in range(100):  # download durations 1..100 ms, gate waits 0..99 ms
+        rows.append((f"ext:p{i % 13:02d}", "run-a", "download", now - 50, i / 1000, (i + 1) / 1000,
+                     "ok", None))  # fmt: skip
+    rows.append(("ext:p03", "run-a", "download", now - 40, 0.2, 0.5, "error", "not_found"))
+    rows.append(("ext:p00", "run-a", "extract", now - 40, 2.0, 1.5, "ok", None))
+    rows.append(("ext:p00", "run-old", "extract", now - 3600, 9.0, 60.0, "ok", None))  # old
+    jobs.record_attempts(conn, rows)
+    conn.close()
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Path:
+    path = tmp_path / "q.db"
+    build_queue(path)
+    return path
+
+
+def status_of(path: Path) -> dict[str, Any]:
+    conn = connect(path, readonly=True)
+    try:
+        return collect_status(conn, now=NOW)
+    finally:
+        conn.close()
+
+
+def test_counts_per_state_and_stage(queue: Path) -> None:
+    s = status_of(queue)
+    assert s["schema"] == STATUS_SCHEMA_VERSION and s["generated_at"] == NOW
+    # 13 jobs: 3 done, 2 failed, 1 retry scheduled, 1 queued (its retry is due), 6 leased:
+    # 3 by the live run, 2 by the dead run, 1 expired
+    assert s["totals"] == {
+        "queued": 1,
+        "in_progress": 6,
+        "retry_scheduled": 1,
+        "done": 3,
+        "failed": 2,
+        "total": 13,
+    }
+    # every stage with every state, zeros included
+    assert list(s["stages"]) == ["queued", "downloaded", "extracted", "done", "failed"]
+    for row in s["stages"].values():
+        assert set(row) == {"waiting", "leased", "retry_scheduled", "final"}
+    assert s["stages"]["queued"] == {"waiting": 1, "leased": 6, "retry_scheduled": 1, "final": 0}
+    assert s["stages"]["done"]["final"] == 3 and s["stages"]["failed"]["final"] == 2
+    assert s["stages"]["extracted"] == dict.fromkeys(("waiting", "leased", "retry_scheduled",
+                                                       "final"), 0)  # fmt: skip
+    json.dumps(s)  # JSON-able as it is
+    conn = connect(queue, readonly=True)
+    try:  # the heartbeat's quick totals agree with the status
+        assert dataclasses.asdict(queue_totals(conn, NOW)) == {
+            k: v for k, v in s["totals"].items() if k != "total"
+        }
+    finally:
+        conn.close()
+
+
+def test_stuck_is_lease_aware_and_lists_the_oldest(queue: Path) -> None:
+    stuck = status_of(queue)["stuck"]
+    # the dead run's two leases and the expired one; run-a's renewed leases are not stuck
+    assert stuck["count"] == 3
+    reasons = sorted((s["lease_owner"], s["reason"]) for s in stuck["oldest"])
+    assert reasons == [
+        ("run-a", "lease expired"),
+        ("run-dead", "run dead"),
+        ("run-dead", "run dead"),
+    ]
+    since = [s["since"] for s in stuck["oldest"]]
+    assert since == sorted(since)  # oldest first
+    assert stuck["oldest"][0]["lease_owner"] == "run-dead"
+
+
+def test_failures_retries_and_runs(queue: Path) -> None:
+    s = status_of(queue)
+    kinds = {f["kind"]: f for f in s["failures"]}
+    assert set(kinds) == {"not_found", "invalid_pdf"}
+    assert kinds["not_found"]["count"] == 1
+    assert kinds["not_found"]["sample_message"] == "HTTP 404 for ext:p03"
+    assert kinds["not_found"]["sample_id"] == "ext:p03"
+    assert s["retries"]["count"] == 1
+    (retry,) = s["retries"]["next"]
+    assert retry["next_attempt_at"] == NOW + 300 and retry["error_kind"] == "http_5xx"
+    assert retry["attempts"] == 1
+    runs = {r["id"]: r for r in s["runs"]}
+    # run-a is alive (this process, fresh heartbeat); run-dead's heartbeat stopped
+    assert runs["run-a"]["status"] == "running" and runs["run-dead"]["status"] == "dead"
+    assert runs["run-a"]["done"] == 3 and runs["run-a"]["failed"] == 2
+    assert runs["run-a"]["papers_per_min"] == round(3 / (100 / 60), 2)
+    assert s["throughput"]["last_1m_papers_per_min"] == 3.0
+    assert s["throughput"]["last_5m_papers_per_min"] == 0.6
+
+
+def test_timings_percentiles_and_gate_waits(queue: Path) -> None:
+    timings = status_of(queue)["timings"]
+    assert timings["window_seconds"] == 900
+    download = timings["stages"]["download"]
+    assert download["attempts"] == 101
+    assert download["outcomes"] == {"ok": 100, "error": 1}
+    # 101 durations: 0.001..0.100 and 0.5; nearest rank (half up)
+    assert download["duration_p50"] == pytest.approx(0.051)
+    assert download["duration_p95"] == pytest.approx(0.096)
+    assert download["duration_max"] == 0.5
+    assert download["gate_wait_p50"] == pytest.approx(0.050)
+    assert download["gate_wait_p95"] == pytest.approx(0.095)
+    # the hour-old attempt is outside the window; a stage with no attempts has nulls
+    assert timings["stages"]["extract"]["duration_max"] == 1.5
+    assert timings["stages"]["extract"]["gate_wait_p50"] == 2.0
+    assert timings["stages"]["outcome"]["attempts"] == 0
+    assert timings["stages"]["outcome"]["duration_p50"] is None
+
+
+def test_stage_timings_of_one_run(queue: Path) -> None:
+    conn = connect(queue, readonly=True)
+    try:
+        old = stage_timings(conn, run_id="run-old")
+    finally:
+        conn.close()
+    assert old["extract"]["attempts"] == 1 and old["extract"]["duration_p95"] == 60.0
+    assert old["download"]["attempts"] == 0
+    whole = read_run_timings(queue, "run-a")
+    assert whole is not None and whole["stages"]["download"]["attempts"] == 101
+    assert read_run_timings(queue.parent / "missing.db", "run-a") is None
+
+
+def _paths(value: Any, prefix: str) -> set[str]:
+    """Field paths as the README names them: lists as `[]`, data keys as placeholders."""
+    placeholders = {"stages": "<stage>", "outcomes": "<outcome>"}
+    if isinstance(value, dict):
+        leaf = prefix.rsplit(".", 1)[-1]
+        out: set[str] = set()
+        for key, child in value.items():
+            name = placeholders.get(leaf, key)
+            out |= _paths(child, f"{prefix}.{name}" if prefix else name)
+        return out
+    if isinstance(value, list):
+        return _paths(value[0], prefix + "[]") if value else set()
+    return {prefix}
+
+
+def test_every_status_field_is_documented_in_the_readme(queue: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## `rpa status --json` schema", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([^`]+)` \|", section, flags=re.MULTILINE))
+    status = status_of(queue)
+    status["hosts"] = [
+        {"host": "h", "cooldown_until": 1.0, "cooling_down": False, "breaker_open": False,
+         "reason": "r"}
+    ]  # fmt: skip
+    missing = sorted(_paths(status, "") - documented)
+    assert not missing, f"undocumented status fields: {missing}"
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.timeout(90)
+def test_status_from_another_process_while_a_run_is_active(tmp_path: Path) -> None:
+    """`rpa run` (not a terminal, --log-format json, --metrics-file) in one process; `rpa
+    status --json` in another while it works. A stalled download keeps the run going."""
+    files = {p.stem: p for p in sample_pdfs()} | {"slow": sample_pdfs()[0]}
+    with Mirror(files) as mirror:
+        mirror.set_fault("slow", Fault.slow_body(8.0))
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{name}" for name in files])
+        metrics = tmp_path / "rpa.prom"
+        log, errlog = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+        with log.open("wb") as fh, errlog.open("wb") as fe:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rpa", "run", str(ids), "--log-format", "json",
+                 "--metrics-file", str(metrics),
+                 *cli.knobs(workers=20, extract_workers=2)],
+                cwd=tmp_path, env=clean_env(), stdout=fh, stderr=fe,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        try:
+            _wait_for(lambda: cli.count("stage = 'done'") >= 2, 60, "some papers done")
+            status = cli.status()
+            assert proc.poll() is None, "the run ended before status was read: proves nothing"
+            t = status["totals"]
+            assert t["total"] == len(files) == sum(v for k, v in t.items() if k != "total")
+            assert t["done"] >= 2 and t["in_progress"] >= 1  # the stalled download
+            assert status["stuck"]["count"] == 0  # a live run's leases are not stuck
+            run = status["runs"][0]
+            assert run["status"] == "running" and run["pid"] == proc.pid
+            assert run["done"] == t["done"]
+            # the metrics file is written during the run, with the live figures
+            _wait_for(metrics.exists, 30, "the metrics file")
+            live = metrics.read_text()
+            assert "rpa_live_loop_lag_seconds{" in live and live.endswith("# EOF\n")
+            assert proc.wait(timeout=60) == 0, errlog.read_text()
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("queued 7 new")
+    events = [json.loads(line) for line in lines[1:]]  # every line after it is JSON
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress, "no progress line in a run longer than the log interval"
+    assert progress[0]["run_id"] == run["id"] and "download" in progress[0]["gates"]
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["status"] == "finished"
+    assert summary["done"] == len(files) and summary["queue"]["remaining"] == 0
+    assert summary["timings"]["download"]["attempts"] == len(files)
+
+    after = cli.status()
+    assert after["runs"][0]["status"] == "finished"
+    assert after["totals"]["done"] == len(files) and after["totals"]["in_progress"] == 0
+    # the last write of the metrics file came after the run ended
+    final = metrics.read_text()
+    assert f'rpa_queue_jobs{{state="done"}} {len(files)}' in final
+    assert f'rpa_run_info{{run="{run["id"]}",command="run",status="finished"}} 1' in final
