@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -34,6 +35,7 @@ from rpa.enqueue import enqueue_file
 from rpa.export import write_csv, write_jsonl
 from rpa.openmetrics import render_openmetrics, write_metrics_file
 from rpa.pipeline import Runner, RunSummary
+from rpa.politeness import politeness_notice
 from rpa.render import (
     format_line,
     make_run_table,
@@ -185,7 +187,23 @@ async def _drive(runner: Runner, settings: Settings) -> RunSummary:
     return await task
 
 
+def _politeness(settings: Settings) -> None:
+    """Before a large run against arXiv: what its politeness budget means (stderr)."""
+    host = urlsplit(settings.pdf_url.replace("{id}", "x")).hostname or ""
+    if not settings.db.exists():
+        return
+    conn = connect(settings.db, readonly=True)
+    try:
+        pending = conn.execute("SELECT count(*) FROM jobs WHERE stage = 'queued'").fetchone()[0]
+    finally:
+        conn.close()
+    notice = politeness_notice(pending, host, settings.rate_limits, settings.mailto)
+    if notice:
+        err.print(f"[yellow]{notice}[/yellow]", highlight=False)
+
+
 def _run_queue(settings: Settings, command: str) -> None:
+    _politeness(settings)
     runner = Runner(settings, command=command)
     try:
         summary = asyncio.run(_drive(runner, settings))
