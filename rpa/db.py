@@ -176,6 +176,10 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         for number, migrate in enumerate(MIGRATIONS, start=1):
             if number > version:
                 with transaction(conn):
+                    # Read again under the write lock: another process creating the same
+                    # database at the same moment may have just applied this migration.
+                    if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                        continue
                     migrate(db)
                     conn.execute(f"PRAGMA user_version = {number}")
         return conn

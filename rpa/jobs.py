@@ -27,6 +27,7 @@ __all__ = [
     "end_run",
     "enqueue",
     "heartbeat",
+    "held_by_others",
     "reclaim_stale",
     "record_attempts",
     "register_run",
@@ -327,6 +328,16 @@ def end_run(conn: sqlite3.Connection, run_id: str, status: str, now: float) -> N
             "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ?",
             (run_id,),
         )
+
+
+def held_by_others(conn: sqlite3.Connection, run_id: str, now: float) -> int:
+    """Jobs under a live lease of another run."""
+    row = conn.execute(
+        "SELECT count(*) FROM jobs WHERE lease_owner IS NOT NULL AND lease_owner != ? "
+        "AND lease_expires >= ?",
+        (run_id, now),
+    ).fetchone()
+    return int(row[0])
 
 
 def record_attempts(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -63,12 +63,17 @@ class RunSummary:
     slowest: list[tuple[str, float]]
     stages: list[StageSnapshot]
     messages: list[str]
+    #: jobs leased by another live run at the end (two runs sharing one queue)
+    held_elsewhere: int = 0
 
     @property
     def exit_code(self) -> int:
+        """130 interrupted; 1 if anything failed, a host refused us, or work is left that no
+        live run holds; else 0 (jobs another live run is finishing are not a failure)."""
         if self.status == "interrupted":
             return 130
-        if self.status == "denied" or self.totals.failed or self.totals.remaining:
+        left_over = self.totals.remaining - self.held_elsewhere
+        if self.status == "denied" or self.totals.failed or left_over > 0:
             return 1
         return 0
 
@@ -107,6 +112,7 @@ class Runner(StageWork):
         self.idle = 0
         self.local: asyncio.Queue[Job | None] = asyncio.Queue()
         self.totals = Totals()
+        self.held_elsewhere = 0
         self._beat_done = 0  # self.done / self.failed when self.totals was read
         self._beat_failed = 0
         self.done = 0
@@ -244,6 +250,11 @@ class Runner(StageWork):
             await self._flush_attempts()
             await self.db.run(jobs.end_run, self.run_id, status, time.time())
             self._set_totals(await self.db.run(queue_totals, time.time()))
+            self.held_elsewhere = await self.db.run(jobs.held_by_others, self.run_id, time.time())
+            if self.held_elsewhere:
+                self.messages.append(
+                    f"{self.held_elsewhere} jobs are in progress in another live run"
+                )
             if s.metrics_file:
                 await self._write_metrics()  # the final figures, with this run ended
             await self.db.close()
@@ -298,6 +309,7 @@ class Runner(StageWork):
             slowest=sorted(self.slowest, key=lambda x: -x[1])[:5],
             stages=[m.snapshot() for m in self.meters.values()],
             messages=self.messages,
+            held_elsewhere=self.held_elsewhere,
         )
 
     def _user_agent(self) -> str:

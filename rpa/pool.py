@@ -31,6 +31,7 @@ import pickle
 import resource
 import signal
 import struct
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -72,9 +73,29 @@ class PoolStatistics:
 # ------------------------------------------------------------------------ the child side
 
 
+def _exit_with_parent() -> None:
+    """End this process when rpa ends, however it ends (kill -9 included).
+
+    Only the parent enforces --extract-timeout, so an orphan would parse on, unbounded. A daemon
+    thread waits on the parent's sentinel (a pipe that closes when the parent dies; no GIL held
+    while waiting) and exits at once. `parent_process()` is rpa itself under spawn and
+    forkserver alike.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rpa-parent-watch", daemon=True).start()
+
+
 def _child_main(tasks: Connection, results: Connection, nice: int, max_mb: int | None) -> None:
     """Worker loop: receive (pdf, text, extractor), extract, send a frame back; None stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _exit_with_parent()
     with contextlib.suppress(OSError):
         os.nice(nice)  # extraction must never starve the event loop's core
     if max_mb:

@@ -35,6 +35,12 @@ def shard(key: str) -> str:
     return "ext"
 
 
+def _is_temporary(name: str) -> bool:
+    """Temporary names: downloads and outcomes (`.tmp-*`), texts written by an extraction
+    process (`.rpa-*.tmp`). No final name starts with a dot."""
+    return name.startswith(".tmp-") or (name.startswith(".rpa-") and name.endswith(".tmp"))
+
+
 def _sha256_file(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
@@ -75,7 +81,7 @@ class Layout:
             base.mkdir(parents=True, exist_ok=True)
             for folder in (base, *(p for p in base.iterdir() if p.is_dir())):
                 for entry in os.scandir(folder):
-                    if entry.name.startswith(".tmp-") and entry.is_file():
+                    if _is_temporary(entry.name) and entry.is_file():
                         os.unlink(entry.path)
                         removed += 1
         return removed

@@ -1,0 +1,550 @@
+"""Crash safety, interruption and cooperation, with the real CLI in real processes.
+
+- kill -9 at random moments (seeded), then resume until done: every ID done exactly once, no
+  duplicate results, no partial file taken for a whole one, no checkpointed PDF fetched again;
+- SIGINT/SIGTERM: stop claiming, finish in-flight work within --grace, release leases, exit
+  130; a second SIGINT stops at once;
+- two `rpa run` processes on one database never work on the same job;
+- the disk guard stops claiming when free space is low and says so; leftover temporary files
+  are removed at start;
+- a PDF that kills its extraction process twice is quarantined (kind poison).
+
+Three bugs this harness found are pinned by tests: two processes creating one database at once,
+`.rpa-*.tmp` text files not cleaned at start, and extraction processes outliving a kill -9 of
+rpa.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from conftest import Cli, sample_pdfs, write_ids
+from test_faults import interrupt, run_log, wait_until
+
+import rpa.db
+from rpa.db import connect
+from rpa.extract import extract_pdf
+from rpa.mirror import Fault, Mirror
+from rpa.storage import Layout
+
+#: the three quickest real papers to extract (0.3-0.5 s each), so a trial is a few seconds
+CRASH_PDFS = [
+    p
+    for p in sample_pdfs()
+    if p.stem in {"texlive-elsarticle-elstest-5p", "s2orc-n18-3011", "cermine-hindawi-test2"}
+]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def reference_texts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Each crash-test paper's text as one uninterrupted extraction writes it."""
+    folder = tmp_path_factory.mktemp("reference")
+    texts = {}
+    for pdf in CRASH_PDFS:
+        out = folder / f"{pdf.stem}.txt"
+        assert extract_pdf(str(pdf), str(out))["ok"] is True
+        texts[pdf.stem] = out.read_text()
+    return texts
+
+
+# ---------------------------------------------------------------------------- kill -9
+
+
+@dataclass
+class Tally:
+    """What the kill -9 harness found, over all trials."""
+
+    trials: int = 0
+    kills: int = 0
+    ids: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    refetched: int = 0
+    refetched_uncheckpointed: int = 0
+    kill_points: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"{self.trials} trials, {self.kills} kill -9, {self.ids} IDs: lost {self.lost}, "
+            f"duplicated {self.duplicated}, checkpointed PDFs refetched {self.refetched} "
+            f"(downloads cut by a kill and fetched again: {self.refetched_uncheckpointed}); "
+            f"killed while: {', '.join(self.kill_points)}"
+        )
+
+
+def kill_point(cli: Cli) -> str:
+    """Where the killed run was, from what it left in the database."""
+    if not cli.db.exists() or cli.count("1") == 0:
+        return "starting"
+    stages = dict(cli.query("SELECT stage, count(*) FROM jobs GROUP BY stage"))
+    return "/".join(f"{stages.get(s, 0)}" for s in ("queued", "downloaded", "extracted", "done"))
+
+
+def checkpointed_ids(cli: Cli) -> list[str]:
+    """Jobs past the queued stage (none while the database is still being created)."""
+    try:
+        return [r[0] for r in cli.query("SELECT id FROM jobs WHERE stage != 'queued'")]
+    except sqlite3.OperationalError:  # killed before its schema was committed
+        return []
+
+
+def crash_trial(
+    rng: random.Random,
+    workdir: Path,
+    copies: int,
+    references: dict[str, str],
+    tally: Tally,
+) -> None:
+    """One trial: run, kill -9 at a random moment (once or twice), resume to the end, check."""
+    files = {f"{p.stem}-{i}": p for i in range(copies) for p in CRASH_PDFS}
+    names = list(files)
+    # a few downloads are slow, so some kills land mid-download
+    faults = {name: Fault.slow_body(0.4) for name in rng.sample(names, 2)}
+    with Mirror(files, faults=faults) as mirror:
+        cli = Cli(workdir, mirror.url_template)
+        ids = write_ids(workdir / "ids.txt", [f"ext:{n}" for n in names])
+        knobs = cli.knobs(workers=8, extract_workers=1, progress=False, heartbeat_seconds=0.5)
+        checkpointed: dict[str, int] = {}  # id -> requests when it was first seen checkpointed
+        for _ in range(1 + (rng.random() < 0.4)):
+            queued = cli.db.exists() and cli.count("1") == len(names)
+            proc = cli.popen(*(("resume",) if queued else ("run", str(ids))), *knobs)
+            delay = rng.uniform(0.2, 3.0)
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                tally.kills += 1
+                tally.kill_points.append(f"{delay:.1f}s {kill_point(cli)}")
+            for job in checkpointed_ids(cli):
+                name = job.removeprefix("ext:")
+                checkpointed.setdefault(name, mirror.requests(name))
+        queued = cli.db.exists() and cli.count("1") == len(names)
+        final = cli.run(
+            *(("resume",) if queued else ("run", str(ids))),
+            *cli.knobs(workers=8, extract_workers=2, progress=False),
+        )
+        assert final.returncode == 0, final.stdout + final.stderr + run_log(cli)
+
+        tally.trials += 1
+        tally.ids += len(names)
+        done = {r[0] for r in cli.query("SELECT id FROM jobs WHERE stage = 'done'")}
+        tally.lost += len(names) - len(done)
+        results = [r[0] for r in cli.query("SELECT id FROM results")]
+        # a job completed twice would count twice in the runs' tallies (results has a key)
+        completions = cli.query("SELECT coalesce(sum(done), 0) FROM runs")[0][0]
+        tally.duplicated += (len(results) - len(set(results))) + (completions - len(names))
+        tally.refetched += sum(mirror.requests(n) - k for n, k in checkpointed.items())
+        tally.refetched_uncheckpointed += sum(mirror.requests(n) - 1 for n in names)
+        assert sorted(results) == sorted(f"ext:{n}" for n in names)
+        assert cli.count("lease_owner IS NOT NULL") == 0  # no lease left behind
+
+        # every file is whole: PDFs are the served bytes, texts the full extraction, JSON parses
+        for job, outcome_json, sha, size in cli.query(
+            "SELECT id, outcome_json, sha256, bytes FROM results"
+        ):
+            source = files[job.removeprefix("ext:")]
+            record = json.loads(outcome_json)
+            assert (sha, size) == (sha256(source), source.stat().st_size), job
+            assert sha256(Path(record["pdf"]["path"])) == sha, job
+            text = Path(record["text_path"]).read_text()
+            assert text == references[source.stem], job
+            assert text.count("[PAGE ") == record["page_count"], job
+            outcome_path = cli.query("SELECT outcome_path FROM jobs WHERE id = ?", job)[0][0]
+            assert json.loads(Path(outcome_path).read_text()) == record, job
+        leftovers = [*cli.out.rglob(".tmp-*"), *cli.out.rglob(".rpa-*.tmp")]
+        assert not leftovers, leftovers
+
+
+def run_trials(
+    tmp_path: Path, references: dict[str, str], *, seed: int, trials: int, copies: int
+) -> Tally:
+    """`trials` independent trials, each with its own mirror, database and processes, and
+    its own seeded generator for the kill moments (so any one trial can be replayed)."""
+    master = random.Random(seed)
+    tally = Tally()
+    for n in range(trials):
+        workdir = tmp_path / f"trial-{n:02d}"
+        workdir.mkdir()
+        crash_trial(random.Random(master.randrange(2**32)), workdir, copies, references, tally)
+    return tally
+
+
+@pytest.mark.timeout(150)
+def test_kill_9_at_random_moments_loses_and_repeats_nothing(
+    tmp_path: Path, reference_texts: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tally = run_trials(tmp_path, reference_texts, seed=20240604, trials=10, copies=2)
+    with capsys.disabled():
+        print(f"\nkill -9 harness: {tally.line()}")
+    assert tally.trials == 10 and tally.kills >= 10
+    assert (tally.lost, tally.duplicated, tally.refetched) == (0, 0, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_kill_9_many_more_trials(
+    tmp_path: Path, reference_texts: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tally = run_trials(tmp_path, reference_texts, seed=7, trials=40, copies=3)
+    with capsys.disabled():
+        print(f"\nkill -9 harness (slow): {tally.line()}")
+    assert tally.trials == 40 and tally.kills >= 40
+    assert (tally.lost, tally.duplicated, tally.refetched) == (0, 0, 0)
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (the forkserver and the extraction processes)."""
+    parent_of: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parent_of[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parent_of.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(
+            os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd")
+        )
+    except OSError:  # the process or the descriptor went away
+        return False
+
+
+def signal_pending(pid: int, sig: int) -> bool:
+    """Is `sig` still pending for `pid` (not yet delivered to its handler)?"""
+    mask = 1 << (sig - 1)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & mask:
+            return True
+    return False
+
+
+def stages(cli: Cli) -> dict[str, str]:
+    return {r[0]: r[1] for r in cli.query("SELECT id, stage FROM jobs")}
+
+
+# ---------------------------------------------------------------------------- signals
+
+
+def test_sigint_finishes_in_flight_work_releases_leases_and_resume_continues(
+    tmp_path: Path,
+) -> None:
+    files = {f"{p.stem}-{i}": p for i in range(2) for p in CRASH_PDFS}
+    # every download takes about a second, so three are in flight when the signal comes
+    faults = {name: Fault.slow_body(1.0) for name in files}
+    with Mirror(files, faults=faults) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        knobs = cli.knobs(
+            workers=3, download_concurrency=3, extract_workers=1, grace=30, progress=False
+        )
+        proc = cli.popen("run", str(ids), *knobs)
+        try:
+            wait_until(lambda: mirror.total_requests >= 3, 60, "three downloads", proc)
+            in_flight = {f"ext:{n}" for n in files if mirror.requests(n)}
+        finally:
+            code = interrupt(proc, signal.SIGINT)
+        assert code == 130, run_log(cli)
+        assert "rpa resume" in run_log(cli)
+        # what was in flight finished within the grace; nothing new was claimed or asked for
+        state = stages(cli)
+        assert len(in_flight) == 3
+        assert {j for j, s in state.items() if s == "done"} == in_flight
+        assert {j for j, s in state.items() if s == "queued"} == set(state) - in_flight
+        assert mirror.total_requests == 3
+        status = cli.status()
+        assert status["stuck"]["count"] == 0 and status["totals"]["in_progress"] == 0
+        assert status["runs"][0]["status"] == "interrupted"
+
+        resumed = cli.run("resume", *knobs)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert cli.count("stage = 'done'") == len(files)
+        assert all(mirror.requests(n) == 1 for n in files)
+
+
+def test_sigterm_is_a_graceful_stop_too(tmp_path: Path) -> None:
+    files = {p.stem: p for p in CRASH_PDFS}
+    faults = {name: Fault.slow_body(1.0) for name in files}
+    with Mirror(files, faults=faults) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        knobs = cli.knobs(workers=1, extract_workers=1, grace=30, progress=False)
+        proc = cli.popen("run", str(ids), *knobs)
+        try:
+            wait_until(lambda: mirror.total_requests >= 1, 60, "a download", proc)
+        finally:
+            code = interrupt(proc, signal.SIGTERM)
+        assert code == 130, run_log(cli)
+        assert cli.count("stage = 'done'") == 1 and cli.count("lease_owner IS NOT NULL") == 0
+        assert cli.run("resume", *knobs).returncode == 0
+        assert cli.count("stage = 'done'") == len(files) == mirror.total_requests
+
+
+def test_a_second_sigint_stops_at_once(tmp_path: Path) -> None:
+    files = {p.stem: p for p in CRASH_PDFS}
+    # downloads that stall for 30 s: a graceful stop would wait for them
+    faults = {name: Fault.slow_body(30.0) for name in files}
+    with Mirror(files, faults=faults) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        knobs = cli.knobs(workers=2, extract_workers=1, grace=60, read_timeout=60, progress=False)
+        proc = cli.popen("run", str(ids), *knobs)
+        try:
+            wait_until(lambda: mirror.total_requests >= 2, 60, "two stalled downloads", proc)
+            os.kill(proc.pid, signal.SIGINT)
+            # delivered (so the second one cannot merge with it in the kernel)
+            wait_until(lambda: not signal_pending(proc.pid, signal.SIGINT), 10, "delivery")
+            asked = time.monotonic()
+        finally:
+            code = interrupt(proc, signal.SIGINT)
+        took = time.monotonic() - asked
+        assert code == 130, run_log(cli)
+        assert took < 10.0, took  # not the 60 s grace, not the 30 s stall
+        # the cut downloads went back to the queue: no lease held, nothing half-checkpointed
+        assert cli.count("lease_owner IS NOT NULL") == 0
+        assert set(stages(cli).values()) == {"queued"}
+        assert not list(cli.out.rglob(".tmp-*"))
+
+        for name in files:
+            mirror.set_fault(name, None)
+        resumed = cli.run("resume", *knobs)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert cli.count("stage = 'done'") == len(files)
+
+
+# ---------------------------------------------------------------------------- cooperation
+
+
+def test_two_runs_on_one_database_never_work_on_the_same_job(tmp_path: Path) -> None:
+    files = {f"{p.stem}-{i}": p for i in range(4) for p in CRASH_PDFS}
+    with Mirror(files) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        knobs = cli.knobs(workers=2, extract_workers=1, progress=False, heartbeat_seconds=0.5)
+        connect(cli.db).close()  # an existing queue (creating one at once: the test below)
+        first = cli.popen("run", str(ids), *knobs)
+        second = cli.popen("run", str(ids), *knobs)
+        codes = (first.wait(timeout=120), second.wait(timeout=120))
+        log = run_log(cli)
+        # neither failed anything: jobs the other live run is finishing are not a failure
+        assert codes == (0, 0), (codes, log)
+        assert cli.count("stage = 'done'") == len(files), log
+        # each job was fetched, extracted and completed once, by one of the two runs
+        assert all(mirror.requests(n) == 1 for n in files)
+        extracts = cli.query(
+            "SELECT job_id, count(*) FROM attempts WHERE stage = 'extract' GROUP BY job_id"
+        )
+        assert sorted(extracts) == sorted((f"ext:{n}", 1) for n in files)
+        results = cli.query("SELECT run_id, count(*) FROM results GROUP BY run_id")
+        assert sum(n for _, n in results) == len(files)
+        assert cli.query("SELECT sum(done) FROM runs")[0][0] == len(files)
+        assert len(results) == 2, results  # both really worked, side by side
+
+
+def test_two_processes_can_create_the_same_database_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `rpa run` started together on a new database: both read schema version 0 before
+    either migrates. Deterministic here: each opener waits for the other before migrating."""
+    both_read = threading.Barrier(2, timeout=10)
+    real_transaction = rpa.db.transaction
+    first_call = threading.local()
+
+    @contextlib.contextmanager
+    def transaction_after_both_read(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        if not getattr(first_call, "done", False):
+            first_call.done = True
+            both_read.wait()
+        with real_transaction(conn) as inside:
+            yield inside
+
+    monkeypatch.setattr(rpa.db, "transaction", transaction_after_both_read)
+    path = tmp_path / "rpa.db"
+    with ThreadPoolExecutor(2) as pool:
+        opened = list(pool.map(lambda _: connect(path), range(2)))
+    for conn in opened:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == rpa.db.SCHEMA_VERSION
+        conn.close()
+
+
+# ---------------------------------------------------------------------------- disk guard
+
+
+def test_low_disk_stops_claiming_says_so_and_resume_continues(tmp_path: Path) -> None:
+    files = {p.stem: p for p in CRASH_PDFS}
+    with Mirror(files) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        # temporary files an interrupted run left behind
+        leftovers = [
+            cli.out / "pdf" / "ext" / ".tmp-cut-short.pdf-0123abcd",
+            cli.out / "pdf" / ".tmp-stray-deadbeef",
+            cli.out / "outcome" / "ext" / ".tmp-cut-short.json",
+        ]
+        for path in leftovers:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"%PDF-1.4 half a file")
+        free_mb = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize / 1e6
+        knobs = cli.knobs(workers=4, extract_workers=1, progress=False, heartbeat_seconds=0.2)
+        proc = cli.popen("run", str(ids), *knobs, "--min-free-mb", str(free_mb * 10))
+
+        def alive_for_a_while() -> bool:
+            try:
+                rows = cli.query("SELECT heartbeat_at - started_at FROM runs")
+            except sqlite3.OperationalError:  # not created yet
+                return False
+            return bool(rows) and rows[0][0] >= 1.0
+
+        try:
+            wait_until(alive_for_a_while, 60, "a second of the run", proc)
+            # a second of running, several heartbeats: nothing was claimed or fetched
+            assert cli.count("lease_owner IS NOT NULL OR stage != 'queued'") == 0
+            assert mirror.total_requests == 0
+            assert not any(path.exists() for path in leftovers)  # cleaned at start
+        finally:
+            code = interrupt(proc, signal.SIGINT)
+        assert code == 130
+        assert "free space under" in run_log(cli) and "claiming paused" in run_log(cli)
+
+        resumed = cli.run("resume", *knobs, "--min-free-mb", "1")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert cli.count("stage = 'done'") == len(files) == mirror.total_requests
+
+
+def test_every_kind_of_leftover_temporary_file_is_removed_at_start(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "out")
+    layout.prepare()
+    whole = layout.text_path("ext:kept")
+    leftovers = [
+        layout.pdf_path("ext:cut").parent / ".tmp-ext_cut.pdf-0123abcd",  # a download
+        layout.outcome_path("ext:cut").parent / ".tmp-ext_cut.json",  # an outcome record
+        whole.parent / ".rpa-x1y2z3.tmp",  # a text file (extract.py's mkstemp name)
+    ]
+    for path in [whole, *leftovers]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("[PAGE 1]\nhalf")
+    layout.prepare()
+    assert whole.exists()
+    assert [path for path in leftovers if path.exists()] == []
+
+
+# ---------------------------------------------------------------------------- poison
+
+
+def test_a_pdf_that_kills_its_process_twice_is_quarantined(tmp_path: Path) -> None:
+    victim = max(sample_pdfs(), key=lambda p: p.stat().st_size)  # the slowest to extract
+    files = {"victim": victim, **{p.stem: p for p in CRASH_PDFS}}
+    with Mirror(files) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        knobs = cli.knobs(
+            workers=4,
+            extract_workers=1,
+            poison_after=2,
+            max_attempts=5,
+            retry_base=0.05,
+            retry_max=0.5,
+            progress=False,
+        )
+        proc = cli.popen("run", str(ids), *knobs)
+        victim_pdf = Layout(cli.out).pdf_path("ext:victim")
+        killed: list[int] = []
+
+        def parsing_victim() -> int | None:
+            """The extraction process that has the victim's PDF open, if one has."""
+            for pid in descendants(proc.pid) - set(killed):
+                if has_open(pid, victim_pdf):
+                    return pid
+            return None
+
+        try:
+            for _ in range(2):
+                wait_until(lambda: parsing_victim() is not None, 60, "the victim's parse", proc)
+                pid = parsing_victim()
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)  # as a segfault or the OOM killer would
+                killed.append(pid)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                interrupt(proc)
+        assert code == 1, run_log(cli)  # one paper failed
+        stage, kind, message, attempts, crashes = cli.query(
+            "SELECT stage, error_kind, error_message, attempts, crashes FROM jobs "
+            "WHERE id = 'ext:victim'"
+        )[0]
+        assert (stage, kind, attempts, crashes) == ("failed", "poison", 2, 2)
+        assert "killed 2 extraction processes" in message
+        # the pool replaced the killed processes and the other papers went through
+        assert cli.count("stage = 'done'") == len(files) - 1
+        assert mirror.requests("victim") == 1  # the checkpointed PDF was reused, not refetched
+        crashed = cli.query(
+            "SELECT count(*) FROM attempts WHERE job_id = 'ext:victim' AND stage = 'extract' "
+            "AND error_kind = 'worker_crashed'"
+        )
+        assert crashed[0][0] == 2
+
+
+@pytest.mark.corpus
+def test_extraction_processes_die_with_a_killed_run(tmp_path: Path, corpus: Path) -> None:
+    slow = corpus / "hostile" / "samplefiles__GeoTopo-117p.pdf"  # 5 s or more in pypdf
+    with Mirror({"slow": slow}) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", ["ext:slow"])
+        proc = cli.popen("run", str(ids), *cli.knobs(workers=1, extract_workers=1))
+        pdf = Layout(cli.out).pdf_path("ext:slow")
+        try:
+            wait_until(
+                lambda: any(has_open(pid, pdf) for pid in descendants(proc.pid)),
+                60,
+                "the parse",
+                proc,
+            )
+            parsing = {pid for pid in descendants(proc.pid) if has_open(pid, pdf)}
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+        def alive(pid: int) -> bool:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                return False
+            return state != "Z"
+
+        try:
+            wait_until(lambda: not any(alive(pid) for pid in parsing), 3, "the orphan to end")
+        finally:
+            for pid in parsing:  # do not leave one burning a core after the test
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
