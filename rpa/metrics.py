@@ -31,6 +31,17 @@ class WindowStats:
     p99: float
     max: float
 
+    @classmethod
+    def of(cls, sorted_values: list[float]) -> WindowStats:
+        """The statistics of an already sorted list."""
+        return cls(
+            count=len(sorted_values),
+            p50=percentile(sorted_values, 0.50),
+            p95=percentile(sorted_values, 0.95),
+            p99=percentile(sorted_values, 0.99),
+            max=sorted_values[-1] if sorted_values else 0.0,
+        )
+
 
 class Window:
     """Samples over the last `seconds` (and at most `maxlen` of them)."""
@@ -59,14 +70,7 @@ class Window:
 
     def stats(self) -> WindowStats:
         self._trim()
-        values = sorted(v for _, v in self._samples)
-        return WindowStats(
-            count=len(values),
-            p50=percentile(values, 0.50),
-            p95=percentile(values, 0.95),
-            p99=percentile(values, 0.99),
-            max=values[-1] if values else 0.0,
-        )
+        return WindowStats.of(sorted(v for _, v in self._samples))
 
 
 class Rate:
@@ -116,11 +120,4 @@ class LagProbe:
     def summary(self, skip_seconds: float = 0.0) -> WindowStats:
         """Whole-run lag, leaving out the first `skip_seconds` (start-up)."""
         skip = int(skip_seconds / self.interval)
-        values = sorted(self.all_samples[skip:])
-        return WindowStats(
-            count=len(values),
-            p50=percentile(values, 0.50),
-            p95=percentile(values, 0.95),
-            p99=percentile(values, 0.99),
-            max=values[-1] if values else 0.0,
-        )
+        return WindowStats.of(sorted(self.all_samples[skip:]))
