@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 from urllib.parse import urlsplit
 
 import typer
@@ -34,7 +34,6 @@ from rpa.db import connect
 from rpa.enqueue import enqueue_file
 from rpa.export import write_csv, write_jsonl
 from rpa.openmetrics import render_openmetrics, write_metrics_file
-from rpa.pipeline import Runner, RunSummary
 from rpa.politeness import politeness_notice
 from rpa.render import (
     format_line,
@@ -45,6 +44,11 @@ from rpa.render import (
     summary_dict,
 )
 from rpa.status import collect_status, read_run_timings
+
+if TYPE_CHECKING:
+    # The pipeline pulls in httpx, pypdf and the pool: imported only by the commands that run
+    # it, so `rpa status` and `rpa export` start fast.
+    from rpa.pipeline import Runner, RunSummary
 
 __all__ = ["app", "main"]
 
@@ -204,6 +208,8 @@ def _politeness(settings: Settings) -> None:
 
 def _run_queue(settings: Settings, command: str) -> None:
     _politeness(settings)
+    from rpa.pipeline import Runner
+
     runner = Runner(settings, command=command)
     try:
         summary = asyncio.run(_drive(runner, settings))

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from rpa.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 __all__ = ["SCHEMA_VERSION", "DbThread", "connect", "transaction"]
 
@@ -172,6 +173,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
             if version < SCHEMA_VERSION:
                 raise DatabaseError(f"{path} is not an rpa queue (schema {version})")
             return conn
+        from sqlite_utils import Database  # only for migrations: keeps `rpa status` quick
+
         db = Database(conn)
         for number, migrate in enumerate(MIGRATIONS, start=1):
             if number > version:

@@ -13,9 +13,12 @@ import contextlib
 import email.utils
 import errno
 import hashlib
+import importlib
+import itertools
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,11 @@ from rpa import errors
 from rpa.gates import RateGate
 
 __all__ = ["Download", "Downloader", "parse_retry_after", "sniff_pdf"]
+
+# httpx/httpcore import these lazily at the first request. Import them now, before the event
+# loop runs: an import on the loop thread is a stall (anyio's backend alone is ~40 ms).
+for _module in ("anyio._backends._asyncio", "encodings.idna", "h11", "httpcore._backends.anyio"):
+    importlib.import_module(_module)
 
 PDF_MAGIC = b"%PDF-"
 # The PDF spec lets readers accept the header anywhere in the first 1024 bytes.
@@ -114,17 +122,24 @@ def _status_error(response: httpx.Response) -> errors.JobError | None:
 
 
 class Downloader:
-    """Fetches PDFs with one shared httpx client; file work goes to `io`."""
+    """Fetches PDFs with shared httpx clients; file work goes to `io`.
+
+    `client` may be several clients (a sequence), used in turn: one httpx connection pool's
+    bookkeeping grows with its connection count (encode/httpx#3215), so many connections are
+    cheaper as a few small pools than as one large one.
+    """
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: httpx.AsyncClient | Sequence[httpx.AsyncClient],
         io: Executor,
         max_bytes: int,
         *,
         gate: RateGate | None = None,
     ) -> None:
-        self.client = client
+        clients = [client] if isinstance(client, httpx.AsyncClient) else list(client)
+        self.client = clients[0]
+        self._clients = itertools.cycle(clients)
         self.io = io
         self.max_bytes = max_bytes
         #: the host's rate gate: the caller takes a slot before `fetch`; `fetch` says when the
@@ -138,10 +153,11 @@ class Downloader:
     async def _open(self, url: str) -> httpx.Response:
         """Send the GET, following redirects here so that every hop is one request at the
         host's rate gate (httpx would follow them inside one)."""
-        request = self.client.build_request("GET", url)
+        client = next(self._clients)
+        request = client.build_request("GET", url)
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                response = await self.client.send(request, stream=True, follow_redirects=False)
+                response = await client.send(request, stream=True, follow_redirects=False)
             finally:
                 self._answered()
             if response.next_request is None:
