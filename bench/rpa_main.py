@@ -1,0 +1,180 @@
+"""Run the real `rpa` CLI in this process and report what only the main process can see.
+
+    python -m bench.rpa_main REPORT.json -- run ids.txt --workers 200 ...
+
+The command line is rpa's own (`rpa.cli.main`), unchanged. Two things are added around it,
+neither of which changes what rpa does:
+
+* `rpa.cli.Runner` is replaced by a subclass that remembers the instance and takes the main
+  process's CPU time (getrusage RUSAGE_SELF) when its `run()` starts and ends, so the
+  run-phase CPU excludes interpreter start-up and imports;
+* a sampler thread reads /proc/self/task/<tid>/stat every 0.5 s to split the main process's
+  CPU by thread (the event loop's thread, the database thread, the I/O pool...).
+
+The report holds the run's summary, every event-loop lag sample (from rpa's own LagProbe) and
+those CPU figures; `bench.measure` around this process adds the extraction processes' CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ThreadCpu"]
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu(tid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _group(name: str) -> str:
+    """Thread name -> a group: rpa-db_0 -> rpa-db, asyncio_3 -> asyncio (to_thread)..."""
+    for prefix in ("rpa-db", "rpa-io", "rpa-extract", "asyncio", "bench-sampler"):
+        if name.startswith(prefix):
+            return prefix
+    return "event loop (MainThread)" if name == "MainThread" else "other"
+
+
+class ThreadCpu(threading.Thread):
+    """Samples the CPU time of this process's threads; keeps the last value of each."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        super().__init__(name="bench-sampler", daemon=True)
+        self.interval = interval
+        self.last: dict[int, tuple[str, float]] = {}
+        self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        for thread in threading.enumerate():
+            tid = thread.native_id
+            if tid is None:
+                continue
+            cpu = _thread_cpu(tid)
+            if cpu is not None:
+                self.last[tid] = (thread.name, cpu)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> dict[str, float]:
+        self._stop_event.set()
+        self.sample()
+        groups: dict[str, float] = {}
+        for name, cpu in self.last.values():
+            groups[_group(name)] = groups.get(_group(name), 0.0) + cpu
+        return groups
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _lag_report(samples: list[float], interval: float, skip: float) -> dict[str, Any]:
+    """Lag percentiles after the first `skip` seconds, and the worst spikes with their time."""
+    times = []
+    clock = 0.0
+    for lag in samples:
+        clock += interval + lag
+        times.append(clock)
+    kept = [(t, lag) for t, lag in zip(times, samples, strict=True) if t > skip]
+    values = sorted(lag for _, lag in kept)
+
+    def pct(q: float) -> float:
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
+
+    worst = sorted(kept, key=lambda x: -x[1])[:8]
+    # Where in the run the slow wake-ups fall: counts of samples > 5 ms per 5 s of the run.
+    buckets: dict[int, int] = {}
+    for t, lag in kept:
+        if lag > 0.005:
+            buckets[int(t // 5) * 5] = buckets.get(int(t // 5) * 5, 0) + 1
+    return {
+        "count": len(values),
+        "p50": pct(0.5),
+        "p99": pct(0.99),
+        "max": values[-1] if values else 0.0,
+        "over_5ms": sum(v > 0.005 for v in values),
+        "over_50ms": sum(v > 0.05 for v in values),
+        "worst": [(round(t, 2), round(lag * 1000, 2)) for t, lag in worst],
+        "over_5ms_by_5s": sorted(buckets.items()),
+    }
+
+
+def main() -> int:
+    report_path = Path(sys.argv[1])
+    args = sys.argv[sys.argv.index("--") + 1 :]
+    start = time.monotonic()
+    import rpa.cli
+    import rpa.pipeline
+
+    captured: dict[str, Any] = {}
+
+    class BenchRunner(rpa.pipeline.Runner):
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, **k)
+            captured["runner"] = self
+
+        async def run(self) -> rpa.pipeline.RunSummary:
+            captured["cpu0"], captured["t0"] = _cpu(), time.monotonic()
+            try:
+                return await super().run()
+            finally:
+                captured["cpu1"], captured["t1"] = _cpu(), time.monotonic()
+
+    rpa.cli.Runner = BenchRunner  # type: ignore[misc]
+    sampler = ThreadCpu()
+    sampler.start()
+    sys.argv = ["rpa", *args]
+    code = 0
+    try:
+        rpa.cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    threads = sampler.stop()
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    report: dict[str, Any] = {
+        "exit_code": code,
+        "process_wall": time.monotonic() - start,
+        "process_cpu": ru.ru_utime + ru.ru_stime,
+        "maxrss_mb": ru.ru_maxrss / 1024,
+        "threads_cpu": threads,
+    }
+    runner = captured.get("runner")
+    if runner is not None and "t1" in captured:
+        probe = runner.probe
+        report.update(
+            run_wall=captured["t1"] - captured["t0"],
+            run_cpu=captured["cpu1"] - captured["cpu0"],
+            done=runner.done,
+            failed=runner.failed,
+            failures=dict(runner.failures),
+            pages=runner.pages.total,
+            bytes=runner.bytes.total,
+            lag=_lag_report(probe.all_samples, probe.interval, skip=1.0),
+            db_calls=runner.db.calls,
+            db_busy=runner.db.busy_seconds,
+            pool=dataclasses.asdict(runner.pool.statistics()),
+        )
+    report_path.write_text(json.dumps(report))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
