@@ -200,7 +200,7 @@ def download(ctx: Context, variant: str, concurrency: int = 64) -> dict[str, Any
     cmd = [PY, "-m", "bench.download", str(report), str(_urls(ctx, ctx.download_items, folder))]
     cmd += [str(folder / "out"), "--variant", variant, "--concurrency", str(concurrency)]
     env_extra = {}
-    if variant in ("tuned", "rpa-tuned") and ctx.deps is not None:
+    if variant in ("tuned", "rpa-sniffio") and ctx.deps is not None:
         env_extra["PYTHONPATH"] = str(ctx.deps)
     got = _measured_env(ctx, cmd, report, env_extra)
     r = got["report"]

@@ -5,24 +5,24 @@
 Variants (each a fresh process; N worker tasks pull from one queue, so N are in flight):
 
 * rpa: rpa's own `Downloader` (stream, sniff, 1 MiB flushes through an 8-thread I/O pool,
-  sha256, fsync, rename) with the client rpa's Runner builds (timeouts, Limits with
-  max_connections = max_keepalive_connections = the download gate, follow_redirects, a
-  User-Agent).
-* rpa-client: the same client, body streamed with `aiter_bytes()` and dropped: the HTTP cost
+  sha256, fsync, rename) with the clients rpa's Runner builds (`Runner._make_clients`, so this
+  follows rpa's settings as they change), writing to disk.
+* rpa-client: the same clients, body streamed with `aiter_bytes()` and dropped: the HTTP cost
   alone, without the file work.
+* one-pool: one client with Limits(max_connections = max_keepalive_connections = 64), body
+  dropped: what rpa used before it split its pool (kept to show why it did).
 * httpx-defaults: `httpx.AsyncClient()` as it comes (Limits 100 / keep-alive 20), dropped.
 * tuned: the best settings found: the 64 downloads spread over 8 clients of 8 connections
-  each (keep-alive 8), `aiter_raw()`, and `sniffio` importable. Why: httpcore's pool scans
-  every connection (a poll() per connection in has_expired) on each assignment, and with
-  keep-alive reuse at full concurrency it hands one idle connection to several queued
-  requests, all but one fail with ConnectionNotAvailable and retry (~5 retries per request
-  at 64/64 here): the cost grows with the pool size squared, so small pools are cheap. Without
+  each (keep-alive 8), `aiter_raw()`, and `sniffio` importable; body dropped. Why: httpcore's
+  pool scans every connection (a poll() per connection in has_expired) on each assignment,
+  and with keep-alive reuse at full concurrency it hands one idle connection to several queued
+  requests, all but one fail with ConnectionNotAvailable and retry (~5 retries per request at
+  64/64 here): the cost grows with the pool size squared, so small pools are cheap. Without
   sniffio, httpcore's `current_async_library()` attempts `import sniffio` on every lock and
   event it creates, a failing import that walks sys.path (~80 us each).
-* rpa-tuned: rpa's `Downloader` (file work included) over the tuned clients: what rpa's
-  download stage would cost with that fix.
+* rpa-sniffio: the "rpa" variant with `sniffio` importable.
 
-The tuned variants find sniffio in a private folder the benchmark fills with
+The sniffio variants find it in a private folder the benchmark fills with
 `pip install --target` (the venv is left as rpa installs it).
 
 CPU is getrusage(RUSAGE_SELF) over the download phase only (imports excluded).
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import resource
 import sys
@@ -47,15 +48,15 @@ from rpa import __version__
 from rpa.config import Settings
 from rpa.download import Downloader
 
-__all__ = ["VARIANTS", "rpa_client"]
+__all__ = ["VARIANTS", "one_pool_client", "rpa_clients"]
 
-VARIANTS = ("rpa", "rpa-client", "httpx-defaults", "tuned", "rpa-tuned")
+VARIANTS = ("rpa", "rpa-client", "one-pool", "httpx-defaults", "tuned", "rpa-sniffio")
 #: tuned: the 64 downloads share this many small clients (pools)
 TUNED_POOLS = 8
 
 
-def rpa_client(settings: Settings, **extra: Any) -> httpx.AsyncClient:
-    """The client `rpa.pipeline.Runner.run` builds (kept in step with it by hand)."""
+def one_pool_client(settings: Settings) -> httpx.AsyncClient:
+    """One client with one pool as large as the download gate (rpa's first design)."""
     timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
     limits = httpx.Limits(
         max_connections=settings.max_connections_resolved,
@@ -66,8 +67,18 @@ def rpa_client(settings: Settings, **extra: Any) -> httpx.AsyncClient:
         limits=limits,
         headers={"User-Agent": f"rpa/{__version__}"},
         follow_redirects=True,
-        **extra,
     )
+
+
+def rpa_clients(settings: Settings) -> list[httpx.AsyncClient]:
+    """The clients rpa's Runner builds for these settings."""
+    from rpa.pipeline import Runner
+
+    make = getattr(Runner, "_make_clients", None)
+    if make is None:  # an rpa that builds one client inline
+        return [one_pool_client(settings)]
+    clients: list[httpx.AsyncClient] = make(Runner(settings))
+    return clients
 
 
 async def _drop(client: httpx.AsyncClient, url: str, raw: bool) -> int:
@@ -80,10 +91,12 @@ async def _drop(client: httpx.AsyncClient, url: str, raw: bool) -> int:
     return got
 
 
-def _clients(variant: str, settings: Settings) -> list[httpx.AsyncClient]:
+def _clients(variant: str, settings: Settings, scratch: Path) -> list[httpx.AsyncClient]:
     if variant == "httpx-defaults":
         return [httpx.AsyncClient()]
-    if variant in ("tuned", "rpa-tuned"):
+    if variant == "one-pool":
+        return [one_pool_client(settings)]
+    if variant == "tuned":
         size = max(1, settings.download_concurrency // TUNED_POOLS)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         return [
@@ -95,15 +108,17 @@ def _clients(variant: str, settings: Settings) -> list[httpx.AsyncClient]:
             )
             for _ in range(TUNED_POOLS)
         ]
-    return [rpa_client(settings)]
+    return rpa_clients(
+        dataclasses.replace(settings, db=scratch / "unused.db", out=scratch / "unused")
+    )
 
 
 async def _run(variant: str, urls: list[tuple[str, str]], out: Path, n: int) -> dict[str, Any]:
     settings = Settings(download_concurrency=n)
-    clients = _clients(variant, settings)
+    clients = _clients(variant, settings, out)
     io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rpa-io")
     cap = int(settings.max_pdf_mb * 1024 * 1024)
-    downloaders = [Downloader(client, io, cap) for client in clients]
+    downloader = Downloader(clients, io, cap)
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
     for entry in urls:
         queue.put_nowait(entry)
@@ -111,13 +126,12 @@ async def _run(variant: str, urls: list[tuple[str, str]], out: Path, n: int) -> 
 
     async def worker(index: int) -> None:
         client = clients[index % len(clients)]
-        downloader = downloaders[index % len(clients)]
         while True:
             try:
                 name, url = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            if variant in ("rpa", "rpa-tuned"):
+            if variant in ("rpa", "rpa-sniffio"):
                 got = (await downloader.fetch(url, out / f"{name}.pdf")).bytes
             else:
                 got = await _drop(client, url, raw=variant == "tuned")

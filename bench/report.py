@@ -252,10 +252,12 @@ def _section_4(w: Callable[[str], None], dl: dict[str, Runs], c: dict[str, Any])
     w("| variant | MB/s | main-process CPU s per GB | mirror CPU s per GB | other load |")
     w("| --- | --- | --- | --- | --- |")
     labels = {
-        "rpa": "rpa's Downloader + rpa's client (to disk: sha256, fsync, rename)",
-        "rpa-client": "rpa's client settings, body dropped",
+        "rpa": "rpa's Downloader + rpa's clients (to disk: sha256, fsync, rename)",
+        "rpa-client": "rpa's clients, body dropped",
+        "one-pool": "one client, one pool of 64 (keep-alive 64), body dropped",
         "httpx-defaults": "httpx.AsyncClient() defaults, body dropped",
         "tuned": "best found: 8 clients × 8 connections, aiter_raw, sniffio; body dropped",
+        "rpa-sniffio": "rpa's Downloader + rpa's clients, with sniffio importable",
         "rpa-tuned": "rpa's Downloader (to disk) over the best-found clients",
     }
     for key, label in labels.items():

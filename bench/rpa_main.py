@@ -5,7 +5,8 @@
 The command line is rpa's own (`rpa.cli.main`), unchanged. Two things are added around it,
 neither of which changes what rpa does:
 
-* `rpa.cli.Runner` is replaced by a subclass that remembers the instance and takes the main
+* `rpa.pipeline.Runner` (and `rpa.cli.Runner`, if the CLI holds that name) is replaced by a
+  subclass that remembers the instance and takes the main
   process's CPU time (getrusage RUSAGE_SELF) when its `run()` starts and ends, so the
   run-phase CPU excludes interpreter start-up and imports;
 * a sampler thread reads /proc/self/task/<tid>/stat every 0.5 s to split the main process's
@@ -138,7 +139,10 @@ def main() -> int:
             finally:
                 captured["cpu1"], captured["t1"] = _cpu(), time.monotonic()
 
-    rpa.cli.Runner = BenchRunner  # type: ignore[misc]
+    # The CLI may import Runner from rpa.pipeline when the command runs, or hold its own name.
+    rpa.pipeline.Runner = BenchRunner  # type: ignore[misc]
+    if hasattr(rpa.cli, "Runner"):
+        rpa.cli.Runner = BenchRunner
     sampler = ThreadCpu()
     sampler.start()
     sys.argv = ["rpa", *args]

@@ -28,7 +28,7 @@ from bench.server import Server
 
 RESULTS = REPO / "bench" / "results"
 CACHE = REPO / "bench" / ".cache"
-DOWNLOAD_VARIANTS = ("rpa", "rpa-client", "httpx-defaults", "tuned", "rpa-tuned")
+DOWNLOAD_VARIANTS = ("rpa", "rpa-client", "one-pool", "httpx-defaults", "tuned", "rpa-sniffio")
 
 
 def _arms_for(sections: set[int]) -> list[str]:

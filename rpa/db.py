@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -144,8 +145,29 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the queue database (WAL, busy timeout) and bring its schema up to date.
 
-    `readonly` opens without creating or migrating anything (for `rpa status`).
+    `readonly` opens without creating or migrating anything (for `rpa status`). Two processes
+    creating one database at the same moment can get SQLITE_BUSY from the switch to WAL, which
+    SQLite does not retry through the busy handler: opening is tried again a few times.
+    Never called on the event loop (before it starts, or in the database thread).
     """
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            return _connect(path, readonly=readonly)
+        except _Busy:
+            time.sleep(0.05 * 2**attempt)
+    return _connect(path, readonly=readonly, last_try=True)
+
+
+class _Busy(Exception):
+    """Internal: the database was locked while being set up."""
+
+
+#: tries to open a database that another process is setting up at the same moment
+OPEN_ATTEMPTS = 6
+
+
+def _connect(path: Path, *, readonly: bool, last_try: bool = False) -> sqlite3.Connection:
+    conn: sqlite3.Connection | None = None
     try:
         if readonly:
             if not path.exists():
@@ -189,6 +211,12 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
                     migrate(db)
                     conn.execute(f"PRAGMA user_version = {number}")
         return conn
+    except sqlite3.OperationalError as exc:
+        if conn is not None:
+            conn.close()
+        if "locked" in str(exc) and not last_try:
+            raise _Busy() from None
+        raise DatabaseError(f"cannot open {path}: {exc}") from None
     except sqlite3.Error as exc:
         raise DatabaseError(f"cannot open {path}: {exc}") from None
 

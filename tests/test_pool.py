@@ -355,4 +355,7 @@ async def test_loop_stays_responsive_while_two_processes_extract(
         await prober
     assert all(r["ok"] for r in results)
     assert len(lags) > 50
-    assert max(lags) < 0.1, f"max loop lag {max(lags) * 1000:.0f} ms"
+    # A correctness check, not a benchmark: one parse of the largest sample on the loop would
+    # stall it for over a second; 0.5 s leaves room for a machine busy with other programs
+    # (seen here: 115 and 201 ms while a benchmark ran at higher priority).
+    assert max(lags) < 0.5, f"max loop lag {max(lags) * 1000:.0f} ms"
