@@ -162,6 +162,7 @@ def _lag(lag: dict[str, Any]) -> dict[str, Any]:
         "lag_over50": lag["over_50ms"],
         "lag_samples": lag["count"],
         "lag_worst": lag["worst"],
+        "lag_over5_by_5s": lag.get("over_5ms_by_5s", []),
     }
 
 

@@ -219,6 +219,13 @@ def _section_23(
             + "; ".join(", ".join(f"({t:g}, {ms:g})" for t, ms in run) for run in worst)
             + ".\n"
         )
+        buckets = [r.get("lag_over5_by_5s") for r in rpa_runs]
+        if any(buckets):
+            w(
+                "Lag samples > 5 ms of each rpa (pypdf) run by 5 s of the run (start s: count): "
+                + "; ".join(", ".join(f"{t}: {n}" for t, n in b or []) for b in buckets)
+                + ".\n"
+            )
         ratios = _ratios(rpa_runs, ceiling)
         med = _median(ratios)
         verdicts.append(

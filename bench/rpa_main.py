@@ -118,6 +118,39 @@ def _lag_report(samples: list[float], interval: float, skip: float) -> dict[str,
     }
 
 
+def _watch_slow_callbacks(limit: float, found: list[tuple[float, float, str]]) -> None:
+    """Time every callback the event loop runs; keep those over `limit` s (with a name).
+
+    Opt-in (BENCH_SLOW_CALLBACKS=seconds): a callback that runs long is what makes the loop
+    lag, so this names the code behind each spike. Costs ~1 us per callback.
+    """
+    import asyncio.events
+
+    original = asyncio.events.Handle._run
+    start = time.monotonic()
+
+    def describe(handle: asyncio.events.Handle) -> str:
+        callback = getattr(handle, "_callback", None)
+        task = getattr(callback, "__self__", None)
+        if isinstance(task, asyncio.Task):
+            coro = task.get_coro()
+            frame = getattr(coro, "cr_frame", None)
+            where = f" at {frame.f_code.co_qualname}:{frame.f_lineno}" if frame else ""
+            return f"task {task.get_name()} {getattr(coro, '__qualname__', coro)}{where}"
+        return repr(handle)[:160]
+
+    def timed(handle: asyncio.events.Handle) -> None:
+        t0 = time.perf_counter()
+        original(handle)
+        took = time.perf_counter() - t0
+        if took > limit:
+            found.append(
+                (round(time.monotonic() - start, 2), round(took * 1000, 1), describe(handle))
+            )
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+
+
 def main() -> int:
     report_path = Path(sys.argv[1])
     args = sys.argv[sys.argv.index("--") + 1 :]
@@ -143,6 +176,9 @@ def main() -> int:
     rpa.pipeline.Runner = BenchRunner  # type: ignore[misc]
     if hasattr(rpa.cli, "Runner"):
         rpa.cli.Runner = BenchRunner
+    slow: list[tuple[float, float, str]] = []
+    if os.environ.get("BENCH_SLOW_CALLBACKS"):
+        _watch_slow_callbacks(float(os.environ["BENCH_SLOW_CALLBACKS"]), slow)
     sampler = ThreadCpu()
     sampler.start()
     sys.argv = ["rpa", *args]
@@ -159,6 +195,8 @@ def main() -> int:
         "process_cpu": ru.ru_utime + ru.ru_stime,
         "maxrss_mb": ru.ru_maxrss / 1024,
         "threads_cpu": threads,
+        "slow_callbacks": sorted(slow, key=lambda x: -x[1])[:40],
+        "slow_callback_count": len(slow),
     }
     runner = captured.get("runner")
     if runner is not None and "t1" in captured:
