@@ -198,7 +198,8 @@ def _politeness(settings: Settings) -> None:
         return
     conn = connect(settings.db, readonly=True)
     try:
-        pending = conn.execute("SELECT count(*) FROM jobs WHERE stage = 'queued'").fetchone()[0]
+        row = conn.execute("SELECT n FROM stage_counts WHERE stage = 'queued'").fetchone()
+        pending = row[0] if row else 0
     finally:
         conn.close()
     notice = politeness_notice(pending, host, settings.rate_limits, settings.mailto)

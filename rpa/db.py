@@ -138,7 +138,51 @@ def _migration_2(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_migration_1, _migration_2]
+def _migration_3(db: Database) -> None:
+    # Enqueueing a million IDs spent most of its time maintaining indexes that every new row
+    # entered. Now a new row enters only the primary key and `jobs_claimable`; what status
+    # needs comes from partial indexes that hold only the rows they are about, and from
+    # per-stage counts kept by triggers in the same transaction as the change (so they are
+    # exact, never a cache).
+    db.execute("DROP INDEX jobs_stage")
+    db.execute("DROP INDEX jobs_retry")
+    # Only jobs that were ever given a retry time (new jobs have next_attempt_at = 0).
+    db.execute(
+        "CREATE INDEX jobs_retry ON jobs(next_attempt_at) WHERE next_attempt_at > 0 "
+        "AND lease_owner IS NULL AND stage IN ('queued', 'downloaded', 'extracted')"
+    )
+    db.execute("CREATE INDEX jobs_failed ON jobs(error_kind) WHERE stage = 'failed'")
+    db.execute("CREATE INDEX jobs_done ON jobs(done_at) WHERE stage = 'done'")
+    # One row per stage, made here: the triggers only update (an upsert per new row cost
+    # a third more enqueue time), and no code writes a stage outside these five.
+    db.execute(
+        "CREATE TABLE stage_counts (stage TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    db.execute(
+        "INSERT INTO stage_counts (stage, n) SELECT s.column1, (SELECT count(*) FROM jobs "
+        "WHERE jobs.stage = s.column1) FROM (VALUES ('queued'), ('downloaded'), ('extracted'), "
+        "('done'), ('failed')) AS s"
+    )
+    db.execute(
+        "CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN "
+        "UPDATE stage_counts SET n = n + 1 WHERE stage = NEW.stage; END"
+    )
+    db.execute(
+        "CREATE TRIGGER jobs_count_update AFTER UPDATE OF stage ON jobs "
+        "WHEN OLD.stage IS NOT NEW.stage BEGIN "
+        "UPDATE stage_counts SET n = n - 1 WHERE stage = OLD.stage; "
+        "UPDATE stage_counts SET n = n + 1 WHERE stage = NEW.stage; END"
+    )
+    db.execute(
+        "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN "
+        "UPDATE stage_counts SET n = n - 1 WHERE stage = OLD.stage; END"
+    )
+    # Claims are FIFO by seq; from now on a new job's seq is its rowid (see jobs.enqueue).
+    # Both grew in insertion order before, so this keeps every job's place in the line.
+    db.execute("UPDATE jobs SET seq = rowid WHERE seq != rowid")
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -195,8 +239,13 @@ def _connect(path: Path, *, readonly: bool, last_try: bool = False) -> sqlite3.C
                 f"{path} has schema version {version}; this rpa knows up to {SCHEMA_VERSION}"
             )
         if readonly:
-            if version < SCHEMA_VERSION:
+            if version == 0:
                 raise DatabaseError(f"{path} is not an rpa queue (schema {version})")
+            if version < SCHEMA_VERSION:
+                raise DatabaseError(
+                    f"{path} was made by an older rpa (schema {version} of {SCHEMA_VERSION}); "
+                    "`rpa resume` with this rpa upgrades it"
+                )
             return conn
         from sqlite_utils import Database  # only for migrations: keeps `rpa status` quick
 

@@ -25,9 +25,11 @@ __all__ = [
     "MAX_ID_LENGTH",
     "OLD_STYLE_ARCHIVES",
     "IdLine",
+    "KeyBatch",
     "PaperId",
     "iter_id_batches",
     "iter_id_lines",
+    "iter_key_batches",
     "parse_id",
     "storage_name",
     "url_for",
@@ -309,8 +311,9 @@ class IdLine:
     error: InvalidIdError | None
 
 
-def _raw_lines(path: Path) -> Iterator[tuple[int, str, bool]]:
-    """Yield (lineno, decoded line, overlong), holding one block and at most one line."""
+def _raw_chunks(path: Path) -> Iterator[tuple[int, list[str], frozenset[int]]]:
+    """Yield (number of the first line, decoded lines, indexes of overlong lines) per read
+    block, holding one block and at most one line. Overlong lines are not yet cut."""
     try:
         fh = path.open("rb")
     except OSError as exc:
@@ -331,43 +334,104 @@ def _raw_lines(path: Path) -> Iterator[tuple[int, str, bool]]:
                 lines.pop()  # the empty string after the final newline
                 if lineno == 0 and lines:
                     lines[0] = lines[0].removeprefix("\ufeff")
-                for line in lines:
-                    lineno += 1
-                    if overlong or len(line) > _MAX_LINE_BYTES:
-                        yield lineno, line[:_MAX_LINE_BYTES], True
-                        overlong = False
-                    else:
-                        yield lineno, line, False
+                long: frozenset[int] = frozenset()
+                if lines and (overlong or max(map(len, lines)) > _MAX_LINE_BYTES):
+                    long = frozenset(
+                        i for i, line in enumerate(lines) if len(line) > _MAX_LINE_BYTES
+                    ) | ({0} if overlong else set())
+                    overlong = False
+                yield lineno + 1, lines, long
+                lineno += len(lines)
             if len(carry) > _MAX_LINE_BYTES:
                 carry = carry[:_MAX_LINE_BYTES]
                 overlong = True
         if carry or overlong:
             line = carry.decode("utf-8", errors="replace")
-            yield lineno + 1, line.removeprefix("\ufeff") if lineno == 0 else line, overlong
+            line = line.removeprefix("\ufeff") if lineno == 0 else line
+            yield lineno + 1, [line], frozenset({0}) if overlong else frozenset()
+
+
+def _id_line(lineno: int, line: str, overlong: bool) -> IdLine | None:
+    """The IdLine of one raw line; None for a blank or comment-only line."""
+    cut = line.find("#")
+    text = (line if cut < 0 else line[:cut]).strip()
+    if overlong:
+        snippet = text[:60] + "..."
+        error = InvalidIdError(snippet, f"line longer than {_MAX_LINE_BYTES} bytes", lineno)
+        return IdLine(lineno, snippet, None, error)
+    if not text:
+        return None
+    try:
+        # The common case, a plain new-style ID, skips parse_id's general checks.
+        m = _NEW_RE.fullmatch(text)
+        return IdLine(lineno, text, _parse_new(text, m) if m else parse_id(text), None)
+    except InvalidIdError as exc:
+        return IdLine(lineno, text, None, InvalidIdError(text, exc.reason, lineno))
 
 
 def iter_id_lines(path: Path) -> Iterator[IdLine]:
     """Stream an ID list: one IdLine per line that is neither blank nor only a comment.
 
-    ``#`` starts a comment that runs to the end of the line. The file is read line by
-    line, never whole. Raises InputError if the file cannot be opened.
+    ``#`` starts a comment that runs to the end of the line. The file is read a block at a
+    time, never whole. Raises InputError if the file cannot be opened.
     """
-    for lineno, line, overlong in _raw_lines(path):
-        cut = line.find("#")
-        text = (line if cut < 0 else line[:cut]).strip()
-        if overlong:
-            snippet = text[:60] + "..."
-            error = InvalidIdError(snippet, f"line longer than {_MAX_LINE_BYTES} bytes", lineno)
-            yield IdLine(lineno, snippet, None, error)
-            continue
-        if not text:
-            continue
-        try:
-            # The common case, a plain new-style ID, skips parse_id's general checks.
-            m = _NEW_RE.fullmatch(text)
-            yield IdLine(lineno, text, _parse_new(text, m) if m else parse_id(text), None)
-        except InvalidIdError as exc:
-            yield IdLine(lineno, text, None, InvalidIdError(text, exc.reason, lineno))
+    for first, lines, long in _raw_chunks(path):
+        for i, line in enumerate(lines):
+            item = _id_line(first + i, line[:_MAX_LINE_BYTES], i in long)
+            if item is not None:
+                yield item
+
+
+@dataclass(slots=True)
+class KeyBatch:
+    """Up to ``batch_size`` lines of an ID list, reduced to what queueing them needs."""
+
+    #: non-blank, non-comment lines in this batch
+    lines: int
+    #: queue keys of the valid lines, in file order
+    keys: list[str]
+    #: one error per invalid line
+    errors: list[InvalidIdError]
+
+
+#: The commonest line of a big list: a bare five-digit new-style ID without a version.
+_PLAIN_NEW_RE = re.compile(r"\d{4}\.\d{5}")
+
+
+def iter_key_batches(path: Path, batch_size: int = 10_000) -> Iterator[KeyBatch]:
+    """Stream an ID list as KeyBatches: the same keys and errors as iter_id_lines, faster.
+
+    A line that is exactly a plain five-digit new-style ID, from a month an earlier line
+    already proved valid, is its own key; every other line takes the full parser. This
+    keeps a million-line list at well under a microsecond a line.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    plain = _PLAIN_NEW_RE.fullmatch
+    good_months: set[str] = set()  # yymm of plain IDs the full parser accepted
+    batch = KeyBatch(0, [], [])
+    for first, lines, long in _raw_chunks(path):
+        for i, line in enumerate(lines):
+            if plain(line) and line[:4] in good_months and line[5:] != "00000":
+                batch.keys.append(line)
+            else:
+                item = _id_line(first + i, line[:_MAX_LINE_BYTES], i in long)
+                if item is None:
+                    continue
+                if item.paper is not None:
+                    key = item.paper.key
+                    batch.keys.append(key)
+                    if key == line and plain(line):
+                        good_months.add(line[:4])
+                else:
+                    assert item.error is not None
+                    batch.errors.append(item.error)
+            batch.lines += 1
+            if batch.lines >= batch_size:
+                yield batch
+                batch = KeyBatch(0, [], [])
+    if batch.lines:
+        yield batch
 
 
 def iter_id_batches(path: Path, batch_size: int = 10_000) -> Iterator[list[IdLine]]:

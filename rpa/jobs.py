@@ -60,14 +60,15 @@ class Job:
 def enqueue(conn: sqlite3.Connection, keys: Sequence[str], now: float) -> int:
     """Add jobs not already queued (idempotent). Returns how many were new."""
     with transaction(conn):
-        before = conn.total_changes
-        start = conn.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchone()[0]
-        conn.executemany(
+        cur = conn.executemany(
+            # seq = the rowid SQLite gives the new row (one past the largest), found in
+            # O(log n); a skipped duplicate takes no number. The cursor's rowcount counts the
+            # rows this statement inserted (not the triggers' updates of stage_counts).
             "INSERT OR IGNORE INTO jobs (id, seq, stage, created_at, updated_at) "
-            "VALUES (?, ?, 'queued', ?, ?)",
-            ((key, start + i, now, now) for i, key in enumerate(keys, start=1)),
+            "VALUES (?, coalesce((SELECT max(rowid) FROM jobs), 0) + 1, 'queued', ?, ?)",
+            ((key, now, now) for key in keys),
         )
-        return conn.total_changes - before
+        return cur.rowcount
 
 
 def claim(

@@ -35,29 +35,32 @@ STATES = ("waiting", "leased", "retry_scheduled", "final")
 TIMED_STAGES = ("download", "extract", "outcome")
 
 
-_ACTIVE = "('queued', 'downloaded', 'extracted')"  # the jobs_claimable index's own terms
+_ACTIVE = "('queued', 'downloaded', 'extracted')"
+#: jobs waiting for a retry time still ahead; repeats the terms of the partial index
+#: `jobs_retry` (which holds only jobs that were ever given a retry time) so SQLite uses it
+_RETRY = (
+    f"next_attempt_at > 0 AND lease_owner IS NULL AND stage IN {_ACTIVE} AND next_attempt_at > ?"
+)
 
 
 def _stage_counts(conn: sqlite3.Connection, now: float) -> dict[str, dict[str, int]]:
     """Jobs by stage and state, every stage with every state (zeros included).
 
-    Three index-sized queries rather than one scan of every row (which took seconds on a
-    million jobs): counts per stage from the covering index `jobs_stage`, leased jobs from the
-    partial index `jobs_leased`, retry-scheduled ones among the claimable rows (the partial
-    index `jobs_claimable`); `waiting` is the rest. A final-stage job is never leased.
+    Index-sized queries, never a scan of every row (which takes seconds on a million jobs):
+    totals per stage from `stage_counts` (kept exact by triggers), leased jobs from the partial
+    index `jobs_leased`, retry-scheduled ones from the partial index `jobs_retry`; `waiting` is
+    the rest. A final-stage job is never leased.
     """
     out = {stage: dict.fromkeys(STATES, 0) for stage in (*ACTIVE_STAGES, *FINAL_STAGES)}
-    for row in conn.execute("SELECT stage, count(*) AS n FROM jobs GROUP BY stage"):
-        out.setdefault(row["stage"], dict.fromkeys(STATES, 0))["final"] = row["n"]
+    for row in conn.execute("SELECT stage, n FROM stage_counts"):
+        if row["n"]:
+            out.setdefault(row["stage"], dict.fromkeys(STATES, 0))["final"] = row["n"]
     for row in conn.execute(
-        # `+stage`: grouping must not tempt the planner into the jobs_stage index (a full scan)
-        "SELECT stage, count(*) AS n FROM jobs WHERE lease_owner IS NOT NULL GROUP BY +stage"
+        "SELECT stage, count(*) AS n FROM jobs WHERE lease_owner IS NOT NULL GROUP BY stage"
     ):
         out[row["stage"]]["leased"] = row["n"]
     for row in conn.execute(
-        f"SELECT stage, count(*) AS n FROM jobs WHERE lease_owner IS NULL AND stage IN {_ACTIVE} "
-        "AND next_attempt_at > ? GROUP BY stage",
-        (now,),
+        f"SELECT stage, count(*) AS n FROM jobs WHERE {_RETRY} GROUP BY stage", (now,)
     ):
         out[row["stage"]]["retry_scheduled"] = row["n"]
     for stage, row in out.items():
@@ -144,8 +147,7 @@ def _failures(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 def _retries(conn: sqlite3.Connection, now: float, count: int) -> dict[str, Any]:
     rows = conn.execute(
         "SELECT id, attempts, next_attempt_at, error_kind, error_message FROM jobs "
-        f"WHERE lease_owner IS NULL AND stage IN {_ACTIVE} "
-        "AND next_attempt_at > ? ORDER BY next_attempt_at LIMIT 10",
+        f"WHERE {_RETRY} ORDER BY next_attempt_at LIMIT 10",
         (now,),
     ).fetchall()
     return {

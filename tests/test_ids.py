@@ -15,6 +15,7 @@ from rpa.ids import (
     PaperId,
     iter_id_batches,
     iter_id_lines,
+    iter_key_batches,
     parse_id,
     storage_name,
     url_for,
@@ -245,6 +246,30 @@ def test_batches(tmp_path: Path) -> None:
     assert batches[2][-1].lineno == 49
     with pytest.raises(ValueError):
         next(iter_id_batches(path, batch_size=0))
+
+
+def test_key_batches_agree_with_the_full_parser(tmp_path: Path) -> None:
+    # The fast path must accept and reject exactly what iter_id_lines does: plain IDs from
+    # good and bad months, zero numbers, 4-digit numbers after 1412, versions, old style,
+    # comments, CRLF, a BOM, an overlong line, bad UTF-8 and no final newline.
+    path = tmp_path / "ids.txt"
+    path.write_bytes(
+        b"\xef\xbb\xbf1501.00001\n1501.00002\n1501.00000\n1513.00001\n1513.00002\n"
+        b"9912.00001\n1501.0001\n0704.0001\n0704.00001\n2301.00001v2\n2301.00003 \n"
+        b"2301.00004\r\n# 2301.00005\n\n hep-th/9901001 \n2301.00001\n"
+        + b"1" * 5000
+        + b"\n\xff2301.00006\n2301.00007"
+    )
+    lines = list(iter_id_lines(path))
+    batches = list(iter_key_batches(path, batch_size=4))
+    assert [b.lines for b in batches] == [4, 4, 4, 4, 1]
+    assert [k for b in batches for k in b.keys] == [i.paper.key for i in lines if i.paper]
+    errors = [(e.line, e.reason) for b in batches for e in b.errors]
+    assert errors == [(i.error.line, i.error.reason) for i in lines if i.error]
+    assert [line for line, _ in errors] == [3, 4, 5, 6, 7, 9, 17, 18]
+    assert "2301.00001" in [k for b in batches for k in b.keys]
+    with pytest.raises(ValueError):
+        next(iter_key_batches(path, batch_size=0))
 
 
 def _write_big_list(path: Path, *, ids_every: int) -> None:

@@ -169,3 +169,51 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA user_version").fetchone()[0] >= 1
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _counts(conn: sqlite3.Connection) -> tuple[dict[str, int], dict[str, int]]:
+    kept = {r[0]: r[1] for r in conn.execute("SELECT stage, n FROM stage_counts") if r[1]}
+    real = dict(conn.execute("SELECT stage, count(*) FROM jobs GROUP BY stage").fetchall())
+    return kept, real
+
+
+def test_stage_counts_stay_exact_through_every_transition(db: Path) -> None:
+    conn = connect(db)
+    assert _counts(conn) == ({"queued": 200}, {"queued": 200})
+    a, b, c = jobs.claim(conn, "r", 3, 60, NOW)
+    assert jobs.checkpoint(conn, a.id, a.token, "r", "downloaded", {"pdf_bytes": 1}, NOW)
+    assert jobs.complete(conn, b.id, b.token, "r", _result(), "x.json", NOW)
+    assert jobs.set_outcome(conn, c.id, c.token, "r", kind="k", message="m", now=NOW, final=True)
+    # a fenced-off write changes nothing, counts included
+    assert not jobs.complete(conn, b.id, b.token, "r", _result(), "x.json", NOW)
+    assert jobs.enqueue(conn, ["2301.00001", "2302.00001"], NOW) == 1
+    kept, real = _counts(conn)
+    assert kept == real == {"queued": 198, "downloaded": 1, "done": 1, "failed": 1}
+    conn.execute("DELETE FROM jobs WHERE stage = 'failed'")
+    assert _counts(conn)[0] == _counts(conn)[1]
+
+
+def test_migration_3_keeps_fifo_order_and_counts(tmp_path: Path) -> None:
+    """A database made by the previous schema (seq with gaps, no stage_counts) is upgraded."""
+    from sqlite_utils import Database
+
+    from rpa.db import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    raw = sqlite3.connect(path)
+    raw.isolation_level = None
+    for migrate in MIGRATIONS[:2]:
+        migrate(Database(raw))
+    raw.execute("PRAGMA user_version = 2")
+    raw.executemany(
+        "INSERT INTO jobs (id, seq, stage, created_at, updated_at) VALUES (?, ?, ?, 0, 0)",
+        [("2301.00003", 1, "done"), ("2301.00001", 7, "queued"), ("2301.00002", 9, "queued")],
+    )
+    raw.close()
+    conn = connect(path)
+    assert _counts(conn) == ({"queued": 2, "done": 1}, {"queued": 2, "done": 1})
+    assert jobs.enqueue(conn, ["2301.00004"], NOW) == 1
+    order = [j.id for j in jobs.claim(conn, "r", 10, 60, NOW)]
+    assert order == ["2301.00001", "2301.00002", "2301.00004"]
+    seqs = conn.execute("SELECT count(*) FROM jobs WHERE seq != rowid").fetchone()[0]
+    assert seqs == 0

@@ -1,0 +1,61 @@
+"""Queueing an ID list: the report, FIFO order across batches, strict mode, errors."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from rpa import jobs
+from rpa.db import connect
+from rpa.enqueue import _read_ahead, enqueue_file
+from rpa.errors import InputError
+
+
+def _ids(tmp_path: Path) -> Path:
+    path = tmp_path / "ids.txt"
+    lines = [f"2301.{i:05d}" for i in range(1, 40)]
+    lines[5] = "2313.00001  # bad month"
+    lines[9] = "2301.00001"  # repeated
+    lines[20] = "hep-th/9901001v2"
+    path.write_text("# header\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def test_report_and_fifo_order_across_batches(tmp_path: Path) -> None:
+    db, ids = tmp_path / "q.db", _ids(tmp_path)
+    seen: list[int] = []
+    report = enqueue_file(db, ids, batch_size=7, on_invalid=lambda e: seen.append(e.line or 0))
+    assert (report.lines, report.valid, report.new, report.invalid) == (39, 38, 37, 1)
+    assert report.duplicates == 1 and seen == [7]
+    assert report.errors[0].line == 7 and "13 is not a month" in report.errors[0].reason
+    again = enqueue_file(db, ids, batch_size=5)
+    assert (again.new, again.duplicates) == (0, 38)
+    conn = connect(db)
+    order = [job.id for job in jobs.claim(conn, "r", 100, 60, 0.0)]
+    expected = [line.split()[0] for line in ids.read_text().splitlines()[1:] if "bad" not in line]
+    assert order == list(dict.fromkeys(expected))
+
+
+def test_strict_refuses_the_whole_file(tmp_path: Path) -> None:
+    db, ids = tmp_path / "q.db", _ids(tmp_path)
+    with pytest.raises(InputError, match=r"1 invalid lines.*line 7.*nothing was queued"):
+        enqueue_file(db, ids, strict=True, batch_size=4)
+    assert connect(db).execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
+
+
+def test_unreadable_list_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot read ID list"):
+        enqueue_file(tmp_path / "q.db", tmp_path / "missing.txt")
+    with pytest.raises(InputError, match="cannot read ID list"):
+        enqueue_file(tmp_path / "q.db", tmp_path)  # a directory
+
+
+def test_leaving_early_stops_the_reader(tmp_path: Path) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text("".join(f"2301.{i:05d}\n" for i in range(1, 5001)))
+    batches = _read_ahead(path, 10)
+    assert next(batches).keys[0] == "2301.00001"
+    batches.close()  # what a failing insert does to the loop in enqueue_file
+    assert not [t for t in threading.enumerate() if t.name == "rpa-enqueue-read"]
