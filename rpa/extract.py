@@ -24,6 +24,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import tempfile
 import threading
 import warnings
@@ -182,7 +183,8 @@ def _pdfium_read(pdf: Any) -> tuple[list[str], list[str], dict[str, str]]:
             try:
                 page = pdf[n]
                 textpage = page.get_textpage()
-                pages.append(textpage.get_text_range().replace("\r\n", "\n"))
+                text = textpage.get_text_range().replace("\r\n", "\n")
+                pages.append(_hyphens(text))
                 textpage.close()
                 page.close()
             except MemoryError:
@@ -196,6 +198,19 @@ def _pdfium_read(pdf: Any) -> tuple[list[str], list[str], dict[str, str]]:
         return pages, errors, metadata
     finally:
         pdf.close()
+
+
+#: PDFium's mark where it removed a line break after a hyphen, between two lower-case letters
+_SOFT_JOIN = re.compile("(?<=[a-zß-ÿ])\ufffe(?=[a-zß-ÿ])")
+
+
+def _hyphens(text: str) -> str:
+    """Resolve PDFium's U+FFFE marks (a noncharacter it puts where it joined the two halves of
+    a word hyphenated at a line end): between lower-case letters the word was split by the
+    typesetter ("per-sonal" -> "personal"); anywhere else the hyphen was real ("Self-BLEU")."""
+    if "\ufffe" not in text:
+        return text
+    return _SOFT_JOIN.sub("", text).replace("\ufffe", "-")
 
 
 def _write_text(text_path: str, pages: list[str]) -> None:

@@ -18,7 +18,7 @@ import pytest
 from pypdf import PdfWriter
 
 from rpa.errors import ConfigError, ExtractTimeout, MemoryCapExceeded, WorkerCrashed
-from rpa.extract import extract_pdf
+from rpa.extract import _hyphens, extract_pdf
 from rpa.pool import ExtractPool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -306,8 +306,21 @@ def test_pdfium_extractor_gives_the_same_shape(tmp_path: Path) -> None:
         "warnings",
     }
     assert (tmp_path / "a.txt").read_text(encoding="utf-8").startswith("[PAGE 1]\n")
+    # PDFium marks each line-end hyphenation it joined with U+FFFE; the text keeps the word
+    sample = next(p for p in SAMPLES if "s2orc-n18-3011" in p.name)
+    extract_pdf(str(sample), str(tmp_path / "c.txt"), extractor="pdfium")
+    text = (tmp_path / "c.txt").read_text(encoding="utf-8")
+    assert "\ufffe" not in text and "\ufffd" not in text
+    assert len(text) > 20_000
     locked = next(p for p in HOSTILE if "libreoffice-writer-password" in p.name)
     assert extract_pdf(str(locked), str(tmp_path / "b.txt"), "pdfium")["kind"] == "encrypted"
+
+
+def test_pdfium_hyphen_marks_join_words_or_keep_real_hyphens() -> None:
+    # PDFium's U+FFFE stands where it removed "-\n"; only the text around it says which kind
+    text = "per\ufffesonalized Self\ufffeBLEU S2ORC\ufffeSciBERT 2\ufffe3 na\ufffeïve"
+    assert _hyphens(text) == "personalized Self-BLEU S2ORC-SciBERT 2-3 naïve"
+    assert _hyphens("no marks") == "no marks"
 
 
 # ---------------------------------------------------------------------------- thread mode
