@@ -298,13 +298,17 @@ def _write_metrics(settings: Settings, data: dict[str, Any]) -> None:
 @with_knobs({"db", "metrics_file"})
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="stable JSON (schema in README)")] = False,
-    watch: Annotated[bool, typer.Option(help="refresh in place until Ctrl-C")] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(help="refresh every second until Ctrl-C (with --json: one JSON line each)"),
+    ] = False,
     *,
     settings: Settings,
 ) -> None:
     """What the queue holds right now (reads only the database; safe during a run).
 
     Example: rpa status --json | jq .totals
+    Example: rpa status --watch --json | jq -c .totals
     """
     try:
         conn = connect(settings.db, readonly=True)
@@ -312,6 +316,20 @@ def status(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from None
     try:
+        if watch and as_json:
+            # JSON lines: one compact object a second, flushed, until Ctrl-C or a closed pipe.
+            try:
+                while True:
+                    data = collect_status(conn)
+                    _write_metrics(settings, data)
+                    print(json.dumps(data, separators=(",", ":")), flush=True)
+                    time.sleep(1.0)
+            except KeyboardInterrupt:
+                return
+            except BrokenPipeError:  # the reader left (`| head -3`): not an error
+                # Python would flush stdout again at exit and complain: point it at nothing.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return
         if watch:
             # `status` has no event loop: a plain sleep between refreshes is right here.
             with (

@@ -293,3 +293,29 @@ def test_status_from_another_process_while_a_run_is_active(tmp_path: Path) -> No
     final = metrics.read_text()
     assert f'rpa_queue_jobs{{state="done"}} {len(files)}' in final
     assert f'rpa_run_info{{run="{run["id"]}",command="run",status="finished"}} 1' in final
+
+
+@pytest.mark.timeout(60)
+def test_watch_json_prints_one_json_line_a_refresh(queue: Path) -> None:
+    args = [sys.executable, "-m", "rpa", "status", "--watch", "--json", "--db", str(queue)]
+    pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with subprocess.Popen(args, env=clean_env(), stdin=subprocess.DEVNULL, **pipes) as proc:
+        assert proc.stdout is not None
+        try:
+            first = json.loads(proc.stdout.readline())
+            second = json.loads(proc.stdout.readline())
+            assert first["schema"] == second["schema"] == STATUS_SCHEMA_VERSION
+            assert first["totals"] == second["totals"] and first["totals"]["total"] > 0
+            assert second["generated_at"] > first["generated_at"]
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    # a reader that leaves early (`| head -1`) ends it quietly
+    with subprocess.Popen(args, env=clean_env(), stdin=subprocess.DEVNULL, **pipes) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        json.loads(proc.stdout.readline())
+        proc.stdout.close()
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr.read() == b""
