@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import inspect
 import json
 import os
@@ -212,6 +213,9 @@ def _run_queue(settings: Settings, command: str) -> None:
     from rpa.pipeline import Runner
 
     runner = Runner(settings, command=command)
+    # What is alive now (every imported module, the settings) lives as long as the process:
+    # frozen, the collector's full passes no longer walk it on the loop thread (54 ms each).
+    gc.freeze()
     try:
         summary = asyncio.run(_drive(runner, settings))
     except errors.RpaError as exc:

@@ -49,6 +49,11 @@ class Settings:
     out: Path = _knob(Path("rpa-data"), "output folder: PDFs, texts, outcome JSON")
     workers: int = _knob(200, "logical workers on the event loop", minimum=1)
     download_concurrency: int = _knob(64, "download gate: downloads at once", minimum=1)
+    prefetch: int = _knob(
+        64,
+        "papers downloading or downloaded ahead of their extraction, at most (prefetch gate)",
+        minimum=1,
+    )
     extract_concurrency: int = _knob(
         0, "extract gate: extractions at once (0 = --extract-workers)", minimum=0
     )

@@ -10,10 +10,12 @@ host's breaker, or quarantine a poison PDF.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -64,6 +66,7 @@ class StageWork:
     layout: Layout
     pool: ExtractPool
     downloader: Downloader
+    prefetch_gate: Gate
     download_gate: Gate
     extract_gate: Gate
     host_gate: RateGate
@@ -88,11 +91,18 @@ class StageWork:
         start = time.perf_counter()
         current: Job | None = job
         try:
-            if job.stage == "queued":
-                current = await self._stage_download(job)
-            if current is not None and current.stage == "downloaded":
-                meter_name = "extract"
-                current = await self._stage_extract(current, verify=job.stage == "downloaded")
+            if job.stage in ("queued", "downloaded"):
+                # The prefetch gate bounds the papers between download and extracted: with
+                # 200 workers and nothing else, every worker's PDF would be fetched at once
+                # at start (CPU the loop needs, disk nobody needs yet).
+                async with self.prefetch_gate:
+                    if job.stage == "queued":
+                        current = await self._stage_download(job)
+                    if current is not None and current.stage == "downloaded":
+                        meter_name = "extract"
+                        current = await self._stage_extract(
+                            current, verify=job.stage == "downloaded"
+                        )
             if current is not None:
                 meter_name = "outcome"
                 await self._stage_outcome(current, total=time.perf_counter() - start)
@@ -110,6 +120,22 @@ class StageWork:
         kind: str | None = None,
     ) -> None:
         self._attempt_rows.append((job.id, self.run_id, stage, started, wait, took, outcome, kind))
+
+    @contextlib.contextmanager
+    def _running(
+        self, meter: StageMeter, job: Job, stage: str, started: float, wait: float
+    ) -> Iterator[float]:
+        """One attempt at a stage's work, inside its gate: counted as running, and recorded
+        as an error attempt if it raises a JobError. Yields the perf_counter start."""
+        meter.running += 1
+        t0 = time.perf_counter()
+        try:
+            yield t0
+        except errors.JobError as exc:
+            self._attempt(job, stage, started, wait, time.perf_counter() - t0, "error", exc.kind)
+            raise
+        finally:
+            meter.running -= 1
 
     async def _stage_download(self, job: Job) -> Job | None:
         meter = self.meters["download"]
@@ -130,17 +156,8 @@ class StageWork:
                 wait += await self.host_gate.acquire()
                 if self.breaker_open:
                     raise errors.AccessDenied(f"downloads from {self.host} are stopped")
-                meter.running += 1
-                t0 = time.perf_counter()
-                try:
+                with self._running(meter, job, "download", started, wait):
                     result = await self.downloader.fetch(url, dest)
-                except errors.JobError as exc:
-                    self._attempt(
-                        job, "download", started, wait, time.perf_counter() - t0, "error", exc.kind
-                    )
-                    raise
-                finally:
-                    meter.running -= 1
             meter.done += 1
             meter.durations.add(result.seconds)
             self.bytes.add(result.bytes)
@@ -195,17 +212,8 @@ class StageWork:
         text_path = self.layout.text_path(job.id)
         started = time.time()
         async with self.extract_gate as wait:
-            meter.running += 1
-            t0 = time.perf_counter()
-            try:
+            with self._running(meter, job, "extract", started, wait) as t0:
                 result = await self.pool.extract(pdf_path, str(text_path))
-            except errors.JobError as exc:
-                self._attempt(
-                    job, "extract", started, wait, time.perf_counter() - t0, "error", exc.kind
-                )
-                raise
-            finally:
-                meter.running -= 1
         took = time.perf_counter() - t0
         if not result.get("ok"):
             self._attempt(job, "extract", started, wait, took, "error", str(result.get("kind")))
