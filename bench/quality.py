@@ -41,12 +41,16 @@ __all__ = ["compare_paper", "words"]
 _WORD = re.compile(r"[^\W_]+")
 _MARKER = re.compile(r"^\[PAGE \d+\]$", re.MULTILINE)
 _HYPHEN_EOL = re.compile(r"[a-z]-\n[a-z]")
+_JOIN_EOL = re.compile(r"(?<=[a-z])-\n(?=[a-z])")
 _LIGATURES = re.compile("[\ufb00-\ufb06]")
 _ODD = re.compile("[\ufffd\ufffe\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(unicodedata.normalize("NFKC", text).lower())
+    # A word hyphenated at a line end is one word ("per-\nsonal" -> "personal"): pdfium
+    # joins these itself, pypdf keeps the hyphen and the break.
+    joined = _JOIN_EOL.sub("", unicodedata.normalize("NFKC", text))
+    return _WORD.findall(joined.lower())
 
 
 def _run(pdf: Path, extractor: str, folder: Path) -> tuple[dict[str, Any], str, float]:

@@ -76,7 +76,17 @@ def render(res: dict[str, Any]) -> str:
         f"{c['mb_per_copy']:.1f} MB) × {c['copies']} copies = {c['jobs']} jobs, "
         f"{c['pages']} pages |"
     )
-    w(f"| repeats | {c['repeat']} (arms interleaved, order rotated every repeat) |")
+    if c.get("pdfium_copies"):
+        n = c["pdfium_copies"]
+        w(
+            f"| papers, pdfium arms | × {n} copies = {c['papers'] * n} jobs, "
+            f"{c['pages_per_copy'] * n} pages (pdfium is ~15× faster: more copies keep "
+            "start-up a small part of its runs) |"
+        )
+    w(
+        f"| repeats | {c['repeat']} (arms interleaved, order rotated every repeat; rpa next to "
+        "its ceiling) |"
+    )
     w(f"| extraction workers | {c['extract_workers']} (rpa default: one per core) |")
     if c.get("nice"):
         w(f"| niceness of every measured run | {c['nice']:+d} (`--nice`) |")
@@ -179,6 +189,18 @@ def _section_23(
         base = arms.get("ceiling:pdfium", []) if key == "rpa:pdfium" else ceiling
         return cell(_adjusted(runs, base, cores)) if base else "–"
 
+    def share(runs: Runs, key: str) -> str:
+        base = arms.get("ceiling:pdfium", []) if key == "rpa:pdfium" else ceiling
+        if not base or key.startswith("naive"):
+            return "–"
+        pairs = [
+            (r["extract_cpu"] / r["wall"]) / (b["cpu"] / b["wall"])
+            for r in runs
+            for b in base
+            if b.get("repeat") == r.get("repeat")
+        ]
+        return cell(pairs)
+
     def per_page(runs: Runs, key: str) -> str:
         return cell([1000 * r["extract_cpu"] / (r["pages_s"] * r["wall"]) for r in runs], "{:.0f}")
 
@@ -186,6 +208,7 @@ def _section_23(
     row("pages/s", lambda r, k: cell(_get(r, "pages_s"), "{:.1f}"))
     row("ratio to the ceiling (its extractor's pool, same repeat)", ratio)
     row("same, adjusted for other load (estimate, see note)", adjusted)
+    row("cores busy extracting ÷ the ceiling's (same repeat; see note)", share)
     row("loop lag p50, ms", lambda r, k: cell(_get(r, "lag_p50")))
     row("loop lag p99, ms", lambda r, k: cell(_get(r, "lag_p99"), "{:.1f}"))
     row("loop lag max, ms", lambda r, k: cell(_get(r, "lag_max"), "{:.0f}"))
@@ -205,6 +228,13 @@ def _section_23(
         "An estimate, fair when the machine is saturated and the other programs share the cores "
         "evenly with the extraction processes (both at niceness 0 relative to them); the plain "
         "ratio is the measured one.\n"
+    )
+    w(
+        "*Cores busy extracting*: the extraction processes' CPU seconds per wall second in the "
+        "rpa run, over the same for the ceiling's pool. It says how much of the machine rpa "
+        "keeps extracting, and it does not move with this VM's speed, which drifts by 10-20 % "
+        "between adjacent runs (see *CPU per page*: the same pypdf work)."
+        "\n"
     )
     rpa_runs = arms.get("rpa:pypdf")
     if rpa_runs:

@@ -151,6 +151,23 @@ def _watch_slow_callbacks(limit: float, found: list[tuple[float, float, str]]) -
     asyncio.events.Handle._run = timed  # type: ignore[method-assign]
 
 
+def _watch_gc(found: list[tuple[float, int, float]]) -> None:
+    """Opt-in (BENCH_GC=1): every garbage collection, (seconds in, generation, ms)."""
+    import gc
+
+    start = time.monotonic()
+    began: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            took = (time.perf_counter() - began[0]) * 1000
+            found.append((round(time.monotonic() - start, 2), info["generation"], round(took, 2)))
+
+    gc.callbacks.append(callback)
+
+
 def main() -> int:
     report_path = Path(sys.argv[1])
     args = sys.argv[sys.argv.index("--") + 1 :]
@@ -177,6 +194,9 @@ def main() -> int:
     if hasattr(rpa.cli, "Runner"):
         rpa.cli.Runner = BenchRunner
     slow: list[tuple[float, float, str]] = []
+    gc_pauses: list[tuple[float, int, float]] = []
+    if os.environ.get("BENCH_GC"):
+        _watch_gc(gc_pauses)
     if os.environ.get("BENCH_SLOW_CALLBACKS"):
         _watch_slow_callbacks(float(os.environ["BENCH_SLOW_CALLBACKS"]), slow)
     sampler = ThreadCpu()
@@ -197,6 +217,8 @@ def main() -> int:
         "threads_cpu": threads,
         "slow_callbacks": sorted(slow, key=lambda x: -x[1])[:40],
         "slow_callback_count": len(slow),
+        "gc_pauses": sorted(gc_pauses, key=lambda x: -x[2])[:20],
+        "gc_count": len(gc_pauses),
     }
     runner = captured.get("runner")
     if runner is not None and "t1" in captured:
