@@ -80,12 +80,15 @@ class Tally:
     refetched: int = 0
     refetched_uncheckpointed: int = 0
     kill_points: list[str] = field(default_factory=list)
+    #: trials whose first run ended before its kill moment: void, not counted, replaced
+    void: int = 0
 
     def line(self) -> str:
         return (
             f"{self.trials} trials, {self.kills} kill -9, {self.ids} IDs: lost {self.lost}, "
             f"duplicated {self.duplicated}, checkpointed PDFs refetched {self.refetched} "
             f"(downloads cut by a kill and fetched again: {self.refetched_uncheckpointed}); "
+            f"void trials (the run ended before its kill): {self.void}; "
             f"killed while: {', '.join(self.kill_points)}"
         )
 
@@ -112,8 +115,14 @@ def crash_trial(
     copies: int,
     references: dict[str, str],
     tally: Tally,
-) -> None:
-    """One trial: run, kill -9 at a random moment (once or twice), resume to the end, check."""
+    horizon: float,
+) -> float | None:
+    """One trial: run, kill -9 at a random moment (once or twice), resume to the end, check.
+
+    The kill moments are drawn from 0.2 s to `horizon`. If the first run ends before its kill
+    moment, the trial is void (nothing checked, nothing counted) and this returns how long
+    that whole run took, so the caller can draw the next trial's moments inside it.
+    """
     files = {f"{p.stem}-{i}": p for i in range(copies) for p in CRASH_PDFS}
     names = list(files)
     # a few downloads are slow, so some kills land mid-download
@@ -123,12 +132,16 @@ def crash_trial(
         ids = write_ids(workdir / "ids.txt", [f"ext:{n}" for n in names])
         knobs = cli.knobs(workers=8, extract_workers=1, progress=False, heartbeat_seconds=0.5)
         checkpointed: dict[str, int] = {}  # id -> requests when it was first seen checkpointed
-        for _ in range(1 + (rng.random() < 0.4)):
+        for attempt in range(1 + (rng.random() < 0.4)):
             queued = cli.db.exists() and cli.count("1") == len(names)
+            started = time.monotonic()
             proc = cli.popen(*(("resume",) if queued else ("run", str(ids))), *knobs)
-            delay = rng.uniform(0.2, 3.0)
+            delay = rng.uniform(0.2, horizon)
             try:
                 proc.wait(timeout=delay)
+                if attempt == 0:
+                    tally.void += 1
+                    return time.monotonic() - started
             except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -172,19 +185,32 @@ def crash_trial(
             assert json.loads(Path(outcome_path).read_text()) == record, job
         leftovers = [*cli.out.rglob(".tmp-*"), *cli.out.rglob(".rpa-*.tmp")]
         assert not leftovers, leftovers
+    return None
 
 
 def run_trials(
     tmp_path: Path, references: dict[str, str], *, seed: int, trials: int, copies: int
 ) -> Tally:
     """`trials` independent trials, each with its own mirror, database and processes, and
-    its own seeded generator for the kill moments (so any one trial can be replayed)."""
+    its own seeded generator for the kill moments (so any one trial can be replayed).
+
+    Kill moments start out drawn from 0.2-3 s. A fast machine finishes a whole run sooner:
+    a run that ends before its kill voids its trial, and later moments are drawn within the
+    time that run took, so every counted trial has its kill whatever the machine's speed.
+    """
     master = random.Random(seed)
     tally = Tally()
-    for n in range(trials):
+    horizon = 3.0
+    n = 0
+    while tally.trials < trials:
+        assert tally.void <= trials, f"runs keep ending before their kill: {tally.line()}"
         workdir = tmp_path / f"trial-{n:02d}"
         workdir.mkdir()
-        crash_trial(random.Random(master.randrange(2**32)), workdir, copies, references, tally)
+        n += 1
+        rng = random.Random(master.randrange(2**32))
+        took = crash_trial(rng, workdir, copies, references, tally, horizon)
+        if took is not None:
+            horizon = max(0.3, min(horizon, took))
     return tally
 
 
