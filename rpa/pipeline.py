@@ -39,7 +39,7 @@ from rpa.metrics import LagProbe, Rate, WindowStats
 from rpa.pool import ExtractPool
 from rpa.snapshot import PoolSnapshot, RunSnapshot, StageSnapshot, Totals
 from rpa.stages import STAGES, StageMeter, StageWork
-from rpa.status import queue_totals
+from rpa.status import end_of_run_totals, queue_totals
 from rpa.storage import Layout
 
 __all__ = ["RunSummary", "Runner"]
@@ -264,8 +264,10 @@ class Runner(StageWork):
             self._remove_signal_handlers()
             await self._flush_attempts()
             await self.db.run(jobs.end_run, self.run_id, status, time.time())
-            self._set_totals(await self.db.run(queue_totals, time.time()))
-            self.held_elsewhere = await self.db.run(jobs.held_by_others, self.run_id, time.time())
+            totals, self.held_elsewhere = await self.db.run(
+                end_of_run_totals, self.run_id, time.time()
+            )
+            self._set_totals(totals)
             if self.held_elsewhere:
                 self.messages.append(
                     f"{self.held_elsewhere} jobs are in progress in another live run"

@@ -14,12 +14,13 @@ from typing import Any
 
 from rpa.db import ACTIVE_STAGES, FINAL_STAGES, connect
 from rpa.errors import DatabaseError
-from rpa.jobs import dead_runs
+from rpa.jobs import dead_runs, held_by_others
 from rpa.snapshot import Totals
 
 __all__ = [
     "STATUS_SCHEMA_VERSION",
     "collect_status",
+    "end_of_run_totals",
     "queue_totals",
     "read_run_timings",
     "stage_timings",
@@ -89,6 +90,19 @@ def queue_totals(conn: sqlite3.Connection, now: float) -> Totals:
     conn.execute("BEGIN")  # the three counts from one snapshot
     try:
         return _totals(_stage_counts(conn, now))
+    finally:
+        conn.execute("COMMIT")
+
+
+def end_of_run_totals(conn: sqlite3.Connection, run_id: str, now: float) -> tuple[Totals, int]:
+    """The queue's totals and the jobs under another live run's lease, from one snapshot.
+
+    Read apart, a job another run finished between the two reads would count as in progress
+    but not as held elsewhere: this run would report work left over (exit 1) that is not.
+    """
+    conn.execute("BEGIN")
+    try:
+        return _totals(_stage_counts(conn, now)), held_by_others(conn, run_id, now)
     finally:
         conn.execute("COMMIT")
 

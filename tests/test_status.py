@@ -24,6 +24,7 @@ from rpa.mirror import Fault, Mirror
 from rpa.status import (
     STATUS_SCHEMA_VERSION,
     collect_status,
+    end_of_run_totals,
     queue_totals,
     read_run_timings,
     stage_timings,
@@ -127,6 +128,11 @@ def test_counts_per_state_and_stage(queue: Path) -> None:
         assert dataclasses.asdict(queue_totals(conn, NOW)) == {
             k: v for k, v in s["totals"].items() if k != "total"
         }
+        # a run's closing figures: the same totals, and the unexpired leases of other runs
+        # (run-a's 3 live ones, the dead run's 2; the expired one is no one's)
+        totals, held = end_of_run_totals(conn, "run-x", NOW)
+        assert totals == queue_totals(conn, NOW) and held == 5
+        assert end_of_run_totals(conn, "run-a", NOW)[1] == 2
     finally:
         conn.close()
 
@@ -205,7 +211,7 @@ def _paths(value: Any, prefix: str) -> set[str]:
         leaf = prefix.rsplit(".", 1)[-1]
         out: set[str] = set()
         for key, child in value.items():
-            name = placeholders.get(leaf, key)
+            name = placeholders.get(leaf) or str(key)
             out |= _paths(child, f"{prefix}.{name}" if prefix else name)
         return out
     if isinstance(value, list):
