@@ -42,7 +42,7 @@ case "${1:-}" in
     [ -d bench ] && lint+=(bench)
     "$venv/bin/python" -m ruff check "${lint[@]}"
     "$venv/bin/python" -m ruff format --check "${lint[@]}"
-    "$venv/bin/python" -m mypy rpa
+    "$venv/bin/python" -m mypy "${lint[@]}"
     exec "$venv/bin/python" -m pytest "$@"
     ;;
   demo|resume|status|export)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -36,8 +37,9 @@ def _busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu(ru: os.struct_rusage | object) -> float:
-    return float(ru.ru_utime + ru.ru_stime)  # type: ignore[attr-defined]
+def _cpu(ru: Any) -> float:
+    """User + system seconds of a `resource.struct_rusage` or an `os.wait4` result."""
+    return float(ru.ru_utime + ru.ru_stime)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,8 +79,8 @@ def compare_paper(pdf: Path, folder: Path) -> dict[str, Any]:
     common = sum((c1 & c2).values())
     dice = 2 * common / (len(w1) + len(w2)) if (w1 or w2) else 1.0
     order = difflib.SequenceMatcher(None, w1, w2, autojunk=False).ratio() if w1 and w2 else 0.0
-    o1: dict[str, Any] = r1.get("outcome") or {}  # type: ignore[assignment]
-    o2: dict[str, Any] = r2.get("outcome") or {}  # type: ignore[assignment]
+    o1: dict[str, Any] = r1.get("outcome") or {}
+    o2: dict[str, Any] = r2.get("outcome") or {}
     return {
         "paper": pdf.stem,
         "ok": [bool(r1.get("ok")), bool(r2.get("ok"))],

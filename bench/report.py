@@ -142,12 +142,12 @@ def _section_1(w: Callable[[str], None], arms: dict[str, Runs], c: dict[str, Any
     if arms.get("ceiling:pypdf"):
         cpu = [1000 * r["cpu"] / (r["pages_s"] * r["wall"]) for r in arms["ceiling:pypdf"]]
         w(f"| pypdf pool: CPU per page, ms | {cell(cpu, '{:.0f}')} | | |")
-    pool, single = arms.get("ceiling:pypdf"), arms.get("single:pypdf")
-    if pool and single:
-        w(f"| pool ÷ r (pypdf) | {cell(_ratios(pool, single))} | | |")
-    fn = arms.get("fn:pypdf")
-    if pool and fn:
-        w(f"| `extract_pdf` pool ÷ ceiling | {cell(_ratios(fn, pool))} | | |")
+    pool_runs, single = arms.get("ceiling:pypdf"), arms.get("single:pypdf")
+    if pool_runs and single:
+        w(f"| pool ÷ r (pypdf) | {cell(_ratios(pool_runs, single))} | | |")
+    fn_runs = arms.get("fn:pypdf")
+    if pool_runs and fn_runs:
+        w(f"| `extract_pdf` pool ÷ ceiling | {cell(_ratios(fn_runs, pool_runs))} | | |")
     w("")
 
 

@@ -148,7 +148,7 @@ def _watch_slow_callbacks(limit: float, found: list[tuple[float, float, str]]) -
                 (round(time.monotonic() - start, 2), round(took * 1000, 1), describe(handle))
             )
 
-    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign, assignment]
 
 
 def _watch_gc(found: list[tuple[float, int, float]]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +81,7 @@ def enqueue_file(
     return report
 
 
-def _read_ahead(ids_path: Path, batch_size: int) -> Iterator[KeyBatch]:
+def _read_ahead(ids_path: Path, batch_size: int) -> Generator[KeyBatch, None, None]:
     """iter_key_batches run in a thread, READ_AHEAD batches ahead of the caller.
 
     Parsing holds the GIL but SQLite releases it while it works, so reading the next batch

@@ -214,7 +214,7 @@ def run_trials(
     return tally
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(300)
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(
     tmp_path: Path, reference_texts: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

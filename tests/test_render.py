@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import cProfile
 import io
 import json
+import pstats
 import re
-import time
 from pathlib import Path
 
 from rich.console import Console, RenderableType
@@ -128,15 +129,23 @@ def test_run_table_is_cropped_not_wrapped_in_a_narrow_terminal() -> None:
     assert narrow[0] == wide[0][:50]
 
 
-def test_run_table_costs_well_under_a_millisecond_to_build_and_draw() -> None:
-    """It is drawn 4 times a second next to the loop: a Rich Table took ~17 ms a frame."""
+def test_run_table_is_cheap_to_build_and_draw() -> None:
+    """It is drawn 4 times a second next to the loop: a Rich Table took ~17 ms a frame.
+
+    Counted in Python function calls, not timed (a timing is the benchmark's job and a busy
+    machine's noise): a frame of the table makes ~1,900; a Rich Table of 8 columns and 12
+    rows makes ~48,000.
+    """
     snap = snapshot()
     console = Console(file=io.StringIO(), width=140, force_terminal=True)
-    start = time.perf_counter()
-    for _ in range(50):
+    console.print(make_run_table(snap))  # the first frame warms Rich's caches
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(10):
         console.print(make_run_table(snap))
-    per_frame = (time.perf_counter() - start) / 50
-    assert per_frame < 0.005, f"{per_frame * 1000:.2f} ms per frame"
+    profile.disable()
+    per_frame = pstats.Stats(profile).total_calls / 10  # type: ignore[attr-defined]
+    assert 100 < per_frame < 5_000, f"{per_frame:.0f} calls per frame"
 
 
 def test_format_line_is_one_line_with_the_figures() -> None:
