@@ -135,10 +135,11 @@ class Runner(StageWork):
         self.local: asyncio.Queue[Job | None] = asyncio.Queue()
         self.totals = Totals()
         self.held_elsewhere = 0
-        self._beat_done = 0  # self.done / self.failed when self.totals was read
-        self._beat_failed = 0
         self.done = 0
         self.failed = 0
+        self.taken = 0  # jobs this run took from `queued`, less those it gave back unchanged
+        self.retried = 0  # jobs this run gave back to wait for a retry
+        self._beat = (0, 0, 0, 0)  # taken, done, failed, retried when self.totals was read
         self.failures: Counter[str] = Counter()
         self.slowest: list[tuple[str, float]] = []
         self.messages: list[str] = []
@@ -163,16 +164,23 @@ class Runner(StageWork):
 
     def _set_totals(self, totals: Totals) -> None:
         self.totals = totals
-        self._beat_done, self._beat_failed = self.done, self.failed
+        self._beat = (self.taken, self.done, self.failed, self.retried)
 
     def _fresh_totals(self) -> Totals:
-        """The queue totals of the last heartbeat, moved on by what this run finished since."""
+        """The queue totals of the last heartbeat, moved on by what this run did since: jobs
+        took left `queued` for `in_progress`, and those it finished or gave back for a retry
+        left `in_progress` (other runs' moves show at the next heartbeat)."""
         t = self.totals
-        done, failed = self.done - self._beat_done, self.failed - self._beat_failed
+        taken, done, failed, retried = (
+            now - then
+            for now, then in zip(
+                (self.taken, self.done, self.failed, self.retried), self._beat, strict=True
+            )
+        )
         return Totals(
-            queued=t.queued,
-            in_progress=max(0, t.in_progress - done - failed),
-            retry_scheduled=t.retry_scheduled,
+            queued=max(0, t.queued - taken),
+            in_progress=max(0, t.in_progress + taken - done - failed - retried),
+            retry_scheduled=t.retry_scheduled + retried,
             done=t.done + done,
             failed=t.failed + failed,
         )
@@ -471,6 +479,7 @@ class Runner(StageWork):
                 claimed = await self.db.run(
                     jobs.claim, self.run_id, min(demand, 256), s.lease_seconds, time.time(), stages
                 )
+                self.taken += len(claimed)
                 for job in claimed:
                     self.held[job.id] = job.token
                     self.local.put_nowait(job)

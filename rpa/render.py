@@ -151,7 +151,7 @@ def make_run_table(snap: RunSnapshot) -> Lines:
     )  # fmt: skip
     t = snap.totals
     lines += _block(
-        "Totals (queue-wide, as of the last heartbeat)",
+        "Totals (queue-wide; other runs as of the last heartbeat)",
         ("queued", "in progress", "retry sched.", "done", "failed", "papers/min", "pages/s",
          "MB/s", "ETA"),
         [(str(t.queued), str(t.in_progress), str(t.retry_scheduled), str(t.done), str(t.failed),

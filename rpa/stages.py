@@ -77,6 +77,8 @@ class StageWork:
     bytes: Rate
     done: int
     failed: int
+    retried: int
+    taken: int
     failures: Counter[str]
     slowest: list[tuple[str, float]]
     messages: list[str]
@@ -281,6 +283,7 @@ class StageWork:
                 )
                 await self.db.run(hosts.open_breaker, self.host, exc.message, now)
             await self.db.run(jobs.release, self.run_id, [(job.id, job.token)])
+            self.taken -= 1  # back to `queued` as it was
             return
         crashed = isinstance(exc, errors.WorkerCrashed)
         if crashed and job.crashes + 1 >= s.poison_after:
@@ -315,3 +318,4 @@ class StageWork:
             self.failures[exc.kind] += 1
         else:
             meter.retried += 1
+            self.retried += 1

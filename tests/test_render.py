@@ -83,7 +83,7 @@ def test_run_table_shows_gates_stages_totals_and_health() -> None:
     text = text_of(make_run_table(snapshot()))
     lines = text.splitlines()
     assert lines[0] == "rpa run 20260101T000000-abcdef  elapsed 2m05s  done 29  failed 1"
-    totals_title = "Totals (queue-wide, as of the last heartbeat)"
+    totals_title = "Totals (queue-wide; other runs as of the last heartbeat)"
     for title in ("Gates", "Stages", totals_title, "Health"):
         assert title in lines
     gates = lines[lines.index("Gates") + 1 : lines.index("Stages")]

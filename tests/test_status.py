@@ -19,8 +19,10 @@ import pytest
 from conftest import ROOT, Cli, clean_env, sample_pdfs, write_ids
 
 from rpa import jobs
+from rpa.config import Settings
 from rpa.db import connect
 from rpa.mirror import Fault, Mirror
+from rpa.pipeline import Runner
 from rpa.status import (
     STATUS_SCHEMA_VERSION,
     collect_status,
@@ -135,6 +137,44 @@ def test_counts_per_state_and_stage(queue: Path) -> None:
         assert end_of_run_totals(conn, "run-a", NOW)[1] == 2
     finally:
         conn.close()
+
+
+def test_live_totals_between_heartbeats_match_the_queue(tmp_path: Path) -> None:
+    """The live table's totals: the last heartbeat's, moved on by what the run did since.
+    Every kind of move the run makes, replayed on a real queue, must land on its truth."""
+    db = tmp_path / "q.db"
+    runner = Runner(Settings(db=db, out=tmp_path / "out"), command="run")
+    conn = connect(db)
+    try:
+        jobs.enqueue(conn, [f"ext:p{i:02d}" for i in range(12)], NOW)
+        jobs.register_run(conn, runner.run_id, "run", "{}", NOW)
+        runner._set_totals(queue_totals(conn, NOW))  # the heartbeat
+        got = jobs.claim(conn, runner.run_id, 8, 120.0, NOW)
+        runner.taken += len(got)
+        assert runner._fresh_totals() == queue_totals(conn, NOW)
+        for j in got[:3]:
+            assert jobs.complete(conn, j.id, j.token, runner.run_id, RESULT, "/o.json", NOW)
+            runner.done += 1
+        j = got[3]
+        jobs.set_outcome(
+            conn, j.id, j.token, runner.run_id, kind="not_found", message="HTTP 404",
+            now=NOW, final=True,
+        )  # fmt: skip
+        runner.failed += 1
+        j = got[4]
+        jobs.set_outcome(
+            conn, j.id, j.token, runner.run_id, kind="http_5xx", message="HTTP 503", now=NOW,
+            final=False, next_attempt_at=NOW + 300,
+        )  # fmt: skip
+        runner.retried += 1
+        jobs.release(conn, runner.run_id, [(got[5].id, got[5].token)])  # the breaker's give-back
+        runner.taken -= 1
+        fresh = runner._fresh_totals()
+        assert fresh == queue_totals(conn, NOW)
+        assert (fresh.queued, fresh.in_progress, fresh.done, fresh.total) == (5, 2, 3, 12)
+    finally:
+        conn.close()
+        runner.io.shutdown()
 
 
 def test_stuck_is_lease_aware_and_lists_the_oldest(queue: Path) -> None:
