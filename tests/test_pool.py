@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from pypdf import PdfWriter
+from pypdf import PdfReader, PdfWriter
 
 from rpa.errors import ConfigError, ExtractTimeout, MemoryCapExceeded, WorkerCrashed
-from rpa.extract import _hyphens, extract_pdf
+from rpa.extract import _clean, _hyphens, extract_pdf
 from rpa.pool import ExtractPool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -310,10 +310,26 @@ def test_pdfium_extractor_gives_the_same_shape(tmp_path: Path) -> None:
     sample = next(p for p in SAMPLES if "s2orc-n18-3011" in p.name)
     extract_pdf(str(sample), str(tmp_path / "c.txt"), extractor="pdfium")
     text = (tmp_path / "c.txt").read_text(encoding="utf-8")
-    assert "\ufffe" not in text and "\ufffd" not in text
+    assert "\ufffe" not in text
+    assert not [c for c in text if c < " " and c not in "\t\n"]  # see test_text_is_clean
     assert len(text) > 20_000
     locked = next(p for p in HOSTILE if "libreoffice-writer-password" in p.name)
     assert extract_pdf(str(locked), str(tmp_path / "b.txt"), "pdfium")["kind"] == "encrypted"
+
+
+def _controls(text: str) -> list[str]:
+    return [c for c in text if (c < " " and c not in "\t\n") or "\x7f" <= c < "\xa0"]
+
+
+def test_text_is_clean_of_control_characters(tmp_path: Path) -> None:
+    # pypdf gives control characters for glyphs without a Unicode mapping (this sample's math)
+    sample = next(p for p in SAMPLES if "s2orc-n18-3011" in p.name)
+    raw = "".join(page.extract_text() or "" for page in PdfReader(sample).pages)
+    assert len(_controls(raw)) > 10
+    assert extract_pdf(str(sample), str(tmp_path / "a.txt"))["ok"] is True
+    text = (tmp_path / "a.txt").read_text(encoding="utf-8")
+    assert _controls(text) == [] and "\ufffd" in text  # each one marked, none kept
+    assert _clean("a\x1b[31mb\x00\r\nc\x85\td\ud800") == "a\ufffd[31mb\ufffd\n\nc\ufffd\td?"
 
 
 def test_pdfium_hyphen_marks_join_words_or_keep_real_hyphens() -> None:
