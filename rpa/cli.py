@@ -31,7 +31,7 @@ from rich.live import Live
 
 from rpa import __version__, errors
 from rpa.config import ENV_PREFIX, Settings, knob_fields, load_settings
-from rpa.db import connect
+from rpa.db import connect, upgrade
 from rpa.enqueue import enqueue_file
 from rpa.export import write_csv, write_jsonl
 from rpa.openmetrics import render_openmetrics, write_metrics_file
@@ -393,6 +393,24 @@ def export(
     finally:
         conn.close()
     err.print(f"exported {n} records", highlight=False)
+
+
+@app.command()
+@with_knobs({"db"})
+def migrate(*, settings: Settings) -> None:
+    """Upgrade a queue database made by an older rpa to this rpa's schema (processes nothing).
+
+    Example: rpa migrate --db rpa.db
+    """
+    try:
+        before, now = upgrade(settings.db)
+    except errors.RpaError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    if before == now:
+        print(f"{settings.db}: schema {now}, already current")
+    else:
+        print(f"{settings.db}: schema {before} -> {now}")
 
 
 @app.command()

@@ -244,7 +244,7 @@ def _connect(path: Path, *, readonly: bool, last_try: bool = False) -> sqlite3.C
             if version < SCHEMA_VERSION:
                 raise DatabaseError(
                     f"{path} was made by an older rpa (schema {version} of {SCHEMA_VERSION}); "
-                    "`rpa resume` with this rpa upgrades it"
+                    "`rpa migrate` upgrades it (so does the next `rpa run` or `rpa resume`)"
                 )
             return conn
         from sqlite_utils import Database  # only for migrations: keeps `rpa status` quick
@@ -268,6 +268,25 @@ def _connect(path: Path, *, readonly: bool, last_try: bool = False) -> sqlite3.C
         raise DatabaseError(f"cannot open {path}: {exc}") from None
     except sqlite3.Error as exc:
         raise DatabaseError(f"cannot open {path}: {exc}") from None
+
+
+def upgrade(path: Path) -> tuple[int, int]:
+    """Bring an existing queue database to this rpa's schema, and nothing else (`rpa
+    migrate`). Returns (schema version before, version now)."""
+    if not path.exists():
+        raise DatabaseError(f"no queue database at {path}")
+    try:
+        probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            before = int(probe.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            probe.close()
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot open {path}: {exc}") from None
+    if before == 0:
+        raise DatabaseError(f"{path} is not an rpa queue (schema 0)")
+    connect(path).close()  # applies the migrations, each in its own transaction
+    return before, SCHEMA_VERSION
 
 
 @contextmanager

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import clean_env
 
 from rpa import jobs
-from rpa.db import connect
+from rpa.db import SCHEMA_VERSION, connect
 
 NOW = 1_000_000.0
 
@@ -193,13 +197,12 @@ def test_stage_counts_stay_exact_through_every_transition(db: Path) -> None:
     assert _counts(conn)[0] == _counts(conn)[1]
 
 
-def test_migration_3_keeps_fifo_order_and_counts(tmp_path: Path) -> None:
-    """A database made by the previous schema (seq with gaps, no stage_counts) is upgraded."""
+def schema_2_database(path: Path) -> None:
+    """A database as the previous rpa made it: schema 2, seq with gaps, no stage_counts."""
     from sqlite_utils import Database
 
     from rpa.db import MIGRATIONS
 
-    path = tmp_path / "old.db"
     raw = sqlite3.connect(path)
     raw.isolation_level = None
     for migrate in MIGRATIONS[:2]:
@@ -210,6 +213,11 @@ def test_migration_3_keeps_fifo_order_and_counts(tmp_path: Path) -> None:
         [("2301.00003", 1, "done"), ("2301.00001", 7, "queued"), ("2301.00002", 9, "queued")],
     )
     raw.close()
+
+
+def test_migration_3_keeps_fifo_order_and_counts(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    schema_2_database(path)
     conn = connect(path)
     assert _counts(conn) == ({"queued": 2, "done": 1}, {"queued": 2, "done": 1})
     assert jobs.enqueue(conn, ["2301.00004"], NOW) == 1
@@ -217,3 +225,27 @@ def test_migration_3_keeps_fifo_order_and_counts(tmp_path: Path) -> None:
     assert order == ["2301.00001", "2301.00002", "2301.00004"]
     seqs = conn.execute("SELECT count(*) FROM jobs WHERE seq != rowid").fetchone()[0]
     assert seqs == 0
+
+
+def test_rpa_migrate_upgrades_an_old_database_that_status_refuses(tmp_path: Path) -> None:
+    def rpa(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "rpa", *args, "--db", str(path)]
+        return subprocess.run(command, capture_output=True, text=True, env=clean_env())
+
+    path = tmp_path / "old.db"
+    schema_2_database(path)
+    refused = rpa("status")
+    assert refused.returncode == 2 and "`rpa migrate` upgrades it" in refused.stderr
+    migrated = rpa("migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stdout.strip() == f"{path}: schema 2 -> {SCHEMA_VERSION}"
+    status = rpa("status", "--json")
+    assert status.returncode == 0, status.stderr
+    totals = json.loads(status.stdout)["totals"]
+    assert (totals["queued"], totals["done"], totals["total"]) == (2, 1, 3)
+    again = rpa("migrate")
+    assert again.stdout.strip() == f"{path}: schema {SCHEMA_VERSION}, already current"
+    path = tmp_path / "missing.db"
+    missing = rpa("migrate")
+    assert missing.returncode == 2 and "no queue database" in missing.stderr
+    assert not path.exists()  # never created by a migrate
