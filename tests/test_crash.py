@@ -426,6 +426,20 @@ def test_two_processes_can_create_the_same_database_at_once(
 # ---------------------------------------------------------------------------- disk guard
 
 
+def beat_for(cli: Cli, seconds: float) -> bool:
+    """Has the run been alive (heartbeating) for `seconds`?"""
+    try:
+        rows = cli.query("SELECT heartbeat_at - started_at FROM runs")
+    except sqlite3.OperationalError:  # not created yet
+        return False
+    return bool(rows) and rows[0][0] >= seconds
+
+
+def free_mb(path: Path) -> float:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize / 1e6
+
+
 def test_low_disk_stops_claiming_says_so_and_resume_continues(tmp_path: Path) -> None:
     files = {p.stem: p for p in CRASH_PDFS}
     with Mirror(files) as mirror:
@@ -440,19 +454,10 @@ def test_low_disk_stops_claiming_says_so_and_resume_continues(tmp_path: Path) ->
         for path in leftovers:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"%PDF-1.4 half a file")
-        free_mb = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize / 1e6
         knobs = cli.knobs(workers=4, extract_workers=1, progress=False, heartbeat_seconds=0.2)
-        proc = cli.popen("run", str(ids), *knobs, "--min-free-mb", str(free_mb * 10))
-
-        def alive_for_a_while() -> bool:
-            try:
-                rows = cli.query("SELECT heartbeat_at - started_at FROM runs")
-            except sqlite3.OperationalError:  # not created yet
-                return False
-            return bool(rows) and rows[0][0] >= 1.0
-
+        proc = cli.popen("run", str(ids), *knobs, "--min-free-mb", str(free_mb(tmp_path) * 10))
         try:
-            wait_until(alive_for_a_while, 60, "a second of the run", proc)
+            wait_until(lambda: beat_for(cli, 1.0), 60, "a second of the run", proc)
             # a second of running, several heartbeats: nothing was claimed or fetched
             assert cli.count("lease_owner IS NOT NULL OR stage != 'queued'") == 0
             assert mirror.total_requests == 0
@@ -464,6 +469,37 @@ def test_low_disk_stops_claiming_says_so_and_resume_continues(tmp_path: Path) ->
 
         resumed = cli.run("resume", *knobs, "--min-free-mb", "1")
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert cli.count("stage = 'done'") == len(files) == mirror.total_requests
+
+
+def test_low_disk_pauses_claiming_and_the_run_goes_on_when_space_returns(tmp_path: Path) -> None:
+    """A real full-ish disk: a filler file takes the space, deleting it gives it back."""
+    filler, filler_mb, margin_mb = tmp_path / "filler", 256, 64
+    if free_mb(tmp_path) < 4 * filler_mb:
+        pytest.skip(f"needs {4 * filler_mb} MB free under {tmp_path}")
+    files = {p.stem: p for p in CRASH_PDFS}
+    with Mirror(files) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        floor = free_mb(tmp_path) - margin_mb  # below what is free now, above it with the filler
+        with filler.open("wb") as out:
+            chunk = b"\0" * (1 << 20)
+            for _ in range(filler_mb):
+                out.write(chunk)  # written, not fallocated: every file system counts it
+            out.flush()
+            os.fsync(out.fileno())
+        assert free_mb(tmp_path) < floor
+        knobs = cli.knobs(workers=4, extract_workers=1, progress=False, heartbeat_seconds=0.2)
+        proc = cli.popen("run", str(ids), *knobs, "--min-free-mb", f"{floor:.0f}")
+        try:
+            wait_until(lambda: beat_for(cli, 1.0), 60, "a second of the run", proc)
+            assert mirror.total_requests == 0 and cli.count("stage != 'queued'") == 0
+            filler.unlink()  # the space comes back
+            assert proc.wait(timeout=90) == 0, run_log(cli)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert "claiming paused" in run_log(cli)
         assert cli.count("stage = 'done'") == len(files) == mirror.total_requests
 
 
