@@ -232,7 +232,7 @@ def main() -> int:
             pages=runner.pages.total,
             bytes=runner.bytes.total,
             lag=_lag_report(probe.all_samples, probe.interval, skip=1.0),
-            db_calls=runner.db.calls,
+            db_calls=runner.db.gate.statistics().entered,
             db_busy=runner.db.busy_seconds,
             pool=dataclasses.asdict(runner.pool.statistics()),
         )

@@ -197,6 +197,7 @@ class Runner(StageWork):
         ]
         if self.host_gate.count is not None:
             gates.append(self.host_gate.statistics())
+        gates.append(self.db.gate.statistics())
         return RunSnapshot(
             run_id=self.run_id,
             elapsed=time.monotonic() - self._started,

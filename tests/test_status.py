@@ -315,6 +315,8 @@ def test_status_from_another_process_while_a_run_is_active(tmp_path: Path) -> No
             _wait_for(metrics.exists, 30, "the metrics file")
             live = metrics.read_text()
             assert "rpa_live_loop_lag_seconds{" in live and live.endswith("# EOF\n")
+            # the database thread is a gate of one like the others
+            assert re.search(r'rpa_live_gate_capacity\{run="[^"]+",gate="database"\} 1\n', live)
             assert proc.wait(timeout=60) == 0, errlog.read_text()
         finally:
             if proc.poll() is None:
@@ -327,6 +329,7 @@ def test_status_from_another_process_while_a_run_is_active(tmp_path: Path) -> No
     progress = [e for e in events if e["event"] == "progress"]
     assert progress, "no progress line in a run longer than the log interval"
     assert progress[0]["run_id"] == run["id"] and "download" in progress[0]["gates"]
+    assert progress[-1]["gates"]["database"]["capacity"] == 1
     summary = events[-1]
     assert summary["event"] == "summary" and summary["status"] == "finished"
     assert summary["done"] == len(files) and summary["queue"]["remaining"] == 0
