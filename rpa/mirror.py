@@ -266,7 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
             if head:
                 return
             self.wfile.write(data[:cut])
-            if self.server.mirror._stopping.wait(fault.delay):
+            mirror = self.server.mirror
+            mirror._wake.wait(fault.delay)  # the delay, or until released or shut down
+            if mirror._stopping.is_set():
                 # Shutting down: drop the stalled response instead of finishing it.
                 self._reset()
                 return
@@ -304,6 +306,7 @@ class Mirror:
         self._times: list[tuple[str, float]] = []
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # ends every slow_body stall (release_stalled, close)
         self._server = _Server((host, port), _Handler)
         self._server.mirror = self
         self._thread: threading.Thread | None = None
@@ -337,6 +340,7 @@ class Mirror:
     def close(self) -> None:
         """Stop serving; stalled and idle handlers are cut off so this returns promptly."""
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
@@ -360,6 +364,11 @@ class Mirror:
         self.close()
 
     # -- faults and statistics -----------------------------------------------------------
+
+    def release_stalled(self) -> None:
+        """End every slow_body stall now (and let later ones through at once): the body is
+        sent whole. For a test that holds a download until it has looked at the run."""
+        self._wake.set()
 
     def set_fault(self, url_id: str, fault: Fault | None) -> None:
         """Make requests for ``url_id`` misbehave (None: serve normally again)."""

@@ -284,10 +284,11 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 @pytest.mark.timeout(90)
 def test_status_from_another_process_while_a_run_is_active(tmp_path: Path) -> None:
     """`rpa run` (not a terminal, --log-format json, --metrics-file) in one process; `rpa
-    status --json` in another while it works. A stalled download keeps the run going."""
+    status --json` in another while it works. A download held until the test has looked
+    keeps the run going."""
     files = {p.stem: p for p in sample_pdfs()} | {"slow": sample_pdfs()[0]}
     with Mirror(files) as mirror:
-        mirror.set_fault("slow", Fault.slow_body(8.0))
+        mirror.set_fault("slow", Fault.slow_body(60.0))  # until release_stalled()
         cli = Cli(tmp_path, mirror.url_template)
         ids = write_ids(tmp_path / "ids.txt", [f"ext:{name}" for name in files])
         metrics = tmp_path / "rpa.prom"
@@ -317,6 +318,8 @@ def test_status_from_another_process_while_a_run_is_active(tmp_path: Path) -> No
             assert "rpa_live_loop_lag_seconds{" in live and live.endswith("# EOF\n")
             # the database thread is a gate of one like the others
             assert re.search(r'rpa_live_gate_capacity\{run="[^"]+",gate="database"\} 1\n', live)
+            _wait_for(lambda: '"event": "progress"' in log.read_text(), 30, "a progress line")
+            mirror.release_stalled()  # the held download may finish now
             assert proc.wait(timeout=60) == 0, errlog.read_text()
         finally:
             if proc.poll() is None:
