@@ -235,14 +235,15 @@ def _write_text(text_path: str, pages: list[str]) -> None:
 #: control characters (C0 but tab and newline, DEL, C1) -> U+FFFD. Both extractors give them
 #: for glyphs without a Unicode mapping (math fonts: 0x10-0x13 are TeX's big parentheses); in a
 #: text file they are noise at best, and an ESC (seen in the corpus) drives a terminal.
-_CONTROLS = {c: "\ufffd" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
-_CONTROLS[0x0D] = "\n"
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def _clean(text: str) -> str:
-    """A page's text as it is written: UTF-8-safe, no control characters."""
+    """A page's text as it is written: UTF-8-safe, no control characters (CR -> LF)."""
     # pypdf can emit lone surrogates (broken ToUnicode maps): not encodable as UTF-8.
-    return text.encode("utf-8", "replace").decode("utf-8").translate(_CONTROLS)
+    text = text.encode("utf-8", "replace").decode("utf-8").replace("\r", "\n")
+    # ~9x faster than str.translate with a mapping (which visits every character)
+    return _CONTROLS.sub("\ufffd", text)
 
 
 def _extract(pdf_path: str, text_path: str, extractor: str) -> dict[str, object]:
