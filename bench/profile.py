@@ -1,10 +1,11 @@
 """Where the time goes, for the targets a run missed (`python -m bench.run --profile`).
 
-* rpa end to end: one extra `rpa run` (pypdf) sampled by py-spy (`record --nonblocking
-  --threads`, so the process is never paused and the lag it reports is not ours); stacks are
-  sorted by thread kind (the event loop's thread, the database thread, the I/O pool) and the
-  loop thread's heaviest functions are listed. The collapsed stacks are kept beside the
-  report for speedscope / flamegraph.pl. That run is not counted in the figures.
+* rpa end to end: one extra `rpa run` per extractor (pypdf, pdfium) sampled by py-spy
+  (`record --nonblocking --threads`, so the process is never paused and the lag it reports is
+  not ours); stacks are sorted by thread kind (the event loop's thread, the database thread,
+  the I/O pool) and the loop thread's heaviest functions are listed. The collapsed stacks are
+  kept beside the report for speedscope / flamegraph.pl. Those runs are not counted in the
+  figures.
 * enqueue: cProfile around `enqueue_file` on a fresh database.
 * `rpa status`: `python -X importtime` of the command (its start-up is part of its time).
 """
@@ -90,7 +91,7 @@ def summarize_stacks(raw: Path, top: int = 14) -> dict[str, Any]:
     }
 
 
-def profile_rpa(ctx: arms.Context, keep: Path, rate: int = 100) -> str:
+def profile_rpa(ctx: arms.Context, keep: Path, extractor: str = "pypdf", rate: int = 100) -> str:
     spy = _py_spy()
     if spy is None:
         return "py-spy is not installed: no profile of the rpa run."
@@ -114,7 +115,7 @@ def profile_rpa(ctx: arms.Context, keep: Path, rate: int = 100) -> str:
 
     thread = threading.Thread(target=attach)
     thread.start()
-    figures = arms.rpa(ctx, "pypdf", pid_file=pid_file)
+    figures = arms.rpa(ctx, extractor, pid_file=pid_file)
     thread.join()
     if "spy" in holder:
         holder["spy"].wait(timeout=60)
@@ -123,7 +124,7 @@ def profile_rpa(ctx: arms.Context, keep: Path, rate: int = 100) -> str:
     s = summarize_stacks(keep)
     total = sum(s["kinds"].values()) or 1
     lines = [
-        f"**rpa run (pypdf), py-spy {rate} Hz, non-blocking** — that run: "
+        f"**rpa run ({extractor}), py-spy {rate} Hz, non-blocking** — that run: "
         f"{figures['pages_s']:.1f} pages/s, lag p99 {figures['lag_p99']:.1f} ms, max "
         f"{figures['lag_max']:.0f} ms, main CPU {figures['main_pct']:.1f} % of a core. "
         f"Collapsed stacks: `{keep.name}`.\n",

@@ -252,8 +252,10 @@ def _queue(ctx: arms.Context, args: argparse.Namespace) -> dict[str, Any]:
 def _profiles(ctx: arms.Context, args: argparse.Namespace) -> str:
     parts = []
     stamp = time.strftime("%Y-%m-%d")
-    _log("profile: one extra rpa run under py-spy")
-    parts.append(profile.profile_rpa(ctx, RESULTS / f"profile-{stamp}-rpa.txt"))
+    for extractor in ("pypdf", "pdfium"):
+        _log(f"profile: one extra rpa run ({extractor}) under py-spy")
+        keep = RESULTS / f"profile-{stamp}-rpa-{extractor}.txt"
+        parts.append(profile.profile_rpa(ctx, keep, extractor))
     folder = Path(tempfile.mkdtemp(prefix="prof-", dir=ctx.scratch))
     ids = folder / "ids.txt"
     arms.queue_cmd(ctx, "ids", str(ids), "--count", str(args.queue_ids))
@@ -308,10 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat, args.copies, args.download_copies = 1, 1, 4
         args.queue_ids, args.claim_jobs = min(args.queue_ids, 100_000), 5_000
     results = run(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     path = args.output or RESULTS / f"{time.strftime('%Y-%m-%d')}{suffix}.md"
     text = render(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     path.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
     print(text)
