@@ -183,7 +183,18 @@ def _migration_3(db: Database) -> None:
     db.execute("UPDATE jobs SET seq = rowid WHERE seq != rowid")
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_migration_1, _migration_2, _migration_3]
+def _migration_4(db: Database) -> None:
+    # A new job is counted by `jobs.enqueue`, one UPDATE per batch in the transaction that
+    # inserts it: the trigger's UPDATE per row was a sixth of enqueueing a million IDs.
+    db.execute("DROP TRIGGER jobs_count_insert")
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
