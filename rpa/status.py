@@ -48,9 +48,10 @@ def _stage_counts(conn: sqlite3.Connection, now: float) -> dict[str, dict[str, i
     """Jobs by stage and state, every stage with every state (zeros included).
 
     Index-sized queries, never a scan of every row (which takes seconds on a million jobs):
-    totals per stage from `stage_counts` (kept exact by triggers), leased jobs from the partial
-    index `jobs_leased`, retry-scheduled ones from the partial index `jobs_retry`; `waiting` is
-    the rest. A final-stage job is never leased.
+    totals per stage from `stage_counts` (kept exact in the writing transaction: by triggers,
+    and by `jobs.enqueue` for new jobs), leased jobs from the partial index `jobs_leased`,
+    retry-scheduled ones from the partial index `jobs_retry`; `waiting` is the rest. A
+    final-stage job is never leased.
     """
     out = {stage: dict.fromkeys(STATES, 0) for stage in (*ACTIVE_STAGES, *FINAL_STAGES)}
     for row in conn.execute("SELECT stage, n FROM stage_counts"):
