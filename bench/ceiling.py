@@ -73,7 +73,7 @@ def _pdfium(path: str) -> int:
 
 
 def _rpa(path: str, extractor: str, out_dir: str) -> int:
-    from rpa.extract import extract_pdf
+    from rpa.extract.pdf import extract_pdf
 
     text = os.path.join(out_dir, os.path.basename(path) + ".txt")
     result = extract_pdf(path, text, extractor)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import resource
 import sys
@@ -46,7 +45,8 @@ import httpx
 
 from rpa import __version__
 from rpa.config import Settings
-from rpa.download import Downloader
+from rpa.sources.hosts import HostGates
+from rpa.sources.http import Downloader
 
 __all__ = ["VARIANTS", "one_pool_client", "rpa_clients"]
 
@@ -72,13 +72,9 @@ def one_pool_client(settings: Settings) -> httpx.AsyncClient:
 
 def rpa_clients(settings: Settings) -> list[httpx.AsyncClient]:
     """The clients rpa's Runner builds for these settings."""
-    from rpa.pipeline import Runner
+    from rpa.run.clients import make_clients
 
-    make = getattr(Runner, "_make_clients", None)
-    if make is None:  # an rpa that builds one client inline
-        return [one_pool_client(settings)]
-    clients: list[httpx.AsyncClient] = make(Runner(settings))
-    return clients
+    return make_clients(settings)
 
 
 async def _drop(client: httpx.AsyncClient, url: str, raw: bool) -> int:
@@ -108,9 +104,7 @@ def _clients(variant: str, settings: Settings, scratch: Path) -> list[httpx.Asyn
             )
             for _ in range(TUNED_POOLS)
         ]
-    return rpa_clients(
-        dataclasses.replace(settings, db=scratch / "unused.db", out=scratch / "unused")
-    )
+    return rpa_clients(settings)
 
 
 async def _run(variant: str, urls: list[tuple[str, str]], out: Path, n: int) -> dict[str, Any]:
@@ -118,7 +112,7 @@ async def _run(variant: str, urls: list[tuple[str, str]], out: Path, n: int) -> 
     clients = _clients(variant, settings, out)
     io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rpa-io")
     cap = int(settings.max_pdf_mb * 1024 * 1024)
-    downloader = Downloader(clients, io, cap)
+    downloader = Downloader(clients, io, max_bytes=cap, hosts=HostGates(""))
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
     for entry in urls:
         queue.put_nowait(entry)

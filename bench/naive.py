@@ -10,7 +10,8 @@
   loop thread for the GIL.
 
 Both write each paper's text to OUT_DIR like rpa does, and run rpa's own lag probe
-(`rpa.metrics.LagProbe`) on the loop, so the lag figures mean the same thing as rpa's.
+(`rpa.metrics.LagProbe`, recording every sample) on the loop, so the lag figures mean the
+same thing as rpa's.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import httpx
 from pypdf import PdfReader
 
-from rpa.metrics import LagProbe
+from bench.probe import RecordingProbe
 
 __all__ = ["extract_text", "fetch", "write_text"]
 
@@ -87,7 +88,7 @@ async def _main(urls: list[tuple[str, str]], out: Path, mode: str, workers: int)
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
     for entry in urls:
         queue.put_nowait(entry)
-    probe = LagProbe()
+    probe = RecordingProbe()
     probe_task = asyncio.create_task(probe.run())
     tally = [0, 0]
     worker = _worker_blocking if mode == "blocking" else _worker_threads

@@ -147,7 +147,7 @@ def profile_enqueue(ids: Path, scratch: Path, top: int = 12) -> str:
     code = (
         "import cProfile, pstats, sys\n"
         "from pathlib import Path\n"
-        "from rpa.enqueue import enqueue_file\n"
+        "from rpa.queue.enqueue import enqueue_file\n"
         "p = cProfile.Profile(); p.enable()\n"
         f"enqueue_file(Path({str(db)!r}), Path({str(ids)!r}))\n"
         "p.disable()\n"

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import load_papers
-from rpa.extract import extract_pdf
+from rpa.extract.pdf import extract_pdf
 
 __all__ = ["compare_paper", "words"]
 

@@ -6,14 +6,14 @@
     python -m bench.queue_bench populate DB
     python -m bench.queue_bench status REPORT.json DB
 
-* claim: N jobs; (a) direct: `jobs.claim` 256 at a time, then `jobs.complete` per job (one
-  transaction each, as the pipeline does), on one connection; (b) pipeline-shaped: 200
+* claim: N jobs; (a) direct: `QueueStore.claim` 256 at a time, then `QueueStore.complete`
+  per job (one transaction each, as the pipeline does), on one connection; (b) pipeline-shaped: 200
   coroutines driving the full job lifecycle (claim, checkpoint downloaded, checkpoint
-  extracted, complete) through rpa's `DbThread`, so the thread hop is included.
+  extracted, complete) through rpa's `AsyncQueue`, so the thread hop is included.
 * enqueue: `rpa.enqueue.enqueue_file`, the function `rpa run` calls first, on a fresh database.
 * populate: turns the enqueued database into a queue in the middle of a long run (60 % done,
   1 % failed, 200 leased, retries scheduled, 3 attempt rows per done job, a few runs), so
-  `rpa status` has real work; `status` times `rpa.status.collect_status` in process, with a
+  `rpa status` has real work; `status` times `QueueStore.status` in process, with a
   cProfile of where it spends its time (the CLI's wall time is measured by the caller).
 """
 
@@ -30,23 +30,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rpa import jobs
-from rpa.db import DbThread, connect
-from rpa.enqueue import enqueue_file
-from rpa.status import collect_status
+from rpa.queue import QueueStore, open_store
+from rpa.queue.aio import AsyncQueue
+from rpa.queue.enqueue import enqueue_file
+from rpa.queue.model import Downloaded, Extracted, Job, RunInfo
+from rpa.queue.sqlite import connect
 
 __all__ = ["write_ids"]
 
-RESULT_ROW = {
+RECORD = {
     "title": "A paper",
-    "pages": 12,
-    "words": 6000,
-    "references": 30,
-    "arxiv_stamp": None,
-    "sha256": "0" * 64,
-    "bytes": 800_000,
-    "outcome_json": json.dumps({"title": "A paper", "abstract": "x" * 900}),
+    "abstract": "x" * 900,
+    "page_count": 12,
+    "word_count": 6000,
+    "references": {"count": 30},
+    "pdf": {"sha256": "0" * 64, "bytes": 800_000},
 }
+DOWNLOADED = Downloaded("/x.pdf", 800_000, "0" * 64, "http://x/pdf", 200, 0.1)
+EXTRACTED = Extracted("/x.txt", {"ok": True, "pages": 12}, 1.0)
 
 
 def _rss_mb() -> float:
@@ -65,39 +66,43 @@ def write_ids(path: Path, count: int) -> None:
             yymm = yymm + 89 if yymm % 100 == 12 else yymm + 1
 
 
-def _claim_direct(db: Path, count: int) -> dict[str, Any]:
-    conn = connect(db)
+def _setup(db: str, count: int) -> None:
+    store = open_store(db)
     now = time.time()
-    jobs.enqueue(conn, [f"ext:job-{i}" for i in range(count)], now)
-    jobs.register_run(conn, "bench", "bench", "{}", now)
+    store.enqueue([f"ext:job-{i}" for i in range(count)], now)
+    store.register_run(RunInfo("bench", "bench", now, 5.0, "{}"))
+    store.close()
+
+
+def _claim_direct(db: str, count: int) -> dict[str, Any]:
+    _setup(db, count)
+    store = open_store(db)
     done = 0
     start = time.perf_counter()
     while True:
-        claimed = jobs.claim(conn, "bench", 256, 120.0, time.time())
+        claimed = store.claim("bench", 256, 120.0, time.time())
         if not claimed:
             break
         for job in claimed:
-            jobs.complete(conn, job.id, job.token, "bench", RESULT_ROW, "x.json", time.time())
+            store.complete("bench", job.lease, RECORD, "x.json", time.time())
             done += 1
     wall = time.perf_counter() - start
-    conn.close()
+    store.close()
     return {"jobs": done, "wall": wall, "per_second": done / wall}
 
 
-async def _lifecycle(db: Path, count: int, workers: int = 200) -> dict[str, Any]:
-    setup = connect(db)
-    now = time.time()
-    jobs.enqueue(setup, [f"ext:job-{i}" for i in range(count)], now)
-    jobs.register_run(setup, "bench", "bench", "{}", now)
-    setup.close()
-    dbt = DbThread(db)
-    await dbt.open()
-    queue: asyncio.Queue[jobs.Job | None] = asyncio.Queue(maxsize=512)
+async def _lifecycle(db: str, count: int, workers: int = 200) -> dict[str, Any]:
+    """A job's three database writes (two checkpoints and completion) through AsyncQueue,
+    from `workers` coroutines: the thread hop and the queue's gate are included."""
+    _setup(db, count)
+    aq = AsyncQueue(db)
+    await aq.open()
+    queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=512)
     done = [0]
 
     async def feeder() -> None:
         while True:
-            claimed = await dbt.run(jobs.claim, "bench", 256, 120.0, time.time())
+            claimed = await aq.run(QueueStore.claim, "bench", 256, 120.0, time.time())
             if not claimed:
                 break
             for job in claimed:
@@ -107,11 +112,10 @@ async def _lifecycle(db: Path, count: int, workers: int = 200) -> dict[str, Any]
 
     async def worker() -> None:
         while (job := await queue.get()) is not None:
-            for stage in ("downloaded", "extracted"):
-                await dbt.run(jobs.checkpoint, job.id, job.token, "bench", stage, {}, time.time())
-            await dbt.run(
-                jobs.complete, job.id, job.token, "bench", RESULT_ROW, "x.json", time.time()
-            )
+            lease = job.lease
+            await aq.run(QueueStore.checkpoint_download, "bench", lease, DOWNLOADED, time.time())
+            await aq.run(QueueStore.checkpoint_extract, "bench", lease, EXTRACTED, time.time())
+            await aq.run(QueueStore.complete, "bench", lease, RECORD, "x.json", time.time())
             done[0] += 1
 
     start = time.perf_counter()
@@ -120,7 +124,7 @@ async def _lifecycle(db: Path, count: int, workers: int = 200) -> dict[str, Any]
         for _ in range(workers):
             tg.create_task(worker())
     wall = time.perf_counter() - start
-    await dbt.close()
+    await aq.close()
     return {"jobs": done[0], "wall": wall, "per_second": done[0] / wall}
 
 
@@ -162,23 +166,23 @@ def _populate(db: Path) -> None:
     conn.close()
 
 
-def _status(db: Path) -> dict[str, Any]:
-    conn = connect(db, readonly=True)
-    collect_status(conn)  # warm the page cache once, as a second `rpa status` would find it
+def _status(db: str) -> dict[str, Any]:
+    store = open_store(db, readonly=True)
+    store.status(time.time())  # warm the page cache once, as a second `rpa status` would find it
     timings = []
     for _ in range(3):
         start = time.perf_counter()
-        data = collect_status(conn)
+        data = store.status(time.time())
         timings.append(time.perf_counter() - start)
     profile = cProfile.Profile()
     profile.enable()
-    collect_status(conn)
+    store.status(time.time())
     profile.disable()
-    conn.close()
+    store.close()
     stats = pstats.Stats(profile)
     top = []
     for (filename, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
-        if filename.endswith(("status.py", "jobs.py")) or name == "<method 'execute' of":
+        if filename.endswith(("status.py", "store.py")) or name == "<method 'execute' of":
             top.append((name, round(row[3], 4)))
     top.sort(key=lambda x: -x[1])
     return {
@@ -217,13 +221,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report: dict[str, Any]
     if args.cmd == "claim":
-        direct = _claim_direct(args.db.with_suffix(".direct.db"), args.jobs)
-        lifecycle = asyncio.run(_lifecycle(args.db.with_suffix(".thread.db"), args.jobs))
+        direct = _claim_direct(str(args.db.with_suffix(".direct.db")), args.jobs)
+        lifecycle = asyncio.run(_lifecycle(str(args.db.with_suffix(".thread.db")), args.jobs))
         report = {"direct": direct, "lifecycle": lifecycle}
     elif args.cmd == "enqueue":
         base = _rss_mb()
         start = time.perf_counter()
-        result = enqueue_file(args.db, args.ids)
+        store = open_store(args.db)
+        result = enqueue_file(store, args.ids)
+        store.close()
         wall = time.perf_counter() - start
         report = {
             "seconds": wall,
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             "baseline_rss_mb": base,
         }
     else:
-        report = _status(args.db)
+        report = _status(str(args.db))
     args.report.write_text(json.dumps(report))
     return 0
 

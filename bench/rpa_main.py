@@ -173,26 +173,26 @@ def main() -> int:
     args = sys.argv[sys.argv.index("--") + 1 :]
     start = time.monotonic()
     import rpa.cli
-    import rpa.pipeline
+    import rpa.run.runner
+    from bench.probe import RecordingProbe
 
     captured: dict[str, Any] = {}
 
-    class BenchRunner(rpa.pipeline.Runner):
+    class BenchRunner(rpa.run.runner.Runner):
         def __init__(self, *a: Any, **k: Any) -> None:
             super().__init__(*a, **k)
+            self.probe = RecordingProbe()
             captured["runner"] = self
 
-        async def run(self) -> rpa.pipeline.RunSummary:
+        async def run(self) -> rpa.run.runner.RunSummary:
             captured["cpu0"], captured["t0"] = _cpu(), time.monotonic()
             try:
                 return await super().run()
             finally:
                 captured["cpu1"], captured["t1"] = _cpu(), time.monotonic()
 
-    # The CLI may import Runner from rpa.pipeline when the command runs, or hold its own name.
-    rpa.pipeline.Runner = BenchRunner  # type: ignore[misc]
-    if hasattr(rpa.cli, "Runner"):
-        rpa.cli.Runner = BenchRunner
+    # The CLI imports Runner from rpa.run.runner when the command runs.
+    rpa.run.runner.Runner = BenchRunner  # type: ignore[misc]
     slow: list[tuple[float, float, str]] = []
     gc_pauses: list[tuple[float, int, float]] = []
     if os.environ.get("BENCH_GC"):
@@ -226,14 +226,14 @@ def main() -> int:
         report.update(
             run_wall=captured["t1"] - captured["t0"],
             run_cpu=captured["cpu1"] - captured["cpu0"],
-            done=runner.done,
-            failed=runner.failed,
-            failures=dict(runner.failures),
-            pages=runner.pages.total,
-            bytes=runner.bytes.total,
+            done=runner.tally.done,
+            failed=runner.tally.failed,
+            failures=dict(runner.tally.failures),
+            pages=runner.tally.pages.total,
+            bytes=runner.tally.bytes.total,
             lag=_lag_report(probe.all_samples, probe.interval, skip=1.0),
-            db_calls=runner.db.gate.statistics().entered,
-            db_busy=runner.db.busy_seconds,
+            db_calls=runner.queue.gate.statistics().entered,
+            db_busy=runner.queue.busy_seconds,
             pool=dataclasses.asdict(runner.pool.statistics()),
         )
     report_path.write_text(json.dumps(report))

@@ -3,7 +3,7 @@
 nginx (Debian's `nginx-light`) is installed by the benchmark itself when missing and it can
 (`apt-get install -y nginx-light`, as root). It runs in the foreground in its own process
 group, bound to 127.0.0.1 only, one worker, sendfile on, access log off, serving DIR/<stem>.pdf
-at /pdf/<stem>: the same URL scheme as `python -m rpa.mirror DIR`, the fallback. Nothing is
+at /pdf/<stem>: the same URL scheme as `python -m rpa.testing.mirror DIR`, the fallback. Nothing is
 ever requested from any other address.
 """
 
@@ -150,7 +150,14 @@ class Server:
     def _start_python(self) -> None:
         ready = self._tmp / "ready"
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "rpa.mirror", str(self.root), "--ready-file", str(ready)],
+            [
+                sys.executable,
+                "-m",
+                "rpa.testing.mirror",
+                str(self.root),
+                "--ready-file",
+                str(ready),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             start_new_session=True,
@@ -159,9 +166,9 @@ class Server:
         deadline = time.monotonic() + 30
         while not ready.exists():
             if self._proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("bench: the rpa.mirror server did not start")
+                raise SystemExit("bench: the rpa.testing.mirror server did not start")
             time.sleep(0.05)
-        self.kind = "python -m rpa.mirror (ThreadingHTTPServer)"
+        self.kind = "python -m rpa.testing.mirror (ThreadingHTTPServer)"
         self.url_template = ready.read_text().strip()
         self._wait_ready()
 

@@ -1,55 +1,44 @@
 """The command line: a thin adapter over the library.
 
 Each command parses, resolves settings (defaults < config file < env < flags, in
-`rpa.config.load_settings`), calls one library function and maps the one error tree to exit
-codes: 0 all done, 1 some failed (or a host refused us), 2 usage/config/input errors,
-130 interrupted. The knob options are generated from `Settings`, so a new knob is a flag, an
-env var and a config key at once.
+`rpa.config.load_settings`), calls the library and maps the one error tree to exit codes:
+0 all done, 1 some failed (or a host refused us, or the run crashed), 2 usage, config, input or
+database errors, 130 interrupted. Every error is one line (or a short paragraph), never a
+traceback. The knob options are generated from `Settings`, so a new knob is a flag, an env var
+and a config key at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import gc
 import inspect
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
-from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.text import Text
 
 from rpa import __version__, errors
-from rpa.config import ENV_PREFIX, Settings, knob_fields, load_settings
-from rpa.db import connect, upgrade
-from rpa.enqueue import enqueue_file
-from rpa.export import write_csv, write_jsonl
-from rpa.openmetrics import render_openmetrics, write_metrics_file
-from rpa.politeness import politeness_notice
-from rpa.render import (
-    format_line,
-    make_run_table,
-    make_status,
-    make_summary,
-    snapshot_dict,
-    summary_dict,
-)
-from rpa.status import collect_status, read_run_timings
+from rpa.config import ENV_PREFIX, Resolved, Settings, knob_fields, load_settings
+from rpa.queue import open_store, redact, schema_version
+from rpa.queue.model import new_run_id
+from rpa.run.prepare import prepare
+from rpa.show.export import write_csv, write_jsonl
+from rpa.show.openmetrics import render_openmetrics, write_metrics_file
+from rpa.show.status_view import make_status
+from rpa.sources.politeness import politeness_notice
 
 if TYPE_CHECKING:
-    # The pipeline pulls in httpx, pypdf and the pool: imported only by the commands that run
-    # it, so `rpa status` and `rpa export` start fast.
-    from rpa.pipeline import Runner, RunSummary
+    from rpa.run.runner import Runner, RunSummary
 
 __all__ = ["app", "main"]
 
@@ -60,14 +49,53 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are literal: `rpa[pdfium]`, `[default: 200]`
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True, highlight=False, markup=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SAMPLES = Path(__file__).parent / "samples"
 PROGRESS_INTERVAL = 0.25
 LOG_INTERVAL = 5.0
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+
+def _exit_code(exc: BaseException) -> int:
+    usage = (errors.ConfigError, errors.InputError, errors.DatabaseError)
+    return EXIT_USAGE if isinstance(exc, usage) else EXIT_FAILED
+
+
+def _say(label: str, text: str, style: str = "red") -> None:
+    """One message on stderr: a coloured label, then the text as it is (no markup)."""
+    err.print(Text.assemble((label, style), str(text)))
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Every error a command meets, as one red line and an exit code; never a traceback
+    (set RPA_DEBUG=1 to see one for an error that is rpa's bug)."""
+    try:
+        yield
+    except errors.RpaError as exc:
+        _say("error: ", str(exc))
+        raise typer.Exit(_exit_code(exc)) from None
+    except OSError as exc:
+        _say("error: ", str(exc))
+        raise typer.Exit(EXIT_FAILED) from None
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if os.environ.get("RPA_DEBUG"):
+            raise
+        _say(
+            "internal error: ",
+            f"{type(exc).__name__}: {exc} (a bug in rpa: please report it; RPA_DEBUG=1 shows "
+            "the traceback)",
+        )
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 # ---- options generated from Settings --------------------------------------------------------
@@ -79,12 +107,13 @@ def _knob_parameters(names: set[str] | None = None) -> list[inspect.Parameter]:
         if names is not None and f.name not in names:
             continue
         flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type)
+        kind = str(f.type).split("[")[0]
         typ: Any = {"int": int, "float": float, "Path": Path, "bool": bool}.get(kind, str)
         decls = [f"{flag}/--no-{flag[2:]}"] if typ is bool else [flag]
+        default = f.default if not isinstance(f.default, str) or f.default else "''"
         option = typer.Option(
             *decls,
-            help=f"{f.metadata['help']} [default: {f.default}]",
+            help=f"{f.metadata['help']} [default: {default}]",
             envvar=f"{ENV_PREFIX}{f.name.upper()}",
             show_envvar=True,
             show_default=False,
@@ -111,7 +140,7 @@ CONFIG_PARAM = inspect.Parameter(
             "--config",
             envvar="RPA_CONFIG",
             show_envvar=True,
-            help="config TOML (default: ./rpa.toml if present)",
+            help="config TOML [default: ./rpa.toml if present]",
         ),
     ],
 )
@@ -119,11 +148,11 @@ CONFIG_PARAM = inspect.Parameter(
 
 def with_knobs(names: set[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a command the knob options (all, or `names`) and `--config`; the function receives
-    `settings` instead of them."""
+    `resolved` (the settings and where each came from) instead of them."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         own = list(inspect.signature(fn, eval_str=True).parameters.values())
-        own = [p for p in own if p.name != "settings"]
+        own = [p for p in own if p.name != "resolved"]
         knobs = _knob_parameters(names)
         knob_names = {p.name for p in knobs}
 
@@ -138,12 +167,9 @@ def with_knobs(names: set[str] | None = None) -> Callable[[Callable[..., Any]], 
                 if source is not None and source.name == "COMMANDLINE":
                     flags[name] = value
             config = kwargs.pop("config")
-            try:
-                settings, _ = load_settings(config_path=config, flags=flags)
-            except errors.ConfigError as exc:
-                err.print(f"[red]config error:[/red] {exc}")
-                raise typer.Exit(EXIT_USAGE) from None
-            return fn(settings=settings, **kwargs)
+            with _one_line_errors():
+                resolved = load_settings(config_path=config, flags=flags)
+                return fn(resolved=resolved, **kwargs)
 
         ctx_param = inspect.Parameter(
             "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
@@ -161,13 +187,29 @@ def with_knobs(names: set[str] | None = None) -> Callable[[Callable[..., Any]], 
 # ---- running --------------------------------------------------------------------------------
 
 
-async def _drive(runner: Runner, settings: Settings) -> RunSummary:
+class _Printer:
+    """Lines for the terminal written in a thread of their own, in order: a slow pipe or
+    terminal never holds up the event loop."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpa-print")
+
+    def say(self, text: str, *, stderr: bool = False) -> None:
+        self._pool.submit(print, text, file=sys.stderr if stderr else sys.stdout, flush=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+async def _drive(runner: Runner, settings: Settings, printer: _Printer) -> RunSummary:
     """Run, with the live table (a terminal) or periodic lines (anything else)."""
+    from rpa.show.live import format_line, make_run_table, snapshot_dict
+
     task = asyncio.create_task(runner.run())
     if settings.progress and out.is_terminal:
         # The loop only swaps in a fresh snapshot: no lock, no rendering, no terminal write.
-        # Live's own thread renders it (cheaply, see rpa.render) and writes it, so neither the
-        # drawing nor a slow terminal can hold up the loop.
+        # Live's own thread renders it (cheaply, see rpa.show.fmt) and writes it, so neither
+        # the drawing nor a slow terminal can hold up the loop.
         frame = [runner.snapshot()]
         with Live(
             get_renderable=lambda: make_run_table(frame[0]),
@@ -181,80 +223,116 @@ async def _drive(runner: Runner, settings: Settings) -> RunSummary:
     elif settings.progress:
         while not task.done():
             await asyncio.wait({task}, timeout=LOG_INTERVAL)
-            if not task.done():
+            if not task.done():  # a line every LOG_INTERVAL, busy or idle
                 snap = runner.snapshot()
-                line = (
-                    json.dumps(snapshot_dict(snap))
-                    if settings.log_format == "json"
-                    else format_line(snap)
-                )
-                await asyncio.to_thread(print, line, flush=True)  # a pipe may be slow
+                json_lines = settings.log_format == "json"
+                printer.say(json.dumps(snapshot_dict(snap)) if json_lines else format_line(snap))
     return await task
 
 
-def _politeness(settings: Settings) -> None:
-    """Before a large run against arXiv: what its politeness budget means (stderr)."""
-    host = urlsplit(settings.pdf_url.replace("{id}", "x")).hostname or ""
-    if not settings.db.exists():
-        return
-    conn = connect(settings.db, readonly=True)
-    try:
-        row = conn.execute("SELECT n FROM stage_counts WHERE stage = 'queued'").fetchone()
-        pending = row[0] if row else 0
-    finally:
-        conn.close()
-    notice = politeness_notice(pending, host, settings.rate_limits, settings.mailto)
+def _show_report(ids: Path, report: Any, seconds: float) -> None:
+    out.print(
+        f"queued {report.new} new of {report.valid} valid IDs ({report.duplicates} already "
+        f"queued or repeated, {report.invalid} invalid) in {seconds:.2f}s"
+    )
+
+
+def _start_run(
+    resolved: Resolved, command: str, *, ids: Path | None = None, strict: bool = False,
+    reconfigure: bool = False,
+) -> None:  # fmt: skip
+    """Prepare (settings, checks, IDs), then run the queue, then say what happened."""
+    shown = [0]
+
+    def skipped(error: errors.InvalidIdError) -> None:
+        if shown[0] < 20:
+            _say("skipped ", f"{ids}:{error.line}: {error.text!r}: {error.reason}", "yellow")
+        shown[0] += 1
+
+    run_id = new_run_id()
+    start = time.perf_counter()
+    with _one_line_errors():
+        prepared = prepare(
+            resolved, command=command, run_id=run_id, now=time.time(), ids=ids, strict=strict,
+            reconfigure=reconfigure, on_invalid=skipped,
+        )  # fmt: skip
+    settings = prepared.settings
+    if prepared.report is not None and ids is not None:
+        if prepared.report.invalid > 20:
+            err.print(f"... {prepared.report.invalid} invalid lines in all")
+        _show_report(ids, prepared.report, time.perf_counter() - start)
+    for note in prepared.notes:
+        _say("", note, "yellow")
+    host = settings.pdf_url.split("://", 1)[-1].split("/", 1)[0].split(":")[0]
+    notice = politeness_notice(prepared.remaining, host, settings.rate_limits, settings.mailto)
     if notice:
-        err.print(f"[yellow]{notice}[/yellow]", highlight=False)
+        err.print(Text(notice, style="yellow"))
+    summary = _execute(settings, command, run_id)
+    _finish(settings, summary)
 
 
-def _run_queue(settings: Settings, command: str) -> None:
-    _politeness(settings)
-    from rpa.pipeline import Runner
+def _execute(settings: Settings, command: str, run_id: str) -> RunSummary:
+    import gc
 
-    runner = Runner(settings, command=command)
+    from rpa.run.runner import Runner
+    from rpa.run.tally import Notices
+
+    printer = _Printer()
+    live_table = settings.progress and out.is_terminal
+    # Without a live table, each notice (a wait, a lost lease, a host refusing us) is a line.
+    notices = Notices(None if live_table else lambda text: printer.say(f"rpa: {text}", stderr=True))
+    runner = Runner(settings, command=command, run_id=run_id, notices=notices)
     # What is alive now (every imported module, the settings) lives as long as the process:
     # frozen, the collector's full passes no longer walk it on the loop thread (54 ms each).
     gc.freeze()
     try:
-        summary = asyncio.run(_drive(runner, settings))
-    except errors.RpaError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        code = EXIT_USAGE if isinstance(exc, errors.DatabaseError) else EXIT_FAILED
-        raise typer.Exit(code) from None
-    timings = read_run_timings(settings.db, summary.run_id)
+        with _one_line_errors():
+            return asyncio.run(_drive(runner, settings, printer))
+    finally:
+        printer.close()
+
+
+def _finish(settings: Settings, summary: RunSummary) -> None:
+    from rpa.show.summary import make_summary, summary_dict
+
+    timings = None
+    with contextlib.suppress(errors.RpaError, OSError):
+        store = open_store(settings.db, readonly=True)
+        try:
+            timings = {
+                "run_id": summary.run_id,
+                "stages": store.stage_timings(run_id=summary.run_id),
+            }
+        finally:
+            store.close()
     if settings.log_format == "json" and not out.is_terminal:
         print(json.dumps(summary_dict(summary, timings)), flush=True)
     else:
         out.print(make_summary(summary, timings))
+    # After JSON lines on stdout, the hints go to stderr: `| jq` must see only JSON.
+    hint = err if settings.log_format == "json" and not out.is_terminal else out
+    db = redact(settings.db)
     if summary.status == "interrupted":
-        out.print("interrupted: run `rpa resume` to continue where this stopped")
+        hint.print(f"interrupted: `rpa resume --db {db}` continues where this stopped")
+    elif summary.status == "crashed":
+        hint.print(f"crashed: fix the cause above, then `rpa resume --db {db}`")
+    elif summary.status == "denied":
+        hint.print(f"denied: a host refused us (see above); wait, then `rpa resume --db {db}`")
+    hint.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
+    hint.print(f"next: rpa status --db {db}   |   rpa export --db {db} > outcomes.jsonl")
+    if summary.totals.failed:
+        hint.print(f"failed papers: `rpa retry --db {db}` puts them back, then `rpa resume`")
     raise typer.Exit(summary.exit_code)
 
 
-def _enqueue(settings: Settings, ids: Path, strict: bool) -> None:
-    def show(error: errors.InvalidIdError) -> None:
-        if shown[0] < 20:
-            err.print(
-                f"[yellow]skipped[/yellow] {ids}:{error.line}: {error.text!r}: {error.reason}",
-                highlight=False,
-            )
-        shown[0] += 1
-
-    shown = [0]
-    start = time.perf_counter()
-    try:
-        report = enqueue_file(settings.db, ids, strict=strict, on_invalid=show)
-    except errors.RpaError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
-    if report.invalid > shown[0] or report.invalid > 20:
-        err.print(f"... {report.invalid} invalid lines in all")
-    out.print(
-        f"queued {report.new} new of {report.valid} valid IDs ({report.duplicates} already "
-        f"queued or repeated, {report.invalid} invalid) in {time.perf_counter() - start:.2f}s",
-        highlight=False,
-    )
+RECONFIGURE = Annotated[
+    bool,
+    typer.Option(
+        "--reconfigure",
+        help="allow changing settings stored in the queue (out, pdf_url, extractor, "
+        "rate_limits, max_pdf_mb, follow_redirects); the change is recorded",
+    ),
+]
 
 
 @app.command()
@@ -264,28 +342,59 @@ def run(
     strict: Annotated[
         bool, typer.Option(help="refuse the whole file if any line is invalid")
     ] = False,
+    reconfigure: RECONFIGURE = False,
     *,
-    settings: Settings,
+    resolved: Resolved,
 ) -> None:
     """Queue the IDs in IDS (idempotent) and process until nothing is left.
 
     Example: rpa run ids.txt --workers 200 --download-concurrency 32
     """
-    _enqueue(settings, ids, strict)
-    _run_queue(settings, "run")
+    _start_run(resolved, "run", ids=ids, strict=strict, reconfigure=reconfigure)
 
 
 @app.command()
 @with_knobs()
-def resume(*, settings: Settings) -> None:
-    """Continue an interrupted run: reclaim dead leases, then process what is left.
+def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved) -> None:
+    """Continue the queue where it stopped, with its stored settings: reclaim dead leases,
+    then process what is left.
 
     Example: rpa resume --db rpa.db
     """
-    if not settings.db.exists():
-        err.print(f"[red]error:[/red] no queue database at {settings.db}; start with `rpa run`")
-        raise typer.Exit(EXIT_USAGE)
-    _run_queue(settings, "resume")
+    _start_run(resolved, "resume", reconfigure=reconfigure)
+
+
+@app.command()
+@with_knobs({"db"})
+def retry(
+    kind: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--kind", help="only failures of this kind (repeatable) [default: all]"),
+    ] = None,
+    *,
+    resolved: Resolved,
+) -> None:
+    """Put failed papers back in the queue with fresh attempts (processes nothing).
+
+    Their checkpoints stay (a paper that failed extracting is not downloaded again) and their
+    history stays in the attempts table. `rpa resume` then runs them.
+    Example: rpa retry --kind connection --kind timeout
+    """
+    db = resolved.settings.db
+    with _one_line_errors():
+        store = open_store(db, create=False)
+        try:
+            counts = store.retry_failed(kind or None, time.time())
+        finally:
+            store.close()
+    if not counts:
+        which = f" of kind {', '.join(kind)}" if kind else ""
+        out.print(f"no failed papers{which} in {redact(db)}: nothing to retry")
+        return
+    for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        out.print(f"  {name:<16} {n:>8}")
+    out.print(f"{sum(counts.values())} failed papers back in the queue; "
+              f"`rpa resume --db {redact(db)}` runs them")  # fmt: skip
 
 
 def _write_metrics(settings: Settings, data: dict[str, Any]) -> None:
@@ -294,8 +403,20 @@ def _write_metrics(settings: Settings, data: dict[str, Any]) -> None:
     try:
         write_metrics_file(settings.metrics_file, render_openmetrics(data))
     except OSError as exc:
-        err.print(f"[red]error:[/red] cannot write the metrics file: {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
+        raise errors.ConfigError(
+            f"cannot write the metrics file {settings.metrics_file}: {exc.strerror or exc}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet_closed_pipe() -> Iterator[None]:
+    """A reader that leaves (`| head`) is not an error: exit 0, quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        # Python would flush stdout again at exit and complain: point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(EXIT_OK) from None
 
 
 @app.command()
@@ -307,150 +428,127 @@ def status(
         typer.Option(help="refresh every second until Ctrl-C (with --json: one JSON line each)"),
     ] = False,
     *,
-    settings: Settings,
+    resolved: Resolved,
 ) -> None:
     """What the queue holds right now (reads only the database; safe during a run).
 
     Example: rpa status --json | jq .totals
     Example: rpa status --watch --json | jq -c .totals
     """
-    try:
-        conn = connect(settings.db, readonly=True)
-    except errors.RpaError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
-    try:
-        if watch and as_json:
-            # JSON lines: one compact object a second, flushed, until Ctrl-C or a closed pipe.
-            try:
-                while True:
-                    data = collect_status(conn)
-                    _write_metrics(settings, data)
-                    print(json.dumps(data, separators=(",", ":")), flush=True)
-                    time.sleep(1.0)
-            except KeyboardInterrupt:
+    settings = resolved.settings
+    with _one_line_errors(), _quiet_closed_pipe():
+        store = open_store(settings.db, readonly=True)
+        try:
+            if watch and as_json:
+                with contextlib.suppress(KeyboardInterrupt):
+                    while True:
+                        data = store.status(time.time())
+                        _write_metrics(settings, data)
+                        print(json.dumps(data, separators=(",", ":")), flush=True)
+                        time.sleep(1.0)  # `status` has no event loop: a plain sleep is right
                 return
-            except BrokenPipeError:  # the reader left (`| head -3`): not an error
-                # Python would flush stdout again at exit and complain: point it at nothing.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if watch:
+                with (
+                    Live(console=out, refresh_per_second=2) as live,
+                    contextlib.suppress(KeyboardInterrupt),
+                ):
+                    while True:
+                        data = store.status(time.time())
+                        _write_metrics(settings, data)
+                        live.update(make_status(data))
+                        time.sleep(1.0)
                 return
-        if watch:
-            # `status` has no event loop: a plain sleep between refreshes is right here.
-            with (
-                Live(console=out, refresh_per_second=2) as live,
-                contextlib.suppress(KeyboardInterrupt),
-            ):
-                while True:
-                    data = collect_status(conn)
-                    _write_metrics(settings, data)
-                    live.update(make_status(data))
-                    time.sleep(1.0)
-            return
-        data = collect_status(conn)
-        _write_metrics(settings, data)
-        if as_json:
-            print(json.dumps(data, indent=2))
-        else:
-            out.print(make_status(data))
-    finally:
-        conn.close()
+            data = store.status(time.time())
+            _write_metrics(settings, data)
+            if as_json:
+                print(json.dumps(data, indent=2), flush=True)
+            else:
+                out.print(make_status(data))
+        finally:
+            store.close()
 
 
 @app.command()
 @with_knobs({"db"})
 def export(
-    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv [default: jsonl]")] = "jsonl",
     output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="file (default: stdout)",
-        ),
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", "-o", help="file [default: stdout]"),
     ] = None,
     *,
-    settings: Settings,
+    resolved: Resolved,
 ) -> None:
     """Stream one key-outcome record per done paper.
 
     Example: rpa export --format csv -o outcomes.csv
+    Example: rpa export | head -3
     """
     if fmt not in ("jsonl", "csv"):
-        err.print(f"[red]error:[/red] --format must be jsonl or csv, got {fmt!r}")
+        _say("error: ", f"--format must be jsonl or csv, got {fmt!r}")
         raise typer.Exit(EXIT_USAGE)
-    try:
-        conn = connect(settings.db, readonly=True)
-    except errors.RpaError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
     writer = write_jsonl if fmt == "jsonl" else write_csv
-    try:
-        if output is None:
-            n = writer(conn, sys.stdout)
-        else:
-            with output.open("w", encoding="utf-8", newline="") as fh:
-                n = writer(conn, fh)
-    finally:
-        conn.close()
-    err.print(f"exported {n} records", highlight=False)
+    with _one_line_errors(), _quiet_closed_pipe():
+        store = open_store(resolved.settings.db, readonly=True)
+        try:
+            if output is None:
+                n = writer(store, sys.stdout)
+                sys.stdout.flush()
+            else:
+                with output.open("w", encoding="utf-8", newline="") as fh:
+                    n = writer(store, fh)
+        finally:
+            store.close()
+    err.print(f"exported {n} records")
 
 
 @app.command()
 @with_knobs({"db"})
-def migrate(*, settings: Settings) -> None:
+def migrate(*, resolved: Resolved) -> None:
     """Upgrade a queue database made by an older rpa to this rpa's schema (processes nothing).
 
     Example: rpa migrate --db rpa.db
     """
-    try:
-        before, now = upgrade(settings.db)
-    except errors.RpaError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_USAGE) from None
-    if before == now:
-        print(f"{settings.db}: schema {now}, already current")
+    db = resolved.settings.db
+    with _one_line_errors():
+        before, target = schema_version(db)
+        if before == 0:
+            raise errors.DatabaseError(f"{redact(db)} is not an rpa queue (schema 0)")
+        open_store(db, create=False).close()  # applies the migrations, each in a transaction
+    if before == target:
+        print(f"{redact(db)}: schema {target}, already current")
     else:
-        print(f"{settings.db}: schema {before} -> {now}")
+        print(f"{redact(db)}: schema {before} -> {target}")
 
 
 @app.command()
 @with_knobs()
-def demo(*, settings: Settings) -> None:
+def demo(
+    fresh: Annotated[
+        bool, typer.Option(help="delete the demo's database and output first")
+    ] = False,
+    *,
+    resolved: Resolved,
+) -> None:
     """Offline demo: serve the bundled sample papers from a loopback mirror and run them.
 
     The samples are not arXiv papers: they are queued as ext:<name> IDs. Unless --db/--out are
     given, the demo uses rpa-demo.db and rpa-demo-data/. Example: rpa demo
     """
-    defaults = Settings()
-    if settings.db == defaults.db and settings.out == defaults.out:
-        # Keep the demo out of a real queue in the same folder.
-        settings = dataclasses.replace(settings, db=Path("rpa-demo.db"), out=Path("rpa-demo-data"))
-    ids_file = Path(tempfile.mkdtemp(prefix="rpa-demo-")) / "demo-ids.txt"
-    ready = ids_file.parent / "mirror-url"
-    names = sorted(p.stem for p in SAMPLES.glob("*.pdf"))
-    ids_file.write_text(
-        "# bundled sample papers (not arXiv papers)\n" + "".join(f"ext:{n}\n" for n in names)
-    )
-    mirror = subprocess.Popen(
-        [sys.executable, "-m", "rpa.mirror", str(SAMPLES), "--ready-file", str(ready)],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if mirror.poll() is not None or time.monotonic() > deadline:
-                err.print("[red]error:[/red] the loopback mirror did not start")
-                raise typer.Exit(EXIT_FAILED)
-            time.sleep(0.05)
-        template = ready.read_text().strip()
-        out.print(f"serving {len(names)} sample papers at {template}", highlight=False)
-        settings = dataclasses.replace(settings, pdf_url=template)
-        _enqueue(settings, ids_file, strict=True)
-        _run_queue(settings, "demo")
-    finally:
-        mirror.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            mirror.wait(timeout=5)
+    from rpa.run.demo import DemoMirror, demo_resolved, demo_state, remove_demo
+
+    with _one_line_errors():
+        resolved = demo_resolved(resolved)
+        settings = resolved.settings
+        if fresh:
+            remove_demo(settings)
+        state = demo_state(settings)
+        if state is not None:
+            out.print(state)
+            raise typer.Exit(EXIT_OK)
+        with DemoMirror(SAMPLES, settings) as mirror:
+            out.print(f"serving {mirror.count} sample papers at {mirror.template}")
+            _start_run(mirror.resolved(resolved), "demo", ids=mirror.ids_file, strict=True)
 
 
 def _version(value: bool) -> None:

@@ -22,19 +22,25 @@ from rpa.errors import ConfigError
 __all__ = [
     "DEFAULT_CONFIG_NAME",
     "ENV_PREFIX",
+    "Resolved",
     "Settings",
     "knob_fields",
     "load_settings",
     "parse_rate_limits",
+    "validate_pdf_url",
 ]
 
 ENV_PREFIX = "RPA_"
 #: read from the working directory when neither --config nor RPA_CONFIG names a file
 DEFAULT_CONFIG_NAME = "rpa.toml"
 ARXIV_URL = "https://export.arxiv.org/pdf/{id}"
-# arXiv's guidance for automated access: bursts of at most 4 requests per second, then a
-# 1 second pause (https://info.arxiv.org/help/api/tou.html). "host=COUNT/PERIODs".
-ARXIV_RATE_LIMITS = "arxiv.org=4/1s,export.arxiv.org=4/1s"
+# arXiv's bulk-data page allows "bursts of 4 requests per second with a 1 second sleep per
+# burst" (https://info.arxiv.org/help/bulk_data.html). Read conservatively: a burst of 4 may
+# take its whole second, then comes a second with none, so no 2-second window holds more than
+# 4 requests: "host=COUNT/PERIODs" = 4/2s (see rpa.gates.RateGate for how a window is kept).
+ARXIV_RATE_LIMITS = "arxiv.org=4/2s,export.arxiv.org=4/2s"
+#: where a PDF may come from: a --pdf-url scheme
+PDF_URL_SCHEMES = ("http", "https", "file")
 
 
 def _knob(default: Any, help: str, *, minimum: float | None = None) -> Any:
@@ -45,7 +51,7 @@ def _knob(default: Any, help: str, *, minimum: float | None = None) -> Any:
 class Settings:
     """Every knob rpa has. Build with `load_settings`; never mutate (use `dataclasses.replace`)."""
 
-    db: Path = _knob(Path("rpa.db"), "SQLite queue database")
+    db: str = _knob("rpa.db", "queue database: a SQLite file, or a postgresql:// URL")
     out: Path = _knob(Path("rpa-data"), "output folder: PDFs, texts, outcome JSON")
     workers: int = _knob(200, "logical workers on the event loop", minimum=1)
     download_concurrency: int = _knob(64, "download gate: downloads at once", minimum=1)
@@ -76,6 +82,12 @@ class Settings:
     max_pdf_mb: float = _knob(100.0, "largest PDF accepted, MiB", minimum=0.001)
     connect_timeout: float = _knob(10.0, "HTTP connect timeout, seconds", minimum=0.01)
     read_timeout: float = _knob(60.0, "HTTP read timeout between bytes, seconds", minimum=0.01)
+    download_timeout: float = _knob(
+        600.0, "longest one download may take in all, seconds (then it is retried)", minimum=0.01
+    )
+    follow_redirects: Literal["same-site", "any", "off"] = _knob(
+        "same-site", "redirects followed: within the same site, to any host, or none"
+    )
     max_connections: int = _knob(0, "HTTP connection pool size (0 = download gate)", minimum=0)
     mailto: str = _knob("", "contact address put in the User-Agent (arXiv asks for one)")
     user_agent: str = _knob("", "User-Agent (default: rpa/VERSION (+mailto))")
@@ -103,8 +115,7 @@ class Settings:
             choices = _choices(f)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
-        if "{id}" not in self.pdf_url:
-            raise ConfigError(f"pdf_url must contain {{id}}, got {self.pdf_url!r}")
+        validate_pdf_url(self.pdf_url)
         if self.retry_max < self.retry_base:
             raise ConfigError("retry_max must be at least retry_base")
         parse_rate_limits(self.rate_limits)
@@ -161,6 +172,9 @@ def _coerce(f: dataclasses.Field[Any], value: Any, origin: str) -> Any:
             return float(value)
         if kind == "Path":
             return Path(str(value)).expanduser()
+        if f.name == "db":
+            text = str(value)
+            return text if "://" in text else str(Path(text).expanduser())
         return str(value)
     except ValueError as exc:
         raise ConfigError(f"{origin}: {f.name}: {exc}") from None
@@ -180,24 +194,35 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return {key.replace("-", "_"): value for key, value in data.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The settings, the config file used, and where each explicitly set value came from."""
+
+    settings: Settings
+    config_path: Path | None
+    #: knob name -> its source ("--pdf-url", "$RPA_PDF_URL", "rpa.toml"), for every knob
+    #: not left at its default
+    origins: dict[str, str]
+
+
 def load_settings(
     *,
     config_path: Path | None = None,
     env: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
     cwd: Path | None = None,
-) -> tuple[Settings, Path | None]:
+) -> Resolved:
     """Resolve every knob: defaults < config file < environment < flags.
 
     `flags` holds only the values the user typed (not the CLI's defaults). The config file is
-    `config_path`, else `$RPA_CONFIG`, else `./rpa.toml` if it exists. Returns the settings and
-    the config file used. Unknown keys in the file or `RPA_` env vars that name no knob are
-    errors: a typo must not be silently ignored.
+    `config_path`, else `$RPA_CONFIG`, else `./rpa.toml` if it exists. Unknown keys in the
+    file or `RPA_` env vars that name no knob are errors: a typo must not be silently ignored.
     """
     env = os.environ if env is None else env
     flags = flags or {}
     fields = {f.name: f for f in knob_fields()}
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
 
     if config_path is None and env.get(f"{ENV_PREFIX}CONFIG"):
         config_path = Path(env[f"{ENV_PREFIX}CONFIG"])
@@ -209,6 +234,7 @@ def load_settings(
             if key not in fields:
                 raise ConfigError(f"{config_path}: unknown key {key!r}")
             values[key] = _coerce(fields[key], raw, str(config_path))
+            origins[key] = f"{config_path} ({key})"
 
     for key, raw in env.items():
         if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
@@ -217,13 +243,35 @@ def load_settings(
         if name not in fields:
             raise ConfigError(f"environment: {key} names no knob")
         values[name] = _coerce(fields[name], raw, f"${key}")
+        origins[name] = f"${key}"
 
     for name, raw in flags.items():
         if name not in fields:
             raise ConfigError(f"unknown option {name}")
-        values[name] = _coerce(fields[name], raw, f"--{name.replace('_', '-')}")
+        flag = f"--{name.replace('_', '-')}"
+        values[name] = _coerce(fields[name], raw, flag)
+        origins[name] = flag
 
-    return Settings(**values), config_path
+    return Resolved(Settings(**values), config_path, origins)
+
+
+def validate_pdf_url(template: str) -> None:
+    """Refuse a --pdf-url that cannot work, before any work: a scheme other than http, https
+    or file, no `{id}`, or any other placeholder (`{y}`, a stray brace)."""
+    if "{id}" not in template:
+        raise ConfigError(
+            f"pdf_url must contain {{id}} (where the paper's ID goes), got {template!r}"
+        )
+    rest = template.replace("{id}", "")
+    if "{" in rest or "}" in rest:
+        raise ConfigError(
+            f"pdf_url may contain no placeholder but {{id}} (no other braces), got {template!r}"
+        )
+    scheme, sep, after = template.partition("://")
+    if not sep or scheme.lower() not in PDF_URL_SCHEMES:
+        raise ConfigError(f"pdf_url must start with http://, https:// or file://, got {template!r}")
+    if scheme.lower() in ("http", "https") and not after.split("/", 1)[0].replace("{id}", ""):
+        raise ConfigError(f"pdf_url names no host, got {template!r}")
 
 
 def parse_rate_limits(spec: str) -> dict[str, tuple[int, float]]:

@@ -28,10 +28,14 @@
             └── AccessDenied          403 or arXiv's denial page
 
 Every JobError has a stable `kind` (a short snake_case word) that is what `rpa status` groups
-failures by, and a human message. Nothing else in rpa raises bare exceptions across modules.
+failures by, and a human message. Nothing else in rpa raises bare exceptions across modules;
+`classify` turns whatever else escapes the work on one paper into one of these, so that
+paper fails, explained, and the run goes on.
 """
 
 from __future__ import annotations
+
+import errno
 
 __all__ = [
     "AccessDenied",
@@ -45,6 +49,7 @@ __all__ = [
     "HttpPermanent",
     "HttpTransient",
     "InputError",
+    "InternalError",
     "InvalidIdError",
     "InvalidPdf",
     "JobError",
@@ -53,13 +58,17 @@ __all__ = [
     "NotPdf",
     "PermanentError",
     "Poison",
+    "QueueBusy",
     "RpaError",
     "RunLevelError",
     "TooLarge",
     "TransientError",
+    "TransientIo",
     "TruncatedBody",
     "WorkerCrashed",
+    "WriteError",
     "ZeroPages",
+    "classify",
     "error_for_kind",
 ]
 
@@ -91,16 +100,25 @@ class DatabaseError(RpaError):
     """The queue database cannot be opened or used."""
 
 
+class RunCrashed(RpaError):
+    """The run itself could not go on (its database broke under it, say): recorded as
+    `crashed`; `rpa resume` continues once the cause is fixed."""
+
+
 class JobError(RpaError):
     """A failure of one paper. `kind` is the stable word stored in the queue."""
 
     kind = "error"
 
-    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, retry_after: float | None = None, host: str | None = None
+    ) -> None:
         super().__init__(message or self.kind)
         self.message = message or self.kind
         #: seconds the server asked us to wait (Retry-After), if any
         self.retry_after = retry_after
+        #: the host that answered so (for its cooldown or breaker), if a host did
+        self.host = host
 
 
 class TransientError(JobError):
@@ -137,6 +155,18 @@ class DiskFull(TransientError):
     """No space left under --out."""
 
     kind = "disk_full"
+
+
+class TransientIo(TransientError):
+    """An OSError that a later attempt may not meet (EIO, too many open files...)."""
+
+    kind = "io_error"
+
+
+class QueueBusy(TransientError):
+    """The queue database was busy, or its connection broke, while this paper was worked on."""
+
+    kind = "database"
 
 
 class WorkerCrashed(TransientError):
@@ -211,6 +241,19 @@ class Poison(PermanentError):
     kind = "poison"
 
 
+class WriteError(PermanentError):
+    """A file rpa must write cannot be written: a directory in its place, no permission, a
+    read-only mount. Retrying cannot help until someone fixes it (then `rpa retry`)."""
+
+    kind = "write_error"
+
+
+class InternalError(PermanentError):
+    """Any other exception while processing the paper: a bug. Its type and message are kept."""
+
+    kind = "internal"
+
+
 class RunLevelError(JobError):
     """The host refuses us; downloads from it stop (circuit breaker)."""
 
@@ -236,3 +279,44 @@ _BY_KIND: dict[str, type[JobError]] = {c.kind: c for c in _all_job_errors(JobErr
 def error_for_kind(kind: str, message: str = "") -> JobError:
     """Rebuild a JobError from the `kind` word a worker process sent back."""
     return _BY_KIND.get(kind, PermanentError)(message)
+
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+_CANNOT_WRITE = frozenset(
+    {errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG,
+     errno.EEXIST}
+)  # fmt: skip
+
+
+def classify(exc: BaseException, doing: str = "") -> JobError:
+    """The JobError that explains `exc`, raised while `doing` something for one paper.
+
+    A JobError is itself. No space left, anywhere: DiskFull. An OSError that names a path
+    rpa cannot write: WriteError (permanent). Any other OSError: TransientIo. A database
+    error: QueueBusy (transient; `rpa.queue` decides which database errors are fatal to the
+    run instead). Anything else is a bug: InternalError, with its type and message.
+    """
+    if isinstance(exc, JobError):
+        return exc
+    where = f" while {doing}" if doing else ""
+    text = str(exc)
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, OSError):
+        if exc.errno in _NO_SPACE:
+            return DiskFull(f"no space left{where}: {described}")
+        if exc.errno in _CANNOT_WRITE:
+            return WriteError(f"cannot write{where}: {described}")
+        return TransientIo(f"{described}{where}")
+    if _is_database_error(exc):
+        return QueueBusy(f"{described}{where}")
+    return InternalError(f"{described}{where}")
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    # Both drivers follow PEP 249: their errors derive from a class named DatabaseError or
+    # OperationalError in their own module (sqlite3, psycopg); no import needed to tell.
+    return any(
+        cls.__name__ in ("DatabaseError", "OperationalError", "InterfaceError")
+        and cls.__module__.split(".")[0] in ("sqlite3", "psycopg")
+        for cls in type(exc).__mro__
+    )

@@ -140,6 +140,11 @@ class RateGate:
     def paused_until(self) -> float:
         return self._paused_until
 
+    @property
+    def paused(self) -> bool:
+        """Is a cooldown still ahead?"""
+        return self._paused_until > self._clock()
+
     def _in_use(self, now: float) -> int:
         while self._cooling and self._cooling[0] <= now:
             heapq.heappop(self._cooling)

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rpa.errors import ConfigError, InputError, InvalidIdError
+from rpa.config import validate_pdf_url
+from rpa.errors import InputError, InvalidIdError
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -282,11 +283,8 @@ def storage_name(key: str) -> str:
 
 
 def validate_url_template(template: str) -> None:
-    """Raise ConfigError unless ``template`` has ``{id}`` and no other braces."""
-    if "{id}" not in template:
-        raise ConfigError(f"URL template {template!r} has no {{id}} placeholder")
-    if "{" in template.replace("{id}", "") or "}" in template.replace("{id}", ""):
-        raise ConfigError(f"URL template {template!r} may contain no braces but {{id}}")
+    """Raise ConfigError unless ``template`` is a usable --pdf-url (rpa.config's rule)."""
+    validate_pdf_url(template)
 
 
 def url_for(template: str, key: str) -> str:

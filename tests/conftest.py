@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rpa.mirror import Mirror
+from rpa.testing.mirror import Mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "rpa" / "samples"
 HOSTILE = Path(__file__).parent / "data" / "hostile"
 CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def queue_backends() -> list[str]:
+    """The backends the contract tests run against."""
+    return ["sqlite"]
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Callable[[], str]:
+    """A factory of fresh SQLite queue paths."""
+    counter = itertools.count()
+    return lambda: str(tmp_path / f"queue-{next(counter)}.db")
 
 
 def sample_pdfs() -> list[Path]:

@@ -16,8 +16,9 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_defaults_without_any_source(tmp_path: Path) -> None:
-    settings, used = load_settings(env={}, flags={}, cwd=tmp_path)
-    assert used is None
+    resolved = load_settings(env={}, flags={}, cwd=tmp_path)
+    settings = resolved.settings
+    assert resolved.config_path is None and resolved.origins == {}
     assert settings == Settings()
     assert settings.workers == 200
     assert settings.pdf_url == "https://export.arxiv.org/pdf/{id}"
@@ -27,18 +28,25 @@ def test_each_layer_overrides_the_one_below(tmp_path: Path) -> None:
     cfg = write(tmp_path / "c.toml", "workers = 7\ndownload_concurrency = 9\nread_timeout = 3\n")
     env = {"RPA_DOWNLOAD_CONCURRENCY": "11", "RPA_READ_TIMEOUT": "4.5"}
     flags = {"read_timeout": 5.5}
-    settings, used = load_settings(config_path=cfg, env=env, flags=flags, cwd=tmp_path)
-    assert used == cfg
+    resolved = load_settings(config_path=cfg, env=env, flags=flags, cwd=tmp_path)
+    settings = resolved.settings
+    assert resolved.config_path == cfg
     assert settings.workers == 7  # file beats default
     assert settings.download_concurrency == 11  # env beats file
     assert settings.read_timeout == 5.5  # flag beats env
+    # where each value not left at its default came from (a queue setting's conflict names it)
+    assert resolved.origins == {
+        "workers": f"{cfg} (workers)",
+        "download_concurrency": "$RPA_DOWNLOAD_CONCURRENCY",
+        "read_timeout": "--read-timeout",
+    }
 
 
 def test_config_found_by_env_then_cwd(tmp_path: Path) -> None:
     write(tmp_path / "rpa.toml", "workers = 3\n")
     other = write(tmp_path / "other.toml", "[rpa]\nworkers = 4\n")
-    assert load_settings(env={}, cwd=tmp_path)[0].workers == 3
-    assert load_settings(env={"RPA_CONFIG": str(other)}, cwd=tmp_path)[0].workers == 4
+    assert load_settings(env={}, cwd=tmp_path).settings.workers == 3
+    assert load_settings(env={"RPA_CONFIG": str(other)}, cwd=tmp_path).settings.workers == 4
 
 
 @pytest.mark.parametrize(
@@ -49,6 +57,12 @@ def test_config_found_by_env_then_cwd(tmp_path: Path) -> None:
         ({"env": {"RPA_WORKERS": "many"}}, "RPA_WORKERS"),
         ({"env": {"RPA_WROKERS": "5"}}, "names no knob"),
         ({"flags": {"pdf_url": "http://x/pdf"}}, "{id}"),
+        ({"flags": {"pdf_url": "ftp://x/{id}"}}, "must start with http://, https:// or file://"),
+        ({"flags": {"pdf_url": "http://x/{id}?x={y}"}}, "no placeholder but {id}"),
+        ({"flags": {"pdf_url": "http://x/{id}/{0.__class__}"}}, "no placeholder but {id}"),
+        ({"flags": {"pdf_url": "x/{id}"}}, "must start with"),
+        ({"flags": {"pdf_url": "http:///{id}"}}, "names no host"),
+        ({"flags": {"follow_redirects": "sometimes"}}, "follow_redirects must be one of"),
         ({"flags": {"rate_limits": "a.org=fast"}}, "rate_limits"),
         ({"flags": {"progress": "maybe"}}, "not a boolean"),
     ],
@@ -71,9 +85,12 @@ def test_broken_toml_is_an_error(tmp_path: Path) -> None:
 
 
 def test_env_booleans_and_paths(tmp_path: Path) -> None:
-    settings, _ = load_settings(env={"RPA_PROGRESS": "no", "RPA_DB": "~/q.db"}, cwd=tmp_path)
+    env = {"RPA_PROGRESS": "no", "RPA_DB": "~/q.db"}
+    settings = load_settings(env=env, cwd=tmp_path).settings
     assert settings.progress is False
-    assert settings.db == Path("~/q.db").expanduser()
+    assert settings.db == str(Path("~/q.db").expanduser())
+    url = "postgresql://rpa@db.lab:5432/rpa"
+    assert load_settings(env={"RPA_DB": url}, cwd=tmp_path).settings.db == url
 
 
 def test_rate_limit_spec() -> None:

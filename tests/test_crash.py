@@ -35,11 +35,12 @@ import pytest
 from conftest import Cli, sample_pdfs, write_ids
 from test_faults import interrupt, run_log, wait_until
 
-import rpa.db
-from rpa.db import connect
-from rpa.extract import extract_pdf
-from rpa.mirror import Fault, Mirror
-from rpa.storage import Layout
+import rpa.queue.sqlite
+from rpa.extract.pdf import extract_pdf
+from rpa.files import temp_name
+from rpa.layout import Layout
+from rpa.queue.sqlite import SCHEMA_VERSION, SqliteSql, connect
+from rpa.testing.mirror import Fault, Mirror
 
 #: the three quickest real papers to extract (0.3-0.5 s each), so a trial is a few seconds
 CRASH_PDFS = [
@@ -403,23 +404,23 @@ def test_two_processes_can_create_the_same_database_at_once(
     """Two `rpa run` started together on a new database: both read schema version 0 before
     either migrates. Deterministic here: each opener waits for the other before migrating."""
     both_read = threading.Barrier(2, timeout=10)
-    real_transaction = rpa.db.transaction
+    real_transaction = SqliteSql.transaction
     first_call = threading.local()
 
     @contextlib.contextmanager
-    def transaction_after_both_read(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    def transaction_after_both_read(self: SqliteSql) -> Iterator[None]:
         if not getattr(first_call, "done", False):
             first_call.done = True
             both_read.wait()
-        with real_transaction(conn) as inside:
-            yield inside
+        with real_transaction(self):
+            yield
 
-    monkeypatch.setattr(rpa.db, "transaction", transaction_after_both_read)
+    monkeypatch.setattr(rpa.queue.sqlite.SqliteSql, "transaction", transaction_after_both_read)
     path = tmp_path / "rpa.db"
     with ThreadPoolExecutor(2) as pool:
         opened = list(pool.map(lambda _: connect(path), range(2)))
     for conn in opened:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == rpa.db.SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         conn.close()
 
 
@@ -503,21 +504,36 @@ def test_low_disk_pauses_claiming_and_the_run_goes_on_when_space_returns(tmp_pat
         assert cli.count("stage = 'done'") == len(files) == mirror.total_requests
 
 
-def test_every_kind_of_leftover_temporary_file_is_removed_at_start(tmp_path: Path) -> None:
+def test_start_up_removes_only_the_temporary_files_of_runs_that_are_not_live(
+    tmp_path: Path,
+) -> None:
+    """Temporary files carry their run's id: a run starting next to a live one removes the
+    leftovers of dead runs (of every kind), never a file the live run is writing."""
     layout = Layout(tmp_path / "out")
-    layout.prepare()
+    layout.prepare(set())
     whole = layout.text_path("ext:kept")
+    dead, live = "20260101T000000-dead00", "20260101T000000-live00"
     leftovers = [
-        layout.pdf_path("ext:cut").parent / ".tmp-ext_cut.pdf-0123abcd",  # a download
-        layout.outcome_path("ext:cut").parent / ".tmp-ext_cut.json",  # an outcome record
-        whole.parent / ".rpa-x1y2z3.tmp",  # a text file (extract.py's mkstemp name)
+        layout.pdf_path("ext:cut").parent / temp_name("ext_cut.pdf", dead),  # a download
+        layout.outcome_path("ext:cut").parent / temp_name("ext_cut.json", dead),  # a record
+        whole.parent / f".rpa-tmp.{dead}.x1y2z3.ext_kept.txt",  # extract's mkstemp name
+        layout.pdf_path("ext:old").parent / ".tmp-ext_old.pdf-0123abcd",  # an older rpa's
+        whole.parent / ".rpa-x1y2z3.tmp",  # an older rpa's text file
     ]
-    for path in [whole, *leftovers]:
+    writing = [
+        layout.pdf_path("ext:busy").parent / temp_name("ext_busy.pdf", live),
+        whole.parent / f".rpa-tmp.{live}.a1b2c3.ext_busy.txt",
+    ]
+    for path in [whole, *leftovers, *writing]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("[PAGE 1]\nhalf")
-    layout.prepare()
-    assert whole.exists()
-    assert [path for path in leftovers if path.exists()] == []
+    # another run is live: its files stay, and the old-style names (whose run is unknown) too
+    assert layout.prepare({live}) == 3
+    assert whole.exists() and all(path.exists() for path in writing)
+    assert [path for path in leftovers if path.exists()] == leftovers[3:]
+    # no live run: every leftover goes
+    assert layout.prepare(set()) == 4
+    assert whole.exists() and not any(p.exists() for p in [*leftovers, *writing])
 
 
 # ---------------------------------------------------------------------------- poison

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import Cli, sample_pdfs, write_ids
 
-from rpa.mirror import Mirror
+from rpa.testing.mirror import Mirror
 
 
 def sample_ids() -> list[str]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from rpa import jobs
-from rpa.db import connect
-from rpa.enqueue import _read_ahead, enqueue_file
 from rpa.errors import InputError
+from rpa.queue import QueueStore, open_store
+from rpa.queue.enqueue import _read_ahead, enqueue_file
 
 
 def _ids(tmp_path: Path) -> Path:
@@ -23,33 +23,38 @@ def _ids(tmp_path: Path) -> Path:
     return path
 
 
-def test_report_and_fifo_order_across_batches(tmp_path: Path) -> None:
-    db, ids = tmp_path / "q.db", _ids(tmp_path)
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[QueueStore]:
+    s = open_store(tmp_path / "q.db")
+    yield s
+    s.close()
+
+
+def test_report_and_fifo_order_across_batches(tmp_path: Path, store: QueueStore) -> None:
+    ids = _ids(tmp_path)
     seen: list[int] = []
-    report = enqueue_file(db, ids, batch_size=7, on_invalid=lambda e: seen.append(e.line or 0))
+    report = enqueue_file(store, ids, batch_size=7, on_invalid=lambda e: seen.append(e.line or 0))
     assert (report.lines, report.valid, report.new, report.invalid) == (39, 38, 37, 1)
     assert report.duplicates == 1 and seen == [7]
     assert report.errors[0].line == 7 and "13 is not a month" in report.errors[0].reason
-    again = enqueue_file(db, ids, batch_size=5)
+    again = enqueue_file(store, ids, batch_size=5)
     assert (again.new, again.duplicates) == (0, 38)
-    conn = connect(db)
-    order = [job.id for job in jobs.claim(conn, "r", 100, 60, 0.0)]
+    order = [job.id for job in store.claim("r", 100, 60, 0.0)]
     expected = [line.split()[0] for line in ids.read_text().splitlines()[1:] if "bad" not in line]
     assert order == list(dict.fromkeys(expected))
 
 
-def test_strict_refuses_the_whole_file(tmp_path: Path) -> None:
-    db, ids = tmp_path / "q.db", _ids(tmp_path)
+def test_strict_refuses_the_whole_file(tmp_path: Path, store: QueueStore) -> None:
     with pytest.raises(InputError, match=r"1 invalid lines.*line 7.*nothing was queued"):
-        enqueue_file(db, ids, strict=True, batch_size=4)
-    assert connect(db).execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
+        enqueue_file(store, _ids(tmp_path), strict=True, batch_size=4)
+    assert store.totals(0.0).total == 0
 
 
-def test_unreadable_list_is_an_input_error(tmp_path: Path) -> None:
+def test_unreadable_list_is_an_input_error(tmp_path: Path, store: QueueStore) -> None:
     with pytest.raises(InputError, match="cannot read ID list"):
-        enqueue_file(tmp_path / "q.db", tmp_path / "missing.txt")
+        enqueue_file(store, tmp_path / "missing.txt")
     with pytest.raises(InputError, match="cannot read ID list"):
-        enqueue_file(tmp_path / "q.db", tmp_path)  # a directory
+        enqueue_file(store, tmp_path)  # a directory
 
 
 def test_leaving_early_stops_the_reader(tmp_path: Path) -> None:

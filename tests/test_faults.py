@@ -2,8 +2,9 @@
 
 Every fault a real server produces (429 with Retry-After in seconds and as an HTTP-date, 503,
 500, a reset mid-body, a body slower than the read timeout, an HTML page with 200, a 403 denial
-page, a redirect, a lying Content-Length, 404, 410) is served by `rpa.mirror`; the tests assert
-each job's final stage, kind and attempts in the database and the requests the server counted,
+page, a redirect, a lying Content-Length, 404, 410) is served by `rpa.testing.mirror`; the tests
+assert each job's final stage, kind and attempts in the database and the requests the server
+counted,
 that the request rate at the server never exceeds the configured per-host limit, that a
 Retry-After cooldown is stored and respected by a resumed run, and that a 403 opens the circuit
 breaker.
@@ -27,7 +28,7 @@ from conftest import Cli, sample_pdfs, write_ids
 
 from rpa import __version__
 from rpa.gates import RateGate
-from rpa.mirror import Fault, Mirror
+from rpa.testing.mirror import Fault, Mirror
 
 #: small knobs so that retries, backoff and timeouts take fractions of a second
 FAST: dict[str, Any] = {

@@ -16,7 +16,7 @@ import pytest
 from conftest import CORPUS, HOSTILE, Cli, sample_pdfs, write_ids
 from test_pool import write_bomb
 
-from rpa.mirror import Mirror
+from rpa.testing.mirror import Mirror
 
 #: kinds a hostile file may fail with: each names what is wrong with it
 SPECIFIC_KINDS = {

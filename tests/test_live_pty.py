@@ -13,10 +13,10 @@ import pytest
 from conftest import Cli, clean_env, sample_pdfs, write_ids
 from test_status import build_queue
 
-from rpa.mirror import Mirror
+from rpa.testing.mirror import Mirror
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-FRAME = re.compile(r"rpa run (\S+)  elapsed (\d+m\d\ds)  done (\d+)  failed (\d+)")
+FRAME = re.compile(r"rpa (\d{8}T\d{6}-[0-9a-f]{6})  (\d+m\d\ds)  done (\d+)  failed (\d+)")
 
 
 @pytest.mark.timeout(90)
@@ -48,11 +48,11 @@ def test_live_table_appears_updates_in_place_and_ends_with_the_summary(tmp_path:
     text = ANSI.sub("", screen)
 
     # the live table: its sections, the gates by name, the health of the loop
-    for title in ("Gates", "Stages", "Totals", "Health"):
+    for title in ("Gates", "Stages", "Queue", "Speed", "Health", "Extraction processes"):
         assert f"\n{title}" in text
-    assert re.search(r"\n  download +\d+ / 64 ", text), "the download gate row"
-    assert re.search(r"\n  extract +\d+ / 1 ", text), "the extract gate row"
-    assert "loop lag p50" in text and "workers busy / idle" in text
+    assert re.search(r"\n  download +\d+/64 ", text), "the download gate row"
+    assert re.search(r"\n  extract +\d+/1 ", text), "the extract gate row"
+    assert "loop lag p50" in text and "workers busy/idle" in text
 
     # it was redrawn in place (cursor up + erase line), many times, while papers got done
     assert screen.count("\x1b[1A") > 10
@@ -65,11 +65,11 @@ def test_live_table_appears_updates_in_place_and_ends_with_the_summary(tmp_path:
     assert len(set(done)) >= 3, f"the table did not follow the run: {done}"
 
     # then the summary, after the last frame
-    summary = text[text.rindex("rpa run ") :]
+    summary = text[text.rindex("\nrun ") :]
     assert f"finished: {len(files)} done, 0 failed this run" in summary
     for part in ("Slowest papers", "total wall time:", "event-loop lag over the run: p50"):
         assert part in summary
-    assert re.search(r"\ndownload +12 +0 +0 ", summary), "per-stage counts in the summary"
+    assert re.search(r"\n  download +12 +0 +0 ", summary), "per-stage counts in the summary"
 
 
 def _generated_at(path: Path) -> float:
@@ -119,5 +119,5 @@ def test_status_watch_refreshes_in_place_until_ctrl_c(tmp_path: Path) -> None:
     assert child.exitstatus == 0  # Ctrl-C ends the watch cleanly
     text = ANSI.sub("", screen.getvalue())
     # the queue left by two runs that are gone now: all six leases are stuck
-    assert "Stuck: 6 (resume reclaims them)" in text and "HTTP 404 for ext:p03" in text
+    assert "Stuck: 6 (`rpa resume` reclaims them)" in text and "HTTP 404 for ext:p03" in text
     assert screen.getvalue().count("\x1b[1A") > 5  # redrawn in place, not appended

@@ -1,4 +1,4 @@
-"""rpa.mirror: a real loopback server, checked with the real httpx client."""
+"""rpa.testing.mirror: a real loopback server, checked with the real httpx client."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from rpa.errors import ConfigError
-from rpa.mirror import DENIAL_PAGE, Fault, Mirror, main, mapping_from_dir
+from rpa.testing.mirror import DENIAL_PAGE, Fault, Mirror, main, mapping_from_dir
 
 SAMPLES = Path(__file__).resolve().parent.parent / "rpa" / "samples"
 PDFS = sorted(SAMPLES.glob("*.pdf"))
@@ -245,7 +245,7 @@ def test_subprocess_mode(tmp_path: Path, stop_signal: signal.Signals) -> None:
     ready = tmp_path / "ready" / "mirror-url"
     ready.parent.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rpa.mirror", str(SAMPLES), "--ready-file", str(ready)],
+        [sys.executable, "-m", "rpa.testing.mirror", str(SAMPLES), "--ready-file", str(ready)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -15,9 +15,8 @@ from conftest import Cli
 from test_render import snapshot
 from test_status import NOW, build_queue
 
-from rpa.db import connect
-from rpa.openmetrics import render_openmetrics, write_metrics_file
-from rpa.status import collect_status
+from rpa.queue import open_store
+from rpa.show.openmetrics import render_openmetrics, write_metrics_file
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL = rf'{NAME}="(?:[^"\\\n]|\\[\\"n])*"'
@@ -26,11 +25,11 @@ META = re.compile(rf"^# (HELP|TYPE|UNIT) ({NAME})(?: (.*))?$")
 
 
 def status_of(path: Path) -> dict[str, Any]:
-    conn = connect(path, readonly=True)
+    store = open_store(path, readonly=True)
     try:
-        return collect_status(conn, now=NOW)
+        return store.status(NOW)
     finally:
-        conn.close()
+        store.close()
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from rpa.extract import extract_pdf
-from rpa.outcome import MAX_HEADINGS, analyze, find_arxiv_stamp
+from rpa.extract.outcome import MAX_HEADINGS, analyze, find_arxiv_stamp
+from rpa.extract.pdf import extract_pdf
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "rpa" / "samples"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rpa.config import ARXIV_RATE_LIMITS, Settings, parse_rate_limits
-from rpa.politeness import BULK_DATA_URL, politeness_notice, politeness_seconds
+from rpa.sources.politeness import BULK_DATA_URL, politeness_notice, politeness_seconds
 
 
 def test_budget_is_full_windows_after_the_first_burst() -> None:
@@ -16,7 +16,7 @@ def test_budget_is_full_windows_after_the_first_burst() -> None:
 
 def test_small_runs_and_other_hosts_get_no_notice() -> None:
     assert politeness_notice(100, "export.arxiv.org", ARXIV_RATE_LIMITS) is None
-    assert politeness_notice(2_400, "export.arxiv.org", ARXIV_RATE_LIMITS) is None  # < 10 min
+    assert politeness_notice(1_200, "export.arxiv.org", ARXIV_RATE_LIMITS) is None  # < 10 min
     assert politeness_notice(10_000_000, "127.0.0.1", ARXIV_RATE_LIMITS) is None
     assert politeness_notice(10_000_000, "mirror.example.org", "") is None
     assert politeness_notice(0, "arxiv.org", ARXIV_RATE_LIMITS) is None
@@ -28,15 +28,15 @@ def test_a_large_arxiv_run_is_told_its_eta() -> None:
     )
     assert notice is not None
     assert "10,000 papers from export.arxiv.org" in notice
-    assert "at most 4 requests per 1 s" in notice
-    assert "at least 41 min" in notice  # 2,499 full seconds
+    assert "at most 4 requests per 2 s" in notice
+    assert "at least 1h 23m" in notice  # 2,499 full windows of 2 s after the first burst
     assert BULK_DATA_URL not in notice and "--mailto" not in notice
 
 
 def test_a_very_large_run_is_pointed_to_bulk_data_and_mailto() -> None:
     notice = politeness_notice(1_000_000, "arxiv.org", ARXIV_RATE_LIMITS)
     assert notice is not None
-    assert "at least 2d 21h" in notice
+    assert "at least 5d 18h" in notice  # 499,998 s
     assert BULK_DATA_URL in notice
     assert "--mailto" in notice
 
@@ -49,10 +49,12 @@ def test_a_custom_limit_is_what_the_eta_uses() -> None:
 def test_arxiv_without_a_limit_is_warned() -> None:
     notice = politeness_notice(50, "export.arxiv.org", "")
     assert notice is not None
-    assert "no rate limit" in notice and "4 requests per second" in notice
+    assert "no rate limit" in notice and "4 requests in a burst, then a 1 second pause" in notice
 
 
 def test_arxiv_hosts_are_limited_by_default_and_others_are_not() -> None:
     limits = parse_rate_limits(Settings().rate_limits)
-    assert limits == {"arxiv.org": (4, 1.0), "export.arxiv.org": (4, 1.0)}
+    # arXiv's "bursts of 4 requests per second with a 1 second sleep per burst", read
+    # conservatively: no 2-second window holds more than 4 requests
+    assert limits == {"arxiv.org": (4, 2.0), "export.arxiv.org": (4, 2.0)}
     assert "127.0.0.1" not in limits

@@ -18,8 +18,8 @@ import pytest
 from pypdf import PdfReader, PdfWriter
 
 from rpa.errors import ConfigError, ExtractTimeout, MemoryCapExceeded, WorkerCrashed
-from rpa.extract import _clean, _hyphens, extract_pdf
-from rpa.pool import ExtractPool
+from rpa.extract.pdf import _clean, _hyphens, extract_pdf
+from rpa.extract.pool import ExtractPool
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "rpa" / "samples").glob("*.pdf"))

@@ -12,20 +12,15 @@ from pathlib import Path
 from rich.console import Console, RenderableType
 from test_status import NOW, build_queue
 
-from rpa.db import connect
 from rpa.gates import GateStatistics
 from rpa.metrics import WindowStats
-from rpa.pipeline import RunSummary
-from rpa.render import (
-    format_line,
-    make_run_table,
-    make_status,
-    make_summary,
-    snapshot_dict,
-    summary_dict,
-)
-from rpa.snapshot import PoolSnapshot, RunSnapshot, StageSnapshot, Totals
-from rpa.status import collect_status, stage_timings
+from rpa.queue import open_store
+from rpa.queue.model import Totals
+from rpa.run.runner import RunSummary
+from rpa.run.snapshot import PoolSnapshot, RunSnapshot, StageSnapshot
+from rpa.show.live import format_line, make_run_table, snapshot_dict
+from rpa.show.status_view import make_status
+from rpa.show.summary import make_summary, summary_dict
 
 
 def text_of(renderable: RenderableType, width: int = 140, color: bool = False) -> str:
@@ -79,34 +74,74 @@ def snapshot(**changes: object) -> RunSnapshot:
     return RunSnapshot(**base)  # type: ignore[arg-type]
 
 
-def test_run_table_shows_gates_stages_totals_and_health() -> None:
-    text = text_of(make_run_table(snapshot()))
-    lines = text.splitlines()
-    assert lines[0] == "rpa run 20260101T000000-abcdef  elapsed 2m05s  done 29  failed 1"
-    totals_title = "Totals (queue-wide; other runs as of the last heartbeat)"
-    for title in ("Gates", "Stages", totals_title, "Health"):
-        assert title in lines
-    gates = lines[lines.index("Gates") + 1 : lines.index("Stages")]
-    stages = lines[lines.index("Stages") + 1 : lines.index(totals_title)]
+def block(lines: list[str], title: str) -> list[str]:
+    """The rows of a titled block: after its title, up to the next title (a line that does
+    not start with two spaces)."""
+    start = lines.index(title) + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("  ")), len(lines))
+    return lines[start:end]
+
+
+def test_run_table_shows_gates_stages_queue_speed_and_health() -> None:
+    lines = text_of(make_run_table(snapshot())).splitlines()
+    assert lines[0] == "rpa 20260101T000000-abcdef  2m05s  done 29  failed 1"
+    gates = block(lines, "Gates")
     # gates: in use / capacity, waiting, wait p50 / p95, entered
-    assert squash(gates[0]) == "gate in use / cap waiting wait p50 wait p95 entered"
-    assert squash(gates[1]) == "download 3 / 64 0 0.0 ms 1.2 ms 40"
-    assert squash(gates[2]) == "extract 1 / 1 18 500.0 ms 2.25 s 30"
-    assert squash(gates[3]) == "host export.arxiv.org 4 / 4 7 250.0 ms 900.0 ms 52"
-    # stages: running, done, failed, retried, p50, p95, max
+    assert squash(gates[0]) == "gate in use/cap waiting wait p50 wait p95 entered"
+    assert squash(gates[1]) == "download 3/64 0 0.0 ms 1.2 ms 40"
+    assert squash(gates[2]) == "extract 1/1 18 500.0 ms 2.25 s 30"
+    assert squash(gates[3]) == "host export.arxiv.org 4/4 7 250.0 ms 900.0 ms 52"
+    assert len({len(line.rstrip()) for line in gates}) == 1  # columns line up
+    stages = block(lines, "Stages")
     assert squash(stages[0]) == "stage running done failed retried p50 p95 max"
     assert squash(stages[1]) == "download 3 40 1 2 23.6 ms 154.2 ms 168.2 ms"
     assert squash(stages[2]) == "extract 1 30 0 0 822.4 ms 1.31 s 1.41 s"
     assert stages[3].split()[0] == "outcome"
-    # columns line up: every row of a block is as wide as its header
-    assert len({len(line.rstrip()) for line in gates}) == 1
-    # totals, throughput, ETA
-    totals = lines[lines.index(totals_title) + 2].split()
-    assert totals == ["17", "21", "2", "29", "1", "74.5", "10.0", "0.40", "0m30s"]
-    # health: lag, workers busy / idle, extraction processes alive, busy, replaced, crashed
-    health = squash(lines[lines.index("Health") + 2])
-    assert health == "0.3 ms 3.1 ms 4.9 ms 19 / 1 2 / 2 process 1 1 1 0"
+    queue = block(lines, "Queue (all runs; others as of the last heartbeat)")
+    assert queue[1].split() == ["17", "21", "2", "29", "1"]
+    assert block(lines, "Speed (last minute)")[1].split() == ["74.5", "10.0", "0.40", "0m30s"]
+    assert squash(block(lines, "Health")[1]) == "0.3 ms 3.1 ms 4.9 ms 19/1"
+    assert squash(block(lines, "Extraction processes")[1]) == "process 2/2 1 1 1 0"
     assert lines[-1] == "reclaimed 3 leases of 1 dead runs, 0 expired"
+
+
+def test_every_view_fits_80_columns_with_nothing_cut() -> None:
+    """At 80 columns nothing vanishes: the ETA whole, the health figures, the full run id
+    (each was cut or dropped before)."""
+    snap = snapshot(
+        eta_seconds=3 * 86400 + 4 * 3600,
+        totals=Totals(
+            queued=1_234_567,
+            in_progress=200,
+            retry_scheduled=12_345,
+            done=9_876_543,
+            failed=123_456,
+        ),
+        gates=[
+            *snapshot().gates,
+            GateStatistics(
+                "host a-very-long-host-name.example.org", 4, 4, 190, 1.5, 99.0, 12_345_678
+            ),
+        ],
+        waiting="export.arxiv.org cooldown until 12:00:00",
+        messages=["x" * 200],
+    )
+    text = text_of(make_run_table(snap), width=200)  # wider than 80: nothing is cropped here
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "3d04h" in text and "20260101T000000-abcdef" in text
+    assert "19/1" in text and "process" in text and "timed out" in text
+    assert "waiting for export.arxiv.org cooldown until 12:00:00" in text
+
+
+def test_a_stage_with_no_data_shows_a_dash_not_zero() -> None:
+    empty = WindowStats(0, 0.0, 0.0, 0.0, 0.0)
+    snap = snapshot(stages=[StageSnapshot("download", 0, 0, 0, 0, empty)], lag=empty)
+    text = text_of(make_run_table(snap))
+    row = block(text.splitlines(), "Stages")[1]
+    assert squash(row) == "download 0 0 0 0 — — —"
+    assert "0.0 ms" not in squash(block(text.splitlines(), "Health")[1])
+    data = snapshot_dict(snap)
+    assert data["stages"]["download"]["p50_ms"] is None and data["lag_p99_ms"] is None
 
 
 def test_run_table_is_pure_and_marks_stopping_and_lag() -> None:
@@ -178,17 +213,26 @@ def run_summary() -> RunSummary:
         totals=Totals(done=46, failed=2),
         wall_seconds=125.0,
         lag=stats(0.0003, 0.001, 0.002, 0.009, n=12_000),
-        failures={"not_found": 1, "invalid_pdf": 1},
+        failures={"not_found": 1, "connection": 3},
+        reasons={
+            "not_found": "HTTP 404 Not Found from http://127.0.0.1:9/pdf/x",
+            "connection": "ConnectError: [Errno 111] Connection refused",
+        },
         slowest=[("2301.00007", 17.97), ("2301.00003", 9.5)],
         stages=snap.stages,
         messages=["a message"],
     )
 
 
-def test_summary_has_stages_failures_slowest_wall_time_and_lag() -> None:
-    text = text_of(make_summary(run_summary()))
+def test_summary_has_stages_failures_with_reasons_slowest_wall_time_and_lag() -> None:
+    text = text_of(make_summary(run_summary()), width=200)
+    assert all(len(line) <= 80 for line in text.splitlines()), text
     assert text.startswith("run 20260101T000000-abcdef finished: 46 done, 2 failed this run")
-    assert "Failures by kind" in text and "not_found" in text and "invalid_pdf" in text
+    assert "queue: 46 done, 2 failed, 0 remaining" in text
+    failures = block(text.splitlines(), "Failures by kind (one reason each)")
+    # the reason of each kind, not only "connection 3"; most frequent first
+    assert squash(failures[0]) == "connection 3 ConnectError: [Errno 111] Connection refused"
+    assert squash(failures[1]).startswith("not_found 1 HTTP 404 Not Found")
     assert "Slowest papers" in text and "2301.00007" in text and "17.97" in text
     assert "total wall time: 125.0 s (2m05s), 22.1 papers/min over the run" in text
     assert "event-loop lag over the run: p50 0.3 ms  p99 2.0 ms  max 9.0 ms  (12000 samples)" in (
@@ -200,15 +244,16 @@ def test_summary_has_stages_failures_slowest_wall_time_and_lag() -> None:
 def test_summary_uses_whole_run_timings_from_the_database(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     build_queue(path)
-    conn = connect(path, readonly=True)
+    store = open_store(path, readonly=True)
     try:
-        timings = {"stages": stage_timings(conn, run_id="run-a")}
+        timings = {"stages": store.stage_timings(run_id="run-a")}
     finally:
-        conn.close()
-    text = text_of(make_summary(run_summary(), timings))
-    assert "Stages (whole run)" in text and "wait p50" in text and "wait p95" in text
-    download = next(line for line in text.splitlines() if line.startswith("download "))
-    assert "51.0 ms" in download and "96.0 ms" in download and "500.0 ms" in download
+        store.close()
+    lines = text_of(make_summary(run_summary(), timings)).splitlines()
+    download = block(lines, "Stages (whole run)")[1]
+    assert squash(download) == "download 40 1 2 51.0 ms 96.0 ms 500.0 ms"
+    waits = block(lines, "Waits before each stage's gate (whole run)")
+    assert squash(waits[1]) == "download 50.0 ms 95.0 ms"
     data = json.loads(json.dumps(summary_dict(run_summary(), timings)))
     assert data["event"] == "summary" and data["wall_seconds"] == 125.0
     assert data["timings"]["download"]["duration_max"] == 0.5
@@ -218,21 +263,26 @@ def test_summary_uses_whole_run_timings_from_the_database(tmp_path: Path) -> Non
 def test_status_tables(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     build_queue(path)
-    conn = connect(path, readonly=True)
+    store = open_store(path)
+    store.store_queue_settings({"out": "/data/" + "x" * 90, "max_pdf_mb": 100.0}, "r", NOW)
+    store.close()
+    store = open_store(path, readonly=True)
     try:
-        status = collect_status(conn, now=NOW)
+        status = store.status(NOW)
     finally:
-        conn.close()
-    text = text_of(make_status(status), width=160)
-    assert "Queue" in text and "By stage" in text
-    assert "Stuck: 3 (resume reclaims them)" in text and "run dead" in text
+        store.close()
+    text = text_of(make_status(status), width=200)
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines), text
+    assert squash(block(lines, "Totals")[1]) == "1 6 1 3 2 13"
+    assert "Stuck: 3 (`rpa resume` reclaims them)" in text and "run dead" in text
     assert "lease expired" in text
     assert "Failures by kind" in text and "HTTP 404 for ext:p03" in text
     assert "Retry scheduled: 1" in text and "http_5xx: HTTP 503" in text
-    assert "Stage timings (last 15 min)" in text and "gate wait p95" in text
+    assert "Stage timings (last 15 min)" in text and "wait p95" in text
     assert "Throughput: 3.0 papers/min (1 min), 0.6 (5 min)" in text
-    assert "run-a" in text and "run-dead" in text and "dead" in text
-    totals_row = next(line for line in text.splitlines() if "│" in line and "13" in line)
-    assert totals_row.split("│")[1:-1] == [
-        f" {n:>{w}} " for n, w in zip([1, 6, 1, 3, 2, 13], [6, 11, 15, 4, 6, 5], strict=True)
-    ]
+    settings = block(lines, "Settings of this queue (a resume uses these)")
+    assert squash(settings[0]) == "max_pdf_mb 100.0" and settings[1].endswith("…")
+    runs = block(lines, "Runs (newest first)")
+    assert any(squash(r).startswith("run-a running") for r in runs)
+    assert any(squash(r).startswith("run-dead dead") for r in runs)

@@ -18,74 +18,53 @@ from typing import Any
 import pytest
 from conftest import ROOT, Cli, clean_env, sample_pdfs, write_ids
 
-from rpa import jobs
 from rpa.config import Settings
-from rpa.db import connect
-from rpa.mirror import Fault, Mirror
-from rpa.pipeline import Runner
-from rpa.status import (
-    STATUS_SCHEMA_VERSION,
-    collect_status,
-    end_of_run_totals,
-    queue_totals,
-    read_run_timings,
-    stage_timings,
-)
+from rpa.queue import open_store
+from rpa.queue.model import Attempt, Failure, RunInfo
+from rpa.queue.status import STATUS_SCHEMA_VERSION
+from rpa.run.runner import Runner
+from rpa.testing.mirror import Fault, Mirror
 
 NOW = 1_700_000_000.0
-RESULT = {
-    "title": "T",
-    "pages": 3,
-    "words": 300,
-    "references": 4,
-    "arxiv_stamp": None,
-    "sha256": "0" * 64,
-    "bytes": 1000,
-    "outcome_json": "{}",
-}
+
+
+def record(job_id: str) -> dict[str, Any]:
+    return {"id": job_id, "title": "T", "page_count": 3, "word_count": 300,
+            "references": {"count": 4}, "pdf": {"sha256": "0" * 64, "bytes": 1000}}  # fmt: skip
 
 
 def build_queue(path: Path, now: float = NOW) -> None:
     """A queue with every state: 3 done, 2 failed (2 kinds), 1 retry scheduled, 1 retry due,
     3 in progress by a live run; a dead run holding 2 leases; 1 expired lease; attempts."""
-    conn = connect(path)
-    jobs.enqueue(conn, [f"ext:p{i:02d}" for i in range(13)], now - 100)
-    jobs.register_run(conn, "run-a", "run", "{}", now - 100)
-    got = jobs.claim(conn, "run-a", 10, 120.0, now - 90)
+    store = open_store(path)
+    store.enqueue([f"ext:p{i:02d}" for i in range(13)], now - 100)
+    store.register_run(RunInfo("run-a", "run", now - 100, 5.0, "{}"))
+    got = store.claim("run-a", 10, 120.0, now - 90)
     for j in got[:3]:
-        assert jobs.complete(conn, j.id, j.token, "run-a", RESULT, "/o.json", now - 30)
+        assert store.complete("run-a", j.lease, record(j.id), "/o.json", now - 30)
     failures = [("not_found", "HTTP 404 for ext:p03"), ("invalid_pdf", "bad xref")]
     for j, (kind, message) in zip(got[3:5], failures, strict=True):
-        jobs.set_outcome(
-            conn, j.id, j.token, "run-a", kind=kind, message=message, now=now - 20, final=True
-        )
-    j = got[5]  # retry in 5 minutes
-    jobs.set_outcome(
-        conn, j.id, j.token, "run-a", kind="http_5xx", message="HTTP 503", now=now - 10,
-        final=False, next_attempt_at=now + 300,
-    )  # fmt: skip
-    j = got[6]  # retry already due: claimable again, so it counts as queued
-    jobs.set_outcome(
-        conn, j.id, j.token, "run-a", kind="timeout", message="read timeout", now=now - 10,
-        final=False, next_attempt_at=now - 1,
-    )  # fmt: skip
-    jobs.heartbeat(conn, "run-a", [(j.id, j.token) for j in got[7:10]], 120.0, now - 1)
+        store.fail("run-a", j.lease, Failure(kind, message, True), now - 20)
+    # one retry in 5 minutes; one already due (claimable again, so it counts as queued)
+    store.fail("run-a", got[5].lease, Failure("http_5xx", "HTTP 503", False, now + 300), now - 10)
+    store.fail("run-a", got[6].lease, Failure("timeout", "read timeout", False, now - 1), now - 10)
+    store.heartbeat("run-a", [j.lease for j in got[7:10]], 120.0, now - 1)
     # a dead run (its heartbeat stopped long ago) still holds two leases
-    jobs.register_run(conn, "run-dead", "resume", "{}", now - 5000)
-    dead = jobs.claim(conn, "run-dead", 2, 10_000.0, now - 4000)
-    conn.execute("UPDATE runs SET heartbeat_at = ? WHERE id = 'run-dead'", (now - 3000,))
+    store.register_run(RunInfo("run-dead", "resume", now - 5000, 5.0, "{}"))
+    dead = store.claim("run-dead", 2, 10_000.0, now - 4000)
+    store.sql.execute("UPDATE runs SET heartbeat_at = ? WHERE id = 'run-dead'", (now - 3000,))
     # a live run's lease that expired (not renewed)
-    jobs.claim(conn, "run-a", 1, 5.0, now - 60)
+    store.claim("run-a", 1, 5.0, now - 60)
     assert len(dead) == 2
-    rows: list[tuple[Any, ...]] = []
+    rows: list[Attempt] = []
     for i in range(100):  # download durations 1..100 ms, gate waits 0..99 ms
-        rows.append((f"ext:p{i % 13:02d}", "run-a", "download", now - 50, i / 1000, (i + 1) / 1000,
-                     "ok", None))  # fmt: skip
-    rows.append(("ext:p03", "run-a", "download", now - 40, 0.2, 0.5, "error", "not_found"))
-    rows.append(("ext:p00", "run-a", "extract", now - 40, 2.0, 1.5, "ok", None))
-    rows.append(("ext:p00", "run-old", "extract", now - 3600, 9.0, 60.0, "ok", None))  # old
-    jobs.record_attempts(conn, rows)
-    conn.close()
+        rows.append(Attempt(f"ext:p{i % 13:02d}", "run-a", "download", now - 50, i / 1000,
+                            (i + 1) / 1000, "ok"))  # fmt: skip
+    rows.append(Attempt("ext:p03", "run-a", "download", now - 40, 0.2, 0.5, "error", "not_found"))
+    rows.append(Attempt("ext:p00", "run-a", "extract", now - 40, 2.0, 1.5, "ok"))
+    rows.append(Attempt("ext:p00", "run-old", "extract", now - 3600, 9.0, 60.0, "ok"))  # old
+    store.record_attempts(rows)
+    store.close()
 
 
 @pytest.fixture
@@ -96,11 +75,11 @@ def queue(tmp_path: Path) -> Path:
 
 
 def status_of(path: Path) -> dict[str, Any]:
-    conn = connect(path, readonly=True)
+    store = open_store(path, readonly=True)
     try:
-        return collect_status(conn, now=NOW)
+        return store.status(NOW)
     finally:
-        conn.close()
+        store.close()
 
 
 def test_counts_per_state_and_stage(queue: Path) -> None:
@@ -125,55 +104,48 @@ def test_counts_per_state_and_stage(queue: Path) -> None:
     assert s["stages"]["extracted"] == dict.fromkeys(("waiting", "leased", "retry_scheduled",
                                                        "final"), 0)  # fmt: skip
     json.dumps(s)  # JSON-able as it is
-    conn = connect(queue, readonly=True)
+    store = open_store(queue, readonly=True)
     try:  # the heartbeat's quick totals agree with the status
-        assert dataclasses.asdict(queue_totals(conn, NOW)) == {
+        assert dataclasses.asdict(store.totals(NOW)) == {
             k: v for k, v in s["totals"].items() if k != "total"
         }
         # a run's closing figures: the same totals, and the unexpired leases of other runs
         # (run-a's 3 live ones, the dead run's 2; the expired one is no one's)
-        totals, held = end_of_run_totals(conn, "run-x", NOW)
-        assert totals == queue_totals(conn, NOW) and held == 5
-        assert end_of_run_totals(conn, "run-a", NOW)[1] == 2
+        totals, held = store.end_of_run_totals("run-x", NOW)
+        assert totals == store.totals(NOW) and held == 5
+        assert store.end_of_run_totals("run-a", NOW)[1] == 2
     finally:
-        conn.close()
+        store.close()
 
 
 def test_live_totals_between_heartbeats_match_the_queue(tmp_path: Path) -> None:
     """The live table's totals: the last heartbeat's, moved on by what the run did since.
     Every kind of move the run makes, replayed on a real queue, must land on its truth."""
     db = tmp_path / "q.db"
-    runner = Runner(Settings(db=db, out=tmp_path / "out"), command="run")
-    conn = connect(db)
+    runner = Runner(Settings(db=str(db), out=tmp_path / "out"), command="run")
+    store = open_store(db)
+    tally, run_id = runner.tally, runner.run_id
     try:
-        jobs.enqueue(conn, [f"ext:p{i:02d}" for i in range(12)], NOW)
-        jobs.register_run(conn, runner.run_id, "run", "{}", NOW)
-        runner._set_totals(queue_totals(conn, NOW))  # the heartbeat
-        got = jobs.claim(conn, runner.run_id, 8, 120.0, NOW)
-        runner.taken += len(got)
-        assert runner._fresh_totals() == queue_totals(conn, NOW)
+        store.enqueue([f"ext:p{i:02d}" for i in range(12)], NOW)
+        store.register_run(RunInfo(run_id, "run", NOW, 5.0, "{}"))
+        runner._set_totals(store.totals(NOW))  # the heartbeat
+        got = store.claim(run_id, 8, 120.0, NOW)
+        tally.taken += len(got)
+        assert runner._fresh_totals() == store.totals(NOW)
         for j in got[:3]:
-            assert jobs.complete(conn, j.id, j.token, runner.run_id, RESULT, "/o.json", NOW)
-            runner.done += 1
-        j = got[3]
-        jobs.set_outcome(
-            conn, j.id, j.token, runner.run_id, kind="not_found", message="HTTP 404",
-            now=NOW, final=True,
-        )  # fmt: skip
-        runner.failed += 1
-        j = got[4]
-        jobs.set_outcome(
-            conn, j.id, j.token, runner.run_id, kind="http_5xx", message="HTTP 503", now=NOW,
-            final=False, next_attempt_at=NOW + 300,
-        )  # fmt: skip
-        runner.retried += 1
-        jobs.release(conn, runner.run_id, [(got[5].id, got[5].token)])  # the breaker's give-back
-        runner.taken -= 1
+            assert store.complete(run_id, j.lease, record(j.id), "/o.json", NOW)
+            tally.done += 1
+        store.fail(run_id, got[3].lease, Failure("not_found", "HTTP 404", True), NOW)
+        tally.failed += 1
+        store.fail(run_id, got[4].lease, Failure("http_5xx", "HTTP 503", False, NOW + 300), NOW)
+        tally.retried += 1
+        store.release(run_id, [got[5].lease])  # the breaker's give-back
+        tally.taken -= 1
         fresh = runner._fresh_totals()
-        assert fresh == queue_totals(conn, NOW)
+        assert fresh == store.totals(NOW)
         assert (fresh.queued, fresh.in_progress, fresh.done, fresh.total) == (5, 2, 3, 12)
     finally:
-        conn.close()
+        store.close()
         runner.io.shutdown()
 
 
@@ -232,21 +204,20 @@ def test_timings_percentiles_and_gate_waits(queue: Path) -> None:
 
 
 def test_stage_timings_of_one_run(queue: Path) -> None:
-    conn = connect(queue, readonly=True)
+    store = open_store(queue, readonly=True)
     try:
-        old = stage_timings(conn, run_id="run-old")
+        old = store.stage_timings(run_id="run-old")
+        whole = store.stage_timings(run_id="run-a")
     finally:
-        conn.close()
+        store.close()
     assert old["extract"]["attempts"] == 1 and old["extract"]["duration_p95"] == 60.0
     assert old["download"]["attempts"] == 0
-    whole = read_run_timings(queue, "run-a")
-    assert whole is not None and whole["stages"]["download"]["attempts"] == 101
-    assert read_run_timings(queue.parent / "missing.db", "run-a") is None
+    assert whole["download"]["attempts"] == 101
 
 
 def _paths(value: Any, prefix: str) -> set[str]:
     """Field paths as the README names them: lists as `[]`, data keys as placeholders."""
-    placeholders = {"stages": "<stage>", "outcomes": "<outcome>"}
+    placeholders = {"stages": "<stage>", "outcomes": "<outcome>", "settings": "<key>"}
     if isinstance(value, dict):
         leaf = prefix.rsplit(".", 1)[-1]
         out: set[str] = set()
@@ -268,6 +239,10 @@ def test_every_status_field_is_documented_in_the_readme(queue: Path) -> None:
         {"host": "h", "cooldown_until": 1.0, "cooling_down": False, "breaker_open": False,
          "reason": "r"}
     ]  # fmt: skip
+    status["settings"] = {"out": "/data"}
+    status["settings_changes"] = [
+        {"changed_at": 1.0, "key": "out", "old_value": '"/a"', "new_value": '"/b"', "run_id": "r"}
+    ]
     missing = sorted(_paths(status, "") - documented)
     assert not missing, f"undocumented status fields: {missing}"
 

@@ -12,15 +12,14 @@ same folder, fsync it, rename it over the target, so a scrape never sees half a 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rpa.db import connect
-from rpa.snapshot import RunSnapshot
-from rpa.status import collect_status
+from rpa.files import atomic_write
+from rpa.queue import open_store
+from rpa.run.snapshot import RunSnapshot
 
 __all__ = ["render_openmetrics", "write_metrics_file", "write_status_metrics"]
 
@@ -277,27 +276,17 @@ def _live(w: _Writer, run: RunSnapshot) -> None:
 
 
 def write_metrics_file(path: Path | str, text: str) -> None:
-    """Replace `path` atomically: temporary file beside it, fsync, rename."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the collector may run as another user
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace `path` atomically (temporary file beside it, fsync, rename), mode 0644: the
+    collector may run as another user."""
+    atomic_write(Path(path), text, mode=0o644, make_folder=False)
 
 
-def write_status_metrics(db: Path, path: Path | str, run: RunSnapshot | None = None) -> None:
-    """Read the status on a read-only connection of its own, render it, write `path`.
-    Blocking: during a run it runs in the I/O pool, never on the loop or the database thread."""
-    conn = connect(db, readonly=True)
+def write_status_metrics(db: str | Path, path: Path | str, run: RunSnapshot | None = None) -> None:
+    """Read the status on a read-only store of its own, render it, write `path`. Blocking:
+    during a run it runs in the I/O pool, never on the loop or in a database thread."""
+    store = open_store(db, readonly=True)
     try:
-        status = collect_status(conn)
+        status = store.status(time.time())
     finally:
-        conn.close()
+        store.close()
     write_metrics_file(path, render_openmetrics(status, run))

@@ -1,7 +1,7 @@
 """Putting an ID list into the queue: streamed, batched, idempotent.
 
-Runs before the event loop starts (or in a thread), with its own connection. A file of a
-million IDs is read a batch at a time; each batch is one transaction.
+Runs before the event loop starts (or in a thread), with its own store. A file of a million
+IDs is read a batch at a time; each batch is one transaction.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rpa import jobs
-from rpa.db import connect
 from rpa.errors import InputError, InvalidIdError
 from rpa.ids import KeyBatch, iter_key_batches
+from rpa.queue.store import QueueStore
 
 __all__ = ["EnqueueReport", "enqueue_file"]
 
@@ -48,7 +47,7 @@ class EnqueueReport:
 
 
 def enqueue_file(
-    db_path: Path,
+    store: QueueStore,
     ids_path: Path,
     *,
     strict: bool = False,
@@ -67,17 +66,13 @@ def enqueue_file(
                 "nothing was queued"
             )
     report = EnqueueReport()
-    conn = connect(db_path)
-    try:
-        for batch in _read_ahead(ids_path, batch_size):
-            report.add(batch)
-            if on_invalid is not None:
-                for error in batch.errors:
-                    on_invalid(error)
-            if batch.keys:
-                report.new += jobs.enqueue(conn, batch.keys, time.time())
-    finally:
-        conn.close()
+    for batch in _read_ahead(ids_path, batch_size):
+        report.add(batch)
+        if on_invalid is not None:
+            for error in batch.errors:
+                on_invalid(error)
+        if batch.keys:
+            report.new += store.enqueue(batch.keys, time.time())
     return report
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from rpa.gates import GateStatistics
 from rpa.metrics import WindowStats
+from rpa.queue.model import Totals
 
 __all__ = ["PoolSnapshot", "RunSnapshot", "StageSnapshot", "Totals"]
 
@@ -24,25 +25,6 @@ class StageSnapshot:
     failed: int
     retried: int
     durations: WindowStats
-
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    """Queue-wide counts (from the database, refreshed every heartbeat)."""
-
-    queued: int = 0
-    in_progress: int = 0
-    retry_scheduled: int = 0
-    done: int = 0
-    failed: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.queued + self.in_progress + self.retry_scheduled + self.done + self.failed
-
-    @property
-    def remaining(self) -> int:
-        return self.queued + self.in_progress + self.retry_scheduled
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +62,5 @@ class RunSnapshot:
     failed_this_run: int
     stopping: bool = False
     messages: list[str] = field(default_factory=list)
+    #: what the run is waiting for, and until when, when it waits (disk space, a cooldown)
+    waiting: str | None = None

@@ -21,7 +21,6 @@ PermanentError, and ExtractPool refuses such a setup before any paper).
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -34,7 +33,9 @@ from typing import Any
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, WrongPasswordError
 
-from rpa.outcome import analyze
+from rpa.errors import classify
+from rpa.extract.outcome import analyze
+from rpa.files import TEMP_PREFIX
 
 __all__ = ["EXTRACTORS", "MAX_PAGE_ERRORS", "extract_pdf"]
 
@@ -213,12 +214,16 @@ def _hyphens(text: str) -> str:
     return _SOFT_JOIN.sub("", text).replace("\ufffe", "-")
 
 
-def _write_text(text_path: str, pages: list[str]) -> None:
-    """Write the text with [PAGE n] markers: temp file in the same folder, fsync, rename, so a
-    reader (or a crash) never sees half a file."""
+def _write_text(text_path: str, pages: list[str], run_id: str) -> None:
+    """Write the text with [PAGE n] markers: temp file in the same folder (its name carries
+    the run's id), fsync, rename, so a reader (or a crash) never sees half a file. Streamed a
+    page at a time (rpa.files.atomic_write takes the whole text at once)."""
     folder = os.path.dirname(os.path.abspath(text_path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".rpa-", suffix=".tmp", dir=folder)
+    name = os.path.basename(text_path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f"{TEMP_PREFIX}{run_id or 'none'}.", suffix=f".{name}", dir=folder
+    )
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
             for n, text in enumerate(pages, start=1):
@@ -246,7 +251,7 @@ def _clean(text: str) -> str:
     return _CONTROLS.sub("\ufffd", text)
 
 
-def _extract(pdf_path: str, text_path: str, extractor: str) -> dict[str, object]:
+def _extract(pdf_path: str, text_path: str, extractor: str, run_id: str) -> dict[str, object]:
     if extractor not in EXTRACTORS:
         raise _Failure("config", f"unknown extractor {extractor!r}: one of {EXTRACTORS}")
     try:
@@ -271,10 +276,10 @@ def _extract(pdf_path: str, text_path: str, extractor: str) -> dict[str, object]
             raise _Failure("invalid_pdf", _describe(exc)) from exc
     pages = [_clean(p) for p in pages]
     try:
-        _write_text(text_path, pages)
+        _write_text(text_path, pages, run_id)
     except OSError as exc:
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise _Failure("disk_full" if full else "permanent", _describe(exc)) from exc
+        failure = classify(exc, "writing the text")
+        raise _Failure(failure.kind, failure.message[:MAX_MESSAGE_CHARS]) from exc
     if len(errors) > MAX_PAGE_ERRORS:
         errors = [*errors[:MAX_PAGE_ERRORS], f"... and {len(errors) - MAX_PAGE_ERRORS} more"]
     try:
@@ -292,12 +297,15 @@ def _extract(pdf_path: str, text_path: str, extractor: str) -> dict[str, object]
     }
 
 
-def extract_pdf(pdf_path: str, text_path: str, extractor: str = "pypdf") -> dict[str, object]:
-    """Extract one PDF's text to `text_path` and analyse it; never raises (see module doc)."""
+def extract_pdf(
+    pdf_path: str, text_path: str, extractor: str = "pypdf", run_id: str = ""
+) -> dict[str, object]:
+    """Extract one PDF's text to `text_path` and analyse it; never raises (see module doc).
+    `run_id` goes into the temporary file's name (rpa.files.temp_owner)."""
     result: dict[str, object]
     with _NOISE.counting() as noise:
         try:
-            result = _extract(pdf_path, text_path, extractor)
+            result = _extract(pdf_path, text_path, extractor, run_id)
         except _Failure as failure:
             result = {"ok": False, "kind": failure.kind, "message": failure.message}
         except MemoryError as exc:  # RLIMIT_AS reached: --extract-max-mb

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 from collections.abc import Iterator
 from typing import Any, TextIO
+
+from rpa.queue.store import QueueStore
 
 __all__ = ["CSV_FIELDS", "iter_records", "write_csv", "write_jsonl"]
 
@@ -22,22 +23,20 @@ CSV_FIELDS = [
 PAGE = 1000
 
 
-def iter_records(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+def iter_records(store: QueueStore) -> Iterator[dict[str, Any]]:
     last = ""
     while True:
-        rows = conn.execute(
-            "SELECT id, outcome_json FROM results WHERE id > ? ORDER BY id LIMIT ?", (last, PAGE)
-        ).fetchall()
+        rows = store.results_page(last, PAGE)
         if not rows:
             return
-        for row in rows:
-            yield json.loads(row[1])
+        for _, outcome_json in rows:
+            yield json.loads(outcome_json)
         last = rows[-1][0]
 
 
-def write_jsonl(conn: sqlite3.Connection, out: TextIO) -> int:
+def write_jsonl(store: QueueStore, out: TextIO) -> int:
     n = 0
-    for record in iter_records(conn):
+    for record in iter_records(store):
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
         n += 1
     return n
@@ -66,11 +65,11 @@ def _flat(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_csv(conn: sqlite3.Connection, out: TextIO) -> int:
+def write_csv(store: QueueStore, out: TextIO) -> int:
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
     writer.writeheader()
     n = 0
-    for record in iter_records(conn):
+    for record in iter_records(store):
         writer.writerow(_flat(record))
         n += 1
     return n

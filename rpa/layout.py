@@ -1,4 +1,4 @@
-"""Where files go under --out, and the stages' file work (run in the I/O pool, not the loop).
+"""Where files go under --out, and the file work of the stages (run in the I/O pool).
 
     OUT/pdf/<shard>/<name>.pdf        downloaded PDFs (final names hold only whole, checked files)
     OUT/text/<shard>/<name>.txt       extracted text with [PAGE n] markers
@@ -10,21 +10,22 @@ outside OUT; <shard> (the yymm of the ID, or archive_yymm, or "ext") keeps folde
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rpa.download import sniff_pdf
+from rpa.errors import ConfigError
+from rpa.files import LEGACY_OWNER, sha256_file, sniff_pdf, temp_owner
 from rpa.ids import parse_id, storage_name, url_for
-from rpa.jobs import Job
+from rpa.queue.model import Job
 
-__all__ = ["Layout"]
+__all__ = ["Layout", "check_out_folder"]
 
 _NEW = re.compile(r"^(\d{4})\.")
 _OLD = re.compile(r"^([a-z-]+)(?:\.[A-Za-z-]+)?/(\d{4})")
+KINDS = ("pdf", "text", "outcome")
 
 
 def shard(key: str) -> str:
@@ -35,20 +36,18 @@ def shard(key: str) -> str:
     return "ext"
 
 
-def _is_temporary(name: str) -> bool:
-    """Temporary names: downloads and outcomes (`.tmp-*`), texts written by an extraction
-    process (`.rpa-*.tmp`). No final name starts with a dot."""
-    return name.startswith(".tmp-") or (name.startswith(".rpa-") and name.endswith(".tmp"))
-
-
-def _sha256_file(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+def check_out_folder(root: Path) -> None:
+    """Refuse an --out that cannot be used, before any work: a file in its place, a folder
+    rpa may not write (a read-only mount, permissions). Creates it when missing. Blocking."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--out {root} is a file, not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".rpa-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out {root} cannot be written: {exc.strerror or exc}") from None
 
 
 class Layout:
@@ -73,17 +72,32 @@ class Layout:
     def url(template: str, key: str) -> str:
         return url_for(template, key)
 
-    def prepare(self) -> int:
-        """Create the folders and delete temporary files left by an interrupted run."""
-        removed = 0
-        for kind in ("pdf", "text", "outcome"):
+    def _temporaries(self) -> Iterator[tuple[os.DirEntry[str], str]]:
+        for kind in KINDS:
             base = self.root / kind
-            base.mkdir(parents=True, exist_ok=True)
+            if not base.is_dir():
+                continue
             for folder in (base, *(p for p in base.iterdir() if p.is_dir())):
                 for entry in os.scandir(folder):
-                    if _is_temporary(entry.name) and entry.is_file():
-                        os.unlink(entry.path)
-                        removed += 1
+                    owner = temp_owner(entry.name)
+                    if owner is not None and entry.is_file():
+                        yield entry, owner
+
+    def prepare(self, live_runs: set[str]) -> int:
+        """Create the folders; delete the temporary files of runs that are not live (a
+        crashed run's half-written files). A file of a live run is never touched; files
+        named the old way (no run id) are removed only when no other run is live."""
+        for kind in KINDS:
+            (self.root / kind).mkdir(parents=True, exist_ok=True)
+        removed = 0
+        for entry, owner in list(self._temporaries()):
+            if owner in live_runs or (owner == LEGACY_OWNER and live_runs):
+                continue
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:  # its run finished it (or removed it) meanwhile
+                pass
         return removed
 
     @staticmethod
@@ -97,7 +111,7 @@ class Layout:
         if not sniff_pdf(head):
             dest.unlink(missing_ok=True)
             return None
-        return _sha256_file(dest)
+        return sha256_file(dest)
 
     @staticmethod
     def verify_pdf(path: str, size: int | None, sha256: str | None) -> bool:
@@ -106,19 +120,9 @@ class Layout:
         try:
             if size is not None and p.stat().st_size != size:
                 return False
+            return sha256 is None or sha256_file(p)[1] == sha256
         except FileNotFoundError:
             return False
-        return sha256 is None or _sha256_file(p)[1] == sha256
-
-    @staticmethod
-    def write_json(path: Path, record: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".tmp-{path.name}"
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(record, fh, ensure_ascii=False, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
 
     @staticmethod
     def outcome_record(job: Job, run_id: str) -> dict[str, Any]:
@@ -151,18 +155,4 @@ class Layout:
                 "extract": round(job.extract_seconds or 0.0, 4),
             },
             "run_id": run_id,
-        }
-
-    @staticmethod
-    def result_row(record: dict[str, Any]) -> dict[str, Any]:
-        stamp = record.get("arxiv_stamp")
-        return {
-            "title": record.get("title"),
-            "pages": record.get("page_count"),
-            "words": record.get("word_count"),
-            "references": (record.get("references") or {}).get("count"),
-            "arxiv_stamp": json.dumps(stamp) if stamp else None,
-            "sha256": record["pdf"]["sha256"],
-            "bytes": record["pdf"]["bytes"],
-            "outcome_json": json.dumps(record, ensure_ascii=False),
         }

@@ -41,7 +41,7 @@ from types import TracebackType
 from typing import Literal
 
 from rpa.errors import ConfigError, ExtractTimeout, MemoryCapExceeded, WorkerCrashed
-from rpa.extract import EXTRACTORS, extract_pdf
+from rpa.extract.pdf import EXTRACTORS, extract_pdf
 
 __all__ = ["DEFAULT_MAX_MB", "DEFAULT_NICE", "DEFAULT_TIMEOUT", "ExtractPool", "PoolStatistics"]
 
@@ -54,7 +54,11 @@ DEFAULT_NICE = 10
 STOP_GRACE = 1.0
 #: seconds a failed extraction waits for its process's replacement before raising
 REPLACE_WAIT = 5.0
+#: processes a paper may see die before they receive it, before it is charged for it
+NOT_STARTED_RETRIES = 3
 _FRAME = struct.Struct("!Q")  # result frame header: payload length
+#: the empty frame a worker sends when it has received a task
+_ACK = _FRAME.pack(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +98,11 @@ def _exit_with_parent() -> None:
 
 def _child_main(tasks: Connection, results: Connection, nice: int, max_mb: int | None) -> None:
     """Worker loop: receive (pdf, text, extractor), extract, send a frame back; None stops."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Ctrl-C, and a SIGTERM sent to the whole process group (`timeout`, systemd, kill -TERM
+    # -PGID), are the parent's to handle: it stops gracefully and then stops us. Were we to
+    # die of it, each death would count against the paper we were working on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _exit_with_parent()
     with contextlib.suppress(OSError):
         os.nice(nice)  # extraction must never starve the event loop's core
@@ -113,6 +121,10 @@ def _child_main(tasks: Connection, results: Connection, nice: int, max_mb: int |
             return  # the parent is gone
         if task is None:
             return
+        try:
+            os.write(fd, _ACK)  # "I have it": a death from now on is this paper's doing
+        except OSError:
+            return
         result = extract_pdf(*task)
         payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         data = memoryview(_FRAME.pack(len(payload)) + payload)
@@ -127,7 +139,7 @@ def _context() -> BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         # Import pypdf once in the server; each worker forks with it already loaded.
-        ctx.set_forkserver_preload(["rpa.pool"])
+        ctx.set_forkserver_preload(["rpa.extract.pool"])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -137,6 +149,15 @@ def _context() -> BaseContext:
 
 class _ProcessDied(Exception):
     """Internal: the result pipe hit EOF."""
+
+    def __init__(self, started: bool = True) -> None:
+        super().__init__()
+        #: had the process received the task? If not, the paper is not to blame
+        self.started = started
+
+
+class _NotStarted(Exception):
+    """Internal: the process died before it received the task (not the paper's fault)."""
 
 
 class _Worker:
@@ -151,6 +172,7 @@ class _Worker:
         self.waiter: asyncio.Future[dict[str, object]] | None = None
         self.busy = False
         self.dead = False  # its pipe hit EOF
+        self.started = False  # it acknowledged the task in hand
         self.retired: asyncio.Task[None] | None = None  # killed; the replacement task
 
     def kill(self) -> None:
@@ -343,7 +365,7 @@ class ExtractPool:
             self._drop_reader(worker)
             worker.dead = True
             if worker.waiter is not None and not worker.waiter.done():
-                worker.waiter.set_exception(_ProcessDied())
+                worker.waiter.set_exception(_ProcessDied(started=worker.started))
             elif not worker.busy and not self._closing:
                 self._retire(worker)  # died while idle: replace it before anyone picks it
             return
@@ -354,6 +376,9 @@ class ExtractPool:
                 break
             payload = bytes(worker.buffer[_FRAME.size : _FRAME.size + size])
             del worker.buffer[: _FRAME.size + size]
+            if size == 0:
+                worker.started = True
+                continue
             if worker.waiter is not None and not worker.waiter.done():
                 worker.waiter.set_result(pickle.loads(payload))
 
@@ -367,22 +392,41 @@ class ExtractPool:
         # Not a caller-side asyncio.timeout: only the pool can kill the process, replace it
         # and say ExtractTimeout (a caller's cancellation also kills, but says nothing).
         timeout: float | None = None,  # noqa: ASYNC109
+        run_id: str = "",
     ) -> dict[str, object]:
-        """Extract one PDF in a worker; `timeout` overrides the pool's for this call."""
+        """Extract one PDF in a worker; `timeout` overrides the pool's for this call; the
+        text's temporary file carries `run_id`. A process that dies before it has received
+        the paper (an idle crash the pool had not seen yet) is not the paper's fault: the
+        paper goes to another process."""
         limit = self._timeout if timeout is None else timeout
         if self._mode == "thread":
-            return await self._extract_in_thread(pdf_path, text_path, limit)
+            return await self._extract_in_thread(pdf_path, text_path, limit, run_id)
+        task = (pdf_path, text_path, self._extractor, run_id)
+        for _ in range(NOT_STARTED_RETRIES):
+            try:
+                return await self._extract_once(task, limit)
+            except _NotStarted:
+                continue
+        self._crashed += 1
+        raise WorkerCrashed(
+            f"{NOT_STARTED_RETRIES} extraction processes in a row died before they received "
+            "the paper (the machine may be out of memory or processes)"
+        )
+
+    async def _extract_once(
+        self, task: tuple[str, str, str, str], limit: float
+    ) -> dict[str, object]:
         if self._idle is None or self._closing:
             raise RuntimeError("the extraction pool is not running (use `async with`)")
         worker = await self._idle.get()
         while worker.dead or worker.retired:  # died while idle: its replacement is queued
             worker = await self._idle.get()
         try:
-            result = await self._run(worker, (pdf_path, text_path, self._extractor), limit)
+            result = await self._run(worker, task, limit)
             if result.get("kind") == "memory_cap":
                 # Its heap may sit near the cap, fragmented: recycle the process too.
                 raise MemoryCapExceeded(f"{result.get('message')} (cap {self._max_mb} MiB)")
-        except (ExtractTimeout, WorkerCrashed, MemoryCapExceeded):
+        except (ExtractTimeout, WorkerCrashed, MemoryCapExceeded, _NotStarted):
             # Kill and replace; tell the caller once the pool is whole again (or soon anyway).
             await asyncio.wait({self._retire(worker)}, timeout=REPLACE_WAIT)
             raise
@@ -393,15 +437,15 @@ class ExtractPool:
         return result
 
     async def _run(
-        self, worker: _Worker, task: tuple[str, str, str], limit: float
+        self, worker: _Worker, task: tuple[str, str, str, str], limit: float
     ) -> dict[str, object]:
         waiter: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
-        worker.waiter, worker.busy = waiter, True
+        worker.waiter, worker.busy, worker.started = waiter, True, False
         try:
             try:
                 worker.tasks.send(task)
             except (OSError, ValueError):
-                raise _ProcessDied() from None
+                raise _ProcessDied(started=False) from None
             async with asyncio.timeout(limit):
                 return await waiter
         except TimeoutError:
@@ -409,7 +453,9 @@ class ExtractPool:
             raise ExtractTimeout(
                 f"extraction ran past {limit:g} s; its process ({worker.pid}) was killed"
             ) from None
-        except _ProcessDied:
+        except _ProcessDied as died:
+            if not died.started:
+                raise _NotStarted() from None
             self._crashed += 1
             raise WorkerCrashed(
                 f"the extraction process ({worker.pid}) died mid-parse "
@@ -419,7 +465,7 @@ class ExtractPool:
             worker.waiter, worker.busy = None, False
 
     async def _extract_in_thread(
-        self, pdf_path: str, text_path: str, limit: float
+        self, pdf_path: str, text_path: str, limit: float, run_id: str
     ) -> dict[str, object]:
         if self._executor is None or self._slots is None:
             raise RuntimeError("the extraction pool is not running (use `async with`)")
@@ -432,7 +478,7 @@ class ExtractPool:
                 loop.call_soon_threadsafe(self._thread_finished)
 
         try:
-            work = self._executor.submit(extract_pdf, pdf_path, text_path, self._extractor)
+            work = self._executor.submit(extract_pdf, pdf_path, text_path, self._extractor, run_id)
         except RuntimeError:
             self._thread_finished()
             raise

@@ -1,9 +1,10 @@
 """What arXiv's politeness budget means for a run, said before the run starts.
 
-arXiv asks robots for bursts of at most 4 requests per second with a 1 second pause, a contact
+arXiv allows robots "bursts of 4 requests per second with a 1 second sleep per burst", a contact
 address in the User-Agent, and for large collections its bulk data instead
-(https://info.arxiv.org/help/bulk_data.html). At 4 requests a second a million papers take
-about three days of downloading however many workers run, so a user should hear that before
+(https://info.arxiv.org/help/bulk_data.html). rpa reads that conservatively (4 requests in any
+2 seconds: rpa.config.ARXIV_RATE_LIMITS), at which a million papers take nearly six days of
+downloading however many workers run, so a user should hear that before
 the run, not after.
 """
 
@@ -65,7 +66,8 @@ def politeness_notice(n_jobs: int, host: str, rate_limits: str, mailto: str = ""
     if limit is None:
         return (
             f"{n_jobs:,} papers from {host} with no rate limit for it: arXiv asks robots for "
-            "at most 4 requests per second (--rate-limits 'export.arxiv.org=4/1s')."
+            "4 requests in a burst, then a 1 second pause (--rate-limits "
+            "'export.arxiv.org=4/2s')."
         )
     count, period = limit
     seconds = politeness_seconds(n_jobs, count, period)

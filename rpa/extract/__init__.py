@@ -1,0 +1,1 @@
+"""The PDF work: the extraction pool, the extractors and the key-outcome analysis."""

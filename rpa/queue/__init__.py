@@ -1,0 +1,57 @@
+"""The queue: one interface (`QueueStore`) over SQLite or PostgreSQL.
+
+    open_store("rpa.db")                            SQLite (the embedded default)
+    open_store("postgresql://rpa@db.lab:5432/rpa")  PostgreSQL (rpa[postgres])
+
+`QueueStore` is synchronous and belongs to one thread; `AsyncQueue` (rpa.queue.aio) runs it
+off the event loop for a run. Nothing above this package knows which backend it talks to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rpa.queue.store import QueueStore
+
+__all__ = ["QueueStore", "is_postgres_url", "open_store", "redact", "schema_version"]
+
+_PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(db: str | Path) -> bool:
+    return isinstance(db, str) and db.startswith(_PG_SCHEMES)
+
+
+def redact(db: str | Path) -> str:
+    """`db` for messages: a PostgreSQL URL without its password."""
+    if not is_postgres_url(db):
+        return str(db)
+    from rpa.queue.postgres import redact_url
+
+    return redact_url(str(db))
+
+
+def open_store(db: str | Path, *, readonly: bool = False, create: bool = True) -> QueueStore:
+    """Open the queue at `db` (a SQLite path or a PostgreSQL URL), migrating it to this rpa's
+    schema unless `readonly`; `create=False` refuses a queue that does not exist yet.
+    Blocking: never call it on the event loop. Raises rpa.errors.DatabaseError."""
+    if is_postgres_url(db):
+        from rpa.queue.postgres import open_backend
+
+        return QueueStore(open_backend(str(db), readonly=readonly, create=create))
+    from rpa.queue.sqlite import SqliteBackend, connect
+
+    path = Path(db)
+    return QueueStore(SqliteBackend(connect(path, readonly=readonly, create=create), path))
+
+
+def schema_version(db: str | Path) -> tuple[int, int]:
+    """(the schema version of the queue at `db`, the one this rpa makes)."""
+    if is_postgres_url(db):
+        from rpa.queue.postgres import schema_version as pg_version
+
+        return pg_version(str(db))
+    from rpa.queue.sqlite import SCHEMA_VERSION
+    from rpa.queue.sqlite import schema_version as sqlite_version
+
+    return sqlite_version(Path(db)), SCHEMA_VERSION

@@ -1,0 +1,195 @@
+"""The queue's plain data: what goes in and comes out of `QueueStore`, as typed values.
+
+Nothing above the queue sees a column name: a claim returns `Job`s, a checkpoint takes a
+`Downloaded` or an `Extracted`, a failure is a `Failure`, a stage timing an `Attempt`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ACTIVE_STAGES",
+    "FINAL_STAGES",
+    "QUEUE_SETTINGS",
+    "Attempt",
+    "Downloaded",
+    "Extracted",
+    "Failure",
+    "HostState",
+    "Job",
+    "Lease",
+    "Reclaimed",
+    "RunInfo",
+    "Totals",
+    "dead_after",
+    "new_run_id",
+    "this_host",
+]
+
+#: a job is claimable in these stages (and none other)
+ACTIVE_STAGES = ("queued", "downloaded", "extracted")
+FINAL_STAGES = ("done", "failed")
+#: the settings that decide where work comes from and goes to: they belong to the queue, not
+#: to one invocation (a resume uses the stored ones; a contradicting value is refused)
+QUEUE_SETTINGS = ("out", "pdf_url", "extractor", "rate_limits", "max_pdf_mb", "follow_redirects")
+
+
+def dead_after(heartbeat_seconds: float) -> float:
+    """Seconds without a heartbeat after which a run is dead: three missed beats and 5 s of
+    slack. The one definition, used by reclaim and by `rpa status` alike."""
+    return 3 * heartbeat_seconds + 5.0
+
+
+def new_run_id() -> str:
+    """A run's id: when it started, and 6 random hex digits (unique across hosts). It names
+    the run's temporary files, so it never holds a dot."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def pid_alive(pid: int) -> bool:
+    """Does a process with this id exist on this host?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to write one job: its id and the fence token the claim gave."""
+
+    job_id: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed job, as the worker sees it."""
+
+    id: str
+    token: int
+    stage: str
+    attempts: int
+    crashes: int
+    pdf_path: str | None = None
+    pdf_bytes: int | None = None
+    pdf_sha256: str | None = None
+    extract: dict[str, Any] | None = None
+    download_seconds: float | None = None
+    extract_seconds: float | None = None
+    final_url: str | None = None
+    http_status: int | None = None
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.id, self.token)
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """The download checkpoint: the PDF is whole at `pdf_path`."""
+
+    pdf_path: str
+    pdf_bytes: int
+    pdf_sha256: str
+    final_url: str | None
+    http_status: int | None
+    download_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """The extract checkpoint: the text is at `text_path`; `result` is the extraction's
+    plain-data result (serialized by the store, in its own thread)."""
+
+    text_path: str
+    result: dict[str, Any]
+    extract_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """The end of an attempt in failure. `final`: the job fails for good; else it waits in
+    the queue until `next_attempt_at`. `count_attempt=False` gives the job its attempt back
+    (it was not the paper's fault)."""
+
+    kind: str
+    message: str
+    final: bool
+    next_attempt_at: float = 0.0
+    crashed: bool = False
+    count_attempt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One timed attempt at a stage, for `rpa status` and the end-of-run summary."""
+
+    job_id: str
+    run_id: str
+    stage: str  # download | extract | outcome
+    started_at: float
+    gate_wait: float
+    duration: float
+    outcome: str  # ok | error
+    error_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run as it registers itself."""
+
+    id: str
+    command: str
+    started_at: float
+    heartbeat_seconds: float
+    settings_json: str
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=this_host)
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaimed:
+    dead_runs: int = 0
+    dead_leases: int = 0
+    expired_leases: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HostState:
+    host: str
+    cooldown_until: float | None
+    breaker_open: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Queue-wide counts."""
+
+    queued: int = 0
+    in_progress: int = 0
+    retry_scheduled: int = 0
+    done: int = 0
+    failed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.in_progress + self.retry_scheduled + self.done + self.failed
+
+    @property
+    def remaining(self) -> int:
+        return self.queued + self.in_progress + self.retry_scheduled

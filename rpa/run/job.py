@@ -1,0 +1,309 @@
+"""The work on one paper: download -> extract -> outcome, each behind its gate.
+
+`JobProcessor` is a component with its own state: it is given the queue, the source, the
+extraction pool, the gates, the output layout and the run's tally, and can be built and tested
+without a whole run. Every checkpoint goes through the queue and is fenced by the job's lease
+token; file work goes to the I/O pool; PDF work to the extraction processes.
+
+Whatever goes wrong while one paper is worked on ends that paper's attempt, explained, and the
+run goes on: a JobError as it is, any other exception through `errors.classify` (a bug is
+`internal`, no space anywhere is `disk_full`). Only a failure to record the failure (the
+database itself broken) ends the run, as `RunCrashed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from rpa import errors
+from rpa.config import Settings
+from rpa.extract.pool import ExtractPool
+from rpa.files import atomic_write_json
+from rpa.gates import Gate
+from rpa.layout import Layout
+from rpa.queue.aio import AsyncQueue
+from rpa.queue.model import Attempt, Downloaded, Extracted, Failure, Job
+from rpa.queue.store import QueueStore
+from rpa.run.backoff import retry_delay
+from rpa.run.tally import Notices, StageMeter, Tally
+from rpa.sources.base import Source
+from rpa.sources.hosts import HostGates
+
+__all__ = ["JobGates", "JobProcessor"]
+
+#: the stage a claimed job's next step belongs to, by its checkpoint
+_NEXT_STAGE = {"queued": "download", "downloaded": "extract", "extracted": "outcome"}
+
+
+@dataclass(frozen=True, slots=True)
+class JobGates:
+    """The gates one paper passes: prefetch (downloaded ahead of extraction, at most),
+    download (at once) and extract (at once). `download` is None for a local source."""
+
+    prefetch: Gate
+    download: Gate | None
+    extract: Gate
+
+
+class JobProcessor:
+    """Processes claimed jobs for one run."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        run_id: str,
+        queue: AsyncQueue,
+        source: Source,
+        pool: ExtractPool,
+        gates: JobGates,
+        hosts: HostGates,
+        layout: Layout,
+        io: Executor,
+        tally: Tally,
+        notices: Notices,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.queue = queue
+        self.source = source
+        self.pool = pool
+        self.gates = gates
+        self.hosts = hosts
+        self.layout = layout
+        self.io = io
+        self.tally = tally
+        self.notices = notices
+        self.stopping = stopping
+
+    async def _in_io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+
+    # ---- one job --------------------------------------------------------------------------
+
+    async def process(self, job: Job) -> None:
+        """Take `job` as far as it goes. Raises only CancelledError and RunCrashed."""
+        stage = _NEXT_STAGE[job.stage]
+        start = time.perf_counter()
+        current: Job | None = job
+        try:
+            if job.stage in ("queued", "downloaded"):
+                # The prefetch gate bounds the papers between download and extracted: with
+                # 200 workers and nothing else, every worker's PDF would be fetched at once
+                # at start (CPU the loop needs, disk nobody needs yet).
+                async with self.gates.prefetch:
+                    if job.stage == "queued":
+                        current = await self._download(job)
+                    if current is not None and current.stage == "downloaded":
+                        stage = "extract"
+                        current = await self._extract(current, verify=job.stage == "downloaded")
+            if current is not None:
+                stage = "outcome"
+                await self._outcome(current, total=time.perf_counter() - start)
+        except Exception as exc:
+            await self._fail(current or job, errors.classify(exc, f"the {stage} stage"), stage)
+
+    def _attempt(
+        self, job: Job, stage: str, started: float, wait: float, took: float,
+        outcome: str = "ok", kind: str | None = None,
+    ) -> None:  # fmt: skip
+        self.tally.attempts.append(
+            Attempt(job.id, self.run_id, stage, started, wait, took, outcome, kind)
+        )
+
+    @contextlib.contextmanager
+    def _running(
+        self, meter: StageMeter, job: Job, stage: str, started: float, wait: float
+    ) -> Iterator[float]:
+        """One attempt at a stage's work, inside its gate: counted as running, and recorded
+        as an error attempt if it raises. Yields the perf_counter start."""
+        meter.running += 1
+        t0 = time.perf_counter()
+        try:
+            yield t0
+        except Exception as exc:
+            kind = errors.classify(exc).kind
+            self._attempt(job, stage, started, wait, time.perf_counter() - t0, "error", kind)
+            raise
+        finally:
+            meter.running -= 1
+
+    async def _checkpoint(self, ok: bool, what: str, job: Job) -> bool:
+        if not ok:
+            self.notices.add(f"lease lost before the {what} checkpoint: {job.id}")
+        return ok
+
+    async def _download(self, job: Job) -> Job | None:
+        meter = self.tally.meters["download"]
+        dest = self.layout.pdf_path(job.id)
+        started = time.time()
+        adopted = await self._in_io(self.layout.adopt_pdf, dest)
+        if adopted is not None:
+            # A complete file from an interrupted run: final names only ever hold whole PDFs.
+            size, sha256 = adopted
+            done = Downloaded(str(dest), size, sha256, job.final_url, job.http_status, 0.0)
+        else:
+            url = self.layout.url(self.settings.pdf_url, job.id)
+            gate = self.gates.download
+            async with gate if gate is not None else contextlib.nullcontext(0.0) as wait:
+                with self._running(meter, job, "download", started, wait):
+                    result = await self.source.fetch(url, dest)
+            wait += result.gate_wait
+            meter.done += 1
+            meter.durations.add(result.seconds)
+            self.tally.bytes.add(result.bytes)
+            self._attempt(job, "download", started, wait, result.seconds)
+            done = Downloaded(result.path, result.bytes, result.sha256, result.final_url,
+                              result.status, result.seconds)  # fmt: skip
+        ok = await self.queue.run(
+            QueueStore.checkpoint_download, self.run_id, job.lease, done, time.time()
+        )
+        if not await self._checkpoint(ok, "download", job):
+            return None
+        return dataclasses.replace(
+            job, stage="downloaded", pdf_path=done.pdf_path, pdf_bytes=done.pdf_bytes,
+            pdf_sha256=done.pdf_sha256, final_url=done.final_url, http_status=done.http_status,
+            download_seconds=done.download_seconds,
+        )  # fmt: skip
+
+    async def _extract(self, job: Job, *, verify: bool) -> Job | None:
+        """Extract the checkpointed PDF. `verify`: the PDF comes from an earlier run, so check
+        it is still the file that was checkpointed (size and sha256) before trusting it."""
+        meter = self.tally.meters["extract"]
+        pdf_path = job.pdf_path or ""
+        intact = bool(pdf_path) and (
+            not verify
+            or await self._in_io(self.layout.verify_pdf, pdf_path, job.pdf_bytes, job.pdf_sha256)
+        )
+        if not intact:
+            # The checkpointed file is gone or changed: fetch it again, from the queued stage.
+            await self.queue.run(QueueStore.back_to_queued, self.run_id, job.lease, time.time())
+            self.notices.add(f"{job.id}: stored PDF missing or changed, downloading again")
+            again = await self._download(dataclasses.replace(job, stage="queued"))
+            if again is None:
+                return None
+            job = again
+            pdf_path = job.pdf_path or ""
+        text_path = str(self.layout.text_path(job.id))
+        started = time.time()
+        async with self.gates.extract as wait:
+            with self._running(meter, job, "extract", started, wait) as t0:
+                result = await self.pool.extract(pdf_path, text_path, run_id=self.run_id)
+        took = time.perf_counter() - t0
+        if not result.get("ok"):
+            kind = str(result.get("kind"))
+            self._attempt(job, "extract", started, wait, took, "error", kind)
+            raise errors.error_for_kind(kind, str(result.get("message", "")))
+        meter.done += 1
+        meter.durations.add(took)
+        self.tally.pages.add(float(str(result.get("pages", 0))))
+        self._attempt(job, "extract", started, wait, took)
+        result["text_path"] = text_path
+        ok = await self.queue.run(
+            QueueStore.checkpoint_extract,
+            self.run_id,
+            job.lease,
+            Extracted(text_path, result, took),
+            time.time(),
+        )
+        if not await self._checkpoint(ok, "extract", job):
+            return None
+        return dataclasses.replace(job, stage="extracted", extract=result, extract_seconds=took)
+
+    async def _outcome(self, job: Job, total: float) -> None:
+        meter = self.tally.meters["outcome"]
+        t0 = time.perf_counter()
+        started = time.time()
+        record = self.layout.outcome_record(job, self.run_id)
+        path = self.layout.outcome_path(job.id)
+        # the JSON is made and written in the I/O pool, never on the loop
+        await self._in_io(lambda: atomic_write_json(path, record, run_id=self.run_id))
+        took = time.perf_counter() - t0
+        ok = await self.queue.run(
+            QueueStore.complete, self.run_id, job.lease, record, str(path), time.time()
+        )
+        if not await self._checkpoint(ok, "outcome", job):
+            return
+        meter.done += 1
+        meter.durations.add(took)
+        self._attempt(job, "outcome", started, 0.0, took)
+        self.tally.finished(job.id, total)
+
+    # ---- failure --------------------------------------------------------------------------
+
+    async def _give_back(self, job: Job) -> None:
+        """Back to the queue as it was claimed: no attempt counted."""
+        await self.queue.run(QueueStore.release, self.run_id, [job.lease])
+        self.tally.taken -= 1
+
+    async def _fail(self, job: Job, exc: errors.JobError, stage: str) -> None:
+        try:
+            await self._record_failure(job, exc, stage)
+        except asyncio.CancelledError:
+            raise
+        except Exception as inner:  # the failure itself cannot be recorded: the run stops
+            raise errors.RunCrashed(
+                f"cannot record the failure of {job.id} ({exc.kind}: {exc.message}): "
+                f"{type(inner).__name__}: {inner}"
+            ) from inner
+
+    async def _record_failure(self, job: Job, exc: errors.JobError, stage: str) -> None:
+        s = self.settings
+        meter = self.tally.meters[stage]
+        now = time.time()
+        if isinstance(exc, errors.RunLevelError):
+            host = exc.host or self.hosts.primary
+            if self.hosts.open_breaker(host, exc.message):
+                self.notices.add(
+                    f"{host} refused us ({exc.message}); downloads from it stopped. Finishing "
+                    "what is downloaded. Wait before `rpa resume`; arXiv's bulk data is the "
+                    "way for large lists."
+                )
+                await self.queue.run(QueueStore.open_breaker, host, exc.message, now)
+            await self._give_back(job)
+            return
+        if isinstance(exc, errors.WorkerCrashed) and self.stopping():
+            # The run is stopping (a signal to the whole process group reaches the
+            # extraction processes too): a process lost now is not the paper's fault.
+            self.notices.add(f"{job.id}: extraction cut short by the stop; it goes back")
+            await self._give_back(job)
+            return
+        crashed = isinstance(exc, errors.WorkerCrashed)
+        if crashed and job.crashes + 1 >= s.poison_after:
+            exc = errors.Poison(f"killed {job.crashes + 1} extraction processes: {exc.message}")
+        final = isinstance(exc, errors.PermanentError) or job.attempts + 1 >= s.max_attempts
+        next_at = 0.0
+        if not final:
+            next_at = now + retry_delay(
+                job.attempts + 1, s.retry_base, s.retry_max, exc.retry_after
+            )
+        if exc.retry_after:  # the host's cooldown binds every job, this one's last try or not
+            host = exc.host or self.hosts.primary
+            self.hosts.pause_until(host, time.monotonic() + exc.retry_after)
+            until = time.strftime("%H:%M:%S", time.localtime(now + exc.retry_after))
+            self.notices.add(
+                f"{host} asked us to wait {exc.retry_after:.0f}s (Retry-After): no request "
+                f"to it before {until}",
+                key=f"cooldown {host} {until}",
+            )
+            await self.queue.run(
+                QueueStore.set_cooldown, host, now + exc.retry_after, exc.message, now
+            )
+        failure = Failure(exc.kind, exc.message, final, next_at, crashed)
+        if not await self.queue.run(QueueStore.fail, self.run_id, job.lease, failure, now):
+            self.notices.add(f"lease lost before recording a failure: {job.id}")
+            return
+        if final:
+            meter.failed += 1
+            self.tally.failed_for_good(exc.kind, exc.message)
+        else:
+            meter.retried += 1
+            self.tally.retried += 1

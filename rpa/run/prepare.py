@@ -1,0 +1,150 @@
+"""Everything checked and decided before any work: the queue's settings, the set-up, the IDs.
+
+`prepare` runs before the event loop starts. In order: the ID file must exist (a missing one
+creates no database); the queue's stored settings are applied (a value that contradicts one is
+refused, naming both, unless `reconfigure`); the set-up is checked (the extractor, the output
+folder); only then are IDs queued. An ID list with no valid ID is an input error unless the
+queue holds work already.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rpa.config import Resolved, Settings, parse_rate_limits
+from rpa.errors import ConfigError, InputError, InvalidIdError
+from rpa.layout import check_out_folder
+from rpa.queue import is_postgres_url, open_store
+from rpa.queue.enqueue import EnqueueReport, enqueue_file
+from rpa.queue.model import QUEUE_SETTINGS
+from rpa.queue.store import QueueStore
+
+__all__ = ["Prepared", "apply_queue_settings", "check_setup", "prepare"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    settings: Settings  # what this invocation runs with (the queue's settings applied)
+    report: EnqueueReport | None  # the ID file's, for `run`
+    notes: list[str]  # what was decided (a reconfigured setting, say)
+    remaining: int  # jobs left in the queue
+
+
+def _stored_form(settings: Settings, key: str) -> Any:
+    value = getattr(settings, key)
+    if key == "out":
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if key == "out":
+        return bool(Path(str(a)).resolve() == Path(str(b)).resolve())
+    if key == "rate_limits":
+        try:
+            return parse_rate_limits(str(a)) == parse_rate_limits(str(b))
+        except ConfigError:
+            return False
+    if key == "max_pdf_mb":
+        return float(a) == float(b)
+    return bool(a == b)
+
+
+def apply_queue_settings(
+    resolved: Resolved, stored: dict[str, Any], *, reconfigure: bool
+) -> tuple[Settings, dict[str, Any], list[str]]:
+    """The settings to run with: the queue's stored ones where the user gave none; the user's
+    where the queue has none yet. Returns (settings, values to store, notes). A value the user
+    gave (flag, env var or config file) that contradicts a stored one is a ConfigError naming
+    both, unless `reconfigure`."""
+    s = resolved.settings
+    keep: dict[str, Any] = {}
+    to_store: dict[str, Any] = {}
+    notes: list[str] = []
+    conflicts: list[str] = []
+    for key in QUEUE_SETTINGS:
+        mine = _stored_form(s, key)
+        value = stored.get(key, mine)
+        if key not in stored:
+            to_store[key] = mine
+        elif key in resolved.origins and not _same(key, mine, value):
+            if not reconfigure:
+                conflicts.append(
+                    f"{key}: the queue has {value!r}, {resolved.origins[key]} says {mine!r}"
+                )
+                continue
+            to_store[key] = value = mine
+            notes.append(f"{key}: {stored[key]!r} -> {mine!r} (--reconfigure; recorded)")
+        keep[key] = Path(value) if key == "out" else value
+    if conflicts:
+        raise ConfigError(
+            "this queue was set up with other settings:\n  "
+            + "\n  ".join(conflicts)
+            + "\nThey decide where its work comes from and goes to. Leave them out to use the "
+            "queue's, or pass --reconfigure to change them (the change is recorded)."
+        )
+    try:
+        return dataclasses.replace(s, **keep), to_store, notes
+    except ConfigError as exc:
+        raise ConfigError(f"the queue's stored settings are not usable: {exc}") from None
+
+
+def check_setup(settings: Settings) -> None:
+    """The configuration errors a run would meet later, found now, before any ID is queued."""
+    if settings.extractor == "pdfium" and importlib.util.find_spec("pypdfium2") is None:
+        raise ConfigError(
+            "--extractor pdfium needs the pdfium extra: pip install 'rpa[pdfium]' "
+            "(./run.sh installs it)"
+        )
+    check_out_folder(Path(settings.out))
+
+
+def _exists(db: str) -> bool:
+    return is_postgres_url(db) or Path(db).exists()
+
+
+def prepare(
+    resolved: Resolved,
+    *,
+    command: str,
+    run_id: str,
+    now: float,
+    ids: Path | None = None,
+    strict: bool = False,
+    reconfigure: bool = False,
+    on_invalid: Callable[[InvalidIdError], None] | None = None,
+) -> Prepared:
+    """Check and decide everything before a run (see the module doc). Blocking."""
+    db = resolved.settings.db
+    if ids is not None and not ids.is_file():
+        what = "a folder" if ids.is_dir() else "not there"
+        raise InputError(f"ID file {ids} is {what}; nothing was queued")
+    if command == "resume" and not _exists(db):
+        raise ConfigError(f"no queue database at {db}; start one with `rpa run IDS`")
+    store: QueueStore | None = open_store(db, create=False) if _exists(db) else None
+    try:
+        stored = store.queue_settings() if store is not None else {}
+        settings, to_store, notes = apply_queue_settings(resolved, stored, reconfigure=reconfigure)
+        check_setup(settings)
+        if store is None:
+            store = open_store(db, create=True)
+        if to_store:
+            store.store_queue_settings(to_store, run_id, now)
+        report = None
+        if ids is not None:
+            report = enqueue_file(store, ids, strict=strict, on_invalid=on_invalid)
+        remaining = store.totals(now).remaining
+        if report is not None and report.valid == 0 and remaining == 0:
+            raise InputError(
+                f"{ids} holds no valid ID ({report.lines} lines, {report.invalid} invalid) and "
+                "the queue has no work left: nothing to do"
+            )
+        return Prepared(settings, report, notes, remaining)
+    finally:
+        if store is not None:
+            store.close()

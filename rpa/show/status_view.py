@@ -1,0 +1,111 @@
+"""`rpa status` as lines (the same data as `--json`), every line at most 80 columns."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rpa.show.fmt import WIDTH, Line, Lines, block, clip, ms, when
+
+__all__ = ["make_status"]
+
+
+def _detail(text: str, indent: int = 6, style: str = "") -> Line:
+    return [(" " * indent + clip(text, WIDTH - indent), style)]
+
+
+def make_status(status: dict[str, Any]) -> Lines:
+    t = status["totals"]
+    lines: list[Line] = [
+        [(clip(f"Queue {status.get('database', '')}  (read {when(status['generated_at'])})", WIDTH),
+          "bold")]
+    ]  # fmt: skip
+    lines += block(
+        "Totals",
+        ("queued", "in progress", "retry sched.", "done", "failed", "total"),
+        [tuple(str(t[k]) for k in ("queued", "in_progress", "retry_scheduled", "done",
+                                    "failed", "total"))],
+        labels=False,
+    )  # fmt: skip
+    lines += block(
+        "By stage",
+        ("stage", "waiting", "leased", "retry sched.", "final"),
+        (
+            (
+                stage,
+                *(str(row.get(k, 0)) for k in ("waiting", "leased", "retry_scheduled", "final")),
+            )
+            for stage, row in status["stages"].items()
+        ),
+    )
+    stuck = status["stuck"]
+    if stuck["count"]:
+        lines.append([(f"Stuck: {stuck['count']} (`rpa resume` reclaims them)", "title")])
+        for s in stuck["oldest"]:
+            lines.append([(clip(f"  {s['id']}  {s['stage']}  {s['reason']}  since "
+                                f"{when(s['since'])}", WIDTH), "")])  # fmt: skip
+            lines.append(_detail(f"lease owner {s['lease_owner']}"))
+    else:
+        lines.append([("Stuck: none", "")])
+    if status["failures"]:
+        lines.append([("Failures by kind", "title")])
+        for f in status["failures"]:
+            lines.append(
+                [(clip(f"  {f['kind']:<14} {f['count']:>7}  e.g. {f['sample_id']}", WIDTH), "")]
+            )
+            lines.append(_detail(f["sample_message"] or "", style="yellow"))
+        lines.append([("  `rpa retry` puts failed papers back in the queue", "")])
+    retries = status["retries"]
+    if retries["next"]:
+        lines.append([(f"Retry scheduled: {retries['count']}", "title")])
+        for r in retries["next"]:
+            lines.append([(clip(f"  {r['id']}  attempts {r['attempts']}  next "
+                                f"{when(r['next_attempt_at'])}", WIDTH), "")])  # fmt: skip
+            lines.append(_detail(f"{r['error_kind']}: {r['error_message']}", style="yellow"))
+    timings = status["timings"]
+    lines += block(
+        f"Stage timings (last {round(timings['window_seconds'] / 60)} min)",
+        ("stage", "attempts", "p50", "p95", "max", "wait p50", "wait p95"),
+        (
+            (stage, str(v["attempts"]), ms(v["duration_p50"]), ms(v["duration_p95"]),
+             ms(v["duration_max"]), ms(v["gate_wait_p50"]), ms(v["gate_wait_p95"]))
+            for stage, v in timings["stages"].items()
+        ),
+        label_width=9,
+    )  # fmt: skip
+    tp = status["throughput"]
+    lines.append(
+        [(f"Throughput: {tp['last_1m_papers_per_min']} papers/min (1 min), "
+          f"{tp['last_5m_papers_per_min']} (5 min), {tp['last_15m_papers_per_min']} (15 min)", "")]
+    )  # fmt: skip
+    for h in status["hosts"]:
+        if h["breaker_open"] or h["cooling_down"]:
+            state = "refused us (breaker open)" if h["breaker_open"] else (
+                f"cooling down until {when(h['cooldown_until'])}")  # fmt: skip
+            lines.append([(clip(f"host {h['host']}: {state}", WIDTH), "yellow")])
+            lines.append(_detail(h["reason"] or "", style="yellow"))
+    settings = status.get("settings") or {}
+    if settings:
+        lines.append([("Settings of this queue (a resume uses these)", "title")])
+        for key, value in settings.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            lines.append([(clip(f"  {key:<17} {text}", WIDTH), "")])
+    runs = status["runs"]
+    lines += block(
+        "Runs (newest first)",
+        ("run", "status", "started", "done", "failed", "papers/min"),
+        (
+            (r["id"], r["status"], when(r["started_at"]), str(r["done"]), str(r["failed"]),
+             str(r["papers_per_min"]))
+            for r in runs
+        ),
+        label_width=24,
+    )  # fmt: skip
+    for r in runs:
+        if r["status"] in ("running", "dead"):
+            text = (
+                f"{r['id']}: {r['command']} on {r['host']}, pid {r['pid']}, "
+                f"last heartbeat {when(r['heartbeat_at'])}"
+            )
+            lines.append(_detail(text, indent=4))
+    return Lines(lines)

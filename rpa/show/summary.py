@@ -1,0 +1,134 @@
+"""The end-of-run summary, as lines (at most 80 columns) or one JSON object."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from rpa.metrics import WindowStats
+from rpa.queue.model import Totals
+from rpa.run.snapshot import StageSnapshot
+from rpa.show.fmt import WIDTH, Line, Lines, block, clip, dur, ms, q
+
+__all__ = ["SummaryData", "make_summary", "summary_dict"]
+
+
+class SummaryData(Protocol):
+    """What the end-of-run summary reads (rpa.run.runner.RunSummary has these)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def done(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def totals(self) -> Totals: ...
+    @property
+    def wall_seconds(self) -> float: ...
+    @property
+    def lag(self) -> WindowStats: ...
+    @property
+    def failures(self) -> dict[str, int]: ...
+    @property
+    def reasons(self) -> dict[str, str]: ...
+    @property
+    def slowest(self) -> list[tuple[str, float]]: ...
+    @property
+    def stages(self) -> list[StageSnapshot]: ...
+    @property
+    def messages(self) -> list[str]: ...
+    @property
+    def crash(self) -> str | None: ...
+
+
+def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) -> Lines:
+    """End-of-run summary. `timings` (this run's stage timings from the database) gives the
+    whole-run percentiles and gate waits; without it the in-memory windows are used."""
+    t = summary.totals
+    head = (
+        f"run {summary.run_id} {summary.status}: {summary.done} done, {summary.failed} failed "
+        "this run"
+    )
+    queue = f"queue: {t.done} done, {t.failed} failed, {t.remaining} remaining"
+    lines: list[Line] = [[(head, "bold")], [(queue, "bold")]]
+    if summary.crash:
+        lines.append([(clip(f"the run crashed: {summary.crash}", WIDTH), "red")])
+        lines.append([("fix the cause, then `rpa resume` continues where this stopped", "red")])
+    per_stage = (timings or {}).get("stages", {})
+    rows = []
+    waits = []
+    for st in summary.stages:
+        d = per_stage.get(st.name)
+        if d is None:
+            figures = (q(st.durations, "p50"), q(st.durations, "p95"), q(st.durations, "max"))
+        else:
+            figures = (ms(d["duration_p50"]), ms(d["duration_p95"]), ms(d["duration_max"]))
+            waits.append((st.name, ms(d["gate_wait_p50"]), ms(d["gate_wait_p95"])))
+        rows.append((st.name, str(st.done), str(st.failed), str(st.retried), *figures))
+    title = "Stages (whole run)" if timings is not None else "Stages"
+    lines += block(title, ("stage", "done", "failed", "retried", "p50", "p95", "max"), rows)
+    if waits:
+        lines += block("Waits before each stage's gate (whole run)", ("stage", "p50", "p95"), waits)
+    if summary.failures:
+        lines.append([("Failures by kind (one reason each)", "title")])
+        for kind, n in sorted(summary.failures.items(), key=lambda kv: (-kv[1], kv[0])):
+            label = f"  {kind:<14} {n:>5}  "
+            reason = summary.reasons.get(kind, "")
+            lines.append([(label, ""), (clip(reason, WIDTH - len(label)), "yellow")])
+    if summary.slowest:
+        slowest = ((i, f"{s:.2f}") for i, s in summary.slowest)
+        lines += block("Slowest papers", ("id", "seconds"), slowest, label_width=60)
+    minutes = max(summary.wall_seconds / 60, 1e-9)
+    lines.append(
+        [(f"total wall time: {summary.wall_seconds:.1f} s ({dur(summary.wall_seconds)}), "
+          f"{summary.done / minutes:.1f} papers/min over the run", "bold")]
+    )  # fmt: skip
+    lag = summary.lag
+    lines.append(
+        [(f"event-loop lag over the run: p50 {q(lag, 'p50')}  p99 {q(lag, 'p99')}  "
+          f"max {q(lag, 'max')}  ({lag.count} samples)", "")]
+    )  # fmt: skip
+    lines.extend([(clip(m, WIDTH), "yellow")] for m in summary.messages[-10:])
+    return Lines(lines)
+
+
+def summary_dict(summary: SummaryData, timings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The end-of-run summary as one JSON line (--log-format json); `"event": "summary"`.
+    `timings` (whole-run stage timings from the database, seconds) is included when given."""
+    t = summary.totals
+    lag = summary.lag
+
+    def ms_or_none(value: float, count: int) -> float | None:
+        return round(value * 1000, 2) if count else None
+
+    return {
+        "event": "summary",
+        "run_id": summary.run_id,
+        "status": summary.status,
+        "crash": summary.crash,
+        "done": summary.done,
+        "failed": summary.failed,
+        "queue": {"done": t.done, "failed": t.failed, "remaining": t.remaining},
+        "wall_seconds": round(summary.wall_seconds, 3),
+        "failures": summary.failures,
+        "reasons": summary.reasons,
+        "slowest": [{"id": i, "seconds": round(s, 3)} for i, s in summary.slowest],
+        "stages": {
+            st.name: {
+                "done": st.done,
+                "failed": st.failed,
+                "retried": st.retried,
+                "p50_ms": ms_or_none(st.durations.p50, st.durations.count),
+                "p95_ms": ms_or_none(st.durations.p95, st.durations.count),
+                "max_ms": ms_or_none(st.durations.max, st.durations.count),
+            }
+            for st in summary.stages
+        },
+        "lag_p50_ms": ms_or_none(lag.p50, lag.count),
+        "lag_p99_ms": ms_or_none(lag.p99, lag.count),
+        "lag_max_ms": ms_or_none(lag.max, lag.count),
+        "timings": None if timings is None else timings["stages"],
+        "messages": summary.messages[-10:],
+    }

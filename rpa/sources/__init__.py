@@ -1,0 +1,1 @@
+"""Where a PDF comes from: HTTP today."""

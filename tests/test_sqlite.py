@@ -1,0 +1,103 @@
+"""The SQLite backend: WAL, migrations of databases older rpas made, `rpa migrate`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import clean_env
+
+from rpa.queue import open_store
+from rpa.queue.sqlite import SCHEMA_VERSION, connect
+from rpa.queue.sqlite_schema import MIGRATIONS
+
+NOW = 1_000_000.0
+
+
+def test_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    connect(path).close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def old_database(path: Path, version: int = 2) -> None:
+    """A database as an older rpa made it: schema `version`, seq with gaps."""
+    from sqlite_utils import Database
+
+    raw = sqlite3.connect(path)
+    raw.isolation_level = None
+    for migrate in MIGRATIONS[:version]:
+        migrate(Database(raw))
+    raw.execute(f"PRAGMA user_version = {version}")
+    raw.executemany(
+        "INSERT INTO jobs (id, seq, stage, created_at, updated_at, pdf_path) "
+        "VALUES (?, ?, ?, 0, 0, ?)",
+        [("2301.00003", 1, "done", "/a.pdf"), ("2301.00001", 7, "queued", None),
+         ("2301.00002", 9, "queued", None), ("2301.00005", 11, "failed", "/b.pdf")],
+    )  # fmt: skip
+    if version >= 3:
+        raw.execute("UPDATE stage_counts SET n = 2 WHERE stage = 'queued'")
+        raw.execute("UPDATE stage_counts SET n = 1 WHERE stage IN ('done', 'failed')")
+    settings = {"out": "/data/old-out", "pdf_url": "http://127.0.0.1:9/pdf/{id}", "workers": 7}
+    raw.execute(
+        "INSERT INTO runs (id, command, pid, host, started_at, heartbeat_at, status, "
+        "settings_json) VALUES ('old-run', 'run', 1, 'h', 5, 5, 'finished', ?)",
+        (json.dumps(settings),),
+    )
+    raw.close()
+
+
+def test_migrations_keep_fifo_order_counts_and_the_old_runs_settings(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old_database(path)
+    store = open_store(path)
+    totals = store.totals(NOW)
+    assert (totals.queued, totals.done, totals.failed) == (2, 1, 1)
+    assert store.enqueue(["2301.00004"], NOW) == 1
+    assert [j.id for j in store.claim("r", 10, 60, NOW)] == [
+        "2301.00001",
+        "2301.00002",
+        "2301.00004",
+    ]
+    row = store.sql.one("SELECT count(*) AS n FROM jobs WHERE seq != rowid")
+    assert row is not None and row["n"] == 0
+    # schema 5: the queue remembers where its work came from and went to
+    assert store.queue_settings() == {
+        "out": "/data/old-out",
+        "pdf_url": "http://127.0.0.1:9/pdf/{id}",
+    }
+    # ... and the failed job the stage it failed at: a retry keeps its PDF
+    assert store.retry_failed(None, NOW) == {"unknown": 1}
+    [job] = store.claim("r", 10, 60, NOW)
+    assert (job.id, job.stage) == ("2301.00005", "downloaded")
+    store.close()
+
+
+def rpa(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "rpa", *args, "--db", str(path)]
+    return subprocess.run(command, capture_output=True, text=True, env=clean_env(), timeout=60)
+
+
+def test_rpa_migrate_upgrades_an_old_database_that_status_refuses(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old_database(path)
+    refused = rpa(path, "status")
+    assert refused.returncode == 2 and "`rpa migrate` upgrades it" in refused.stderr
+    migrated = rpa(path, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stdout.strip() == f"{path}: schema 2 -> {SCHEMA_VERSION}"
+    status = rpa(path, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    totals = json.loads(status.stdout)["totals"]
+    assert (totals["queued"], totals["done"], totals["total"]) == (2, 1, 4)
+    again = rpa(path, "migrate")
+    assert again.stdout.strip() == f"{path}: schema {SCHEMA_VERSION}, already current"
+    path = tmp_path / "missing.db"
+    missing = rpa(path, "migrate")
+    assert missing.returncode == 2 and "no queue database" in missing.stderr
+    assert not path.exists()  # never created by a migrate
