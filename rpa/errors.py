@@ -292,9 +292,9 @@ def classify(exc: BaseException, doing: str = "") -> JobError:
     """The JobError that explains `exc`, raised while `doing` something for one paper.
 
     A JobError is itself. No space left, anywhere: DiskFull. An OSError that names a path
-    rpa cannot write: WriteError (permanent). Any other OSError: TransientIo. A database
-    error: QueueBusy (transient; `rpa.queue` decides which database errors are fatal to the
-    run instead). Anything else is a bug: InternalError, with its type and message.
+    rpa cannot write: WriteError (permanent). Any other OSError: TransientIo. A busy or lost
+    database: QueueBusy (transient). Anything else, a database refusing the change included,
+    is InternalError (permanent), with its type and message.
     """
     if isinstance(exc, JobError):
         return exc
@@ -313,10 +313,11 @@ def classify(exc: BaseException, doing: str = "") -> JobError:
 
 
 def _is_database_error(exc: BaseException) -> bool:
-    # Both drivers follow PEP 249: their errors derive from a class named DatabaseError or
-    # OperationalError in their own module (sqlite3, psycopg); no import needed to tell.
+    # Both drivers follow PEP 249 (no import needed to tell their classes apart): the
+    # errors they raise for a busy or lost database are OperationalError or InterfaceError
+    # (an IntegrityError, a constraint or a trigger refusing the change, is not transient).
     return any(
-        cls.__name__ in ("DatabaseError", "OperationalError", "InterfaceError")
+        cls.__name__ in ("OperationalError", "InterfaceError")
         and cls.__module__.split(".")[0] in ("sqlite3", "psycopg")
         for cls in type(exc).__mro__
     )

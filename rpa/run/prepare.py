@@ -94,9 +94,16 @@ def apply_queue_settings(
         raise ConfigError(f"the queue's stored settings are not usable: {exc}") from None
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def check_setup(settings: Settings) -> None:
     """The configuration errors a run would meet later, found now, before any ID is queued."""
-    if settings.extractor == "pdfium" and importlib.util.find_spec("pypdfium2") is None:
+    if settings.extractor == "pdfium" and not _importable("pypdfium2"):
         raise ConfigError(
             "--extractor pdfium needs the pdfium extra: pip install 'rpa[pdfium]' "
             "(./run.sh installs it)"

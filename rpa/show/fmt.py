@@ -9,6 +9,7 @@ on an 80-column terminal, in a log file, or in a pipe. Laying the live table out
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 from collections.abc import Iterable, Sequence
 
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -18,7 +19,7 @@ from rich.style import Style
 
 from rpa.metrics import WindowStats
 
-__all__ = ["WIDTH", "Cell", "Line", "Lines", "block", "clip", "dur", "ms", "q", "when"]
+__all__ = ["WIDTH", "Cell", "Line", "Lines", "block", "clip", "dur", "ms", "q", "when", "wrap"]
 
 #: every line rpa draws fits in this many columns
 WIDTH = 80
@@ -102,6 +103,15 @@ def clip(text: str, width: int) -> str:
     """`text` on one line, cut to `width` columns with '…' when longer."""
     text = " ".join(str(text).splitlines()).replace("\t", " ")
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def wrap(text: str, style: str = "", *, width: int = WIDTH, indent: str = "") -> list[Line]:
+    """`text` as lines of at most `width` columns, none of it cut (continuation lines get
+    `indent` more)."""
+    lines = textwrap.wrap(
+        " ".join(str(text).splitlines()), width, subsequent_indent=indent, break_long_words=True
+    )
+    return [[(line, style)] for line in lines or [""]]
 
 
 def block(

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 from rpa.metrics import WindowStats
 from rpa.queue.model import Totals
 from rpa.run.snapshot import StageSnapshot
-from rpa.show.fmt import WIDTH, Line, Lines, block, clip, dur, ms, q
+from rpa.show.fmt import WIDTH, Line, Lines, block, clip, dur, ms, q, wrap
 
 __all__ = ["SummaryData", "make_summary", "summary_dict"]
 
@@ -54,7 +54,7 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
     queue = f"queue: {t.done} done, {t.failed} failed, {t.remaining} remaining"
     lines: list[Line] = [[(head, "bold")], [(queue, "bold")]]
     if summary.crash:
-        lines.append([(clip(f"the run crashed: {summary.crash}", WIDTH), "red")])
+        lines += wrap(f"the run crashed: {summary.crash}", "red", indent="  ")
         lines.append([("fix the cause, then `rpa resume` continues where this stopped", "red")])
     per_stage = (timings or {}).get("stages", {})
     rows = []
@@ -65,7 +65,8 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
             figures = (q(st.durations, "p50"), q(st.durations, "p95"), q(st.durations, "max"))
         else:
             figures = (ms(d["duration_p50"]), ms(d["duration_p95"]), ms(d["duration_max"]))
-            waits.append((st.name, ms(d["gate_wait_p50"]), ms(d["gate_wait_p95"])))
+            if st.name != "outcome":  # the outcome stage has no gate of its own
+                waits.append((st.name, ms(d["gate_wait_p50"]), ms(d["gate_wait_p95"])))
         rows.append((st.name, str(st.done), str(st.failed), str(st.retried), *figures))
     title = "Stages (whole run)" if timings is not None else "Stages"
     lines += block(title, ("stage", "done", "failed", "retried", "p50", "p95", "max"), rows)
@@ -90,7 +91,8 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
         [(f"event-loop lag over the run: p50 {q(lag, 'p50')}  p99 {q(lag, 'p99')}  "
           f"max {q(lag, 'max')}  ({lag.count} samples)", "")]
     )  # fmt: skip
-    lines.extend([(clip(m, WIDTH), "yellow")] for m in summary.messages[-10:])
+    for message in summary.messages[-10:]:
+        lines += wrap(message, "yellow", indent="  ")
     return Lines(lines)
 
 

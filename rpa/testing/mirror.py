@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import gzip
 import json
 import os
 import signal
@@ -27,6 +29,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,7 +70,16 @@ DENIAL_PAGE = (
 )
 
 FaultKind = Literal[
-    "status", "reset_mid_body", "slow_body", "html_200", "deny_403", "redirect", "lying_length"
+    "status",
+    "reset_mid_body",
+    "slow_body",
+    "html_200",
+    "deny_403",
+    "redirect",
+    "lying_length",
+    "gzip",
+    "gzip_bomb",
+    "trickle",
 ]
 
 
@@ -124,6 +136,29 @@ class Fault:
     def redirect(to_url_id: str, times: int | None = None) -> Fault:
         """Answer 302 pointing at ``/pdf/<to_url_id>``."""
         return Fault("redirect", times, code=302, target=to_url_id)
+
+    @staticmethod
+    def redirect_to(url: str, times: int | None = None) -> Fault:
+        """Answer 302 pointing at `url` (another host name for 127.0.0.1, say `localhost`)."""
+        return Fault("redirect", times, code=302, target=url)
+
+    @staticmethod
+    def gzip(times: int | None = None) -> Fault:
+        """Send the file gzip-compressed with `Content-Encoding: gzip`, whatever was asked
+        (Content-Length is the compressed size, as a real server sends it)."""
+        return Fault("gzip", times)
+
+    @staticmethod
+    def gzip_bomb(megabytes: int, times: int | None = None) -> Fault:
+        """Send `%PDF-` and `megabytes` MB of zeros, gzip-compressed (a few hundred KB on the
+        wire), with `Content-Encoding: gzip`."""
+        return Fault("gzip_bomb", times, code=megabytes)
+
+    @staticmethod
+    def trickle(delay: float, times: int | None = None) -> Fault:
+        """Send the headers, then the body one byte every `delay` seconds: never slow enough
+        for a read timeout between bytes."""
+        return Fault("trickle", times, delay=delay)
 
     @staticmethod
     def lying_length(times: int | None = None) -> Fault:
@@ -244,14 +279,38 @@ class _Handler(BaseHTTPRequestHandler):
             self._simple(fault.code, fault.body, ctype, head=head, extra=extra)
             return
         if kind == "redirect":
-            location = f"http://{_LOOPBACK}:{self.server.server_port}/pdf/{fault.target}"
+            location = fault.target
+            if "://" not in location:
+                location = f"http://{_LOOPBACK}:{self.server.server_port}/pdf/{fault.target}"
             self._simple(302, b"", "text/plain", head=head, extra={"Location": location})
+            return
+        if kind == "gzip_bomb":
+            body = _bomb(fault.code)
+            self._headers(200, "application/pdf", len(body), {"Content-Encoding": "gzip"})
+            if not head:
+                self.wfile.write(body)
             return
         # The remaining faults break a real body; without a file there is none to break.
         data = file.read_bytes() if file is not None else b"%PDF-1.4\n" + b"x" * 4096
         # Stop mid-body, never after it, whatever the file's size.
         cut = max(1, min(CHUNK_SIZE, len(data) // 2))
-        if kind == "lying_length":
+        if kind == "gzip":
+            body = gzip.compress(data, compresslevel=6, mtime=0)
+            self._headers(200, "application/pdf", len(body), {"Content-Encoding": "gzip"})
+            if not head:
+                self.wfile.write(body)
+        elif kind == "trickle":
+            self._headers(200, "application/pdf", len(data))
+            if head:
+                return
+            mirror = self.server.mirror
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                if mirror._stopping.wait(fault.delay):
+                    self._reset()
+                    return
+        elif kind == "lying_length":
             self._headers(200, "application/pdf", len(data) + 1000)
             if not head:
                 self.wfile.write(data)
@@ -426,6 +485,17 @@ class Mirror:
                 self._connections.add(conn)
             else:
                 self._connections.discard(conn)
+
+
+@functools.cache
+def _bomb(megabytes: int) -> bytes:
+    """`%PDF-1.4` and `megabytes` MB of zeros, gzip-compressed once (about 1 KB a MB)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [packer.compress(b"%PDF-1.4\n")]
+    zeros = bytes(1 << 20)
+    parts.extend(packer.compress(zeros) for _ in range(megabytes))
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 def mapping_from_dir(directory: Path) -> dict[str, Path]:
