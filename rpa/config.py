@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 ENV_PREFIX = "RPA_"
+#: RPA_ variables that are no knob: the config file's path, and tracebacks for rpa's bugs
+NOT_KNOBS = frozenset({f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG"})
 #: read from the working directory when neither --config nor RPA_CONFIG names a file
 DEFAULT_CONFIG_NAME = "rpa.toml"
 ARXIV_URL = "https://export.arxiv.org/pdf/{id}"
@@ -237,7 +239,7 @@ def load_settings(
             origins[key] = f"{config_path} ({key})"
 
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in NOT_KNOBS:
             continue
         name = key[len(ENV_PREFIX) :].lower()
         if name not in fields:

@@ -9,6 +9,7 @@ SQLite's WAL and `busy_timeout` arbitrate. Claims take the write lock up front
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,45 +26,65 @@ OPEN_ATTEMPTS = 6
 _HEADER = b"SQLite format 3\x00"
 
 
+@contextlib.contextmanager
+def _damage_said(path: object) -> Iterator[None]:
+    """A damaged file (pages SQLite cannot read) is rpa's DatabaseError, said plainly; the
+    errors of a working database (locked, a constraint) stay what they are."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if type(exc) is not sqlite3.DatabaseError:
+            raise
+        raise DatabaseError(
+            f"{path} is damaged ({exc}): restore it from a copy, or try `sqlite3 {path} .recover`"
+        ) from None
+
+
 class SqliteSql:
     """`rpa.queue.sql.Sql` over one sqlite3 connection."""
 
     dialect = "sqlite"
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: object = "the queue database") -> None:
         self.conn = conn
+        self.path = path
 
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
-        return self.conn.execute(sql, params).fetchall()
+        with _damage_said(self.path):
+            return self.conn.execute(sql, params).fetchall()
 
     def one(self, sql: str, params: Params = ()) -> Row | None:
-        row: Row | None = self.conn.execute(sql, params).fetchone()
+        with _damage_said(self.path):
+            row: Row | None = self.conn.execute(sql, params).fetchone()
         return row
 
     def execute(self, sql: str, params: Params = ()) -> int:
-        return self.conn.execute(sql, params).rowcount
+        with _damage_said(self.path):
+            return self.conn.execute(sql, params).rowcount
 
     def executemany(self, sql: str, seq: Iterable[Params]) -> int:
-        return self.conn.executemany(sql, seq).rowcount
+        with _damage_said(self.path):
+            return self.conn.executemany(sql, seq).rowcount
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        # IMMEDIATE: take the write lock up front, so a claim cannot interleave with another.
-        self.conn.execute("BEGIN IMMEDIATE")
+    def _within(self, begin: str) -> Iterator[None]:
+        with _damage_said(self.path):
+            self.conn.execute(begin)
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # the error in hand is the one to tell
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
-        self.conn.execute("BEGIN")
-        try:
-            yield
-        finally:
+        with _damage_said(self.path):
             self.conn.execute("COMMIT")
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        # IMMEDIATE: take the write lock up front, so a claim cannot interleave with another.
+        return self._within("BEGIN IMMEDIATE")
+
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        return self._within("BEGIN")
 
     def close(self) -> None:
         self.conn.close()
@@ -73,12 +94,12 @@ class SqliteBackend:
     """The SQLite-specific statements: enqueue and claim."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self.sql = SqliteSql(conn)
+        self.sql = SqliteSql(conn, path)
         self.location = str(path)
         self._conn = conn
 
     def enqueue(self, keys: Sequence[str], now: float) -> int:
-        with self.sql.transaction():
+        with self.sql.transaction(), _damage_said(self.location):
             cur = self._conn.executemany(
                 # seq = the rowid SQLite gives the new row (one past the largest), found in
                 # O(log n); a skipped duplicate takes no number. rowcount counts inserts.
@@ -122,6 +143,16 @@ def _check_header(path: Path) -> None:
         raise DatabaseError(f"cannot read {path}: {exc.strerror or exc}") from None
     if head and head != _HEADER:
         raise DatabaseError(f"{path} is not an SQLite database (not made by rpa, or damaged)")
+
+
+def _check_writable(path: Path) -> None:
+    """rpa writes the database and, beside it, SQLite's WAL and shared-memory files."""
+    for target in (path, path.parent):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise DatabaseError(
+                f"{path}: {'it' if target == path else 'its folder'} is read-only, and rpa "
+                "writes the queue (and SQLite's -wal and -shm files beside it)"
+            )
 
 
 def schema_version(path: Path) -> int:
@@ -177,6 +208,7 @@ def _connect(
         else:
             if not path.parent.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
+            _check_writable(path)
             conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
         conn.isolation_level = None  # autocommit: transactions are explicit
         conn.row_factory = sqlite3.Row

@@ -151,8 +151,8 @@ class Fault:
     @staticmethod
     def gzip_bomb(megabytes: int, times: int | None = None) -> Fault:
         """Send `%PDF-` and `megabytes` MB of zeros, gzip-compressed (a few hundred KB on the
-        wire), with `Content-Encoding: gzip`."""
-        return Fault("gzip_bomb", times, code=megabytes)
+        wire, made here, once), with `Content-Encoding: gzip`."""
+        return Fault("gzip_bomb", times, body=_bomb(megabytes))
 
     @staticmethod
     def trickle(delay: float, times: int | None = None) -> Fault:
@@ -285,10 +285,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._simple(302, b"", "text/plain", head=head, extra={"Location": location})
             return
         if kind == "gzip_bomb":
-            body = _bomb(fault.code)
-            self._headers(200, "application/pdf", len(body), {"Content-Encoding": "gzip"})
+            self._headers(200, "application/pdf", len(fault.body), {"Content-Encoding": "gzip"})
             if not head:
-                self.wfile.write(body)
+                self.wfile.write(fault.body)
             return
         # The remaining faults break a real body; without a file there is none to break.
         data = file.read_bytes() if file is not None else b"%PDF-1.4\n" + b"x" * 4096
