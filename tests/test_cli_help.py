@@ -11,7 +11,7 @@ from rpa.cli import app
 from rpa.config import knob_fields
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
-COMMANDS = ["run", "resume", "status", "export", "demo"]
+COMMANDS = ["run", "resume", "status", "export", "retry", "migrate", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -34,3 +34,42 @@ def test_readme_knob_table_is_complete() -> None:
     for f in knob_fields():
         assert f"`RPA_{f.name.upper()}`" in README, f.name
         assert f"`--{f.name.replace('_', '-')}" in README, f.name
+
+
+def test_help_shows_each_knobs_default_and_brackets_literally() -> None:
+    """Rich markup ate `[default: 200]` and the `[pdfium]` of `rpa[pdfium]`."""
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "250"})
+    text = " ".join(result.output.split())
+    assert "rpa[pdfium]" in text
+    for f in knob_fields():
+        default = f.default if not isinstance(f.default, str) or f.default else "''"
+        assert f"[default: {default}]" in text, f.name
+
+
+def test_export_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
+    """`rpa export | head -1` on many records: the reader leaves, rpa ends quietly, exit 0."""
+    import subprocess
+    import sys
+
+    from conftest import clean_env
+
+    from rpa.queue import open_store
+    from rpa.queue.model import RunInfo
+
+    db = tmp_path / "q.db"
+    store = open_store(db)
+    keys = [f"2301.{i:05d}" for i in range(1, 3001)]
+    store.enqueue(keys, 0.0)
+    store.register_run(RunInfo("r", "run", 0.0, 5.0, "{}"))
+    for job in store.claim("r", 3000, 1e9, 0.0):
+        record = {"id": job.id, "title": "x" * 500, "pdf": {}}
+        store.complete("r", job.lease, record, "/o.json", 0.0)
+    store.close()
+    export = f"{sys.executable} -m rpa export --db {db}"
+    shell = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {export} | head -1"],
+        capture_output=True, text=True, env=clean_env(), timeout=60,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.count("\n") == 1 and "Traceback" not in shell.stderr
+    assert "BrokenPipe" not in shell.stderr

@@ -149,3 +149,20 @@ def test_kill_9_then_resume_loses_nothing_and_refetches_nothing(tmp_path: Path) 
         assert len(outcomes) == len(files)
         for path in outcomes:
             json.loads(path.read_text())
+
+
+@pytest.mark.timeout(180)
+def test_the_demo_says_where_its_results_went_and_when_it_already_ran(tmp_path: Path) -> None:
+    cli = Cli(tmp_path, "unused")
+    first = cli.run("demo", "--workers", "10", "--no-progress", timeout=150)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"results: {tmp_path / 'rpa-demo-data'}" in first.stdout
+    assert "next: rpa status --db rpa-demo.db" in first.stdout
+    assert "rpa export --db rpa-demo.db" in first.stdout
+    again = cli.run("demo", timeout=60)
+    assert again.returncode == 0
+    assert again.stdout.startswith("the demo already ran: 6 papers done, 0 failed")
+    assert "rpa demo --fresh" in again.stdout and "serving" not in again.stdout
+    fresh = cli.run("demo", "--fresh", "--workers", "10", "--no-progress", timeout=150)
+    assert fresh.returncode == 0 and "queued 6 new of 6 valid IDs" in fresh.stdout
+    assert cli.run("status", "--db", str(tmp_path / "rpa-demo.db")).returncode == 0

@@ -110,7 +110,7 @@ async def test_killed_worker_is_reported_and_replaced(tmp_path: Path) -> None:
     async with ExtractPool(1, timeout=30.0) as pool:
         (victim,) = pool.pids()
         task = asyncio.create_task(pool.extract(str(LARGEST), str(tmp_path / "a.txt")))
-        await wait_for(lambda: pool.statistics().busy == 1)
+        await wait_for(lambda: pool.statistics().parsing == 1)  # it has the paper
         os.kill(victim, signal.SIGKILL)  # as the OOM killer (or a segfault) would
         with pytest.raises(WorkerCrashed):
             await task
@@ -129,6 +129,36 @@ async def test_worker_dying_while_idle_is_replaced_before_use(tmp_path: Path) ->
         result = await pool.extract(str(SMALLEST), str(tmp_path / "a.txt"))
         assert result["ok"] is True
         assert pool.statistics().crashed == 0  # no paper was lost to it
+
+
+def _gone(pid: int, deadline: float = 10.0) -> None:
+    """Block (not yielding to the loop) until `pid` is dead: gone, or a zombie."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not die")
+
+
+async def test_a_death_while_idle_is_not_charged_to_the_next_paper(tmp_path: Path) -> None:
+    """The process dies idle and the pool has not noticed yet (its EOF is still unread:
+    the loop has not run since) when the next paper is handed to it. That paper is not to
+    blame: it goes to the replacement, and no crash is counted (with --poison-after 2, two
+    such deaths quarantined an innocent paper)."""
+    async with ExtractPool(1) as pool:
+        (victim,) = pool.pids()
+        os.kill(victim, signal.SIGKILL)
+        _gone(victim)  # dead, and the loop has not run: the pool cannot know yet
+        result = await pool.extract(str(SMALLEST), str(tmp_path / "a.txt"))
+        assert result["ok"] is True
+        stats = pool.statistics()
+        assert (stats.crashed, stats.replaced) == (0, 1)
+        assert pool.pids() != [victim]
 
 
 async def test_cancelled_caller_leaves_no_busy_process(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ class PoolStatistics:
     workers: int  # configured size
     alive: int  # usable processes (threads in thread mode) now
     busy: int  # extractions in flight
+    parsing: int  # of those, the ones whose process has received its paper
     started: int  # processes started in total, replacements included
     replaced: int  # processes started to replace a killed, dead or recycled one
     crashed: int  # extractions whose process died under them (WorkerCrashed)
@@ -506,12 +507,14 @@ class ExtractPool:
         """A snapshot for the progress table (cheap: no syscalls)."""
         if self._mode == "thread":
             alive = self._size if self._executor is not None else 0
-            return PoolStatistics(self._size, alive, self._threads_busy, 0, 0, 0, self._timed_out)
+            busy = self._threads_busy
+            return PoolStatistics(self._size, alive, busy, busy, 0, 0, 0, self._timed_out)
         usable = [w for w in self._workers if not (w.dead or w.retired)]
         return PoolStatistics(
             workers=self._size,
             alive=len(usable),
             busy=sum(w.busy for w in self._workers),
+            parsing=sum(w.busy and w.started for w in self._workers),
             started=self._started,
             replaced=self._replaced,
             crashed=self._crashed,
