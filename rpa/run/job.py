@@ -220,12 +220,12 @@ class JobProcessor:
 
     async def _outcome(self, job: Job, total: float) -> None:
         meter = self.tally.meters["outcome"]
-        t0 = time.perf_counter()
         started = time.time()
         record = self.layout.outcome_record(job, self.run_id)
         path = self.layout.outcome_path(job.id)
-        # the JSON is made and written in the I/O pool, never on the loop
-        await self._in_io(lambda: atomic_write_json(path, record, run_id=self.run_id))
+        with self._running(meter, job, "outcome", started, 0.0) as t0:
+            # the JSON is made and written in the I/O pool, never on the loop
+            await self._in_io(lambda: atomic_write_json(path, record, run_id=self.run_id))
         took = time.perf_counter() - t0
         ok = await self.queue.run(
             QueueStore.complete, self.run_id, job.lease, record, str(path), time.time()

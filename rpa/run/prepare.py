@@ -19,7 +19,7 @@ from typing import Any
 from rpa.config import Resolved, Settings, parse_rate_limits
 from rpa.errors import ConfigError, InputError, InvalidIdError
 from rpa.layout import check_out_folder
-from rpa.queue import is_postgres_url, open_store
+from rpa.queue import is_postgres_url, open_store, redact, schema_version
 from rpa.queue.enqueue import EnqueueReport, enqueue_file
 from rpa.queue.model import QUEUE_SETTINGS
 from rpa.queue.store import QueueStore
@@ -112,7 +112,10 @@ def check_setup(settings: Settings) -> None:
 
 
 def _exists(db: str) -> bool:
-    return is_postgres_url(db) or Path(db).exists()
+    """Is there a queue at `db` (a file; in PostgreSQL, rpa's tables)?"""
+    if is_postgres_url(db):
+        return schema_version(db)[0] > 0
+    return Path(db).exists()
 
 
 def prepare(
@@ -131,9 +134,10 @@ def prepare(
     if ids is not None and not ids.is_file():
         what = "a folder" if ids.is_dir() else "not there"
         raise InputError(f"ID file {ids} is {what}; nothing was queued")
-    if command == "resume" and not _exists(db):
-        raise ConfigError(f"no queue database at {db}; start one with `rpa run IDS`")
-    store: QueueStore | None = open_store(db, create=False) if _exists(db) else None
+    exists = _exists(db)
+    if command == "resume" and not exists:
+        raise ConfigError(f"no queue at {redact(db)}; start one with `rpa run IDS`")
+    store: QueueStore | None = open_store(db, create=False) if exists else None
     try:
         stored = store.queue_settings() if store is not None else {}
         settings, to_store, notes = apply_queue_settings(resolved, stored, reconfigure=reconfigure)

@@ -1,0 +1,132 @@
+"""The PostgreSQL queue's schema, numbered like SQLite's (rpa.queue.sqlite_schema).
+
+A PostgreSQL queue starts at schema 5, the first that had one; later schema changes get the
+same number in both backends. The version lives in `rpa_meta`. Migrations run in one
+transaction each, under an advisory lock, so processes on many hosts starting against a new
+database at once apply each migration once.
+
+Per-stage counts are kept exact by a trigger in the writing transaction, like SQLite's, but
+spread over 16 rows a stage (a shard per server process), so that many processes moving jobs
+at once do not queue up behind one counter row; `rpa status` adds them up.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SHARDS"]
+
+#: counter rows per stage
+SHARDS = 16
+
+_SCHEMA_5 = [
+    "CREATE TABLE rpa_meta (key text PRIMARY KEY, value text NOT NULL)",
+    """CREATE TABLE jobs (
+        id text PRIMARY KEY,
+        seq bigserial NOT NULL,
+        stage text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        crashes integer NOT NULL DEFAULT 0,
+        lease_owner text,
+        lease_token bigint NOT NULL DEFAULT 0,
+        lease_expires double precision,
+        next_attempt_at double precision NOT NULL DEFAULT 0,
+        error_kind text,
+        error_message text,
+        pdf_path text,
+        pdf_bytes bigint,
+        pdf_sha256 text,
+        final_url text,
+        http_status integer,
+        download_seconds double precision,
+        text_path text,
+        extract_json text,
+        extract_seconds double precision,
+        outcome_path text,
+        created_at double precision,
+        updated_at double precision,
+        done_at double precision,
+        failed_stage text
+    )""",
+    "CREATE INDEX jobs_claimable ON jobs (seq) "
+    "WHERE lease_owner IS NULL AND stage IN ('queued', 'downloaded', 'extracted')",
+    "CREATE INDEX jobs_leased ON jobs (lease_owner) WHERE lease_owner IS NOT NULL",
+    "CREATE INDEX jobs_retry ON jobs (next_attempt_at) WHERE next_attempt_at > 0 "
+    "AND lease_owner IS NULL AND stage IN ('queued', 'downloaded', 'extracted')",
+    "CREATE INDEX jobs_failed ON jobs (error_kind) WHERE stage = 'failed'",
+    "CREATE INDEX jobs_done ON jobs (done_at) WHERE stage = 'done'",
+    """CREATE TABLE runs (
+        id text PRIMARY KEY,
+        command text,
+        pid integer,
+        host text,
+        started_at double precision,
+        heartbeat_at double precision,
+        ended_at double precision,
+        status text,
+        done integer NOT NULL DEFAULT 0,
+        failed integer NOT NULL DEFAULT 0,
+        settings_json text,
+        heartbeat_seconds double precision
+    )""",
+    """CREATE TABLE results (
+        id text PRIMARY KEY,
+        run_id text,
+        title text,
+        pages integer,
+        words integer,
+        "references" integer,
+        arxiv_stamp text,
+        sha256 text,
+        bytes bigint,
+        outcome_json text,
+        created_at double precision
+    )""",
+    """CREATE TABLE attempts (
+        job_id text,
+        run_id text,
+        stage text,
+        started_at double precision,
+        gate_wait double precision,
+        duration double precision,
+        outcome text,
+        error_kind text
+    )""",
+    "CREATE INDEX attempts_time ON attempts (started_at)",
+    "CREATE INDEX attempts_run ON attempts (run_id, stage)",
+    """CREATE TABLE hosts (
+        host text PRIMARY KEY,
+        cooldown_until double precision,
+        breaker_open integer NOT NULL DEFAULT 0,
+        reason text,
+        updated_at double precision
+    )""",
+    "CREATE TABLE queue_settings (key text PRIMARY KEY, value text NOT NULL, "
+    "set_at double precision, set_by text)",
+    "CREATE TABLE settings_changes (changed_at double precision NOT NULL, key text NOT NULL, "
+    "old_value text, new_value text, run_id text)",
+    "CREATE TABLE stage_counts (stage text NOT NULL, shard integer NOT NULL, "
+    "n bigint NOT NULL DEFAULT 0, PRIMARY KEY (stage, shard))",
+    "INSERT INTO stage_counts (stage, shard, n) SELECT s, g, 0 FROM "
+    "unnest(ARRAY['queued', 'downloaded', 'extracted', 'done', 'failed']) AS s, "
+    f"generate_series(0, {SHARDS - 1}) AS g",
+    f"""CREATE FUNCTION rpa_count_stages() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' THEN
+            IF OLD.stage IS DISTINCT FROM NEW.stage THEN
+                UPDATE stage_counts SET n = n - 1
+                    WHERE stage = OLD.stage AND shard = mod(pg_backend_pid(), {SHARDS});
+                UPDATE stage_counts SET n = n + 1
+                    WHERE stage = NEW.stage AND shard = mod(pg_backend_pid(), {SHARDS});
+            END IF;
+        ELSIF TG_OP = 'DELETE' THEN
+            UPDATE stage_counts SET n = n - 1
+                WHERE stage = OLD.stage AND shard = mod(pg_backend_pid(), {SHARDS});
+        END IF;
+        RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER jobs_count AFTER UPDATE OF stage OR DELETE ON jobs "
+    "FOR EACH ROW EXECUTE FUNCTION rpa_count_stages()",
+]
+
+#: version -> statements; a PostgreSQL queue has no version below 5
+MIGRATIONS: dict[int, list[str]] = {5: _SCHEMA_5}
+SCHEMA_VERSION = max(MIGRATIONS)
