@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from rpa.errors import DatabaseError
+from rpa.queue import is_postgres_url, open_store
 from rpa.testing.mirror import Mirror
 from rpa.testing.pgserver import PostgresServer
 
@@ -45,6 +47,13 @@ def pg_server() -> Iterator[PostgresServer]:
         yield server
 
 
+@pytest.fixture(params=queue_backends())
+def queue_db(request: pytest.FixtureRequest) -> str:
+    """A fresh, empty queue location of each backend in turn (a path, or a URL)."""
+    factory: Callable[[], str] = request.getfixturevalue(f"{request.param}_db")
+    return factory()
+
+
 @pytest.fixture
 def postgres_db(pg_server: PostgresServer) -> Callable[[], str]:
     """A factory of fresh, empty PostgreSQL databases on the session's server (URLs)."""
@@ -73,12 +82,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class Cli:
-    """Runs the real `rpa` command (python -m rpa) in a work folder."""
+    """Runs the real `rpa` command (python -m rpa) in a work folder, on a SQLite queue in it
+    (or the queue `db` names: a PostgreSQL URL)."""
 
-    def __init__(self, workdir: Path, template: str) -> None:
+    def __init__(self, workdir: Path, template: str, db: str | None = None) -> None:
         self.workdir = workdir
         self.template = template
-        self.db = workdir / "rpa.db"
+        self.db: Any = db if db and is_postgres_url(db) else Path(db or workdir / "rpa.db")
         self.out = workdir / "out"
 
     def args(self, *args: str) -> list[str]:
@@ -127,10 +137,16 @@ class Cli:
         """Jobs matching `where`, or 0 while the database is still being created."""
         try:
             return int(self.query(f"SELECT count(*) FROM jobs WHERE {where}")[0][0])
-        except sqlite3.OperationalError:
+        except (sqlite3.OperationalError, DatabaseError):
             return 0
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if not isinstance(self.db, Path):  # PostgreSQL: the same SQL, through rpa's store
+            store = open_store(self.db, readonly=True)
+            try:
+                return [tuple(row.values()) for row in store.sql.rows(sql, params)]
+            finally:
+                store.close()
         conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
         try:
             return [tuple(r) for r in conn.execute(sql, params).fetchall()]

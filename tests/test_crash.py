@@ -184,7 +184,7 @@ def crash_trial(
             assert text.count("[PAGE ") == record["page_count"], job
             outcome_path = cli.query("SELECT outcome_path FROM jobs WHERE id = ?", job)[0][0]
             assert json.loads(Path(outcome_path).read_text()) == record, job
-        leftovers = [*cli.out.rglob(".tmp-*"), *cli.out.rglob(".rpa-*.tmp")]
+        leftovers = list(cli.out.rglob(".rpa-tmp.*"))
         assert not leftovers, leftovers
     return None
 
@@ -360,7 +360,7 @@ def test_a_second_sigint_stops_at_once(tmp_path: Path) -> None:
         # the cut downloads went back to the queue: no lease held, nothing half-checkpointed
         assert cli.count("lease_owner IS NOT NULL") == 0
         assert set(stages(cli).values()) == {"queued"}
-        assert not list(cli.out.rglob(".tmp-*"))
+        assert not list(cli.out.rglob(".rpa-tmp.*"))
 
         for name in files:
             mirror.set_fault(name, None)

@@ -100,7 +100,7 @@ def wall_of(monotonic: float) -> float:
 # ---------------------------------------------------------------------------- the matrix
 
 
-def test_fault_matrix_ends_every_job_in_its_state(tmp_path: Path) -> None:
+def test_fault_matrix_ends_every_job_in_its_state(tmp_path: Path, queue_db: str) -> None:
     # (url id, fault, final stage, final kind, attempts counted, requests at the server)
     retry_at = time.time() + 6.0  # an HTTP-date a few seconds ahead, past the CLI's start
     matrix: list[tuple[str, Fault | None, str, str | None, int, int]] = [
@@ -128,7 +128,7 @@ def test_fault_matrix_ends_every_job_in_its_state(tmp_path: Path) -> None:
     files["redirect-target"] = SMALLEST
     faults = {name: fault for name, fault, *_ in matrix if fault is not None}
     with Mirror(files, faults=faults) as mirror:
-        cli = Cli(tmp_path, mirror.url_template)
+        cli = Cli(tmp_path, mirror.url_template, queue_db)
         ids = write_ids(tmp_path / "ids.txt", [f"ext:{name}" for name, *_ in matrix])
         result = cli.run(
             "run",

@@ -254,3 +254,19 @@ def test_next_due_and_end_of_run_totals(store: QueueStore) -> None:
     totals, elsewhere = store.end_of_run_totals("r", NOW + 44)
     assert (totals.in_progress, totals.queued, elsewhere) == (1, 199, 1)
     assert held.id == jobs[0].id
+
+
+def test_rate_slots_are_one_budget_for_every_process(store: QueueStore) -> None:
+    """A host's N slots, shared by whoever takes them: a third taker of two waits, a slot
+    answered frees `period` later by the database's clock, a stranger cannot free it."""
+    first, wait = store.take_rate_slot("h.org", 2, 30.0, "run-a")
+    second, _ = store.take_rate_slot("h.org", 2, 30.0, "run-b")
+    assert first is not None and second is not None and {first, second} == {0, 1}
+    third, wait = store.take_rate_slot("h.org", 2, 30.0, "run-c")
+    assert third is None and 25.0 < wait <= 30.0  # held until answered (at most `hold`)
+    store.release_rate_slot("h.org", first, 5.0, "run-x")  # not its holder: nothing
+    assert store.take_rate_slot("h.org", 2, 30.0, "run-c")[1] > 25.0
+    store.release_rate_slot("h.org", first, 5.0, "run-a")  # answered: free in 5 s
+    third, wait = store.take_rate_slot("h.org", 2, 30.0, "run-c")
+    assert third is None and 0.0 < wait <= 5.0
+    assert store.take_rate_slot("other.org", 1, 30.0, "run-c")[0] == 0  # per host

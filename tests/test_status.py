@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, Cli, clean_env, sample_pdfs, write_ids
 
 from rpa.config import Settings
-from rpa.queue import open_store
+from rpa.queue import is_postgres_url, open_store
 from rpa.queue.model import Attempt, Failure, RunInfo
 from rpa.queue.status import STATUS_SCHEMA_VERSION
 from rpa.run.runner import Runner
@@ -257,14 +257,14 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_status_from_another_process_while_a_run_is_active(tmp_path: Path) -> None:
+def test_status_from_another_process_while_a_run_is_active(tmp_path: Path, queue_db: str) -> None:
     """`rpa run` (not a terminal, --log-format json, --metrics-file) in one process; `rpa
     status --json` in another while it works. A download held until the test has looked
     keeps the run going."""
     files = {p.stem: p for p in sample_pdfs()} | {"slow": sample_pdfs()[0]}
     with Mirror(files) as mirror:
         mirror.set_fault("slow", Fault.slow_body(60.0))  # until release_stalled()
-        cli = Cli(tmp_path, mirror.url_template)
+        cli = Cli(tmp_path, mirror.url_template, queue_db)
         ids = write_ids(tmp_path / "ids.txt", [f"ext:{name}" for name in files])
         metrics = tmp_path / "rpa.prom"
         log, errlog = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
@@ -291,8 +291,10 @@ def test_status_from_another_process_while_a_run_is_active(tmp_path: Path) -> No
             _wait_for(metrics.exists, 30, "the metrics file")
             live = metrics.read_text()
             assert "rpa_live_loop_lag_seconds{" in live and live.endswith("# EOF\n")
-            # the database thread is a gate of one like the others
-            assert re.search(r'rpa_live_gate_capacity\{run="[^"]+",gate="database"\} 1\n', live)
+            # the database threads are a gate like the others (one thread for SQLite)
+            threads = 4 if is_postgres_url(queue_db) else 1
+            capacity = rf'rpa_live_gate_capacity\{{run="[^"]+",gate="database"\}} {threads}\n'
+            assert re.search(capacity, live)
             _wait_for(lambda: '"event": "progress"' in log.read_text(), 30, "a progress line")
             mirror.release_stalled()  # the held download may finish now
             assert proc.wait(timeout=60) == 0, errlog.read_text()
@@ -307,7 +309,7 @@ def test_status_from_another_process_while_a_run_is_active(tmp_path: Path) -> No
     progress = [e for e in events if e["event"] == "progress"]
     assert progress, "no progress line in a run longer than the log interval"
     assert progress[0]["run_id"] == run["id"] and "download" in progress[0]["gates"]
-    assert progress[-1]["gates"]["database"]["capacity"] == 1
+    assert progress[-1]["gates"]["database"]["capacity"] == (4 if is_postgres_url(queue_db) else 1)
     summary = events[-1]
     assert summary["event"] == "summary" and summary["status"] == "finished"
     assert summary["done"] == len(files) and summary["queue"]["remaining"] == 0

@@ -127,6 +127,12 @@ _SCHEMA_5 = [
     "FOR EACH ROW EXECUTE FUNCTION rpa_count_stages()",
 ]
 
+_SCHEMA_6 = [
+    # one politeness budget for every process and host that shares the queue
+    "CREATE TABLE rate_slots (host text NOT NULL, slot integer NOT NULL, "
+    "free_at double precision NOT NULL DEFAULT 0, holder text, PRIMARY KEY (host, slot))",
+]
+
 #: version -> statements; a PostgreSQL queue has no version below 5
-MIGRATIONS: dict[int, list[str]] = {5: _SCHEMA_5}
+MIGRATIONS: dict[int, list[str]] = {5: _SCHEMA_5, 6: _SCHEMA_6}
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -207,11 +207,21 @@ def _migration_5(db: Database) -> None:
                 )
 
 
+def _migration_6(db: Database) -> None:
+    # One politeness budget for every process that shares the queue: a host's N request
+    # slots live here (rpa.run.fleet), not in each process.
+    db.execute(
+        "CREATE TABLE rate_slots (host TEXT NOT NULL, slot INTEGER NOT NULL, "
+        "free_at REAL NOT NULL DEFAULT 0, holder TEXT, PRIMARY KEY (host, slot)) WITHOUT ROWID"
+    )
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

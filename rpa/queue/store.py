@@ -39,6 +39,11 @@ from rpa.queue.sql import Params, Row, Sql
 __all__ = ["Backend", "QueueStore"]
 
 _FENCE = "id = ? AND lease_owner = ? AND lease_token = ? AND lease_expires >= ?"
+#: the database's clock, in Unix seconds, by dialect
+_NOW = {
+    "sqlite": "(julianday('now') - 2440587.5) * 86400.0",
+    "postgres": "extract(epoch from clock_timestamp())",
+}
 #: longest error message kept in the queue
 MAX_MESSAGE = 2000
 
@@ -407,6 +412,69 @@ class QueueStore:
         with self.sql.transaction():
             self.sql.execute(
                 "UPDATE hosts SET breaker_open = 0, updated_at = ? WHERE host = ?", (now, host)
+            )
+
+    def all_hosts(self) -> list[HostState]:
+        """Every host with a stored state (each run reads them at its heartbeat: a cooldown
+        or a breaker another process set binds this one too)."""
+        return [
+            HostState(r["host"], r["cooldown_until"], bool(r["breaker_open"]), r["reason"] or "")
+            for r in self.sql.rows(
+                "SELECT host, cooldown_until, breaker_open, reason FROM hosts ORDER BY host"
+            )
+        ]
+
+    # ---- one politeness budget for all processes ----------------------------------------
+
+    def _clock(self) -> float:
+        """The database's own clock (Unix seconds): one clock for every host of a fleet."""
+        row = self.sql.one(f"SELECT {_NOW[self.sql.dialect]} AS now")
+        assert row is not None
+        return float(row["now"])
+
+    def take_rate_slot(
+        self, host: str, count: int, hold: float, holder: str
+    ) -> tuple[int | None, float]:
+        """Take one of `host`'s `count` request slots, shared by every process of the queue:
+        (slot, 0) if one is free now (held for at most `hold` seconds, in case its holder
+        dies before it is answered), else (None, seconds until the first frees)."""
+        lock = " FOR UPDATE SKIP LOCKED" if self.sql.dialect == "postgres" else ""
+        with self.sql.transaction():
+            have = self.sql.one(
+                "SELECT count(*) AS n FROM rate_slots WHERE host = ? AND slot < ?", (host, count)
+            )
+            if have is None or have["n"] < count:
+                for slot in range(count):
+                    self.sql.execute(
+                        "INSERT INTO rate_slots (host, slot, free_at) VALUES (?, ?, 0) "
+                        "ON CONFLICT (host, slot) DO NOTHING",
+                        (host, slot),
+                    )
+            now = self._clock()
+            row = self.sql.one(
+                "SELECT slot, free_at FROM rate_slots WHERE host = ? AND slot < ? "
+                f"ORDER BY free_at LIMIT 1{lock}",
+                (host, count),
+            )
+            if row is None:  # every slot is being taken by someone else this instant
+                return None, 0.05
+            if row["free_at"] > now:
+                return None, float(row["free_at"]) - now
+            self.sql.execute(
+                "UPDATE rate_slots SET free_at = ?, holder = ? WHERE host = ? AND slot = ?",
+                (now + hold, holder, host, row["slot"]),
+            )
+            return int(row["slot"]), 0.0
+
+    def release_rate_slot(self, host: str, slot: int, period: float, holder: str) -> None:
+        """The request of `slot` got its answer (or failed): the slot is free `period`
+        seconds from now, by the database's clock."""
+        with self.sql.transaction():
+            now = self._clock()
+            self.sql.execute(
+                "UPDATE rate_slots SET free_at = ?, holder = NULL "
+                "WHERE host = ? AND slot = ? AND holder = ?",
+                (now + period, host, slot, holder),
             )
 
     # ---- the queue's settings -----------------------------------------------------------

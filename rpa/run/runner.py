@@ -35,12 +35,13 @@ from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import ACTIVE_STAGES, Job, Lease, RunInfo, Totals, new_run_id
 from rpa.queue.store import QueueStore
 from rpa.run.clients import make_clients
+from rpa.run.fleet import FleetRateGate
 from rpa.run.job import JobGates, JobProcessor
 from rpa.run.snapshot import PoolSnapshot, RunSnapshot, StageSnapshot
 from rpa.run.tally import Notices, Tally
 from rpa.show import openmetrics
 from rpa.sources.base import Source
-from rpa.sources.hosts import HostGates
+from rpa.sources.hosts import HostGate, HostGates
 from rpa.sources.http import Downloader
 from rpa.sources.local import LocalSource
 
@@ -127,7 +128,12 @@ class Runner:
         self.download_gate = Gate("download", settings.download_concurrency)
         self.extract_gate = Gate("extract", settings.extract_concurrency_resolved)
         host = urlsplit(settings.pdf_url.replace("{id}", "x")).hostname or ""
-        self.hosts = HostGates("" if self.local_source else settings.rate_limits, primary=host)
+        # A host's cap is one budget for every process of the queue (rpa.run.fleet).
+        self.hosts = HostGates(
+            "" if self.local_source else settings.rate_limits,
+            primary=host,
+            make_gate=self._fleet_gate,
+        )
         self.pool = ExtractPool(
             settings.extract_workers_resolved,
             mode=settings.extract_pool,
@@ -154,6 +160,12 @@ class Runner:
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._signals = 0
         self._crash: str | None = None
+
+    def _fleet_gate(self, host: str, count: int, period: float) -> HostGate:
+        s = self.settings
+        # a slot whose holder died frees once no request could still be waiting for its answer
+        hold = s.connect_timeout + s.read_timeout + period
+        return FleetRateGate(host, count, period, queue=self.queue, holder=self.run_id, hold=hold)
 
     # ---- snapshot -------------------------------------------------------------------------
 
@@ -279,16 +291,22 @@ class Runner:
         self.io.shutdown(wait=False)
         return self._summary(status)
 
-    async def _start(self) -> None:
-        s = self.settings
-        loop = asyncio.get_running_loop()
-        now = time.time()
-        reclaimed = await self.queue.run(QueueStore.reclaim_stale, now)
+    async def _reclaim(self) -> None:
+        """Free the leases of dead runs (a host that died, a kill -9) and expired ones: at the
+        start, and at every heartbeat, so the work of a run that died goes to the live ones."""
+        reclaimed = await self.queue.run(QueueStore.reclaim_stale, time.time())
         if reclaimed.dead_leases or reclaimed.expired_leases:
             self.notices.add(
                 f"reclaimed {reclaimed.dead_leases} leases of {reclaimed.dead_runs} dead runs, "
                 f"{reclaimed.expired_leases} expired"
             )
+            self._want.set()  # the feeder may claim them now
+
+    async def _start(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        await self._reclaim()
         live = await self.queue.run(QueueStore.live_runs, now)
         await loop.run_in_executor(self.io, self.layout.prepare, live)
         # the disk guard holds from the first claim, not from the first heartbeat
@@ -399,6 +417,20 @@ class Runner:
             self.notices.add(f"{host} had refused us ({state.reason}); trying again")
             await self.queue.run(QueueStore.close_breaker, host, time.time())
 
+    async def _follow_hosts(self) -> None:
+        """A cooldown or a breaker another process of the queue set binds this one too,
+        within a heartbeat."""
+        now = time.time()
+        for state in await self.queue.run(QueueStore.all_hosts):
+            remaining = (state.cooldown_until or 0.0) - now
+            if remaining > 0:
+                self.hosts.pause_until(state.host, time.monotonic() + remaining)
+            if state.breaker_open and self.hosts.open_breaker(state.host, state.reason):
+                self.notices.add(
+                    f"{state.host} refused another run of this queue ({state.reason}); "
+                    "downloads from it stopped here too"
+                )
+
     def _summary(self, status: str) -> RunSummary:
         return RunSummary(
             run_id=self.run_id,
@@ -469,8 +501,10 @@ class Runner:
                 )
                 for job_id in lost:
                     self.notices.add(f"lease lost: {job_id}")
+                await self._reclaim()
                 await self._flush_attempts()
                 self._set_totals(await self.queue.run(QueueStore.totals, time.time()))
+                await self._follow_hosts()
             except Exception as exc:  # a busy database: the next beat tries again
                 self.notices.add(f"heartbeat failed ({type(exc).__name__}: {exc}); retrying")
             self.disk_low = await loop.run_in_executor(self.io, self._disk_low)

@@ -8,14 +8,37 @@ policy's notion of a site.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from rpa.config import parse_rate_limits
 from rpa.errors import AccessDenied
 from rpa.gates import GateStatistics, RateGate
 
-__all__ = ["HostGates", "same_site", "site_of"]
+__all__ = ["HostGate", "HostGates", "same_site", "site_of"]
+
+
+class HostGate(Protocol):
+    """What a host's gate offers: rpa.gates.RateGate (one process), or a fleet-wide one
+    (rpa.run.fleet.FleetRateGate) whose slots live in the queue database."""
+
+    @property
+    def count(self) -> int | None: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def paused_until(self) -> float: ...
+    async def acquire(self) -> float: ...
+    def answered(self) -> Awaitable[None] | None: ...
+    def pause_until(self, monotonic_deadline: float) -> None: ...
+    def statistics(self) -> GateStatistics: ...
+
+
+#: makes the gate of a host with a cap: (host, count, period) -> gate
+GateFactory = Callable[[str, int, float], HostGate]
 
 
 def site_of(host: str) -> str:
@@ -40,16 +63,19 @@ def same_site(a: str, b: str) -> bool:
 
 @dataclass(slots=True)
 class _Host:
-    gate: RateGate
+    gate: HostGate
     breaker_reason: str | None = None
 
 
 class HostGates:
     """The per-host gates of one run."""
 
-    def __init__(self, rate_limits: str, primary: str = "") -> None:
+    def __init__(
+        self, rate_limits: str, primary: str = "", make_gate: GateFactory | None = None
+    ) -> None:
         self._limits = parse_rate_limits(rate_limits)
         self._hosts: dict[str, _Host] = {}
+        self._make_gate = make_gate
         #: the host of --pdf-url: where the queue's papers come from
         self.primary = primary.lower().rstrip(".")
 
@@ -58,10 +84,15 @@ class HostGates:
         entry = self._hosts.get(key)
         if entry is None:
             count, period = self._limits.get(key, (None, 1.0))
-            entry = self._hosts[key] = _Host(RateGate(f"host {key}", count, period))
+            gate: HostGate
+            if count is not None and self._make_gate is not None:
+                gate = self._make_gate(key, count, period)
+            else:
+                gate = RateGate(f"host {key}", count, period)
+            entry = self._hosts[key] = _Host(gate)
         return entry
 
-    def gate(self, host: str) -> RateGate:
+    def gate(self, host: str) -> HostGate:
         return self._host(host).gate
 
     async def acquire(self, host: str) -> float:
@@ -78,8 +109,11 @@ class HostGates:
         if reason is not None:
             raise AccessDenied(f"downloads from {host} are stopped: {reason}", host=host)
 
-    def answered(self, host: str) -> None:
-        self._host(host).gate.answered()
+    async def answered(self, host: str) -> None:
+        """The request to `host` got its answer (or failed): its slot frees in the period."""
+        done = self._host(host).gate.answered()
+        if inspect.isawaitable(done):
+            await done
 
     def open_breaker(self, host: str, reason: str) -> bool:
         """Stop every request to `host`; False if it was open already."""

@@ -161,7 +161,7 @@ class Downloader:
                 async with self._budget(spent):
                     response = await client.send(request, stream=True, follow_redirects=False)
             finally:
-                self.hosts.answered(host)
+                await self.hosts.answered(host)
             if response.next_request is None:
                 return response, waited
             target = response.next_request
