@@ -285,7 +285,7 @@ def test_rpas_own_errors_never_show_a_traceback(tmp_path: Path) -> None:
         result = cli.run(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr and result.stderr.strip(), args
-    assert "no queue at rpa.db; start one with `rpa run IDS`" in cli.run("resume").stderr
+    assert "no queue database at rpa.db; start one with `rpa run IDS`" in cli.run("resume").stderr
     wrong = cli.run("run", "--no-such-flag")
     assert wrong.returncode == 2 and "No such option" in wrong.stderr
     assert not (tmp_path / "rpa.db").exists()

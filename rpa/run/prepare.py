@@ -136,7 +136,10 @@ def prepare(
         raise InputError(f"ID file {ids} is {what}; nothing was queued")
     exists = _exists(db)
     if command == "resume" and not exists:
-        raise ConfigError(f"no queue at {redact(db)}; start one with `rpa run IDS`")
+        where = (
+            f"no rpa queue in {redact(db)}" if is_postgres_url(db) else f"no queue database at {db}"
+        )
+        raise ConfigError(f"{where}; start one with `rpa run IDS`")
     store: QueueStore | None = open_store(db, create=False) if exists else None
     try:
         stored = store.queue_settings() if store is not None else {}
