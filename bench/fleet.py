@@ -255,7 +255,7 @@ def _markdown(report: dict[str, Any]) -> str:
         )
         lines.append(
             f"| status on {q['status_total']:,} jobs, in process | — | "
-            f"{_median(q['status_inproc']):.2f} s |"
+            f"{_median(q['status_inproc']):.3f} s |"
         )
         lines.append(f"| `rpa status`, a new process | — | {_median(q['status_cli']):.2f} s |")
         lines.append("")

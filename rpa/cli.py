@@ -32,6 +32,7 @@ from rpa.config import ENV_PREFIX, Resolved, Settings, knob_fields, load_setting
 from rpa.queue import open_store, redact, schema_version
 from rpa.queue.model import new_run_id
 from rpa.run.prepare import prepare
+from rpa.run.tars import TarReport
 from rpa.show.export import write_csv, write_jsonl
 from rpa.show.openmetrics import render_openmetrics, write_metrics_file
 from rpa.show.status_view import make_status
@@ -237,6 +238,27 @@ def _show_report(ids: Path, report: Any, seconds: float) -> None:
     )
 
 
+def _show_tars(t: TarReport) -> None:
+    out.print(
+        f"indexed {t.tars} tars ({t.indexed} new or changed): {t.members:,} papers, in "
+        f"{t.seconds:.2f}s"
+    )
+    for tar, why in t.damaged:
+        _say("damaged tar ", f"{tar}: {why} (its members up to there are indexed)", "yellow")
+    if t.listed is None:
+        out.print(f"queued {t.new:,} new of the tars' {t.members:,} papers")
+        return
+    out.print(f"queued {t.new:,} new of {t.listed:,} listed IDs ({t.invalid} invalid)")
+    if t.missing:
+        sample = ", ".join(t.missing_sample)
+        more = (
+            f" and {t.missing - len(t.missing_sample)} more"
+            if t.missing > len(t.missing_sample)
+            else ""
+        )
+        _say("not in the tars: ", f"{t.missing} listed IDs: {sample}{more}", "yellow")
+
+
 def _start_run(
     resolved: Resolved, command: str, *, ids: Path | None = None, strict: bool = False,
     reconfigure: bool = False,
@@ -257,6 +279,8 @@ def _start_run(
             reconfigure=reconfigure, on_invalid=skipped,
         )  # fmt: skip
     settings = prepared.settings
+    if prepared.tars is not None:
+        _show_tars(prepared.tars)
     if prepared.report is not None and ids is not None:
         if prepared.report.invalid > 20:
             err.print(f"... {prepared.report.invalid} invalid lines in all")
@@ -338,7 +362,13 @@ RECONFIGURE = Annotated[
 @app.command()
 @with_knobs()
 def run(
-    ids: Annotated[Path, typer.Argument(help="file of arXiv IDs, one per line (# comments)")],
+    ids: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(
+            help="file of arXiv IDs, one per line (# comments); with --pdf-tar, "
+            "optional: only these of the tars' papers [default: all of them]"
+        ),
+    ] = None,
     strict: Annotated[
         bool, typer.Option(help="refuse the whole file if any line is invalid")
     ] = False,
@@ -349,6 +379,7 @@ def run(
     """Queue the IDs in IDS (idempotent) and process until nothing is left.
 
     Example: rpa run ids.txt --workers 200 --download-concurrency 32
+    Example: rpa run --pdf-tar 'bulk/arXiv_pdf_*.tar'
     """
     _start_run(resolved, "run", ids=ids, strict=strict, reconfigure=reconfigure)
 

@@ -77,10 +77,29 @@ class Settings:
         2048, "address-space cap of one extraction process, MiB (0 = none)", minimum=0
     )
     extract_nice: int = _knob(10, "niceness of extraction processes (the loop keeps its core)")
+    extract_recycle_mb: int = _knob(
+        1024, "replace an extraction process whose RSS stays above this after a paper, MiB "
+        "(0 = never)", minimum=0,
+    )  # fmt: skip
+    memory_pause: float = _knob(
+        0.80,
+        "no new extraction or download starts above this fraction of the memory limit",
+        minimum=0.01,
+    )
+    memory_resume: float = _knob(
+        0.70, "work resumes below this fraction of the memory limit", minimum=0.0
+    )
+    memory_kill: float = _knob(
+        0.95, "above this fraction, the largest extraction process is killed and its paper "
+        "retried", minimum=0.01,
+    )  # fmt: skip
     poison_after: int = _knob(
         2, "quarantine a PDF (kind poison) after it killed this many processes", minimum=1
     )
     pdf_url: str = _knob(ARXIV_URL, "PDF URL template; {id} is the arXiv ID with version")
+    pdf_tar: str = _knob(
+        "", "arXiv bulk PDF tars to read papers from instead of --pdf-url (a glob) ('' = none)"
+    )
     max_pdf_mb: float = _knob(100.0, "largest PDF accepted, MiB", minimum=0.001)
     connect_timeout: float = _knob(10.0, "HTTP connect timeout, seconds", minimum=0.01)
     read_timeout: float = _knob(60.0, "HTTP read timeout between bytes, seconds", minimum=0.01)
@@ -118,6 +137,11 @@ class Settings:
             if choices and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
         validate_pdf_url(self.pdf_url)
+        if not self.memory_resume < self.memory_pause <= self.memory_kill <= 1.0:
+            raise ConfigError(
+                "memory thresholds must satisfy memory_resume < memory_pause <= memory_kill "
+                f"<= 1, got {self.memory_resume} / {self.memory_pause} / {self.memory_kill}"
+            )
         if self.retry_max < self.retry_base:
             raise ConfigError("retry_max must be at least retry_base")
         parse_rate_limits(self.rate_limits)

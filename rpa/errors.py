@@ -17,6 +17,7 @@
         │   ├── NotFound              404 / 410
         │   ├── HttpPermanent         any other 4xx
         │   ├── NotPdf                body does not start with %PDF- (an HTML page, say)
+    │   ├── TruncatedTar          the bulk tar ends inside this paper's member
         │   ├── TooLarge              over --max-pdf-mb
         │   ├── InvalidPdf            pypdf (or anything under it) cannot open the file
         │   ├── EncryptedPdf          encrypted and the empty password does not open it
@@ -54,6 +55,7 @@ __all__ = [
     "InvalidPdf",
     "JobError",
     "MemoryCapExceeded",
+    "MemoryPressure",
     "NotFound",
     "NotPdf",
     "PermanentError",
@@ -65,6 +67,7 @@ __all__ = [
     "TransientError",
     "TransientIo",
     "TruncatedBody",
+    "TruncatedTar",
     "WorkerCrashed",
     "WriteError",
     "ZeroPages",
@@ -175,6 +178,12 @@ class WorkerCrashed(TransientError):
     kind = "worker_crashed"
 
 
+class MemoryPressure(TransientError):
+    """The memory governor killed this paper's extraction process: memory ran short."""
+
+    kind = "memory_pressure"
+
+
 class PermanentError(JobError):
     """Retrying cannot help."""
 
@@ -197,6 +206,12 @@ class NotPdf(PermanentError):
     """The body is not a PDF (no %PDF- magic): an HTML page, an error text."""
 
     kind = "not_pdf"
+
+
+class TruncatedTar(PermanentError):
+    """The bulk tar ends before this paper's member does (a truncated download of it)."""
+
+    kind = "truncated_tar"
 
 
 class TooLarge(PermanentError):

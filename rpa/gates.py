@@ -1,16 +1,19 @@
 """Gates: bounded resources with statistics.
 
-A `Gate` is an async context manager around a semaphore that also counts who is inside, who is
-waiting and how long they waited. `RateGate` caps the requests to one host in any window. Both offer
-`statistics()` returning a frozen snapshot, which is all the progress table reads.
+A `Gate` is an async context manager that bounds how many are inside, counts who is inside and
+who is waiting and how long they waited, and can be narrowed while in use. `RateGate` caps the
+requests to one host in any window. Both offer `statistics()` returning a frozen snapshot,
+which is all the progress table reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -33,37 +36,64 @@ class GateStatistics:
 
 
 class Gate:
-    """At most `capacity` holders at once; measures the wait before entry."""
+    """At most `limit` holders at once (at most `capacity`, at least 1); measures the wait
+    before entry. FIFO: a waiter is let in in the order it came.
+
+    `set_limit` narrows or widens the gate while it is in use (the memory governor narrows the
+    extract gate under pressure): holders inside stay; no one new enters until the count is
+    under the new limit. A limit never goes below 1, so a gate with nothing inside always lets
+    one in: a narrowed run never deadlocks.
+    """
 
     def __init__(self, name: str, capacity: int, window_seconds: float = 60.0) -> None:
         if capacity < 1:
             raise ConfigError(f"gate {name}: capacity must be at least 1, got {capacity}")
         self.name = name
         self.capacity = capacity
-        self._semaphore = asyncio.Semaphore(capacity)
+        self.limit = capacity
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._in_use = 0
-        self._waiting = 0
         self.waits = Window(window_seconds)
         #: wait of the most recent entry, for the caller to record with its attempt
         self.last_wait = 0.0
 
+    def set_limit(self, limit: int) -> None:
+        """Let at most `limit` (1 .. capacity) in at once from now on."""
+        self.limit = max(1, min(self.capacity, limit))
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_use < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._in_use += 1
+                waiter.set_result(None)
+
     async def acquire(self) -> float:
         """Enter; returns the seconds spent waiting."""
         start = time.perf_counter()
-        self._waiting += 1
-        try:
-            await self._semaphore.acquire()
-        finally:
-            self._waiting -= 1
+        if self._in_use < self.limit and not self._waiters:
+            self._in_use += 1
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self.release()  # let in, then cancelled before it could go in
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+                raise
         waited = time.perf_counter() - start
-        self._in_use += 1
         self.waits.add(waited)
         self.last_wait = waited
         return waited
 
     def release(self) -> None:
         self._in_use -= 1
-        self._semaphore.release()
+        self._wake()
 
     async def __aenter__(self) -> float:
         return await self.acquire()
@@ -81,8 +111,8 @@ class Gate:
         return GateStatistics(
             name=self.name,
             in_use=self._in_use,
-            capacity=self.capacity,
-            waiting=self._waiting,
+            capacity=self.limit,
+            waiting=sum(not w.done() for w in self._waiters),
             wait_p50=stats.p50,
             wait_p95=stats.p95,
             entered=self.waits.total_count,

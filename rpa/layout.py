@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rpa.errors import ConfigError
+from rpa.errors import ConfigError, JobError
 from rpa.files import LEGACY_OWNER, sha256_file, sniff_pdf, temp_owner
 from rpa.ids import parse_id, storage_name, url_for
 from rpa.queue.model import Job
+from rpa.sources.tar import TAR_PREFIX, check_member
 
 __all__ = ["Layout", "check_out_folder"]
 
@@ -116,6 +117,12 @@ class Layout:
     @staticmethod
     def verify_pdf(path: str, size: int | None, sha256: str | None) -> bool:
         """Is the checkpointed PDF still there, with the recorded size and sha256?"""
+        if path.startswith(TAR_PREFIX):  # a bulk tar's member
+            try:
+                got = check_member(path, 1 << 62)
+            except (JobError, OSError):
+                return False
+            return (size is None or got[0] == size) and (sha256 is None or got[1] == sha256)
         p = Path(path)
         try:
             if size is not None and p.stat().st_size != size:

@@ -52,6 +52,8 @@ def wait_until(
     deadline = time.monotonic() + timeout
     while not condition():
         if proc is not None and proc.poll() is not None:
+            if condition():  # it came true as the process ended
+                return
             raise AssertionError(f"the run exited ({proc.returncode}) before {what}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

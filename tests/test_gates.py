@@ -90,3 +90,51 @@ async def test_rate_gate_pause_is_respected(monkeypatch: pytest.MonkeyPatch) -> 
     gate.pause_until(clock.now + 30)
     await gate.acquire()
     assert clock.now >= 1030.0
+
+
+async def test_a_narrowed_gate_lets_in_no_one_new_but_never_less_than_one() -> None:
+    gate = Gate("extract", 3)
+    release = [asyncio.Event() for _ in range(6)]
+    inside: list[int] = []
+
+    async def holder(i: int) -> None:
+        async with gate:
+            inside.append(i)
+            await release[i].wait()
+            inside.remove(i)
+
+    tasks = [asyncio.create_task(holder(i)) for i in range(6)]
+    await asyncio.sleep(0)
+    assert inside == [0, 1, 2]
+    gate.set_limit(0)  # as the memory governor does under pressure: at least one stays allowed
+    assert gate.statistics().capacity == 1
+    release[0].set()
+    release[1].set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert inside == [2]  # two left, nobody came in: 1 is inside, the limit is 1
+    release[2].set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert inside == [3]  # the gate empty: one may always go in (no deadlock)
+    gate.set_limit(3)  # widened again: the waiters come in, in order
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert inside == [3, 4, 5]
+    for event in release:
+        event.set()
+    await asyncio.gather(*tasks)
+    assert gate.statistics().in_use == 0
+
+
+async def test_a_waiter_cancelled_while_being_let_in_gives_its_place_back() -> None:
+    gate = Gate("x", 1)
+    await gate.acquire()
+    waiter = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0)
+    gate.release()  # the slot is handed to the waiter ...
+    waiter.cancel()  # ... which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert gate.statistics().in_use == 0
+    await asyncio.wait_for(gate.acquire(), 1)  # the place was given back

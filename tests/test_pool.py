@@ -418,3 +418,40 @@ async def test_loop_stays_responsive_while_two_processes_extract(
     # stall it for over a second; 0.5 s leaves room for a machine busy with other programs
     # (seen here: 115 and 201 ms while a benchmark ran at higher priority).
     assert max(lags) < 0.5, f"max loop lag {max(lags) * 1000:.0f} ms"
+
+
+async def test_a_process_that_has_grown_is_recycled_and_the_next_paper_succeeds(
+    tmp_path: Path,
+) -> None:
+    """Celery's max-memory-per-child: a process over recycle_mb after a paper is replaced
+    before it takes the next (1 MiB: every process is over it)."""
+    async with ExtractPool(1, recycle_mb=1) as pool:
+        (first,) = pool.pids()
+        a = await pool.extract(str(SMALLEST), str(tmp_path / "a.txt"))
+        await wait_for(lambda: pool.pids() not in ([], [first]))
+        b = await pool.extract(str(SMALLEST), str(tmp_path / "b.txt"))
+        assert a["ok"] is True and b["ok"] is True and "rss_mb" not in a
+        stats = pool.statistics()
+        assert (stats.recycled, stats.crashed) == (2, 0)
+    async with ExtractPool(1, recycle_mb=4096) as pool:  # a sane limit: kept
+        (only,) = pool.pids()
+        await pool.extract(str(SMALLEST), str(tmp_path / "c.txt"))
+        assert pool.pids() == [only] and pool.statistics().recycled == 0
+
+
+async def test_a_process_shed_for_memory_fails_its_paper_as_memory_pressure(
+    tmp_path: Path,
+) -> None:
+    from rpa.errors import MemoryPressure
+
+    async with ExtractPool(1) as pool:
+        (victim,) = pool.pids()
+        assert not pool.shed(victim)  # idle: nothing to shed
+        task = asyncio.create_task(pool.extract(str(LARGEST), str(tmp_path / "a.txt")))
+        await wait_for(lambda: pool.statistics().parsing == 1)
+        assert pool.shed(victim)
+        with pytest.raises(MemoryPressure, match="killed for memory"):
+            await task
+        assert pool.statistics().crashed == 0  # not a crash: no poison count
+        again = await pool.extract(str(SMALLEST), str(tmp_path / "b.txt"))
+        assert again["ok"] is True

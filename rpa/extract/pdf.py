@@ -21,6 +21,7 @@ PermanentError, and ExtractPool refuses such a setup before any paper).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -33,9 +34,10 @@ from typing import Any
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, WrongPasswordError
 
-from rpa.errors import classify
+from rpa.errors import JobError, classify
 from rpa.extract.outcome import analyze
 from rpa.files import TEMP_PREFIX
+from rpa.sources.tar import TAR_PREFIX, open_member
 
 __all__ = ["EXTRACTORS", "MAX_PAGE_ERRORS", "extract_pdf"]
 
@@ -158,7 +160,7 @@ def _pypdf_pages(stream: Any) -> tuple[list[str], list[str], dict[str, str]]:
     return pages, errors, metadata
 
 
-def _pdfium_pages(path: str) -> tuple[list[str], list[str], dict[str, str]]:
+def _pdfium_pages(path: str | bytes) -> tuple[list[str], list[str], dict[str, str]]:
     try:
         import pypdfium2 as pdfium
     except ImportError as exc:
@@ -254,14 +256,20 @@ def _clean(text: str) -> str:
 def _extract(pdf_path: str, text_path: str, extractor: str, run_id: str) -> dict[str, object]:
     if extractor not in EXTRACTORS:
         raise _Failure("config", f"unknown extractor {extractor!r}: one of {EXTRACTORS}")
+    stream: Any
     try:
-        stream = open(pdf_path, "rb")  # noqa: SIM115 - closed below; the parse reads lazily
+        # a bulk tar's member is read with one seek; a file is read lazily by the parse
+        tar = pdf_path.startswith(TAR_PREFIX)
+        stream = open_member(pdf_path) if tar else open(pdf_path, "rb")  # noqa: SIM115
+    except JobError as exc:
+        raise _Failure(exc.kind, exc.message) from exc
     except OSError as exc:
         raise _Failure("permanent", f"cannot read the PDF: {_describe(exc)}") from exc
     with stream:
         try:
             if extractor == "pdfium":
-                pages, errors, metadata = _pdfium_pages(pdf_path)
+                source = stream.getvalue() if isinstance(stream, io.BytesIO) else pdf_path
+                pages, errors, metadata = _pdfium_pages(source)
             else:
                 pages, errors, metadata = _pypdf_pages(stream)
         except (_Failure, MemoryError):

@@ -40,7 +40,13 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Literal
 
-from rpa.errors import ConfigError, ExtractTimeout, MemoryCapExceeded, WorkerCrashed
+from rpa.errors import (
+    ConfigError,
+    ExtractTimeout,
+    MemoryCapExceeded,
+    MemoryPressure,
+    WorkerCrashed,
+)
 from rpa.extract.pdf import EXTRACTORS, extract_pdf
 
 __all__ = ["DEFAULT_MAX_MB", "DEFAULT_NICE", "DEFAULT_TIMEOUT", "ExtractPool", "PoolStatistics"]
@@ -71,6 +77,7 @@ class PoolStatistics:
     parsing: int  # of those, the ones whose process has received its paper
     started: int  # processes started in total, replacements included
     replaced: int  # processes started to replace a killed, dead or recycled one
+    recycled: int  # processes replaced for having grown past recycle_mb
     crashed: int  # extractions whose process died under them (WorkerCrashed)
     timed_out: int  # extractions that ran past the timeout (ExtractTimeout)
 
@@ -127,6 +134,7 @@ def _child_main(tasks: Connection, results: Connection, nice: int, max_mb: int |
         except OSError:
             return
         result = extract_pdf(*task)
+        result["rss_mb"] = _own_rss_mb()  # for the parent's recycle rule
         payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         data = memoryview(_FRAME.pack(len(payload)) + payload)
         try:
@@ -134,6 +142,15 @@ def _child_main(tasks: Connection, results: Connection, nice: int, max_mb: int |
                 data = data[os.write(fd, data) :]
         except OSError:
             return
+
+
+def _own_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _context() -> BaseContext:
@@ -174,6 +191,7 @@ class _Worker:
         self.busy = False
         self.dead = False  # its pipe hit EOF
         self.started = False  # it acknowledged the task in hand
+        self.shed = False  # killed by the memory governor
         self.retired: asyncio.Task[None] | None = None  # killed; the replacement task
 
     def kill(self) -> None:
@@ -210,6 +228,7 @@ class ExtractPool:
         max_mb: int | None = DEFAULT_MAX_MB,
         nice: int = DEFAULT_NICE,
         extractor: str = "pypdf",
+        recycle_mb: int | None = None,
     ) -> None:
         if workers < 1:
             raise ConfigError(f"extraction workers must be at least 1, not {workers}")
@@ -225,6 +244,7 @@ class ExtractPool:
         self._max_mb = max_mb or None
         self._nice = nice
         self._extractor = extractor
+        self._recycle_mb = recycle_mb or None
         self._ctx: BaseContext | None = None
         self._workers: list[_Worker] = []
         self._idle: asyncio.Queue[_Worker] | None = None
@@ -234,6 +254,7 @@ class ExtractPool:
         self._threads_busy = 0
         self._closing = False
         self._started = self._replaced = self._crashed = self._timed_out = 0
+        self._recycled = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -427,15 +448,33 @@ class ExtractPool:
             if result.get("kind") == "memory_cap":
                 # Its heap may sit near the cap, fragmented: recycle the process too.
                 raise MemoryCapExceeded(f"{result.get('message')} (cap {self._max_mb} MiB)")
-        except (ExtractTimeout, WorkerCrashed, MemoryCapExceeded, _NotStarted):
+        except (ExtractTimeout, WorkerCrashed, MemoryCapExceeded, MemoryPressure, _NotStarted):
             # Kill and replace; tell the caller once the pool is whole again (or soon anyway).
             await asyncio.wait({self._retire(worker)}, timeout=REPLACE_WAIT)
             raise
         except BaseException:
             self._retire(worker)  # cancelled mid-parse: the process state is unknown
             raise
+        rss = result.pop("rss_mb", 0)
+        if self._recycle_mb and isinstance(rss, float | int) and rss > self._recycle_mb:
+            # It has grown (memory is rarely given back between files): a fresh process
+            # takes the next paper (Celery's max-memory-per-child).
+            self._recycled += 1
+            self._retire(worker)
+            return result
         self._idle.put_nowait(worker)
         return result
+
+    def shed(self, pid: int) -> bool:
+        """Kill the busy process `pid` to save memory (the memory governor): its paper fails
+        as MemoryPressure, transient and not counted towards poison. False if it was not
+        one of ours, or not busy."""
+        for worker in self._workers:
+            if worker.pid == pid and worker.busy and not (worker.dead or worker.retired):
+                worker.shed = True
+                worker.kill()
+                return True
+        return False
 
     async def _run(
         self, worker: _Worker, task: tuple[str, str, str, str], limit: float
@@ -455,6 +494,11 @@ class ExtractPool:
                 f"extraction ran past {limit:g} s; its process ({worker.pid}) was killed"
             ) from None
         except _ProcessDied as died:
+            if worker.shed:
+                raise MemoryPressure(
+                    f"its extraction process ({worker.pid}) was killed for memory (the memory "
+                    "governor); it is retried when memory allows"
+                ) from None
             if not died.started:
                 raise _NotStarted() from None
             self._crashed += 1
@@ -508,7 +552,7 @@ class ExtractPool:
         if self._mode == "thread":
             alive = self._size if self._executor is not None else 0
             busy = self._threads_busy
-            return PoolStatistics(self._size, alive, busy, busy, 0, 0, 0, self._timed_out)
+            return PoolStatistics(self._size, alive, busy, busy, 0, 0, 0, 0, self._timed_out)
         usable = [w for w in self._workers if not (w.dead or w.retired)]
         return PoolStatistics(
             workers=self._size,
@@ -517,6 +561,7 @@ class ExtractPool:
             parsing=sum(w.busy and w.started for w in self._workers),
             started=self._started,
             replaced=self._replaced,
+            recycled=self._recycled,
             crashed=self._crashed,
             timed_out=self._timed_out,
         )

@@ -26,6 +26,7 @@ __all__ = [
     "Lease",
     "Reclaimed",
     "RunInfo",
+    "TarMember",
     "Totals",
     "dead_after",
     "new_run_id",
@@ -37,7 +38,9 @@ ACTIVE_STAGES = ("queued", "downloaded", "extracted")
 FINAL_STAGES = ("done", "failed")
 #: the settings that decide where work comes from and goes to: they belong to the queue, not
 #: to one invocation (a resume uses the stored ones; a contradicting value is refused)
-QUEUE_SETTINGS = ("out", "pdf_url", "extractor", "rate_limits", "max_pdf_mb", "follow_redirects")
+QUEUE_SETTINGS = (
+    "out", "pdf_url", "pdf_tar", "extractor", "rate_limits", "max_pdf_mb", "follow_redirects",
+)  # fmt: skip
 
 
 def dead_after(heartbeat_seconds: float) -> float:
@@ -174,6 +177,18 @@ class HostState:
     cooldown_until: float | None
     breaker_open: bool
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TarMember:
+    """A paper's PDF inside one of arXiv's bulk tars (rpa.sources.tar)."""
+
+    base: str  # its arXiv ID without version: "1501.00001", "astro-ph/0001001"
+    version: int | None
+    tar: str  # the tar's path
+    name: str  # the member's name
+    offset: int  # where its data starts in the tar
+    size: int
 
 
 @dataclass(frozen=True, slots=True)

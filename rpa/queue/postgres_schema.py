@@ -5,9 +5,10 @@ same number in both backends. The version lives in `rpa_meta`. Migrations run in
 transaction each, under an advisory lock, so processes on many hosts starting against a new
 database at once apply each migration once.
 
-Per-stage counts are kept exact by a trigger in the writing transaction, like SQLite's, but
-spread over 16 rows a stage (a shard per server process), so that many processes moving jobs
-at once do not queue up behind one counter row; `rpa status` adds them up.
+Per-stage counts are kept exact by a statement trigger in the writing transaction, like
+SQLite's row triggers, but spread over 16 rows a stage (a shard per server process), so that
+many processes moving jobs at once do not queue up behind one counter row; `rpa status` adds
+them up.
 """
 
 from __future__ import annotations
@@ -108,23 +109,33 @@ _SCHEMA_5 = [
     "INSERT INTO stage_counts (stage, shard, n) SELECT s, g, 0 FROM "
     "unnest(ARRAY['queued', 'downloaded', 'extracted', 'done', 'failed']) AS s, "
     f"generate_series(0, {SHARDS - 1}) AS g",
+    # One statement, one counter update per stage it changed: a row trigger updating a
+    # counter row per job made a bulk change (a retry of 100,000 jobs) quadratic, each
+    # update walking the counter row's chain of versions in the same transaction.
     f"""CREATE FUNCTION rpa_count_stages() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP = 'UPDATE' THEN
-            IF OLD.stage IS DISTINCT FROM NEW.stage THEN
-                UPDATE stage_counts SET n = n - 1
-                    WHERE stage = OLD.stage AND shard = mod(pg_backend_pid(), {SHARDS});
-                UPDATE stage_counts SET n = n + 1
-                    WHERE stage = NEW.stage AND shard = mod(pg_backend_pid(), {SHARDS});
-            END IF;
+            INSERT INTO stage_counts (stage, shard, n)
+            SELECT stage, mod(pg_backend_pid(), {SHARDS}), sum(delta) FROM (
+                SELECT o.stage, -1 AS delta FROM old_rows o JOIN new_rows n ON n.id = o.id
+                    WHERE o.stage IS DISTINCT FROM n.stage
+                UNION ALL
+                SELECT n.stage, 1 AS delta FROM old_rows o JOIN new_rows n ON n.id = o.id
+                    WHERE o.stage IS DISTINCT FROM n.stage
+            ) AS changes GROUP BY stage
+            ON CONFLICT (stage, shard) DO UPDATE SET n = stage_counts.n + excluded.n;
         ELSIF TG_OP = 'DELETE' THEN
-            UPDATE stage_counts SET n = n - 1
-                WHERE stage = OLD.stage AND shard = mod(pg_backend_pid(), {SHARDS});
+            INSERT INTO stage_counts (stage, shard, n)
+            SELECT stage, mod(pg_backend_pid(), {SHARDS}), -count(*) FROM old_rows GROUP BY stage
+            ON CONFLICT (stage, shard) DO UPDATE SET n = stage_counts.n + excluded.n;
         END IF;
         RETURN NULL;
     END $$""",
-    "CREATE TRIGGER jobs_count AFTER UPDATE OF stage OR DELETE ON jobs "
-    "FOR EACH ROW EXECUTE FUNCTION rpa_count_stages()",
+    "CREATE TRIGGER jobs_count_update AFTER UPDATE ON jobs "
+    "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION rpa_count_stages()",
+    "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs "
+    "REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION rpa_count_stages()",
 ]
 
 _SCHEMA_6 = [
@@ -133,6 +144,14 @@ _SCHEMA_6 = [
     "free_at double precision NOT NULL DEFAULT 0, holder text, PRIMARY KEY (host, slot))",
 ]
 
+_SCHEMA_7 = [
+    # arXiv's bulk PDF tars as a source: each tar's paper members, indexed once
+    "CREATE TABLE tars (path text PRIMARY KEY, size bigint, mtime double precision, "
+    "members integer, error text, indexed_at double precision)",
+    "CREATE TABLE tar_members (base text PRIMARY KEY, version integer, tar text NOT NULL, "
+    "member text NOT NULL, data_offset bigint NOT NULL, size bigint NOT NULL)",
+]
+
 #: version -> statements; a PostgreSQL queue has no version below 5
-MIGRATIONS: dict[int, list[str]] = {5: _SCHEMA_5, 6: _SCHEMA_6}
+MIGRATIONS: dict[int, list[str]] = {5: _SCHEMA_5, 6: _SCHEMA_6, 7: _SCHEMA_7}
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -216,6 +216,18 @@ def _migration_6(db: Database) -> None:
     )
 
 
+def _migration_7(db: Database) -> None:
+    # arXiv's bulk PDF tars as a source: each tar's paper members, indexed once.
+    db.execute(
+        "CREATE TABLE tars (path TEXT PRIMARY KEY, size INTEGER, mtime REAL, members INTEGER, "
+        "error TEXT, indexed_at REAL)"
+    )
+    db.execute(
+        "CREATE TABLE tar_members (base TEXT PRIMARY KEY, version INTEGER, tar TEXT NOT NULL, "
+        "member TEXT NOT NULL, data_offset INTEGER NOT NULL, size INTEGER NOT NULL)"
+    )
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_1,
     _migration_2,
@@ -223,5 +235,6 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_7,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

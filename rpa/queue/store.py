@@ -29,12 +29,13 @@ from rpa.queue.model import (
     Lease,
     Reclaimed,
     RunInfo,
+    TarMember,
     Totals,
     dead_after,
     pid_alive,
     this_host,
 )
-from rpa.queue.sql import Params, Row, Sql
+from rpa.queue.sql import Params, Row, Sql, chunks
 
 __all__ = ["Backend", "QueueStore"]
 
@@ -476,6 +477,69 @@ class QueueStore:
                 "WHERE host = ? AND slot = ? AND holder = ?",
                 (now + period, host, slot, holder),
             )
+
+    # ---- bulk tars ----------------------------------------------------------------------
+
+    def tar_indexed(self, path: str) -> tuple[int, float] | None:
+        """(size, mtime) of a tar when it was indexed, None if it never was."""
+        row = self.sql.one("SELECT size, mtime FROM tars WHERE path = ?", (path,))
+        return None if row is None else (int(row["size"]), float(row["mtime"]))
+
+    def index_tar(
+        self, path: str, size: int, mtime: float, members: Sequence[TarMember], error: str | None,
+        now: float,
+    ) -> None:  # fmt: skip
+        """Record a tar's paper members (a paper in two tars, or in two versions: the highest
+        version's member wins)."""
+        with self.sql.transaction():
+            self.sql.execute("DELETE FROM tar_members WHERE tar = ?", (path,))
+            self.sql.executemany(
+                "INSERT INTO tar_members (base, version, tar, member, data_offset, size) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (base) DO UPDATE SET "
+                "version = excluded.version, tar = excluded.tar, member = excluded.member, "
+                "data_offset = excluded.data_offset, size = excluded.size "
+                "WHERE coalesce(excluded.version, 0) >= coalesce(tar_members.version, 0)",
+                [(m.base, m.version, m.tar, m.name, m.offset, m.size) for m in members],
+            )
+            self.sql.execute(
+                "INSERT INTO tars (path, size, mtime, members, error, indexed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+                "size = excluded.size, mtime = excluded.mtime, members = excluded.members, "
+                "error = excluded.error, indexed_at = excluded.indexed_at",
+                (path, size, mtime, len(members), error, now),
+            )
+
+    def tar_member(self, base: str) -> TarMember | None:
+        row = self.sql.one(
+            "SELECT base, version, tar, member, data_offset, size FROM tar_members WHERE base = ?",
+            (base,),
+        )
+        if row is None:
+            return None
+        return TarMember(row["base"], row["version"], row["tar"], row["member"],
+                      int(row["data_offset"]), int(row["size"]))  # fmt: skip
+
+    def tar_keys(self, after: str, limit: int) -> list[str]:
+        """Queue keys of indexed members (ID, with the version a member name gave), in order."""
+        return [
+            r["base"] + (f"v{r['version']}" if r["version"] else "")
+            for r in self.sql.rows(
+                "SELECT base, version FROM tar_members WHERE base > ? ORDER BY base LIMIT ?",
+                (after, limit),
+            )
+        ]
+
+    def tar_keys_for(self, bases: Sequence[str]) -> dict[str, str]:
+        """base -> the queue key of its member (with the version its name gave), for the
+        bases the tars hold."""
+        found: dict[str, str] = {}
+        for part in chunks(list(bases), 500):
+            marks = ", ".join("?" * len(part))
+            for r in self.sql.rows(
+                f"SELECT base, version FROM tar_members WHERE base IN ({marks})", tuple(part)
+            ):
+                found[r["base"]] = r["base"] + (f"v{r['version']}" if r["version"] else "")
+        return found
 
     # ---- the queue's settings -----------------------------------------------------------
 

@@ -45,10 +45,10 @@ _NEXT_STAGE = {"queued": "download", "downloaded": "extract", "extracted": "outc
 @dataclass(frozen=True, slots=True)
 class JobGates:
     """The gates one paper passes: prefetch (downloaded ahead of extraction, at most),
-    download (at once) and extract (at once). `download` is None for a local source."""
+    download (at once; a source off the network passes it by) and extract (at once)."""
 
     prefetch: Gate
-    download: Gate | None
+    download: Gate
     extract: Gate
 
 
@@ -145,17 +145,17 @@ class JobProcessor:
         meter = self.tally.meters["download"]
         dest = self.layout.pdf_path(job.id)
         started = time.time()
-        adopted = await self._in_io(self.layout.adopt_pdf, dest)
+        # a PDF at its final name from an interrupted run (a network source writes there)
+        adopted = await self._in_io(self.layout.adopt_pdf, dest) if self.source.network else None
         if adopted is not None:
             # A complete file from an interrupted run: final names only ever hold whole PDFs.
             size, sha256 = adopted
             done = Downloaded(str(dest), size, sha256, job.final_url, job.http_status, 0.0)
         else:
-            url = self.layout.url(self.settings.pdf_url, job.id)
-            gate = self.gates.download
+            gate = self.gates.download if self.source.network else None
             async with gate if gate is not None else contextlib.nullcontext(0.0) as wait:
                 with self._running(meter, job, "download", started, wait):
-                    result = await self.source.fetch(url, dest)
+                    result = await self.source.fetch(job.id, dest)
             wait += result.gate_wait
             meter.done += 1
             meter.durations.add(result.seconds)

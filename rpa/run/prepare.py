@@ -23,6 +23,7 @@ from rpa.queue import is_postgres_url, open_store, redact, schema_version
 from rpa.queue.enqueue import EnqueueReport, enqueue_file
 from rpa.queue.model import QUEUE_SETTINGS
 from rpa.queue.store import QueueStore
+from rpa.run.tars import TarReport, queue_from_tars
 
 __all__ = ["Prepared", "apply_queue_settings", "check_setup", "prepare"]
 
@@ -33,6 +34,7 @@ class Prepared:
     report: EnqueueReport | None  # the ID file's, for `run`
     notes: list[str]  # what was decided (a reconfigured setting, say)
     remaining: int  # jobs left in the queue
+    tars: TarReport | None = None  # what --pdf-tar indexed and queued
 
 
 def _stored_form(settings: Settings, key: str) -> Any:
@@ -145,12 +147,18 @@ def prepare(
         stored = store.queue_settings() if store is not None else {}
         settings, to_store, notes = apply_queue_settings(resolved, stored, reconfigure=reconfigure)
         check_setup(settings)
+        if command == "run" and ids is None and not settings.pdf_tar:
+            raise InputError(
+                "give a file of IDs (rpa run IDS), or --pdf-tar to run the tars' papers"
+            )
         if store is None:
             store = open_store(db, create=True)
         if to_store:
             store.store_queue_settings(to_store, run_id, now)
-        report = None
-        if ids is not None:
+        report = tars = None
+        if settings.pdf_tar and command == "run":
+            tars = queue_from_tars(store, settings.pdf_tar, ids, on_invalid=on_invalid)
+        elif ids is not None:
             report = enqueue_file(store, ids, strict=strict, on_invalid=on_invalid)
         remaining = store.totals(now).remaining
         if report is not None and report.valid == 0 and remaining == 0:
@@ -158,7 +166,12 @@ def prepare(
                 f"{ids} holds no valid ID ({report.lines} lines, {report.invalid} invalid) and "
                 "the queue has no work left: nothing to do"
             )
-        return Prepared(settings, report, notes, remaining)
+        present = tars.members if tars and tars.listed is None else (
+            (tars.listed or 0) - tars.missing if tars else 0)  # fmt: skip
+        if tars is not None and present == 0 and remaining == 0:
+            what = f"none of the {tars.listed} listed IDs is" if ids else "no paper is"
+            raise InputError(f"{what} in the tars ({tars.members} papers): nothing to do")
+        return Prepared(settings, report, notes, remaining, tars)
     finally:
         if store is not None:
             store.close()

@@ -32,18 +32,20 @@ from rpa.gates import Gate
 from rpa.layout import Layout
 from rpa.metrics import LagProbe, WindowStats
 from rpa.queue.aio import AsyncQueue
-from rpa.queue.model import ACTIVE_STAGES, Job, Lease, RunInfo, Totals, new_run_id
+from rpa.queue.model import ACTIVE_STAGES, Job, Lease, RunInfo, TarMember, Totals, new_run_id
 from rpa.queue.store import QueueStore
 from rpa.run.clients import make_clients
 from rpa.run.fleet import FleetRateGate
 from rpa.run.job import JobGates, JobProcessor
-from rpa.run.snapshot import PoolSnapshot, RunSnapshot, StageSnapshot
+from rpa.run.memory import MemoryGovernor
+from rpa.run.snapshot import MemorySnapshot, PoolSnapshot, RunSnapshot, StageSnapshot
 from rpa.run.tally import Notices, Tally
 from rpa.show import openmetrics
 from rpa.sources.base import Source
 from rpa.sources.hosts import HostGate, HostGates
-from rpa.sources.http import Downloader
+from rpa.sources.http import Downloader, HttpSource
 from rpa.sources.local import LocalSource
+from rpa.sources.tar import TarSource
 
 __all__ = ["RunSummary", "Runner"]
 
@@ -79,6 +81,8 @@ class RunSummary:
     held_elsewhere: int = 0
     #: what ended a crashed run
     crash: str | None = None
+    #: what the memory governor did over the run
+    memory: MemorySnapshot | None = None
 
     @property
     def exit_code(self) -> int:
@@ -123,14 +127,15 @@ class Runner:
             initializer=_lower_thread_priority,
             initargs=(IO_NICE,),
         )
-        self.local_source = settings.pdf_url.lower().startswith("file://")
+        #: PDFs over the network (HTTP), or from local files or bulk tars
+        self.network = not (settings.pdf_tar or settings.pdf_url.lower().startswith("file://"))
         self.prefetch_gate = Gate("prefetch", settings.prefetch)
         self.download_gate = Gate("download", settings.download_concurrency)
         self.extract_gate = Gate("extract", settings.extract_concurrency_resolved)
         host = urlsplit(settings.pdf_url.replace("{id}", "x")).hostname or ""
         # A host's cap is one budget for every process of the queue (rpa.run.fleet).
         self.hosts = HostGates(
-            "" if self.local_source else settings.rate_limits,
+            settings.rate_limits if self.network else "",
             primary=host,
             make_gate=self._fleet_gate,
         )
@@ -141,11 +146,21 @@ class Runner:
             max_mb=settings.extract_max_mb or None,
             nice=settings.extract_nice,
             extractor=settings.extractor,
+            recycle_mb=settings.extract_recycle_mb,
+        )
+        self.notices = notices or Notices()
+        self.governor = MemoryGovernor(
+            pause=settings.memory_pause,
+            resume=settings.memory_resume,
+            kill=settings.memory_kill,
+            prefetch=self.prefetch_gate,
+            extract=self.extract_gate,
+            pool=self.pool,
+            notices=self.notices,
         )
         self.probe = LagProbe()
         self._lag_stats, self._lag_at = self.probe.window.stats(), 0.0
         self.tally = Tally()
-        self.notices = notices or Notices()
         self.held: dict[str, int] = {}
         self.idle = 0
         self.local: asyncio.Queue[Job | None] = asyncio.Queue()
@@ -221,7 +236,7 @@ class Runner:
         totals = self._fresh_totals()
         papers_per_s = self.tally.papers.per_second()
         gates = [self.prefetch_gate.statistics()]
-        if not self.local_source:
+        if self.network:
             gates.append(self.download_gate.statistics())
         gates.append(self.extract_gate.statistics())
         gates.extend(self.hosts.statistics())
@@ -253,6 +268,7 @@ class Runner:
             stopping=self.stopping,
             messages=self.notices.recent(5),
             waiting=self._waiting(),
+            memory=self.governor.snapshot(),
         )
 
     # ---- the run --------------------------------------------------------------------------
@@ -326,36 +342,42 @@ class Runner:
         s = self.settings
         self._install_signal_handlers()
         source: Source
+        max_bytes = int(s.max_pdf_mb * 1024 * 1024)
         async with contextlib.AsyncExitStack() as stack:
-            if self.local_source:
-                source = LocalSource(self.io, max_bytes=int(s.max_pdf_mb * 1024 * 1024))
+            if s.pdf_tar:
+
+                async def lookup(base: str) -> TarMember | None:
+                    return await self.queue.run(QueueStore.tar_member, base)
+
+                source = TarSource(lookup, self.io, max_bytes=max_bytes)
+            elif not self.network:
+                source = LocalSource(self.io, s.pdf_url, max_bytes=max_bytes)
             else:
                 # Built in a thread: each client loads the CA bundle and builds its SSL
                 # context, tens of milliseconds the loop would otherwise stand still for.
                 clients = await asyncio.to_thread(make_clients, s)
                 for client in clients:
                     await stack.enter_async_context(client)
-                source = Downloader(
+                downloader = Downloader(
                     clients,
                     self.io,
-                    max_bytes=int(s.max_pdf_mb * 1024 * 1024),
+                    max_bytes=max_bytes,
                     hosts=self.hosts,
                     redirects=s.follow_redirects,
                     deadline=s.download_timeout,
                     run_id=self.run_id,
                 )
+                source = HttpSource(downloader, s.pdf_url)
             await stack.enter_async_context(self.pool)
+            self.governor.start(asyncio.get_running_loop())
+            stack.callback(self.governor.stop)
             self.processor = JobProcessor(
                 settings=s,
                 run_id=self.run_id,
                 queue=self.queue,
                 source=source,
                 pool=self.pool,
-                gates=JobGates(
-                    self.prefetch_gate,
-                    None if self.local_source else self.download_gate,
-                    self.extract_gate,
-                ),
+                gates=JobGates(self.prefetch_gate, self.download_gate, self.extract_gate),
                 hosts=self.hosts,
                 layout=self.layout,
                 io=self.io,
@@ -447,6 +469,7 @@ class Runner:
             messages=self.notices.recent(10),
             held_elsewhere=self.held_elsewhere,
             crash=self._crash,
+            memory=self.governor.snapshot(),
         )
 
     # ---- signals --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from rpa.gates import GateStatistics
 from rpa.metrics import WindowStats
 from rpa.queue.model import Totals
 
-__all__ = ["PoolSnapshot", "RunSnapshot", "StageSnapshot", "Totals"]
+__all__ = ["MemorySnapshot", "PoolSnapshot", "RunSnapshot", "StageSnapshot", "Totals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,21 @@ class PoolSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class MemorySnapshot:
+    """The memory governor: memory in use against the limit that binds, and what it did."""
+
+    used: int  # bytes
+    limit: int  # bytes
+    source: str  # cgroup | machine
+    state: str  # ok | paused | shedding
+    pauses: int
+    paused_seconds: float
+    shed: int  # extraction processes killed for memory (their papers retried)
+    recycled: int  # extraction processes replaced for having grown past --extract-recycle-mb
+    extract_limit: int  # the extract gate's capacity now (narrowed after a shed)
+
+
+@dataclass(frozen=True, slots=True)
 class RunSnapshot:
     """Everything the live table, a progress line and `rpa_live_*` metrics show, as plain
     data, taken on the loop in about half a millisecond."""
@@ -64,3 +79,4 @@ class RunSnapshot:
     messages: list[str] = field(default_factory=list)
     #: what the run is waiting for, and until when, when it waits (disk space, a cooldown)
     waiting: str | None = None
+    memory: MemorySnapshot | None = None

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from rpa.run.snapshot import RunSnapshot
-from rpa.show.fmt import WIDTH, Line, Lines, block, clip, dur, ms, q
+from rpa.run.snapshot import MemorySnapshot, RunSnapshot
+from rpa.show.fmt import WIDTH, Line, Lines, block, clip, dur, gib, ms, q
 
-__all__ = ["LAG_MAX_WARN", "LAG_P99_WARN", "format_line", "make_run_table", "snapshot_dict"]
+__all__ = [
+    "LAG_MAX_WARN",
+    "LAG_P99_WARN",
+    "format_line",
+    "make_run_table",
+    "memory_dict",
+    "snapshot_dict",
+]
 
 #: loop lag above these is shown in red: a loop this late is starving its workers
 LAG_P99_WARN = 0.005
@@ -76,6 +83,16 @@ def make_run_table(snap: RunSnapshot) -> Lines:
         [(p.mode, f"{p.alive}/{p.workers}", str(p.busy), str(p.replaced), str(p.crashed),
           str(p.timed_out))],
     )  # fmt: skip
+    m = snap.memory
+    if m is not None:
+        state_style = {"ok": "green", "paused": "yellow", "shedding": "red"}.get(m.state, "")
+        lines += block(
+            "Memory",
+            ("in use / limit", "source", "state", "pauses", "paused", "shed", "recycled"),
+            [(f"{gib(m.used)} / {gib(m.limit)} GiB", m.source, (m.state, state_style),
+              str(m.pauses), dur(m.paused_seconds), str(m.shed), str(m.recycled))],
+            labels=False,
+        )  # fmt: skip
     if snap.waiting:
         lines.append([(clip(f"waiting for {snap.waiting}", WIDTH), "yellow")])
     lines.extend([(clip(m, WIDTH), "yellow")] for m in snap.messages)
@@ -137,6 +154,23 @@ def snapshot_dict(snap: RunSnapshot) -> dict[str, Any]:
         "stopping": snap.stopping,
         "waiting": snap.waiting,
         "messages": snap.messages,
+        "memory": memory_dict(snap.memory),
+    }
+
+
+def memory_dict(m: MemorySnapshot | None) -> dict[str, Any] | None:
+    """The memory governor as JSON (progress lines and the summary)."""
+    if m is None:
+        return None
+    return {
+        "used": m.used,
+        "limit": m.limit,
+        "source": m.source,
+        "state": m.state,
+        "pauses": m.pauses,
+        "paused_seconds": round(m.paused_seconds, 1),
+        "shed": m.shed,
+        "recycled": m.recycled,
     }
 
 
@@ -151,6 +185,11 @@ def format_line(snap: RunSnapshot) -> str:
         f"{snap.mb_per_s:.2f} MB/s ETA {dur(snap.eta_seconds)} | {gates} | "
         f"workers {snap.workers_busy}/{snap.workers_total} busy | "
         f"lag p99 {q(snap.lag, 'p99')} max {q(snap.lag, 'max')}"
+        + (
+            f" | memory {snap.memory.state} {gib(snap.memory.used)}/{gib(snap.memory.limit)} GiB"
+            if snap.memory
+            else ""
+        )
         + (f" | waiting for {snap.waiting}" if snap.waiting else "")
         + (" | stopping" if snap.stopping else "")
     )

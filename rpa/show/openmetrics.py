@@ -273,6 +273,30 @@ def _live(w: _Writer, run: RunSnapshot) -> None:
         "Estimated time to empty the queue at the current throughput; absent when unknown.",
         [(rid, run.eta_seconds)],
     )
+    m = run.memory
+    if m is not None:
+        w.gauge(
+            "rpa_live_memory_bytes",
+            "Memory in use and the limit that binds it (the cgroup's, else the machine's).",
+            [({**rid, "kind": "used", "source": m.source}, m.used),
+             ({**rid, "kind": "limit", "source": m.source}, m.limit)],
+        )  # fmt: skip
+        w.gauge(
+            "rpa_live_memory_state",
+            "The memory governor's state: 1 for the one it is in (ok, paused, shedding).",
+            [({**rid, "state": st}, int(m.state == st)) for st in ("ok", "paused", "shedding")],
+        )
+        w.gauge(
+            "rpa_live_memory_actions",
+            "What the memory governor did so far: pauses, papers shed, processes recycled.",
+            [({**rid, "action": "pauses"}, m.pauses), ({**rid, "action": "shed"}, m.shed),
+             ({**rid, "action": "recycled"}, m.recycled)],
+        )  # fmt: skip
+        w.gauge(
+            "rpa_live_memory_paused_seconds",
+            "Seconds the run has spent paused for memory.",
+            [(rid, m.paused_seconds)],
+        )
 
 
 def write_metrics_file(path: Path | str, text: str) -> None:

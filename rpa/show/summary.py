@@ -6,8 +6,9 @@ from typing import Any, Protocol
 
 from rpa.metrics import WindowStats
 from rpa.queue.model import Totals
-from rpa.run.snapshot import StageSnapshot
-from rpa.show.fmt import WIDTH, Line, Lines, block, clip, dur, ms, q, wrap
+from rpa.run.snapshot import MemorySnapshot, StageSnapshot
+from rpa.show.fmt import WIDTH, Line, Lines, block, clip, dur, gib, ms, q, wrap
+from rpa.show.live import memory_dict
 
 __all__ = ["SummaryData", "make_summary", "summary_dict"]
 
@@ -41,6 +42,8 @@ class SummaryData(Protocol):
     def messages(self) -> list[str]: ...
     @property
     def crash(self) -> str | None: ...
+    @property
+    def memory(self) -> MemorySnapshot | None: ...
 
 
 def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) -> Lines:
@@ -91,6 +94,13 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
         [(f"event-loop lag over the run: p50 {q(lag, 'p50')}  p99 {q(lag, 'p99')}  "
           f"max {q(lag, 'max')}  ({lag.count} samples)", "")]
     )  # fmt: skip
+    m = summary.memory
+    if m is not None:
+        lines.append(
+            [(f"memory: {m.pauses} pauses ({dur(m.paused_seconds)} paused), {m.shed} papers "
+              f"shed, {m.recycled} processes recycled (limit {gib(m.limit)} GiB, {m.source})",
+              "yellow" if m.pauses or m.shed else "")]
+        )  # fmt: skip
     for message in summary.messages[-10:]:
         lines += wrap(message, "yellow", indent="  ")
     return Lines(lines)
@@ -133,4 +143,5 @@ def summary_dict(summary: SummaryData, timings: dict[str, Any] | None = None) ->
         "lag_max_ms": ms_or_none(lag.max, lag.count),
         "timings": None if timings is None else timings["stages"],
         "messages": summary.messages[-10:],
+        "memory": memory_dict(summary.memory),
     }

@@ -24,7 +24,10 @@ class Download:
 
 
 class Source(Protocol):
-    async def fetch(self, url: str, dest: Path) -> Download:
-        """Bring the PDF at `url` to a checked file (at `dest`, or where it already is);
+    #: does it go through the download gate (a network source)?
+    network: bool
+
+    async def fetch(self, job_id: str, dest: Path) -> Download:
+        """Bring the PDF of `job_id` to a checked file (at `dest`, or where it already is);
         raises a rpa.errors.JobError on any failure."""
         ...

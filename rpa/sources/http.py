@@ -31,11 +31,12 @@ import httpx
 
 from rpa import errors
 from rpa.files import SNIFF_BYTES, sniff_pdf
+from rpa.ids import url_for
 from rpa.sources.base import Download
 from rpa.sources.hosts import HostGates, same_site
 from rpa.sources.partial import PartialFile
 
-__all__ = ["Download", "Downloader", "parse_retry_after"]
+__all__ = ["Download", "Downloader", "HttpSource", "parse_retry_after"]
 
 # httpx/httpcore import these lazily at the first request. Import them now, before the event
 # loop runs: an import on the loop thread is a stall (anyio's backend alone is ~40 ms).
@@ -259,6 +260,19 @@ class Downloader:
         finally:
             if not committed:
                 await self._in_io(tmp.discard)
+
+
+class HttpSource:
+    """The PDFs of --pdf-url's template (`{id}` filled in), through a Downloader."""
+
+    network = True
+
+    def __init__(self, downloader: Downloader, template: str) -> None:
+        self.downloader = downloader
+        self.template = template
+
+    async def fetch(self, job_id: str, dest: Path) -> Download:
+        return await self.downloader.fetch(url_for(self.template, job_id), dest)
 
 
 def _not_pdf(response: httpx.Response, head: bytes) -> errors.JobError:

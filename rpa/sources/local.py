@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from rpa import errors
 from rpa.files import SNIFF_BYTES, sha256_file, sniff_pdf
+from rpa.ids import url_for
 from rpa.sources.base import Download
 
 __all__ = ["LocalSource", "file_url_path"]
@@ -51,12 +52,16 @@ def _check(path: Path, max_bytes: int) -> tuple[int, str]:
 class LocalSource:
     """Checks a local PDF in the I/O pool and names it; copies nothing."""
 
-    def __init__(self, io: Executor, *, max_bytes: int) -> None:
+    network = False
+
+    def __init__(self, io: Executor, template: str, *, max_bytes: int) -> None:
         self.io = io
+        self.template = template
         self.max_bytes = max_bytes
 
-    async def fetch(self, url: str, dest: Path) -> Download:
+    async def fetch(self, job_id: str, dest: Path) -> Download:
         """`dest` is unused: a local PDF stays where it is."""
+        url = url_for(self.template, job_id)
         start = time.perf_counter()
         path = file_url_path(url)
         loop = asyncio.get_running_loop()

@@ -1,0 +1,281 @@
+"""The memory governor: pause, shed and recycle before the machine (its OOM killer) does it.
+
+A thread of its own samples memory in use against the limit that binds, every 250 ms:
+
+- the cgroup's, when rpa runs inside one with a limit (v2: `memory.max` and `memory.current`;
+  v1: `memory.limit_in_bytes` and `memory.usage_in_bytes`, the smallest limit up the tree),
+  counting its working set as the kubelet does: usage less the page cache the kernel can drop
+  at once (`inactive_file`);
+- else the machine's: `MemTotal` less `MemAvailable` (/proc/meminfo).
+
+On the loop, one callback per sample decides (Dask's and Ray's thresholds, as fractions):
+
+- at `--memory-pause` (0.80) no new extraction starts and the prefetch gate lets no new download
+  begin (both narrowed to one: a gate with nothing inside still lets one in, so the run never
+  deadlocks); what is in flight finishes. Below `--memory-resume` (0.70) work resumes;
+- at `--memory-kill` (0.95) the extraction process with the largest RSS is killed; its paper goes
+  back to the queue as `memory_pressure` (transient, not counted towards poison), and the extract
+  gate is narrowed by one until the pressure has stayed low for `CALM` seconds.
+
+Every change is said, with the figures that caused it, and counted for the summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rpa.extract.pool import ExtractPool
+from rpa.gates import Gate
+from rpa.run.snapshot import MemorySnapshot
+from rpa.run.tally import Notices
+
+__all__ = ["MemoryGovernor", "MemoryReading", "read_memory"]
+
+#: seconds between samples
+INTERVAL = 0.25
+#: seconds the pressure must stay below the pause line before a narrowed extract gate widens
+CALM = 30.0
+_UNLIMITED = 1 << 60
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryReading:
+    used: int  # bytes
+    limit: int  # bytes
+    source: str  # "cgroup" | "machine"
+
+    @property
+    def fraction(self) -> float:
+        return self.used / self.limit if self.limit else 0.0
+
+
+def _int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return None if text in ("", "max") else int(text)
+
+
+def _stat(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cgroup_paths() -> tuple[Path | None, Path | None]:
+    """(the v2 cgroup folder, the v1 memory cgroup folder) of this process, where present."""
+    v2 = v1 = None
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        _, controllers, where = line.split(":", 2)
+        if controllers == "":
+            v2 = _CGROUP / where.lstrip("/")
+        elif "memory" in controllers.split(","):
+            v1 = _CGROUP / "memory" / where.lstrip("/")
+    return v2, v1
+
+
+def cgroup_memory() -> tuple[int, int] | None:
+    """(working set, limit) of this process's memory cgroup, if a limit binds it."""
+    v2, v1 = _cgroup_paths()
+    if v1 is not None and (v1 / "memory.usage_in_bytes").exists():
+        limit = _stat(v1 / "memory.stat", "hierarchical_memory_limit") or (
+            _int(v1 / "memory.limit_in_bytes") or _UNLIMITED
+        )
+        if limit < _UNLIMITED:
+            usage = _int(v1 / "memory.usage_in_bytes") or 0
+            return max(0, usage - _stat(v1 / "memory.stat", "total_inactive_file")), limit
+    if v2 is not None and (v2 / "memory.current").exists():
+        limits = []
+        folder = v2
+        while folder != _CGROUP.parent and _CGROUP in (folder, *folder.parents):
+            value = _int(folder / "memory.max")
+            if value is not None:
+                limits.append(value)
+            folder = folder.parent
+        if limits:
+            usage = _int(v2 / "memory.current") or 0
+            return max(0, usage - _stat(v2 / "memory.stat", "inactive_file")), min(limits)
+    return None
+
+
+def machine_memory() -> tuple[int, int]:
+    """(in use, total) for the whole machine, from /proc/meminfo."""
+    info: dict[str, int] = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        info[name] = int(rest.split()[0]) * 1024
+    total = info["MemTotal"]
+    return total - info.get("MemAvailable", info.get("MemFree", 0)), total
+
+
+def read_memory() -> MemoryReading:
+    """Memory in use against the limit that binds: the cgroup's, else the machine's."""
+    machine_used, total = machine_memory()
+    group = cgroup_memory()
+    if group is not None and group[1] < total:
+        return MemoryReading(group[0], group[1], "cgroup")
+    return MemoryReading(machine_used, total, "machine")
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+class MemoryGovernor:
+    """Watches memory for one run and acts on its gates and its extraction pool."""
+
+    def __init__(
+        self,
+        *,
+        pause: float,
+        resume: float,
+        kill: float,
+        prefetch: Gate,
+        extract: Gate,
+        pool: ExtractPool,
+        notices: Notices,
+        reader: Callable[[], MemoryReading] = read_memory,
+        interval: float = INTERVAL,
+        calm: float = CALM,
+    ) -> None:
+        self.pause, self.resume, self.kill = pause, resume, kill
+        self.prefetch, self.extract = prefetch, extract
+        self.pool = pool
+        self.notices = notices
+        self.reader = reader
+        self.interval = interval
+        self.calm = calm
+        self.state = "ok"
+        self.reading: MemoryReading | None = None
+        self.pauses = 0
+        self.shed = 0
+        self._paused_since: float | None = None
+        self._paused_total = 0.0
+        self._narrowed = 0  # how many steps the extract gate is narrowed by, after a shed
+        self._last_high = 0.0
+        self._pids: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- the sampling thread --------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        def sample() -> None:
+            while not self._stop.wait(self.interval):
+                try:
+                    reading = self.reader()
+                except (OSError, ValueError, KeyError):
+                    continue
+                largest = None
+                if reading.fraction >= self.kill:
+                    pids = list(self._pids)
+                    largest = max(pids, key=rss_bytes) if pids else None
+                try:
+                    loop.call_soon_threadsafe(self._on_reading, reading, largest)
+                except RuntimeError:  # the loop is closed: the run is over
+                    return
+
+        self._thread = threading.Thread(target=sample, name="rpa-memory", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.state != "ok" and self._paused_since is not None:
+            self._paused_total += time.monotonic() - self._paused_since
+            self._paused_since = None
+
+    # ---- on the loop -----------------------------------------------------------------------
+
+    def _figures(self, r: MemoryReading) -> str:
+        return f"{_gib(r.used)} of {_gib(r.limit)} ({r.source}, {r.fraction:.0%})"
+
+    def _on_reading(self, reading: MemoryReading, largest: int | None) -> None:
+        now = time.monotonic()
+        self.reading = reading
+        self._pids = self.pool.pids()
+        f = reading.fraction
+        if f >= self.pause:
+            self._last_high = now
+        if f >= self.kill and largest is not None and self.pool.shed(largest):
+            self.shed += 1
+            self._narrowed += 1
+            self._enter("shedding", now)
+            self.notices.add(
+                f"memory at {self._figures(reading)}, over --memory-kill {self.kill:.0%}: "
+                f"killed the largest extraction process ({largest}, {_gib(rss_bytes(largest))}); "
+                "its paper goes back to the queue"
+            )
+        elif f >= self.pause and self.state == "ok":
+            self._enter("paused", now)
+            self.pauses += 1
+            self.notices.add(
+                f"memory at {self._figures(reading)}, over --memory-pause {self.pause:.0%}: "
+                "no new extraction or download starts until it is under "
+                f"--memory-resume {self.resume:.0%}"
+            )
+        elif f < self.resume and self.state != "ok":
+            self.state = "ok"
+            if self._paused_since is not None:
+                self._paused_total += now - self._paused_since
+                self._paused_since = None
+            self.notices.add(f"memory at {self._figures(reading)}: work resumes")
+        if self._narrowed and now - self._last_high >= self.calm:
+            self._narrowed -= 1  # calm for a while: widen one step
+            self._last_high = now
+        self._apply()
+
+    def _enter(self, state: str, now: float) -> None:
+        if self.state == "ok":
+            self._paused_since = now
+        self.state = state
+
+    def _apply(self) -> None:
+        if self.state == "ok":
+            self.prefetch.set_limit(self.prefetch.capacity)
+            self.extract.set_limit(self.extract.capacity - self._narrowed)
+        else:
+            # none new while in flight; with nothing in flight one may still go (no deadlock)
+            self.prefetch.set_limit(1)
+            self.extract.set_limit(1)
+
+    def snapshot(self) -> MemorySnapshot:
+        r = self.reading
+        paused = self._paused_total
+        if self._paused_since is not None:
+            paused += time.monotonic() - self._paused_since
+        return MemorySnapshot(
+            used=r.used if r else 0,
+            limit=r.limit if r else 0,
+            source=r.source if r else "machine",
+            state=self.state,
+            pauses=self.pauses,
+            paused_seconds=paused,
+            shed=self.shed,
+            recycled=self.pool.statistics().recycled,
+            extract_limit=self.extract.limit,
+        )

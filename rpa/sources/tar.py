@@ -1,0 +1,176 @@
+"""arXiv's bulk PDF tars as a source: `rpa run --pdf-tar 'bulk/arXiv_pdf_*.tar' [IDS]`.
+
+arXiv's sanctioned route to PDFs in bulk is its requester-pays S3 bucket: `pdf/arXiv_pdf_YYMM_NNN.
+tar`, chunks of ~500 MB of one month (YYMM) in sequence (NNN), listed by
+`pdf/arXiv_pdf_manifest.xml` (https://info.arxiv.org/help/bulk_data_s3.html). Inside a tar each
+paper is one member under its month, named by its ID with the slash of an old-style ID removed
+and, in the tars seen, no version:
+
+    1501/1501.00001.pdf          new style (YYMM.NNNN from 0704, YYMM.NNNNN from 1501)
+    0001/astro-ph0001001.pdf     old style: archive + YYMMNNN (no subject class)
+
+(arxiv-public-datasets' `id_to_tarpdf` and CORE's ArXivFileGetter build exactly these names;
+a `vN` suffix is accepted too.) rpa indexes every tar's members once (name, data offset, size)
+into the queue, and reads a paper with one seek into the tar: the tar is never unpacked, and
+no copy of a PDF is made (the record names `tar:OFFSET:SIZE:PATH`). A truncated tar, or a
+member that is not a PDF, fails only its papers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import io
+import os
+import re
+import tarfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Executor
+from pathlib import Path
+
+from rpa import errors
+from rpa.files import SNIFF_BYTES, sniff_pdf
+from rpa.ids import OLD_STYLE_ARCHIVES, parse_id
+from rpa.queue.model import TarMember as Member
+from rpa.sources.base import Download
+
+__all__ = [
+    "TAR_PREFIX",
+    "Member",
+    "TarSource",
+    "check_member",
+    "member_key",
+    "open_member",
+    "parse_tar_path",
+    "read_member",
+    "scan_tar",
+    "tar_files",
+    "tar_path",
+]
+
+TAR_PREFIX = "tar:"
+_MEMBER = re.compile(r"^(?:\./)?(?:\d{4}/)?(?P<stem>[^/]+)\.pdf$")
+_NEW = re.compile(r"^(?P<id>\d{4}\.\d{4,5})(?P<v>v\d+)?$")
+_OLD = re.compile(r"^(?P<archive>[a-z]+(?:-[a-z]+)?)(?P<num>\d{7})(?P<v>v\d+)?$")
+
+
+def member_key(name: str) -> tuple[str, int | None] | None:
+    """(arXiv ID without version, version or None) of a member name, None for anything
+    that is not a paper's PDF named the way arXiv names them."""
+    m = _MEMBER.match(name)
+    if m is None:
+        return None
+    stem = m.group("stem")
+    if n := _NEW.match(stem):
+        v = n.group("v")
+        return n.group("id"), int(v[1:]) if v else None
+    if o := _OLD.match(stem):
+        if o.group("archive") not in OLD_STYLE_ARCHIVES:
+            return None
+        v = o.group("v")
+        return f"{o.group('archive')}/{o.group('num')}", int(v[1:]) if v else None
+    return None
+
+
+def tar_files(pattern: str) -> list[Path]:
+    """The tars a --pdf-tar glob names, in order (a path without wildcards is itself)."""
+    found = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern)))
+    return [p for p in found if p.is_file()]
+
+
+def scan_tar(path: Path) -> tuple[list[Member], str | None]:
+    """Every paper member of a tar, read header by header (data is skipped, not read), and
+    why the scan stopped early (a truncated or damaged tar), or None. Blocking."""
+    members: list[Member] = []
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in _each(tar):
+                if not info.isreg():
+                    continue
+                key = member_key(info.name)
+                if key is not None:
+                    members.append(
+                        Member(key[0], key[1], str(path), info.name, info.offset_data, info.size)
+                    )
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        return members, f"{type(exc).__name__}: {exc}"
+    return members, None
+
+
+def _each(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    while (info := tar.next()) is not None:
+        yield info
+
+
+def tar_path(member: Member) -> str:
+    """The PDF path a checkpoint records for a member: `tar:OFFSET:SIZE:PATH`."""
+    return f"{TAR_PREFIX}{member.offset}:{member.size}:{member.tar}"
+
+
+def parse_tar_path(path: str) -> tuple[Path, int, int]:
+    """(tar, offset, size) of a `tar:` path."""
+    offset, size, tar = path[len(TAR_PREFIX) :].split(":", 2)
+    return Path(tar), int(offset), int(size)
+
+
+def read_member(path: str) -> bytes:
+    """A member's bytes, with one seek into its tar. Blocking. Raises a JobError when the tar
+    is shorter than the member (truncated)."""
+    tar, offset, size = parse_tar_path(path)
+    try:
+        with tar.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read(size)
+    except FileNotFoundError:
+        raise errors.NotFound(f"the tar is gone: {tar}") from None
+    if len(data) < size:
+        raise errors.TruncatedTar(f"{tar} ends {size - len(data)} bytes into this member")
+    return data
+
+
+def open_member(path: str) -> io.BytesIO:
+    """A member as a file object, for the extractors."""
+    return io.BytesIO(read_member(path))
+
+
+def check_member(path: str, max_bytes: int) -> tuple[int, str]:
+    """(size, sha256) of a member that passes a download's checks. Blocking."""
+    _, _, size = parse_tar_path(path)
+    if size > max_bytes:
+        raise errors.TooLarge(f"{size} bytes, cap {max_bytes}")
+    data = read_member(path)
+    if not sniff_pdf(data[:SNIFF_BYTES]):
+        preview = data[:60].decode("latin-1").replace("\n", " ").strip()
+        raise errors.NotPdf(f"the tar member is not a PDF (starts {preview!r})")
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+class TarSource:
+    """Papers from the indexed bulk tars: one seek and one read each, in the I/O pool."""
+
+    network = False
+
+    def __init__(
+        self, lookup: Callable[[str], Awaitable[Member | None]], io: Executor, *, max_bytes: int
+    ) -> None:
+        self.lookup = lookup
+        self.io = io
+        self.max_bytes = max_bytes
+
+    async def fetch(self, job_id: str, dest: Path) -> Download:
+        """`dest` is unused: the PDF stays in its tar."""
+        start = time.perf_counter()
+        member = await self.lookup(parse_id(job_id).base)
+        if member is None:
+            raise errors.NotFound(f"{job_id} is in none of the indexed tars")
+        path = tar_path(member)
+        loop = asyncio.get_running_loop()
+        try:
+            size, sha256 = await loop.run_in_executor(self.io, check_member, path, self.max_bytes)
+        except OSError as exc:
+            raise errors.classify(exc, f"reading {member.tar}") from None
+        where = f"{member.tar}!{member.name}"
+        return Download(path=path, bytes=size, sha256=sha256, final_url=where, status=0,
+                        seconds=time.perf_counter() - start)  # fmt: skip

@@ -1,0 +1,169 @@
+"""The memory governor: readings of the real machine and cgroup, its decisions, and a real
+memory hog pushing a real run over `--memory-pause`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Cli, sample_pdfs, write_ids
+from test_faults import wait_until
+
+from rpa.extract.pool import ExtractPool
+from rpa.gates import Gate
+from rpa.run.memory import MemoryGovernor, MemoryReading, read_memory
+from rpa.run.tally import Notices
+from rpa.testing.mirror import Mirror
+
+GIB = 2**30
+
+
+def test_the_reading_is_of_the_limit_that_binds() -> None:
+    r = read_memory()
+    assert r.source in ("cgroup", "machine") and 0 < r.used < r.limit
+    meminfo = Path("/proc/meminfo").read_text()
+    total = int(meminfo.split("MemTotal:")[1].split()[0]) * 1024
+    assert r.limit <= total  # a cgroup's limit counts only when it is the tighter one
+
+
+async def test_the_governor_pauses_sheds_narrows_and_resumes(tmp_path: Path) -> None:
+    """Its decisions, on a sequence of readings given to it (an injected reader: a real hog
+    for each step would make this test minutes long; the end-to-end test below uses one)."""
+    readings = iter([0.5, 0.85, 0.97, 0.9, 0.6, 0.6])
+    prefetch, extract = Gate("prefetch", 8), Gate("extract", 3)
+    said: list[str] = []
+    async with ExtractPool(1) as pool:
+        governor = MemoryGovernor(
+            pause=0.8, resume=0.7, kill=0.95, prefetch=prefetch, extract=extract, pool=pool,
+            notices=Notices(on_new=said.append), calm=0.0,
+        )  # fmt: skip
+
+        def step(largest: int | None = None) -> None:
+            f = next(readings)
+            governor._on_reading(MemoryReading(int(f * 100 * GIB), 100 * GIB, "cgroup"), largest)
+
+        step()
+        assert governor.state == "ok" and extract.limit == 3
+        step()  # 85%: paused; both gates let one in at a time (never none)
+        assert governor.state == "paused" and (prefetch.limit, extract.limit) == (1, 1)
+        assert "over --memory-pause 80%" in said[-1] and "85.00 GiB of 100.00 GiB" in said[-1]
+        task = asyncio.create_task(pool.extract(str(sample_pdfs()[0]), str(tmp_path / "a.txt")))
+        await asyncio.sleep(0)
+        for _ in range(200):
+            if pool.statistics().busy:
+                break
+            await asyncio.sleep(0.01)
+        step(largest=pool.pids()[0])  # 97%: the largest process is killed
+        assert governor.state == "shedding" and governor.shed == 1
+        assert "over --memory-kill 95%" in said[-1]
+        with pytest.raises(Exception, match="killed for memory"):
+            await task
+        step()  # 90%: still high: no change
+        step()  # 60%: resumes; the extract gate stays narrowed by one until calm
+        assert governor.state == "ok" and "work resumes" in said[-1]
+        assert prefetch.limit == 8 and extract.limit in (2, 3)
+        snap = governor.snapshot()
+        assert (snap.pauses, snap.shed, snap.state, snap.source) == (1, 1, "ok", "cgroup")
+        assert snap.paused_seconds > 0
+
+
+def _hog(megabytes: int) -> subprocess.Popen[bytes]:
+    """A real process that allocates and touches `megabytes` MB, then waits to be killed."""
+    code = (
+        "import sys, time\n"
+        f"block = bytearray({megabytes} * 1024 * 1024)\n"
+        "for i in range(0, len(block), 4096):\n"
+        "    block[i] = 1\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(3600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
+@pytest.fixture
+def hog() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_real_memory_hog_pauses_extraction_and_the_run_resumes_after_it(
+    tmp_path: Path, hog: list[subprocess.Popen[bytes]]
+) -> None:
+    before = read_memory()
+    hog_mb = 2048
+    if before.limit - before.used < 4 * hog_mb * 2**20:
+        pytest.skip("needs 8 GiB of memory free")
+    # the thresholds just above today's use: the hog crosses the pause line, nothing else
+    pause = (before.used + hog_mb * 2**20 / 2) / before.limit
+    resume = (before.used + hog_mb * 2**20 / 4) / before.limit
+    files = {f"{p.stem}-{i}": p for p in sample_pdfs() for i in range(10)}
+    with Mirror(files) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        knobs = cli.knobs(
+            workers=8, extract_workers=2, progress=False, memory_pause=f"{pause:.4f}",
+            memory_resume=f"{resume:.4f}", memory_kill="0.999", heartbeat_seconds=0.5,
+        )  # fmt: skip
+        log = tmp_path / "run.log"
+        proc = cli.popen("run", str(ids), *knobs)
+        try:
+            wait_until(lambda: cli.count("stage = 'done'") >= 2, 60, "a start", proc)
+            hog.append(_hog(hog_mb))
+            wait_until(lambda: "over --memory-pause" in log.read_text(), 30, "the pause", proc)
+            paused_at = time.time()
+            time.sleep(2.0)  # the hog lives a while (a duration under test, not an ordering)
+            left_at_pause = cli.count("stage != 'done'")
+            hog[0].send_signal(signal.SIGKILL)
+            hog[0].wait()
+            wait_until(lambda: "work resumes" in log.read_text(), 30, "the resume", proc)
+            resumed_at = time.time()
+            assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert left_at_pause > 0, "the run ended before the hog: this proved nothing"
+    assert cli.count("stage = 'done'") == len(files) and cli.count("stage = 'failed'") == 0
+    # while paused, never two extractions at once (one may go: no deadlock)
+    spans = cli.query(
+        "SELECT started_at + gate_wait, started_at + gate_wait + duration FROM attempts "
+        "WHERE stage = 'extract' AND started_at + gate_wait > ? AND started_at + gate_wait < ?",
+        paused_at + 0.5, resumed_at - 0.5,
+    )  # fmt: skip
+    assert spans, "no extraction in the paused window: nothing was shown"
+    for a in spans:
+        overlapping = [b for b in spans if b is not a and b[0] < a[1] and a[0] < b[1]]
+        assert not overlapping, spans
+    assert "memory: 1 pauses" in text
+
+
+def _cgroup_v1_child(limit: int) -> Path | None:
+    """A child of the v1 memory cgroup this process is in, with `limit` bytes (root only)."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, where = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            parent = Path("/sys/fs/cgroup/memory") / where.lstrip("/")
+            child = parent / f"rpa-test-{os.getpid()}"
+            try:
+                child.mkdir()
+                (child / "memory.limit_in_bytes").write_text(str(limit))
+            except OSError:
+                return None
+            return child
+    return None
