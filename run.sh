@@ -20,7 +20,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$py" -m venv "$venv"
   log="$venv/install.log"
   if ! { "$venv/bin/python" -m pip install --upgrade pip &&
-         "$venv/bin/python" -m pip install -e "$here[dev,pdfium,postgres]"; } > "$log" 2>&1; then
+         "$venv/bin/python" -m pip install -e "$here[dev,pdfium,postgres,parquet]"; } > "$log" 2>&1; then
     tail -n 30 "$log" >&2
     echo "run.sh: installing rpa failed (full log: $log)" >&2
     exit 2

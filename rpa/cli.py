@@ -33,7 +33,7 @@ from rpa.queue import open_store, redact, schema_version
 from rpa.queue.model import new_run_id
 from rpa.run.prepare import prepare
 from rpa.run.tars import TarReport
-from rpa.show.export import write_csv, write_jsonl
+from rpa.show.export import write_csv, write_jsonl, write_parquet
 from rpa.show.openmetrics import render_openmetrics, write_metrics_file
 from rpa.show.status_view import make_status
 from rpa.sources.politeness import politeness_notice
@@ -287,6 +287,10 @@ def _start_run(
         _show_report(ids, prepared.report, time.perf_counter() - start)
     for note in prepared.notes:
         _say("", note, "yellow")
+    if prepared.snapshot is not None:
+        j = prepared.snapshot
+        out.print(f"metadata: {j.found:,} of {j.wanted:,} papers found in "
+                  f"{settings.metadata_file} in {j.seconds:.1f}s")  # fmt: skip
     host = settings.pdf_url.split("://", 1)[-1].split("/", 1)[0].split(":")[0]
     notice = politeness_notice(prepared.remaining, host, settings.rate_limits, settings.mailto)
     if notice:
@@ -353,7 +357,7 @@ RECONFIGURE = Annotated[
     bool,
     typer.Option(
         "--reconfigure",
-        help="allow changing settings stored in the queue (out, pdf_url, extractor, "
+        help="allow changing settings stored in the queue (out, pdf_url, pdf_tar, extractor, "
         "rate_limits, max_pdf_mb, follow_redirects); the change is recorded",
     ),
 ]
@@ -502,10 +506,12 @@ def status(
 @app.command()
 @with_knobs({"db"})
 def export(
-    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv [default: jsonl]")] = "jsonl",
+    fmt: Annotated[
+        str, typer.Option("--format", help="jsonl, csv or parquet [default: jsonl]")
+    ] = "jsonl",
     output: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--output", "-o", help="file [default: stdout]"),
+        typer.Option("--output", "-o", help="file [default: stdout; parquet needs a file]"),
     ] = None,
     *,
     resolved: Resolved,
@@ -513,16 +519,22 @@ def export(
     """Stream one key-outcome record per done paper.
 
     Example: rpa export --format csv -o outcomes.csv
+    Example: rpa export --format parquet -o outcomes.parquet
     Example: rpa export | head -3
     """
-    if fmt not in ("jsonl", "csv"):
-        _say("error: ", f"--format must be jsonl or csv, got {fmt!r}")
+    if fmt not in ("jsonl", "csv", "parquet"):
+        _say("error: ", f"--format must be jsonl, csv or parquet, got {fmt!r}")
+        raise typer.Exit(EXIT_USAGE)
+    if fmt == "parquet" and output is None:
+        _say("error: ", "--format parquet writes a file: give -o PATH")
         raise typer.Exit(EXIT_USAGE)
     writer = write_jsonl if fmt == "jsonl" else write_csv
     with _one_line_errors(), _quiet_closed_pipe():
         store = open_store(resolved.settings.db, readonly=True)
         try:
-            if output is None:
+            if fmt == "parquet" and output is not None:
+                n = write_parquet(store, output)
+            elif output is None:
                 n = writer(store, sys.stdout)
                 sys.stdout.flush()
             else:

@@ -36,6 +36,7 @@ NOT_KNOBS = frozenset({f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG"})
 #: read from the working directory when neither --config nor RPA_CONFIG names a file
 DEFAULT_CONFIG_NAME = "rpa.toml"
 ARXIV_URL = "https://export.arxiv.org/pdf/{id}"
+ARXIV_API = "https://export.arxiv.org/api/query"
 # arXiv's bulk-data page allows "bursts of 4 requests per second with a 1 second sleep per
 # burst" (https://info.arxiv.org/help/bulk_data.html). Read conservatively: a burst of 4 may
 # take its whole second, then comes a second with none, so no 2-second window holds more than
@@ -101,6 +102,19 @@ class Settings:
         "", "arXiv bulk PDF tars to read papers from instead of --pdf-url (a glob) ('' = none)"
     )
     max_pdf_mb: float = _knob(100.0, "largest PDF accepted, MiB", minimum=0.001)
+    metadata: Literal["auto", "arxiv-api", "file", "off"] = _knob(
+        "auto", "arXiv's metadata joined to each record: from the export API, from "
+        "--metadata-file, or off (auto: the API for arXiv IDs from arXiv's own PDF host, "
+        "the file when one is given, else off)",
+    )  # fmt: skip
+    metadata_url: str = _knob(ARXIV_API, "arXiv export API query URL (the metadata stage)")
+    metadata_file: str = _knob(
+        "", "arXiv's metadata snapshot (JSON lines, .gz too) to join offline ('' = none)"
+    )
+    metadata_batch: int = _knob(100, "IDs per export-API request", minimum=1)
+    metadata_rate: str = _knob(
+        "1/3s", "export-API requests 'N/Ts' for the whole fleet (arXiv: 1 every 3 s)"
+    )
     connect_timeout: float = _knob(10.0, "HTTP connect timeout, seconds", minimum=0.01)
     read_timeout: float = _knob(60.0, "HTTP read timeout between bytes, seconds", minimum=0.01)
     download_timeout: float = _knob(
@@ -145,6 +159,18 @@ class Settings:
         if self.retry_max < self.retry_base:
             raise ConfigError("retry_max must be at least retry_base")
         parse_rate_limits(self.rate_limits)
+        parse_rate_limits(f"api={self.metadata_rate}")
+        if self.metadata == "file" and not self.metadata_file:
+            raise ConfigError("metadata 'file' needs --metadata-file PATH")
+
+    @property
+    def metadata_mode(self) -> str:
+        """What `metadata = auto` means for these settings."""
+        if self.metadata != "auto":
+            return self.metadata
+        if self.metadata_file:
+            return "file"
+        return "arxiv-api" if self.pdf_url == ARXIV_URL and not self.pdf_tar else "off"
 
     # Resolved values: a 0 means "derive it".
     @property

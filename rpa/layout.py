@@ -132,16 +132,40 @@ class Layout:
             return False
 
     @staticmethod
-    def outcome_record(job: Job, run_id: str) -> dict[str, Any]:
+    def outcome_record(
+        job: Job, run_id: str, metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The key-outcome record. Title, authors and abstract are arXiv's when its metadata
+        has them, else the text's guesses; `sources` says which, field by field, and
+        `from_text` keeps the guesses either way."""
         paper = parse_id(job.id)
         extract = job.extract or {}
         outcome: dict[str, Any] = dict(extract.get("outcome") or {})
+        guessed = {
+            "title": outcome.get("title"),
+            "authors": list(outcome.get("authors") or []),
+            "abstract": outcome.get("abstract"),
+        }
+        known = metadata if metadata and metadata.get("status") in ("found", "withdrawn") else {}
+        best: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for field, guess in guessed.items():
+            value = known.get(field)
+            if value:
+                best[field], sources[field] = value, str(known.get("source"))
+            else:
+                best[field], sources[field] = guess, "text" if guess else "none"
+        sources["headings"] = "text"
         return {
             "id": job.id,
             "arxiv_id": paper.base if paper.is_arxiv else None,
             "version": paper.version,
-            "title": outcome.get("title"),
-            "abstract": outcome.get("abstract"),
+            "title": best["title"],
+            "authors": best["authors"],
+            "abstract": best["abstract"],
+            "sources": sources,
+            "metadata": metadata,
+            "from_text": guessed,
             "headings": outcome.get("headings", []),
             "page_count": extract.get("pages"),
             "word_count": outcome.get("word_count"),

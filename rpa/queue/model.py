@@ -40,6 +40,7 @@ FINAL_STAGES = ("done", "failed")
 #: to one invocation (a resume uses the stored ones; a contradicting value is refused)
 QUEUE_SETTINGS = (
     "out", "pdf_url", "pdf_tar", "extractor", "rate_limits", "max_pdf_mb", "follow_redirects",
+    "metadata", "metadata_url", "metadata_file",
 )  # fmt: skip
 
 

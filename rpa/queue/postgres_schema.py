@@ -152,6 +152,12 @@ _SCHEMA_7 = [
     "member text NOT NULL, data_offset bigint NOT NULL, size bigint NOT NULL)",
 ]
 
+_SCHEMA_8 = [
+    # arXiv's metadata of each paper, the metadata stage's checkpoint
+    "CREATE TABLE metadata (id text PRIMARY KEY, status text NOT NULL, source text, "
+    "json text NOT NULL, fetched_at double precision)",
+]
+
 #: version -> statements; a PostgreSQL queue has no version below 5
-MIGRATIONS: dict[int, list[str]] = {5: _SCHEMA_5, 6: _SCHEMA_6, 7: _SCHEMA_7}
+MIGRATIONS: dict[int, list[str]] = {5: _SCHEMA_5, 6: _SCHEMA_6, 7: _SCHEMA_7, 8: _SCHEMA_8}
 SCHEMA_VERSION = max(MIGRATIONS)

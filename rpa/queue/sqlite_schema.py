@@ -228,6 +228,15 @@ def _migration_7(db: Database) -> None:
     )
 
 
+def _migration_8(db: Database) -> None:
+    # arXiv's metadata of each paper (by its ID without version), the metadata stage's
+    # checkpoint: a crash never asks the API again for what is stored here.
+    db.execute(
+        "CREATE TABLE metadata (id TEXT PRIMARY KEY, status TEXT NOT NULL, source TEXT, "
+        "json TEXT NOT NULL, fetched_at REAL)"
+    )
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_1,
     _migration_2,
@@ -236,5 +245,6 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_5,
     _migration_6,
     _migration_7,
+    _migration_8,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -541,6 +541,42 @@ class QueueStore:
                 found[r["base"]] = r["base"] + (f"v{r['version']}" if r["version"] else "")
         return found
 
+    # ---- metadata -----------------------------------------------------------------------
+
+    def metadata_for(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored metadata (as JSON-able dicts) of the papers `ids` (without versions)."""
+        found: dict[str, dict[str, Any]] = {}
+        for part in chunks(list(ids), 500):
+            marks = ", ".join("?" * len(part))
+            for r in self.sql.rows(
+                f"SELECT id, json FROM metadata WHERE id IN ({marks})", tuple(part)
+            ):
+                found[r["id"]] = json.loads(r["json"])
+        return found
+
+    def store_metadata(self, papers: Sequence[dict[str, Any]], now: float) -> None:
+        """Keep papers' metadata (each with its `id`, `status` and `source`)."""
+        if not papers:
+            return
+        with self.sql.transaction():
+            self.sql.executemany(
+                "INSERT INTO metadata (id, status, source, json, fetched_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
+                "source = excluded.source, json = excluded.json, "
+                "fetched_at = excluded.fetched_at",
+                [(p["id"], p["status"], p["source"], json.dumps(p, ensure_ascii=False), now)
+                 for p in papers],
+            )  # fmt: skip
+
+    def job_ids(self, after: str, limit: int) -> list[str]:
+        """Every job's id, in order, a page at a time."""
+        return [
+            r["id"]
+            for r in self.sql.rows(
+                "SELECT id FROM jobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            )
+        ]
+
     # ---- the queue's settings -----------------------------------------------------------
 
     def queue_settings(self) -> dict[str, Any]:

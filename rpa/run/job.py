@@ -32,6 +32,7 @@ from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Attempt, Downloaded, Extracted, Failure, Job
 from rpa.queue.store import QueueStore
 from rpa.run.backoff import retry_delay
+from rpa.run.metadata import MetadataService
 from rpa.run.tally import Notices, StageMeter, Tally
 from rpa.sources.base import Source
 from rpa.sources.hosts import HostGates
@@ -70,6 +71,7 @@ class JobProcessor:
         tally: Tally,
         notices: Notices,
         stopping: Callable[[], bool] = lambda: False,
+        metadata: MetadataService | None = None,
     ) -> None:
         self.settings = settings
         self.run_id = run_id
@@ -83,6 +85,7 @@ class JobProcessor:
         self.tally = tally
         self.notices = notices
         self.stopping = stopping
+        self.metadata = metadata
 
     async def _in_io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
@@ -220,8 +223,10 @@ class JobProcessor:
 
     async def _outcome(self, job: Job, total: float) -> None:
         meter = self.tally.meters["outcome"]
+        # arXiv's metadata (batched by the metadata stage; from its checkpoint when stored)
+        metadata = await self.metadata.get(job.id) if self.metadata is not None else None
         started = time.time()
-        record = self.layout.outcome_record(job, self.run_id)
+        record = self.layout.outcome_record(job, self.run_id, metadata)
         path = self.layout.outcome_path(job.id)
         with self._running(meter, job, "outcome", started, 0.0) as t0:
             # the JSON is made and written in the I/O pool, never on the loop

@@ -23,6 +23,7 @@ from rpa.queue import is_postgres_url, open_store, redact, schema_version
 from rpa.queue.enqueue import EnqueueReport, enqueue_file
 from rpa.queue.model import QUEUE_SETTINGS
 from rpa.queue.store import QueueStore
+from rpa.run.snapshot_join import SnapshotReport, join_snapshot
 from rpa.run.tars import TarReport, queue_from_tars
 
 __all__ = ["Prepared", "apply_queue_settings", "check_setup", "prepare"]
@@ -35,6 +36,7 @@ class Prepared:
     notes: list[str]  # what was decided (a reconfigured setting, say)
     remaining: int  # jobs left in the queue
     tars: TarReport | None = None  # what --pdf-tar indexed and queued
+    snapshot: SnapshotReport | None = None  # what --metadata-file joined
 
 
 def _stored_form(settings: Settings, key: str) -> Any:
@@ -160,6 +162,9 @@ def prepare(
             tars = queue_from_tars(store, settings.pdf_tar, ids, on_invalid=on_invalid)
         elif ids is not None:
             report = enqueue_file(store, ids, strict=strict, on_invalid=on_invalid)
+        joined = None
+        if settings.metadata_mode == "file":
+            joined = join_snapshot(store, Path(settings.metadata_file).expanduser())
         remaining = store.totals(now).remaining
         if report is not None and report.valid == 0 and remaining == 0:
             raise InputError(
@@ -171,7 +176,7 @@ def prepare(
         if tars is not None and present == 0 and remaining == 0:
             what = f"none of the {tars.listed} listed IDs is" if ids else "no paper is"
             raise InputError(f"{what} in the tars ({tars.members} papers): nothing to do")
-        return Prepared(settings, report, notes, remaining, tars)
+        return Prepared(settings, report, notes, remaining, tars, joined)
     finally:
         if store is not None:
             store.close()

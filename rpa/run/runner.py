@@ -25,8 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpx
+
 from rpa import errors
-from rpa.config import Settings
+from rpa.config import Settings, parse_rate_limits
 from rpa.extract.pool import ExtractPool
 from rpa.gates import Gate
 from rpa.layout import Layout
@@ -34,10 +36,11 @@ from rpa.metrics import LagProbe, WindowStats
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import ACTIVE_STAGES, Job, Lease, RunInfo, TarMember, Totals, new_run_id
 from rpa.queue.store import QueueStore
-from rpa.run.clients import make_clients
+from rpa.run.clients import make_clients, user_agent
 from rpa.run.fleet import FleetRateGate
 from rpa.run.job import JobGates, JobProcessor
 from rpa.run.memory import MemoryGovernor
+from rpa.run.metadata import MetadataService
 from rpa.run.snapshot import MemorySnapshot, PoolSnapshot, RunSnapshot, StageSnapshot
 from rpa.run.tally import Notices, Tally
 from rpa.show import openmetrics
@@ -175,6 +178,31 @@ class Runner:
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._signals = 0
         self._crash: str | None = None
+        self.metadata: MetadataService | None = None
+
+    def _metadata_service(self) -> MetadataService | None:
+        """The metadata stage, unless it is off: its API gate has one fleet-wide slot."""
+        s = self.settings
+        mode = s.metadata_mode
+        if mode == "off":
+            return None
+        gate = None
+        if mode == "arxiv-api":
+            count, period = parse_rate_limits(f"api={s.metadata_rate}")["api"]
+            host = urlsplit(s.metadata_url).hostname or "api"
+            gate = self._fleet_gate(f"api {host}", count, period)
+
+        def client() -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout),
+                limits=httpx.Limits(max_connections=1),  # arXiv: one connection at a time
+                headers={"User-Agent": user_agent(s)},
+            )
+
+        return MetadataService(
+            mode=mode, queue=self.queue, url=s.metadata_url, batch=s.metadata_batch, gate=gate,
+            client=client, notices=self.notices,
+        )  # fmt: skip
 
     def _fleet_gate(self, host: str, count: int, period: float) -> HostGate:
         s = self.settings
@@ -240,6 +268,8 @@ class Runner:
             gates.append(self.download_gate.statistics())
         gates.append(self.extract_gate.statistics())
         gates.extend(self.hosts.statistics())
+        if self.metadata is not None and self.metadata.gate is not None:
+            gates.append(self.metadata.gate.statistics())
         gates.append(self.queue.gate.statistics())
         return RunSnapshot(
             run_id=self.run_id,
@@ -369,6 +399,7 @@ class Runner:
                 )
                 source = HttpSource(downloader, s.pdf_url)
             await stack.enter_async_context(self.pool)
+            self.metadata = self._metadata_service()
             self.governor.start(asyncio.get_running_loop())
             stack.callback(self.governor.stop)
             self.processor = JobProcessor(
@@ -384,6 +415,7 @@ class Runner:
                 tally=self.tally,
                 notices=self.notices,
                 stopping=lambda: self.stopping,
+                metadata=self.metadata,
             )
             await self._run_tasks()
 
@@ -411,6 +443,8 @@ class Runner:
             ]
             if self.settings.metrics_file:
                 side.append(background.create_task(self._metrics_loop(), name="metrics-file"))
+            if self.metadata is not None:
+                side.append(background.create_task(self.metadata.run(), name="metadata"))
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._feeder(), name="feeder")

@@ -1,0 +1,136 @@
+"""arXiv's export API on 127.0.0.1, answering from real recorded responses.
+
+`ArxivApi(folder)` reads the recorded bodies (`id_*.xml`, as ../shared/corpus/arxiv-api holds
+them), keeps every `<entry>` by its paper's ID, and answers `GET /api/query?id_list=A,B,...`
+the way arXiv does: a feed of the entries it knows (a partial batch when some are unknown, an
+empty feed when none is), and status 400 with the recorded error body when an ID is malformed.
+It records each request's time and ID list, so a test can check the politeness of the client.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["ArxivApi"]
+
+_ATOM = "http://www.w3.org/2005/Atom"
+_ABS = re.compile(r"arxiv\.org/abs/(?P<id>.+?)(?:v\d+)?$")
+_VALID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$")
+_HEAD = (
+    "<?xml version='1.0' encoding='UTF-8'?>\n<feed xmlns:opensearch=\"http://a9.com/-/spec/"
+    'opensearch/1.1/" xmlns:arxiv="http://arxiv.org/schemas/atom" '
+    'xmlns="http://www.w3.org/2005/Atom">\n'
+    "  <id>https://arxiv.org/api/rpa-test</id>\n  <title>arXiv Query: id_list={ids}</title>\n"
+    "  <opensearch:totalResults>{n}</opensearch:totalResults>\n"
+)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    api: ArxivApi
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        api = self.server.api
+        if parts.path != "/api/query":
+            self._send(404, b"not found\n", "text/plain")
+            return
+        ids = [i for i in ",".join(parse_qs(parts.query).get("id_list", [""])).split(",") if i]
+        api._record(ids)
+        code, body = api.answer(ids)
+        self._send(code, body, "application/atom+xml; charset=utf-8")
+
+    def _send(self, code: int, body: bytes, ctype: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class ArxivApi:
+    """The recorded API, served on a free port of 127.0.0.1 while the `with` block runs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.entries: dict[str, str] = {}
+        self.error_body = b""
+        for path in sorted(folder.glob("id_*.xml")):
+            text = path.read_text(encoding="utf-8")
+            root = ET.fromstring(text)
+            for entry in root.findall(f"{{{_ATOM}}}entry"):
+                raw = entry.findtext(f"{{{_ATOM}}}id") or ""
+                if "/api/errors" in raw:
+                    self.error_body = text.encode("utf-8")
+                    continue
+                if m := _ABS.search(raw.strip()):
+                    self.entries[m.group("id")] = _entry_xml(text, raw)
+        self.requests: list[tuple[float, list[str]]] = []
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.api = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/api/query"
+
+    def _record(self, ids: list[str]) -> None:
+        with self._lock:
+            self.requests.append((time.monotonic(), ids))
+
+    def answer(self, ids: list[str]) -> tuple[int, bytes]:
+        bad = [i for i in ids if not _VALID.match(i)]
+        if bad:
+            return 400, self.error_body.replace(b"abc", bad[0].encode())
+        known = [self.entries[i.split("v")[0] if _is_new(i) else _old_base(i)] for i in ids
+                 if (i.split("v")[0] if _is_new(i) else _old_base(i)) in self.entries]  # fmt: skip
+        head = _HEAD.format(ids=",".join(ids), n=len(known))
+        return 200, (head + "".join(known) + "</feed>\n").encode("utf-8")
+
+    def __enter__(self) -> ArxivApi:
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)  # fmt: skip
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _is_new(i: str) -> bool:
+    return "/" not in i
+
+
+def _old_base(i: str) -> str:
+    archive, number = i.split("/", 1)
+    return f"{archive}/{number.split('v')[0]}"
+
+
+def _entry_xml(text: str, raw_id: str) -> str:
+    """The `<entry>` element of `raw_id` in a recorded body, as it is written there."""
+    start = text.index("<entry>", 0)
+    while raw_id not in text[start : text.index("</entry>", start)]:
+        start = text.index("<entry>", start + 1)
+    end = text.index("</entry>", start) + len("</entry>")
+    return "  " + text[start:end] + "\n"
