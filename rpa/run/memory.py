@@ -193,8 +193,8 @@ class MemoryGovernor:
                     continue
                 largest = None
                 if reading.fraction >= self.kill:
-                    pids = list(self._pids)
-                    largest = max(pids, key=rss_bytes) if pids else None
+                    sizes = [(rss_bytes(pid), pid) for pid in list(self._pids)]
+                    largest = max(sizes) if sizes else None
                 try:
                     loop.call_soon_threadsafe(self._on_reading, reading, largest)
                 except RuntimeError:  # the loop is closed: the run is over
@@ -214,21 +214,23 @@ class MemoryGovernor:
     def _figures(self, r: MemoryReading) -> str:
         return f"{_gib(r.used)} of {_gib(r.limit)} ({r.source}, {r.fraction:.0%})"
 
-    def _on_reading(self, reading: MemoryReading, largest: int | None) -> None:
+    def _on_reading(self, reading: MemoryReading, largest: tuple[int, int] | None) -> None:
+        """One sample; `largest` is (RSS, pid) of the largest extraction process, when over
+        the kill line."""
         now = time.monotonic()
         self.reading = reading
         self._pids = self.pool.pids()
         f = reading.fraction
         if f >= self.pause:
             self._last_high = now
-        if f >= self.kill and largest is not None and self.pool.shed(largest):
+        if f >= self.kill and largest is not None and self.pool.shed(largest[1]):
             self.shed += 1
             self._narrowed += 1
             self._enter("shedding", now)
             self.notices.add(
                 f"memory at {self._figures(reading)}, over --memory-kill {self.kill:.0%}: "
-                f"killed the largest extraction process ({largest}, {_gib(rss_bytes(largest))}); "
-                "its paper goes back to the queue"
+                f"killed the largest extraction process (pid {largest[1]}, "
+                f"{largest[0] / 2**20:.0f} MiB); its paper goes back to the queue"
             )
         elif f >= self.pause and self.state == "ok":
             self._enter("paused", now)
