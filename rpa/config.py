@@ -124,6 +124,9 @@ class Settings:
         "same-site", "redirects followed: within the same site, to any host, or none"
     )
     max_connections: int = _knob(0, "HTTP connection pool size (0 = download gate)", minimum=0)
+    http_stack: Literal["aiohttp", "httpx"] = _knob(
+        "aiohttp", "HTTP/1.1 under httpx's API: aiohttp's (C parser, less CPU) or httpx's own"
+    )
     mailto: str = _knob("", "contact address put in the User-Agent (arXiv asks for one)")
     user_agent: str = _knob("", "User-Agent (default: rpa/VERSION (+mailto))")
     rate_limits: str = _knob(

@@ -62,6 +62,19 @@ class Gate:
         self.limit = max(1, min(self.capacity, limit))
         self._wake()
 
+    async def ramp(self, start: int, step: int, interval: float) -> None:
+        """Open from `start` to the full capacity, `step` more every `interval` seconds (a
+        slow start: 64 downloads begun in the same instant on a fast link made the event
+        loop's iterations 10-60 ms long while their bodies streamed in together). Gives up
+        the moment someone else sets the limit."""
+        self.set_limit(start)
+        while self.limit < self.capacity:
+            expected = self.limit
+            await asyncio.sleep(interval)
+            if self.limit != expected:
+                return
+            self.set_limit(self.limit + step)
+
     def _wake(self) -> None:
         while self._waiters and self._in_use < self.limit:
             waiter = self._waiters.popleft()

@@ -102,7 +102,11 @@ def wall_of(monotonic: float) -> float:
 # ---------------------------------------------------------------------------- the matrix
 
 
-def test_fault_matrix_ends_every_job_in_its_state(tmp_path: Path, queue_db: str) -> None:
+@pytest.mark.parametrize("stack", ["aiohttp", "httpx"])
+def test_fault_matrix_ends_every_job_in_its_state(
+    tmp_path: Path, queue_db: str, stack: str
+) -> None:
+    """Both HTTP stacks (--http-stack) classify every fault the same way."""
     # (url id, fault, final stage, final kind, attempts counted, requests at the server)
     retry_at = time.time() + 6.0  # an HTTP-date a few seconds ahead, past the CLI's start
     matrix: list[tuple[str, Fault | None, str, str | None, int, int]] = [
@@ -135,7 +139,9 @@ def test_fault_matrix_ends_every_job_in_its_state(tmp_path: Path, queue_db: str)
         result = cli.run(
             "run",
             str(ids),
-            *cli.knobs(workers=12, extract_workers=2, mailto="lab@example.org", **FAST),
+            *cli.knobs(
+                workers=12, extract_workers=2, mailto="lab@example.org", http_stack=stack, **FAST
+            ),
         )
         assert result.returncode == 1, result.stdout + result.stderr  # some failed for good
         state = jobs_by_id(cli)

@@ -138,3 +138,27 @@ async def test_a_waiter_cancelled_while_being_let_in_gives_its_place_back() -> N
         await waiter
     assert gate.statistics().in_use == 0
     await asyncio.wait_for(gate.acquire(), 1)  # the place was given back
+
+
+async def test_a_ramp_opens_the_gate_step_by_step_to_its_capacity() -> None:
+    gate = Gate("download", 7)
+    seen: list[int] = []
+    original = gate.set_limit
+
+    def record(limit: int) -> None:
+        original(limit)
+        seen.append(gate.limit)
+
+    gate.set_limit = record  # type: ignore[method-assign]
+    await gate.ramp(2, 2, 0.0)
+    assert seen == [2, 4, 6, 7]  # capped at the capacity
+
+
+async def test_a_ramp_gives_way_to_whoever_sets_the_limit_meanwhile() -> None:
+    gate = Gate("download", 64)
+    ramp = asyncio.create_task(gate.ramp(8, 8, 0.0))
+    await asyncio.sleep(0)  # the ramp has set its start and sleeps
+    assert gate.limit == 8
+    gate.set_limit(3)  # someone else narrows it
+    await ramp
+    assert gate.limit == 3

@@ -208,6 +208,9 @@ def test_in_a_small_cgroup_the_governor_sheds_and_retries_before_the_kernel_kill
         probe.workdir.mkdir()
         ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
         knobs = ["--extract-workers", "2", "--retry-base", "0.3", "--retry-max", "1"]
+        # kill at 88%, not 95%: the governor samples every 250 ms, and a 400-page parse can
+        # grow by more than 5% of this small limit in that time on a loaded machine
+        knobs += ["--memory-kill", "0.88"]
         # first, how much the run takes with no limit: two 400-page parses at once
         with memory_cgroup("probe") as group:
             assert _run_in(group, probe, "run", str(ids), *probe.knobs(progress=False),
@@ -222,7 +225,7 @@ def test_in_a_small_cgroup_the_governor_sheds_and_retries_before_the_kernel_kill
     said = result.stdout + result.stderr
     assert result.returncode == 0, said[-3000:]
     assert cli.count("stage = 'done'") == len(files)
-    assert "(cgroup, " in said and "over --memory-kill 95%: killed the largest" in said
+    assert "(cgroup, " in said and "over --memory-kill 88%: killed the largest" in said
     assert "oom_kill 0" in oom, oom  # the kernel killed nothing: the governor came first
     shed = cli.query("SELECT count(*) FROM attempts WHERE error_kind = 'memory_pressure'")
     assert shed[0][0] >= 1 and cli.count("crashes > 0") == 0  # retried, no poison count

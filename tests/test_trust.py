@@ -6,6 +6,7 @@ or hides.
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import sqlite3
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from conftest import Cli, sample_pdfs, write_ids
 from test_faults import FAST, interrupt, run_log, wait_until
 
+from rpa.layout import Layout
 from rpa.queue import open_store
 from rpa.testing.mirror import Fault, Mirror
 
@@ -289,3 +291,44 @@ def test_rpas_own_errors_never_show_a_traceback(tmp_path: Path) -> None:
     wrong = cli.run("run", "--no-such-flag")
     assert wrong.returncode == 2 and "No such option" in wrong.stderr
     assert not (tmp_path / "rpa.db").exists()
+
+
+# ---------------------------------------------------------------------------- adoption
+
+
+def test_a_whole_pdf_left_at_its_final_name_is_adopted_on_a_later_claim_only(
+    tmp_path: Path,
+) -> None:
+    """A run killed between the rename of a download and its checkpoint leaves a whole PDF
+    at its final name: the next claim of that job uses it instead of fetching it again. A
+    job's first claim has no earlier run, so it does not look (and overwrites the file).
+
+    The killed-between-rename-and-checkpoint state is placed by hand (a copy of the PDF at
+    its final name): no real kill can be timed into that gap."""
+    name, other = sorted(PAPERS)[:2]
+    pdf = PAPERS[name]
+    layout = Layout(tmp_path / "out")
+    with Mirror(PAPERS, faults={name: Fault.status(404)}) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        # `other`'s final name holds a stale whole PDF before its first claim: not adopted
+        stale = layout.pdf_path(f"ext:{other}")
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_bytes(pdf.read_bytes())
+        ids = write_ids(tmp_path / "ids.txt", ids_of([name, other]))
+        first = cli.run("run", str(ids), *cli.knobs(**FAST))
+        assert first.returncode == 1, first.stdout + first.stderr  # `name` failed: a 404
+        assert stages(cli)[f"ext:{name}"] == ("failed", "not_found")
+        assert mirror.requests(other) == 1
+        assert stale.read_bytes() == PAPERS[other].read_bytes()  # fetched, not adopted
+        # the interrupted run's whole PDF of `name`, at its final name
+        dest = layout.pdf_path(f"ext:{name}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(pdf.read_bytes())
+        mirror.set_fault(name, None)
+        assert cli.run("retry", "--db", str(cli.db)).returncode == 0
+        resumed = cli.run("resume", "--db", str(cli.db), "--no-progress")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert mirror.requests(name) == 1  # only the 404: the PDF on disk was adopted
+    assert stages(cli)[f"ext:{name}"] == ("done", None)
+    sha = cli.query("SELECT pdf_sha256 FROM jobs WHERE id = ?", f"ext:{name}")[0][0]
+    assert sha == hashlib.sha256(pdf.read_bytes()).hexdigest()

@@ -47,6 +47,8 @@ if _OUT:
     asyncio.BaseEventLoop.run_until_complete = _run_until_complete  # type: ignore[method-assign]
 
     def _write(out: str = _OUT) -> None:
+        if not _started:
+            return  # a child (rpa's extraction processes inherit PYTHONPATH): no loop, no file
         with open(out, "w") as fh:
             json.dump({"interval": _INTERVAL, "samples": _samples}, fh)
 

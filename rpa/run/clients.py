@@ -6,6 +6,7 @@ import httpx
 
 from rpa import __version__
 from rpa.config import Settings
+from rpa.sources.aio_transport import AiohttpTransport  # before the loop runs: ~90 ms of import
 
 __all__ = ["CLIENT_POOL_SIZE", "make_clients", "user_agent"]
 
@@ -21,8 +22,8 @@ def user_agent(settings: Settings) -> str:
 
 
 def make_clients(settings: Settings) -> list[httpx.AsyncClient]:
-    """--max-connections split into pools of at most CLIENT_POOL_SIZE. Blocking (the TLS
-    context loads the CA bundle): call it in a thread.
+    """--max-connections split into pools of at most CLIENT_POOL_SIZE, on --http-stack.
+    Blocking (the TLS context loads the CA bundle): call it in a thread.
 
     httpx's pool does work per request that grows with its connection count
     (encode/httpx#3215); the benchmark measured 64 connections as 8 clients of 8 at about
@@ -38,6 +39,16 @@ def make_clients(settings: Settings) -> list[httpx.AsyncClient]:
     # One TLS context for all: loading the CA bundle holds the GIL for ~30 ms, so a context
     # per client starved the loop thread for a quarter of a second at start.
     tls = httpx.create_ssl_context()
+    if settings.http_stack == "aiohttp":
+        return [
+            httpx.AsyncClient(
+                timeout=timeout,
+                headers=headers,
+                follow_redirects=False,
+                transport=AiohttpTransport(max_connections=size, tls=tls),
+            )
+            for size in sizes
+        ]
     return [
         httpx.AsyncClient(
             timeout=timeout,

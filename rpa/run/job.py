@@ -148,8 +148,10 @@ class JobProcessor:
         meter = self.tally.meters["download"]
         dest = self.layout.pdf_path(job.id)
         started = time.time()
-        # a PDF at its final name from an interrupted run (a network source writes there)
-        adopted = await self._in_io(self.layout.adopt_pdf, dest) if self.source.network else None
+        # A PDF at its final name from an interrupted run (a network source writes there).
+        # A first claim (token 1) has had no earlier run: no trip to the I/O pool to look.
+        earlier = self.source.network and job.token > 1
+        adopted = await self._in_io(self.layout.adopt_pdf, dest) if earlier else None
         if adopted is not None:
             # A complete file from an interrupted run: final names only ever hold whole PDFs.
             size, sha256 = adopted

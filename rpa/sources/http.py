@@ -214,7 +214,7 @@ class Downloader:
                     buffer.append(data)
                     buffered += len(data)
                     if buffered >= FLUSH_BYTES:
-                        await self._in_io(tmp.write, b"".join(buffer))
+                        await self._in_io(tmp.write, buffer)
                         buffer, buffered = [], 0
 
                 async with self._budget(spent):
@@ -233,9 +233,7 @@ class Downloader:
                     raise _not_pdf(response, head)
                 if expected is not None and received != expected:
                     raise errors.TruncatedBody(f"got {received} of {expected} bytes")
-                if buffer:
-                    await self._in_io(tmp.write, b"".join(buffer))
-                sha256 = await self._in_io(tmp.commit)
+                sha256 = await self._in_io(tmp.finish, buffer)
                 committed = True
                 return Download(
                     path=str(dest),

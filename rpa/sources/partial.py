@@ -22,17 +22,26 @@ class PartialFile:
         self._fh: IO[bytes] | None = None
         self._hash = hashlib.sha256()
 
-    def write(self, data: bytes) -> None:
+    def write(self, chunks: list[bytes]) -> None:
+        """Append `chunks` (handed over as received: no join on the event loop)."""
         if self._fh is None:
             self.dest.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("xb")
+        # One write and one hash of the joined chunks: each call releases and retakes the
+        # GIL, and every retake can make the event loop's thread wait for it.
+        data = b"".join(chunks)
         self._fh.write(data)
         self._hash.update(data)
+
+    def finish(self, chunks: list[bytes]) -> str:
+        """The last chunks, then `commit`: one trip to the I/O pool for an ordinary PDF."""
+        self.write(chunks)
+        return self.commit()
 
     def commit(self) -> str:
         """fsync, rename to the final name; returns the sha256."""
         if self._fh is None:
-            self.write(b"")
+            self.write([])
         assert self._fh is not None
         self._fh.flush()
         os.fsync(self._fh.fileno())
