@@ -165,7 +165,8 @@ class Layout:
             "abstract": best["abstract"],
             "sources": sources,
             "metadata": metadata,
-            "from_text": guessed,
+            # the text's guesses; its abstract is cut at MAX_ABSTRACT_CHARS (then flagged)
+            "from_text": {**guessed, "abstract_truncated": bool(outcome.get("abstract_truncated"))},
             "headings": outcome.get("headings", []),
             "page_count": extract.get("pages"),
             "word_count": outcome.get("word_count"),

@@ -1,0 +1,59 @@
+"""arXiv's vertical ID stamp on page 1, however the extractor laid it out."""
+
+from __future__ import annotations
+
+import re
+
+from .text import MONTHS as _MONTHS
+
+__all__ = ["STAMP", "find_arxiv_stamp"]
+
+
+def _stamp_pattern(version: str) -> re.Pattern[str]:
+    return re.compile(
+        r"arXiv\s*:\s*(?P<id>\d{4}\s*\.\s*\d{4,5}|[a-z]+(?:-[a-z]+)?(?:\.[A-Z]{2})?\s*/\s*\d{7})"
+        rf"\s*v\s*(?P<ver>{version})"
+        r"(?:\s*\[\s*(?P<cat>[A-Za-z-]+(?:\s*\.\s*[A-Za-z-]+)?)\s*\])?"
+        rf"(?:\s*(?P<day>\d{{1,2}})\s*(?P<mon>{_MONTHS})\s*(?P<year>(?:19|20)\d\d))?"
+    )
+
+
+# New-style (2301.00001) and old-style (hep-th/9108004, math.AG/0101001) arXiv identifiers,
+# with `\s*` everywhere because pypdf renders the vertical stamp with odd spacing.
+_STAMP = _stamp_pattern(r"\d+")
+# With all whitespace squashed out, "v1 16 Aug" reads "v116Aug": take the fewest version
+# digits that let a date follow. (A v12 stamped on day 3 is then misread as v1: ambiguous.)
+_STAMP_SQUASHED = _stamp_pattern(r"\d+?")
+
+
+def find_arxiv_stamp(text: str) -> dict[str, object] | None:
+    """Find arXiv's vertical ID stamp in page-1 text, however pypdf laid it out.
+
+    Tried in order: the text as is, the text reversed (rotated text sometimes comes out
+    backwards), and both with all whitespace removed (one glyph per line, or spaced glyphs).
+    """
+    squashed = re.sub(r"\s+", "", text)
+    for candidate, pattern in (
+        (text, _STAMP),
+        (text[::-1], _STAMP),
+        (squashed, _STAMP_SQUASHED),
+        (squashed[::-1], _STAMP_SQUASHED),
+    ):
+        match = pattern.search(candidate)
+        if match is None:
+            continue
+        ident = re.sub(r"\s+", "", match["id"])
+        version = int(match["ver"])
+        if pattern is _STAMP:
+            raw = " ".join(match.group(0).split())
+        else:
+            raw = f"arXiv:{ident}v{version}"
+            if match["cat"]:
+                raw += f" [{match['cat']}]"
+            if match["day"]:
+                raw += f" {int(match['day'])} {match['mon']} {match['year']}"
+        return {"id": ident, "version": version, "raw": raw}
+    return None
+
+
+STAMP = _STAMP
