@@ -35,13 +35,13 @@ from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, WrongPasswordError
 
 from rpa.errors import JobError, classify
+from rpa.extract import EXTRACTORS
 from rpa.extract.outcome import analyze
 from rpa.files import TEMP_PREFIX
 from rpa.sources.tar import TAR_PREFIX, open_member
 
 __all__ = ["EXTRACTORS", "MAX_PAGE_ERRORS", "extract_pdf"]
 
-EXTRACTORS = ("pypdf", "pdfium")
 #: page errors kept in a result (the rest are counted): keeps the result small for the pipe
 MAX_PAGE_ERRORS = 50
 MAX_MESSAGE_CHARS = 300
