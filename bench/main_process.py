@@ -22,7 +22,8 @@ the extraction pool's pipes, records and files, display, orchestration), as mill
 CPU per paper.
 
 `--tree PATH` runs the rpa package of another checkout (PYTHONPATH=PATH first), for a
-before/after in one sitting. No request leaves 127.0.0.1.
+before/after in one sitting; `--rpa-args '--http-stack httpx'` adds flags to rpa's command.
+No request leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ class Bench:
         cmd = [PY, "-m", "rpa", "run", str(ids), "--db", str(folder / "q.db")]
         cmd += ["--out", str(folder / "out"), "--pdf-url", self.server.url_template]
         cmd += ["--workers", "200", "--extractor", extractor, "--rate-limits", ""]
-        return [*cmd, "--no-progress"]
+        return [*cmd, "--no-progress", *self.args.rpa_args.split()]
 
     def rpa(self, extractor: str, ids: Path, n: int) -> dict[str, float]:
         wait_quiet(self.args.quiet_wait)
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pypdf-copies", type=int, default=4)
     parser.add_argument("--extractors", default="pdfium,pypdf")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--rpa-args", default="", help="more flags for rpa, e.g. '--http-stack httpx'"
+    )
     parser.add_argument("--quiet-wait", type=float, default=15.0)
     parser.add_argument("--keep-stacks", type=Path, help="save py-spy's stacks as PATH-X.txt")
     parser.add_argument("--output", type=Path, help="write the figures as JSON here too")
