@@ -21,7 +21,11 @@ from types import TracebackType
 from rpa.errors import ConfigError
 from rpa.metrics import Window
 
-__all__ = ["Gate", "GateStatistics", "RateGate"]
+__all__ = ["RAMP_INTERVAL", "RAMP_STEP", "Gate", "GateStatistics", "RateGate"]
+
+#: a slow start (Gate.ramp): this many more holders every RAMP_INTERVAL seconds
+RAMP_STEP = 8
+RAMP_INTERVAL = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +66,9 @@ class Gate:
         self.limit = max(1, min(self.capacity, limit))
         self._wake()
 
-    async def ramp(self, start: int, step: int, interval: float) -> None:
+    async def ramp(
+        self, start: int = RAMP_STEP, step: int = RAMP_STEP, interval: float = RAMP_INTERVAL
+    ) -> None:
         """Open from `start` to the full capacity, `step` more every `interval` seconds (a
         slow start: 64 downloads begun in the same instant on a fast link made the event
         loop's iterations 10-60 ms long while their bodies streamed in together). Gives up

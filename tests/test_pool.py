@@ -175,13 +175,19 @@ async def test_cancelled_caller_leaves_no_busy_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-async def test_children_are_niced_and_capped(tmp_path: Path) -> None:
+async def test_children_are_niced_capped_and_the_oom_killers_first_choice(
+    tmp_path: Path,
+) -> None:
     async with ExtractPool(1, max_mb=512, nice=7) as pool:
         await pool.extract(str(SMALLEST), str(tmp_path / "a.txt"))  # set up by now
         (pid,) = pool.pids()
         cap, nice = await asyncio.to_thread(address_cap_and_nice, pid)
         assert cap == 512 * 1024 * 1024
         assert nice == min(19, os.nice(0) + 7)
+        adj = await asyncio.to_thread(Path(f"/proc/{pid}/oom_score_adj").read_text)
+        assert int(adj) == 1000  # the kernel kills an extraction process before rpa
+        own = await asyncio.to_thread(Path("/proc/self/oom_score_adj").read_text)
+        assert int(own) < 1000  # and rpa's own score is left as it was
 
 
 def address_cap_and_nice(pid: int) -> tuple[int, int]:

@@ -63,6 +63,8 @@ STOP_GRACE = 1.0
 REPLACE_WAIT = 5.0
 #: processes a paper may see die before they receive it, before it is charged for it
 NOT_STARTED_RETRIES = 3
+#: each extraction process's /proc/self/oom_score_adj: the kernel's first choice of victim
+OOM_SCORE_ADJ = 1000
 _FRAME = struct.Struct("!Q")  # result frame header: payload length
 #: the empty frame a worker sends when it has received a task
 _ACK = _FRAME.pack(0)
@@ -115,6 +117,10 @@ def _child_main(tasks: Connection, results: Connection, nice: int, max_mb: int |
     _exit_with_parent()
     with contextlib.suppress(OSError):
         os.nice(nice)  # extraction must never starve the event loop's core
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:
+        # Should the kernel's OOM killer have to act, it takes an extraction process (its
+        # paper is retried as a crash), never rpa, which would end the run for every paper.
+        fh.write(str(OOM_SCORE_ADJ))
     if max_mb:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         limit = max_mb * 1024 * 1024

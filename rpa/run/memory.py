@@ -1,6 +1,7 @@
 """The memory governor: pause, shed and recycle before the machine (its OOM killer) does it.
 
-A thread of its own samples memory in use against the limit that binds, every 250 ms:
+A thread of its own samples memory in use against the limit that binds, every 250 ms (every
+50 ms while over --memory-pause, where a parse can grow past the kill line between samples):
 
 - the cgroup's, when rpa runs inside one with a limit (v2: `memory.max` and `memory.current`;
   v1: `memory.limit_in_bytes` and `memory.usage_in_bytes`, the smallest limit up the tree),
@@ -16,6 +17,10 @@ On the loop, one callback per sample decides (Dask's and Ray's thresholds, as fr
 - at `--memory-kill` (0.95) the extraction process with the largest RSS is killed; its paper goes
   back to the queue as `memory_pressure` (transient, not counted towards poison), and the extract
   gate is narrowed by one until the pressure has stayed low for `CALM` seconds.
+
+Should the kernel's OOM killer still have to act (a parse that grows faster than one sample), it
+takes an extraction process, never rpa itself: each one sets its `oom_score_adj` to 1000 (see
+rpa.extract.pool), and its paper is retried as a crash.
 
 Every change is said, with the figures that caused it, and counted for the summary.
 """
@@ -39,6 +44,8 @@ __all__ = ["MemoryGovernor", "MemoryReading", "read_memory"]
 
 #: seconds between samples
 INTERVAL = 0.25
+#: seconds between samples while over the pause line
+INTERVAL_HIGH = 0.05
 #: seconds the pressure must stay below the pause line before a narrowed extract gate widens
 CALM = 30.0
 _UNLIMITED = 1 << 60
@@ -135,6 +142,9 @@ def read_memory() -> MemoryReading:
 
 
 def rss_bytes(pid: int) -> int:
+    """Resident bytes of process `pid`; 0 for none, a zombie or pid 0."""
+    if pid <= 0:
+        return 0
     try:
         pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     except (OSError, ValueError, IndexError):
@@ -179,20 +189,27 @@ class MemoryGovernor:
         self._narrowed = 0  # how many steps the extract gate is narrowed by, after a shed
         self._last_high = 0.0
         self._pids: list[int] = []
+        self._last_shed = 0  # pid of the process last killed for memory
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._ramp: asyncio.Future[None] | None = None
 
     # ---- the sampling thread --------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         def sample() -> None:
-            while not self._stop.wait(self.interval):
+            wait = self.interval
+            while not self._stop.wait(wait):
                 try:
                     reading = self.reader()
                 except (OSError, ValueError, KeyError):
                     continue
+                high = reading.fraction >= self.pause
+                wait = min(self.interval, INTERVAL_HIGH) if high else self.interval
                 largest = None
-                if reading.fraction >= self.kill:
+                if reading.fraction >= self.kill and not rss_bytes(self._last_shed):
+                    # (and the process last killed has let its memory go: until then this
+                    # reading still counts it, and a second kill would be for nothing)
                     sizes = [(rss_bytes(pid), pid) for pid in list(self._pids)]
                     largest = max(sizes) if sizes else None
                 try:
@@ -205,6 +222,8 @@ class MemoryGovernor:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._ramp is not None:
+            self._ramp.cancel()
         if self.state != "ok" and self._paused_since is not None:
             self._paused_total += time.monotonic() - self._paused_since
             self._paused_since = None
@@ -224,6 +243,7 @@ class MemoryGovernor:
         if f >= self.pause:
             self._last_high = now
         if f >= self.kill and largest is not None and self.pool.shed(largest[1]):
+            self._last_shed = largest[1]
             self.shed += 1
             self._narrowed += 1
             self._enter("shedding", now)
@@ -251,6 +271,9 @@ class MemoryGovernor:
             self._last_high = now
         self._apply()
 
+    def _ramp_done(self, _: asyncio.Future[None]) -> None:
+        self._ramp = None
+
     def _enter(self, state: str, now: float) -> None:
         if self.state == "ok":
             self._paused_since = now
@@ -258,9 +281,15 @@ class MemoryGovernor:
 
     def _apply(self) -> None:
         if self.state == "ok":
-            self.prefetch.set_limit(self.prefetch.capacity)
+            if self.prefetch.limit == 1 and self.prefetch.capacity > 1 and self._ramp is None:
+                # Out of a pause: the downloads it held back start in a slow start, not all
+                # in one instant (63 at once made a 29 ms loop iteration).
+                self._ramp = asyncio.ensure_future(self.prefetch.ramp())
+                self._ramp.add_done_callback(self._ramp_done)
             self.extract.set_limit(self.extract.capacity - self._narrowed)
         else:
+            if self._ramp is not None:
+                self._ramp.cancel()
             # none new while in flight; with nothing in flight one may still go (no deadlock)
             self.prefetch.set_limit(1)
             self.extract.set_limit(1)

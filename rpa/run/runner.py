@@ -61,9 +61,6 @@ METRICS_INTERVAL = 5.0
 DISK_POLL = 5.0
 #: jobs handed to workers per loop iteration when a claim brings many (see _feeder)
 WAKE_BATCH = 16
-#: the download gate's slow start: this many more downloads at once every RAMP_INTERVAL s
-RAMP_STEP = 8
-RAMP_INTERVAL = 0.1
 #: niceness of the I/O threads relative to the event loop's (Linux schedules threads one by
 #: one). Hashing and writing 64 downloads at once on 8 threads left the loop thread a fifth of
 #: a core on a 2-core machine (40-80 ms lags at start); below it, they take what it leaves.
@@ -445,9 +442,7 @@ class Runner:
             side = [
                 background.create_task(self.probe.run(), name="lag-probe"),
                 background.create_task(self._heartbeat(), name="heartbeat"),
-                background.create_task(
-                    self.download_gate.ramp(RAMP_STEP, RAMP_STEP, RAMP_INTERVAL), name="ramp"
-                ),
+                background.create_task(self.download_gate.ramp(), name="slow-start"),
             ]
             if self.settings.metrics_file:
                 side.append(background.create_task(self._metrics_loop(), name="metrics-file"))
@@ -560,12 +555,16 @@ class Runner:
         while True:
             await asyncio.sleep(interval)
             try:
-                leases = [Lease(job_id, token) for job_id, token in self.held.items()]
+                beat = dict(self.held)
+                leases = [Lease(job_id, token) for job_id, token in beat.items()]
                 lost = await self.queue.run(
                     QueueStore.heartbeat, self.run_id, leases, s.lease_seconds, time.time()
                 )
                 for job_id in lost:
-                    self.notices.add(f"lease lost: {job_id}")
+                    # Still ours to lose? A job completed (or failed, or given back) while the
+                    # beat was on its way let go of its lease itself: not a lost lease.
+                    if self.held.get(job_id) == beat[job_id]:
+                        self.notices.add(f"lease lost: {job_id}")
                 await self._reclaim()
                 await self._flush_attempts()
                 self._set_totals(await self.queue.run(QueueStore.totals, time.time()))
