@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cProfile
+import dataclasses
 import io
 import json
 import pstats
@@ -239,6 +240,13 @@ def test_summary_has_stages_failures_with_reasons_slowest_wall_time_and_lag() ->
         text
     )
     assert "168.2 ms" in text  # the in-memory windows when no database timings are given
+
+
+def test_a_run_too_short_for_the_lag_probe_says_so_not_dashes() -> None:
+    short = dataclasses.replace(run_summary(), lag=WindowStats(0, 0.0, 0.0, 0.0, 0.0))
+    text = text_of(make_summary(short), width=200)
+    assert "event-loop lag over the run: not sampled (a run under 1 s)" in text
+    assert "samples)" not in text
 
 
 def test_summary_uses_whole_run_timings_from_the_database(tmp_path: Path) -> None:

@@ -90,10 +90,13 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
           f"{summary.done / minutes:.1f} papers/min over the run", "bold")]
     )  # fmt: skip
     lag = summary.lag
-    lines.append(
-        [(f"event-loop lag over the run: p50 {q(lag, 'p50')}  p99 {q(lag, 'p99')}  "
-          f"max {q(lag, 'max')}  ({lag.count} samples)", "")]
-    )  # fmt: skip
+    if lag.count:
+        lines.append(
+            [(f"event-loop lag over the run: p50 {q(lag, 'p50')}  p99 {q(lag, 'p99')}  "
+              f"max {q(lag, 'max')}  ({lag.count} samples)", "")]
+        )  # fmt: skip
+    else:  # the probe leaves out a run's first second (start-up is the outside probe's)
+        lines.append([("event-loop lag over the run: not sampled (a run under 1 s)", "")])
     m = summary.memory
     if m is not None:
         lines.append(
