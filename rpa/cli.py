@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -31,7 +31,7 @@ from rpa import __version__, errors
 from rpa.config import ENV_PREFIX, Resolved, Settings, knob_fields, load_settings
 from rpa.queue import open_store, redact, schema_version
 from rpa.queue.model import new_run_id
-from rpa.run.prepare import prepare
+from rpa.run.prepare import Prepared, prepare
 from rpa.run.tars import TarReport
 from rpa.show.export import write_csv, write_jsonl, write_parquet
 from rpa.show.openmetrics import render_openmetrics, write_metrics_file
@@ -291,12 +291,27 @@ def _start_run(
         j = prepared.snapshot
         out.print(f"metadata: {j.found:,} of {j.wanted:,} papers found in "
                   f"{settings.metadata_file} in {j.seconds:.1f}s")  # fmt: skip
+    if prepared.remaining == 0:
+        _nothing_left(settings, prepared)
     host = settings.pdf_url.split("://", 1)[-1].split("/", 1)[0].split(":")[0]
     notice = politeness_notice(prepared.remaining, host, settings.rate_limits, settings.mailto)
     if notice:
         err.print(Text(notice, style="yellow"))
     summary = _execute(settings, command, run_id)
     _finish(settings, summary)
+
+
+def _nothing_left(settings: Settings, prepared: Prepared) -> NoReturn:
+    """The queue has no work left: say so, and start no run (an empty run's summary of
+    dashes said nothing). Exit 1 when some papers failed for good, as a run would."""
+    db = redact(settings.db)
+    say = err if settings.log_format == "json" and not out.is_terminal else out
+    say.print(f"nothing left to do in {db}: {prepared.done} done, {prepared.failed} failed, "
+              "0 remaining")  # fmt: skip
+    say.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
+    if prepared.failed:
+        say.print(f"failed papers: `rpa retry --db {db}` puts them back, then `rpa resume`")
+    raise typer.Exit(1 if prepared.failed else 0)
 
 
 def _execute(settings: Settings, command: str, run_id: str) -> RunSummary:

@@ -80,6 +80,16 @@ def error_kinds(cli: Cli, job_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+def attempts_of(cli: Cli, name: str) -> list[tuple[str, str, str | None, str | None]]:
+    """(stage, outcome, kind, error) of every attempt of ext:`name`, oldest first."""
+    rows = cli.query(
+        "SELECT stage, outcome, error_kind, error FROM attempts WHERE job_id = ? "
+        "ORDER BY started_at",
+        f"ext:{name}",
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
 def host_row(cli: Cli) -> tuple[float | None, int | None, str | None] | None:
     try:
         rows = cli.query("SELECT cooldown_until, breaker_open, reason FROM hosts")
@@ -149,7 +159,7 @@ def test_fault_matrix_ends_every_job_in_its_state(
         for name, _, stage, kind, attempts, requests in matrix:
             got = (*state[f"ext:{name}"], mirror.requests(name))
             table.append(f"{name:16} {got[0]:7} {got[1] or '-':15} {got[2]:8}  {got[3]:8}")
-            assert got == (stage, kind, attempts, requests), name
+            assert got == (stage, kind, attempts, requests), (name, attempts_of(cli, name))
         print("\nfault matrix (max-attempts 3):\n" + "\n".join(table))
 
         # the failed attempts were classified as the taxonomy says

@@ -61,6 +61,12 @@ def test_a_bare_resume_continues_with_the_queues_out_and_pdf_url(tmp_path: Path)
     assert len(outcomes) == len(names)
     assert not (tmp_path / "rpa-data").exists()  # nothing went to the default folder
     assert f"results: {tmp_path / 'd-data'}" in resumed.stdout
+    # and once everything is done, a resume says so in one line and starts no run
+    runs = cli.query("SELECT count(*) FROM runs")[0][0]
+    again = cli.run("resume", "--db", str(cli.db), "--no-progress")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"nothing left to do in {cli.db}: {len(names)} done, 0 failed" in again.stdout
+    assert "Stages" not in again.stdout and cli.query("SELECT count(*) FROM runs")[0][0] == runs
 
 
 def test_a_contradicting_setting_is_refused_naming_both_unless_reconfigure(

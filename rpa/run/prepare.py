@@ -37,6 +37,8 @@ class Prepared:
     remaining: int  # jobs left in the queue
     tars: TarReport | None = None  # what --pdf-tar indexed and queued
     snapshot: SnapshotReport | None = None  # what --metadata-file joined
+    done: int = 0  # jobs done, in the queue as a whole
+    failed: int = 0  # jobs failed for good
 
 
 def _stored_form(settings: Settings, key: str) -> Any:
@@ -165,7 +167,8 @@ def prepare(
         joined = None
         if settings.metadata_mode == "file":
             joined = join_snapshot(store, Path(settings.metadata_file).expanduser())
-        remaining = store.totals(now).remaining
+        totals = store.totals(now)
+        remaining = totals.remaining
         if report is not None and report.valid == 0 and remaining == 0:
             raise InputError(
                 f"{ids} holds no valid ID ({report.lines} lines, {report.invalid} invalid) and "
@@ -176,7 +179,9 @@ def prepare(
         if tars is not None and present == 0 and remaining == 0:
             what = f"none of the {tars.listed} listed IDs is" if ids else "no paper is"
             raise InputError(f"{what} in the tars ({tars.members} papers): nothing to do")
-        return Prepared(settings, report, notes, remaining, tars, joined)
+        return Prepared(
+            settings, report, notes, remaining, tars, joined, totals.done, totals.failed
+        )
     finally:
         if store is not None:
             store.close()
