@@ -270,3 +270,57 @@ def test_rate_slots_are_one_budget_for_every_process(store: QueueStore) -> None:
     third, wait = store.take_rate_slot("h.org", 2, 30.0, "run-c")
     assert third is None and 0.0 < wait <= 5.0
     assert store.take_rate_slot("other.org", 1, 30.0, "run-c")[0] == 0  # per host
+
+
+def test_heartbeats_and_completions_on_two_connections_never_deadlock(db: str) -> None:
+    """A run's heartbeat and its workers' completions and failures run on different database
+    connections (PostgreSQL: one per database thread). Each takes job rows and the run's row:
+    taken in opposite orders, two of them wait on each other and PostgreSQL aborts one
+    (a deadlock: a job failed for nothing, once in a while, in the fault matrix). Every
+    transaction takes job rows before the run's row."""
+    setup = open_store(db)
+    setup.register_run(RunInfo("run-a", "run", NOW, 5.0, "{}"))
+    jobs = setup.claim("run-a", len(KEYS), 1000, NOW)
+    setup.close()
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def beat() -> None:
+        store = open_store(db)
+        try:
+            while not done.is_set():
+                store.heartbeat("run-a", [j.lease for j in jobs], 1000, NOW + 1)
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    def work(share: list[Any]) -> None:
+        store = open_store(db)
+        try:
+            for job in share:
+                if int(job.id[-1]) % 2:
+                    assert store.fail("run-a", job.lease, Failure("timeout", "", True), NOW + 2)
+                else:
+                    assert store.complete("run-a", job.lease, record(job.id), "x", NOW + 2)
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
+        finally:
+            store.close()
+
+    beaters = [threading.Thread(target=beat)]  # a run has one heartbeat
+    workers = [threading.Thread(target=work, args=(jobs[i::3],)) for i in range(3)]
+    for t in beaters + workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=60)
+    done.set()
+    for t in beaters:
+        t.join(timeout=60)
+    assert not errors, errors[:3]
+    check = open_store(db)
+    try:
+        totals = check.totals(NOW + 3)
+        assert (totals.done, totals.failed) == (len(KEYS) // 2, len(KEYS) // 2)
+    finally:
+        check.close()

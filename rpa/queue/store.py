@@ -296,9 +296,12 @@ class QueueStore:
         self, run_id: str, held: Iterable[Lease], lease_seconds: float, now: float
     ) -> set[str]:
         """Beat the run's heartbeat and renew the leases it holds, in one transaction.
-        Returns the ids of `held` jobs whose lease it no longer holds."""
+        Returns the ids of `held` jobs whose lease it no longer holds.
+
+        Job rows first, then the run's row, as in every transaction here (`complete`, `fail`,
+        `end_run`, `reclaim_stale`): on PostgreSQL the workers' completions run on other
+        connections, and the opposite order deadlocks with them."""
         with self.sql.transaction():
-            self.sql.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (now, run_id))
             kept = {
                 (r["id"], r["lease_token"])
                 for r in self.sql.rows(
@@ -307,18 +310,19 @@ class QueueStore:
                     (now + lease_seconds, run_id, now),
                 )
             }
+            self.sql.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (now, run_id))
         return {lease.job_id for lease in held if (lease.job_id, lease.token) not in kept}
 
     def end_run(self, run_id: str, status: str, now: float) -> None:
         """Record how the run ended; whatever it still holds goes back to the queue."""
-        with self.sql.transaction():
-            self.sql.execute(
-                "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ? WHERE id = ?",
-                (status, now, now, run_id),
-            )
+        with self.sql.transaction():  # job rows first (see `heartbeat`)
             self.sql.execute(
                 "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ?",
                 (run_id,),
+            )
+            self.sql.execute(
+                "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ? WHERE id = ?",
+                (status, now, now, run_id),
             )
 
     def dead_runs(self, now: float) -> list[str]:
@@ -346,14 +350,14 @@ class QueueStore:
         with self.sql.transaction():
             dead = self.dead_runs(now)
             leases = 0
-            for run_id in dead:
-                self.sql.execute(
-                    "UPDATE runs SET status = 'crashed', ended_at = heartbeat_at WHERE id = ?",
-                    (run_id,),
-                )
+            for run_id in dead:  # job rows first (see `heartbeat`)
                 leases += self.sql.execute(
                     "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL "
                     "WHERE lease_owner = ?",
+                    (run_id,),
+                )
+                self.sql.execute(
+                    "UPDATE runs SET status = 'crashed', ended_at = heartbeat_at WHERE id = ?",
                     (run_id,),
                 )
             expired = self.sql.execute(
