@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,3 +136,32 @@ def test_takes_another_port_when_its_port_is_taken(
         with PostgresServer(base_dir=base_dir) as pg, psycopg.connect(pg.url) as conn:
             assert pg.port != taken
             assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_an_owner_killed_with_sigkill_leaves_no_server_behind(base_dir: Path) -> None:
+    """A process that started a server and died without stopping it (SIGKILL: no atexit, no
+    fixture teardown, as when a test run is killed): its watcher kills the server and deletes
+    the folder."""
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from rpa.testing.pgserver import PostgresServer\n"
+        f"pg = PostgresServer(base_dir=Path({str(base_dir)!r})).start()\n"
+        "print(pg.port, pg.tmp_dir, flush=True)\n"
+        "time.sleep(3600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        port_text, tmp_text = owner.stdout.readline().split()
+        port, tmp = int(port_text), Path(tmp_text)
+        assert _accepts(port) and tmp.exists()
+    finally:
+        owner.kill()
+        owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+    deadline = time.monotonic() + 30
+    while (tmp.exists() or _accepts(port)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the watcher's effect, with a deadline
+    assert not _accepts(port) and not tmp.exists()

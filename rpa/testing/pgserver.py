@@ -7,7 +7,10 @@
 Each server has a fresh temporary folder (data, log, unix socket) and a free port, listens on
 127.0.0.1 only, trusts local connections, and runs with fsync, synchronous_commit and
 full_page_writes off: fast, and disposable. ``stop()`` (also on leaving ``with``, and at exit)
-stops it and deletes the folder; it is idempotent, and a failed ``start()`` calls it.
+stops it and deletes the folder; it is idempotent, and a failed ``start()`` calls it. Should
+the process that started it die without stopping it (SIGTERM, SIGKILL: no atexit), a watcher
+started with it (``python -m rpa.testing.pgserver --watch``, in a session of its own) sees its
+pipe close, kills the server and deletes the folder.
 
 Binaries, first found wins: ``$RPA_PG_BIN`` (when set, nothing else is tried); unless
 ``RPA_PG_NO_SYSTEM=1``, ``/usr/lib/postgresql/*/bin`` (highest version first), ``pg_config
@@ -153,6 +156,7 @@ class PostgresServer:
         self.tmp_dir: Path | None = None  # set while started
         self._pid = os.getpid()  # a forked child's atexit never stops its parent's server
         self._account: tuple[int, int] | None = None
+        self._watcher: subprocess.Popen[bytes] | None = None
         self._env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         self._env["LC_ALL"] = "C"  # English messages, whatever the machine's locale
 
@@ -179,6 +183,11 @@ class PostgresServer:
         self.tmp_dir = Path(tempfile.mkdtemp(prefix="rpa-pg-", dir=self.base_dir))
         self._pid = os.getpid()
         atexit.register(self.stop)
+        self._watcher = subprocess.Popen(
+            [sys.executable, "-m", "rpa.testing.pgserver", "--watch", str(self.tmp_dir)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a signal to our process group leaves it to clean up
+        )  # fmt: skip
         try:
             self._start(self.tmp_dir)
         except BaseException:
@@ -233,6 +242,11 @@ class PostgresServer:
                     _kill(pid_file)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None and watcher.stdin is not None:
+                watcher.stdin.close()  # nothing left for it to do: it exits
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    watcher.wait(timeout=10)
 
     def _run(self, tmp: Path, *args: str, as_server: bool = True) -> None:
         assert self.bin_dir is not None
@@ -284,3 +298,18 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError, IndexError):  # a zombie is dead, only not yet reaped
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
+
+
+def _watch(tmp: Path) -> None:
+    """Wait for the pipe from the server's owner to close; then, if the server is still
+    there (its owner died without stopping it), kill it and delete its folder."""
+    with contextlib.suppress(OSError):
+        sys.stdin.buffer.read()
+    if tmp.exists():
+        _kill(tmp / "data" / "postmaster.pid")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--watch":
+        _watch(Path(sys.argv[2]))
