@@ -350,14 +350,11 @@ class QueueStore:
         with self.sql.transaction():
             dead = self.dead_runs(now)
             leases = 0
-            for run_id in dead:  # job rows first (see `heartbeat`)
+            # every job row first, then the runs' rows (see `heartbeat`)
+            for run_id in dead:
                 leases += self.sql.execute(
                     "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL "
                     "WHERE lease_owner = ?",
-                    (run_id,),
-                )
-                self.sql.execute(
-                    "UPDATE runs SET status = 'crashed', ended_at = heartbeat_at WHERE id = ?",
                     (run_id,),
                 )
             expired = self.sql.execute(
@@ -365,6 +362,11 @@ class QueueStore:
                 "WHERE lease_owner IS NOT NULL AND lease_expires < ?",
                 (now,),
             )
+            for run_id in dead:
+                self.sql.execute(
+                    "UPDATE runs SET status = 'crashed', ended_at = heartbeat_at WHERE id = ?",
+                    (run_id,),
+                )
         return Reclaimed(len(dead), leases, expired)
 
     def record_attempts(self, attempts: Sequence[Attempt]) -> None:

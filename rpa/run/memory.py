@@ -206,10 +206,12 @@ class MemoryGovernor:
                     continue
                 high = reading.fraction >= self.pause
                 wait = min(self.interval, INTERVAL_HIGH) if high else self.interval
+                if self._last_shed and not rss_bytes(self._last_shed):
+                    self._last_shed = 0  # it has let its memory go (and its pid may be reused)
                 largest = None
-                if reading.fraction >= self.kill and not rss_bytes(self._last_shed):
-                    # (and the process last killed has let its memory go: until then this
-                    # reading still counts it, and a second kill would be for nothing)
+                if reading.fraction >= self.kill and not self._last_shed:
+                    # (not while the process last killed still holds memory: this reading
+                    # counts it, and a second kill would be for nothing)
                     sizes = [(rss_bytes(pid), pid) for pid in list(self._pids)]
                     largest = max(sizes) if sizes else None
                 try:
@@ -236,6 +238,8 @@ class MemoryGovernor:
     def _on_reading(self, reading: MemoryReading, largest: tuple[int, int] | None) -> None:
         """One sample; `largest` is (RSS, pid) of the largest extraction process, when over
         the kill line."""
+        if self._stop.is_set():  # a sample that arrived after stop(): the run is ending
+            return
         now = time.monotonic()
         self.reading = reading
         self._pids = self.pool.pids()
