@@ -52,7 +52,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts are literal: `rpa[pdfium]`, `[default: 200]`
 )
-out = Console(soft_wrap=True, highlight=False, markup=False)
+
+
+class _Out(Console):
+    def on_broken_pipe(self) -> None:
+        """A reader that leaves (`rpa run ids | head`) does not change how a command ends:
+        the rest of the output goes nowhere and the exit code stays the command's (rich
+        would exit 1 here, silently)."""
+        _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    """Standard output's reader is gone: what is still written goes nowhere (Python would
+    flush it again at exit and complain)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    out.quiet = True
+
+
+out = _Out(soft_wrap=True, highlight=False, markup=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -305,7 +322,12 @@ def _nothing_left(settings: Settings, prepared: Prepared) -> NoReturn:
     """The queue has no work left: say so, and start no run (an empty run's summary of
     dashes said nothing). Exit 1 when some papers failed for good, as a run would."""
     db = redact(settings.db)
-    say = err if settings.log_format == "json" and not out.is_terminal else out
+    as_json = settings.log_format == "json" and not out.is_terminal
+    if as_json:  # `| jq` sees an event, as it would a run's summary
+        with _reader_may_leave():
+            print(json.dumps({"event": "nothing_left", "db": db, "done": prepared.done,
+                              "failed": prepared.failed, "remaining": 0}), flush=True)  # fmt: skip
+    say = err if as_json else out
     say.print(f"nothing left to do in {db}: {prepared.done} done, {prepared.failed} failed, "
               "0 remaining")  # fmt: skip
     say.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
@@ -348,24 +370,36 @@ def _finish(settings: Settings, summary: RunSummary) -> None:
             }
         finally:
             store.close()
-    if settings.log_format == "json" and not out.is_terminal:
-        print(json.dumps(summary_dict(summary, timings)), flush=True)
-    else:
-        out.print(make_summary(summary, timings))
-    # After JSON lines on stdout, the hints go to stderr: `| jq` must see only JSON.
-    hint = err if settings.log_format == "json" and not out.is_terminal else out
-    db = redact(settings.db)
-    if summary.status == "interrupted":
-        hint.print(f"interrupted: `rpa resume --db {db}` continues where this stopped")
-    elif summary.status == "crashed":
-        hint.print(f"crashed: fix the cause above, then `rpa resume --db {db}`")
-    elif summary.status == "denied":
-        hint.print(f"denied: a host refused us (see above); wait, then `rpa resume --db {db}`")
-    hint.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
-    hint.print(f"next: rpa status --db {db}   |   rpa export --db {db} > outcomes.jsonl")
-    if summary.totals.failed:
-        hint.print(f"failed papers: `rpa retry --db {db}` puts them back, then `rpa resume`")
+    with _reader_may_leave():
+        if settings.log_format == "json" and not out.is_terminal:
+            print(json.dumps(summary_dict(summary, timings)), flush=True)
+        else:
+            out.print(make_summary(summary, timings))
+        # After JSON lines on stdout, the hints go to stderr: `| jq` must see only JSON.
+        hint = err if settings.log_format == "json" and not out.is_terminal else out
+        db = redact(settings.db)
+        if summary.status == "interrupted":
+            hint.print(f"interrupted: `rpa resume --db {db}` continues where this stopped")
+        elif summary.status == "crashed":
+            hint.print(f"crashed: fix the cause above, then `rpa resume --db {db}`")
+        elif summary.status == "denied":
+            hint.print(f"denied: a host refused us (see above); wait, then `rpa resume --db {db}`")
+        hint.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
+        hint.print(f"next: rpa status --db {db}   |   rpa export --db {db} > outcomes.jsonl")
+        if summary.totals.failed:
+            hint.print(f"failed papers: `rpa retry --db {db}` puts them back, then `rpa resume`")
     raise typer.Exit(summary.exit_code)
+
+
+@contextlib.contextmanager
+def _reader_may_leave() -> Iterator[None]:
+    """A reader of a run's output that leaves (`rpa run ids | head`) does not change how the
+    run ended: the rest of the output goes nowhere, the exit code stays the run's (click would
+    make a closed pipe exit 1, silently)."""
+    try:
+        yield
+    except BrokenPipeError:
+        _drop_stdout()
 
 
 RECONFIGURE = Annotated[
@@ -431,6 +465,11 @@ def retry(
     Example: rpa retry --kind connection --kind timeout
     """
     db = resolved.settings.db
+    unknown = sorted(set(kind or ()) - errors.KINDS)
+    if unknown:
+        _say("error: ", f"no failure kind {', '.join(map(repr, unknown))}; the kinds are "
+             f"{', '.join(sorted(errors.KINDS))}", "red")  # fmt: skip
+        raise typer.Exit(EXIT_USAGE)
     with _one_line_errors():
         store = open_store(db, create=False)
         try:
@@ -464,8 +503,7 @@ def _quiet_closed_pipe() -> Iterator[None]:
     try:
         yield
     except BrokenPipeError:
-        # Python would flush stdout again at exit and complain: point it at nothing.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         raise typer.Exit(EXIT_OK) from None
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "Settings",
     "knob_fields",
     "load_settings",
+    "parse_rate",
     "parse_rate_limits",
     "validate_pdf_url",
 ]
@@ -162,7 +163,7 @@ class Settings:
         if self.retry_max < self.retry_base:
             raise ConfigError("retry_max must be at least retry_base")
         parse_rate_limits(self.rate_limits)
-        parse_rate_limits(f"api={self.metadata_rate}")
+        parse_rate(self.metadata_rate)
         if self.metadata == "file" and not self.metadata_file:
             raise ConfigError("metadata 'file' needs --metadata-file PATH")
 
@@ -329,6 +330,19 @@ def validate_pdf_url(template: str) -> None:
         raise ConfigError(f"pdf_url names no host, got {template!r}")
 
 
+def parse_rate(rate: str, knob: str = "metadata_rate") -> tuple[int, float]:
+    """'N/Ts' -> (N, T): at most N requests in any T seconds (`/Ts` may be left out: 1 s)."""
+    count_text, _, period_text = rate.strip().partition("/")
+    try:
+        count = int(count_text)
+        period = float(period_text.strip().rstrip("s") or 1) if period_text else 1.0
+    except ValueError:
+        raise ConfigError(f"{knob}: cannot read {rate!r} (expected N/Ts, e.g. 1/3s)") from None
+    if count < 1 or period <= 0:
+        raise ConfigError(f"{knob}: {rate!r} needs N >= 1 and T > 0")
+    return count, period
+
+
 def parse_rate_limits(spec: str) -> dict[str, tuple[int, float]]:
     """'host=N/Ts,...' -> {host: (N, T)}: at most N requests to host in any T seconds.
 
@@ -337,16 +351,18 @@ def parse_rate_limits(spec: str) -> dict[str, tuple[int, float]]:
     """
     limits: dict[str, tuple[int, float]] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        try:
-            host, rate = part.split("=", 1)
-            count_text, _, period_text = rate.partition("/")
-            count = int(count_text)
-            period = float(period_text.strip().rstrip("s") or 1) if period_text else 1.0
-        except ValueError:
+        host, equals, rate = part.partition("=")
+        if not equals:
             raise ConfigError(
                 f"rate_limits: cannot read {part!r} (expected host=N/Ts, e.g. a.org=4/1s)"
-            ) from None
-        if count < 1 or period <= 0 or not host.strip():
+            )
+        if not host.strip():
             raise ConfigError(f"rate_limits: {part!r} needs a host, N >= 1 and T > 0")
-        limits[host.strip().lower()] = (count, period)
+        try:
+            limits[host.strip().lower()] = parse_rate(rate, "rate_limits")
+        except ConfigError:
+            raise ConfigError(
+                f"rate_limits: cannot read {part!r} (expected host=N/Ts with N >= 1 and T > 0, "
+                "e.g. a.org=4/1s)"
+            ) from None
     return limits

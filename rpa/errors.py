@@ -39,6 +39,7 @@ from __future__ import annotations
 import errno
 
 __all__ = [
+    "KINDS",
     "AccessDenied",
     "ConfigError",
     "ConnectionFailed",
@@ -289,6 +290,8 @@ def _all_job_errors(cls: type[JobError]) -> list[type[JobError]]:
 
 
 _BY_KIND: dict[str, type[JobError]] = {c.kind: c for c in _all_job_errors(JobError)}
+#: every kind a job can fail with (`error_kind` in the queue)
+KINDS = frozenset(_BY_KIND)
 
 
 def error_for_kind(kind: str, message: str = "") -> JobError:

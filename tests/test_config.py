@@ -63,7 +63,10 @@ def test_config_found_by_env_then_cwd(tmp_path: Path) -> None:
         ({"flags": {"pdf_url": "x/{id}"}}, "must start with"),
         ({"flags": {"pdf_url": "http:///{id}"}}, "names no host"),
         ({"flags": {"follow_redirects": "sometimes"}}, "follow_redirects must be one of"),
-        ({"flags": {"rate_limits": "a.org=fast"}}, "rate_limits"),
+        ({"flags": {"rate_limits": "a.org=fast"}}, "rate_limits: cannot read 'a.org=fast'"),
+        ({"flags": {"rate_limits": "=4/1s"}}, "needs a host"),
+        ({"flags": {"metadata_rate": "foo"}}, "metadata_rate: cannot read 'foo'"),
+        ({"flags": {"metadata_rate": "0/3s"}}, "metadata_rate: '0/3s' needs N >= 1"),
         ({"flags": {"progress": "maybe"}}, "not a boolean"),
     ],
 )

@@ -18,7 +18,7 @@ from rpa.metrics import WindowStats
 from rpa.queue import open_store
 from rpa.queue.model import Totals
 from rpa.run.runner import RunSummary
-from rpa.run.snapshot import PoolSnapshot, RunSnapshot, StageSnapshot
+from rpa.run.snapshot import MemorySnapshot, PoolSnapshot, RunSnapshot, StageSnapshot
 from rpa.show.live import format_line, make_run_table, snapshot_dict
 from rpa.show.status_view import make_status
 from rpa.show.summary import make_summary, summary_dict
@@ -243,9 +243,14 @@ def test_summary_has_stages_failures_with_reasons_slowest_wall_time_and_lag() ->
 
 
 def test_a_run_too_short_for_the_lag_probe_says_so_not_dashes() -> None:
-    short = dataclasses.replace(run_summary(), lag=WindowStats(0, 0.0, 0.0, 0.0, 0.0))
+    unread = MemorySnapshot(0, 0, "machine", "ok", 0, 0.0, 0, 0, 2)  # no reading taken yet
+    short = dataclasses.replace(
+        run_summary(), lag=WindowStats(0, 0.0, 0.0, 0.0, 0.0), memory=unread
+    )
     text = text_of(make_summary(short), width=200)
-    assert "event-loop lag over the run: not sampled (a run under 1 s)" in text
+    assert "memory: not sampled (a run shorter than one 250 ms sample)" in text
+    assert "0.00 GiB" not in text
+    assert "event-loop lag over the run: not sampled (the probe leaves out a run's first" in text
     assert "samples)" not in text
 
 

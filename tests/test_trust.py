@@ -7,6 +7,7 @@ or hides.
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import sqlite3
 from pathlib import Path
@@ -67,6 +68,11 @@ def test_a_bare_resume_continues_with_the_queues_out_and_pdf_url(tmp_path: Path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"nothing left to do in {cli.db}: {len(names)} done, 0 failed" in again.stdout
     assert "Stages" not in again.stdout and cli.query("SELECT count(*) FROM runs")[0][0] == runs
+    as_json = cli.run("resume", "--db", str(cli.db), "--log-format", "json")
+    event = json.loads(as_json.stdout)  # stdout holds only JSON; the sentence goes to stderr
+    assert event == {"event": "nothing_left", "db": str(cli.db), "done": len(names),
+                     "failed": 0, "remaining": 0}  # fmt: skip
+    assert "nothing left to do" in as_json.stderr
 
 
 def test_a_contradicting_setting_is_refused_naming_both_unless_reconfigure(
@@ -151,6 +157,9 @@ def test_after_an_outage_rpa_retry_puts_failed_papers_back_and_keeps_checkpoints
         assert extracts[0][0] == 2  # tried twice; its history is kept
         nothing = cli.run("retry", "--db", str(cli.db), "--kind", "timeout")
         assert nothing.returncode == 0 and "no failed papers of kind timeout" in nothing.stdout
+        typo = cli.run("retry", "--db", str(cli.db), "--kind", "conection")
+        assert typo.returncode == 2 and "no failure kind 'conection'" in typo.stderr
+        assert "connection" in typo.stderr  # the kinds there are
 
 
 # ---------------------------------------------------------------------------- checks first
@@ -338,3 +347,25 @@ def test_a_whole_pdf_left_at_its_final_name_is_adopted_on_a_later_claim_only(
     assert stages(cli)[f"ext:{name}"] == ("done", None)
     sha = cli.query("SELECT pdf_sha256 FROM jobs WHERE id = ?", f"ext:{name}")[0][0]
     assert sha == hashlib.sha256(pdf.read_bytes()).hexdigest()
+
+
+def test_a_reader_that_leaves_does_not_change_how_the_run_ends(tmp_path: Path) -> None:
+    """`rpa run ids | head -1`: the run goes on to its end and exits with its own code (rich,
+    then click, made a closed pipe exit 1 without a word)."""
+    import shlex
+    import subprocess
+
+    from conftest import clean_env
+
+    with Mirror(PAPERS) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", ids_of(sorted(PAPERS)))
+        command = shlex.join(cli.args("run", str(ids), *cli.knobs(progress=False)))
+        shell = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {command} | head -1"], cwd=tmp_path,
+            capture_output=True, text=True, env=clean_env(), timeout=120,
+        )  # fmt: skip
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.startswith("queued ") and shell.stdout.count("\n") == 1
+    assert "Traceback" not in shell.stderr and "BrokenPipe" not in shell.stderr
+    assert cli.count("stage = 'done'") == len(PAPERS)

@@ -147,7 +147,7 @@ class MetadataService:
             if attempt < ATTEMPTS:
                 await asyncio.sleep(retry_delay(attempt, 2.0, 30.0))
         self.notices.add(f"arXiv's API did not answer for {len(ids)} papers ({reason}); "
-                         "their records say so, and a later run asks again")  # fmt: skip
+                         "their records say so")  # fmt: skip
         failed = [PaperMetadata(b, "error", "arxiv-api", reason=reason).to_json() for b in ids]
         return failed, []
 

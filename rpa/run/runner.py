@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from rpa import errors
-from rpa.config import Settings, parse_rate_limits
+from rpa.config import Settings, parse_rate
 from rpa.extract.pool import ExtractPool
 from rpa.gates import Gate
 from rpa.layout import Layout
@@ -190,7 +190,7 @@ class Runner:
             return None
         gate = None
         if mode == "arxiv-api":
-            count, period = parse_rate_limits(f"api={s.metadata_rate}")["api"]
+            count, period = parse_rate(s.metadata_rate)
             host = urlsplit(s.metadata_url).hostname or "api"
             gate = self._fleet_gate(f"api {host}", count, period)
 

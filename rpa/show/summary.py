@@ -96,9 +96,14 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
               f"max {q(lag, 'max')}  ({lag.count} samples)", "")]
         )  # fmt: skip
     else:  # the probe leaves out a run's first second (start-up is the outside probe's)
-        lines.append([("event-loop lag over the run: not sampled (a run under 1 s)", "")])
+        lines.append(
+            [("event-loop lag over the run: not sampled (the probe leaves out a run's first "
+              "second)", "")]
+        )  # fmt: skip
     m = summary.memory
-    if m is not None:
+    if m is not None and not m.limit:  # no reading yet: a run shorter than one sample
+        lines.append([("memory: not sampled (a run shorter than one 250 ms sample)", "")])
+    elif m is not None:
         lines.append(
             [(f"memory: {m.pauses} pauses ({dur(m.paused_seconds)} paused), {m.shed} papers "
               f"shed, {m.recycled} processes recycled (limit {gib(m.limit)} GiB, {m.source})",
