@@ -28,6 +28,7 @@ __all__ = [
     "atomic_write_json",
     "sha256_file",
     "sniff_pdf",
+    "start_of",
     "temp_name",
     "temp_owner",
 ]
@@ -104,3 +105,8 @@ def sha256_file(path: Path) -> tuple[int, str]:
 def sniff_pdf(head: bytes) -> bool:
     """Does a file that starts with `head` look like a PDF (`%PDF-` in its first 1024 bytes)?"""
     return PDF_MAGIC in head[:SNIFF_BYTES]
+
+
+def start_of(head: bytes, chars: int = 60) -> str:
+    """The first `chars` bytes of what was not a PDF, readable in one line (for messages)."""
+    return head[:chars].decode("latin-1").replace("\n", " ").strip()

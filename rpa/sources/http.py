@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from rpa import errors
-from rpa.files import SNIFF_BYTES, sniff_pdf
+from rpa.files import SNIFF_BYTES, sniff_pdf, start_of
 from rpa.ids import url_for
 from rpa.sources.base import Download
 from rpa.sources.hosts import HostGates, same_site
@@ -275,7 +275,7 @@ class HttpSource:
 
 def _not_pdf(response: httpx.Response, head: bytes) -> errors.JobError:
     kind = response.headers.get("content-type", "?").split(";")[0]
-    preview = head[:80].decode("latin-1").replace("\n", " ").strip()
+    preview = start_of(head, 80)
     text = head.lower()
     # arXiv answers robots it has blocked with a 200 or 403 HTML page saying so.
     if b"access denied" in text or b"you have been blocked" in text:

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from rpa import errors
-from rpa.files import SNIFF_BYTES, sha256_file, sniff_pdf
+from rpa.files import SNIFF_BYTES, sha256_file, sniff_pdf, start_of
 from rpa.ids import url_for
 from rpa.sources.base import Download
 
@@ -44,7 +44,7 @@ def _check(path: Path, max_bytes: int) -> tuple[int, str]:
     except PermissionError as exc:
         raise errors.PermanentError(f"cannot read {path}: {exc.strerror}") from None
     if not sniff_pdf(head):
-        preview = head[:60].decode("latin-1").replace("\n", " ").strip()
+        preview = start_of(head)
         raise errors.NotPdf(f"not a PDF (starts {preview!r}): {path}")
     return sha256_file(path)
 

@@ -31,7 +31,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from rpa import errors
-from rpa.files import SNIFF_BYTES, sniff_pdf
+from rpa.files import SNIFF_BYTES, sniff_pdf, start_of
 from rpa.ids import OLD_STYLE_ARCHIVES, parse_id
 from rpa.queue.model import TarMember as Member
 from rpa.sources.base import Download
@@ -142,7 +142,7 @@ def check_member(path: str, max_bytes: int) -> tuple[int, str]:
         raise errors.TooLarge(f"{size} bytes, cap {max_bytes}")
     data = read_member(path)
     if not sniff_pdf(data[:SNIFF_BYTES]):
-        preview = data[:60].decode("latin-1").replace("\n", " ").strip()
+        preview = start_of(data)
         raise errors.NotPdf(f"the tar member is not a PDF (starts {preview!r})")
     return len(data), hashlib.sha256(data).hexdigest()
 
