@@ -8,7 +8,7 @@ from rpa import __version__
 from rpa.config import Settings
 from rpa.sources.aio_transport import AiohttpTransport  # before the loop runs: ~90 ms of import
 
-__all__ = ["CLIENT_POOL_SIZE", "make_clients", "user_agent"]
+__all__ = ["CLIENT_POOL_SIZE", "make_api_client", "make_clients", "user_agent"]
 
 #: connections per httpx client
 CLIENT_POOL_SIZE = 8
@@ -34,7 +34,7 @@ def make_clients(settings: Settings) -> list[httpx.AsyncClient]:
     total = settings.max_connections_resolved
     count = -(-total // CLIENT_POOL_SIZE)
     sizes = [total // count + (1 if i < total % count else 0) for i in range(count)]
-    timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+    timeout = _timeout(settings)
     headers = {"User-Agent": user_agent(settings), "Accept-Encoding": "identity"}
     # One TLS context for all: loading the CA bundle holds the GIL for ~30 ms, so a context
     # per client starved the loop thread for a quarter of a second at start.
@@ -59,3 +59,17 @@ def make_clients(settings: Settings) -> list[httpx.AsyncClient]:
         )
         for size in sizes
     ]
+
+
+def make_api_client(settings: Settings) -> httpx.AsyncClient:
+    """The metadata stage's client: one connection at a time (arXiv's API terms). Blocking
+    (the CA bundle again): call it in a thread."""
+    return httpx.AsyncClient(
+        timeout=_timeout(settings),
+        limits=httpx.Limits(max_connections=1),
+        headers={"User-Agent": user_agent(settings)},
+    )
+
+
+def _timeout(settings: Settings) -> httpx.Timeout:
+    return httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)

@@ -18,6 +18,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import httpx
@@ -49,14 +50,18 @@ class MetadataService:
         batch: int,
         gate: HostGate | None,
         client: Callable[[], httpx.AsyncClient],
+        io: Executor,
         notices: Notices,
     ) -> None:
+        """`client` makes the API's client (blocking: it is called in a thread, at the first
+        request); `io` parses the answers (an Atom feed of 100 abstracts is no loop work)."""
         self.mode = mode
         self.queue = queue
         self.url = url
         self.batch = batch
         self.gate = gate
         self._make_client = client
+        self.io = io
         self._client: httpx.AsyncClient | None = None
         self.notices = notices
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -128,7 +133,7 @@ class MetadataService:
     async def _ask(self, ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Ask the API for `ids`: (every answer, the definite ones to store)."""
         if self._client is None:
-            self._client = self._make_client()
+            self._client = await asyncio.to_thread(self._make_client)
         reason = ""
         for attempt in range(1, ATTEMPTS + 1):
             try:
@@ -167,7 +172,7 @@ class MetadataService:
                     await done
         if response.status_code not in (200, 400):
             return f"HTTP {response.status_code} from the API"
-        feed = parse_feed(body)
+        feed = await asyncio.get_running_loop().run_in_executor(self.io, parse_feed, body)
         if response.status_code == 400 and not feed.bad_ids:
             return f"HTTP 400 from the API: {'; '.join(feed.errors) or 'no reason given'}"
         return feed.found, feed.bad_ids

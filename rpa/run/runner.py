@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -25,8 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx
-
 from rpa import errors
 from rpa.config import Settings, parse_rate
 from rpa.extract.pool import ExtractPool
@@ -36,7 +35,7 @@ from rpa.metrics import LagProbe, WindowStats
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import ACTIVE_STAGES, Job, Lease, RunInfo, TarMember, Totals, new_run_id
 from rpa.queue.store import QueueStore
-from rpa.run.clients import make_clients, user_agent
+from rpa.run.clients import make_api_client, make_clients
 from rpa.run.fleet import FleetRateGate
 from rpa.run.job import JobGates, JobProcessor
 from rpa.run.memory import MemoryGovernor
@@ -193,17 +192,9 @@ class Runner:
             count, period = parse_rate(s.metadata_rate)
             host = urlsplit(s.metadata_url).hostname or "api"
             gate = self._fleet_gate(f"api {host}", count, period)
-
-        def client() -> httpx.AsyncClient:
-            return httpx.AsyncClient(
-                timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout),
-                limits=httpx.Limits(max_connections=1),  # arXiv: one connection at a time
-                headers={"User-Agent": user_agent(s)},
-            )
-
         return MetadataService(
             mode=mode, queue=self.queue, url=s.metadata_url, batch=s.metadata_batch, gate=gate,
-            client=client, notices=self.notices,
+            client=functools.partial(make_api_client, s), io=self.io, notices=self.notices,
         )  # fmt: skip
 
     def _fleet_gate(self, host: str, count: int, period: float) -> HostGate:
