@@ -322,18 +322,36 @@ def _nothing_left(settings: Settings, prepared: Prepared) -> NoReturn:
     """The queue has no work left: say so, and start no run (an empty run's summary of
     dashes said nothing). Exit 1 when some papers failed for good, as a run would."""
     db = redact(settings.db)
-    as_json = settings.log_format == "json" and not out.is_terminal
-    if as_json:  # `| jq` sees an event, as it would a run's summary
+    if _as_json(settings):  # `| jq` sees an event, as it would a run's summary
         with _reader_may_leave():
             print(json.dumps({"event": "nothing_left", "db": db, "done": prepared.done,
                               "failed": prepared.failed, "remaining": 0}), flush=True)  # fmt: skip
-    say = err if as_json else out
+    say = _hints(settings)
     say.print(f"nothing left to do in {db}: {prepared.done} done, {prepared.failed} failed, "
               "0 remaining")  # fmt: skip
-    say.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
-    if prepared.failed:
-        say.print(f"failed papers: `rpa retry --db {db}` puts them back, then `rpa resume`")
+    _closing_lines(say, settings, prepared.failed, next_steps=False)
     raise typer.Exit(1 if prepared.failed else 0)
+
+
+def _as_json(settings: Settings) -> bool:
+    """Does stdout carry JSON lines (progress, summary) rather than text?"""
+    return settings.log_format == "json" and not out.is_terminal
+
+
+def _hints(settings: Settings) -> Console:
+    """Where the closing hints go: after JSON lines on stdout, stderr (`| jq` must see only
+    JSON)."""
+    return err if _as_json(settings) else out
+
+
+def _closing_lines(say: Console, settings: Settings, failed: int, *, next_steps: bool) -> None:
+    """Where the results are, what to type next, and the retry hint when papers failed."""
+    db = redact(settings.db)
+    say.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
+    if next_steps:
+        say.print(f"next: rpa status --db {db}   |   rpa export --db {db} > outcomes.jsonl")
+    if failed:
+        say.print(f"failed papers: `rpa retry --db {db}` puts them back, then `rpa resume`")
 
 
 def _execute(settings: Settings, command: str, run_id: str) -> RunSummary:
@@ -371,12 +389,11 @@ def _finish(settings: Settings, summary: RunSummary) -> None:
         finally:
             store.close()
     with _reader_may_leave():
-        if settings.log_format == "json" and not out.is_terminal:
+        if _as_json(settings):
             print(json.dumps(summary_dict(summary, timings)), flush=True)
         else:
             out.print(make_summary(summary, timings))
-        # After JSON lines on stdout, the hints go to stderr: `| jq` must see only JSON.
-        hint = err if settings.log_format == "json" and not out.is_terminal else out
+        hint = _hints(settings)
         db = redact(settings.db)
         if summary.status == "interrupted":
             hint.print(f"interrupted: `rpa resume --db {db}` continues where this stopped")
@@ -384,10 +401,7 @@ def _finish(settings: Settings, summary: RunSummary) -> None:
             hint.print(f"crashed: fix the cause above, then `rpa resume --db {db}`")
         elif summary.status == "denied":
             hint.print(f"denied: a host refused us (see above); wait, then `rpa resume --db {db}`")
-        hint.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
-        hint.print(f"next: rpa status --db {db}   |   rpa export --db {db} > outcomes.jsonl")
-        if summary.totals.failed:
-            hint.print(f"failed papers: `rpa retry --db {db}` puts them back, then `rpa resume`")
+        _closing_lines(hint, settings, summary.totals.failed, next_steps=True)
     raise typer.Exit(summary.exit_code)
 
 

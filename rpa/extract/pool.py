@@ -50,7 +50,14 @@ from rpa.errors import (
 )
 from rpa.extract import EXTRACTORS
 
-__all__ = ["DEFAULT_MAX_MB", "DEFAULT_NICE", "DEFAULT_TIMEOUT", "ExtractPool", "PoolStatistics"]
+__all__ = [
+    "DEFAULT_MAX_MB",
+    "DEFAULT_NICE",
+    "DEFAULT_TIMEOUT",
+    "ExtractPool",
+    "PoolStatistics",
+    "rss_bytes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +148,7 @@ def _child_main(tasks: Connection, results: Connection, nice: int, max_mb: int |
         except OSError:
             return
         result = _extract_pdf()(*task)
-        result["rss_mb"] = _own_rss_mb()  # for the parent's recycle rule
+        result["rss_mb"] = rss_bytes(os.getpid()) / 2**20  # for the parent's recycle rule
         payload = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         data = memoryview(_FRAME.pack(len(payload)) + payload)
         try:
@@ -151,13 +158,16 @@ def _child_main(tasks: Connection, results: Connection, nice: int, max_mb: int |
             return
 
 
-def _own_rss_mb() -> float:
+def rss_bytes(pid: int) -> int:
+    """Resident bytes of process `pid`; 0 for none, a zombie or pid 0."""
+    if pid <= 0:
+        return 0
     try:
-        with open("/proc/self/statm", "rb") as fh:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
             pages = int(fh.read().split()[1])
     except (OSError, ValueError, IndexError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def _extract_pdf() -> Callable[..., dict[str, Any]]:

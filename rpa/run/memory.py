@@ -28,17 +28,17 @@ Every change is said, with the figures that caused it, and counted for the summa
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rpa.extract.pool import ExtractPool
+from rpa.extract.pool import ExtractPool, rss_bytes
 from rpa.gates import Gate
 from rpa.run.snapshot import MemorySnapshot
 from rpa.run.tally import Notices
+from rpa.show.fmt import gib
 
 __all__ = ["MemoryGovernor", "MemoryReading", "read_memory"]
 
@@ -141,21 +141,6 @@ def read_memory() -> MemoryReading:
     return MemoryReading(machine_used, total, "machine")
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident bytes of process `pid`; 0 for none, a zombie or pid 0."""
-    if pid <= 0:
-        return 0
-    try:
-        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
 class MemoryGovernor:
     """Watches memory for one run and acts on its gates and its extraction pool."""
 
@@ -233,7 +218,7 @@ class MemoryGovernor:
     # ---- on the loop -----------------------------------------------------------------------
 
     def _figures(self, r: MemoryReading) -> str:
-        return f"{_gib(r.used)} of {_gib(r.limit)} ({r.source}, {r.fraction:.0%})"
+        return f"{gib(r.used)} GiB of {gib(r.limit)} GiB ({r.source}, {r.fraction:.0%})"
 
     def _on_reading(self, reading: MemoryReading, largest: tuple[int, int] | None) -> None:
         """One sample; `largest` is (RSS, pid) of the largest extraction process, when over
