@@ -45,7 +45,7 @@ import httpx
 
 from rpa import __version__
 from rpa.config import Settings
-from rpa.sources.hosts import HostGates
+from rpa.hosts.registry import HostGates
 from rpa.sources.http import Downloader
 
 __all__ = ["VARIANTS", "one_pool_client", "rpa_clients"]

@@ -29,14 +29,14 @@ from rich.text import Text
 
 from rpa import __version__, errors
 from rpa.config import ENV_PREFIX, Resolved, Settings, knob_fields, load_settings
+from rpa.hosts.politeness import politeness_notice
 from rpa.queue import open_store, redact, schema_version
 from rpa.queue.model import new_run_id
 from rpa.run.prepare import Prepared, prepare
-from rpa.run.tars import TarReport
+from rpa.run.queue_tars import TarReport
 from rpa.show.export import write_csv, write_jsonl, write_parquet
 from rpa.show.openmetrics import render_openmetrics, write_metrics_file
 from rpa.show.status_view import make_status
-from rpa.sources.politeness import politeness_notice
 
 if TYPE_CHECKING:
     from rpa.run.runner import Runner, RunSummary
@@ -304,8 +304,8 @@ def _start_run(
         _show_report(ids, prepared.report, time.perf_counter() - start)
     for note in prepared.notes:
         _say("", note, "yellow")
-    if prepared.snapshot is not None:
-        j = prepared.snapshot
+    if prepared.metadata_file is not None:
+        j = prepared.metadata_file
         out.print(f"metadata: {j.found:,} of {j.wanted:,} papers found in "
                   f"{settings.metadata_file} in {j.seconds:.1f}s")  # fmt: skip
     if prepared.remaining == 0:
@@ -357,8 +357,8 @@ def _closing_lines(say: Console, settings: Settings, failed: int, *, next_steps:
 def _execute(settings: Settings, command: str, run_id: str) -> RunSummary:
     import gc
 
+    from rpa.notices import Notices
     from rpa.run.runner import Runner
-    from rpa.run.tally import Notices
 
     printer = _Printer()
     live_table = settings.progress and out.is_terminal

@@ -16,8 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 from rpa.errors import ConfigError
+from rpa.ids import validate_url_template
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
@@ -28,7 +30,6 @@ __all__ = [
     "load_settings",
     "parse_rate",
     "parse_rate_limits",
-    "validate_pdf_url",
 ]
 
 ENV_PREFIX = "RPA_"
@@ -41,10 +42,9 @@ ARXIV_API = "https://export.arxiv.org/api/query"
 # arXiv's bulk-data page allows "bursts of 4 requests per second with a 1 second sleep per
 # burst" (https://info.arxiv.org/help/bulk_data.html). Read conservatively: a burst of 4 may
 # take its whole second, then comes a second with none, so no 2-second window holds more than
-# 4 requests: "host=COUNT/PERIODs" = 4/2s (see rpa.gates.RateGate for how a window is kept).
+# 4 requests: "host=COUNT/PERIODs" = 4/2s (see rpa.hosts.rate.RateGate for how a window is kept).
 ARXIV_RATE_LIMITS = "arxiv.org=4/2s,export.arxiv.org=4/2s"
 #: where a PDF may come from: a --pdf-url scheme
-PDF_URL_SCHEMES = ("http", "https", "file")
 
 
 def _knob(default: Any, help: str, *, minimum: float | None = None) -> Any:
@@ -154,7 +154,7 @@ class Settings:
             choices = _choices(f)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
-        validate_pdf_url(self.pdf_url)
+        validate_url_template(self.pdf_url)
         if not self.memory_resume < self.memory_pause <= self.memory_kill <= 1.0:
             raise ConfigError(
                 "memory thresholds must satisfy memory_resume < memory_pause <= memory_kill "
@@ -175,6 +175,16 @@ class Settings:
         if self.metadata_file:
             return "file"
         return "arxiv-api" if self.pdf_url == ARXIV_URL and not self.pdf_tar else "off"
+
+    @property
+    def network(self) -> bool:
+        """PDFs come over the network (HTTP), not from local files or bulk tars."""
+        return not (self.pdf_tar or self.pdf_url.lower().startswith("file://"))
+
+    @property
+    def pdf_host(self) -> str:
+        """The host of --pdf-url, where the queue's papers come from ('' for local files)."""
+        return urlsplit(self.pdf_url.replace("{id}", "x")).hostname or ""
 
     # Resolved values: a 0 means "derive it".
     @property
@@ -309,25 +319,6 @@ def load_settings(
         origins[name] = flag
 
     return Resolved(Settings(**values), config_path, origins)
-
-
-def validate_pdf_url(template: str) -> None:
-    """Refuse a --pdf-url that cannot work, before any work: a scheme other than http, https
-    or file, no `{id}`, or any other placeholder (`{y}`, a stray brace)."""
-    if "{id}" not in template:
-        raise ConfigError(
-            f"pdf_url must contain {{id}} (where the paper's ID goes), got {template!r}"
-        )
-    rest = template.replace("{id}", "")
-    if "{" in rest or "}" in rest:
-        raise ConfigError(
-            f"pdf_url may contain no placeholder but {{id}} (no other braces), got {template!r}"
-        )
-    scheme, sep, after = template.partition("://")
-    if not sep or scheme.lower() not in PDF_URL_SCHEMES:
-        raise ConfigError(f"pdf_url must start with http://, https:// or file://, got {template!r}")
-    if scheme.lower() in ("http", "https") and not after.split("/", 1)[0].replace("{id}", ""):
-        raise ConfigError(f"pdf_url names no host, got {template!r}")
 
 
 def parse_rate(rate: str, knob: str = "metadata_rate") -> tuple[int, float]:

@@ -5,6 +5,7 @@
     ├── InputError                an ID list that cannot be used (--strict, unreadable file)
     │   └── InvalidIdError        one line that is not an arXiv ID
     ├── DatabaseError             the queue database cannot be opened or is of an unknown schema
+    ├── RunCrashed                the run itself cannot go on (its database broke under it)
     └── JobError                  a failure of one paper; `kind` is stored in the queue
         ├── TransientError        worth retrying later (the job goes back to the queue)
         │   ├── DownloadTimeout       connect/read timeout
@@ -12,26 +13,32 @@
         │   ├── HttpTransient         429, 408, 500, 502, 503, 504 (may carry Retry-After)
         │   ├── TruncatedBody         fewer bytes than Content-Length, or a body cut mid-stream
         │   ├── DiskFull              ENOSPC while writing under --out
-        │   └── WorkerCrashed         the extraction process died under this paper
+        │   ├── TransientIo           another OSError a later attempt may not meet (EIO, EMFILE)
+        │   ├── QueueUnavailable      the queue database was busy or lost under this paper
+        │   ├── WorkerCrashed         the extraction process died under this paper
+        │   └── MemoryPressure        the memory governor shed this paper's extraction process
         ├── PermanentError        retrying cannot help: the paper ends as failed
         │   ├── NotFound              404 / 410
         │   ├── HttpPermanent         any other 4xx
         │   ├── NotPdf                body does not start with %PDF- (an HTML page, say)
-    │   ├── TruncatedTar          the bulk tar ends inside this paper's member
+        │   ├── TruncatedTar          the bulk tar ends inside this paper's member
         │   ├── TooLarge              over --max-pdf-mb
         │   ├── InvalidPdf            pypdf (or anything under it) cannot open the file
         │   ├── EncryptedPdf          encrypted and the empty password does not open it
         │   ├── ZeroPages             opens, but has no pages
         │   ├── ExtractTimeout        the parse ran past --extract-timeout; its process was killed
         │   ├── MemoryCapExceeded     the parse ran past --extract-max-mb
-        │   └── Poison                broke an extraction process too many times: quarantined
+        │   ├── Poison                broke an extraction process too many times: quarantined
+        │   ├── WriteError            a path under --out rpa cannot write (read-only, a folder)
+        │   └── InternalError         a bug: any other exception, with its type and message
         └── RunLevelError         the host refuses us: stop downloading from it (circuit breaker)
             └── AccessDenied          403 or arXiv's denial page
 
 Every JobError has a stable `kind` (a short snake_case word) that is what `rpa status` groups
 failures by, and a human message. Nothing else in rpa raises bare exceptions across modules;
 `classify` turns whatever else escapes the work on one paper into one of these, so that
-paper fails, explained, and the run goes on.
+paper fails, explained, and the run goes on. What each error means for the paper (an attempt
+counted, given back, a host paused) is decided by the failure policy, rpa.run.policy.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ __all__ = [
     "NotPdf",
     "PermanentError",
     "Poison",
-    "QueueBusy",
+    "QueueUnavailable",
     "RpaError",
     "RunLevelError",
     "TooLarge",
@@ -167,8 +174,9 @@ class TransientIo(TransientError):
     kind = "io_error"
 
 
-class QueueBusy(TransientError):
-    """The queue database was busy, or its connection broke, while this paper was worked on."""
+class QueueUnavailable(TransientError):
+    """The queue database was busy, or its connection broke, while this paper was worked on:
+    the attempt ends like any transient failure (counted; the paper is tried again later)."""
 
     kind = "database"
 
@@ -311,7 +319,7 @@ def classify(exc: BaseException, doing: str = "") -> JobError:
 
     A JobError is itself. No space left, anywhere: DiskFull. An OSError that names a path
     rpa cannot write: WriteError (permanent). Any other OSError: TransientIo. A busy or lost
-    database: QueueBusy (transient). Anything else, a database refusing the change included,
+    database: QueueUnavailable (transient). Anything else, a database refusing the change included,
     is InternalError (permanent), with its type and message.
     """
     if isinstance(exc, JobError):
@@ -326,7 +334,7 @@ def classify(exc: BaseException, doing: str = "") -> JobError:
             return WriteError(f"cannot write{where}: {described}")
         return TransientIo(f"{described}{where}")
     if _is_database_error(exc):
-        return QueueBusy(f"{described}{where}")
+        return QueueUnavailable(f"{described}{where}")
     return InternalError(f"{described}{where}")
 
 

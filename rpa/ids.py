@@ -1,4 +1,4 @@
-"""arXiv identifiers: parsing, canonical queue keys, safe file names and ID-list streaming.
+"""arXiv identifiers: parsing, canonical queue keys, safe file names, URL templates.
 
 Two ID schemes exist (https://info.arxiv.org/help/arxiv_identifier.html):
 
@@ -8,30 +8,25 @@ Two ID schemes exist (https://info.arxiv.org/help/arxiv_identifier.html):
 
 Besides those, ``ext:<slug>`` names a paper that is not on arXiv (mirrors of other
 collections, the bundled demo papers). Everything else is rejected with a reason that
-says what is wrong, so ``rpa add`` can print it next to the line number.
+says what is wrong, so the reader of an ID list (rpa.idlist) can print it next to the line
+number.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-from rpa.config import validate_pdf_url
-from rpa.errors import InputError, InvalidIdError
+from rpa.errors import ConfigError, InvalidIdError
 
 __all__ = [
     "MAX_ID_LENGTH",
     "OLD_STYLE_ARCHIVES",
-    "IdLine",
-    "KeyBatch",
+    "PDF_URL_SCHEMES",
     "PaperId",
-    "iter_id_batches",
-    "iter_id_lines",
-    "iter_key_batches",
     "parse_id",
+    "parse_line",
     "storage_name",
     "url_for",
     "validate_url_template",
@@ -52,10 +47,8 @@ OLD_STYLE_ARCHIVES = frozenset(
     }
 )  # fmt: skip
 
-# Length past which an ID-list line is declared overlong; the reader keeps no more than this
-# (plus one read block) of a line, so a file without newlines is never loaded whole.
-_MAX_LINE_BYTES = 4096
-_BLOCK_BYTES = 64 * 1024
+#: the schemes a --pdf-url may have
+PDF_URL_SCHEMES = ("http", "https", "file")
 
 _VERSION = r"(?:v(?P<version>\d{1,4}))?"
 _NEW_RE = re.compile(r"(?P<yymm>\d{4})\.(?P<num>\d{4,5})" + _VERSION)
@@ -255,6 +248,13 @@ def parse_id(text: str) -> PaperId:
     return _parse_bare(text, stripped)
 
 
+def parse_line(text: str) -> PaperId:
+    """parse_id for a trimmed line of an ID list: the same answers, with the common case (a
+    plain new-style ID) tried first, before parse_id's general checks."""
+    m = _NEW_RE.fullmatch(text)
+    return _parse_new(text, m) if m else parse_id(text)
+
+
 def _paper_for_key(key: str) -> PaperId:
     """The PaperId of a canonical key; ValueError for anything parse_id would not produce."""
     try:
@@ -283,8 +283,22 @@ def storage_name(key: str) -> str:
 
 
 def validate_url_template(template: str) -> None:
-    """Raise ConfigError unless ``template`` is a usable --pdf-url (rpa.config's rule)."""
-    validate_pdf_url(template)
+    """Refuse a --pdf-url that cannot work, before any work: a scheme other than http, https
+    or file, no `{id}`, or any other placeholder (`{y}`, a stray brace)."""
+    if "{id}" not in template:
+        raise ConfigError(
+            f"pdf_url must contain {{id}} (where the paper's ID goes), got {template!r}"
+        )
+    rest = template.replace("{id}", "")
+    if "{" in rest or "}" in rest:
+        raise ConfigError(
+            f"pdf_url may contain no placeholder but {{id}} (no other braces), got {template!r}"
+        )
+    scheme, sep, after = template.partition("://")
+    if not sep or scheme.lower() not in PDF_URL_SCHEMES:
+        raise ConfigError(f"pdf_url must start with http://, https:// or file://, got {template!r}")
+    if scheme.lower() in ("http", "https") and not after.split("/", 1)[0].replace("{id}", ""):
+        raise ConfigError(f"pdf_url names no host, got {template!r}")
 
 
 def url_for(template: str, key: str) -> str:
@@ -293,154 +307,3 @@ def url_for(template: str, key: str) -> str:
     # str.replace, not str.format: the template comes from users and must not reach
     # format's attribute/index lookups.
     return template.replace("{id}", _paper_for_key(key).url_id)
-
-
-@dataclass(frozen=True, slots=True)
-class IdLine:
-    """One non-blank, non-comment line of an ID list."""
-
-    #: 1-based line number in the file
-    lineno: int
-    #: the line without its comment and surrounding whitespace
-    text: str
-    #: the parsed ID, or None when the line is invalid
-    paper: PaperId | None
-    #: why the line is invalid, or None
-    error: InvalidIdError | None
-
-
-def _raw_chunks(path: Path) -> Iterator[tuple[int, list[str], frozenset[int]]]:
-    """Yield (number of the first line, decoded lines, indexes of overlong lines) per read
-    block, holding one block and at most one line. Overlong lines are not yet cut."""
-    try:
-        fh = path.open("rb")
-    except OSError as exc:
-        raise InputError(f"cannot read ID list {path}: {exc.strerror or exc}") from exc
-    with fh:
-        lineno = 0
-        carry = b""  # the unfinished last line of the previous block
-        overlong = False  # the current line passed _MAX_LINE_BYTES: its bytes are dropped
-        while block := fh.read(_BLOCK_BYTES):
-            end = block.rfind(b"\n")
-            if end < 0:
-                carry += block
-            else:
-                # Decode whole lines only, so a multi-byte character is never cut in two;
-                # errors="replace": one bad byte makes one invalid line, not a bad file.
-                lines = (carry + block[: end + 1]).decode("utf-8", errors="replace").split("\n")
-                carry = block[end + 1 :]
-                lines.pop()  # the empty string after the final newline
-                if lineno == 0 and lines:
-                    lines[0] = lines[0].removeprefix("\ufeff")
-                long: frozenset[int] = frozenset()
-                if lines and (overlong or max(map(len, lines)) > _MAX_LINE_BYTES):
-                    long = frozenset(
-                        i for i, line in enumerate(lines) if len(line) > _MAX_LINE_BYTES
-                    ) | ({0} if overlong else set())
-                    overlong = False
-                yield lineno + 1, lines, long
-                lineno += len(lines)
-            if len(carry) > _MAX_LINE_BYTES:
-                carry = carry[:_MAX_LINE_BYTES]
-                overlong = True
-        if carry or overlong:
-            line = carry.decode("utf-8", errors="replace")
-            line = line.removeprefix("\ufeff") if lineno == 0 else line
-            yield lineno + 1, [line], frozenset({0}) if overlong else frozenset()
-
-
-def _id_line(lineno: int, line: str, overlong: bool) -> IdLine | None:
-    """The IdLine of one raw line; None for a blank or comment-only line."""
-    cut = line.find("#")
-    text = (line if cut < 0 else line[:cut]).strip()
-    if overlong:
-        snippet = text[:60] + "..."
-        error = InvalidIdError(snippet, f"line longer than {_MAX_LINE_BYTES} bytes", lineno)
-        return IdLine(lineno, snippet, None, error)
-    if not text:
-        return None
-    try:
-        # The common case, a plain new-style ID, skips parse_id's general checks.
-        m = _NEW_RE.fullmatch(text)
-        return IdLine(lineno, text, _parse_new(text, m) if m else parse_id(text), None)
-    except InvalidIdError as exc:
-        return IdLine(lineno, text, None, InvalidIdError(text, exc.reason, lineno))
-
-
-def iter_id_lines(path: Path) -> Iterator[IdLine]:
-    """Stream an ID list: one IdLine per line that is neither blank nor only a comment.
-
-    ``#`` starts a comment that runs to the end of the line. The file is read a block at a
-    time, never whole. Raises InputError if the file cannot be opened.
-    """
-    for first, lines, long in _raw_chunks(path):
-        for i, line in enumerate(lines):
-            item = _id_line(first + i, line[:_MAX_LINE_BYTES], i in long)
-            if item is not None:
-                yield item
-
-
-@dataclass(slots=True)
-class KeyBatch:
-    """Up to ``batch_size`` lines of an ID list, reduced to what queueing them needs."""
-
-    #: non-blank, non-comment lines in this batch
-    lines: int
-    #: queue keys of the valid lines, in file order
-    keys: list[str]
-    #: one error per invalid line
-    errors: list[InvalidIdError]
-
-
-#: The commonest line of a big list: a bare five-digit new-style ID without a version.
-_PLAIN_NEW_RE = re.compile(r"\d{4}\.\d{5}")
-
-
-def iter_key_batches(path: Path, batch_size: int = 10_000) -> Iterator[KeyBatch]:
-    """Stream an ID list as KeyBatches: the same keys and errors as iter_id_lines, faster.
-
-    A line that is exactly a plain five-digit new-style ID, from a month an earlier line
-    already proved valid, is its own key; every other line takes the full parser. This
-    keeps a million-line list at well under a microsecond a line.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    plain = _PLAIN_NEW_RE.fullmatch
-    good_months: set[str] = set()  # yymm of plain IDs the full parser accepted
-    batch = KeyBatch(0, [], [])
-    for first, lines, long in _raw_chunks(path):
-        for i, line in enumerate(lines):
-            if plain(line) and line[:4] in good_months and line[5:] != "00000":
-                batch.keys.append(line)
-            else:
-                item = _id_line(first + i, line[:_MAX_LINE_BYTES], i in long)
-                if item is None:
-                    continue
-                if item.paper is not None:
-                    key = item.paper.key
-                    batch.keys.append(key)
-                    if key == line and plain(line):
-                        good_months.add(line[:4])
-                else:
-                    assert item.error is not None
-                    batch.errors.append(item.error)
-            batch.lines += 1
-            if batch.lines >= batch_size:
-                yield batch
-                batch = KeyBatch(0, [], [])
-    if batch.lines:
-        yield batch
-
-
-def iter_id_batches(path: Path, batch_size: int = 10_000) -> Iterator[list[IdLine]]:
-    """Stream an ID list in lists of at most ``batch_size`` lines (one transaction each)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    batch: list[IdLine] = []
-    for item in iter_id_lines(path):
-        batch.append(item)
-        if len(batch) >= batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

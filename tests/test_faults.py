@@ -27,7 +27,7 @@ import pytest
 from conftest import Cli, sample_pdfs, write_ids
 
 from rpa import __version__
-from rpa.gates import RateGate
+from rpa.hosts.rate import RateGate
 from rpa.testing.mirror import Fault, Mirror
 
 #: small knobs so that retries, backoff and timeouts take fractions of a second

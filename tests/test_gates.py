@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from rpa.errors import ConfigError
-from rpa.gates import Gate, RateGate
+from rpa.gates import Gate
+from rpa.hosts.rate import RateGate
 
 
 async def test_gate_never_exceeds_capacity_and_counts_waiters() -> None:

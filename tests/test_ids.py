@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 
 from rpa.errors import ConfigError, InputError, InvalidIdError
+from rpa.idlist import iter_id_batches, iter_id_lines, iter_key_batches
 from rpa.ids import (
     MAX_ID_LENGTH,
     OLD_STYLE_ARCHIVES,
     PaperId,
-    iter_id_batches,
-    iter_id_lines,
-    iter_key_batches,
     parse_id,
     storage_name,
     url_for,

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from rpa import errors
+from rpa.hosts.registry import HostGates, same_site, site_of
 from rpa.metrics import LagHistogram, Rate, Window, nearest_rank, percentile
+from rpa.notices import Notices
 from rpa.queue import open_store
 from rpa.queue.model import Attempt
-from rpa.run.tally import Notices
-from rpa.sources.hosts import HostGates, same_site, site_of
 from rpa.sources.http import MAX_RETRY_AFTER, parse_retry_after
 
 

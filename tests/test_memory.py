@@ -20,8 +20,8 @@ from test_pool import write_bomb
 
 from rpa.extract.pool import ExtractPool
 from rpa.gates import Gate
+from rpa.notices import Notices
 from rpa.run.memory import MemoryGovernor, MemoryReading, read_memory
-from rpa.run.tally import Notices
 from rpa.testing.mirror import Mirror
 
 GIB = 2**30

@@ -13,7 +13,7 @@ import pytest
 from conftest import Cli, sample_pdfs, write_ids
 
 from rpa.sources.arxiv_api import parse_feed, query_url
-from rpa.sources.snapshot import iter_snapshot
+from rpa.sources.metadata_file import iter_metadata_file
 from rpa.testing.arxiv_api import ArxivApi
 from rpa.testing.mirror import Mirror
 
@@ -81,7 +81,7 @@ def test_the_snapshot_is_streamed_and_only_wanted_lines_are_parsed(tmp_path: Pat
         wanted.append(i)
         return i == "astro-ph/0601001"
 
-    [paper] = list(iter_snapshot(path, want))
+    [paper] = list(iter_metadata_file(path, want))
     assert wanted == ["1605.08386", "astro-ph/0601001"]  # the broken line has no id
     assert paper.source == "metadata-file" and paper.authors[0] == "Andrew Gould"
     assert paper.license and paper.published == "2006-01-02T14:57:58Z"

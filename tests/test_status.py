@@ -131,7 +131,7 @@ def test_live_totals_between_heartbeats_match_the_queue(tmp_path: Path) -> None:
         runner._set_totals(store.totals(NOW))  # the heartbeat
         got = store.claim(run_id, 8, 120.0, NOW)
         tally.taken += len(got)
-        assert runner._fresh_totals() == store.totals(NOW)
+        assert runner.progress.fresh_totals() == store.totals(NOW)
         for j in got[:3]:
             assert store.complete(run_id, j.lease, record(j.id), "/o.json", NOW)
             tally.done += 1
@@ -141,7 +141,7 @@ def test_live_totals_between_heartbeats_match_the_queue(tmp_path: Path) -> None:
         tally.retried += 1
         store.release(run_id, [got[5].lease])  # the breaker's give-back
         tally.taken -= 1
-        fresh = runner._fresh_totals()
+        fresh = runner.progress.fresh_totals()
         assert fresh == store.totals(NOW)
         assert (fresh.queued, fresh.in_progress, fresh.done, fresh.total) == (5, 2, 3, 12)
     finally:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rpa.errors import InputError, InvalidIdError
-from rpa.ids import KeyBatch, iter_key_batches
+from rpa.idlist import KeyBatch, iter_key_batches
 from rpa.queue.store import QueueStore
 
 __all__ = ["EnqueueReport", "enqueue_file"]

@@ -1,4 +1,4 @@
-"""Retry timing: exponential backoff with full jitter (tenacity's), floored by Retry-After.
+"""Retry timing: exponential backoff plus added jitter (tenacity's), floored by Retry-After.
 
 A job waiting for its next attempt is not held by anyone: it goes back to the queue with
 `next_attempt_at` set, so no worker sleeps while holding a lease, and a resumed run keeps both

@@ -7,8 +7,9 @@ token; file work goes to the I/O pool; PDF work to the extraction processes.
 
 Whatever goes wrong while one paper is worked on ends that paper's attempt, explained, and the
 run goes on: a JobError as it is, any other exception through `errors.classify` (a bug is
-`internal`, no space anywhere is `disk_full`). Only a failure to record the failure (the
-database itself broken) ends the run, as `RunCrashed`.
+`internal`, no space anywhere is `disk_full`); what it means (charge the paper, give it back,
+pause its host) is the failure policy's verdict (rpa.run.policy), carried out here. Only a
+failure to record the failure (the database itself broken) ends the run, as `RunCrashed`.
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ from rpa.config import Settings
 from rpa.extract.pool import ExtractPool
 from rpa.files import atomic_write_json
 from rpa.gates import Gate
+from rpa.hosts.health import HostHealth
 from rpa.layout import Layout
+from rpa.notices import Notices
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Attempt, Downloaded, Extracted, Failure, Job
 from rpa.queue.store import QueueStore
-from rpa.run.backoff import retry_delay
+from rpa.run import policy
 from rpa.run.metadata import MetadataService
-from rpa.run.tally import Notices, StageMeter, Tally
+from rpa.run.tally import StageMeter, Tally
 from rpa.sources.base import Source
-from rpa.sources.hosts import HostGates
 
 __all__ = ["JobGates", "JobProcessor"]
 
@@ -65,7 +67,7 @@ class JobProcessor:
         source: Source,
         pool: ExtractPool,
         gates: JobGates,
-        hosts: HostGates,
+        hosts: HostHealth,
         layout: Layout,
         io: Executor,
         tally: Tally,
@@ -263,51 +265,25 @@ class JobProcessor:
             ) from inner
 
     async def _record_failure(self, job: Job, exc: errors.JobError, stage: str) -> None:
-        s = self.settings
-        meter = self.tally.meters[stage]
+        """Carry out the failure policy's verdict (rpa.run.policy) on this attempt."""
         now = time.time()
-        if isinstance(exc, errors.RunLevelError):
-            host = exc.host or self.hosts.primary
-            if self.hosts.open_breaker(host, exc.message):
-                self.notices.add(
-                    f"{host} refused us ({exc.message}); downloads from it stopped. Finishing "
-                    "what is downloaded. Wait before `rpa resume`; arXiv's bulk data is the "
-                    "way for large lists."
-                )
-                await self.queue.run(QueueStore.open_breaker, host, exc.message, now)
+        verdict = policy.judge(exc, job, self.settings, stopping=self.stopping(), now=now)
+        if verdict.refused:
+            await self.hosts.refused(exc.host, exc.message)
+        if verdict.action == "give_back":
+            if verdict.said:
+                self.notices.add(verdict.said)
             await self._give_back(job)
             return
-        if isinstance(exc, errors.WorkerCrashed) and self.stopping():
-            # The run is stopping (a signal to the whole process group reaches the
-            # extraction processes too): a process lost now is not the paper's fault.
-            self.notices.add(f"{job.id}: extraction cut short by the stop; it goes back")
-            await self._give_back(job)
-            return
-        crashed = isinstance(exc, errors.WorkerCrashed)
-        if crashed and job.crashes + 1 >= s.poison_after:
-            exc = errors.Poison(f"killed {job.crashes + 1} extraction processes: {exc.message}")
-        final = isinstance(exc, errors.PermanentError) or job.attempts + 1 >= s.max_attempts
-        next_at = 0.0
-        if not final:
-            next_at = now + retry_delay(
-                job.attempts + 1, s.retry_base, s.retry_max, exc.retry_after
-            )
-        if exc.retry_after:  # the host's cooldown binds every job, this one's last try or not
-            host = exc.host or self.hosts.primary
-            self.hosts.pause_until(host, time.monotonic() + exc.retry_after)
-            until = time.strftime("%H:%M:%S", time.localtime(now + exc.retry_after))
-            self.notices.add(
-                f"{host} asked us to wait {exc.retry_after:.0f}s (Retry-After): no request "
-                f"to it before {until}",
-                key=f"cooldown {host} {until}",
-            )
-            await self.queue.run(
-                QueueStore.set_cooldown, host, now + exc.retry_after, exc.message, now
-            )
-        failure = Failure(exc.kind, exc.message, final, next_at, crashed)
+        exc = verdict.error
+        if verdict.cooldown:
+            await self.hosts.asked_to_wait(exc.host, verdict.cooldown, exc.message)
+        final = verdict.action == "fail"
+        failure = Failure(exc.kind, exc.message, final, verdict.next_at, verdict.crashed)
         if not await self.queue.run(QueueStore.fail, self.run_id, job.lease, failure, now):
             self.notices.add(f"lease lost before recording a failure: {job.id}")
             return
+        meter = self.tally.meters[stage]
         if final:
             meter.failed += 1
             self.tally.failed_for_good(exc.kind, exc.message)

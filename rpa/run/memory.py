@@ -36,9 +36,9 @@ from pathlib import Path
 
 from rpa.extract.pool import ExtractPool, rss_bytes
 from rpa.gates import Gate
+from rpa.notices import Notices
 from rpa.run.snapshot import MemorySnapshot
-from rpa.run.tally import Notices
-from rpa.show.fmt import gib
+from rpa.units import gib
 
 __all__ = ["MemoryGovernor", "MemoryReading", "read_memory"]
 

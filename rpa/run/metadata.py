@@ -5,7 +5,7 @@ service answers from what the queue stored (its checkpoint: a crash never asks a
 was stored), and gathers the rest into batches of up to `--metadata-batch` IDs, one export-API
 request each, behind a gate of its own: arXiv's API terms ask for at most one request every three
 seconds and one connection at a time, counted over all of a user's machines, so the gate's one
-slot lives in the queue (rpa.run.fleet) and is held until the whole answer has been read. A
+slot lives in the queue (rpa.hosts.fleet) and is held until the whole answer has been read. A
 paper arXiv does not know, or withdrew, says so in its record; a batch the API will not answer
 (after three tries) leaves its papers' records saying why, and is asked again by a later run.
 With `--metadata-file` the snapshot was joined before the run (rpa.run.prepare): nothing is
@@ -15,27 +15,51 @@ asked of anyone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from rpa.config import Settings, parse_rate
+from rpa.hosts.health import HostHealth
+from rpa.hosts.registry import HostGate
 from rpa.ids import parse_id
+from rpa.notices import Notices
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.store import QueueStore
 from rpa.run.backoff import retry_delay
-from rpa.run.tally import Notices
+from rpa.run.clients import make_api_client
 from rpa.sources.arxiv_api import PaperMetadata, parse_feed, query_url
-from rpa.sources.hosts import HostGate
 
-__all__ = ["MetadataService"]
+__all__ = ["MetadataService", "metadata_service"]
 
 #: papers' metadata kept in memory (the rest is in the queue)
 CACHE = 10_000
 ATTEMPTS = 3
+
+
+def metadata_service(
+    settings: Settings, *, queue: AsyncQueue, io: Executor, notices: Notices, hosts: HostHealth
+) -> MetadataService | None:
+    """The metadata stage of a run, unless it is off: its API gate has one fleet-wide slot."""
+    s = settings
+    mode = s.metadata_mode
+    if mode == "off":
+        return None
+    gate = None
+    if mode == "arxiv-api":
+        count, period = parse_rate(s.metadata_rate)
+        host = urlsplit(s.metadata_url).hostname or "api"
+        gate = hosts.fleet_gate(f"api {host}", count, period)
+    return MetadataService(
+        mode=mode, queue=queue, url=s.metadata_url, batch=s.metadata_batch, gate=gate,
+        client=functools.partial(make_api_client, s), io=io, notices=notices,
+    )  # fmt: skip
 
 
 class MetadataService:

@@ -23,8 +23,8 @@ from rpa.queue import is_postgres_url, open_store, redact, schema_version
 from rpa.queue.enqueue import EnqueueReport, enqueue_file
 from rpa.queue.model import QUEUE_SETTINGS
 from rpa.queue.store import QueueStore
-from rpa.run.snapshot_join import SnapshotReport, join_snapshot
-from rpa.run.tars import TarReport, queue_from_tars
+from rpa.run.join_metadata import MetadataFileReport, join_metadata_file
+from rpa.run.queue_tars import TarReport, queue_from_tars
 
 __all__ = ["Prepared", "apply_queue_settings", "check_setup", "prepare"]
 
@@ -36,7 +36,7 @@ class Prepared:
     notes: list[str]  # what was decided (a reconfigured setting, say)
     remaining: int  # jobs left in the queue
     tars: TarReport | None = None  # what --pdf-tar indexed and queued
-    snapshot: SnapshotReport | None = None  # what --metadata-file joined
+    metadata_file: MetadataFileReport | None = None  # what --metadata-file joined
     done: int = 0  # jobs done, in the queue as a whole
     failed: int = 0  # jobs failed for good
 
@@ -166,7 +166,7 @@ def prepare(
             report = enqueue_file(store, ids, strict=strict, on_invalid=on_invalid)
         joined = None
         if settings.metadata_mode == "file":
-            joined = join_snapshot(store, Path(settings.metadata_file).expanduser())
+            joined = join_metadata_file(store, Path(settings.metadata_file).expanduser())
         totals = store.totals(now)
         remaining = totals.remaining
         if report is not None and report.valid == 0 and remaining == 0:

@@ -1,4 +1,5 @@
-"""Plain-data snapshots of a run: what the live table, the log lines and the summary render.
+"""Plain data of a run: the snapshots the live table and log lines render while it goes, and
+the summary of how it ended.
 
 Rendering is a pure function of one of these, so it can be tested without a run and costs the
 loop only the copy of a few numbers.
@@ -12,7 +13,14 @@ from rpa.gates import GateStatistics
 from rpa.metrics import WindowStats
 from rpa.queue.model import Totals
 
-__all__ = ["MemorySnapshot", "PoolSnapshot", "RunSnapshot", "StageSnapshot", "Totals"]
+__all__ = [
+    "MemorySnapshot",
+    "PoolSnapshot",
+    "RunSnapshot",
+    "RunSummary",
+    "StageSnapshot",
+    "Totals",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +88,38 @@ class RunSnapshot:
     #: what the run is waiting for, and until when, when it waits (disk space, a cooldown)
     waiting: str | None = None
     memory: MemorySnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_id: str
+    status: str  # finished | interrupted | denied | crashed
+    done: int
+    failed: int
+    totals: Totals
+    wall_seconds: float
+    lag: WindowStats
+    failures: dict[str, int]
+    #: one message for each failure kind: why papers failed, not only how many
+    reasons: dict[str, str]
+    slowest: list[tuple[str, float]]
+    stages: list[StageSnapshot]
+    messages: list[str]
+    #: jobs leased by another live run at the end (two runs sharing one queue)
+    held_elsewhere: int = 0
+    #: what ended a crashed run
+    crash: str | None = None
+    #: what the memory governor did over the run
+    memory: MemorySnapshot | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """130 interrupted; 1 if anything failed, the run crashed, a host refused us, or work
+        is left that no live run holds; else 0 (jobs another live run is finishing are not a
+        failure)."""
+        if self.status == "interrupted":
+            return 130
+        left_over = self.totals.remaining - self.held_elsewhere
+        if self.status in ("denied", "crashed") or self.totals.failed or left_over > 0:
+            return 1
+        return 0

@@ -1,4 +1,4 @@
-"""What a run has done so far, and what it has to say: counters, stage meters, notices.
+"""What a run has done so far: counters, stage meters, failures by kind, attempts to write.
 
 The job processor writes these and the runner's snapshot reads them, on the one loop thread;
 every structure is bounded however long the run.
@@ -6,14 +6,13 @@ every structure is bounded however long the run.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections import Counter
 
 from rpa.metrics import Rate, Window
 from rpa.queue.model import Attempt
 from rpa.run.snapshot import StageSnapshot
 
-__all__ = ["STAGES", "Notices", "StageMeter", "Tally"]
+__all__ = ["STAGES", "StageMeter", "Tally"]
 
 STAGES = ("download", "extract", "outcome")
 #: papers kept for "slowest papers" (the top 5 are shown)
@@ -35,35 +34,6 @@ class StageMeter:
         return StageSnapshot(
             self.name, self.running, self.done, self.failed, self.retried, self.durations.stats()
         )
-
-
-class Notices:
-    """What the run has to tell the user, newest last: a bounded list, and `on_new` called
-    with each new one (to print it when no live table shows it). `key` lets a notice be said
-    once (a wait that goes on is said once, not every second)."""
-
-    def __init__(self, on_new: Callable[[str], None] | None = None, keep: int = 100) -> None:
-        self._recent: deque[str] = deque(maxlen=keep)
-        self._said: OrderedDict[str, None] = OrderedDict()
-        self.on_new = on_new
-
-    def add(self, text: str, *, key: str | None = None) -> None:
-        if key is not None:
-            if key in self._said:
-                return
-            self._said[key] = None
-            while len(self._said) > 1000:
-                self._said.popitem(last=False)
-        self._recent.append(text)
-        if self.on_new is not None:
-            self.on_new(text)
-
-    def forget(self, key: str) -> None:
-        """Let the notice of `key` be said again (the condition ended)."""
-        self._said.pop(key, None)
-
-    def recent(self, n: int) -> list[str]:
-        return list(self._recent)[-n:]
 
 
 class Tally:

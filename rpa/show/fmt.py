@@ -18,6 +18,7 @@ from rich.segment import Segment
 from rich.style import Style
 
 from rpa.metrics import WindowStats
+from rpa.units import gib
 
 __all__ = [
     "WIDTH", "Cell", "Line", "Lines", "block", "clip", "dur", "gib", "ms", "q", "when", "wrap",
@@ -69,11 +70,6 @@ def ms(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-def gib(n: int) -> str:
-    """Bytes as GiB with two decimals ('1.25')."""
-    return f"{n / 2**30:.2f}"
 
 
 def q(stats: WindowStats, name: str) -> str:

@@ -31,9 +31,9 @@ import httpx
 
 from rpa import errors
 from rpa.files import SNIFF_BYTES, sniff_pdf, start_of
+from rpa.hosts.registry import HostGates, same_site
 from rpa.ids import url_for
 from rpa.sources.base import Download
-from rpa.sources.hosts import HostGates, same_site
 from rpa.sources.partial import PartialFile
 
 __all__ = ["Download", "Downloader", "HttpSource", "parse_retry_after"]

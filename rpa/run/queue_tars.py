@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rpa.errors import InputError, InvalidIdError
-from rpa.ids import iter_key_batches, parse_id
+from rpa.idlist import iter_key_batches
+from rpa.ids import parse_id
 from rpa.queue.store import QueueStore
 from rpa.sources.tar import scan_tar, tar_files
 

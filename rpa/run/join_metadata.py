@@ -1,7 +1,7 @@
-"""`--metadata-file`: arXiv's metadata snapshot joined to the queue before the run.
+"""`--metadata-file`: arXiv's metadata file (its OAI snapshot) joined to the queue before the run.
 
 The queue's arXiv IDs without stored metadata are gathered (their IDs only: memory in the
-queue's size, not the snapshot's), the snapshot is streamed once, and each wanted paper's
+queue's size, not the file's), the file is streamed once, and each wanted paper's
 metadata is stored, a thousand at a time, as the metadata stage's checkpoint. Blocking: it runs
 before the event loop.
 """
@@ -15,22 +15,22 @@ from pathlib import Path
 from rpa.errors import InputError
 from rpa.ids import parse_id
 from rpa.queue.store import QueueStore
-from rpa.sources.snapshot import iter_snapshot
+from rpa.sources.metadata_file import iter_metadata_file
 
-__all__ = ["SnapshotReport", "join_snapshot"]
+__all__ = ["MetadataFileReport", "join_metadata_file"]
 
 PAGE = 10_000
 FLUSH = 1_000
 
 
 @dataclass(frozen=True, slots=True)
-class SnapshotReport:
+class MetadataFileReport:
     wanted: int  # arXiv papers of the queue without metadata
     found: int
     seconds: float
 
 
-def join_snapshot(store: QueueStore, path: Path) -> SnapshotReport:
+def join_metadata_file(store: QueueStore, path: Path) -> MetadataFileReport:
     start = time.perf_counter()
     if not path.is_file():
         raise InputError(f"--metadata-file {path} is not there")
@@ -43,10 +43,10 @@ def join_snapshot(store: QueueStore, path: Path) -> SnapshotReport:
         after = ids[-1]
     wanted = len(needed)
     if not needed:  # every paper has its metadata: the file (gigabytes) need not be read
-        return SnapshotReport(0, 0, time.perf_counter() - start)
+        return MetadataFileReport(0, 0, time.perf_counter() - start)
     found = 0
     batch = []
-    for paper in iter_snapshot(path, needed.__contains__):
+    for paper in iter_metadata_file(path, needed.__contains__):
         needed.discard(paper.id)
         batch.append(paper.to_json())
         if len(batch) >= FLUSH:
@@ -57,4 +57,4 @@ def join_snapshot(store: QueueStore, path: Path) -> SnapshotReport:
             break
     store.store_metadata(batch, time.time())
     found += len(batch)
-    return SnapshotReport(wanted, found, time.perf_counter() - start)
+    return MetadataFileReport(wanted, found, time.perf_counter() - start)

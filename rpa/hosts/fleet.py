@@ -4,7 +4,7 @@ arXiv counts all of a user's machines together, so `--rate-limits host=N/Ts` mus
 every process that shares the queue, on every host, not per process. `FleetRateGate` takes one
 of the host's N slots from the `rate_slots` table (QueueStore.take_rate_slot) before a request
 leaves, and gives it back when the answer begins, free again T seconds later by the
-database's clock (one clock for all hosts). That is `rpa.gates.RateGate`'s rule, shared: a
+database's clock (one clock for all hosts). That is `rpa.hosts.rate.RateGate`'s rule, shared: a
 slot's requests arrive at least T seconds apart, so any T-second window at the server sees at
 most N. A process that dies holding a slot loses it after `hold` seconds (the longest a request
 can wait for its answer). Within a process one task at a time asks the database (a FIFO lock),
@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Callable
 
-from rpa.gates import GateStatistics, RateGate
+from rpa.gates import GateStatistics
+from rpa.hosts.rate import RateGate
+from rpa.hosts.slots import TaskSlots
 from rpa.metrics import Window
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.store import QueueStore
@@ -53,8 +54,7 @@ class FleetRateGate:
         self._clock = clock
         self._cooldown = RateGate(self.name, None, period)  # Retry-After pauses, locally
         self._lock = asyncio.Lock()
-        self._held: dict[asyncio.Task[object], int] = {}
-        self._tracked: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
+        self._held: TaskSlots[int] = TaskSlots(self._on_task_done)  # -> its slot's number
         self._releases: set[asyncio.Task[None]] = set()
         self._waiting = 0
         self.waits = Window(60.0)
@@ -92,10 +92,7 @@ class FleetRateGate:
         finally:
             self._waiting -= 1
         if task is not None:
-            self._held[task] = slot
-            if task not in self._tracked:
-                self._tracked.add(task)
-                task.add_done_callback(self._on_task_done)
+            self._held.take(task, slot)
         waited = self._clock() - start
         self.waits.add(waited)
         return waited
@@ -107,7 +104,7 @@ class FleetRateGate:
             await self._release(task)
 
     async def _release(self, task: asyncio.Task[object]) -> None:
-        slot = self._held.pop(task, None)
+        slot = self._held.pop(task)
         if slot is not None:
             # shielded: a cancelled download still gives its slot back
             await asyncio.shield(

@@ -1,4 +1,4 @@
-"""arXiv's metadata snapshot as an offline source (`--metadata-file PATH`).
+"""arXiv's metadata file (its OAI snapshot) as an offline source (`--metadata-file PATH`).
 
 arXiv publishes its metadata, CC0, as one JSON object per line (through Kaggle: "arXiv
 Dataset", `arxiv-metadata-oai-snapshot.json`, several GB), each with `id`, `submitter`,
@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from rpa.sources.arxiv_api import PaperMetadata
 
-__all__ = ["iter_snapshot", "snapshot_paper"]
+__all__ = ["iter_metadata_file", "metadata_file_paper"]
 
 _ID = re.compile(rb'"id"\s*:\s*"([^"]+)"')
 
@@ -57,8 +57,8 @@ def _clean(value: Any) -> str | None:
     return text or None
 
 
-def snapshot_paper(data: dict[str, Any]) -> PaperMetadata:
-    """One snapshot line as PaperMetadata."""
+def metadata_file_paper(data: dict[str, Any]) -> PaperMetadata:
+    """One line of the file as PaperMetadata."""
     versions = data.get("versions") or []
     comment = _clean(data.get("comments"))
     withdrawn = bool(comment and "withdrawn" in comment.lower())
@@ -87,8 +87,8 @@ def _open(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def iter_snapshot(path: Path, wanted: Callable[[str], bool]) -> Iterator[PaperMetadata]:
-    """The papers of the snapshot at `path` that `wanted(id)` accepts, streamed: a line's JSON
+def iter_metadata_file(path: Path, wanted: Callable[[str], bool]) -> Iterator[PaperMetadata]:
+    """The papers of the metadata file at `path` that `wanted(id)` accepts, streamed: a line's JSON
     is parsed only when its id is wanted. A line that is not valid JSON is skipped."""
     with _open(path) as fh:
         for line in fh:
@@ -96,6 +96,6 @@ def iter_snapshot(path: Path, wanted: Callable[[str], bool]) -> Iterator[PaperMe
             if m is None or not wanted(m.group(1).decode("utf-8", "replace")):
                 continue
             try:
-                yield snapshot_paper(json.loads(line))
+                yield metadata_file_paper(json.loads(line))
             except (ValueError, KeyError, TypeError):
                 continue

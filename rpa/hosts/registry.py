@@ -16,14 +16,15 @@ from typing import Protocol
 
 from rpa.config import parse_rate_limits
 from rpa.errors import AccessDenied
-from rpa.gates import GateStatistics, RateGate
+from rpa.gates import GateStatistics
+from rpa.hosts.rate import RateGate
 
 __all__ = ["HostGate", "HostGates", "same_site", "site_of"]
 
 
 class HostGate(Protocol):
-    """What a host's gate offers: rpa.gates.RateGate (one process), or a fleet-wide one
-    (rpa.run.fleet.FleetRateGate) whose slots live in the queue database."""
+    """What a host's gate offers: rpa.hosts.rate.RateGate (one process), or a fleet-wide one
+    (rpa.hosts.fleet.FleetRateGate) whose slots live in the queue database."""
 
     @property
     def count(self) -> int | None: ...

@@ -1,0 +1,38 @@
+"""What a run has to tell the user, said once: the bounded list of notices every part of a run
+(the hosts, the memory governor, the workers) adds to, and the live table and log lines show."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+__all__ = ["Notices"]
+
+
+class Notices:
+    """What the run has to tell the user, newest last: a bounded list, and `on_new` called
+    with each new one (to print it when no live table shows it). `key` lets a notice be said
+    once (a wait that goes on is said once, not every second)."""
+
+    def __init__(self, on_new: Callable[[str], None] | None = None, keep: int = 100) -> None:
+        self._recent: deque[str] = deque(maxlen=keep)
+        self._said: OrderedDict[str, None] = OrderedDict()
+        self.on_new = on_new
+
+    def add(self, text: str, *, key: str | None = None) -> None:
+        if key is not None:
+            if key in self._said:
+                return
+            self._said[key] = None
+            while len(self._said) > 1000:
+                self._said.popitem(last=False)
+        self._recent.append(text)
+        if self.on_new is not None:
+            self.on_new(text)
+
+    def forget(self, key: str) -> None:
+        """Let the notice of `key` be said again (the condition ended)."""
+        self._said.pop(key, None)
+
+    def recent(self, n: int) -> list[str]:
+        return list(self._recent)[-n:]

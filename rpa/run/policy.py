@@ -1,0 +1,80 @@
+"""The failure policy: what one paper's failure means, decided in one place.
+
+Every error that ends an attempt at a paper comes here (as a JobError: `errors.classify` turns
+anything else into one) and gets a `Verdict`:
+
+- `give_back`: not the paper's fault, no attempt counted: a host refused us (its breaker
+  opens), or the run is stopping and took the extraction process with it.
+- `retry`: an attempt is counted and the paper waits for its next one (exponential backoff
+  with jitter, floored by the server's Retry-After).
+- `fail`: the paper ends as failed: a permanent error, its last attempt, or `poison` (it
+  killed --poison-after extraction processes).
+
+The verdict also says whether the paper's host asked us to wait (a cooldown for every paper of
+that host) or refused us. The job processor carries the verdict out; the queue records it
+(`QueueStore.fail` counts the attempt; `crashes` counts killed extraction processes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rpa import errors
+from rpa.config import Settings
+from rpa.queue.model import Job
+from rpa.run.backoff import retry_delay
+
+__all__ = ["Verdict", "judge"]
+
+Action = Literal["give_back", "retry", "fail"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a failure means: for the paper (`action`), and for its host."""
+
+    action: Action
+    #: the error as recorded (a worker crash past --poison-after becomes Poison)
+    error: errors.JobError
+    #: when the next attempt is due (wall clock), for `retry`
+    next_at: float = 0.0
+    #: the host refused us: stop every request to it
+    refused: bool = False
+    #: the host asked us to wait this long before any request (Retry-After)
+    cooldown: float | None = None
+    #: an extraction process died under the paper (counted towards --poison-after)
+    crashed: bool = False
+    #: why a give-back happened, for the user
+    said: str | None = None
+
+
+def judge(
+    exc: errors.JobError, job: Job, settings: Settings, *, stopping: bool, now: float
+) -> Verdict:
+    """The verdict on `job`'s attempt that ended with `exc`, at wall time `now`."""
+    if isinstance(exc, errors.RunLevelError):
+        return Verdict("give_back", exc, refused=True)
+    if isinstance(exc, errors.WorkerCrashed) and stopping:
+        # The run is stopping (a signal to the whole process group reaches the extraction
+        # processes too): a process lost now is not the paper's fault.
+        return Verdict(
+            "give_back", exc, said=f"{job.id}: extraction cut short by the stop; it goes back"
+        )
+    crashed = isinstance(exc, errors.WorkerCrashed)
+    if crashed and job.crashes + 1 >= settings.poison_after:
+        exc = errors.Poison(f"killed {job.crashes + 1} extraction processes: {exc.message}")
+    final = isinstance(exc, errors.PermanentError) or job.attempts + 1 >= settings.max_attempts
+    next_at = 0.0
+    if not final:
+        next_at = now + retry_delay(
+            job.attempts + 1, settings.retry_base, settings.retry_max, exc.retry_after
+        )
+    # the host's cooldown binds every job, this one's last try or not
+    return Verdict(
+        "fail" if final else "retry",
+        exc,
+        next_at=next_at,
+        cooldown=exc.retry_after or None,
+        crashed=crashed,
+    )
