@@ -22,12 +22,14 @@ from rpa.errors import ConfigError
 from rpa.ids import validate_url_template
 
 __all__ = [
+    "DB_FORMS",
     "DEFAULT_CONFIG_NAME",
     "ENV_PREFIX",
     "Resolved",
     "Settings",
     "knob_fields",
     "load_settings",
+    "normalize_db",
     "parse_rate",
     "parse_rate_limits",
 ]
@@ -44,7 +46,6 @@ ARXIV_API = "https://export.arxiv.org/api/query"
 # take its whole second, then comes a second with none, so no 2-second window holds more than
 # 4 requests: "host=COUNT/PERIODs" = 4/2s (see rpa.hosts.rate.RateGate for how a window is kept).
 ARXIV_RATE_LIMITS = "arxiv.org=4/2s,export.arxiv.org=4/2s"
-#: where a PDF may come from: a --pdf-url scheme
 
 
 def _knob(default: Any, help: str, *, minimum: float | None = None) -> Any:
@@ -55,7 +56,10 @@ def _knob(default: Any, help: str, *, minimum: float | None = None) -> Any:
 class Settings:
     """Every knob rpa has. Build with `load_settings`; never mutate (use `dataclasses.replace`)."""
 
-    db: str = _knob("rpa.db", "queue database: a SQLite file, or a postgresql:// URL")
+    db: str = _knob(
+        "rpa.db",
+        "queue database: a SQLite file (or sqlite:///path), or a postgresql:// URL; nothing else",
+    )
     out: Path = _knob(Path("rpa-data"), "output folder: PDFs, texts, outcome JSON")
     workers: int = _knob(200, "logical workers on the event loop", minimum=1)
     download_concurrency: int = _knob(64, "download gate: downloads at once", minimum=1)
@@ -155,6 +159,7 @@ class Settings:
             if choices and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
         validate_url_template(self.pdf_url)
+        object.__setattr__(self, "db", normalize_db(self.db))
         if not self.memory_resume < self.memory_pause <= self.memory_kill <= 1.0:
             raise ConfigError(
                 "memory thresholds must satisfy memory_resume < memory_pause <= memory_kill "
@@ -239,7 +244,7 @@ def _coerce(f: dataclasses.Field[Any], value: Any, origin: str) -> Any:
         if kind == "Path":
             return Path(str(value)).expanduser()
         if f.name == "db":
-            text = str(value)
+            text = normalize_db(str(value))
             return text if "://" in text else str(Path(text).expanduser())
         return str(value)
     except ValueError as exc:
@@ -319,6 +324,33 @@ def load_settings(
         origins[name] = flag
 
     return Resolved(Settings(**values), config_path, origins)
+
+
+#: what --db may be, said when it is something else
+DB_FORMS = (
+    "a SQLite file path, sqlite:///path (sqlite:////absolute/path), or a PostgreSQL URL "
+    "postgresql://user@host/dbname (postgres:// and postgresql+psycopg:// are read as "
+    "postgresql://)"
+)
+
+
+def normalize_db(db: str) -> str:
+    """--db as the queue opens it: a SQLite path, or a `postgresql://` URL. Accepted forms:
+    a path; `sqlite:///path`; `postgresql://`, `postgres://` and `postgresql+psycopg://` (any
+    case). Any other scheme is refused, naming the forms: a mistyped URL must never become a
+    SQLite file named after it (in a fleet, a private queue with its own politeness budget)."""
+    scheme, sep, rest = db.partition("://")
+    if not sep:
+        return db
+    kind = scheme.lower()
+    if kind in ("postgresql", "postgres", "postgresql+psycopg"):
+        return f"postgresql://{rest}"
+    if kind == "sqlite":
+        path = rest[1:] if rest.startswith("/") else ""
+        if path and "://" not in path:
+            return path
+        raise ConfigError(f"db: {db!r} names no SQLite file: use {DB_FORMS}")
+    raise ConfigError(f"db: {db!r} is not a queue database rpa knows: use {DB_FORMS}")
 
 
 def parse_rate(rate: str, knob: str = "metadata_rate") -> tuple[int, float]:

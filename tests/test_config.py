@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,46 @@ def test_example_config_lists_every_knob_with_its_default() -> None:
         default = f.default
         shown = values[f.name]
         assert str(shown) == str(default), f"{f.name}: example says {shown!r}, code {default!r}"
+
+
+@pytest.mark.parametrize(
+    ("given", "opened"),
+    [
+        ("queue.db", "queue.db"),
+        ("sqlite:///queue.db", "queue.db"),
+        ("sqlite:////var/lib/rpa/q.db", "/var/lib/rpa/q.db"),
+        ("postgresql://rpa@db/rpa", "postgresql://rpa@db/rpa"),
+        ("postgres://rpa@db/rpa", "postgresql://rpa@db/rpa"),
+        ("postgresql+psycopg://rpa@db/rpa", "postgresql://rpa@db/rpa"),
+        ("PostgreSQL://rpa@db/rpa", "postgresql://rpa@db/rpa"),
+    ],
+)
+def test_db_accepts_exactly_a_path_sqlite_urls_and_postgresql_urls(given: str, opened: str) -> None:
+    assert load_settings(env={}, flags={"db": given}).settings.db == opened
+    assert Settings(db=given).db == opened  # the library's own entry, not only the CLI's
+
+
+@pytest.mark.parametrize("given", ["mysql://x/q", "sqlite://q.db", "http://db/q", "redis://x"])
+def test_any_other_db_scheme_is_refused_naming_the_forms(given: str) -> None:
+    with pytest.raises(ConfigError, match="postgresql://") as caught:
+        load_settings(env={}, flags={"db": given})
+    assert repr(given) in str(caught.value)
+
+
+def test_a_mistyped_db_url_creates_no_sqlite_file_and_exits_2(tmp_path: Path) -> None:
+    """Before, `postgresql+psycopg://...` or `mysql://...` became a SQLite file in folders
+    named after the URL: in a fleet, a private queue with its own politeness budget."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("2301.00001\n")
+    for command in (["status"], ["run", str(ids)]):
+        result = subprocess.run(
+            [sys.executable, "-m", "rpa", *command, "--db", "mysql://rpa@db/rpa"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "not a queue database rpa knows" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.txt"]
