@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from rpa.errors import ConfigError
 from rpa.ids import validate_url_template
+from rpa.machine import available_cpus
 
 __all__ = [
     "DB_FORMS",
@@ -71,7 +72,9 @@ class Settings:
     extract_concurrency: int = _knob(
         0, "extract gate: extractions at once (0 = --extract-workers)", minimum=0
     )
-    extract_workers: int = _knob(0, "extraction processes (0 = CPU count)", minimum=0)
+    extract_workers: int = _knob(
+        0, "extraction processes (0 = the CPUs rpa may use: affinity, cgroup quota)", minimum=0
+    )
     extract_pool: Literal["process", "thread"] = _knob("process", "extraction pool kind")
     extractor: Literal["pypdf", "pdfium"] = _knob(
         "pypdf", "text extractor (pdfium needs the rpa[pdfium] extra)"
@@ -194,7 +197,7 @@ class Settings:
     # Resolved values: a 0 means "derive it".
     @property
     def extract_workers_resolved(self) -> int:
-        return self.extract_workers or os.cpu_count() or 1
+        return self.extract_workers or available_cpus()
 
     @property
     def extract_concurrency_resolved(self) -> int:

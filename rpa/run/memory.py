@@ -36,6 +36,7 @@ from pathlib import Path
 
 from rpa.extract.pool import ExtractPool, rss_bytes
 from rpa.gates import Gate
+from rpa.machine import CGROUP_ROOT, cgroup_folder
 from rpa.notices import Notices
 from rpa.run.snapshot import MemorySnapshot
 from rpa.units import gib
@@ -49,7 +50,7 @@ INTERVAL_HIGH = 0.05
 #: seconds the pressure must stay below the pause line before a narrowed extract gate widens
 CALM = 30.0
 _UNLIMITED = 1 << 60
-_CGROUP = Path("/sys/fs/cgroup")
+_CGROUP = CGROUP_ROOT
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,18 +85,7 @@ def _stat(path: Path, key: str) -> int:
 
 def _cgroup_paths() -> tuple[Path | None, Path | None]:
     """(the v2 cgroup folder, the v1 memory cgroup folder) of this process, where present."""
-    v2 = v1 = None
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None, None
-    for line in lines:
-        _, controllers, where = line.split(":", 2)
-        if controllers == "":
-            v2 = _CGROUP / where.lstrip("/")
-        elif "memory" in controllers.split(","):
-            v1 = _CGROUP / "memory" / where.lstrip("/")
-    return v2, v1
+    return cgroup_folder(""), cgroup_folder("memory")
 
 
 def cgroup_memory() -> tuple[int, int] | None:
