@@ -28,9 +28,10 @@ from rpa.extract.pool import ExtractPool
 from rpa.files import atomic_write_json
 from rpa.gates import Gate
 from rpa.layout import Layout
+from rpa.queue import hosts as queue_hosts
+from rpa.queue import jobs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Attempt, Downloaded, Extracted, Failure, Job
-from rpa.queue.store import QueueStore
 from rpa.run.backoff import retry_delay
 from rpa.run.metadata import MetadataService
 from rpa.run.tally import Notices, StageMeter, Tally
@@ -169,7 +170,7 @@ class JobProcessor:
             done = Downloaded(result.path, result.bytes, result.sha256, result.final_url,
                               result.status, result.seconds)  # fmt: skip
         ok = await self.queue.run(
-            QueueStore.checkpoint_download, self.run_id, job.lease, done, time.time()
+            jobs.checkpoint_download, self.run_id, job.lease, done, time.time()
         )
         if not await self._checkpoint(ok, "download", job):
             return None
@@ -190,7 +191,7 @@ class JobProcessor:
         )
         if not intact:
             # The checkpointed file is gone or changed: fetch it again, from the queued stage.
-            await self.queue.run(QueueStore.back_to_queued, self.run_id, job.lease, time.time())
+            await self.queue.run(jobs.back_to_queued, self.run_id, job.lease, time.time())
             self.notices.add(f"{job.id}: stored PDF missing or changed, downloading again")
             again = await self._download(dataclasses.replace(job, stage="queued"))
             if again is None:
@@ -213,7 +214,7 @@ class JobProcessor:
         self._attempt(job, "extract", started, wait, took)
         result["text_path"] = text_path
         ok = await self.queue.run(
-            QueueStore.checkpoint_extract,
+            jobs.checkpoint_extract,
             self.run_id,
             job.lease,
             Extracted(text_path, result, took),
@@ -235,7 +236,7 @@ class JobProcessor:
             await self._in_io(lambda: atomic_write_json(path, record, run_id=self.run_id))
         took = time.perf_counter() - t0
         ok = await self.queue.run(
-            QueueStore.complete, self.run_id, job.lease, record, str(path), time.time()
+            jobs.complete, self.run_id, job.lease, record, str(path), time.time()
         )
         if not await self._checkpoint(ok, "outcome", job):
             return
@@ -248,7 +249,7 @@ class JobProcessor:
 
     async def _give_back(self, job: Job) -> None:
         """Back to the queue as it was claimed: no attempt counted."""
-        await self.queue.run(QueueStore.release, self.run_id, [job.lease])
+        await self.queue.run(jobs.release, self.run_id, [job.lease])
         self.tally.taken -= 1
 
     async def _fail(self, job: Job, exc: errors.JobError, stage: str) -> None:
@@ -274,7 +275,7 @@ class JobProcessor:
                     "what is downloaded. Wait before `rpa resume`; arXiv's bulk data is the "
                     "way for large lists."
                 )
-                await self.queue.run(QueueStore.open_breaker, host, exc.message, now)
+                await self.queue.run(queue_hosts.open_breaker, host, exc.message, now)
             await self._give_back(job)
             return
         if isinstance(exc, errors.WorkerCrashed) and self.stopping():
@@ -302,10 +303,10 @@ class JobProcessor:
                 key=f"cooldown {host} {until}",
             )
             await self.queue.run(
-                QueueStore.set_cooldown, host, now + exc.retry_after, exc.message, now
+                queue_hosts.set_cooldown, host, now + exc.retry_after, exc.message, now
             )
         failure = Failure(exc.kind, exc.message, final, next_at, crashed)
-        if not await self.queue.run(QueueStore.fail, self.run_id, job.lease, failure, now):
+        if not await self.queue.run(jobs.fail, self.run_id, job.lease, failure, now):
             self.notices.add(f"lease lost before recording a failure: {job.id}")
             return
         if final:

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 
 from rpa.ids import parse_id
+from rpa.queue import catalog
 from rpa.queue.aio import AsyncQueue
-from rpa.queue.store import QueueStore
 from rpa.run.backoff import retry_delay
 from rpa.run.tally import Notices
 from rpa.sources.arxiv_api import PaperMetadata, parse_feed, query_url
@@ -111,7 +111,7 @@ class MetadataService:
                 await self._client.aclose()
 
     async def _serve(self, batch: list[str]) -> None:
-        stored = await self.queue.run(QueueStore.metadata_for, batch)
+        stored = await self.queue.run(catalog.metadata_for, batch)
         self._resolve(stored)
         rest = [b for b in batch if b not in stored]
         if not rest:
@@ -122,12 +122,12 @@ class MetadataService:
                                  reason="not in --metadata-file").to_json()
                 for b in rest
             }  # fmt: skip
-            await self.queue.run(QueueStore.store_metadata, list(missing.values()), time.time())
+            await self.queue.run(catalog.store_metadata, list(missing.values()), time.time())
             self._resolve(missing)
             return
         answers, definite = await self._ask(rest)
         if definite:
-            await self.queue.run(QueueStore.store_metadata, definite, time.time())
+            await self.queue.run(catalog.store_metadata, definite, time.time())
         self._resolve({a["id"]: a for a in answers}, keep=False)
 
     async def _ask(self, ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

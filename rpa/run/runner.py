@@ -32,9 +32,10 @@ from rpa.extract.pool import ExtractPool
 from rpa.gates import Gate
 from rpa.layout import Layout
 from rpa.metrics import LagProbe, WindowStats
+from rpa.queue import catalog, jobs, reads, runs
+from rpa.queue import hosts as queue_hosts
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import ACTIVE_STAGES, Job, Lease, RunInfo, TarMember, Totals, new_run_id
-from rpa.queue.store import QueueStore
 from rpa.run.clients import make_api_client, make_clients
 from rpa.run.fleet import FleetRateGate
 from rpa.run.job import JobGates, JobProcessor
@@ -333,7 +334,7 @@ class Runner:
     async def _reclaim(self) -> None:
         """Free the leases of dead runs (a host that died, a kill -9) and expired ones: at the
         start, and at every heartbeat, so the work of a run that died goes to the live ones."""
-        reclaimed = await self.queue.run(QueueStore.reclaim_stale, time.time())
+        reclaimed = await self.queue.run(runs.reclaim_stale, time.time())
         if reclaimed.dead_leases or reclaimed.expired_leases:
             self.notices.add(
                 f"reclaimed {reclaimed.dead_leases} leases of {reclaimed.dead_runs} dead runs, "
@@ -346,7 +347,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         now = time.time()
         await self._reclaim()
-        live = await self.queue.run(QueueStore.live_runs, now)
+        live = await self.queue.run(runs.live_runs, now)
         await loop.run_in_executor(self.io, self.layout.prepare, live)
         # the disk guard holds from the first claim, not from the first heartbeat
         self.disk_low = await loop.run_in_executor(self.io, self._disk_low)
@@ -357,9 +358,9 @@ class Runner:
             heartbeat_seconds=min(s.heartbeat_seconds, s.lease_seconds / 3),
             settings_json=json.dumps(dataclasses.asdict(s), default=str),
         )
-        await self.queue.run(QueueStore.register_run, info)
+        await self.queue.run(runs.register_run, info)
         await self._restore_host_state()
-        self._set_totals(await self.queue.run(QueueStore.totals, time.time()))
+        self._set_totals(await self.queue.run(reads.totals, time.time()))
 
     async def _serve(self) -> None:
         s = self.settings
@@ -370,7 +371,7 @@ class Runner:
             if s.pdf_tar:
 
                 async def lookup(base: str) -> TarMember | None:
-                    return await self.queue.run(QueueStore.tar_member, base)
+                    return await self.queue.run(catalog.tar_member, base)
 
                 source = TarSource(lookup, self.io, max_bytes=max_bytes)
             elif not self.network:
@@ -416,9 +417,9 @@ class Runner:
         """Record how the run ended, as far as the database lets us."""
         try:
             await self._flush_attempts()
-            await self.queue.run(QueueStore.end_run, self.run_id, status, time.time())
+            await self.queue.run(runs.end_run, self.run_id, status, time.time())
             totals, self.held_elsewhere = await self.queue.run(
-                QueueStore.end_of_run_totals, self.run_id, time.time()
+                reads.end_of_run_totals, self.run_id, time.time()
             )
             self._set_totals(totals)
         except Exception as exc:  # the database itself broke: say so, keep what we know
@@ -453,7 +454,7 @@ class Runner:
     async def _restore_host_state(self) -> None:
         """Respect a cooldown a previous run stored; a new run closes an open breaker."""
         host = self.hosts.primary
-        state = await self.queue.run(QueueStore.host_state, host)
+        state = await self.queue.run(queue_hosts.host_state, host)
         if state is None:
             return
         remaining = (state.cooldown_until or 0.0) - time.time()
@@ -465,13 +466,13 @@ class Runner:
             )
         if state.breaker_open:
             self.notices.add(f"{host} had refused us ({state.reason}); trying again")
-            await self.queue.run(QueueStore.close_breaker, host, time.time())
+            await self.queue.run(queue_hosts.close_breaker, host, time.time())
 
     async def _follow_hosts(self) -> None:
         """A cooldown or a breaker another process of the queue set binds this one too,
         within a heartbeat."""
         now = time.time()
-        for state in await self.queue.run(QueueStore.all_hosts):
+        for state in await self.queue.run(queue_hosts.all_hosts):
             remaining = (state.cooldown_until or 0.0) - now
             if remaining > 0:
                 self.hosts.pause_until(state.host, time.monotonic() + remaining)
@@ -549,7 +550,7 @@ class Runner:
                 beat = dict(self.held)
                 leases = [Lease(job_id, token) for job_id, token in beat.items()]
                 lost = await self.queue.run(
-                    QueueStore.heartbeat, self.run_id, leases, s.lease_seconds, time.time()
+                    runs.heartbeat, self.run_id, leases, s.lease_seconds, time.time()
                 )
                 for job_id in lost:
                     # Still ours to lose? A job completed (or failed, or given back) while the
@@ -558,7 +559,7 @@ class Runner:
                         self.notices.add(f"lease lost: {job_id}")
                 await self._reclaim()
                 await self._flush_attempts()
-                self._set_totals(await self.queue.run(QueueStore.totals, time.time()))
+                self._set_totals(await self.queue.run(reads.totals, time.time()))
                 await self._follow_hosts()
             except Exception as exc:  # a busy database: the next beat tries again
                 self.notices.add(f"heartbeat failed ({type(exc).__name__}: {exc}); retrying")
@@ -602,7 +603,7 @@ class Runner:
     async def _flush_attempts(self) -> None:
         rows = self.tally.take_attempts()
         if rows:
-            await self.queue.run(QueueStore.record_attempts, rows)
+            await self.queue.run(jobs.record_attempts, rows)
 
     def _claimable(self) -> tuple[str, ...]:
         if self.hosts.breaker_open(self.hosts.primary):
@@ -626,7 +627,7 @@ class Runner:
                         self.notices.add("free space is back: claiming again")
                     continue
                 claimed = await self.queue.run(
-                    QueueStore.claim, self.run_id, min(demand, 256), s.lease_seconds,
+                    jobs.claim, self.run_id, min(demand, 256), s.lease_seconds,
                     time.time(), self._claimable(),
                 )  # fmt: skip
                 self.tally.taken += len(claimed)
@@ -643,7 +644,7 @@ class Runner:
                     continue
                 busy = len(self._worker_tasks) - self.idle + self.local.qsize()
                 if busy == 0:
-                    wait = await self.queue.run(QueueStore.next_due, time.time(), self._claimable())
+                    wait = await self.queue.run(jobs.next_due, time.time(), self._claimable())
                     if wait is None:
                         return
                     self._say_idle(wait)
