@@ -97,7 +97,7 @@ class PgSql:
             yield
 
     @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
+    def read_transaction(self) -> Iterator[None]:
         with self.conn.transaction():
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             yield

@@ -2,7 +2,7 @@
 the export's pages of results.
 
 Each read that takes more than one query runs in one read transaction
-(`Sql.snapshot`), so its parts agree with each other. The SQL of the status document
+(`Sql.read_transaction`), so its parts agree with each other. The SQL of the status document
 is rpa.queue.status's.
 """
 
@@ -19,14 +19,14 @@ __all__ = ["end_of_run_totals", "results_page", "stage_timings", "status", "tota
 
 def totals(store: QueueStore, now: float) -> Totals:
     """Queue-wide counts, from one read transaction."""
-    with store.sql.snapshot():
+    with store.sql.read_transaction():
         return status_sql.totals_of(status_sql.stage_counts(store.sql, now))
 
 
 def end_of_run_totals(store: QueueStore, run_id: str, now: float) -> tuple[Totals, int]:
     """The queue's totals and the jobs under another live run's lease, from one read
     transaction (read apart, a job another run finished in between would count as left over)."""
-    with store.sql.snapshot():
+    with store.sql.read_transaction():
         totals = status_sql.totals_of(status_sql.stage_counts(store.sql, now))
         row = store.sql.one(
             "SELECT count(*) AS n FROM jobs WHERE lease_owner IS NOT NULL "
@@ -38,7 +38,7 @@ def end_of_run_totals(store: QueueStore, run_id: str, now: float) -> tuple[Total
 
 def status(store: QueueStore, now: float) -> dict[str, Any]:
     """Everything `rpa status` shows (schema: README), from one read transaction."""
-    with store.sql.snapshot():
+    with store.sql.read_transaction():
         return status_sql.collect(store, now)
 
 
@@ -47,7 +47,7 @@ def stage_timings(
 ) -> dict[str, Any]:
     """Per stage: attempts, outcomes and their percentiles (status.attempt_timings), over
     the attempts since `since` and/or of run `run_id`, from one read transaction."""
-    with store.sql.snapshot():
+    with store.sql.read_transaction():
         return status_sql.attempt_timings(store.sql, since=since, run_id=run_id)
 
 

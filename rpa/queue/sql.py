@@ -38,7 +38,7 @@ class Sql(Protocol):
         """A write transaction: everything inside commits together or not at all."""
         ...
 
-    def snapshot(self) -> AbstractContextManager[None]:
+    def read_transaction(self) -> AbstractContextManager[None]:
         """A read-only transaction: every query inside sees one consistent state."""
         ...
 
