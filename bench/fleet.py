@@ -35,7 +35,7 @@ from typing import Any
 from bench.common import PY, REPO, clean_env, load_papers, machine_info, make_items, run_measured
 from bench.queue_bench import _claim_direct, _lifecycle, write_ids
 from bench.server import Server
-from rpa.queue import open_store
+from rpa.queue import open_store, reads
 from rpa.queue.enqueue import enqueue_file
 from rpa.testing.pgserver import PostgresServer
 
@@ -134,10 +134,10 @@ def queue_section(
     _populate_pg(url)
     out["status_inproc"], out["status_cli"] = [], []
     store = open_store(url, readonly=True)
-    store.status(time.time())  # warm, as a second `rpa status` finds it
+    reads.status(store, time.time())  # warm, as a second `rpa status` finds it
     for _ in range(repeat):
         start = time.perf_counter()
-        data = store.status(time.time())
+        data = reads.status(store, time.time())
         out["status_inproc"].append(time.perf_counter() - start)
         start = time.perf_counter()
         subprocess.run([PY, "-m", "rpa", "status", "--db", url], capture_output=True, check=True,
@@ -183,7 +183,7 @@ def _fleet(
     wall = time.perf_counter() - start
     busy = _busy() - busy0
     store = open_store(url, readonly=True)
-    done = store.totals(time.time()).done
+    done = reads.totals(store, time.time()).done
     store.close()
     trees = sum(m.tree_cpu for m in results)
     mains = sum(m.main_cpu for m in results)

@@ -6,14 +6,14 @@
     python -m bench.queue_bench populate DB
     python -m bench.queue_bench status REPORT.json DB
 
-* claim: N jobs; (a) direct: `QueueStore.claim` 256 at a time, then `QueueStore.complete`
+* claim: N jobs; (a) direct: `jobs.claim` 256 at a time, then `jobs.complete`
   per job (one transaction each, as the pipeline does), on one connection; (b) pipeline-shaped: 200
   coroutines driving the full job lifecycle (claim, checkpoint downloaded, checkpoint
   extracted, complete) through rpa's `AsyncQueue`, so the thread hop is included.
 * enqueue: `rpa.enqueue.enqueue_file`, the function `rpa run` calls first, on a fresh database.
 * populate: turns the enqueued database into a queue in the middle of a long run (60 % done,
   1 % failed, 200 leased, retries scheduled, 3 attempt rows per done job, a few runs), so
-  `rpa status` has real work; `status` times `QueueStore.status` in process, with a
+  `rpa status` has real work; `status` times `reads.status` in process, with a
   cProfile of where it spends its time (the CLI's wall time is measured by the caller).
 """
 
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rpa.queue import QueueStore, open_store
+from rpa.queue import jobs, open_store, reads, runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.enqueue import enqueue_file
 from rpa.queue.model import Downloaded, Extracted, Job, RunInfo
@@ -70,7 +70,7 @@ def _setup(db: str, count: int) -> None:
     store = open_store(db)
     now = time.time()
     store.enqueue([f"ext:job-{i}" for i in range(count)], now)
-    store.register_run(RunInfo("bench", "bench", now, 5.0, "{}"))
+    runs.register_run(store, RunInfo("bench", "bench", now, 5.0, "{}"))
     store.close()
 
 
@@ -80,11 +80,11 @@ def _claim_direct(db: str, count: int) -> dict[str, Any]:
     done = 0
     start = time.perf_counter()
     while True:
-        claimed = store.claim("bench", 256, 120.0, time.time())
+        claimed = jobs.claim(store, "bench", 256, 120.0, time.time())
         if not claimed:
             break
         for job in claimed:
-            store.complete("bench", job.lease, RECORD, "x.json", time.time())
+            jobs.complete(store, "bench", job.lease, RECORD, "x.json", time.time())
             done += 1
     wall = time.perf_counter() - start
     store.close()
@@ -102,7 +102,7 @@ async def _lifecycle(db: str, count: int, workers: int = 200) -> dict[str, Any]:
 
     async def feeder() -> None:
         while True:
-            claimed = await aq.run(QueueStore.claim, "bench", 256, 120.0, time.time())
+            claimed = await aq.run(jobs.claim, "bench", 256, 120.0, time.time())
             if not claimed:
                 break
             for job in claimed:
@@ -113,9 +113,9 @@ async def _lifecycle(db: str, count: int, workers: int = 200) -> dict[str, Any]:
     async def worker() -> None:
         while (job := await queue.get()) is not None:
             lease = job.lease
-            await aq.run(QueueStore.checkpoint_download, "bench", lease, DOWNLOADED, time.time())
-            await aq.run(QueueStore.checkpoint_extract, "bench", lease, EXTRACTED, time.time())
-            await aq.run(QueueStore.complete, "bench", lease, RECORD, "x.json", time.time())
+            await aq.run(jobs.checkpoint_download, "bench", lease, DOWNLOADED, time.time())
+            await aq.run(jobs.checkpoint_extract, "bench", lease, EXTRACTED, time.time())
+            await aq.run(jobs.complete, "bench", lease, RECORD, "x.json", time.time())
             done[0] += 1
 
     start = time.perf_counter()
@@ -168,15 +168,16 @@ def _populate(db: Path) -> None:
 
 def _status(db: str) -> dict[str, Any]:
     store = open_store(db, readonly=True)
-    store.status(time.time())  # warm the page cache once, as a second `rpa status` would find it
+    # warm the page cache once, as a second `rpa status` would find it
+    reads.status(store, time.time())
     timings = []
     for _ in range(3):
         start = time.perf_counter()
-        data = store.status(time.time())
+        data = reads.status(store, time.time())
         timings.append(time.perf_counter() - start)
     profile = cProfile.Profile()
     profile.enable()
-    store.status(time.time())
+    reads.status(store, time.time())
     profile.disable()
     store.close()
     stats = pstats.Stats(profile)

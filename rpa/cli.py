@@ -30,7 +30,7 @@ from rich.text import Text
 from rpa import __version__, errors
 from rpa.config import ENV_PREFIX, Resolved, Settings, knob_fields, load_settings
 from rpa.hosts.politeness import politeness_notice
-from rpa.queue import open_store, redact, schema_version
+from rpa.queue import jobs, open_store, reads, redact, schema_version
 from rpa.queue.model import new_run_id
 from rpa.run.prepare import Prepared, prepare
 from rpa.run.queue_tars import TarReport
@@ -384,7 +384,7 @@ def _finish(settings: Settings, summary: RunSummary) -> None:
         try:
             timings = {
                 "run_id": summary.run_id,
-                "stages": store.stage_timings(run_id=summary.run_id),
+                "stages": reads.stage_timings(store, run_id=summary.run_id),
             }
         finally:
             store.close()
@@ -487,7 +487,7 @@ def retry(
     with _one_line_errors():
         store = open_store(db, create=False)
         try:
-            counts = store.retry_failed(kind or None, time.time())
+            counts = jobs.retry_failed(store, kind or None, time.time())
         finally:
             store.close()
     if not counts:
@@ -544,7 +544,7 @@ def status(
             if watch and as_json:
                 with contextlib.suppress(KeyboardInterrupt):
                     while True:
-                        data = store.status(time.time())
+                        data = reads.status(store, time.time())
                         _write_metrics(settings, data)
                         print(json.dumps(data, separators=(",", ":")), flush=True)
                         time.sleep(1.0)  # `status` has no event loop: a plain sleep is right
@@ -555,12 +555,12 @@ def status(
                     contextlib.suppress(KeyboardInterrupt),
                 ):
                     while True:
-                        data = store.status(time.time())
+                        data = reads.status(store, time.time())
                         _write_metrics(settings, data)
                         live.update(make_status(data))
                         time.sleep(1.0)
                 return
-            data = store.status(time.time())
+            data = reads.status(store, time.time())
             _write_metrics(settings, data)
             if as_json:
                 print(json.dumps(data, indent=2), flush=True)

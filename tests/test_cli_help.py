@@ -53,17 +53,17 @@ def test_export_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
 
     from conftest import clean_env
 
-    from rpa.queue import open_store
+    from rpa.queue import jobs, open_store, runs
     from rpa.queue.model import RunInfo
 
     db = tmp_path / "q.db"
     store = open_store(db)
     keys = [f"2301.{i:05d}" for i in range(1, 3001)]
     store.enqueue(keys, 0.0)
-    store.register_run(RunInfo("r", "run", 0.0, 5.0, "{}"))
-    for job in store.claim("r", 3000, 1e9, 0.0):
+    runs.register_run(store, RunInfo("r", "run", 0.0, 5.0, "{}"))
+    for job in jobs.claim(store, "r", 3000, 1e9, 0.0):
         record = {"id": job.id, "title": "x" * 500, "pdf": {}}
-        store.complete("r", job.lease, record, "/o.json", 0.0)
+        jobs.complete(store, "r", job.lease, record, "/o.json", 0.0)
     store.close()
     export = f"{sys.executable} -m rpa export --db {db}"
     shell = subprocess.run(

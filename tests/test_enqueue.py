@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rpa.errors import InputError
-from rpa.queue import QueueStore, open_store
+from rpa.queue import QueueStore, jobs, open_store, reads
 from rpa.queue.enqueue import _read_ahead, enqueue_file
 
 
@@ -39,7 +39,7 @@ def test_report_and_fifo_order_across_batches(tmp_path: Path, store: QueueStore)
     assert report.errors[0].line == 7 and "13 is not a month" in report.errors[0].reason
     again = enqueue_file(store, ids, batch_size=5)
     assert (again.new, again.duplicates) == (0, 38)
-    order = [job.id for job in store.claim("r", 100, 60, 0.0)]
+    order = [job.id for job in jobs.claim(store, "r", 100, 60, 0.0)]
     expected = [line.split()[0] for line in ids.read_text().splitlines()[1:] if "bad" not in line]
     assert order == list(dict.fromkeys(expected))
 
@@ -47,7 +47,7 @@ def test_report_and_fifo_order_across_batches(tmp_path: Path, store: QueueStore)
 def test_strict_refuses_the_whole_file(tmp_path: Path, store: QueueStore) -> None:
     with pytest.raises(InputError, match=r"1 invalid lines.*line 7.*nothing was queued"):
         enqueue_file(store, _ids(tmp_path), strict=True, batch_size=4)
-    assert store.totals(0.0).total == 0
+    assert reads.totals(store, 0.0).total == 0
 
 
 def test_unreadable_list_is_an_input_error(tmp_path: Path, store: QueueStore) -> None:

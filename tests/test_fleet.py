@@ -17,7 +17,7 @@ import pytest
 from conftest import Cli, clean_env, sample_pdfs, write_ids
 from test_faults import most_in_any_window, wait_until
 
-from rpa.queue import open_store
+from rpa.queue import open_store, reads
 from rpa.testing.mirror import Fault, Mirror
 
 N, T = 3, 1.0  # the budget: at most 3 requests in any second, for the whole fleet
@@ -69,8 +69,8 @@ def fleet_run(tmp_path: Path, db: str) -> None:
         counts = {name: mirror.requests(name) for name in files}
     store = open_store(db, readonly=True)
     try:
-        status = store.status(0.0)
-        results = store.results_page("", 1000)
+        status = reads.status(store, 0.0)
+        results = reads.results_page(store, "", 1000)
         extracted_twice = store.sql.rows(
             "SELECT job_id, count(*) AS n FROM attempts WHERE stage = 'outcome' "
             "AND outcome = 'ok' GROUP BY job_id HAVING count(*) > 1"

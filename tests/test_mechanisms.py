@@ -15,7 +15,7 @@ from rpa import errors
 from rpa.hosts.registry import HostGates, same_site, site_of
 from rpa.metrics import LagHistogram, Rate, Window, nearest_rank, percentile
 from rpa.notices import Notices
-from rpa.queue import open_store
+from rpa.queue import jobs, open_store, reads
 from rpa.queue.model import Attempt
 from rpa.sources.http import MAX_RETRY_AFTER, parse_retry_after
 
@@ -84,10 +84,11 @@ def test_one_percentile_method_the_live_table_and_the_database_agree(tmp_path: P
         window.add(d)
     live = window.stats()
     store = open_store(tmp_path / "q.db")
-    store.record_attempts(
-        [Attempt(f"ext:p{i}", "r", "extract", 0.0, 0.0, d, "ok") for i, d in enumerate(durations)]
+    jobs.record_attempts(
+        store,
+        [Attempt(f"ext:p{i}", "r", "extract", 0.0, 0.0, d, "ok") for i, d in enumerate(durations)],
     )
-    ranked = store.stage_timings(run_id="r")["extract"]
+    ranked = reads.stage_timings(store, run_id="r")["extract"]
     store.close()
     assert (live.p50, live.p95, live.max) == (
         ranked["duration_p50"], ranked["duration_p95"], ranked["duration_max"]

@@ -15,7 +15,7 @@ from conftest import Cli
 from test_render import snapshot
 from test_status import NOW, build_queue
 
-from rpa.queue import open_store
+from rpa.queue import open_store, reads
 from rpa.show.openmetrics import render_openmetrics, write_metrics_file
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -27,7 +27,7 @@ META = re.compile(rf"^# (HELP|TYPE|UNIT) ({NAME})(?: (.*))?$")
 def status_of(path: Path) -> dict[str, Any]:
     store = open_store(path, readonly=True)
     try:
-        return store.status(NOW)
+        return reads.status(store, NOW)
     finally:
         store.close()
 

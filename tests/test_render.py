@@ -15,7 +15,7 @@ from test_status import NOW, build_queue
 
 from rpa.gates import GateStatistics
 from rpa.metrics import WindowStats
-from rpa.queue import open_store
+from rpa.queue import catalog, open_store, reads
 from rpa.queue.model import Totals
 from rpa.run.runner import RunSummary
 from rpa.run.snapshot import MemorySnapshot, PoolSnapshot, RunSnapshot, StageSnapshot
@@ -259,7 +259,7 @@ def test_summary_uses_whole_run_timings_from_the_database(tmp_path: Path) -> Non
     build_queue(path)
     store = open_store(path, readonly=True)
     try:
-        timings = {"stages": store.stage_timings(run_id="run-a")}
+        timings = {"stages": reads.stage_timings(store, run_id="run-a")}
     finally:
         store.close()
     lines = text_of(make_summary(run_summary(), timings)).splitlines()
@@ -277,11 +277,11 @@ def test_status_tables(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     build_queue(path)
     store = open_store(path)
-    store.store_queue_settings({"out": "/data/" + "x" * 90, "max_pdf_mb": 100.0}, "r", NOW)
+    catalog.store_queue_settings(store, {"out": "/data/" + "x" * 90, "max_pdf_mb": 100.0}, "r", NOW)
     store.close()
     store = open_store(path, readonly=True)
     try:
-        status = store.status(NOW)
+        status = reads.status(store, NOW)
     finally:
         store.close()
     text = text_of(make_status(status), width=200)

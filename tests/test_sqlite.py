@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import clean_env
 
-from rpa.queue import open_store
+from rpa.queue import catalog, jobs, open_store, reads
 from rpa.queue.sqlite import SCHEMA_VERSION, connect
 from rpa.queue.sqlite_schema import MIGRATIONS
 
@@ -56,10 +56,10 @@ def test_migrations_keep_fifo_order_counts_and_the_old_runs_settings(tmp_path: P
     path = tmp_path / "old.db"
     old_database(path)
     store = open_store(path)
-    totals = store.totals(NOW)
+    totals = reads.totals(store, NOW)
     assert (totals.queued, totals.done, totals.failed) == (2, 1, 1)
     assert store.enqueue(["2301.00004"], NOW) == 1
-    assert [j.id for j in store.claim("r", 10, 60, NOW)] == [
+    assert [j.id for j in jobs.claim(store, "r", 10, 60, NOW)] == [
         "2301.00001",
         "2301.00002",
         "2301.00004",
@@ -67,13 +67,13 @@ def test_migrations_keep_fifo_order_counts_and_the_old_runs_settings(tmp_path: P
     row = store.sql.one("SELECT count(*) AS n FROM jobs WHERE seq != rowid")
     assert row is not None and row["n"] == 0
     # schema 5: the queue remembers where its work came from and went to
-    assert store.queue_settings() == {
+    assert catalog.queue_settings(store) == {
         "out": "/data/old-out",
         "pdf_url": "http://127.0.0.1:9/pdf/{id}",
     }
     # ... and the failed job the stage it failed at: a retry keeps its PDF
-    assert store.retry_failed(None, NOW) == {"unknown": 1}
-    [job] = store.claim("r", 10, 60, NOW)
+    assert jobs.retry_failed(store, None, NOW) == {"unknown": 1}
+    [job] = jobs.claim(store, "r", 10, 60, NOW)
     assert (job.id, job.stage) == ("2301.00005", "downloaded")
     store.close()
 

@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT, Cli, clean_env, sample_pdfs, write_ids
 
 from rpa.config import Settings
-from rpa.queue import is_postgres_url, open_store
+from rpa.queue import is_postgres_url, jobs, open_store, reads, runs
 from rpa.queue.model import Attempt, Failure, RunInfo
 from rpa.queue.status import STATUS_SCHEMA_VERSION
 from rpa.run.runner import Runner
@@ -38,23 +38,27 @@ def build_queue(path: Path, now: float = NOW) -> None:
     3 in progress by a live run; a dead run holding 2 leases; 1 expired lease; attempts."""
     store = open_store(path)
     store.enqueue([f"ext:p{i:02d}" for i in range(13)], now - 100)
-    store.register_run(RunInfo("run-a", "run", now - 100, 5.0, "{}"))
-    got = store.claim("run-a", 10, 120.0, now - 90)
+    runs.register_run(store, RunInfo("run-a", "run", now - 100, 5.0, "{}"))
+    got = jobs.claim(store, "run-a", 10, 120.0, now - 90)
     for j in got[:3]:
-        assert store.complete("run-a", j.lease, record(j.id), "/o.json", now - 30)
+        assert jobs.complete(store, "run-a", j.lease, record(j.id), "/o.json", now - 30)
     failures = [("not_found", "HTTP 404 for ext:p03"), ("invalid_pdf", "bad xref")]
     for j, (kind, message) in zip(got[3:5], failures, strict=True):
-        store.fail("run-a", j.lease, Failure(kind, message, True), now - 20)
+        jobs.fail(store, "run-a", j.lease, Failure(kind, message, True), now - 20)
     # one retry in 5 minutes; one already due (claimable again, so it counts as queued)
-    store.fail("run-a", got[5].lease, Failure("http_5xx", "HTTP 503", False, now + 300), now - 10)
-    store.fail("run-a", got[6].lease, Failure("timeout", "read timeout", False, now - 1), now - 10)
-    store.heartbeat("run-a", [j.lease for j in got[7:10]], 120.0, now - 1)
+    jobs.fail(
+        store, "run-a", got[5].lease, Failure("http_5xx", "HTTP 503", False, now + 300), now - 10
+    )
+    jobs.fail(
+        store, "run-a", got[6].lease, Failure("timeout", "read timeout", False, now - 1), now - 10
+    )
+    runs.heartbeat(store, "run-a", [j.lease for j in got[7:10]], 120.0, now - 1)
     # a dead run (its heartbeat stopped long ago) still holds two leases
-    store.register_run(RunInfo("run-dead", "resume", now - 5000, 5.0, "{}"))
-    dead = store.claim("run-dead", 2, 10_000.0, now - 4000)
+    runs.register_run(store, RunInfo("run-dead", "resume", now - 5000, 5.0, "{}"))
+    dead = jobs.claim(store, "run-dead", 2, 10_000.0, now - 4000)
     store.sql.execute("UPDATE runs SET heartbeat_at = ? WHERE id = 'run-dead'", (now - 3000,))
     # a live run's lease that expired (not renewed)
-    store.claim("run-a", 1, 5.0, now - 60)
+    jobs.claim(store, "run-a", 1, 5.0, now - 60)
     assert len(dead) == 2
     rows: list[Attempt] = []
     for i in range(100):  # download durations 1..100 ms, gate waits 0..99 ms
@@ -63,7 +67,7 @@ def build_queue(path: Path, now: float = NOW) -> None:
     rows.append(Attempt("ext:p03", "run-a", "download", now - 40, 0.2, 0.5, "error", "not_found"))
     rows.append(Attempt("ext:p00", "run-a", "extract", now - 40, 2.0, 1.5, "ok"))
     rows.append(Attempt("ext:p00", "run-old", "extract", now - 3600, 9.0, 60.0, "ok"))  # old
-    store.record_attempts(rows)
+    jobs.record_attempts(store, rows)
     store.close()
 
 
@@ -77,7 +81,7 @@ def queue(tmp_path: Path) -> Path:
 def status_of(path: Path) -> dict[str, Any]:
     store = open_store(path, readonly=True)
     try:
-        return store.status(NOW)
+        return reads.status(store, NOW)
     finally:
         store.close()
 
@@ -106,14 +110,14 @@ def test_counts_per_state_and_stage(queue: Path) -> None:
     json.dumps(s)  # JSON-able as it is
     store = open_store(queue, readonly=True)
     try:  # the heartbeat's quick totals agree with the status
-        assert dataclasses.asdict(store.totals(NOW)) == {
+        assert dataclasses.asdict(reads.totals(store, NOW)) == {
             k: v for k, v in s["totals"].items() if k != "total"
         }
         # a run's closing figures: the same totals, and the unexpired leases of other runs
         # (run-a's 3 live ones, the dead run's 2; the expired one is no one's)
-        totals, held = store.end_of_run_totals("run-x", NOW)
-        assert totals == store.totals(NOW) and held == 5
-        assert store.end_of_run_totals("run-a", NOW)[1] == 2
+        totals, held = reads.end_of_run_totals(store, "run-x", NOW)
+        assert totals == reads.totals(store, NOW) and held == 5
+        assert reads.end_of_run_totals(store, "run-a", NOW)[1] == 2
     finally:
         store.close()
 
@@ -127,22 +131,24 @@ def test_live_totals_between_heartbeats_match_the_queue(tmp_path: Path) -> None:
     tally, run_id = runner.tally, runner.run_id
     try:
         store.enqueue([f"ext:p{i:02d}" for i in range(12)], NOW)
-        store.register_run(RunInfo(run_id, "run", NOW, 5.0, "{}"))
-        runner._set_totals(store.totals(NOW))  # the heartbeat
-        got = store.claim(run_id, 8, 120.0, NOW)
+        runs.register_run(store, RunInfo(run_id, "run", NOW, 5.0, "{}"))
+        runner._set_totals(reads.totals(store, NOW))  # the heartbeat
+        got = jobs.claim(store, run_id, 8, 120.0, NOW)
         tally.taken += len(got)
-        assert runner.progress.fresh_totals() == store.totals(NOW)
+        assert runner.progress.fresh_totals() == reads.totals(store, NOW)
         for j in got[:3]:
-            assert store.complete(run_id, j.lease, record(j.id), "/o.json", NOW)
+            assert jobs.complete(store, run_id, j.lease, record(j.id), "/o.json", NOW)
             tally.done += 1
-        store.fail(run_id, got[3].lease, Failure("not_found", "HTTP 404", True), NOW)
+        jobs.fail(store, run_id, got[3].lease, Failure("not_found", "HTTP 404", True), NOW)
         tally.failed += 1
-        store.fail(run_id, got[4].lease, Failure("http_5xx", "HTTP 503", False, NOW + 300), NOW)
+        jobs.fail(
+            store, run_id, got[4].lease, Failure("http_5xx", "HTTP 503", False, NOW + 300), NOW
+        )
         tally.retried += 1
-        store.release(run_id, [got[5].lease])  # the breaker's give-back
+        jobs.release(store, run_id, [got[5].lease])  # the breaker's give-back
         tally.taken -= 1
         fresh = runner.progress.fresh_totals()
-        assert fresh == store.totals(NOW)
+        assert fresh == reads.totals(store, NOW)
         assert (fresh.queued, fresh.in_progress, fresh.done, fresh.total) == (5, 2, 3, 12)
     finally:
         store.close()
@@ -206,8 +212,8 @@ def test_timings_percentiles_and_gate_waits(queue: Path) -> None:
 def test_stage_timings_of_one_run(queue: Path) -> None:
     store = open_store(queue, readonly=True)
     try:
-        old = store.stage_timings(run_id="run-old")
-        whole = store.stage_timings(run_id="run-a")
+        old = reads.stage_timings(store, run_id="run-old")
+        whole = reads.stage_timings(store, run_id="run-a")
     finally:
         store.close()
     assert old["extract"]["attempts"] == 1 and old["extract"]["duration_p95"] == 60.0

@@ -2,7 +2,7 @@
 
 arXiv counts all of a user's machines together, so `--rate-limits host=N/Ts` must hold across
 every process that shares the queue, on every host, not per process. `FleetRateGate` takes one
-of the host's N slots from the `rate_slots` table (QueueStore.take_rate_slot) before a request
+of the host's N slots from the `rate_slots` table (rpa.queue.hosts.take_rate_slot) before a request
 leaves, and gives it back when the answer begins, free again T seconds later by the
 database's clock (one clock for all hosts). That is `rpa.hosts.rate.RateGate`'s rule, shared: a
 slot's requests arrive at least T seconds apart, so any T-second window at the server sees at
@@ -21,8 +21,8 @@ from rpa.gates import GateStatistics
 from rpa.hosts.rate import RateGate
 from rpa.hosts.slots import TaskSlots
 from rpa.metrics import Window
+from rpa.queue import hosts
 from rpa.queue.aio import AsyncQueue
-from rpa.queue.store import QueueStore
 
 __all__ = ["FleetRateGate"]
 
@@ -82,7 +82,7 @@ class FleetRateGate:
                 while True:
                     await self._cooldown.acquire()  # a Retry-After binds before any slot
                     slot, wait = await self._queue.run(
-                        QueueStore.take_rate_slot, self.host, self.count or 1, self._hold,
+                        hosts.take_rate_slot, self.host, self.count or 1, self._hold,
                         self._holder,
                     )  # fmt: skip
                     if slot is not None:
@@ -108,9 +108,7 @@ class FleetRateGate:
         if slot is not None:
             # shielded: a cancelled download still gives its slot back
             await asyncio.shield(
-                self._queue.run(
-                    QueueStore.release_rate_slot, self.host, slot, self.period, self._holder
-                )
+                self._queue.run(hosts.release_rate_slot, self.host, slot, self.period, self._holder)
             )
 
     def _on_task_done(self, task: asyncio.Task[object]) -> None:

@@ -17,9 +17,9 @@ from rpa.config import Settings
 from rpa.hosts.fleet import FleetRateGate
 from rpa.hosts.registry import HostGate, HostGates
 from rpa.notices import Notices
+from rpa.queue import hosts as queue_hosts
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import ACTIVE_STAGES
-from rpa.queue.store import QueueStore
 
 __all__ = ["HostHealth"]
 
@@ -93,7 +93,7 @@ class HostHealth:
                 "what is downloaded. Wait before `rpa resume`; arXiv's bulk data is the "
                 "way for large lists."
             )
-            await self._queue.run(QueueStore.open_breaker, host, reason, time.time())
+            await self._queue.run(queue_hosts.open_breaker, host, reason, time.time())
 
     async def asked_to_wait(self, host: str | None, seconds: float, reason: str) -> None:
         """A host asked us to wait (Retry-After): every job of it waits, here and in every
@@ -107,7 +107,7 @@ class HostHealth:
             f"{until}",
             key=f"cooldown {host} {until}",
         )
-        await self._queue.run(QueueStore.set_cooldown, host, now + seconds, reason, now)
+        await self._queue.run(queue_hosts.set_cooldown, host, now + seconds, reason, now)
 
     # ---- what the queue says ---------------------------------------------------------------
 
@@ -115,7 +115,7 @@ class HostHealth:
         """At the start: respect a cooldown a previous run stored; close an open breaker (a
         new run tries the host again)."""
         host = self.primary
-        state = await self._queue.run(QueueStore.host_state, host)
+        state = await self._queue.run(queue_hosts.host_state, host)
         if state is None:
             return
         remaining = (state.cooldown_until or 0.0) - time.time()
@@ -127,13 +127,13 @@ class HostHealth:
             )
         if state.breaker_open:
             self._notices.add(f"{host} had refused us ({state.reason}); trying again")
-            await self._queue.run(QueueStore.close_breaker, host, time.time())
+            await self._queue.run(queue_hosts.close_breaker, host, time.time())
 
     async def follow(self) -> None:
         """At each heartbeat: a cooldown or a breaker another process of the queue set binds
         this one too."""
         now = time.time()
-        for state in await self._queue.run(QueueStore.all_hosts):
+        for state in await self._queue.run(queue_hosts.all_hosts):
             remaining = (state.cooldown_until or 0.0) - now
             if remaining > 0:
                 self.gates.pause_until(state.host, time.monotonic() + remaining)

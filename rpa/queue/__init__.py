@@ -1,10 +1,25 @@
-"""The queue: one interface (`QueueStore`) over SQLite or PostgreSQL.
+"""The durable job queue of a run, on SQLite or PostgreSQL: what is to do, who holds it,
+what came of it.
 
     open_store("rpa.db")                            SQLite (the embedded default)
     open_store("postgresql://rpa@db.lab:5432/rpa")  PostgreSQL (rpa[postgres])
 
-`QueueStore` is synchronous and belongs to one thread; `AsyncQueue` (rpa.queue.aio) runs it
-off the event loop for a run. Nothing above this package knows which backend it talks to.
+This package exports `open_store` (a `QueueStore`: one open queue), `QueueStore`,
+`schema_version`, `is_postgres_url` and `redact`. What is done with a store is in one module
+per concern, plain functions whose first parameter is the store:
+
+    rpa.queue.jobs      jobs and their leases, fenced by the lease token
+    rpa.queue.runs      runs, heartbeats, dead runs, reclaiming their leases
+    rpa.queue.hosts     hosts' cooldowns and breakers, the shared rate slots
+    rpa.queue.catalog   the tar index, metadata, the queue's settings, job ids
+    rpa.queue.reads     totals, `rpa status`, stage timings, pages of results
+    rpa.queue.enqueue   an ID file into the queue, streamed and batched
+
+A store is synchronous and belongs to one thread; `AsyncQueue` (rpa.queue.aio) runs those
+functions off the event loop for a run: `await queue.run(jobs.claim, run_id, ...)`. The
+typed values in and out are rpa.queue.model's. The backends (rpa.queue.sqlite, .postgres and
+their schema modules) are chosen by `open_store`; nothing above this package knows which
+backend it talks to.
 """
 
 from __future__ import annotations

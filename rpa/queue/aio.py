@@ -1,11 +1,11 @@
 """`AsyncQueue`: the queue as the event loop sees it. No database call runs on the loop thread.
 
-The store (and its connection) lives in dedicated threads; the loop sends a method and its
-arguments and awaits the result:
+The store (and its connection) lives in dedicated threads; the loop sends a function of the
+store (rpa.queue.jobs, runs, ...) and its arguments and awaits the result:
 
     queue = AsyncQueue("rpa.db")
     await queue.open()
-    jobs = await queue.run(QueueStore.claim, run_id, 64, 120.0, time.time())
+    claimed = await queue.run(jobs.claim, run_id, 64, 120.0, time.time())
 
 SQLite gets one thread (one writer per process: no lock contention inside a run); PostgreSQL
 gets `connections` threads, each with its own connection. The threads form a gate, shown with

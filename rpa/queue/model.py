@@ -1,4 +1,4 @@
-"""The queue's plain data: what goes in and comes out of `QueueStore`, as typed values.
+"""The queue's plain data: what goes in and comes out of the queue's functions, as typed values.
 
 Nothing above the queue sees a column name: a claim returns `Job`s, a checkpoint takes a
 `Downloaded` or an `Extracted`, a failure is a `Failure`, a stage timing an `Attempt`.

@@ -5,8 +5,8 @@ from the URL, `PGPASSWORD` or `~/.pgpass`). Claims take their rows with `FOR UPD
 LOCKED`, the way procrastinate, pgqueuer, Oban, River and Solid Queue do, so any number of
 claimers never wait for each other and never take the same job; every later write is fenced by
 the lease token, as with SQLite. psycopg 3 is the driver, one connection per database thread
-(rpa.queue.aio): the event loop never runs driver code, and the SQL of `QueueStore` is the one
-both backends share.
+(rpa.queue.aio): the event loop never runs driver code, and the SQL of the queue's operations
+(rpa.queue.jobs, runs, ...) is the one both backends share.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class PgSql:
             yield
 
     @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
+    def read_transaction(self) -> Iterator[None]:
         with self.conn.transaction():
             self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             yield

@@ -1,8 +1,9 @@
 """The one thing a queue backend must provide: run SQL on one connection.
 
-`QueueStore` and the status queries are written once, in SQL both SQLite and PostgreSQL
-accept, against this small interface. Parameters are written `?` everywhere; a PostgreSQL
-backend turns them into its own style. Rows are read by column name only.
+The queue's operations (rpa.queue.jobs, runs, hosts, catalog, reads) are written once, in
+SQL both SQLite and PostgreSQL accept, against this small interface. Parameters are written
+`?` everywhere; a PostgreSQL backend turns them into its own style. Rows are read by column
+name only.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Sql(Protocol):
         """A write transaction: everything inside commits together or not at all."""
         ...
 
-    def snapshot(self) -> AbstractContextManager[None]:
+    def read_transaction(self) -> AbstractContextManager[None]:
         """A read-only transaction: every query inside sees one consistent state."""
         ...
 

@@ -83,7 +83,7 @@ class SqliteSql:
         # IMMEDIATE: take the write lock up front, so a claim cannot interleave with another.
         return self._within("BEGIN IMMEDIATE")
 
-    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+    def read_transaction(self) -> contextlib.AbstractContextManager[None]:
         return self._within("BEGIN")
 
     def close(self) -> None:

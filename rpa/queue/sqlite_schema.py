@@ -164,13 +164,13 @@ def _migration_3(db: Database) -> None:
         "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN "
         "UPDATE stage_counts SET n = n - 1 WHERE stage = OLD.stage; END"
     )
-    # Claims are FIFO by seq; from now on a new job's seq is its rowid (see jobs.enqueue).
+    # Claims are FIFO by seq; from now on a new job's seq is its rowid (see SqliteBackend.enqueue).
     # Both grew in insertion order before, so this keeps every job's place in the line.
     db.execute("UPDATE jobs SET seq = rowid WHERE seq != rowid")
 
 
 def _migration_4(db: Database) -> None:
-    # A new job is counted by `jobs.enqueue`, one UPDATE per batch in the transaction that
+    # A new job is counted by `SqliteBackend.enqueue`, one UPDATE per batch in the transaction that
     # inserts it: the trigger's UPDATE per row was about an eighth of enqueueing 1 M IDs.
     db.execute("DROP TRIGGER jobs_count_insert")
 
@@ -209,7 +209,7 @@ def _migration_5(db: Database) -> None:
 
 def _migration_6(db: Database) -> None:
     # One politeness budget for every process that shares the queue: a host's N request
-    # slots live here (rpa.run.fleet), not in each process.
+    # slots live here (rpa.hosts.fleet), not in each process.
     db.execute(
         "CREATE TABLE rate_slots (host TEXT NOT NULL, slot INTEGER NOT NULL, "
         "free_at REAL NOT NULL DEFAULT 0, holder TEXT, PRIMARY KEY (host, slot)) WITHOUT ROWID"

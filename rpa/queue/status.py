@@ -1,4 +1,5 @@
-"""What the queue holds, read from the database alone (so it works during a run and after).
+"""The `rpa status` document and the SQL under the queue's read models (rpa.queue.reads):
+what the queue holds, read from the database alone (so it works during a run and after).
 
 `collect` returns the documented, stable `rpa status --json` schema (README, "status --json
 schema"); `STATUS_SCHEMA_VERSION` changes only when a field is removed or changes meaning
@@ -9,16 +10,22 @@ from partial indexes that hold only leased, retry-scheduled, failed or done rows
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rpa.metrics import nearest_rank
+from rpa.queue import catalog, runs
 from rpa.queue.model import ACTIVE_STAGES, FINAL_STAGES, Totals, dead_after
 from rpa.queue.sql import Sql, rank_sql
+from rpa.queue.store import QueueStore
 
-if TYPE_CHECKING:
-    from rpa.queue.store import QueueStore
-
-__all__ = ["STATUS_SCHEMA_VERSION", "TIMED_STAGES", "collect", "stage_counts", "totals"]
+__all__ = [
+    "STATUS_SCHEMA_VERSION",
+    "TIMED_STAGES",
+    "attempt_timings",
+    "collect",
+    "stage_counts",
+    "totals_of",
+]
 
 STATUS_SCHEMA_VERSION = 1
 TIMING_WINDOW = 15 * 60.0
@@ -59,7 +66,7 @@ def stage_counts(sql: Sql, now: float) -> dict[str, dict[str, int]]:
     return out
 
 
-def totals(stages: dict[str, dict[str, int]]) -> Totals:
+def totals_of(stages: dict[str, dict[str, int]]) -> Totals:
     active = [row for stage, row in stages.items() if stage not in FINAL_STAGES]
     return Totals(
         queued=sum(row["waiting"] for row in active),
@@ -160,7 +167,7 @@ def _no_timing() -> dict[str, Any]:
     }
 
 
-def stage_timings(
+def attempt_timings(
     sql: Sql, *, since: float | None = None, run_id: str | None = None
 ) -> dict[str, Any]:
     """Per stage: attempts, outcomes, duration p50/p95/max and gate wait p50/p95, over the
@@ -251,11 +258,11 @@ def _hosts(sql: Sql, now: float) -> list[dict[str, Any]]:
 
 def collect(store: QueueStore, now: float) -> dict[str, Any]:
     """Everything `rpa status` shows, as JSON-able data (schema: README). Call inside one
-    read snapshot (QueueStore.status does)."""
+    read transaction (rpa.queue.reads.status does)."""
     sql = store.sql
-    dead = store.dead_runs(now)
+    dead = runs.dead_runs(store, now)
     stages = stage_counts(sql, now)
-    t = totals(stages)
+    t = totals_of(stages)
     return {
         "schema": STATUS_SCHEMA_VERSION,
         "generated_at": now,
@@ -274,11 +281,11 @@ def collect(store: QueueStore, now: float) -> dict[str, Any]:
         "retries": _retries(sql, now, t.retry_scheduled),
         "timings": {
             "window_seconds": TIMING_WINDOW,
-            "stages": stage_timings(sql, since=now - TIMING_WINDOW),
+            "stages": attempt_timings(sql, since=now - TIMING_WINDOW),
         },
         "throughput": _throughput(sql, now),
         "runs": _runs(sql, now, dead),
         "hosts": _hosts(sql, now),
-        "settings": store.queue_settings(),
-        "settings_changes": store.settings_changes(),
+        "settings": catalog.queue_settings(store),
+        "settings_changes": catalog.settings_changes(store),
     }

@@ -18,7 +18,7 @@ from types import TracebackType
 
 from rpa.config import Resolved, Settings
 from rpa.errors import ConfigError, RpaError
-from rpa.queue import is_postgres_url, open_store
+from rpa.queue import catalog, is_postgres_url, open_store, reads
 
 __all__ = ["DEMO_DB", "DEMO_OUT", "DemoMirror", "demo_resolved", "demo_state", "remove_demo"]
 
@@ -52,8 +52,8 @@ def demo_state(settings: Settings) -> str | None:
         return None
     store = open_store(settings.db, create=False)
     try:
-        totals = store.totals(time.time())
-        out = store.queue_settings().get("out", str(settings.out))
+        totals = reads.totals(store, time.time())
+        out = catalog.queue_settings(store).get("out", str(settings.out))
     finally:
         store.close()
     if totals.remaining or not totals.total:
@@ -101,7 +101,7 @@ class DemoMirror:
             # An interrupted demo: its papers now come from this mirror's new port.
             store = open_store(self.settings.db, create=False)
             try:
-                store.store_queue_settings({"pdf_url": self.template}, "demo", time.time())
+                catalog.store_queue_settings(store, {"pdf_url": self.template}, "demo", time.time())
             finally:
                 store.close()
         return self

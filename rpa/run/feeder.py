@@ -20,9 +20,9 @@ from rpa import errors
 from rpa.config import Settings
 from rpa.hosts.health import HostHealth
 from rpa.notices import Notices
+from rpa.queue import jobs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Job
-from rpa.queue.store import QueueStore
 from rpa.run.disk import DISK_POLL, DiskGuard
 from rpa.run.job import JobProcessor
 from rpa.run.tally import Tally
@@ -118,7 +118,7 @@ class Feeder:
                         self._notices.add("free space is back: claiming again")
                     continue
                 claimed = await self._queue.run(
-                    QueueStore.claim, self._run_id, min(demand, MAX_CLAIM), s.lease_seconds,
+                    jobs.claim, self._run_id, min(demand, MAX_CLAIM), s.lease_seconds,
                     time.time(), self._hosts.claimable(),
                 )  # fmt: skip
                 self._tally.taken += len(claimed)
@@ -136,7 +136,7 @@ class Feeder:
                 busy = len(self.workers) - self.idle + self._local.qsize()
                 if busy == 0:
                     wait = await self._queue.run(
-                        QueueStore.next_due, time.time(), self._hosts.claimable()
+                        jobs.next_due, time.time(), self._hosts.claimable()
                     )
                     if wait is None:
                         return

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from rpa.config import Settings
 from rpa.hosts.health import HostHealth
 from rpa.notices import Notices
+from rpa.queue import jobs, reads, runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Lease, Totals
-from rpa.queue.store import QueueStore
 from rpa.run.disk import DiskGuard
 from rpa.run.tally import Tally
 
@@ -67,7 +67,7 @@ class Heartbeat:
                 beat = dict(self._held)
                 leases = [Lease(job_id, token) for job_id, token in beat.items()]
                 lost = await self._queue.run(
-                    QueueStore.heartbeat, self._run_id, leases, s.lease_seconds, time.time()
+                    runs.heartbeat, self._run_id, leases, s.lease_seconds, time.time()
                 )
                 for job_id in lost:
                     # Still ours to lose? A job completed (or failed, or given back) while the
@@ -76,7 +76,7 @@ class Heartbeat:
                         self._notices.add(f"lease lost: {job_id}")
                 await self.reclaim()
                 await self.flush_attempts()
-                self._on_totals(await self._queue.run(QueueStore.totals, time.time()))
+                self._on_totals(await self._queue.run(reads.totals, time.time()))
                 await self._hosts.follow()
             except Exception as exc:  # a busy database: the next beat tries again
                 self._notices.add(f"heartbeat failed ({type(exc).__name__}: {exc}); retrying")
@@ -85,7 +85,7 @@ class Heartbeat:
     async def reclaim(self) -> None:
         """Free the leases of dead runs (a host that died, a kill -9) and expired ones: at the
         start, and at every heartbeat, so the work of a run that died goes to the live ones."""
-        reclaimed = await self._queue.run(QueueStore.reclaim_stale, time.time())
+        reclaimed = await self._queue.run(runs.reclaim_stale, time.time())
         if reclaimed.dead_leases or reclaimed.expired_leases:
             self._notices.add(
                 f"reclaimed {reclaimed.dead_leases} leases of {reclaimed.dead_runs} dead runs, "
@@ -97,4 +97,4 @@ class Heartbeat:
         """Write the attempts recorded since the last beat."""
         rows = self._tally.take_attempts()
         if rows:
-            await self._queue.run(QueueStore.record_attempts, rows)
+            await self._queue.run(jobs.record_attempts, rows)

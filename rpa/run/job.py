@@ -31,9 +31,9 @@ from rpa.gates import Gate
 from rpa.hosts.health import HostHealth
 from rpa.layout import Layout
 from rpa.notices import Notices
+from rpa.queue import jobs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Attempt, Downloaded, Extracted, Failure, Job
-from rpa.queue.store import QueueStore
 from rpa.run import policy
 from rpa.run.metadata import MetadataService
 from rpa.run.tally import StageMeter, Tally
@@ -171,7 +171,7 @@ class JobProcessor:
             done = Downloaded(result.path, result.bytes, result.sha256, result.final_url,
                               result.status, result.seconds)  # fmt: skip
         ok = await self.queue.run(
-            QueueStore.checkpoint_download, self.run_id, job.lease, done, time.time()
+            jobs.checkpoint_download, self.run_id, job.lease, done, time.time()
         )
         if not await self._checkpoint(ok, "download", job):
             return None
@@ -192,7 +192,7 @@ class JobProcessor:
         )
         if not intact:
             # The checkpointed file is gone or changed: fetch it again, from the queued stage.
-            await self.queue.run(QueueStore.back_to_queued, self.run_id, job.lease, time.time())
+            await self.queue.run(jobs.back_to_queued, self.run_id, job.lease, time.time())
             self.notices.add(f"{job.id}: stored PDF missing or changed, downloading again")
             again = await self._download(dataclasses.replace(job, stage="queued"))
             if again is None:
@@ -215,7 +215,7 @@ class JobProcessor:
         self._attempt(job, "extract", started, wait, took)
         result["text_path"] = text_path
         ok = await self.queue.run(
-            QueueStore.checkpoint_extract,
+            jobs.checkpoint_extract,
             self.run_id,
             job.lease,
             Extracted(text_path, result, took),
@@ -237,7 +237,7 @@ class JobProcessor:
             await self._in_io(lambda: atomic_write_json(path, record, run_id=self.run_id))
         took = time.perf_counter() - t0
         ok = await self.queue.run(
-            QueueStore.complete, self.run_id, job.lease, record, str(path), time.time()
+            jobs.complete, self.run_id, job.lease, record, str(path), time.time()
         )
         if not await self._checkpoint(ok, "outcome", job):
             return
@@ -250,7 +250,7 @@ class JobProcessor:
 
     async def _give_back(self, job: Job) -> None:
         """Back to the queue as it was claimed: no attempt counted."""
-        await self.queue.run(QueueStore.release, self.run_id, [job.lease])
+        await self.queue.run(jobs.release, self.run_id, [job.lease])
         self.tally.taken -= 1
 
     async def _fail(self, job: Job, exc: errors.JobError, stage: str) -> None:
@@ -280,7 +280,7 @@ class JobProcessor:
             await self.hosts.asked_to_wait(exc.host, verdict.cooldown, exc.message)
         final = verdict.action == "fail"
         failure = Failure(exc.kind, exc.message, final, verdict.next_at, verdict.crashed)
-        if not await self.queue.run(QueueStore.fail, self.run_id, job.lease, failure, now):
+        if not await self.queue.run(jobs.fail, self.run_id, job.lease, failure, now):
             self.notices.add(f"lease lost before recording a failure: {job.id}")
             return
         meter = self.tally.meters[stage]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rpa.errors import InputError
 from rpa.ids import parse_id
+from rpa.queue import catalog
 from rpa.queue.store import QueueStore
 from rpa.sources.metadata_file import iter_metadata_file
 
@@ -36,9 +37,9 @@ def join_metadata_file(store: QueueStore, path: Path) -> MetadataFileReport:
         raise InputError(f"--metadata-file {path} is not there")
     needed: set[str] = set()
     after = ""
-    while ids := store.job_ids(after, PAGE):
+    while ids := catalog.job_ids(store, after, PAGE):
         bases = {p.base for p in map(parse_id, ids) if p.is_arxiv}
-        bases -= set(store.metadata_for(list(bases)))
+        bases -= set(catalog.metadata_for(store, list(bases)))
         needed |= bases
         after = ids[-1]
     wanted = len(needed)
@@ -50,11 +51,11 @@ def join_metadata_file(store: QueueStore, path: Path) -> MetadataFileReport:
         needed.discard(paper.id)
         batch.append(paper.to_json())
         if len(batch) >= FLUSH:
-            store.store_metadata(batch, time.time())
+            catalog.store_metadata(store, batch, time.time())
             found += len(batch)
             batch = []
         if not needed:
             break
-    store.store_metadata(batch, time.time())
+    catalog.store_metadata(store, batch, time.time())
     found += len(batch)
     return MetadataFileReport(wanted, found, time.perf_counter() - start)

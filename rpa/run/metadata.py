@@ -30,8 +30,8 @@ from rpa.hosts.health import HostHealth
 from rpa.hosts.registry import HostGate
 from rpa.ids import parse_id
 from rpa.notices import Notices
+from rpa.queue import catalog
 from rpa.queue.aio import AsyncQueue
-from rpa.queue.store import QueueStore
 from rpa.run.backoff import retry_delay
 from rpa.run.clients import make_api_client
 from rpa.sources.arxiv_api import PaperMetadata, parse_feed, query_url
@@ -135,7 +135,7 @@ class MetadataService:
                 await self._client.aclose()
 
     async def _serve(self, batch: list[str]) -> None:
-        stored = await self.queue.run(QueueStore.metadata_for, batch)
+        stored = await self.queue.run(catalog.metadata_for, batch)
         self._resolve(stored)
         rest = [b for b in batch if b not in stored]
         if not rest:
@@ -146,12 +146,12 @@ class MetadataService:
                                  reason="not in --metadata-file").to_json()
                 for b in rest
             }  # fmt: skip
-            await self.queue.run(QueueStore.store_metadata, list(missing.values()), time.time())
+            await self.queue.run(catalog.store_metadata, list(missing.values()), time.time())
             self._resolve(missing)
             return
         answers, definite = await self._ask(rest)
         if definite:
-            await self.queue.run(QueueStore.store_metadata, definite, time.time())
+            await self.queue.run(catalog.store_metadata, definite, time.time())
         self._resolve({a["id"]: a for a in answers}, keep=False)
 
     async def _ask(self, ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

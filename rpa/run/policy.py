@@ -12,7 +12,7 @@ anything else into one) and gets a `Verdict`:
 
 The verdict also says whether the paper's host asked us to wait (a cooldown for every paper of
 that host) or refused us. The job processor carries the verdict out; the queue records it
-(`QueueStore.fail` counts the attempt; `crashes` counts killed extraction processes).
+(`rpa.queue.jobs.fail` counts the attempt; `crashes` counts killed extraction processes).
 """
 
 from __future__ import annotations

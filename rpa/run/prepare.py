@@ -19,7 +19,7 @@ from typing import Any
 from rpa.config import Resolved, Settings, parse_rate_limits
 from rpa.errors import ConfigError, InputError, InvalidIdError
 from rpa.layout import check_out_folder
-from rpa.queue import is_postgres_url, open_store, redact, schema_version
+from rpa.queue import catalog, is_postgres_url, open_store, reads, redact, schema_version
 from rpa.queue.enqueue import EnqueueReport, enqueue_file
 from rpa.queue.model import QUEUE_SETTINGS
 from rpa.queue.store import QueueStore
@@ -148,7 +148,7 @@ def prepare(
         raise ConfigError(f"{where}; start one with `rpa run IDS`")
     store: QueueStore | None = open_store(db, create=False) if exists else None
     try:
-        stored = store.queue_settings() if store is not None else {}
+        stored = catalog.queue_settings(store) if store is not None else {}
         settings, to_store, notes = apply_queue_settings(resolved, stored, reconfigure=reconfigure)
         check_setup(settings)
         if command == "run" and ids is None and not settings.pdf_tar:
@@ -158,7 +158,7 @@ def prepare(
         if store is None:
             store = open_store(db, create=True)
         if to_store:
-            store.store_queue_settings(to_store, run_id, now)
+            catalog.store_queue_settings(store, to_store, run_id, now)
         report = tars = None
         if settings.pdf_tar and command == "run":
             tars = queue_from_tars(store, settings.pdf_tar, ids, on_invalid=on_invalid)
@@ -167,7 +167,7 @@ def prepare(
         joined = None
         if settings.metadata_mode == "file":
             joined = join_metadata_file(store, Path(settings.metadata_file).expanduser())
-        totals = store.totals(now)
+        totals = reads.totals(store, now)
         remaining = totals.remaining
         if report is not None and report.valid == 0 and remaining == 0:
             raise InputError(

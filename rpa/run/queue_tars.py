@@ -12,6 +12,7 @@ from pathlib import Path
 from rpa.errors import InputError, InvalidIdError
 from rpa.idlist import iter_key_batches
 from rpa.ids import parse_id
+from rpa.queue import catalog
 from rpa.queue.store import QueueStore
 from rpa.sources.tar import scan_tar, tar_files
 
@@ -44,13 +45,13 @@ def _index(store: QueueStore, pattern: str, report: TarReport) -> None:
     for path in paths:
         stat = path.stat()
         key = str(path.resolve())
-        known = store.tar_indexed(key)
+        known = catalog.tar_indexed(store, key)
         if known == (stat.st_size, stat.st_mtime):
             continue
         members, error = scan_tar(path)
         # recorded with its absolute path: a checkpoint names the tar wherever rpa runs
         members = [m.__class__(m.base, m.version, key, m.name, m.offset, m.size) for m in members]
-        store.index_tar(key, stat.st_size, stat.st_mtime, members, error, time.time())
+        catalog.index_tar(store, key, stat.st_size, stat.st_mtime, members, error, time.time())
         report.indexed += 1
         if error:
             report.damaged.append((str(path), error))
@@ -77,7 +78,7 @@ def queue_from_tars(
     _index(store, os.path.expanduser(pattern), report)
     if ids is None:
         after = ""
-        while keys := store.tar_keys(after, BATCH):
+        while keys := catalog.tar_keys(store, after, BATCH):
             report.new += store.enqueue(keys, time.time())
             after = parse_id(keys[-1]).base
     else:
@@ -90,7 +91,7 @@ def queue_from_tars(
             bases = {key: parse_id(key).base for key in batch.keys}
             # a paper is queued under the key its member gives (the tars hold one version),
             # so a later run of all the tars' papers finds it queued already
-            held = store.tar_keys_for(list(set(bases.values())))
+            held = catalog.tar_keys_for(store, list(set(bases.values())))
             found = list(dict.fromkeys(held[b] for b in bases.values() if b in held))
             lost = [key for key in batch.keys if bases[key] not in held]
             report.listed += len(batch.keys)

@@ -32,9 +32,9 @@ from rpa.hosts.health import HostHealth
 from rpa.layout import Layout
 from rpa.metrics import LagProbe
 from rpa.notices import Notices
+from rpa.queue import reads, runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import RunInfo, Totals, new_run_id
-from rpa.queue.store import QueueStore
 from rpa.run.disk import DiskGuard
 from rpa.run.feeder import Feeder
 from rpa.run.heartbeat import Heartbeat, heartbeat_interval
@@ -219,7 +219,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         now = time.time()
         await self.heartbeat.reclaim()
-        live = await self.queue.run(QueueStore.live_runs, now)
+        live = await self.queue.run(runs.live_runs, now)
         await loop.run_in_executor(self.io, self.layout.prepare, live)
         # the disk guard holds from the first claim, not from the first heartbeat
         await self.disk.check()
@@ -230,9 +230,9 @@ class Runner:
             heartbeat_seconds=heartbeat_interval(s),
             settings_json=json.dumps(dataclasses.asdict(s), default=str),
         )
-        await self.queue.run(QueueStore.register_run, info)
+        await self.queue.run(runs.register_run, info)
         await self.hosts.restore()
-        self._set_totals(await self.queue.run(QueueStore.totals, time.time()))
+        self._set_totals(await self.queue.run(reads.totals, time.time()))
 
     async def _serve(self) -> None:
         s = self.settings
@@ -269,9 +269,9 @@ class Runner:
         """Record how the run ended, as far as the database lets us."""
         try:
             await self.heartbeat.flush_attempts()
-            await self.queue.run(QueueStore.end_run, self.run_id, status, time.time())
+            await self.queue.run(runs.end_run, self.run_id, status, time.time())
             totals, self.held_elsewhere = await self.queue.run(
-                QueueStore.end_of_run_totals, self.run_id, time.time()
+                reads.end_of_run_totals, self.run_id, time.time()
             )
             self._set_totals(totals)
         except Exception as exc:  # the database itself broke: say so, keep what we know

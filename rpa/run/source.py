@@ -13,9 +13,9 @@ from concurrent.futures import Executor
 
 from rpa.config import Settings
 from rpa.hosts.health import HostHealth
+from rpa.queue import catalog
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import TarMember
-from rpa.queue.store import QueueStore
 from rpa.run.clients import make_clients
 from rpa.sources.base import Source
 from rpa.sources.http import Downloader, HttpSource
@@ -40,7 +40,7 @@ async def open_source(
     if s.pdf_tar:
 
         async def lookup(base: str) -> TarMember | None:
-            return await queue.run(QueueStore.tar_member, base)
+            return await queue.run(catalog.tar_member, base)
 
         return TarSource(lookup, io, max_bytes=max_bytes)
     if not s.network:

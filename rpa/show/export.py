@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rpa.errors import ConfigError
+from rpa.queue import reads
 from rpa.queue.store import QueueStore
 
 __all__ = ["FIELDS", "flat", "iter_records", "write_csv", "write_jsonl", "write_parquet"]
@@ -38,7 +39,7 @@ PAGE = 1000
 def iter_records(store: QueueStore) -> Iterator[dict[str, Any]]:
     last = ""
     while True:
-        rows = store.results_page(last, PAGE)
+        rows = reads.results_page(store, last, PAGE)
         if not rows:
             return
         for _, outcome_json in rows:

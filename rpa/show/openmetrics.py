@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rpa.files import atomic_write
-from rpa.queue import open_store
+from rpa.queue import open_store, reads
 from rpa.run.snapshot import RunSnapshot
 
 __all__ = ["render_openmetrics", "write_metrics_file", "write_status_metrics"]
@@ -310,7 +310,7 @@ def write_status_metrics(db: str | Path, path: Path | str, run: RunSnapshot | No
     during a run it runs in the I/O pool, never on the loop or in a database thread."""
     store = open_store(db, readonly=True)
     try:
-        status = store.status(time.time())
+        status = reads.status(store, time.time())
     finally:
         store.close()
     write_metrics_file(path, render_openmetrics(status, run))

@@ -1,0 +1,267 @@
+"""Jobs and their leases: claim, checkpoints, completion, failure, release, retries.
+
+Every state change of a job is one transaction. A claim takes a lease (owner = run id, a fresh
+fence token, an expiry); every later write names the token it was given, so a worker whose
+lease expired, or was reclaimed and handed to someone else, cannot overwrite the job: its write
+matches no row and it learns it has lost the job.
+
+Functions of a `QueueStore` (called directly, or in a database thread by
+`AsyncQueue.run(jobs.claim, ...)`). Every transaction that also writes the run's row
+(`complete`, `fail`) takes the job rows first (see `rpa.queue.runs.heartbeat`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rpa.queue.model import ACTIVE_STAGES, Attempt, Downloaded, Extracted, Failure, Job, Lease
+from rpa.queue.sql import Params, Row
+from rpa.queue.store import QueueStore
+
+__all__ = [
+    "MAX_MESSAGE",
+    "back_to_queued",
+    "checkpoint_download",
+    "checkpoint_extract",
+    "claim",
+    "complete",
+    "fail",
+    "next_due",
+    "record_attempts",
+    "release",
+    "result_row",
+    "retry_failed",
+]
+
+
+_FENCE = "id = ? AND lease_owner = ? AND lease_token = ? AND lease_expires >= ?"
+#: longest error message kept in the queue
+MAX_MESSAGE = 2000
+
+
+def _job(row: Row) -> Job:
+    return Job(
+        id=row["id"],
+        token=row["lease_token"],
+        stage=row["stage"],
+        attempts=row["attempts"],
+        crashes=row["crashes"],
+        pdf_path=row["pdf_path"],
+        pdf_bytes=row["pdf_bytes"],
+        pdf_sha256=row["pdf_sha256"],
+        extract=json.loads(row["extract_json"]) if row["extract_json"] else None,
+        download_seconds=row["download_seconds"],
+        extract_seconds=row["extract_seconds"],
+        final_url=row["final_url"],
+        http_status=row["http_status"],
+    )
+
+
+def result_row(record: dict[str, Any]) -> dict[str, Any]:
+    """The `results` columns of a key-outcome record."""
+    stamp = record.get("arxiv_stamp")
+    pdf = record.get("pdf") or {}
+    return {
+        "title": record.get("title"),
+        "pages": record.get("page_count"),
+        "words": record.get("word_count"),
+        "references": (record.get("references") or {}).get("count"),
+        "arxiv_stamp": json.dumps(stamp) if stamp else None,
+        "sha256": pdf.get("sha256"),
+        "bytes": pdf.get("bytes"),
+        "outcome_json": json.dumps(record, ensure_ascii=False),
+    }
+
+
+def claim(
+    store: QueueStore,
+    run_id: str,
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    stages: Sequence[str] | None = None,
+) -> list[Job]:
+    """Lease up to `limit` claimable jobs (FIFO) to `run_id`, optionally only in `stages`."""
+    wanted = tuple(stages or ACTIVE_STAGES)
+    if not set(wanted) <= set(ACTIVE_STAGES):
+        raise ValueError(f"not claimable stages: {wanted}")
+    rows = store.backend.claim(run_id, limit, lease_seconds, now, wanted)
+    # RETURNING gives no order: FIFO is the claim's order, by seq
+    return [_job(r) for r in sorted(rows, key=lambda r: r["seq"])]
+
+
+def _fenced(
+    store: QueueStore, run_id: str, lease: Lease, now: float, sets: str, values: Params
+) -> bool:
+    with store.sql.transaction():
+        changed = store.sql.execute(
+            f"UPDATE jobs SET {sets}, updated_at = ? WHERE {_FENCE}",
+            (*values, now, lease.job_id, run_id, lease.token, now),
+        )
+    return changed == 1
+
+
+def checkpoint_download(
+    store: QueueStore, run_id: str, lease: Lease, d: Downloaded, now: float
+) -> bool:
+    """Move a leased job to `downloaded`. False if the lease was lost (the fence)."""
+    return _fenced(
+        store,
+        run_id,
+        lease,
+        now,
+        "stage = 'downloaded', pdf_path = ?, pdf_bytes = ?, pdf_sha256 = ?, final_url = ?, "
+        "http_status = ?, download_seconds = ?",
+        (d.pdf_path, d.pdf_bytes, d.pdf_sha256, d.final_url, d.http_status,
+         d.download_seconds),
+    )  # fmt: skip
+
+
+def checkpoint_extract(
+    store: QueueStore, run_id: str, lease: Lease, e: Extracted, now: float
+) -> bool:
+    """Move a leased job to `extracted`, storing the extraction's result."""
+    return _fenced(
+        store,
+        run_id,
+        lease,
+        now,
+        "stage = 'extracted', text_path = ?, extract_json = ?, extract_seconds = ?",
+        (e.text_path, json.dumps(e.result, ensure_ascii=False), e.extract_seconds),
+    )
+
+
+def back_to_queued(store: QueueStore, run_id: str, lease: Lease, now: float) -> bool:
+    """The checkpointed PDF is gone or changed: the job starts over from its download."""
+    return _fenced(store, run_id, lease, now, "stage = 'queued', pdf_path = NULL", ())
+
+
+def complete(
+    store: QueueStore,
+    run_id: str,
+    lease: Lease,
+    record: dict[str, Any],
+    outcome_path: str,
+    now: float,
+) -> bool:
+    """Mark done and write the results row, in one transaction, behind the fence (job rows
+    before the run's row: see `rpa.queue.runs.heartbeat`)."""
+    row = result_row(record)
+    with store.sql.transaction():
+        changed = store.sql.execute(
+            "UPDATE jobs SET stage = 'done', outcome_path = ?, lease_owner = NULL, "
+            "lease_expires = NULL, error_kind = NULL, error_message = NULL, done_at = ?, "
+            f"updated_at = ? WHERE {_FENCE}",
+            (outcome_path, now, now, lease.job_id, run_id, lease.token, now),
+        )
+        if changed != 1:
+            return False
+        store.sql.execute(
+            'INSERT INTO results (id, run_id, title, pages, words, "references", '
+            "arxiv_stamp, sha256, bytes, outcome_json, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "run_id = excluded.run_id, title = excluded.title, pages = excluded.pages, "
+            'words = excluded.words, "references" = excluded."references", '
+            "arxiv_stamp = excluded.arxiv_stamp, sha256 = excluded.sha256, "
+            "bytes = excluded.bytes, outcome_json = excluded.outcome_json, "
+            "created_at = excluded.created_at",
+            (lease.job_id, run_id, row["title"], row["pages"], row["words"],
+             row["references"], row["arxiv_stamp"], row["sha256"], row["bytes"],
+             row["outcome_json"], now),
+        )  # fmt: skip
+        store.sql.execute("UPDATE runs SET done = done + 1 WHERE id = ?", (run_id,))
+    return True
+
+
+def fail(store: QueueStore, run_id: str, lease: Lease, failure: Failure, now: float) -> bool:
+    """End this attempt in failure: final -> stage `failed` (remembering the stage it
+    failed at, for `retry_failed`); else back to the queue until its next attempt time.
+    The lease is released either way: no worker holds a job while it waits."""
+    final = int(failure.final)
+    with store.sql.transaction():
+        changed = store.sql.execute(
+            "UPDATE jobs SET stage = CASE WHEN ? = 1 THEN 'failed' ELSE stage END, "
+            "failed_stage = CASE WHEN ? = 1 THEN stage ELSE NULL END, "
+            "attempts = attempts + ?, crashes = crashes + ?, error_kind = ?, "
+            "error_message = ?, next_attempt_at = ?, lease_owner = NULL, "
+            "lease_expires = NULL, updated_at = ?, "
+            f"done_at = CASE WHEN ? = 1 THEN ? ELSE NULL END WHERE {_FENCE}",
+            (final, final, int(failure.count_attempt), int(failure.crashed), failure.kind,
+             failure.message[:MAX_MESSAGE], failure.next_attempt_at, now, final, now,
+             lease.job_id, run_id, lease.token, now),
+        )  # fmt: skip
+        if changed == 1 and failure.final:
+            store.sql.execute("UPDATE runs SET failed = failed + 1 WHERE id = ?", (run_id,))
+    return changed == 1
+
+
+def release(store: QueueStore, run_id: str, leases: Iterable[Lease]) -> int:
+    """Give leases back without counting an attempt (shutdown, a host's breaker opened)."""
+    count = 0
+    with store.sql.transaction():
+        for lease in leases:
+            count += store.sql.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL "
+                "WHERE id = ? AND lease_owner = ? AND lease_token = ?",
+                (lease.job_id, run_id, lease.token),
+            )
+    return count
+
+
+def next_due(store: QueueStore, now: float, stages: Sequence[str]) -> float | None:
+    """Seconds until some unleased job in `stages` may be claimed; None if there is none."""
+    marks = ", ".join("?" * len(stages))
+    row = store.sql.one(
+        "SELECT min(next_attempt_at) AS due, count(*) AS n FROM jobs "
+        f"WHERE stage IN ({marks}) AND lease_owner IS NULL",
+        tuple(stages),
+    )
+    if row is None or row["n"] == 0:
+        return None
+    return max(0.0, float(row["due"] or 0) - now)
+
+
+def retry_failed(store: QueueStore, kinds: Sequence[str] | None, now: float) -> dict[str, int]:
+    """Put failed jobs (all, or of `kinds`) back in the queue with fresh attempts, at the
+    stage they failed at (a paper that failed extracting is not downloaded again). Their
+    attempts stay in `attempts`. Returns how many per kind."""
+    where = "stage = 'failed'"
+    params: tuple[Any, ...] = ()
+    if kinds:
+        where += f" AND error_kind IN ({', '.join('?' * len(kinds))})"
+        params = tuple(kinds)
+    with store.sql.transaction():
+        counts = {
+            r["kind"] or "unknown": r["n"]
+            for r in store.sql.rows(
+                f"SELECT error_kind AS kind, count(*) AS n FROM jobs WHERE {where} "
+                "GROUP BY error_kind",
+                params,
+            )
+        }
+        store.sql.execute(
+            "UPDATE jobs SET stage = coalesce(failed_stage, CASE "
+            "WHEN extract_json IS NOT NULL THEN 'extracted' "
+            "WHEN pdf_path IS NOT NULL THEN 'downloaded' ELSE 'queued' END), "
+            "failed_stage = NULL, attempts = 0, crashes = 0, next_attempt_at = 0, "
+            f"done_at = NULL, updated_at = ? WHERE {where}",
+            (now, *params),
+        )
+    return counts
+
+
+def record_attempts(store: QueueStore, attempts: Sequence[Attempt]) -> None:
+    if not attempts:
+        return
+    with store.sql.transaction():
+        store.sql.executemany(
+            "INSERT INTO attempts (job_id, run_id, stage, started_at, gate_wait, duration, "
+            "outcome, error_kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (a.job_id, a.run_id, a.stage, a.started_at, a.gate_wait, a.duration,
+                 a.outcome, a.error_kind)
+                for a in attempts
+            ],
+        )  # fmt: skip
