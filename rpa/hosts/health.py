@@ -6,15 +6,27 @@ cooldowns and breakers for every process of the queue and for later runs. `HostH
 the two in step, both ways: what this run learns (a 403, a Retry-After) it applies here and
 stores; what another process stored (`follow`, at every heartbeat) or an earlier run stored
 (`restore`, at the start) binds this run too. Which papers may be claimed while a host refuses
-us is decided here as well (`claimable`).
+us or is down is decided here as well (`claimable`).
+
+A host that stops answering (connections refused or reset, timeouts, bodies cut off) is down,
+not its papers (rpa.hosts.outage): their attempts are not counted, no paper of it is claimed,
+and `watch` probes it with one request on a backoff until it answers; then claiming resumes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
 
+import httpx
+
+from rpa import errors
 from rpa.config import Settings
 from rpa.hosts.fleet import FleetRateGate
+from rpa.hosts.outage import Outages
 from rpa.hosts.registry import HostGate, HostGates
 from rpa.notices import Notices
 from rpa.queue import hosts as queue_hosts
@@ -23,6 +35,8 @@ from rpa.queue.model import ACTIVE_STAGES
 
 __all__ = ["HostHealth"]
 
+#: papers remembered with a failure at the connection (the oldest forgotten first)
+MAX_STRIKES = 100_000
 #: what may be claimed while the primary host refuses us: only work past the download
 AFTER_DOWNLOAD = ("downloaded", "extracted")
 
@@ -47,6 +61,12 @@ class HostHealth:
             primary=settings.pdf_host,
             make_gate=self.fleet_gate,
         )
+        self.outages = Outages()
+        #: papers whose last download failed at the connection, and when (monotonic)
+        self._strikes: dict[str, float] = {}
+        self._outage_found = asyncio.Event()
+        #: called when a host answers again (the feeder may claim its papers)
+        self.on_back: list[Callable[[], None]] = []
 
     @property
     def primary(self) -> str:
@@ -66,9 +86,13 @@ class HostHealth:
     def claimable(self) -> tuple[str, ...]:
         """The stages a job may be claimed at: none before the download while the primary
         host refuses us (what is downloaded is still finished)."""
-        if self.gates.breaker_open(self.primary):
+        if self.gates.breaker_open(self.primary) or self.outages.is_down(self.primary):
             return AFTER_DOWNLOAD
         return ACTIVE_STAGES
+
+    def waiting_for_a_host(self) -> bool:
+        """Is work held back by a host that is down (and will be probed)?"""
+        return self.outages.is_down(self.primary)
 
     def refused_us(self) -> bool:
         """Did the primary host refuse us (its breaker is open)?"""
@@ -76,12 +100,47 @@ class HostHealth:
 
     def waits(self) -> list[str]:
         """What the run waits for because of a host, said for the user."""
-        return [
+        down = [
+            f"{host} to answer again (down since {_clock_time(since)}: {why})"
+            for host, since, why in self.outages.down()
+        ]
+        return down + [
             f"{host} cooldown until {_clock_time(time.time() + deadline - time.monotonic())}"
             for host, deadline in self.gates.cooling_down()
+            if not self.outages.is_down(host)
         ]
 
     # ---- what the run learns ---------------------------------------------------------------
+
+    def answered(self, host: str | None) -> None:
+        """A host answered a request (whatever it said): it works."""
+        host = host or self.primary
+        if self.outages.answered(host):
+            self._back(host, "answers again")
+
+    def connection_failed(self, host: str | None, job_id: str, reason: str) -> bool:
+        """A request for `job_id`'s paper got no answer from its host. True if that is not
+        the paper's fault (its first such failure, or the host has not answered since its
+        last); a few in a row make the host down, and probed."""
+        host = host or self.primary
+        before = self._strikes.pop(job_id, None)
+        if self.outages.failed(host, reason):
+            self._notices.add(
+                f"{host} does not answer ({reason}): its papers wait, no attempt is counted; "
+                "probing it until it answers",
+                key=f"down {host}",
+            )
+            self._outage_found.set()
+        if before is not None and self.outages.answered_since(host, before):
+            return False  # the host answered between this paper's two failures: the paper's
+        if len(self._strikes) >= MAX_STRIKES:
+            self._strikes.pop(next(iter(self._strikes)))
+        self._strikes[job_id] = self.outages.now()
+        return True
+
+    def paper_fetched(self, job_id: str) -> None:
+        """`job_id`'s paper came: a failure it had before was not its own."""
+        self._strikes.pop(job_id, None)
 
     async def refused(self, host: str | None, reason: str) -> None:
         """A host refused us (403, arXiv's denial page): no request goes there again, here or
@@ -108,6 +167,54 @@ class HostHealth:
             key=f"cooldown {host} {until}",
         )
         await self._queue.run(queue_hosts.set_cooldown, host, now + seconds, reason, now)
+
+    def _back(self, host: str, how: str) -> None:
+        self._notices.forget(f"down {host}")
+        self._notices.add(f"{host} {how}: claiming its papers again")
+        for wake in self.on_back:
+            wake()
+
+    # ---- probing a host that is down -------------------------------------------------------
+
+    def _probe_url(self, host: str) -> str:
+        parts = urlsplit(self._settings.pdf_url.replace("{id}", "x"))
+        if host == self.primary and parts.scheme in ("http", "https"):
+            return f"{parts.scheme}://{parts.netloc}/"
+        return f"https://{host}/"
+
+    async def _probe(self, client: httpx.AsyncClient, host: str) -> str | None:
+        """One request to `host`, through its gate: None if it answered (any status), else
+        why not."""
+        await self.gates.acquire(host)
+        try:
+            async with asyncio.timeout(
+                self._settings.connect_timeout + self._settings.read_timeout
+            ):
+                response = await client.get(self._probe_url(host))
+                await response.aclose()
+            return None
+        except (httpx.HTTPError, TimeoutError, OSError, errors.JobError) as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        finally:
+            await self.gates.answered(host)
+
+    async def watch(self, client: httpx.AsyncClient) -> None:
+        """Probe every host that is down, each on its backoff, until it answers. Ends the
+        run's wait for a host that was never there (`outages.unreachable`) by returning."""
+        while True:
+            wait = self.outages.next_probe_in()
+            self._outage_found.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait if wait is not None else None):
+                    await self._outage_found.wait()
+            for host in self.outages.due():
+                why = await self._probe(client, host)
+                if why is None:
+                    self.answered(host)
+                    continue
+                self.outages.probe_failed(host, why)
+                if self.outages.unreachable is not None:
+                    return
 
     # ---- what the queue says ---------------------------------------------------------------
 

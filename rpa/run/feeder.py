@@ -138,8 +138,11 @@ class Feeder:
                     wait = await self._queue.run(
                         jobs.next_due, time.time(), self._hosts.claimable()
                     )
-                    if wait is None:
+                    if wait is None and not self._hosts.waiting_for_a_host():
                         return
+                    if wait is None:  # a host is down: its papers wait for it to answer
+                        await self._pause(IDLE_POLL * 4)
+                        continue
                     self._say_idle(wait)
                     await self._pause(min(wait, IDLE_POLL * 4))
                 else:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from rpa import errors
 from rpa.config import Settings
@@ -163,6 +164,9 @@ class JobProcessor:
             async with gate if gate is not None else contextlib.nullcontext(0.0) as wait:
                 with self._running(meter, job, "download", started, wait):
                     result = await self.source.fetch(job.id, dest)
+            if self.source.network:
+                self.hosts.answered(urlsplit(result.final_url).hostname)
+                self.hosts.paper_fetched(job.id)
             wait += result.gate_wait
             meter.done += 1
             meter.durations.add(result.seconds)
@@ -264,10 +268,24 @@ class JobProcessor:
                 f"{type(inner).__name__}: {inner}"
             ) from inner
 
+    def _host_down(self, job: Job, exc: errors.JobError, stage: str) -> bool:
+        """Tell host health what this failure says of the paper's host: True if the host is
+        down (the failure is not the paper's)."""
+        if stage != "download" or not self.source.network:
+            return False
+        if policy.host_trouble(exc):
+            return self.hosts.connection_failed(exc.host, job.id, exc.message)
+        if policy.proves_host_works(exc):
+            self.hosts.answered(exc.host)
+        return False
+
     async def _record_failure(self, job: Job, exc: errors.JobError, stage: str) -> None:
         """Carry out the failure policy's verdict (rpa.run.policy) on this attempt."""
         now = time.time()
-        verdict = policy.judge(exc, job, self.settings, stopping=self.stopping(), now=now)
+        down = self._host_down(job, exc, stage)
+        verdict = policy.judge(
+            exc, job, self.settings, stopping=self.stopping(), now=now, host_down=down
+        )
         if verdict.refused:
             await self.hosts.refused(exc.host, exc.message)
         if verdict.action == "give_back":

@@ -4,7 +4,8 @@ Every error that ends an attempt at a paper comes here (as a JobError: `errors.c
 anything else into one) and gets a `Verdict`:
 
 - `give_back`: not the paper's fault, no attempt counted: a host refused us (its breaker
-  opens), or the run is stopping and took the extraction process with it.
+  opens), its host is down (host health found it: rpa.hosts.outage), or the run is stopping
+  and took the extraction process with it.
 - `retry`: an attempt is counted and the paper waits for its next one (exponential backoff
   with jitter, floored by the server's Retry-After).
 - `fail`: the paper ends as failed: a permanent error, its last attempt, or `poison` (it
@@ -25,7 +26,7 @@ from rpa.config import Settings
 from rpa.queue.model import Job
 from rpa.run.backoff import retry_delay
 
-__all__ = ["Verdict", "judge"]
+__all__ = ["Verdict", "host_trouble", "judge", "proves_host_works"]
 
 Action = Literal["give_back", "retry", "fail"]
 
@@ -49,12 +50,35 @@ class Verdict:
     said: str | None = None
 
 
+def host_trouble(exc: errors.JobError) -> bool:
+    """Does `exc` say nothing about the paper until its host is known to work? A connection
+    refused or reset, a timeout, a body cut off: no answer came."""
+    return isinstance(exc, errors.ConnectionFailed | errors.DownloadTimeout | errors.TruncatedBody)
+
+
+def proves_host_works(exc: errors.JobError) -> bool:
+    """Did the host answer, for all that the paper failed (a 404, a 503, a page that is no
+    PDF)?"""
+    return isinstance(
+        exc, errors.NotFound | errors.HttpPermanent | errors.HttpTransient | errors.NotPdf
+    )
+
+
 def judge(
-    exc: errors.JobError, job: Job, settings: Settings, *, stopping: bool, now: float
+    exc: errors.JobError,
+    job: Job,
+    settings: Settings,
+    *,
+    stopping: bool,
+    now: float,
+    host_down: bool = False,
 ) -> Verdict:
-    """The verdict on `job`'s attempt that ended with `exc`, at wall time `now`."""
+    """The verdict on `job`'s attempt that ended with `exc`, at wall time `now`; `host_down`:
+    host health found the paper's host down (the failure tells nothing about the paper)."""
     if isinstance(exc, errors.RunLevelError):
         return Verdict("give_back", exc, refused=True)
+    if host_down:
+        return Verdict("give_back", exc)
     if isinstance(exc, errors.WorkerCrashed) and stopping:
         # The run is stopping (a signal to the whole process group reaches the extraction
         # processes too): a process lost now is not the paper's fault.

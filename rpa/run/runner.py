@@ -9,8 +9,9 @@ The parts each own one concern: the feeder and workers (rpa.run.feeder), the hea
 governor (rpa.run.memory), the progress snapshot (rpa.run.progress), the work on one paper
 (rpa.run.job) and what a failure means (rpa.run.policy). The runner builds them, runs them in
 task groups (structured concurrency), turns signals into a stop, and says how the run ended:
-`finished`, `interrupted` (a signal), `denied` (a host refused us) or `crashed` (something
-outside one paper broke): never `finished` when it did not. Nothing here blocks the loop.
+`finished`, `interrupted` (a signal), `denied` (a host refused us), `unreachable` (the PDF
+host never answered: a wrong --pdf-url) or `crashed` (something outside one paper broke):
+never `finished` when it did not. Nothing here blocks the loop.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from rpa.config import Settings
 from rpa.extract.pool import ExtractPool
@@ -139,6 +142,7 @@ class Runner:
             on_totals=self._set_totals,
             on_reclaimed=self.feeder.wake,
         )
+        self.hosts.on_back.append(self.feeder.wake)
         self.progress = Progress(
             run_id=self.run_id,
             workers=settings.workers,
@@ -158,6 +162,7 @@ class Runner:
         self.held_elsewhere = 0
         self._signals = 0
         self._crash: str | None = None
+        self._unreachable: str | None = None
         self.metadata: MetadataService | None = None
 
     def _more_gates(self) -> list[GateStatistics]:
@@ -196,6 +201,8 @@ class Runner:
             await self._serve()
             if self._crash:
                 status = "crashed"
+            elif self._unreachable:
+                status = "unreachable"
             elif self._signals:
                 status = "interrupted"
             elif self.hosts.refused_us():
@@ -238,7 +245,7 @@ class Runner:
         s = self.settings
         self._install_signal_handlers()
         async with contextlib.AsyncExitStack() as stack:
-            source = await open_source(
+            source, probe_client = await open_source(
                 s, queue=self.queue, io=self.io, hosts=self.hosts, run_id=self.run_id,
                 stack=stack,
             )  # fmt: skip
@@ -263,7 +270,7 @@ class Runner:
                 stopping=lambda: self.feeder.stopping,
                 metadata=self.metadata,
             )
-            await self._run_tasks(processor)
+            await self._run_tasks(processor, probe_client)
 
     async def _finish(self, status: str) -> None:
         """Record how the run ended, as far as the database lets us."""
@@ -281,7 +288,9 @@ class Runner:
         if self.held_elsewhere:
             self.notices.add(f"{self.held_elsewhere} jobs are in progress in another live run")
 
-    async def _run_tasks(self, processor: JobProcessor) -> None:
+    async def _run_tasks(
+        self, processor: JobProcessor, probe_client: httpx.AsyncClient | None
+    ) -> None:
         async with asyncio.TaskGroup() as background:
             side = [
                 background.create_task(self.probe.run(), name="lag-probe"),
@@ -292,11 +301,28 @@ class Runner:
                 side.append(background.create_task(self._metrics_loop(), name="metrics-file"))
             if self.metadata is not None:
                 side.append(background.create_task(self.metadata.run(), name="metadata"))
+            if probe_client is not None:
+                side.append(
+                    background.create_task(self._watch_hosts(probe_client), name="host-probes")
+                )
             try:
                 await self.feeder.run(processor)
             finally:
                 for task in side:
                     task.cancel()
+
+    async def _watch_hosts(self, client: httpx.AsyncClient) -> None:
+        """Probe hosts that are down; stop the run if one was never there (a wrong port)."""
+        await self.hosts.watch(client)
+        reason = self.hosts.outages.unreachable
+        if reason is not None:
+            self._unreachable = reason
+            self.notices.add(
+                f"{reason}: it never answered in this run, so no paper was charged. Check "
+                "--pdf-url, then `rpa resume`."
+            )
+            self.stop()
+            self.feeder.cancel_workers()
 
     def _summary(self, status: str) -> RunSummary:
         return RunSummary(

@@ -93,7 +93,7 @@ class RunSnapshot:
 @dataclass(frozen=True, slots=True)
 class RunSummary:
     run_id: str
-    status: str  # finished | interrupted | denied | crashed
+    status: str  # finished | interrupted | denied | unreachable | crashed
     done: int
     failed: int
     totals: Totals
@@ -114,12 +114,16 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """130 interrupted; 1 if anything failed, the run crashed, a host refused us, or work
-        is left that no live run holds; else 0 (jobs another live run is finishing are not a
-        failure)."""
+        """130 interrupted; 1 if anything failed, the run crashed, a host refused us or was
+        never reachable, or work is left that no live run holds; else 0 (jobs another live
+        run is finishing are not a failure)."""
         if self.status == "interrupted":
             return 130
         left_over = self.totals.remaining - self.held_elsewhere
-        if self.status in ("denied", "crashed") or self.totals.failed or left_over > 0:
+        if (
+            self.status in ("denied", "unreachable", "crashed")
+            or self.totals.failed
+            or left_over > 0
+        ):
             return 1
         return 0

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 from concurrent.futures import Executor
 
+import httpx
+
 from rpa.config import Settings
 from rpa.hosts.health import HostHealth
 from rpa.queue import catalog
@@ -33,8 +35,9 @@ async def open_source(
     hosts: HostHealth,
     run_id: str,
     stack: contextlib.AsyncExitStack,
-) -> Source:
-    """The run's source; what it holds open (HTTP clients) is closed with `stack`."""
+) -> tuple[Source, httpx.AsyncClient | None]:
+    """The run's source, and an HTTP client for host health's probes (None off the network);
+    what they hold open is closed with `stack`."""
     s = settings
     max_bytes = int(s.max_pdf_mb * 1024 * 1024)
     if s.pdf_tar:
@@ -42,9 +45,9 @@ async def open_source(
         async def lookup(base: str) -> TarMember | None:
             return await queue.run(catalog.tar_member, base)
 
-        return TarSource(lookup, io, max_bytes=max_bytes)
+        return TarSource(lookup, io, max_bytes=max_bytes), None
     if not s.network:
-        return LocalSource(io, s.pdf_url, max_bytes=max_bytes)
+        return LocalSource(io, s.pdf_url, max_bytes=max_bytes), None
     # Built in a thread: each client loads the CA bundle and builds its SSL context, tens of
     # milliseconds the loop would otherwise stand still for.
     clients = await asyncio.to_thread(make_clients, s)
@@ -59,4 +62,4 @@ async def open_source(
         deadline=s.download_timeout,
         run_id=run_id,
     )
-    return HttpSource(downloader, s.pdf_url)
+    return HttpSource(downloader, s.pdf_url), clients[0]

@@ -1,0 +1,106 @@
+"""An outage is never a paper's fault: a PDF host that goes down mid-run, or was never there.
+
+Real CLI, a real loopback mirror that is really stopped and started again on the same port,
+real SQLite queues. What must hold: every paper done exactly once, none failed, no attempt
+counted against a paper for the outage, exit 0, no traceback, the wait said."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Cli, sample_pdfs, write_ids
+
+from rpa.testing.mirror import Fault, Mirror
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_wrong_port_stops_the_run_in_seconds_and_charges_no_paper(tmp_path: Path) -> None:
+    """Before: every paper burnt its five attempts (~36 s here, 9 minutes against arXiv)."""
+    with Mirror({}) as closed:
+        template = closed.url_template  # a port nothing listens on once it is closed
+    cli = Cli(tmp_path, template)
+    ids = write_ids(tmp_path / "ids.txt", [f"ext:p{i:02d}" for i in range(20)])
+    start = time.monotonic()
+    result = cli.run("run", str(ids), *cli.knobs(progress=False), timeout=60)
+    took = time.monotonic() - start
+    said = result.stdout + result.stderr
+    assert result.returncode == 1, said
+    assert "cannot reach 127.0.0.1" in said and "Check --pdf-url" in said
+    assert "Traceback" not in said
+    assert took < 30, f"{took:.1f} s to give up on a port nothing listens on"
+    assert cli.count("stage = 'failed'") == 0
+    assert cli.query("SELECT max(attempts) FROM jobs")[0][0] == 0  # no paper charged
+
+
+@pytest.mark.timeout(150)
+def test_the_pdf_server_down_mid_run_costs_no_paper_anything(tmp_path: Path) -> None:
+    """The server stops after some papers are done and comes back 15 s later: rpa stops
+    claiming, probes, says what it waits for, and finishes every paper once."""
+    pdfs = sample_pdfs()
+    names = [f"p{i:02d}" for i in range(40)]
+    files = {name: pdfs[i % len(pdfs)] for i, name in enumerate(names)}
+    slow = {name: Fault.slow_body(0.2) for name in names}  # the run lasts long enough to cut
+    first = Mirror(files, faults=slow).start()
+    port = first.port
+    cli = Cli(tmp_path, first.url_template)
+    ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in names])
+    proc = cli.popen("run", str(ids), *cli.knobs(progress=False, workers=4, download_concurrency=2))
+    second = None
+    try:
+        wait_for(lambda: cli.count("stage = 'done'") >= 8, 60, "8 papers done")
+        first.close()  # the outage: connections refused, downloads in flight cut
+        down_at = time.monotonic()
+        wait_for(
+            lambda: "does not answer" in (tmp_path / "run.log").read_text(), 30, "the wait said"
+        )
+        assert cli.count("stage = 'failed'") == 0
+        time.sleep(max(0.0, 15 - (time.monotonic() - down_at)))  # the outage's length itself
+        second = Mirror(files, port=port, faults=slow).start()
+        assert proc.wait(timeout=90) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for mirror in (first, second):
+            if mirror is not None:
+                mirror.close()
+    log = (tmp_path / "run.log").read_text()
+    assert "Traceback" not in log
+    assert "answers again" in log
+    assert cli.count("stage = 'done'") == len(names)
+    assert cli.count("stage = 'failed'") == 0
+    assert cli.query("SELECT max(attempts) FROM jobs")[0][0] == 0  # the outage charged none
+    done_runs = cli.query("SELECT count(DISTINCT run_id) FROM results")
+    assert done_runs[0][0] == 1  # one run, each paper done once
+
+
+def test_a_paper_whose_download_is_always_cut_is_charged_while_its_host_works(
+    tmp_path: Path,
+) -> None:
+    """The other side: a host that answers others and cuts one paper's body every time is not
+    down; that paper is charged and fails after its attempts, the others are done."""
+    pdfs = sample_pdfs()
+    files = {f"p{i}": pdfs[i % len(pdfs)] for i in range(4)}
+    with Mirror(files, faults={"p0": Fault.reset_mid_body()}) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        result = cli.run(
+            "run", str(ids),
+            *cli.knobs(progress=False, max_attempts=2, retry_base=0.2, retry_max=0.5),
+            timeout=90,
+        )  # fmt: skip
+    said = result.stdout + result.stderr
+    assert result.returncode == 1, said
+    assert cli.count("stage = 'done'") == 3
+    assert cli.query("SELECT id, attempts FROM jobs WHERE stage = 'failed'") == [("ext:p0", 2)]
+    assert "Traceback" not in said
