@@ -31,10 +31,10 @@ from rpa import __version__, errors
 from rpa.config import ENV_PREFIX, Resolved, Settings, knob_fields, load_settings
 from rpa.queue import open_store, redact, schema_version
 from rpa.queue.model import new_run_id
+from rpa.report import StatusReader, open_records, run_timings
 from rpa.run.prepare import Prepared, prepare
 from rpa.run.tars import TarReport
 from rpa.show.export import write_csv, write_jsonl, write_parquet
-from rpa.show.openmetrics import render_openmetrics, write_metrics_file
 from rpa.show.status_view import make_status
 from rpa.sources.politeness import politeness_notice
 
@@ -378,16 +378,7 @@ def _execute(settings: Settings, command: str, run_id: str) -> RunSummary:
 def _finish(settings: Settings, summary: RunSummary) -> None:
     from rpa.show.summary import make_summary, summary_dict
 
-    timings = None
-    with contextlib.suppress(errors.RpaError, OSError):
-        store = open_store(settings.db, readonly=True)
-        try:
-            timings = {
-                "run_id": summary.run_id,
-                "stages": store.stage_timings(run_id=summary.run_id),
-            }
-        finally:
-            store.close()
+    timings = run_timings(settings.db, summary.run_id)
     with _reader_may_leave():
         if _as_json(settings):
             print(json.dumps(summary_dict(summary, timings)), flush=True)
@@ -500,17 +491,6 @@ def retry(
               f"`rpa resume --db {redact(db)}` runs them")  # fmt: skip
 
 
-def _write_metrics(settings: Settings, data: dict[str, Any]) -> None:
-    if not settings.metrics_file:
-        return
-    try:
-        write_metrics_file(settings.metrics_file, render_openmetrics(data))
-    except OSError as exc:
-        raise errors.ConfigError(
-            f"cannot write the metrics file {settings.metrics_file}: {exc.strerror or exc}"
-        ) from None
-
-
 @contextlib.contextmanager
 def _quiet_closed_pipe() -> Iterator[None]:
     """A reader that leaves (`| head`) is not an error: exit 0, quietly."""
@@ -538,36 +518,31 @@ def status(
     Example: rpa status --watch --json | jq -c .totals
     """
     settings = resolved.settings
-    with _one_line_errors(), _quiet_closed_pipe():
-        store = open_store(settings.db, readonly=True)
-        try:
-            if watch and as_json:
-                with contextlib.suppress(KeyboardInterrupt):
-                    while True:
-                        data = store.status(time.time())
-                        _write_metrics(settings, data)
-                        print(json.dumps(data, separators=(",", ":")), flush=True)
-                        time.sleep(1.0)  # `status` has no event loop: a plain sleep is right
-                return
-            if watch:
-                with (
-                    Live(console=out, refresh_per_second=2) as live,
-                    contextlib.suppress(KeyboardInterrupt),
-                ):
-                    while True:
-                        data = store.status(time.time())
-                        _write_metrics(settings, data)
-                        live.update(make_status(data))
-                        time.sleep(1.0)
-                return
-            data = store.status(time.time())
-            _write_metrics(settings, data)
-            if as_json:
-                print(json.dumps(data, indent=2), flush=True)
-            else:
-                out.print(make_status(data))
-        finally:
-            store.close()
+    with (
+        _one_line_errors(),
+        _quiet_closed_pipe(),
+        StatusReader(settings.db, settings.metrics_file) as reader,
+    ):
+        if watch and as_json:
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    print(json.dumps(reader.read(), separators=(",", ":")), flush=True)
+                    time.sleep(1.0)  # `status` has no event loop: a plain sleep is right
+            return
+        if watch:
+            with (
+                Live(console=out, refresh_per_second=2) as live,
+                contextlib.suppress(KeyboardInterrupt),
+            ):
+                while True:
+                    live.update(make_status(reader.read()))
+                    time.sleep(1.0)
+            return
+        data = reader.read()
+        if as_json:
+            print(json.dumps(data, indent=2), flush=True)
+        else:
+            out.print(make_status(data))
 
 
 @app.command()
@@ -596,19 +571,15 @@ def export(
         _say("error: ", "--format parquet writes a file: give -o PATH")
         raise typer.Exit(EXIT_USAGE)
     writer = write_jsonl if fmt == "jsonl" else write_csv
-    with _one_line_errors(), _quiet_closed_pipe():
-        store = open_store(resolved.settings.db, readonly=True)
-        try:
-            if fmt == "parquet" and output is not None:
-                n = write_parquet(store, output)
-            elif output is None:
-                n = writer(store, sys.stdout)
-                sys.stdout.flush()
-            else:
-                with output.open("w", encoding="utf-8", newline="") as fh:
-                    n = writer(store, fh)
-        finally:
-            store.close()
+    with _one_line_errors(), _quiet_closed_pipe(), open_records(resolved.settings.db) as records:
+        if fmt == "parquet" and output is not None:
+            n = write_parquet(records, output)
+        elif output is None:
+            n = writer(records, sys.stdout)
+            sys.stdout.flush()
+        else:
+            with output.open("w", encoding="utf-8", newline="") as fh:
+                n = writer(records, fh)
     err.print(f"exported {n} records")
 
 

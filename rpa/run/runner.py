@@ -35,6 +35,7 @@ from rpa.metrics import LagProbe, WindowStats
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import ACTIVE_STAGES, Job, Lease, RunInfo, TarMember, Totals, new_run_id
 from rpa.queue.store import QueueStore
+from rpa.report import status as report_status
 from rpa.run.clients import make_api_client, make_clients
 from rpa.run.fleet import FleetRateGate
 from rpa.run.job import JobGates, JobProcessor
@@ -42,7 +43,6 @@ from rpa.run.memory import MemoryGovernor
 from rpa.run.metadata import MetadataService
 from rpa.run.snapshot import MemorySnapshot, PoolSnapshot, RunSnapshot, StageSnapshot
 from rpa.run.tally import Notices, Tally
-from rpa.show import openmetrics
 from rpa.sources.base import Source
 from rpa.sources.hosts import HostGate, HostGates
 from rpa.sources.http import Downloader, HttpSource
@@ -577,7 +577,7 @@ class Runner:
         try:
             await asyncio.get_running_loop().run_in_executor(
                 self.io,
-                openmetrics.write_status_metrics,
+                report_status.write_status_metrics,
                 self.settings.db,
                 self.settings.metrics_file,
                 self.snapshot(),
