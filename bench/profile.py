@@ -32,7 +32,7 @@ _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 _THREAD = re.compile(r"^thread \(\d+\): (?P<name>.+)$")
 #: files whose frames are worth naming in the loop thread's inclusive list
 _INTERESTING = ("/rpa/", "httpx", "httpcore", "anyio", "h11", "selector_events", "pickle", "json")
-_DRIVERS = ("rpa/cli.py", "bench/")
+_DRIVERS = ("rpa/cli/", "bench/")
 #: the loop waiting for events: idle, not work (py-spy may still sample it)
 _IDLE = re.compile(r"\.(select|poll) \([^)]*selectors\.py")
 

@@ -16,7 +16,8 @@ from test_render import snapshot
 from test_status import NOW, build_queue
 
 from rpa.queue import open_store, reads
-from rpa.show.openmetrics import render_openmetrics, write_metrics_file
+from rpa.report import write_metrics_file
+from rpa.show.openmetrics import render_openmetrics
 
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 LABEL = rf'{NAME}="(?:[^"\\\n]|\\[\\"n])*"'

@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -48,7 +49,6 @@ from rpa.run.progress import Progress
 from rpa.run.snapshot import RunSnapshot, RunSummary
 from rpa.run.source import open_source
 from rpa.run.tally import Tally
-from rpa.show import openmetrics
 
 __all__ = ["RunSummary", "Runner"]
 
@@ -78,8 +78,13 @@ class Runner:
         command: str = "run",
         run_id: str | None = None,
         notices: Notices | None = None,
+        write_metrics: Callable[[RunSnapshot], None] | None = None,
     ) -> None:
+        """`write_metrics` writes --metrics-file from a snapshot (blocking: it runs in the
+        I/O pool every few seconds and at the end); the CLI gives it, so that the run never
+        reaches the display."""
         self.settings = settings
+        self._metrics_writer = write_metrics
         self.command = command
         self.run_id = run_id or new_run_id()
         self.layout = Layout(settings.out)
@@ -188,7 +193,6 @@ class Runner:
     async def run(self) -> RunSummary:
         """Process the queue. Raises DatabaseError (or ConfigError) if the run cannot start;
         any later failure ends the run as `crashed`, said in the summary."""
-        s = self.settings
         try:
             await self.queue.open(create=False)
             await self._start()
@@ -215,7 +219,7 @@ class Runner:
         finally:
             self._remove_signal_handlers()
             await self._finish(status)
-        if s.metrics_file:
+        if self._metrics_writer is not None:
             await self._write_metrics()
         await self.queue.close()
         self.io.shutdown(wait=False)
@@ -297,7 +301,7 @@ class Runner:
                 background.create_task(self.heartbeat.run(), name="heartbeat"),
                 background.create_task(self.gates.download.ramp(), name="slow-start"),
             ]
-            if self.settings.metrics_file:
+            if self._metrics_writer is not None:
                 side.append(background.create_task(self._metrics_loop(), name="metrics-file"))
             if self.metadata is not None:
                 side.append(background.create_task(self.metadata.run(), name="metadata"))
@@ -387,13 +391,10 @@ class Runner:
         """--metrics-file. The loop only takes the snapshot; the status is read on its own
         read-only store in the I/O pool, rendered and written there. Returns the seconds."""
         start = time.monotonic()
+        assert self._metrics_writer is not None
         try:
             await asyncio.get_running_loop().run_in_executor(
-                self.io,
-                openmetrics.write_status_metrics,
-                self.settings.db,
-                self.settings.metrics_file,
-                self.snapshot(),
+                self.io, self._metrics_writer, self.snapshot()
             )
         except Exception as exc:
             self.notices.add(f"cannot write the metrics file: {exc}", key="metrics-file")

@@ -1,25 +1,23 @@
-"""`rpa export`: stream the key-outcome records out of the results table.
+"""`rpa export`'s formats: the key-outcome records it is given, as JSON lines, CSV or Parquet.
 
-Rows are read in pages by primary key (not one huge cursor held open), so a million results
-export in constant memory while a run keeps writing. JSON lines carry each record whole; CSV
-and Parquet flatten it to one table (`FIELDS`), arXiv's metadata as `meta_*` columns, lists
-joined with " | ". Parquet (pyarrow, the `rpa[parquet]` extra) is written a row group of
-`PAGE` records at a time, with every column a string or a number.
+JSON lines carry each record whole; CSV and Parquet flatten it to one table (`FIELDS`), arXiv's
+metadata as `meta_*` columns, lists joined with " | ". Parquet (pyarrow, the `rpa[parquet]`
+extra) is written a row group of `ROW_GROUP` records at a time, with every column a string or
+a number. The records come from `rpa.report.export` (read lazily, page by page): nothing here
+opens the queue.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
 from rpa.errors import ConfigError
-from rpa.queue import reads
-from rpa.queue.store import QueueStore
 
-__all__ = ["FIELDS", "flat", "iter_records", "write_csv", "write_jsonl", "write_parquet"]
+__all__ = ["FIELDS", "ROW_GROUP", "flat", "write_csv", "write_jsonl", "write_parquet"]
 
 #: the columns of CSV and Parquet, and their kind
 FIELDS: dict[str, str] = {
@@ -33,23 +31,14 @@ FIELDS: dict[str, str] = {
     "meta_updated": "str", "meta_doi": "str", "meta_journal_ref": "str", "meta_comment": "str",
     "meta_license": "str",
 }  # fmt: skip
-PAGE = 1000
+#: records per Parquet row group
+ROW_GROUP = 1000
 
 
-def iter_records(store: QueueStore) -> Iterator[dict[str, Any]]:
-    last = ""
-    while True:
-        rows = reads.results_page(store, last, PAGE)
-        if not rows:
-            return
-        for _, outcome_json in rows:
-            yield json.loads(outcome_json)
-        last = rows[-1][0]
-
-
-def write_jsonl(store: QueueStore, out: TextIO) -> int:
+def write_jsonl(records: Iterable[dict[str, Any]], out: TextIO) -> int:
+    """Each record as one JSON line; returns how many."""
     n = 0
-    for record in iter_records(store):
+    for record in records:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
         n += 1
     return n
@@ -101,18 +90,20 @@ def flat(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_csv(store: QueueStore, out: TextIO) -> int:
+def write_csv(records: Iterable[dict[str, Any]], out: TextIO) -> int:
+    """The flat rows as CSV with a header; returns how many."""
     writer = csv.DictWriter(out, fieldnames=list(FIELDS))
     writer.writeheader()
     n = 0
-    for record in iter_records(store):
+    for record in records:
         writer.writerow(flat(record))
         n += 1
     return n
 
 
-def write_parquet(store: QueueStore, path: Path) -> int:
-    """The flat table as Parquet at `path` (pyarrow; a row group a page of records)."""
+def write_parquet(records: Iterable[dict[str, Any]], path: Path) -> int:
+    """The flat table as Parquet at `path` (pyarrow; a row group every ROW_GROUP records);
+    returns how many."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -125,9 +116,9 @@ def write_parquet(store: QueueStore, path: Path) -> int:
     n = 0
     with pq.ParquetWriter(path, schema) as writer:
         page: list[dict[str, Any]] = []
-        for record in iter_records(store):
+        for record in records:
             page.append(flat(record))
-            if len(page) >= PAGE:
+            if len(page) >= ROW_GROUP:
                 writer.write_table(pa.Table.from_pylist(page, schema=schema))
                 n += len(page)
                 page = []

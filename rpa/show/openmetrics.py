@@ -5,23 +5,19 @@ run's live snapshot) in, text out. Every metric is a gauge: the figures are stat
 windows, not monotonic counters, and gauges read the same in OpenMetrics and in the older
 Prometheus text format the textfile collector parses (where `# UNIT` and `# EOF` are comments).
 
-`write_metrics_file` follows the textfile-collector convention: write a temporary file in the
-same folder, fsync it, rename it over the target, so a scrape never sees half a file.
+Reading the status and writing the file are `rpa.report.status`'s (`write_status_metrics`,
+`write_metrics_file`): nothing here opens the queue or a file.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from rpa.files import atomic_write
-from rpa.queue import open_store, reads
 from rpa.run.snapshot import RunSnapshot
 
-__all__ = ["render_openmetrics", "write_metrics_file", "write_status_metrics"]
+__all__ = ["render_openmetrics"]
 
 Labels = dict[str, str]
 Sample = tuple[Labels, float | None]
@@ -297,20 +293,3 @@ def _live(w: _Writer, run: RunSnapshot) -> None:
             "Seconds the run has spent paused for memory.",
             [(rid, m.paused_seconds)],
         )
-
-
-def write_metrics_file(path: Path | str, text: str) -> None:
-    """Replace `path` atomically (temporary file beside it, fsync, rename), mode 0644: the
-    collector may run as another user."""
-    atomic_write(Path(path), text, mode=0o644, make_folder=False)
-
-
-def write_status_metrics(db: str | Path, path: Path | str, run: RunSnapshot | None = None) -> None:
-    """Read the status on a read-only store of its own, render it, write `path`. Blocking:
-    during a run it runs in the I/O pool, never on the loop or in a database thread."""
-    store = open_store(db, readonly=True)
-    try:
-        status = reads.status(store, time.time())
-    finally:
-        store.close()
-    write_metrics_file(path, render_openmetrics(status, run))

@@ -1,0 +1,238 @@
+"""A run as the CLI shows it: prepare, say what was prepared, drive the runner, say how it ended.
+
+`start_run` is what `rpa run`, `rpa resume` and `rpa demo` share. The library decides
+(`rpa.run.prepare.prepare`, `rpa.run.runner.Runner`); this module only drives the event loop
+with the live table (a terminal) or a progress line every few seconds (anything else), and
+writes the lines before and after. A run always ends in `typer.Exit` with the run's exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from rpa import errors
+from rpa.cli.output import Printer, err, one_line_errors, out, reader_may_leave, say
+from rpa.config import Resolved, Settings
+from rpa.hosts.politeness import politeness_notice
+from rpa.queue import redact
+from rpa.queue.enqueue import EnqueueReport
+from rpa.queue.model import new_run_id
+from rpa.report import run_timings, write_status_metrics
+from rpa.run.prepare import Prepared, prepare
+from rpa.run.queue_tars import TarReport
+
+if TYPE_CHECKING:
+    from rpa.run.runner import Runner, RunSummary
+
+__all__ = ["LOG_INTERVAL", "PROGRESS_INTERVAL", "start_run"]
+
+#: seconds between two frames of the live table
+PROGRESS_INTERVAL = 0.25
+#: seconds between two progress lines when stdout is not a terminal
+LOG_INTERVAL = 5.0
+#: invalid ID lines shown one by one; past that, only their number
+SHOWN_INVALID = 20
+
+
+def start_run(
+    resolved: Resolved, command: str, *, ids: Path | None = None, strict: bool = False,
+    reconfigure: bool = False,
+) -> NoReturn:  # fmt: skip
+    """Prepare (settings, checks, IDs), then run the queue, then say what happened."""
+    shown = [0]
+
+    def skipped(error: errors.InvalidIdError) -> None:
+        if shown[0] < SHOWN_INVALID:
+            say("skipped ", f"{ids}:{error.line}: {error.text!r}: {error.reason}", "yellow")
+        shown[0] += 1
+
+    run_id = new_run_id()
+    start = time.perf_counter()
+    with one_line_errors():
+        prepared = prepare(
+            resolved, command=command, run_id=run_id, now=time.time(), ids=ids, strict=strict,
+            reconfigure=reconfigure, on_invalid=skipped,
+        )  # fmt: skip
+    settings = prepared.settings
+    if prepared.tars is not None:
+        _show_tars(prepared.tars)
+    if prepared.report is not None and ids is not None:
+        if prepared.report.invalid > SHOWN_INVALID:
+            err.print(f"... {prepared.report.invalid} invalid lines in all")
+        _show_report(prepared.report, time.perf_counter() - start)
+    for note in prepared.notes:
+        say("", note, "yellow")
+    if prepared.metadata_file is not None:
+        j = prepared.metadata_file
+        out.print(f"metadata: {j.found:,} of {j.wanted:,} papers found in "
+                  f"{settings.metadata_file} in {j.seconds:.1f}s")  # fmt: skip
+    if prepared.remaining == 0:
+        _nothing_left(settings, prepared)
+    host = settings.pdf_host
+    notice = politeness_notice(prepared.remaining, host, settings.rate_limits, settings.mailto)
+    if notice:
+        err.print(Text(notice, style="yellow"))
+    summary = _execute(settings, command, run_id)
+    _finish(settings, summary)
+
+
+# ---- before the run -------------------------------------------------------------------------
+
+
+def _show_report(report: EnqueueReport, seconds: float) -> None:
+    out.print(
+        f"queued {report.new} new of {report.valid} valid IDs ({report.duplicates} already "
+        f"queued or repeated, {report.invalid} invalid) in {seconds:.2f}s"
+    )
+
+
+def _show_tars(t: TarReport) -> None:
+    out.print(
+        f"indexed {t.tars} tars ({t.indexed} new or changed): {t.members:,} papers, in "
+        f"{t.seconds:.2f}s"
+    )
+    for tar, why in t.damaged:
+        say("damaged tar ", f"{tar}: {why} (its members up to there are indexed)", "yellow")
+    if t.listed is None:
+        out.print(f"queued {t.new:,} new of the tars' {t.members:,} papers")
+        return
+    out.print(f"queued {t.new:,} new of {t.listed:,} listed IDs ({t.invalid} invalid)")
+    if t.missing:
+        sample = ", ".join(t.missing_sample)
+        more = (
+            f" and {t.missing - len(t.missing_sample)} more"
+            if t.missing > len(t.missing_sample)
+            else ""
+        )
+        say("not in the tars: ", f"{t.missing} listed IDs: {sample}{more}", "yellow")
+
+
+def _nothing_left(settings: Settings, prepared: Prepared) -> NoReturn:
+    """The queue has no work left: say so, and start no run (an empty run's summary of
+    dashes said nothing). Exit 1 when some papers failed for good, as a run would."""
+    db = redact(settings.db)
+    if _as_json(settings):  # `| jq` sees an event, as it would a run's summary
+        with reader_may_leave():
+            print(json.dumps({"event": "nothing_left", "db": db, "done": prepared.done,
+                              "failed": prepared.failed, "remaining": 0}), flush=True)  # fmt: skip
+    hint = _hints(settings)
+    hint.print(f"nothing left to do in {db}: {prepared.done} done, {prepared.failed} failed, "
+               "0 remaining")  # fmt: skip
+    _closing_lines(hint, settings, prepared.failed, next_steps=False)
+    raise typer.Exit(1 if prepared.failed else 0)
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+
+def _execute(settings: Settings, command: str, run_id: str) -> RunSummary:
+    import gc
+
+    from rpa.notices import Notices
+
+    # Imported here, not above: `rpa status` never loads the runner (and bench/rpa_main.py
+    # swaps rpa.run.runner.Runner before a run starts).
+    from rpa.run.runner import Runner
+
+    printer = Printer()
+    live_table = settings.progress and out.is_terminal
+    # Without a live table, each notice (a wait, a lost lease, a host refusing us) is a line.
+    notices = Notices(None if live_table else lambda text: printer.say(f"rpa: {text}", stderr=True))
+    metrics = None
+    if settings.metrics_file:
+        metrics = functools.partial(write_status_metrics, settings.db, settings.metrics_file)
+    runner = Runner(
+        settings, command=command, run_id=run_id, notices=notices, write_metrics=metrics
+    )
+    # What is alive now (every imported module, the settings) lives as long as the process:
+    # frozen, the collector's full passes no longer walk it on the loop thread (54 ms each).
+    gc.freeze()
+    try:
+        with one_line_errors():
+            return asyncio.run(_drive(runner, settings, printer))
+    finally:
+        printer.close()
+
+
+async def _drive(runner: Runner, settings: Settings, printer: Printer) -> RunSummary:
+    """Run, with the live table (a terminal) or periodic lines (anything else)."""
+    from rpa.show.live import format_line, make_run_table, snapshot_dict
+
+    task = asyncio.create_task(runner.run())
+    if settings.progress and out.is_terminal:
+        # The loop only swaps in a fresh snapshot: no lock, no rendering, no terminal write.
+        # Live's own thread renders it (cheaply, see rpa.show.fmt) and writes it, so neither
+        # the drawing nor a slow terminal can hold up the loop.
+        frame = [runner.snapshot()]
+        with Live(
+            get_renderable=lambda: make_run_table(frame[0]),
+            console=out,
+            refresh_per_second=1 / PROGRESS_INTERVAL,
+            transient=False,
+        ):
+            while not task.done():
+                await asyncio.wait({task}, timeout=PROGRESS_INTERVAL)
+                frame[0] = runner.snapshot()
+    elif settings.progress:
+        while not task.done():
+            await asyncio.wait({task}, timeout=LOG_INTERVAL)
+            if not task.done():  # a line every LOG_INTERVAL, busy or idle
+                snap = runner.snapshot()
+                json_lines = settings.log_format == "json"
+                printer.say(json.dumps(snapshot_dict(snap)) if json_lines else format_line(snap))
+    return await task
+
+
+# ---- after the run --------------------------------------------------------------------------
+
+
+def _finish(settings: Settings, summary: RunSummary) -> NoReturn:
+    from rpa.show.summary import make_summary, summary_dict
+
+    timings = run_timings(settings.db, summary.run_id)
+    with reader_may_leave():
+        if _as_json(settings):
+            print(json.dumps(summary_dict(summary, timings)), flush=True)
+        else:
+            out.print(make_summary(summary, timings))
+        hint = _hints(settings)
+        db = redact(settings.db)
+        if summary.status == "interrupted":
+            hint.print(f"interrupted: `rpa resume --db {db}` continues where this stopped")
+        elif summary.status == "crashed":
+            hint.print(f"crashed: fix the cause above, then `rpa resume --db {db}`")
+        elif summary.status == "denied":
+            hint.print(f"denied: a host refused us (see above); wait, then `rpa resume --db {db}`")
+        _closing_lines(hint, settings, summary.totals.failed, next_steps=True)
+    raise typer.Exit(summary.exit_code)
+
+
+def _as_json(settings: Settings) -> bool:
+    """Does stdout carry JSON lines (progress, summary) rather than text?"""
+    return settings.log_format == "json" and not out.is_terminal
+
+
+def _hints(settings: Settings) -> Console:
+    """Where the closing hints go: after JSON lines on stdout, stderr (`| jq` must see only
+    JSON)."""
+    return err if _as_json(settings) else out
+
+
+def _closing_lines(hint: Console, settings: Settings, failed: int, *, next_steps: bool) -> None:
+    """Where the results are, what to type next, and the retry hint when papers failed."""
+    db = redact(settings.db)
+    hint.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
+    if next_steps:
+        hint.print(f"next: rpa status --db {db}   |   rpa export --db {db} > outcomes.jsonl")
+    if failed:
+        hint.print(f"failed papers: `rpa retry --db {db}` puts them back, then `rpa resume`")
