@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
 
 __all__ = [
     "PDF_MAGIC",
     "SNIFF_BYTES",
     "TEMP_PREFIX",
     "atomic_write",
-    "atomic_write_json",
     "sha256_file",
     "sniff_pdf",
     "start_of",
@@ -84,11 +81,6 @@ def atomic_write(
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-
-
-def atomic_write_json(path: Path, record: Any, *, run_id: str = "") -> None:
-    """`record` as indented UTF-8 JSON, written atomically (see `atomic_write`)."""
-    atomic_write(path, json.dumps(record, ensure_ascii=False, indent=1), run_id=run_id)
 
 
 def sha256_file(path: Path) -> tuple[int, str]:

@@ -2,7 +2,7 @@
 
     OUT/pdf/<shard>/<name>.pdf        downloaded PDFs (final names hold only whole, checked files)
     OUT/text/<shard>/<name>.txt       extracted text with [PAGE n] markers
-    OUT/outcome/<shard>/<name>.json   the key-outcome record
+    OUT/outcome/<shard>/<name>.json   the key-outcome record (rpa.extract.record)
 
 <name> is `ids.storage_name(key)`, a checked single path component, so no input can write
 outside OUT; <shard> (the yymm of the ID, or archive_yymm, or "ext") keeps folders small.
@@ -14,12 +14,10 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from rpa.errors import ConfigError, JobError
 from rpa.files import LEGACY_OWNER, sha256_file, sniff_pdf, temp_owner
-from rpa.ids import parse_id, storage_name, url_for
-from rpa.queue.model import Job
+from rpa.ids import storage_name, url_for
 from rpa.sources.tar import TAR_PREFIX, check_member
 
 __all__ = ["Layout", "check_out_folder"]
@@ -130,61 +128,3 @@ class Layout:
             return sha256 is None or sha256_file(p)[1] == sha256
         except FileNotFoundError:
             return False
-
-    @staticmethod
-    def outcome_record(
-        job: Job, run_id: str, metadata: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """The key-outcome record. Title, authors and abstract are arXiv's when its metadata
-        has them, else the text's guesses; `sources` says which, field by field, and
-        `from_text` keeps the guesses either way."""
-        paper = parse_id(job.id)
-        extract = job.extract or {}
-        outcome: dict[str, Any] = dict(extract.get("outcome") or {})
-        guessed = {
-            "title": outcome.get("title"),
-            "authors": list(outcome.get("authors") or []),
-            "abstract": outcome.get("abstract"),
-        }
-        known = metadata if metadata and metadata.get("status") in ("found", "withdrawn") else {}
-        best: dict[str, Any] = {}
-        sources: dict[str, str] = {}
-        for field, guess in guessed.items():
-            value = known.get(field)
-            if value:
-                best[field], sources[field] = value, str(known.get("source"))
-            else:
-                best[field], sources[field] = guess, "text" if guess else "none"
-        sources["headings"] = "text"
-        return {
-            "id": job.id,
-            "arxiv_id": paper.base if paper.is_arxiv else None,
-            "version": paper.version,
-            "title": best["title"],
-            "authors": best["authors"],
-            "abstract": best["abstract"],
-            "sources": sources,
-            "metadata": metadata,
-            # the text's guesses; its abstract is cut at MAX_ABSTRACT_CHARS (then flagged)
-            "from_text": {**guessed, "abstract_truncated": bool(outcome.get("abstract_truncated"))},
-            "headings": outcome.get("headings", []),
-            "page_count": extract.get("pages"),
-            "word_count": outcome.get("word_count"),
-            "chars": extract.get("chars"),
-            "references": outcome.get("references", {"count": 0, "first": []}),
-            "arxiv_stamp": outcome.get("arxiv_stamp"),
-            "page_errors": extract.get("page_errors", []),
-            "pdf": {
-                "sha256": job.pdf_sha256,
-                "bytes": job.pdf_bytes,
-                "url": job.final_url,
-                "http_status": job.http_status,
-                "path": job.pdf_path,
-            },
-            "text_path": extract.get("text_path"),
-            "durations": {
-                "download": round(job.download_seconds or 0.0, 4),
-                "extract": round(job.extract_seconds or 0.0, 4),
-            },
-            "run_id": run_id,
-        }

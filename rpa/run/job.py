@@ -25,7 +25,7 @@ from typing import Any
 from rpa import errors
 from rpa.config import Settings
 from rpa.extract.pool import ExtractPool
-from rpa.files import atomic_write_json
+from rpa.extract.record import outcome_record, write_record
 from rpa.gates import Gate
 from rpa.layout import Layout
 from rpa.queue.aio import AsyncQueue
@@ -228,11 +228,11 @@ class JobProcessor:
         # arXiv's metadata (batched by the metadata stage; from its checkpoint when stored)
         metadata = await self.metadata.get(job.id) if self.metadata is not None else None
         started = time.time()
-        record = self.layout.outcome_record(job, self.run_id, metadata)
+        record = outcome_record(job, self.run_id, metadata)
         path = self.layout.outcome_path(job.id)
         with self._running(meter, job, "outcome", started, 0.0) as t0:
             # the JSON is made and written in the I/O pool, never on the loop
-            await self._in_io(lambda: atomic_write_json(path, record, run_id=self.run_id))
+            await self._in_io(lambda: write_record(path, record, run_id=self.run_id))
         took = time.perf_counter() - t0
         ok = await self.queue.run(
             QueueStore.complete, self.run_id, job.lease, record, str(path), time.time()
