@@ -36,6 +36,7 @@ from rpa.run.metadata import MetadataService
 from rpa.run.tally import Notices, StageMeter, Tally
 from rpa.sources.base import Source
 from rpa.sources.hosts import HostGates
+from rpa.sources.stored import adopt_pdf, verify_pdf
 
 __all__ = ["JobGates", "JobProcessor"]
 
@@ -151,7 +152,7 @@ class JobProcessor:
         # A PDF at its final name from an interrupted run (a network source writes there).
         # A first claim (token 1) has had no earlier run: no trip to the I/O pool to look.
         earlier = self.source.network and job.token > 1
-        adopted = await self._in_io(self.layout.adopt_pdf, dest) if earlier else None
+        adopted = await self._in_io(adopt_pdf, dest) if earlier else None
         if adopted is not None:
             # A complete file from an interrupted run: final names only ever hold whole PDFs.
             size, sha256 = adopted
@@ -185,8 +186,7 @@ class JobProcessor:
         meter = self.tally.meters["extract"]
         pdf_path = job.pdf_path or ""
         intact = bool(pdf_path) and (
-            not verify
-            or await self._in_io(self.layout.verify_pdf, pdf_path, job.pdf_bytes, job.pdf_sha256)
+            not verify or await self._in_io(verify_pdf, pdf_path, job.pdf_bytes, job.pdf_sha256)
         )
         if not intact:
             # The checkpointed file is gone or changed: fetch it again, from the queued stage.
