@@ -54,8 +54,17 @@ LAGPROBE = REPO / "bench" / "lagprobe"
 _STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("HTTP (httpx/httpcore/h11/ssl)", ("httpx/", "httpcore/", "h11/", "anyio/", "ssl.py")),
     ("queue database", ("rpa/queue/", "sqlite3", "psycopg/")),
-    ("extraction pool pipes", ("rpa/extract/pool", "multiprocessing/", "pickle")),
-    ("records and files", ("rpa/layout", "rpa/files", "rpa/extract/outcome")),
+    (
+        "extraction pool pipes",
+        (
+            "rpa/extract/pool",
+            "rpa/extract/process",
+            "rpa/extract/protocol",
+            "multiprocessing/",
+            "pickle",
+        ),
+    ),
+    ("records and files", ("rpa/layout", "rpa/files", "rpa/extract/record", "rpa/extract/outcome")),
     ("display", ("rpa/show/", "rich/")),
     ("sources (download loop)", ("rpa/sources/",)),
     ("orchestration (rpa/run)", ("rpa/run/", "rpa/gates", "rpa/metrics")),

@@ -1,4 +1,4 @@
-"""File mechanisms every part uses: atomic writes, temporary names that carry their run, sha256.
+"""File mechanisms every part uses: atomic writes and temporary names that carry their run.
 
 Every file rpa leaves under --out (or writes for others: the metrics file) appears under its
 final name only when it is whole: written to a temporary file in the same folder, fsynced,
@@ -8,37 +8,41 @@ renamed. A temporary name says which run wrote it,
 
 so a run that starts next to a live one removes only the leftovers of dead runs
 (`temp_owner`), never a file another run is writing.
+
+One mechanism, three forms:
+
+    atomic_write(path, data)             the whole content at once
+    with atomic_file(path) as fh: ...    streamed: committed when the block ends normally
+    AtomicFile(path) .write .commit      streamed over several calls (a download: each call
+                 .discard                 is one trip to the I/O pool)
+
+All of them block: call them from a worker thread or process, never on the event loop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 __all__ = [
-    "PDF_MAGIC",
-    "SNIFF_BYTES",
+    "LEGACY_OWNER",
     "TEMP_PREFIX",
+    "AtomicFile",
+    "atomic_file",
     "atomic_write",
-    "atomic_write_json",
-    "sha256_file",
-    "sniff_pdf",
-    "start_of",
     "temp_name",
     "temp_owner",
 ]
 
-PDF_MAGIC = b"%PDF-"
-#: the PDF spec lets readers accept the header anywhere in the first 1024 bytes
-SNIFF_BYTES = 1024
 TEMP_PREFIX = ".rpa-tmp."
 #: a temporary name's owner when it was written by an rpa older than run-tagged names
 LEGACY_OWNER = ""
+#: the permission bits `open(..., "xb")` creates a file with (before the umask)
+_CREATE_MODE = 0o666
 
 
 def temp_name(final_name: str, run_id: str) -> str:
@@ -57,6 +61,86 @@ def temp_owner(name: str) -> str | None:
     return None
 
 
+class AtomicFile:
+    """A file written under a temporary name beside `path` (it carries `run_id`), and renamed
+    to `path` by `commit` once flushed and fsynced; `discard` removes it instead.
+
+    The temporary file is created at the first `open` or `write` (the folder first, unless
+    `make_folder` is False) with `create_mode` before the umask; `mode`, when given, is set
+    by chmod just before the rename. Blocking, every method.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        run_id: str = "",
+        mode: int | None = None,
+        create_mode: int = _CREATE_MODE,
+        make_folder: bool = True,
+    ) -> None:
+        self.path = path
+        self.temp = path.parent / temp_name(path.name, run_id)
+        self._mode = mode
+        self._create_mode = create_mode
+        self._make_folder = make_folder
+        self._fh: IO[bytes] | None = None
+
+    def open(self) -> IO[bytes]:
+        """The temporary file, created now if it is not yet."""
+        if self._fh is None:
+            if self._make_folder:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            fd = os.open(self.temp, flags, self._create_mode)
+            self._fh = os.fdopen(fd, "wb")
+        return self._fh
+
+    def write(self, data: bytes) -> None:
+        self.open().write(data)
+
+    def commit(self) -> None:
+        """Flush, fsync, close, then rename to the final name (an empty file if nothing was
+        written)."""
+        fh = self.open()
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        if self._mode is not None:
+            os.chmod(self.temp, self._mode)
+        os.replace(self.temp, self.path)
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (quietly: this is the clean-up of a failure)."""
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+        with contextlib.suppress(OSError):
+            self.temp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: Path,
+    *,
+    run_id: str = "",
+    mode: int | None = None,
+    create_mode: int = _CREATE_MODE,
+    make_folder: bool = True,
+) -> Iterator[IO[bytes]]:
+    """Yield the temporary file of an `AtomicFile`: committed (fsync, rename) when the block
+    ends normally, discarded when it raises."""
+    target = AtomicFile(
+        path, run_id=run_id, mode=mode, create_mode=create_mode, make_folder=make_folder
+    )
+    try:
+        yield target.open()
+        target.commit()
+    except BaseException:
+        target.discard()
+        raise
+
+
 def atomic_write(
     path: Path,
     data: bytes | str,
@@ -65,48 +149,7 @@ def atomic_write(
     mode: int | None = None,
     make_folder: bool = True,
 ) -> None:
-    """Write `data` to `path` whole or not at all: a temporary file beside it, fsync, rename
-    (creating the folder unless `make_folder` is False). Blocking: call it from a worker
-    thread or process, never on the event loop."""
-    if make_folder:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / temp_name(path.name, run_id)
+    """Write `data` (a str as UTF-8) to `path` whole or not at all (see `atomic_file`)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        with tmp.open("xb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def atomic_write_json(path: Path, record: Any, *, run_id: str = "") -> None:
-    """`record` as indented UTF-8 JSON, written atomically (see `atomic_write`)."""
-    atomic_write(path, json.dumps(record, ensure_ascii=False, indent=1), run_id=run_id)
-
-
-def sha256_file(path: Path) -> tuple[int, str]:
-    """(size, sha256 hex) of a file, read a megabyte at a time."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def sniff_pdf(head: bytes) -> bool:
-    """Does a file that starts with `head` look like a PDF (`%PDF-` in its first 1024 bytes)?"""
-    return PDF_MAGIC in head[:SNIFF_BYTES]
-
-
-def start_of(head: bytes, chars: int = 60) -> str:
-    """The first `chars` bytes of what was not a PDF, readable in one line (for messages)."""
-    return head[:chars].decode("latin-1").replace("\n", " ").strip()
+    with atomic_file(path, run_id=run_id, mode=mode, make_folder=make_folder) as fh:
+        fh.write(payload)

@@ -1,4 +1,4 @@
-"""Where files go under --out, and the file work of the stages (run in the I/O pool).
+"""Where files go under --out: paths, shards, the folders and the temporaries of dead runs.
 
     OUT/pdf/<shard>/<name>.pdf        downloaded PDFs (final names hold only whole, checked files)
     OUT/text/<shard>/<name>.txt       extracted text with [PAGE n] markers
@@ -6,6 +6,9 @@
 
 <name> is `ids.storage_name(key)`, a checked single path component, so no input can write
 outside OUT; <shard> (the yymm of the ID, or archive_yymm, or "ext") keeps folders small.
+
+What goes into those files is others' work: the download (rpa.sources, and rpa.sources.stored
+for a PDF an earlier run left), the text (rpa.extract.pdf), the record (rpa.extract.record).
 """
 
 from __future__ import annotations
@@ -14,15 +17,12 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from rpa.errors import ConfigError, JobError
-from rpa.files import LEGACY_OWNER, sha256_file, sniff_pdf, temp_owner
-from rpa.ids import parse_id, storage_name, url_for
-from rpa.queue.model import Job
-from rpa.sources.tar import TAR_PREFIX, check_member
+from rpa.errors import ConfigError
+from rpa.files import LEGACY_OWNER, temp_owner
+from rpa.ids import storage_name
 
-__all__ = ["Layout", "check_out_folder"]
+__all__ = ["KINDS", "Layout", "check_out_folder", "shard"]
 
 _NEW = re.compile(r"^(\d{4})\.")
 _OLD = re.compile(r"^([a-z-]+)(?:\.[A-Za-z-]+)?/(\d{4})")
@@ -30,6 +30,7 @@ KINDS = ("pdf", "text", "outcome")
 
 
 def shard(key: str) -> str:
+    """The subfolder of `key`'s files: yymm (new-style IDs), archive_yymm (old-style), "ext"."""
     if m := _NEW.match(key):
         return m.group(1)
     if m := _OLD.match(key):
@@ -52,7 +53,7 @@ def check_out_folder(root: Path) -> None:
 
 
 class Layout:
-    """Paths and file operations under the output folder."""
+    """Paths under the output folder, and its preparation for a run."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -68,10 +69,6 @@ class Layout:
 
     def outcome_path(self, key: str) -> Path:
         return self._path("outcome", key, ".json")
-
-    @staticmethod
-    def url(template: str, key: str) -> str:
-        return url_for(template, key)
 
     def _temporaries(self) -> Iterator[tuple[os.DirEntry[str], str]]:
         for kind in KINDS:
@@ -100,91 +97,3 @@ class Layout:
             except FileNotFoundError:  # its run finished it (or removed it) meanwhile
                 pass
         return removed
-
-    @staticmethod
-    def adopt_pdf(dest: Path) -> tuple[int, str] | None:
-        """(size, sha256) of a complete PDF already at its final name, else None."""
-        try:
-            with dest.open("rb") as fh:
-                head = fh.read(1024)
-        except FileNotFoundError:
-            return None
-        if not sniff_pdf(head):
-            dest.unlink(missing_ok=True)
-            return None
-        return sha256_file(dest)
-
-    @staticmethod
-    def verify_pdf(path: str, size: int | None, sha256: str | None) -> bool:
-        """Is the checkpointed PDF still there, with the recorded size and sha256?"""
-        if path.startswith(TAR_PREFIX):  # a bulk tar's member
-            try:
-                got = check_member(path, 1 << 62)
-            except (JobError, OSError):
-                return False
-            return (size is None or got[0] == size) and (sha256 is None or got[1] == sha256)
-        p = Path(path)
-        try:
-            if size is not None and p.stat().st_size != size:
-                return False
-            return sha256 is None or sha256_file(p)[1] == sha256
-        except FileNotFoundError:
-            return False
-
-    @staticmethod
-    def outcome_record(
-        job: Job, run_id: str, metadata: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """The key-outcome record. Title, authors and abstract are arXiv's when its metadata
-        has them, else the text's guesses; `sources` says which, field by field, and
-        `from_text` keeps the guesses either way."""
-        paper = parse_id(job.id)
-        extract = job.extract or {}
-        outcome: dict[str, Any] = dict(extract.get("outcome") or {})
-        guessed = {
-            "title": outcome.get("title"),
-            "authors": list(outcome.get("authors") or []),
-            "abstract": outcome.get("abstract"),
-        }
-        known = metadata if metadata and metadata.get("status") in ("found", "withdrawn") else {}
-        best: dict[str, Any] = {}
-        sources: dict[str, str] = {}
-        for field, guess in guessed.items():
-            value = known.get(field)
-            if value:
-                best[field], sources[field] = value, str(known.get("source"))
-            else:
-                best[field], sources[field] = guess, "text" if guess else "none"
-        sources["headings"] = "text"
-        return {
-            "id": job.id,
-            "arxiv_id": paper.base if paper.is_arxiv else None,
-            "version": paper.version,
-            "title": best["title"],
-            "authors": best["authors"],
-            "abstract": best["abstract"],
-            "sources": sources,
-            "metadata": metadata,
-            # the text's guesses; its abstract is cut at MAX_ABSTRACT_CHARS (then flagged)
-            "from_text": {**guessed, "abstract_truncated": bool(outcome.get("abstract_truncated"))},
-            "headings": outcome.get("headings", []),
-            "page_count": extract.get("pages"),
-            "word_count": outcome.get("word_count"),
-            "chars": extract.get("chars"),
-            "references": outcome.get("references", {"count": 0, "first": []}),
-            "arxiv_stamp": outcome.get("arxiv_stamp"),
-            "page_errors": extract.get("page_errors", []),
-            "pdf": {
-                "sha256": job.pdf_sha256,
-                "bytes": job.pdf_bytes,
-                "url": job.final_url,
-                "http_status": job.http_status,
-                "path": job.pdf_path,
-            },
-            "text_path": extract.get("text_path"),
-            "durations": {
-                "download": round(job.download_seconds or 0.0, 4),
-                "extract": round(job.extract_seconds or 0.0, 4),
-            },
-            "run_id": run_id,
-        }

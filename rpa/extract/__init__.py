@@ -1,5 +1,22 @@
-"""The PDF work: the extraction pool, the extractors and the key-outcome analysis."""
+"""The PDF work: from a stored PDF to its text, its key outcomes and its record.
 
-#: the extractors `rpa.extract.pdf.extract_pdf` knows (here, so that the main process can check
-#: a name without importing pypdf: only the extraction processes need it)
+    pool.py       ExtractPool: N extraction processes driven by the event loop (the parent's
+                  side: life cycle, dispatch, statistics, the memory governor's hooks)
+    process.py    the parent's handle on one process (start, read its pipe, kill, reap)
+    worker.py     the child: its start-up (nice, memory cap, exit with the parent) and loop
+    protocol.py   the messages on the pipes between them
+    threads.py    the thread mode (--extract-pool=thread)
+    pdf.py        extract_pdf: one PDF's text (pypdf or pdfium), written with [PAGE n] markers,
+                  and its analysis; runs in a worker, never raises
+    outcome/      the key-outcome analysis of the text (title, authors, abstract, headings...)
+    record.py     the key-outcome record: its schema, how it is built, how it is written
+
+This package itself exports only EXTRACTORS, so that the main process can check an extractor's
+name without importing pypdf (only the extraction processes need it): import the modules above
+for the rest.
+"""
+
+__all__ = ["EXTRACTORS"]
+
+#: the extractors `rpa.extract.pdf.extract_pdf` knows
 EXTRACTORS = ("pypdf", "pdfium")

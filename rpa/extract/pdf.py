@@ -23,12 +23,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pypdf import PasswordType, PdfReader
@@ -37,8 +36,8 @@ from pypdf.errors import DependencyError, FileNotDecryptedError, WrongPasswordEr
 from rpa.errors import JobError, classify
 from rpa.extract import EXTRACTORS
 from rpa.extract.outcome import analyze
-from rpa.files import TEMP_PREFIX
-from rpa.sources.tar import TAR_PREFIX, open_member
+from rpa.files import atomic_file
+from rpa.sources.stored import open_pdf
 
 __all__ = ["EXTRACTORS", "MAX_PAGE_ERRORS", "extract_pdf"]
 
@@ -217,26 +216,12 @@ def _hyphens(text: str) -> str:
 
 
 def _write_text(text_path: str, pages: list[str], run_id: str) -> None:
-    """Write the text with [PAGE n] markers: temp file in the same folder (its name carries
-    the run's id), fsync, rename, so a reader (or a crash) never sees half a file. Streamed a
-    page at a time (rpa.files.atomic_write takes the whole text at once)."""
-    folder = os.path.dirname(os.path.abspath(text_path))
-    os.makedirs(folder, exist_ok=True)
-    name = os.path.basename(text_path)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f"{TEMP_PREFIX}{run_id or 'none'}.", suffix=f".{name}", dir=folder
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for n, text in enumerate(pages, start=1):
-                out.write(f"[PAGE {n}]\n{text}\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, text_path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write the text with [PAGE n] markers, a page at a time, atomically (rpa.files.atomic_file:
+    the temporary name carries the run's id; fsync, rename), so a reader (or a crash) never
+    sees half a file. Created with mode 0600 (before the umask), as mkstemp made it before."""
+    with atomic_file(Path(text_path), run_id=run_id, create_mode=0o600) as out:
+        for n, text in enumerate(pages, start=1):
+            out.write(f"[PAGE {n}]\n{text}\n".encode())
 
 
 #: control characters (C0 but tab and newline, DEL, C1) -> U+FFFD. Both extractors give them
@@ -259,8 +244,7 @@ def _extract(pdf_path: str, text_path: str, extractor: str, run_id: str) -> dict
     stream: Any
     try:
         # a bulk tar's member is read with one seek; a file is read lazily by the parse
-        tar = pdf_path.startswith(TAR_PREFIX)
-        stream = open_member(pdf_path) if tar else open(pdf_path, "rb")  # noqa: SIM115
+        stream = open_pdf(pdf_path)
     except JobError as exc:
         raise _Failure(exc.kind, exc.message) from exc
     except OSError as exc:

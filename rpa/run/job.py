@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from rpa import errors
 from rpa.config import Settings
 from rpa.extract.pool import ExtractPool
-from rpa.files import atomic_write_json
+from rpa.extract.record import outcome_record, write_record
 from rpa.gates import Gate
 from rpa.hosts.health import HostHealth
 from rpa.layout import Layout
@@ -39,6 +39,7 @@ from rpa.run import policy
 from rpa.run.metadata import MetadataService
 from rpa.run.tally import StageMeter, Tally
 from rpa.sources.base import Source
+from rpa.sources.stored import adopt_pdf, verify_pdf
 
 __all__ = ["JobGates", "JobProcessor"]
 
@@ -154,7 +155,7 @@ class JobProcessor:
         # A PDF at its final name from an interrupted run (a network source writes there).
         # A first claim (token 1) has had no earlier run: no trip to the I/O pool to look.
         earlier = self.source.network and job.token > 1
-        adopted = await self._in_io(self.layout.adopt_pdf, dest) if earlier else None
+        adopted = await self._in_io(adopt_pdf, dest) if earlier else None
         if adopted is not None:
             # A complete file from an interrupted run: final names only ever hold whole PDFs.
             size, sha256 = adopted
@@ -191,8 +192,7 @@ class JobProcessor:
         meter = self.tally.meters["extract"]
         pdf_path = job.pdf_path or ""
         intact = bool(pdf_path) and (
-            not verify
-            or await self._in_io(self.layout.verify_pdf, pdf_path, job.pdf_bytes, job.pdf_sha256)
+            not verify or await self._in_io(verify_pdf, pdf_path, job.pdf_bytes, job.pdf_sha256)
         )
         if not intact:
             # The checkpointed file is gone or changed: fetch it again, from the queued stage.
@@ -234,11 +234,11 @@ class JobProcessor:
         # arXiv's metadata (batched by the metadata stage; from its checkpoint when stored)
         metadata = await self.metadata.get(job.id) if self.metadata is not None else None
         started = time.time()
-        record = self.layout.outcome_record(job, self.run_id, metadata)
+        record = outcome_record(job, self.run_id, metadata)
         path = self.layout.outcome_path(job.id)
         with self._running(meter, job, "outcome", started, 0.0) as t0:
             # the JSON is made and written in the I/O pool, never on the loop
-            await self._in_io(lambda: atomic_write_json(path, record, run_id=self.run_id))
+            await self._in_io(lambda: write_record(path, record, run_id=self.run_id))
         took = time.perf_counter() - t0
         ok = await self.queue.run(
             jobs.complete, self.run_id, job.lease, record, str(path), time.time()

@@ -20,7 +20,7 @@ On the loop, one callback per sample decides (Dask's and Ray's thresholds, as fr
 
 Should the kernel's OOM killer still have to act (a parse that grows faster than one sample), it
 takes an extraction process, never rpa itself: each one sets its `oom_score_adj` to 1000 (see
-rpa.extract.pool), and its paper is retried as a crash.
+rpa.extract.worker), and its paper is retried as a crash.
 
 Every change is said, with the figures that caused it, and counted for the summary.
 """

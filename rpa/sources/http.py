@@ -30,10 +30,10 @@ from typing import Any
 import httpx
 
 from rpa import errors
-from rpa.files import SNIFF_BYTES, sniff_pdf, start_of
 from rpa.hosts.registry import HostGates, same_site
 from rpa.ids import url_for
 from rpa.sources.base import Download
+from rpa.sources.check import PdfCheck, start_of
 from rpa.sources.partial import PartialFile
 
 __all__ = ["Download", "Downloader", "HttpSource", "parse_retry_after"]
@@ -185,7 +185,7 @@ class Downloader:
         start = time.perf_counter()
         tmp = PartialFile(dest, self.run_id)
         spent = [0.0]
-        received = written = 0
+        received = 0
         committed = False
         try:
             response, waited = await self._open(url, spent)
@@ -196,21 +196,15 @@ class Downloader:
                 decoder = _decoder(response)
                 declared = response.headers.get("content-length", "")
                 expected = int(declared) if _DELTA_SECONDS.fullmatch(declared) else None
-                if expected is not None and expected > self.max_bytes:
-                    raise errors.TooLarge(f"{expected} bytes declared, cap {self.max_bytes}")
-                head = b""
+                # the size cap counts what is written (decoded), the sniff looks at its start
+                check = PdfCheck(self.max_bytes, lambda head: _not_pdf(response, head))
+                check.declared(expected)
                 buffer: list[bytes] = []
                 buffered = 0
 
                 async def take(data: bytes) -> None:
-                    nonlocal head, buffer, buffered, written
-                    written += len(data)
-                    if written > self.max_bytes:
-                        raise errors.TooLarge(f"over {self.max_bytes} bytes")
-                    if len(head) < SNIFF_BYTES:
-                        head += data[: SNIFF_BYTES - len(head)]
-                        if len(head) >= SNIFF_BYTES and not sniff_pdf(head):
-                            raise _not_pdf(response, head)
+                    nonlocal buffer, buffered
+                    check.feed(data)
                     buffer.append(data)
                     buffered += len(data)
                     if buffered >= FLUSH_BYTES:
@@ -229,8 +223,7 @@ class Downloader:
                             data = decoder.unconsumed_tail
                     if decoder is not None:
                         await take(decoder.flush())
-                if not sniff_pdf(head):
-                    raise _not_pdf(response, head)
+                written = check.finish()
                 if expected is not None and received != expected:
                     raise errors.TruncatedBody(f"got {received} of {expected} bytes")
                 sha256 = await self._in_io(tmp.finish, buffer)

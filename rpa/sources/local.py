@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from rpa import errors
-from rpa.files import SNIFF_BYTES, sha256_file, sniff_pdf, start_of
 from rpa.ids import url_for
 from rpa.sources.base import Download
+from rpa.sources.check import check_pdf, start_of
 
 __all__ = ["LocalSource", "file_url_path"]
 
@@ -32,21 +32,19 @@ def file_url_path(url: str) -> Path:
 def _check(path: Path, max_bytes: int) -> tuple[int, str]:
     """(size, sha256) of a local PDF that passes the checks a download passes. Blocking."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise errors.TooLarge(f"{size} bytes, cap {max_bytes}: {path}")
-        with path.open("rb") as fh:
-            head = fh.read(SNIFF_BYTES)
+        return check_pdf(
+            lambda: path.open("rb"),
+            path.stat().st_size,
+            max_bytes,
+            not_pdf=lambda head: errors.NotPdf(f"not a PDF (starts {start_of(head)!r}): {path}"),
+            where=f": {path}",
+        )
     except FileNotFoundError:
         raise errors.NotFound(f"no such file: {path}") from None
     except IsADirectoryError:
         raise errors.NotFound(f"a directory, not a PDF: {path}") from None
     except PermissionError as exc:
         raise errors.PermanentError(f"cannot read {path}: {exc.strerror}") from None
-    if not sniff_pdf(head):
-        preview = start_of(head)
-        raise errors.NotPdf(f"not a PDF (starts {preview!r}): {path}")
-    return sha256_file(path)
 
 
 class LocalSource:

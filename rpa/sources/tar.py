@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import glob
-import hashlib
 import io
 import os
 import re
@@ -31,10 +30,10 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from rpa import errors
-from rpa.files import SNIFF_BYTES, sniff_pdf, start_of
 from rpa.ids import OLD_STYLE_ARCHIVES, parse_id
 from rpa.queue.model import TarMember as Member
 from rpa.sources.base import Download
+from rpa.sources.check import check_pdf, start_of
 
 __all__ = [
     "TAR_PREFIX",
@@ -135,16 +134,18 @@ def open_member(path: str) -> io.BytesIO:
     return io.BytesIO(read_member(path))
 
 
-def check_member(path: str, max_bytes: int) -> tuple[int, str]:
-    """(size, sha256) of a member that passes a download's checks. Blocking."""
+def check_member(path: str, max_bytes: int | None) -> tuple[int, str]:
+    """(size, sha256) of a member that passes a download's checks (`check_pdf`; None: no
+    size cap). Blocking."""
     _, _, size = parse_tar_path(path)
-    if size > max_bytes:
-        raise errors.TooLarge(f"{size} bytes, cap {max_bytes}")
-    data = read_member(path)
-    if not sniff_pdf(data[:SNIFF_BYTES]):
-        preview = start_of(data)
-        raise errors.NotPdf(f"the tar member is not a PDF (starts {preview!r})")
-    return len(data), hashlib.sha256(data).hexdigest()
+    return check_pdf(
+        lambda: open_member(path),
+        size,
+        max_bytes,
+        not_pdf=lambda head: errors.NotPdf(
+            f"the tar member is not a PDF (starts {start_of(head)!r})"
+        ),
+    )
 
 
 class TarSource:
