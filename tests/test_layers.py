@@ -67,3 +67,80 @@ def test_only_the_cli_and_the_display_import_rich() -> None:
 
 def test_nothing_but_the_entry_point_imports_the_cli() -> None:
     assert {m for m in _importers("rpa.cli") if not _within(m, "rpa.cli")} == {"rpa.__main__"}
+
+
+#: the packages from the top down; a module may import only from its own package or a lower
+#: one (the ground floor's modules among themselves in this order too)
+LAYERS = [
+    ["rpa.__main__"],
+    ["rpa.cli"],
+    ["rpa.report"],
+    ["rpa.show"],
+    ["rpa.run"],
+    ["rpa.extract"],
+    ["rpa.sources"],
+    ["rpa.hosts"],
+    ["rpa.queue"],
+    ["rpa.layout", "rpa.gates", "rpa.notices", "rpa.units"],
+    ["rpa.config", "rpa.files", "rpa.metrics"],
+    ["rpa.idlist"],
+    ["rpa.ids", "rpa.machine"],
+    ["rpa.errors"],
+]
+
+
+def _layer(name: str) -> int | None:
+    for depth, packages in enumerate(LAYERS):
+        if any(_within(name, p) for p in packages):
+            return depth
+    return None
+
+
+def test_imports_only_point_down_the_layers() -> None:
+    upward = []
+    for module, imported in MODULES.items():
+        here = _layer(module)
+        if here is None or _within(module, "rpa.testing"):
+            continue
+        for name in imported:
+            there = _layer(name)
+            if there is not None and there < here:
+                upward.append(f"{module} -> {name}")
+    assert upward == []
+
+
+def test_every_core_module_has_a_layer() -> None:
+    core = {m for m in MODULES if m not in ("rpa",) and not _within(m, "rpa.testing")}
+    assert {m for m in core if _layer(m) is None} == set()
+
+
+def test_no_module_is_over_the_size_the_structure_aims_for() -> None:
+    """~400 lines a module (the test helpers under rpa/testing are not the product)."""
+    sizes = {
+        _module_name(p): len(p.read_text().splitlines())
+        for p in PACKAGE.rglob("*.py")
+        if "testing" not in p.parts
+    }
+    assert {m: n for m, n in sizes.items() if n > 410} == {}
+
+
+def test_no_import_cycle() -> None:
+    graph = {m: {i for i in imported if i in MODULES and i != m} for m, imported in MODULES.items()}
+    # a package's __init__ re-exporting its modules is not a cycle with them
+    graph = {m: {i for i in deps if not _within(m, i)} for m, deps in graph.items()}
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+    cycles: list[str] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join([*path[path.index(dep) :], dep]))
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []

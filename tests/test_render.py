@@ -13,12 +13,13 @@ from pathlib import Path
 from rich.console import Console, RenderableType
 from test_status import NOW, build_queue
 
+from rpa.extract.pool import PoolStatistics
 from rpa.gates import GateStatistics
 from rpa.metrics import WindowStats
 from rpa.queue import catalog, open_store, reads
 from rpa.queue.model import Totals
 from rpa.run.runner import RunSummary
-from rpa.run.snapshot import MemorySnapshot, PoolSnapshot, RunSnapshot, StageSnapshot
+from rpa.run.snapshot import MemorySnapshot, RunSnapshot, StageSnapshot
 from rpa.show.live import format_line, make_run_table, snapshot_dict
 from rpa.show.status_view import make_status
 from rpa.show.summary import make_summary, summary_dict
@@ -66,7 +67,18 @@ def snapshot(**changes: object) -> RunSnapshot:
         "lag": stats(0.0003, 0.002, 0.0031, 0.0049),
         "workers_busy": 19,
         "workers_total": 20,
-        "pool": PoolSnapshot("process", 2, 2, 1, 1, 1, 0),
+        "pool": PoolStatistics(
+            "process",
+            workers=2,
+            alive=2,
+            busy=1,
+            parsing=1,
+            started=3,
+            replaced=1,
+            recycled=0,
+            crashed=1,
+            timed_out=0,
+        ),
         "done_this_run": 29,
         "failed_this_run": 1,
         "messages": ["reclaimed 3 leases of 1 dead runs, 0 expired"],

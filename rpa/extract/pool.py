@@ -72,8 +72,9 @@ NOT_STARTED_RETRIES = 3
 
 @dataclass(frozen=True, slots=True)
 class PoolStatistics:
-    """A snapshot of the pool for the progress table."""
+    """A snapshot of the pool, for the progress table and the run's snapshot."""
 
+    mode: str  # process | thread
     workers: int  # configured size
     alive: int  # usable processes (threads in thread mode) now
     busy: int  # extractions in flight
@@ -342,9 +343,10 @@ class ExtractPool:
             threads = self._threads
             alive = self._size if threads.running else 0
             busy, timed_out = threads.busy, threads.timed_out
-            return PoolStatistics(self._size, alive, busy, busy, 0, 0, 0, 0, timed_out)
+            return PoolStatistics("thread", self._size, alive, busy, busy, 0, 0, 0, 0, timed_out)
         usable = [w for w in self._workers if not (w.dead or w.retired)]
         return PoolStatistics(
+            mode="process",
             workers=self._size,
             alive=len(usable),
             busy=sum(w.busy for w in self._workers),

@@ -20,7 +20,7 @@ from rpa.run.disk import DiskGuard
 from rpa.run.feeder import Feeder
 from rpa.run.job import JobGates
 from rpa.run.memory import MemoryGovernor
-from rpa.run.snapshot import PoolSnapshot, RunSnapshot
+from rpa.run.snapshot import RunSnapshot
 from rpa.run.tally import Tally
 
 __all__ = ["Progress"]
@@ -34,7 +34,6 @@ class Progress:
         *,
         run_id: str,
         workers: int,
-        pool_mode: str,
         gates: JobGates,
         network: bool,
         more_gates: Callable[[], list[GateStatistics]],
@@ -49,7 +48,6 @@ class Progress:
     ) -> None:
         self._run_id = run_id
         self._workers = workers
-        self._pool_mode = pool_mode
         self._gates = gates
         self._network = network
         self._more_gates = more_gates
@@ -136,15 +134,7 @@ class Progress:
             lag=self._lag(),
             workers_busy=self._feeder.busy,
             workers_total=self._workers,
-            pool=PoolSnapshot(
-                self._pool_mode,
-                stats.workers,
-                stats.alive,
-                stats.busy,
-                stats.replaced,
-                stats.crashed,
-                stats.timed_out,
-            ),
+            pool=stats,
             done_this_run=tally.done,
             failed_this_run=tally.failed,
             stopping=self._feeder.stopping,

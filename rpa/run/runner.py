@@ -151,7 +151,6 @@ class Runner:
         self.progress = Progress(
             run_id=self.run_id,
             workers=settings.workers,
-            pool_mode=settings.extract_pool,
             gates=self.gates,
             network=settings.network,
             more_gates=self._more_gates,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rpa.extract.pool import PoolStatistics
 from rpa.gates import GateStatistics
 from rpa.metrics import WindowStats
 from rpa.queue.model import Totals
 
 __all__ = [
     "MemorySnapshot",
-    "PoolSnapshot",
+    "PoolStatistics",
     "RunSnapshot",
     "RunSummary",
     "StageSnapshot",
@@ -33,19 +34,6 @@ class StageSnapshot:
     failed: int
     retried: int
     durations: WindowStats
-
-
-@dataclass(frozen=True, slots=True)
-class PoolSnapshot:
-    """The extraction workers: configured, alive, busy; replaced/crashed/timed out so far."""
-
-    mode: str
-    workers: int
-    alive: int
-    busy: int
-    replaced: int
-    crashed: int
-    timed_out: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +68,7 @@ class RunSnapshot:
     lag: WindowStats
     workers_busy: int
     workers_total: int
-    pool: PoolSnapshot
+    pool: PoolStatistics
     done_this_run: int
     failed_this_run: int
     stopping: bool = False
