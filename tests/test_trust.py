@@ -116,31 +116,32 @@ def test_a_contradicting_setting_is_refused_naming_both_unless_reconfigure(
 # ---------------------------------------------------------------------------- retry
 
 
-def test_after_an_outage_rpa_retry_puts_failed_papers_back_and_keeps_checkpoints(
+def test_after_a_bad_spell_rpa_retry_puts_failed_papers_back_and_keeps_checkpoints(
     tmp_path: Path,
 ) -> None:
+    """A server that answered 500 for a while (an outage where the host still answers: each
+    paper charged; one that does not answer at all charges none, tests/test_outage.py)."""
     names = sorted(PAPERS)[:3]
     broken = "qpdf--bad7-attributeerror"  # downloads fine, fails extracting
     files = {**{n: PAPERS[n] for n in names}, broken: BROKEN / "qpdf__bad7-attributeerror.pdf"}
-    down = Mirror(files)
-    port = down.port
-    down.close()  # the outage: nobody listens on the mirror's port
-    cli = Cli(tmp_path, f"http://127.0.0.1:{port}/pdf/{{id}}")
-    ids = write_ids(tmp_path / "ids.txt", ids_of(names))
-    knobs = cli.knobs(**{**FAST, "max_attempts": 1})
-    outage = cli.run("run", str(ids), *knobs)
+    with Mirror(files, faults={n: Fault.status(500) for n in names}) as down:
+        port = down.port
+        cli = Cli(tmp_path, down.url_template)
+        ids = write_ids(tmp_path / "ids.txt", ids_of(names))
+        knobs = cli.knobs(**{**FAST, "max_attempts": 1})
+        outage = cli.run("run", str(ids), *knobs)
     assert outage.returncode == 1
     assert {s for s, _ in stages(cli).values()} == {"failed"}
-    assert "connection" in outage.stdout  # the summary names the kind, with its reason
+    assert "http_transient" in outage.stdout  # the summary names the kind, with its reason
     again = cli.run("run", str(ids), *knobs)  # today: "already queued", nothing to do
     assert "queued 0 new of 3 valid IDs" in again.stdout and again.returncode == 1
     with Mirror(files, port=port) as mirror:
         write_ids(tmp_path / "more.txt", [f"ext:{broken}"])
         assert cli.run("run", str(tmp_path / "more.txt"), *knobs).returncode == 1
         assert stages(cli)[f"ext:{broken}"] == ("failed", "invalid_pdf")
-        retried = cli.run("retry", "--db", str(cli.db), "--kind", "connection")
+        retried = cli.run("retry", "--db", str(cli.db), "--kind", "http_transient")
         assert retried.returncode == 0, retried.stderr
-        assert "connection" in retried.stdout and "3 failed papers back in the queue" in (
+        assert "http_transient" in retried.stdout and "3 failed papers back in the queue" in (
             retried.stdout
         )
         assert cli.count("stage = 'queued' AND attempts = 0") == 3  # fresh attempts
@@ -159,7 +160,7 @@ def test_after_an_outage_rpa_retry_puts_failed_papers_back_and_keeps_checkpoints
         assert nothing.returncode == 0 and "no failed papers of kind timeout" in nothing.stdout
         typo = cli.run("retry", "--db", str(cli.db), "--kind", "conection")
         assert typo.returncode == 2 and "no failure kind 'conection'" in typo.stderr
-        assert "connection" in typo.stderr  # the kinds there are
+        assert "http_transient" in typo.stderr  # the kinds there are
 
 
 # ---------------------------------------------------------------------------- checks first

@@ -8,8 +8,8 @@ stores; what another process stored (`follow`, at every heartbeat) or an earlier
 (`restore`, at the start) binds this run too. Which papers may be claimed while a host refuses
 us or is down is decided here as well (`claimable`).
 
-A host that stops answering (connections refused or reset, timeouts, bodies cut off) is down,
-not its papers (rpa.hosts.outage): their attempts are not counted, no paper of it is claimed,
+A host that stops answering (connections refused or reset, timeouts, before any answer) is
+down, not its papers (rpa.hosts.outage): their attempts are not counted, no paper of it is claimed,
 and `watch` probes it with one request on a backoff until it answers; then claiming resumes.
 """
 
@@ -62,6 +62,7 @@ class HostHealth:
             make_gate=self.fleet_gate,
         )
         self.outages = Outages()
+        self.gates.on_heard = self.answered
         #: papers whose last download failed at the connection, and when (monotonic)
         self._strikes: dict[str, float] = {}
         self._outage_found = asyncio.Event()

@@ -1,13 +1,14 @@
 """Is a host down, or is it the paper? The evidence, kept per host.
 
 A host that answers anything (a PDF, a 404, a 503, an HTML page) works. A download that fails
-at the connection (refused, reset, a timeout, a body cut off) tells nothing about the paper by
-itself. `DOWN_AFTER` such failures in a row, with no answer from the host in between, say the
-host is down: no paper of it is claimed, and it is probed with one request on a backoff (1 s,
-doubling to `PROBE_MAX`) until it answers; then its papers go on. A paper is charged only when
-its download fails so a second time after the host answered in between (rpa.hosts.health keeps
-these strikes): the host works, and the paper does not. An outage costs no paper anything; a
-lone reset costs its paper one more request.
+before any answer (refused, reset, a timeout) tells nothing about the paper by itself; an
+answer that began and then broke off says the host works, and is the paper's, as before.
+`DOWN_AFTER` failures before any answer in a row, with no answer from the host in between, say
+the host is down: no paper of it is claimed, and it is probed with one request on a backoff
+(1 s, doubling to `PROBE_MAX`) until it answers; then its papers go on. A paper is charged only
+when its download fails so a second time after the host answered in between (rpa.hosts.health
+keeps these strikes): the host works, and the paper does not. An outage costs no paper that
+had not begun its download anything; a lone refusal costs its paper one more request.
 
 A host that has never answered in this run and fails `FIRST_PROBES` probes (about 7 s) is not
 down but wrong (a mistyped port, a name that does not resolve): `unreachable` says so, and the

@@ -79,6 +79,13 @@ class HostGates:
         self._make_gate = make_gate
         #: the host of --pdf-url: where the queue's papers come from
         self.primary = primary.lower().rstrip(".")
+        #: told of every answer a host gives (host health: the host works)
+        self.on_heard: Callable[[str], None] | None = None
+
+    def heard_from(self, host: str) -> None:
+        """`host` answered a request (its status line came): it works."""
+        if self.on_heard is not None:
+            self.on_heard(host)
 
     def _host(self, host: str) -> _Host:
         key = host.lower().rstrip(".")

@@ -52,8 +52,10 @@ class Verdict:
 
 def host_trouble(exc: errors.JobError) -> bool:
     """Does `exc` say nothing about the paper until its host is known to work? A connection
-    refused or reset, a timeout, a body cut off: no answer came."""
-    return isinstance(exc, errors.ConnectionFailed | errors.DownloadTimeout | errors.TruncatedBody)
+    refused or reset, a timeout, a body cut off, with no answer from the host at all (an
+    answer that began and then stalled says the host works: `exc.host` names it)."""
+    no_answer = errors.ConnectionFailed | errors.DownloadTimeout | errors.TruncatedBody
+    return isinstance(exc, no_answer) and exc.host is None
 
 
 def proves_host_works(exc: errors.JobError) -> bool:

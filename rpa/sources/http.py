@@ -161,6 +161,7 @@ class Downloader:
             try:
                 async with self._budget(spent):
                     response = await client.send(request, stream=True, follow_redirects=False)
+                self.hosts.heard_from(host)  # whatever it says, and however its body goes
             finally:
                 await self.hosts.answered(host)
             if response.next_request is None:
@@ -187,8 +188,10 @@ class Downloader:
         spent = [0.0]
         received = 0
         committed = False
+        answered: str | None = None  # the host whose answer began, once it has
         try:
             response, waited = await self._open(url, spent)
+            answered = response.url.host
             async with contextlib.aclosing(response):
                 error = _status_error(response)
                 if error is not None:
@@ -237,13 +240,21 @@ class Downloader:
                     seconds=time.perf_counter() - start - waited,
                     gate_wait=waited,
                 )
+        except (errors.DownloadTimeout, errors.TruncatedBody) as exc:
+            # its host answered, then the body stalled or stopped short: the host works
+            exc.host = exc.host or answered
+            raise
         except httpx.TimeoutException as exc:
-            raise errors.DownloadTimeout(f"{type(exc).__name__} after {received} bytes") from None
+            raise errors.DownloadTimeout(
+                f"{type(exc).__name__} after {received} bytes", host=answered
+            ) from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             cls = errors.TruncatedBody if received else errors.ConnectionFailed
-            raise cls(f"{type(exc).__name__}: {exc} after {received} bytes") from None
+            raise cls(
+                f"{type(exc).__name__}: {exc} after {received} bytes", host=answered
+            ) from None
         except httpx.HTTPError as exc:
-            raise errors.ConnectionFailed(f"{type(exc).__name__}: {exc}") from None
+            raise errors.ConnectionFailed(f"{type(exc).__name__}: {exc}", host=answered) from None
         except zlib.error as exc:
             raise errors.TruncatedBody(f"the compressed body is broken: {exc}") from None
         except OSError as exc:
