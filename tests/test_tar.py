@@ -65,7 +65,9 @@ def test_member_names_map_to_arxiv_ids_the_way_arxiv_names_them() -> None:
     assert member_key("9901/hep-th9901001v2.pdf") == ("hep-th/9901001", 2)
     assert member_key("./1501/1501.00001.pdf") == ("1501.00001", None)
     for not_a_paper in ("1501/", "1501/README.txt", "0001/notanarchive0001001.pdf",
-                        "1501/1501.001.pdf", "a/b/1501.00001.pdf"):  # fmt: skip
+                        "1501/1501.001.pdf", "a/b/1501.00001.pdf",
+                        "1501/１５０１.００００１.pdf", "١٥٠١/1501.00001v٢.pdf",
+                        "0001/astro-ph٠٠٠1001.pdf"):  # fmt: skip
         assert member_key(not_a_paper) is None, not_a_paper
 
 

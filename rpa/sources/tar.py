@@ -50,9 +50,9 @@ __all__ = [
 ]
 
 TAR_PREFIX = "tar:"
-_MEMBER = re.compile(r"^(?:\./)?(?:\d{4}/)?(?P<stem>[^/]+)\.pdf$")
-_NEW = re.compile(r"^(?P<id>\d{4}\.\d{4,5})(?P<v>v\d+)?$")
-_OLD = re.compile(r"^(?P<archive>[a-z]+(?:-[a-z]+)?)(?P<num>\d{7})(?P<v>v\d+)?$")
+_MEMBER = re.compile(r"^(?:\./)?(?:[0-9]{4}/)?(?P<stem>[^/]+)\.pdf$")
+_NEW = re.compile(r"^(?P<id>[0-9]{4}\.[0-9]{4,5})(?P<v>v[0-9]+)?$")
+_OLD = re.compile(r"^(?P<archive>[a-z]+(?:-[a-z]+)?)(?P<num>[0-9]{7})(?P<v>v[0-9]+)?$")
 
 
 def member_key(name: str) -> tuple[str, int | None] | None:
