@@ -68,3 +68,30 @@ def test_a_servers_control_sequences_never_reach_the_terminal(
     assert ESC not in status.stdout + status.stderr
     stored = cli.query("SELECT error_message FROM jobs")
     assert stored and all(ESC not in m and "Teapot" in m for (m,) in stored)
+
+
+def test_a_symlink_out_of_a_local_folder_is_refused_unread(tmp_path: Path) -> None:
+    """`--pdf-url file:///folder/{id}.pdf`: a link in the folder that leads out of it (to a
+    secret) is not read: nothing of the secret is stored or shown; a link inside the folder,
+    and a real PDF, are read as before."""
+    from conftest import sample_pdfs
+
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:the-secret-line\n")
+    pdf = sample_pdfs()[0]
+    (folder / "real.pdf").write_bytes(pdf.read_bytes())
+    (folder / "inside.pdf").symlink_to(folder / "real.pdf")
+    (folder / "escape.pdf").symlink_to(secret)
+    cli = Cli(tmp_path, f"file://{folder}/{{id}}.pdf")
+    ids = write_ids(tmp_path / "ids.txt", ["ext:real", "ext:inside", "ext:escape"])
+    result = cli.run("run", str(ids), *cli.knobs(progress=False))
+    said = result.stdout + result.stderr
+    assert result.returncode == 1, said
+    states = dict(cli.query("SELECT id, stage FROM jobs"))
+    assert states == {"ext:real": "done", "ext:inside": "done", "ext:escape": "failed"}
+    (message,) = cli.query("SELECT error_message FROM jobs WHERE id = 'ext:escape'")[0]
+    assert "leads out of" in message
+    everything = said + message + cli.run("status", "--db", str(cli.db)).stdout
+    assert "the-secret-line" not in everything and "root:x" not in everything
