@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import errno
 
+from rpa.printable import printable
+
 __all__ = [
     "KINDS",
     "AccessDenied",
@@ -124,6 +126,9 @@ class JobError(RpaError):
     def __init__(
         self, message: str = "", *, retry_after: float | None = None, host: str | None = None
     ) -> None:
+        # a paper's message quotes servers and files (reason phrases, types, previews): it is
+        # stored, shown and logged, so it is made printable once, here
+        message = printable(message)
         super().__init__(message or self.kind)
         self.message = message or self.kind
         #: seconds the server asked us to wait (Retry-After), if any

@@ -126,7 +126,7 @@ class KeyBatch:
 
 
 #: The commonest line of a big list: a bare five-digit new-style ID without a version.
-_PLAIN_NEW_RE = re.compile(r"\d{4}\.\d{5}")
+_PLAIN_NEW_RE = re.compile(r"[0-9]{4}\.[0-9]{5}")
 
 
 def iter_key_batches(path: Path, batch_size: int = 10_000) -> Iterator[KeyBatch]:

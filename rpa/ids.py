@@ -50,11 +50,11 @@ OLD_STYLE_ARCHIVES = frozenset(
 #: the schemes a --pdf-url may have
 PDF_URL_SCHEMES = ("http", "https", "file")
 
-_VERSION = r"(?:v(?P<version>\d{1,4}))?"
-_NEW_RE = re.compile(r"(?P<yymm>\d{4})\.(?P<num>\d{4,5})" + _VERSION)
+_VERSION = r"(?:v(?P<version>[0-9]{1,4}))?"
+_NEW_RE = re.compile(r"(?P<yymm>[0-9]{4})\.(?P<num>[0-9]{4,5})" + _VERSION)
 _OLD_RE = re.compile(
     r"(?P<archive>[A-Za-z]+(?:-[A-Za-z]+)?)(?:\.(?P<sc>[A-Za-z]+(?:-[A-Za-z]+)?))?"
-    r"/(?P<yy>\d\d)(?P<mm>\d\d)(?P<num>\d{3})" + _VERSION
+    r"/(?P<yy>[0-9][0-9])(?P<mm>[0-9][0-9])(?P<num>[0-9]{3})" + _VERSION
 )
 _SLUG_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 _URL_RE = re.compile(
@@ -182,11 +182,11 @@ def _parse_bare(text: str, candidate: str) -> PaperId:
         return _parse_new(text, m)
     if m := _OLD_RE.fullmatch(candidate):
         return _parse_old(text, m)
-    if re.fullmatch(r"\d{4}\.\d+(?:v\d*)?", candidate):
+    if re.fullmatch(r"[0-9]{4}\.[0-9]+(?:v[0-9]*)?", candidate):
         raise InvalidIdError(text, "a new-style number has 4 or 5 digits after the dot")
-    if re.fullmatch(r"[A-Za-z.-]+/\d+(?:v\d*)?", candidate):
+    if re.fullmatch(r"[A-Za-z.-]+/[0-9]+(?:v[0-9]*)?", candidate):
         raise InvalidIdError(text, "an old-style number is YYMMNNN (7 digits)")
-    if re.fullmatch(r"[^/]+/\d{7}(?:v\d+)?", candidate):
+    if re.fullmatch(r"[^/]+/[0-9]{7}(?:v[0-9]+)?", candidate):
         raise InvalidIdError(text, f"unknown arXiv archive {candidate.split('/')[0]!r}")
     raise InvalidIdError(text, "not an arXiv ID (like 2301.00001 or hep-th/9901001)")
 
@@ -232,6 +232,9 @@ def parse_id(text: str) -> PaperId:
         raise InvalidIdError(text, "contains whitespace inside the ID")
     if any(not c.isprintable() for c in stripped):
         raise InvalidIdError(text, "contains control characters")
+    if any(c.isdigit() and not c.isascii() for c in stripped):
+        # `\d` matched every script's digits: '２３０１.００００１' and '2301.00001' were two papers
+        raise InvalidIdError(text, "has a digit that is not ASCII 0-9 (arXiv IDs are ASCII)")
     lowered = stripped.lower()
     if lowered.startswith("ext:"):
         return _parse_ext(text, stripped[4:])

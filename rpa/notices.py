@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
+from rpa.printable import printable
+
 __all__ = ["Notices"]
 
 
@@ -20,6 +22,7 @@ class Notices:
         self.on_new = on_new
 
     def add(self, text: str, *, key: str | None = None) -> None:
+        text = printable(text)  # notices carry hosts' and servers' words
         if key is not None:
             if key in self._said:
                 return

@@ -102,6 +102,13 @@ REJECTED: list[tuple[str, str]] = [
     ("ext:a/b", "a-z"),
     ("ext:" + "a" * 101, "1-100"),
     ("hello", "not an arXiv ID"),
+    # one digit alphabet: other scripts' digits are no arXiv ID (issue 19)
+    ("２３０１.００００１", "ASCII"),
+    ("٢٣٠١.٠٠٠٠١", "ASCII"),
+    ("2301.0000١", "ASCII"),
+    ("2301.00001v٢", "ASCII"),
+    ("hep-th/99010０1", "ASCII"),
+    ("https://arxiv.org/abs/２301.00001", "ASCII"),
 ]
 
 
@@ -329,3 +336,12 @@ def test_file_without_newlines_is_not_loaded_whole(tmp_path: Path) -> None:
     _, bad, last, peak = _stream_under_tracemalloc(path)
     assert (bad, last) == (1, 1)
     assert peak < size / 50, (peak, size)
+
+
+def test_other_scripts_digits_are_invalid_lines_not_more_papers(tmp_path: Path) -> None:
+    """Before, `\\d` made these three lines three jobs, three downloads, three folders."""
+    path = tmp_path / "ids.txt"
+    path.write_text("2301.00001\n２３０１.００００１\n٢٣٠١.٠٠٠٠١\n", encoding="utf-8")
+    [batch] = list(iter_key_batches(path))
+    assert batch.keys == ["2301.00001"]
+    assert [(e.line, "ASCII" in e.reason) for e in batch.errors] == [(2, True), (3, True)]

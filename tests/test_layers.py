@@ -86,6 +86,7 @@ LAYERS = [
     ["rpa.idlist"],
     ["rpa.ids", "rpa.machine"],
     ["rpa.errors"],
+    ["rpa.printable"],
 ]
 
 

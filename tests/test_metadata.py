@@ -163,3 +163,33 @@ def test_the_snapshot_file_joins_without_any_request(tmp_path: Path) -> None:
     unknown = got[UNKNOWN]["metadata"]
     assert isinstance(unknown, dict) and unknown["status"] == "not_found"
     assert unknown["reason"] == "not in --metadata-file"
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path: Path) -> None:
+    """Titles and authors come from servers and files rpa does not control: in CSV a cell
+    that starts a formula gets a ' (OWASP), unless --raw-csv; JSON lines stay as they are."""
+    lines = snapshot_lines()
+    lines[0]["title"] = '=HYPERLINK("http://evil.example/", "click")'
+    lines[0]["abstract"] = "+cmd|' /C calc'!A0"
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with Mirror(served(tmp_path)) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", ["1605.08386", "astro-ph/0601001"])
+        result = cli.run("run", str(ids), *cli.knobs(progress=False, metadata_file=str(snapshot)))
+        assert result.returncode == 0, result.stdout + result.stderr
+    import csv
+
+    def rows(*flags: str) -> dict[str, dict[str, str]]:
+        out = cli.run("export", "--db", str(cli.db), "--format", "csv", *flags)
+        assert out.returncode == 0, out.stderr
+        return {r["id"]: r for r in csv.DictReader(out.stdout.splitlines())}
+
+    safe = rows()["1605.08386"]
+    assert safe["title"] == '\'=HYPERLINK("http://evil.example/", "click")'
+    assert safe["abstract"] == "'+cmd|' /C calc'!A0"
+    assert not any(v.startswith(("=", "+", "-", "@")) for v in safe.values() if v)
+    assert rows("--raw-csv")["1605.08386"]["title"].startswith("=HYPERLINK(")
+    assert str(records(cli)["1605.08386"]["title"]).startswith("=HYPERLINK(")  # JSON as it is
+    plain = rows()["astro-ph/0601001"]
+    assert not plain["title"].startswith("'")  # an ordinary title is untouched

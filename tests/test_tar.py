@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import Cli, sample_pdfs, write_ids
 
-from rpa.sources.tar import member_key, read_member, scan_tar
+from rpa.sources.tar import member_key, read_member, scan_tar, tar_path
 from rpa.testing.mirror import HTML_PAGE
 
 #: arXiv IDs given to the bundled real papers, and the member names arXiv would use
@@ -65,7 +65,9 @@ def test_member_names_map_to_arxiv_ids_the_way_arxiv_names_them() -> None:
     assert member_key("9901/hep-th9901001v2.pdf") == ("hep-th/9901001", 2)
     assert member_key("./1501/1501.00001.pdf") == ("1501.00001", None)
     for not_a_paper in ("1501/", "1501/README.txt", "0001/notanarchive0001001.pdf",
-                        "1501/1501.001.pdf", "a/b/1501.00001.pdf"):  # fmt: skip
+                        "1501/1501.001.pdf", "a/b/1501.00001.pdf",
+                        "1501/１５０１.００００１.pdf", "١٥٠١/1501.00001v٢.pdf",
+                        "0001/astro-ph٠٠٠1001.pdf"):  # fmt: skip
         assert member_key(not_a_paper) is None, not_a_paper
 
 
@@ -133,3 +135,54 @@ def test_with_an_id_list_only_the_listed_papers_are_queued_and_the_missing_said(
     assert again.returncode == 1  # the two broken members fail, alone
     bare = cli.run("run", "--db", str(tmp_path / "other.db"))
     assert bare.returncode == 2 and "give a file of IDs" in bare.stderr
+
+
+def _lie_about_size(tar: Path, member: str, extra: int) -> None:
+    """Make `member`'s header claim `extra` more bytes than it holds (checksum recomputed), as
+    a tar written by a broken tool can."""
+    with tarfile.open(tar) as t:
+        offset = t.getmember(member).offset
+    data = bytearray(tar.read_bytes())
+    header = data[offset : offset + 512]
+    size = int(header[124:136].rstrip(b"\0 ").decode(), 8) + extra
+    header[124:136] = f"{size:011o}\0".encode()
+    header[148:156] = b" " * 8
+    header[148:156] = f"{sum(header):06o}\0 ".encode()
+    data[offset : offset + 512] = header
+    tar.write_bytes(bytes(data))
+
+
+def test_a_member_that_claims_more_than_it_holds_is_left_out_and_the_rest_indexed(
+    tmp_path: Path,
+) -> None:
+    """Before: tarfile took the garbled next header for the end: the later papers were never
+    indexed, nothing was said, and the liar was accepted with 4 KB of the next header."""
+    pdfs = [p.read_bytes() for p in sample_pdfs()]
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    names = [f"1501/1501.0000{i}.pdf" for i in (1, 2, 3)]
+    tar = make_tar(folder / "arXiv_pdf_1501_001.tar", dict(zip(names, pdfs, strict=False)))
+    _lie_about_size(tar, "1501/1501.00001.pdf", 4096)
+    members, error = scan_tar(tar)
+    assert [m.base for m in members] == ["1501.00002", "1501.00003"]
+    assert error is not None and "damaged tar" in error and "1501.00001.pdf" in error
+    for m in members:  # each one whole, nothing of a neighbour in it
+        assert read_member(tar_path(m))[:5] == b"%PDF-"
+
+
+def test_a_compressed_tar_says_why_it_is_not_read(tmp_path: Path) -> None:
+    import gzip
+
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    plain = make_tar(folder / "x.tar", {"1501/1501.00001.pdf": sample_pdfs()[0].read_bytes()})
+    packed = folder / "arXiv_pdf_1501_001.tar.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    cli = Cli(tmp_path, "unused")
+    knobs = ["--db", str(cli.db), "--out", str(cli.out), "--no-progress"]
+    result = cli.run("run", "--pdf-tar", str(packed), *knobs)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "gzip-compressed tar" in result.stderr and "decompress it first" in result.stderr
+    again = cli.run("run", "--pdf-tar", str(packed), *knobs)
+    assert "gzip-compressed tar" in again.stderr  # said again, from what the queue stored

@@ -102,7 +102,7 @@ def _show_tars(t: TarReport) -> None:
         f"{t.seconds:.2f}s"
     )
     for tar, why in t.damaged:
-        say("damaged tar ", f"{tar}: {why} (its members up to there are indexed)", "yellow")
+        say("tar ", f"{tar}: {why}", "yellow")
     if t.listed is None:
         out.print(f"queued {t.new:,} new of the tars' {t.members:,} papers")
         return

@@ -9,6 +9,7 @@ registered on the app in `rpa.cli`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 import time
@@ -85,6 +86,15 @@ def export(
         Optional[Path],  # noqa: UP045
         typer.Option("--output", "-o", help="file [default: stdout; parquet needs a file]"),
     ] = None,
+    raw_csv: Annotated[
+        bool,
+        typer.Option(
+            "--raw-csv",
+            envvar="RPA_RAW_CSV",
+            help="CSV cells as they are: no ' before a cell a spreadsheet would run as a "
+            "formula (=, +, -, @)",
+        ),
+    ] = False,
     *,
     resolved: Resolved,
 ) -> None:
@@ -100,7 +110,7 @@ def export(
     if fmt == "parquet" and output is None:
         say("error: ", "--format parquet writes a file: give -o PATH")
         raise typer.Exit(EXIT_USAGE)
-    writer = write_jsonl if fmt == "jsonl" else write_csv
+    writer = write_jsonl if fmt == "jsonl" else functools.partial(write_csv, raw=raw_csv)
     with one_line_errors(), quiet_closed_pipe(), open_records(resolved.settings.db) as records:
         if fmt == "parquet" and output is not None:
             n = write_parquet(records, output)

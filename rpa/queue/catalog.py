@@ -27,10 +27,11 @@ __all__ = [
 ]
 
 
-def tar_indexed(store: QueueStore, path: str) -> tuple[int, float] | None:
-    """(size, mtime) of a tar when it was indexed, None if it never was."""
-    row = store.sql.one("SELECT size, mtime FROM tars WHERE path = ?", (path,))
-    return None if row is None else (int(row["size"]), float(row["mtime"]))
+def tar_indexed(store: QueueStore, path: str) -> tuple[int, float, str | None] | None:
+    """(size, mtime, what was wrong with it) of a tar when it was indexed, None if it never
+    was."""
+    row = store.sql.one("SELECT size, mtime, error FROM tars WHERE path = ?", (path,))
+    return None if row is None else (int(row["size"]), float(row["mtime"]), row["error"])
 
 
 def index_tar(

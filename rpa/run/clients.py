@@ -67,7 +67,8 @@ def make_api_client(settings: Settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=_timeout(settings),
         limits=httpx.Limits(max_connections=1),
-        headers={"User-Agent": user_agent(settings)},
+        # the answer as it is: what is read is what is counted against the stage's size cap
+        headers={"User-Agent": user_agent(settings), "Accept-Encoding": "identity"},
     )
 
 

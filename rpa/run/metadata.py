@@ -41,6 +41,8 @@ __all__ = ["MetadataService", "metadata_service"]
 #: papers' metadata kept in memory (the rest is in the queue)
 CACHE = 10_000
 ATTEMPTS = 3
+#: the most of an answer read (as it comes and decoded): 100 papers' Atom entries are ~250 KB
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 def metadata_service(
@@ -59,6 +61,7 @@ def metadata_service(
     return MetadataService(
         mode=mode, queue=queue, url=s.metadata_url, batch=s.metadata_batch, gate=gate,
         client=functools.partial(make_api_client, s), io=io, notices=notices,
+        deadline=2 * (s.connect_timeout + s.read_timeout),
     )  # fmt: skip
 
 
@@ -76,6 +79,7 @@ class MetadataService:
         client: Callable[[], httpx.AsyncClient],
         io: Executor,
         notices: Notices,
+        deadline: float = 120.0,
     ) -> None:
         """`client` makes the API's client (blocking: it is called in a thread, at the first
         request); `io` parses the answers (an Atom feed of 100 abstracts is no loop work)."""
@@ -85,6 +89,8 @@ class MetadataService:
         self.batch = batch
         self.gate = gate
         self._make_client = client
+        #: the longest one answer may take, whole
+        self.deadline = deadline
         self.io = io
         self._client: httpx.AsyncClient | None = None
         self.notices = notices
@@ -129,10 +135,24 @@ class MetadataService:
                 while self._wanted:
                     batch = list(dict.fromkeys(self._wanted[: self.batch]))
                     del self._wanted[: self.batch]
-                    await self._serve(batch)
+                    try:
+                        await self._serve(batch)
+                    except Exception as exc:  # the stage's own boundary: its papers go on
+                        self._failed(batch, f"{type(exc).__name__}: {exc}")
         finally:
             if self._client is not None:
                 await self._client.aclose()
+
+    def _failed(self, batch: list[str], reason: str) -> None:
+        """The stage broke on `batch` (a bug, the queue): say so, and let its papers' records
+        say so too; nothing is stored, so a later run asks again."""
+        self.notices.add(
+            f"the metadata stage failed for {len(batch)} papers ({reason}); their records say so",
+            key=f"metadata failed {reason}",
+        )
+        source = "metadata-file" if self.mode == "file" else "arxiv-api"
+        answers = {b: PaperMetadata(b, "error", source, reason=reason).to_json() for b in batch}
+        self._resolve(answers, keep=False)
 
     async def _serve(self, batch: list[str]) -> None:
         stored = await self.queue.run(catalog.metadata_for, batch)
@@ -180,24 +200,44 @@ class MetadataService:
         failed = [PaperMetadata(b, "error", "arxiv-api", reason=reason).to_json() for b in ids]
         return failed, []
 
-    async def _request(self, ids: list[str]) -> tuple[dict[str, PaperMetadata], list[str]] | str:
-        """One request, inside the gate's one fleet-wide slot (held until the body is read)."""
+    async def _read(self, url: str) -> tuple[int, bytes] | str:
+        """(status, body) of one GET, or why not: at most MAX_ANSWER_BYTES read, all of it
+        within `deadline` seconds (a trickling answer never trips a read timeout)."""
         assert self._client is not None
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.deadline):
+                async with self._client.stream("GET", url) as response:
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > MAX_ANSWER_BYTES:
+                            return f"the answer is over {MAX_ANSWER_BYTES // 2**20} MiB"
+                        chunks.append(chunk)
+                    return response.status_code, b"".join(chunks)
+        except TimeoutError:
+            return f"no whole answer within {self.deadline:g} s ({size:,} bytes came)"
+
+    async def _request(self, ids: list[str]) -> tuple[dict[str, PaperMetadata], list[str]] | str:
+        """One request, inside the gate's one fleet-wide slot (held until the body is read, or
+        given up on: the slot is let go on every way out)."""
         if self.gate is not None:
             await self.gate.acquire()
         try:
             self.requests += 1
-            response = await self._client.get(query_url(self.url, ids))
-            body = response.content
+            got = await self._read(query_url(self.url, ids))
+            if isinstance(got, str):
+                return got
+            status, body = got
         finally:
             if self.gate is not None:
                 done = self.gate.answered()
                 if done is not None:
                     await done
-        if response.status_code not in (200, 400):
-            return f"HTTP {response.status_code} from the API"
+        if status not in (200, 400):
+            return f"HTTP {status} from the API"
         feed = await asyncio.get_running_loop().run_in_executor(self.io, parse_feed, body)
-        if response.status_code == 400 and not feed.bad_ids:
+        if status == 400 and not feed.bad_ids:
             return f"HTTP 400 from the API: {'; '.join(feed.errors) or 'no reason given'}"
         return feed.found, feed.bad_ids
 

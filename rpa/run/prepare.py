@@ -178,7 +178,8 @@ def prepare(
             (tars.listed or 0) - tars.missing if tars else 0)  # fmt: skip
         if tars is not None and present == 0 and remaining == 0:
             what = f"none of the {tars.listed} listed IDs is" if ids else "no paper is"
-            raise InputError(f"{what} in the tars ({tars.members} papers): nothing to do")
+            damage = "".join(f"; {tar}: {why}" for tar, why in tars.damaged)
+            raise InputError(f"{what} in the tars ({tars.members} papers{damage}): nothing to do")
         return Prepared(
             settings, report, notes, remaining, tars, joined, totals.done, totals.failed
         )

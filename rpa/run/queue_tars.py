@@ -46,7 +46,9 @@ def _index(store: QueueStore, pattern: str, report: TarReport) -> None:
         stat = path.stat()
         key = str(path.resolve())
         known = catalog.tar_indexed(store, key)
-        if known == (stat.st_size, stat.st_mtime):
+        if known is not None and known[:2] == (stat.st_size, stat.st_mtime):
+            if known[2]:  # indexed before: what was wrong with it still is
+                report.damaged.append((str(path), known[2]))
             continue
         members, error = scan_tar(path)
         # recorded with its absolute path: a checkpoint names the tar wherever rpa runs

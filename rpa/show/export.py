@@ -17,7 +17,16 @@ from typing import Any, TextIO
 
 from rpa.errors import ConfigError
 
-__all__ = ["FIELDS", "ROW_GROUP", "flat", "write_csv", "write_jsonl", "write_parquet"]
+__all__ = [
+    "FIELDS",
+    "FORMULA_STARTS",
+    "ROW_GROUP",
+    "flat",
+    "neutralised",
+    "write_csv",
+    "write_jsonl",
+    "write_parquet",
+]
 
 #: the columns of CSV and Parquet, and their kind
 FIELDS: dict[str, str] = {
@@ -90,13 +99,30 @@ def flat(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_csv(records: Iterable[dict[str, Any]], out: TextIO) -> int:
-    """The flat rows as CSV with a header; returns how many."""
+#: what a spreadsheet reads as the start of a formula (OWASP's list for CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with every text cell that a spreadsheet would run as a formula made text: a `'`
+    before it (OWASP's rule). Titles, authors and abstracts come from PDFs and from servers
+    rpa does not control: `=HYPERLINK(...)` or `=cmd|' /C calc'!A0` must not run when the
+    CSV is opened."""
+    return {
+        k: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+        for k, v in row.items()
+    }
+
+
+def write_csv(records: Iterable[dict[str, Any]], out: TextIO, *, raw: bool = False) -> int:
+    """The flat rows as CSV with a header, formula cells neutralised unless `raw`; returns
+    how many."""
     writer = csv.DictWriter(out, fieldnames=list(FIELDS))
     writer.writeheader()
     n = 0
     for record in records:
-        writer.writerow(flat(record))
+        row = flat(record)
+        writer.writerow(row if raw else neutralised(row))
         n += 1
     return n
 

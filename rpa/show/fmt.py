@@ -18,6 +18,7 @@ from rich.segment import Segment
 from rich.style import Style
 
 from rpa.metrics import WindowStats
+from rpa.printable import printable
 from rpa.units import gib
 
 __all__ = [
@@ -51,13 +52,14 @@ class Lines:
 
     @property
     def plain(self) -> str:
-        return "\n".join("".join(text for text, _ in line) for line in self.lines)
+        return printable("\n".join("".join(text for text, _ in line) for line in self.lines))
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         newline = Segment.line()
         for line in self.lines:
             for text, style in line:
-                yield Segment(text, _STYLES[style])
+                # what came from outside (a reason phrase, a title) is shown, never obeyed
+                yield Segment(printable(text), _STYLES[style])
             yield newline
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:

@@ -2,7 +2,9 @@
 
 No download gate wait and no politeness budget: nothing is asked of anyone. The same checks as
 a download (`%PDF-` in the first 1024 bytes, the size cap, the sha256), and no copy: the
-checkpoint and the record name the source file itself.
+checkpoint and the record name the source file itself. A file is read only where the template
+points: a symlink that leads out of the template's folder (to /etc/passwd, say) is refused
+unread, so nothing of another file is stored or shown.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from rpa.ids import url_for
 from rpa.sources.base import Download
 from rpa.sources.check import check_pdf, start_of
 
-__all__ = ["LocalSource", "file_url_path"]
+__all__ = ["LocalSource", "file_url_path", "source_folder"]
 
 
 def file_url_path(url: str) -> Path:
@@ -29,8 +31,18 @@ def file_url_path(url: str) -> Path:
     return Path(unquote(parts.path))
 
 
-def _check(path: Path, max_bytes: int) -> tuple[int, str]:
+def source_folder(template: str) -> Path:
+    """The folder every file of a file:// template lies in: the part before `{id}`, up to its
+    last `/` (file:///data/pdfs/{id}.pdf -> /data/pdfs)."""
+    fixed = template.split("{id}", 1)[0]
+    return file_url_path(fixed[: fixed.rfind("/") + 1] or "file:///")
+
+
+def _check(path: Path, folder: Path, max_bytes: int) -> tuple[int, str]:
     """(size, sha256) of a local PDF that passes the checks a download passes. Blocking."""
+    real = path.resolve()
+    if not real.is_relative_to(folder.resolve()):
+        raise errors.NotFound(f"{path} leads out of {folder} (to {real}): not read")
     try:
         return check_pdf(
             lambda: path.open("rb"),
@@ -56,6 +68,7 @@ class LocalSource:
         self.io = io
         self.template = template
         self.max_bytes = max_bytes
+        self.folder = source_folder(template)
 
     async def fetch(self, job_id: str, dest: Path) -> Download:
         """`dest` is unused: a local PDF stays where it is."""
@@ -64,7 +77,9 @@ class LocalSource:
         path = file_url_path(url)
         loop = asyncio.get_running_loop()
         try:
-            size, sha256 = await loop.run_in_executor(self.io, _check, path, self.max_bytes)
+            size, sha256 = await loop.run_in_executor(
+                self.io, _check, path, self.folder, self.max_bytes
+            )
         except OSError as exc:
             raise errors.classify(exc, f"reading {path}") from None
         return Download(

@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import BinaryIO
 
 from rpa import errors
 from rpa.ids import OLD_STYLE_ARCHIVES, parse_id
@@ -50,9 +51,9 @@ __all__ = [
 ]
 
 TAR_PREFIX = "tar:"
-_MEMBER = re.compile(r"^(?:\./)?(?:\d{4}/)?(?P<stem>[^/]+)\.pdf$")
-_NEW = re.compile(r"^(?P<id>\d{4}\.\d{4,5})(?P<v>v\d+)?$")
-_OLD = re.compile(r"^(?P<archive>[a-z]+(?:-[a-z]+)?)(?P<num>\d{7})(?P<v>v\d+)?$")
+_MEMBER = re.compile(r"^(?:\./)?(?:[0-9]{4}/)?(?P<stem>[^/]+)\.pdf$")
+_NEW = re.compile(r"^(?P<id>[0-9]{4}\.[0-9]{4,5})(?P<v>v[0-9]+)?$")
+_OLD = re.compile(r"^(?P<archive>[a-z]+(?:-[a-z]+)?)(?P<num>[0-9]{7})(?P<v>v[0-9]+)?$")
 
 
 def member_key(name: str) -> tuple[str, int | None] | None:
@@ -79,23 +80,85 @@ def tar_files(pattern: str) -> list[Path]:
     return [p for p in found if p.is_file()]
 
 
+#: what a compressed tar starts with: such a tar cannot be read in place, one seek a paper
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",
+               b"\x28\xb5\x2f\xfd": "zstd"}  # fmt: skip
+_BLOCK = 512
+
+
 def scan_tar(path: Path) -> tuple[list[Member], str | None]:
     """Every paper member of a tar, read header by header (data is skipped, not read), and
-    why the scan stopped early (a truncated or damaged tar), or None. Blocking."""
+    what is wrong with the tar (truncated, damaged, compressed), or None. Blocking.
+
+    Python's tarfile takes a header it cannot read for the end of the archive. So where it
+    stops, the next block must be the end (zeros, or the end of the file); if it is not, the
+    member before claimed more bytes than it holds and ran into the next header: it is left
+    out (never accepted with another's bytes), the next valid header is looked for, and the
+    scan goes on from there, saying what was lost."""
     members: list[Member] = []
+    problems: list[str] = []
     try:
-        with tarfile.open(path, mode="r:") as tar:
-            for info in _each(tar):
-                if not info.isreg():
-                    continue
-                key = member_key(info.name)
-                if key is not None:
-                    members.append(
-                        Member(key[0], key[1], str(path), info.name, info.offset_data, info.size)
-                    )
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            kind = next((k for magic, k in _COMPRESSED.items() if head.startswith(magic)), None)
+            if kind is not None:
+                return [], (
+                    f"a {kind}-compressed tar: rpa reads a tar in place, one seek a paper, "
+                    "and cannot seek in a compressed one; decompress it first"
+                )
+            start: int | None = 0
+            while start is not None:
+                start = _scan_from(fh, path, start, members, problems)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        return members, f"{type(exc).__name__}: {exc}"
-    return members, None
+        problems.append(
+            f"damaged tar ({type(exc).__name__}: {exc}): its members up to there are indexed"
+        )
+    return members, "; ".join(problems) or None
+
+
+def _scan_from(
+    fh: BinaryIO, path: Path, start: int, members: list[Member], problems: list[str]
+) -> int | None:
+    """Index the members from byte `start` on; where to go on after damage, or None."""
+    fh.seek(start)
+    last: tarfile.TarInfo | None = None
+    with tarfile.open(fileobj=fh, mode="r:") as tar:
+        for info in _each(tar):
+            last = info
+            if info.isreg() and (key := member_key(info.name)) is not None:
+                members.append(
+                    Member(key[0], key[1], str(path), info.name, info.offset_data, info.size)
+                )
+        stopped = tar.offset
+    fh.seek(stopped)
+    block = fh.read(_BLOCK)
+    if not block.strip(b"\0"):
+        return None  # the end of the archive (or of the file): whole
+    # past this member's header (or the bad block): the search always moves forward
+    after = last.offset_data if last is not None else stopped + _BLOCK
+    if last is not None and members and members[-1].name == last.name:
+        members.pop()
+    resume = _next_header(fh, after)
+    liar = f"{last.name!r} claims {last.size:,} bytes and runs into the next header" if last else (
+        f"no valid tar header at byte {stopped:,}")  # fmt: skip
+    lost = f"the scan went on at byte {resume:,}" if resume is not None else "nothing after it"
+    problems.append(f"damaged tar: {liar}; it is left out, {lost}")
+    return resume
+
+
+def _next_header(fh: BinaryIO, position: int) -> int | None:
+    """The offset of the first valid tar header at or after `position` (block-aligned)."""
+    position = -(-position // _BLOCK) * _BLOCK
+    fh.seek(position)
+    while block := fh.read(_BLOCK):
+        if len(block) == _BLOCK and block.strip(b"\0"):
+            try:
+                tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+                return position
+            except tarfile.HeaderError:
+                pass
+        position += _BLOCK
+    return None
 
 
 def _each(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
