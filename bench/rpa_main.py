@@ -5,7 +5,7 @@
 The command line is rpa's own (`rpa.cli.main`), unchanged. Two things are added around it,
 neither of which changes what rpa does:
 
-* `rpa.pipeline.Runner` (and `rpa.cli.Runner`, if the CLI holds that name) is replaced by a
+* `rpa.run.runner.Runner` (which the CLI imports when a run starts) is replaced by a
   subclass that remembers the instance and takes the main
   process's CPU time (getrusage RUSAGE_SELF) when its `run()` starts and ends, so the
   run-phase CPU excludes interpreter start-up and imports;

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from rpa.errors import DatabaseError
+from rpa.machine import cgroup_folder
 from rpa.queue import is_postgres_url, open_store
 from rpa.testing.mirror import Mirror
 from rpa.testing.pgserver import PostgresServer
@@ -171,3 +174,36 @@ def sample_mirror() -> Iterator[Mirror]:
 @pytest.fixture
 def cli(tmp_path: Path, sample_mirror: Mirror) -> Cli:
     return Cli(tmp_path, sample_mirror.url_template)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll `predicate` until it holds; fail after `timeout` seconds, naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def child_cgroup(controller: str, name: str) -> Iterator[Path]:
+    """A child of this process's v1 `controller` cgroup (as root; what these machines have),
+    removed afterwards. Skips where none can be made."""
+    parent = cgroup_folder(controller)
+    if parent is None or not parent.exists() or os.geteuid() != 0:
+        pytest.skip(f"no v1 {controller} cgroup to make a child of (needs root)")
+    child = parent / f"rpa-{name}-{os.getpid()}"
+    try:
+        child.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot make a {controller} cgroup: {exc}")
+    try:
+        yield child
+    finally:
+        for _ in range(50):  # its processes are gone; the kernel lets it go
+            try:
+                child.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
-from conftest import Cli, sample_pdfs, write_ids
+from conftest import Cli, sample_pdfs, wait_for, write_ids
 
 from rpa.testing.mirror import Mirror
 
@@ -84,15 +83,6 @@ def test_usage_errors_exit_2(cli: Cli, tmp_path: Path) -> None:
     no_db = cli.run("resume", "--db", str(tmp_path / "missing.db"))
     assert no_db.returncode == 2
     assert cli.run("status", "--db", str(tmp_path / "missing.db")).returncode == 2
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.timeout(180)

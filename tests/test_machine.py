@@ -4,15 +4,12 @@ a real affinity mask and a real cgroup."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from conftest import child_cgroup
 
 from rpa.machine import available_cpus
 
@@ -35,34 +32,8 @@ def test_the_pool_follows_the_affinity_mask() -> None:
     assert _pool_size("taskset", "-c", str(cpus[0])) == 1  # os.cpu_count() said len(cpus)
 
 
-@contextlib.contextmanager
-def cpu_cgroup(name: str) -> Iterator[Path]:
-    """A child of the v1 cpu cgroup this process is in (as root; what these machines have)."""
-    parent = None
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, where = line.split(":", 2)
-        if "cpu" in controllers.split(","):
-            parent = Path("/sys/fs/cgroup") / controllers / where.lstrip("/")
-    if parent is None or not parent.exists() or os.geteuid() != 0:
-        pytest.skip("no v1 cpu cgroup to make a child of (needs root)")
-    child = parent / f"rpa-{name}-{os.getpid()}"
-    try:
-        child.mkdir()
-    except OSError as exc:
-        pytest.skip(f"cannot make a cpu cgroup: {exc}")
-    try:
-        yield child
-    finally:
-        for _ in range(50):  # its processes are gone; the kernel lets it go
-            try:
-                child.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
-
-
 def test_the_pool_follows_the_cgroup_cpu_quota() -> None:
-    with cpu_cgroup("quota") as group:
+    with child_cgroup("cpu", "quota") as group:
         (group / "cpu.cfs_period_us").write_text("100000")
         (group / "cpu.cfs_quota_us").write_text("50000")  # half a CPU: one process
         inside = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]

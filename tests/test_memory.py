@@ -4,8 +4,6 @@ memory hog pushing a real run over `--memory-pause`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cli, clean_env, sample_pdfs, write_ids
+from conftest import Cli, child_cgroup, clean_env, sample_pdfs, write_ids
 from test_faults import wait_until
 from test_pool import write_bomb
 
@@ -160,33 +158,6 @@ def test_a_real_memory_hog_pauses_extraction_and_the_run_resumes_after_it(
     assert "memory: 1 pauses" in text
 
 
-@contextlib.contextmanager
-def memory_cgroup(name: str) -> Iterator[Path]:
-    """A child of the v1 memory cgroup this process is in (as root; what these machines
-    have). Skips where none can be made."""
-    parent = None
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, where = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            parent = Path("/sys/fs/cgroup/memory") / where.lstrip("/")
-    if parent is None or os.geteuid() != 0:
-        pytest.skip("no v1 memory cgroup to make a child of (needs root)")
-    child = parent / f"rpa-{name}-{os.getpid()}"
-    try:
-        child.mkdir()
-    except OSError as exc:
-        pytest.skip(f"cannot make a memory cgroup: {exc}")
-    try:
-        yield child
-    finally:
-        for _ in range(50):  # its processes are gone; the kernel lets it go
-            try:
-                child.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
-
-
 def _run_in(cgroup: Path, cli: Cli, *args: str) -> subprocess.CompletedProcess[str]:
     """The real CLI, started inside `cgroup` (it and every process it starts)."""
     command = " ".join(f"'{a}'" for a in cli.args(*args))
@@ -199,7 +170,7 @@ def _run_in(cgroup: Path, cli: Cli, *args: str) -> subprocess.CompletedProcess[s
 def _peak(cli: Cli, name: str, ids: Path, workers: int) -> int:
     """The most memory (bytes, page cache included) a run of `ids` takes with `workers`
     extraction processes and no limit."""
-    with memory_cgroup(name) as group:
+    with child_cgroup("memory", name) as group:
         knobs = cli.knobs(progress=False, extract_workers=workers)
         assert _run_in(group, cli, "run", str(ids), *knobs).returncode == 0
         return int((group / "memory.max_usage_in_bytes").read_text())
@@ -237,7 +208,7 @@ def test_in_a_small_cgroup_the_governor_sheds_and_retries_before_the_kernel_kill
         ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
         knobs = ["--memory-kill", f"{kill}", "--memory-pause", "0.8", "--memory-resume", "0.7"]
         knobs += ["--retry-base", "0.3", "--retry-max", "1", "--poison-after", "3"]
-        with memory_cgroup("small") as group:
+        with child_cgroup("memory", "small") as group:
             (group / "memory.limit_in_bytes").write_text(str(limit))
             result = _run_in(
                 group, cli, "run", str(ids), *cli.knobs(progress=False, extract_workers=2),

@@ -10,18 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Cli, sample_pdfs, write_ids
+from conftest import Cli, sample_pdfs, wait_for, write_ids
 
 from rpa.testing.mirror import Fault, Mirror
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_wrong_port_stops_the_run_in_seconds_and_charges_no_paper(tmp_path: Path) -> None:
