@@ -423,3 +423,27 @@ def test_403_stops_downloads_finishes_what_is_downloaded_and_resume_completes(
         assert mirror.requests(denied) == 2
         assert all(mirror.requests(n) == 1 for n in names if n != denied)
         assert cli.query("SELECT breaker_open FROM hosts")[0][0] == 0
+
+
+def test_a_redirect_target_that_refuses_us_fails_its_paper_once_without_a_loop(
+    tmp_path: Path,
+) -> None:
+    """A 403 from another host than --pdf-url's (where a paper's redirect leads): that host's
+    breaker opens and the paper fails as access_denied. Before, it was given back uncounted,
+    asked again at once and refused again, for ever; the primary's papers went on."""
+    with Mirror({"x": SMALLEST}, faults={"x": Fault.deny_403()}) as target:
+        away = f"http://localhost:{target.port}/pdf/x"  # another host name for 127.0.0.1
+        files = {"r": SMALLEST, "a": SMALLEST, "b": SMALLEST}
+        with Mirror(files, faults={"r": Fault.redirect_to(away)}) as mirror:
+            cli = Cli(tmp_path, mirror.url_template)
+            ids = write_ids(tmp_path / "ids.txt", ["ext:r", "ext:a", "ext:b"])
+            knobs = cli.knobs(follow_redirects="any", **FAST)
+            result = cli.run("run", str(ids), *knobs, timeout=60)
+            said = result.stdout + result.stderr
+            assert result.returncode == 1, said
+            assert target.requests("x") == 1, said  # asked once, never again
+            assert mirror.requests("r") == 1
+    state = jobs_by_id(cli)
+    assert state["ext:r"][:2] == ("failed", "access_denied")
+    assert state["ext:a"][0] == state["ext:b"][0] == "done"
+    assert "localhost refused us" in said and "Traceback" not in said

@@ -8,8 +8,8 @@ anything else into one) and gets a `Verdict`:
   and took the extraction process with it.
 - `retry`: an attempt is counted and the paper waits for its next one (exponential backoff
   with jitter, floored by the server's Retry-After).
-- `fail`: the paper ends as failed: a permanent error, its last attempt, or `poison` (it
-  killed --poison-after extraction processes).
+- `fail`: the paper ends as failed: a permanent error, its last attempt, `poison` (it
+  killed --poison-after extraction processes), or a redirect to a host that refuses us.
 
 The verdict also says whether the paper's host asked us to wait (a cooldown for every paper of
 that host) or refused us. The job processor carries the verdict out; the queue records it
@@ -78,6 +78,10 @@ def judge(
     """The verdict on `job`'s attempt that ended with `exc`, at wall time `now`; `host_down`:
     host health found the paper's host down (the failure tells nothing about the paper)."""
     if isinstance(exc, errors.RunLevelError):
+        if exc.host and exc.host.lower().rstrip(".") != settings.pdf_host:
+            # another host (a redirect's target) refuses us: nothing else can fetch this paper,
+            # and giving it back would only ask again at once (a loop)
+            return Verdict("fail", exc, refused=True)
         return Verdict("give_back", exc, refused=True)
     if host_down:
         return Verdict("give_back", exc)
