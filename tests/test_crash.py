@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import Cli, sample_pdfs, write_ids
+from conftest import Cli, sample_pdfs, wait_for, write_ids
 from test_faults import interrupt, run_log, wait_until
 
 import rpa.queue.sqlite
@@ -626,3 +626,35 @@ def test_extraction_processes_die_with_a_killed_run(tmp_path: Path, corpus: Path
             for pid in parsing:  # do not leave one burning a core after the test
                 if alive(pid):
                     os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_run_not_yet_reaped_is_dead_not_live(tmp_path: Path) -> None:
+    """kill -9 of a run whose parent has not reaped it leaves a zombie, which kill(pid, 0)
+    still finds. Before, `rpa resume` took it for a live run, exited 0 and left its jobs
+    stranded ("in progress in another live run")."""
+    from rpa.queue.model import pid_alive
+
+    zombie = subprocess.Popen(["true"])
+    wait_for(lambda: Path(f"/proc/{zombie.pid}/stat").read_text().split(")")[1].split()[0]
+             == "Z", 10, "a zombie")  # fmt: skip
+    assert not pid_alive(zombie.pid)
+    assert pid_alive(os.getpid()) and pid_alive(os.getpid(), time.time())
+    assert not pid_alive(os.getpid(), time.time() - 3600)  # a pid another run once had
+    zombie.wait()
+
+    files = {f"p{i:02d}": p for i, p in enumerate(sample_pdfs() * 4)}
+    with Mirror(files, faults={n: Fault.slow_body(0.3) for n in files}) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        knobs = cli.knobs(progress=False, workers=2, download_concurrency=1)
+        proc = cli.popen("run", str(ids), *knobs)
+        wait_for(lambda: cli.count("stage = 'done'") >= 2, 60, "2 papers done")
+        os.kill(proc.pid, signal.SIGKILL)  # not reaped: a zombie while resume starts
+        wait_for(lambda: Path(f"/proc/{proc.pid}/stat").read_text().split(")")[1].split()[0]
+                 == "Z", 10, "the killed run a zombie")  # fmt: skip
+        resumed = cli.run("resume", "--db", str(cli.db), "--no-progress", timeout=120)
+        proc.wait()
+    said = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, said
+    assert "in another live run" not in said
+    assert cli.count("stage = 'done'") == len(files)
