@@ -638,8 +638,7 @@ def test_a_killed_run_not_yet_reaped_is_dead_not_live(tmp_path: Path) -> None:
     wait_for(lambda: Path(f"/proc/{zombie.pid}/stat").read_text().split(")")[1].split()[0]
              == "Z", 10, "a zombie")  # fmt: skip
     assert not pid_alive(zombie.pid)
-    assert pid_alive(os.getpid()) and pid_alive(os.getpid(), time.time())
-    assert not pid_alive(os.getpid(), time.time() - 3600)  # a pid another run once had
+    assert pid_alive(os.getpid())
     zombie.wait()
 
     files = {f"p{i:02d}": p for i, p in enumerate(sample_pdfs() * 4)}

@@ -11,12 +11,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Cli, clean_env, sample_pdfs, write_ids
+from conftest import ROOT, Cli, clean_env, sample_pdfs, wait_for, write_ids
 
 from rpa.config import Settings
 from rpa.queue import is_postgres_url, jobs, open_store, reads, runs
@@ -253,15 +252,6 @@ def test_every_status_field_is_documented_in_the_readme(queue: Path) -> None:
     assert not missing, f"undocumented status fields: {missing}"
 
 
-def _wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.timeout(90)
 def test_status_from_another_process_while_a_run_is_active(tmp_path: Path, queue_db: str) -> None:
     """`rpa run` (not a terminal, --log-format json, --metrics-file) in one process; `rpa
@@ -283,7 +273,7 @@ def test_status_from_another_process_while_a_run_is_active(tmp_path: Path, queue
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
         try:
-            _wait_for(lambda: cli.count("stage = 'done'") >= 2, 60, "some papers done")
+            wait_for(lambda: cli.count("stage = 'done'") >= 2, 60, "some papers done")
             status = cli.status()
             assert proc.poll() is None, "the run ended before status was read: proves nothing"
             t = status["totals"]
@@ -294,14 +284,14 @@ def test_status_from_another_process_while_a_run_is_active(tmp_path: Path, queue
             assert run["status"] == "running" and run["pid"] == proc.pid
             assert run["done"] == t["done"]
             # the metrics file is written during the run, with the live figures
-            _wait_for(metrics.exists, 30, "the metrics file")
+            wait_for(metrics.exists, 30, "the metrics file")
             live = metrics.read_text()
             assert "rpa_live_loop_lag_seconds{" in live and live.endswith("# EOF\n")
             # the database threads are a gate like the others (one thread for SQLite)
             threads = 4 if is_postgres_url(queue_db) else 1
             capacity = rf'rpa_live_gate_capacity\{{run="[^"]+",gate="database"\}} {threads}\n'
             assert re.search(capacity, live)
-            _wait_for(lambda: '"event": "progress"' in log.read_text(), 30, "a progress line")
+            wait_for(lambda: '"event": "progress"' in log.read_text(), 30, "a progress line")
             mirror.release_stalled()  # the held download may finish now
             assert proc.wait(timeout=60) == 0, errlog.read_text()
         finally:

@@ -61,11 +61,9 @@ def this_host() -> str:
     return socket.gethostname()
 
 
-def pid_alive(pid: int, started_at: float | None = None) -> bool:
-    """Is the process with this id on this host alive, and (given when the run it should be
-    started, wall clock) that run's process? A zombie (killed, not yet reaped by its parent:
-    `kill(pid, 0)` still finds it) is dead, and so is a process that started after the run
-    did (the id was reused)."""
+def pid_alive(pid: int) -> bool:
+    """Is the process with this id on this host alive? A zombie (killed, not yet reaped by
+    its parent: `kill(pid, 0)` still finds it) is dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -76,20 +74,7 @@ def pid_alive(pid: int, started_at: float | None = None) -> bool:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return True  # no /proc to ask: it exists
-    if fields[0] in ("Z", "X"):
-        return False
-    if started_at is not None:
-        began = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-        if began > started_at + 60.0:  # clocks step and ticks are coarse: a minute of slack
-            return False
-    return True
-
-
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    return 0.0
+    return fields[0] not in ("Z", "X")
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,11 +68,10 @@ def dead_runs(store: QueueStore, now: float) -> list[str]:
     host = this_host()
     dead = []
     for row in store.sql.rows(
-        "SELECT id, pid, host, started_at, heartbeat_at, heartbeat_seconds FROM runs "
-        "WHERE status = 'running'"
+        "SELECT id, pid, host, heartbeat_at, heartbeat_seconds FROM runs WHERE status = 'running'"
     ):
         interval = row["heartbeat_seconds"] or 5.0  # runs of schema < 5 beat every 5 s
-        gone = row["host"] == host and not pid_alive(row["pid"], row["started_at"])
+        gone = row["host"] == host and not pid_alive(row["pid"])
         if gone or row["heartbeat_at"] < now - dead_after(interval):
             dead.append(row["id"])
     return dead
