@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,23 @@ ESC = "\x1b"
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x1b[31m"
 
 
-@pytest.fixture
-def hostile_server() -> Iterator[str]:
-    """Answers every request `418 <control sequences>` with a hostile Content-Type."""
+@contextlib.contextmanager
+def raw_server(answer: Callable[[socket.socket, threading.Event], None]) -> Iterator[int]:
+    """A server on 127.0.0.1 that reads each request and lets `answer(conn, stop)` write raw
+    bytes (what no well-behaved HTTP server would send), each connection in a thread; yields
+    its port and stops when the block ends."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
+
+    def one(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                conn.recv(65536)
+                answer(conn, stop)
+            except OSError:
+                pass  # the client let go
 
     def serve() -> None:
         while not stop.is_set():
@@ -36,28 +48,33 @@ def hostile_server() -> Iterator[str]:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            with conn:
-                conn.settimeout(5)
-                try:
-                    conn.recv(65536)
-                    body = b"<html>nope</html>"
-                    head = (
-                        f"HTTP/1.1 418 Teapot{HOSTILE}reason\r\n"
-                        f"Content-Type: text/html{HOSTILE}\r\n"
-                        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                    )
-                    conn.sendall(head.encode("latin-1") + body)
-                except OSError:
-                    pass
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/pdf/{{id}}"
+        yield listener.getsockname()[1]
     finally:
         stop.set()
         thread.join()
         listener.close()
+
+
+@pytest.fixture
+def hostile_server() -> Iterator[str]:
+    """Answers every request `418 <control sequences>` with a hostile Content-Type."""
+
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        body = b"<html>nope</html>"
+        head = (
+            f"HTTP/1.1 418 Teapot{HOSTILE}reason\r\n"
+            f"Content-Type: text/html{HOSTILE}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        conn.sendall(head.encode("latin-1") + body)
+
+    with raw_server(answer) as port:
+        yield f"http://127.0.0.1:{port}/pdf/{{id}}"
 
 
 def test_a_servers_control_sequences_never_reach_the_terminal(
@@ -104,39 +121,20 @@ def test_a_symlink_out_of_a_local_folder_is_refused_unread(tmp_path: Path) -> No
     assert "the-secret-line" not in everything and "root:x" not in everything
 
 
-def _api_server(behaviour: str) -> tuple[socket.socket, threading.Event, threading.Thread]:
+def _api_answer(behaviour: str) -> Callable[[socket.socket, threading.Event], None]:
     """A stand-in for arXiv's API: `endless` sends a 200 whose body never ends (zeros, as fast
     as they are read); `trickle` sends one byte every 0.3 s."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
 
-    def answer(conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            try:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/atom+xml\r\n"
-                             b"Content-Length: 1000000000000\r\n\r\n<?xml")  # fmt: skip
-                block = b"\0" * 65536 if behaviour == "endless" else b" "
-                while not stop.is_set():
-                    conn.sendall(block)
-                    if behaviour == "trickle":
-                        stop.wait(0.3)
-            except OSError:
-                pass  # the client let go
-
-    def serve() -> None:
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/atom+xml\r\n"
+                     b"Content-Length: 1000000000000\r\n\r\n<?xml")  # fmt: skip
+        block = b"\0" * 65536 if behaviour == "endless" else b" "
         while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+            conn.sendall(block)
+            if behaviour == "trickle":
+                stop.wait(0.3)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return listener, stop, thread
+    return answer
 
 
 @pytest.mark.timeout(120)
@@ -148,10 +146,9 @@ def test_an_unbounded_metadata_answer_is_cut_and_the_run_goes_on(
 
     from rpa.testing.mirror import Mirror
 
-    listener, stop, thread = _api_server(behaviour)
-    api = f"http://127.0.0.1:{listener.getsockname()[1]}/api/query"
     pdfs = sample_pdfs()
-    try:
+    with raw_server(_api_answer(behaviour)) as port:
+        api = f"http://127.0.0.1:{port}/api/query"
         with Mirror({"2301.00001": pdfs[0], "2301.00002": pdfs[1]}) as mirror:
             cli = Cli(tmp_path, mirror.url_template)
             ids = write_ids(tmp_path / "ids.txt", ["2301.00001", "2301.00002"])
@@ -160,10 +157,6 @@ def test_an_unbounded_metadata_answer_is_cut_and_the_run_goes_on(
                 metadata_rate="1/0.1s", connect_timeout=1, read_timeout=1,
             )  # fmt: skip
             result = cli.run("run", str(ids), *knobs, timeout=100)
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
     said = result.stdout + result.stderr
     assert result.returncode == 0, said  # the papers are done; only their metadata is missing
     assert cli.count("stage = 'done'") == 2
