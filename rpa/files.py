@@ -2,7 +2,8 @@
 
 Every file rpa leaves under --out (or writes for others: the metrics file) appears under its
 final name only when it is whole: written to a temporary file in the same folder, fsynced,
-renamed. A temporary name says which run wrote it,
+renamed, and the folder fsynced (so the rename, and a folder made for it, survive a power cut:
+the queue records a file only after `commit` returns). A temporary name says which run wrote it,
 
     .rpa-tmp.<run id>.<random>.<final name>
 
@@ -34,6 +35,8 @@ __all__ = [
     "AtomicFile",
     "atomic_file",
     "atomic_write",
+    "fsync_folder",
+    "make_folder",
     "temp_name",
     "temp_owner",
 ]
@@ -59,6 +62,36 @@ def temp_owner(name: str) -> str | None:
     if name.startswith(".tmp-") or (name.startswith(".rpa-") and name.endswith(".tmp")):
         return LEGACY_OWNER
     return None
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make the names in `folder` (a rename, a new file or folder) durable. Where a folder
+    cannot be opened for it (not Linux, say), this does nothing."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (OSError, AttributeError):
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system without directory fsync: nothing more to do
+        pass
+    finally:
+        os.close(fd)
+
+
+def make_folder(folder: Path) -> None:
+    """`mkdir -p folder`, each folder it makes made durable in its parent."""
+    if folder.is_dir():
+        return
+    if folder.parent != folder:
+        make_folder(folder.parent)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        if not folder.is_dir():
+            raise
+        return
+    fsync_folder(folder.parent)
 
 
 class AtomicFile:
@@ -90,7 +123,7 @@ class AtomicFile:
         """The temporary file, created now if it is not yet."""
         if self._fh is None:
             if self._make_folder:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                make_folder(self.path.parent)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
             fd = os.open(self.temp, flags, self._create_mode)
             self._fh = os.fdopen(fd, "wb")
@@ -109,6 +142,7 @@ class AtomicFile:
         if self._mode is not None:
             os.chmod(self.temp, self._mode)
         os.replace(self.temp, self.path)
+        fsync_folder(self.path.parent)
 
     def discard(self) -> None:
         """Close and remove the temporary file (quietly: this is the clean-up of a failure)."""

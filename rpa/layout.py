@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rpa.errors import ConfigError
-from rpa.files import LEGACY_OWNER, temp_owner
+from rpa.files import LEGACY_OWNER, make_folder, temp_owner
 from rpa.ids import storage_name
 
 __all__ = ["KINDS", "Layout", "check_out_folder", "shard"]
@@ -86,7 +86,7 @@ class Layout:
         crashed run's half-written files). A file of a live run is never touched; files
         named the old way (no run id) are removed only when no other run is live."""
         for kind in KINDS:
-            (self.root / kind).mkdir(parents=True, exist_ok=True)
+            make_folder(self.root / kind)
         removed = 0
         for entry, owner in list(self._temporaries()):
             if owner in live_runs or (owner == LEGACY_OWNER and live_runs):
