@@ -26,7 +26,7 @@ from conftest import Cli, clean_env, sample_pdfs, write_ids
 from test_crash import descendants, has_open
 from test_faults import FAST, interrupt, run_log, wait_until
 
-from rpa.queue import open_store
+from rpa.queue import catalog, open_store
 from rpa.testing.mirror import Fault, Mirror
 
 PAPERS = {p.stem: p for p in sample_pdfs()}
@@ -281,6 +281,34 @@ def test_resume_migrates_a_database_an_older_rpa_made(tmp_path: Path) -> None:
     assert {v[:2] for k, v in kinds(cli).items() if k.startswith("2301.0000")} >= {
         ("failed", "not_found")
     }
+
+
+def test_a_relative_out_an_older_rpa_stored_is_anchored_beside_the_queue(
+    tmp_path: Path,
+) -> None:
+    """Schema 4 kept `out` as typed ("old-out"): a resume from another folder wrote to
+    another folder's old-out. It is anchored beside the queue's file, and stored so."""
+    from test_sqlite import old_database
+
+    (tmp_path / "made").mkdir()
+    (elsewhere := tmp_path / "elsewhere").mkdir()
+    db = tmp_path / "made" / "old.db"
+    old_database(db, out="old-out")
+    ids = ["2301.00001", "2301.00002"]
+    with Mirror(dict.fromkeys(ids, SMALL)) as mirror:
+        cli = Cli(elsewhere, mirror.url_template)
+        cli.db = db
+        result = cli.run("resume", "--db", str(db), "--pdf-url", mirror.url_template,
+                         "--reconfigure", "--no-progress")  # fmt: skip
+    anchored = tmp_path / "made" / "old-out"
+    assert f"was stored relative by an older rpa: '{anchored}'" in result.stderr + result.stdout
+    assert sorted(p.name for p in anchored.glob("outcome/*/*.json")) == [f"{i}.json" for i in ids]
+    assert not (elsewhere / "old-out").exists()
+    store = open_store(db)
+    try:
+        assert catalog.queue_settings(store)["out"] == str(anchored)
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------------------- waits

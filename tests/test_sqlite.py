@@ -25,8 +25,9 @@ def test_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def old_database(path: Path, version: int = 2) -> None:
-    """A database as an older rpa made it: schema `version`, seq with gaps."""
+def old_database(path: Path, version: int = 2, out: str = "/data/old-out") -> None:
+    """A database as an older rpa made it: schema `version`, seq with gaps; its last run
+    had `out` (as typed: older rpas kept it relative)."""
     from sqlite_utils import Database
 
     raw = sqlite3.connect(path)
@@ -43,7 +44,7 @@ def old_database(path: Path, version: int = 2) -> None:
     if version >= 3:
         raw.execute("UPDATE stage_counts SET n = 2 WHERE stage = 'queued'")
         raw.execute("UPDATE stage_counts SET n = 1 WHERE stage IN ('done', 'failed')")
-    settings = {"out": "/data/old-out", "pdf_url": "http://127.0.0.1:9/pdf/{id}", "workers": 7}
+    settings = {"out": out, "pdf_url": "http://127.0.0.1:9/pdf/{id}", "workers": 7}
     raw.execute(
         "INSERT INTO runs (id, command, pid, host, started_at, heartbeat_at, status, "
         "settings_json) VALUES ('old-run', 'run', 1, 'h', 5, 5, 'finished', ?)",

@@ -61,6 +61,18 @@ def _same(key: str, a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _anchor_out(typed: str, db: str) -> str:
+    """The folder a relative `out` stored by an older rpa (a queue migrated from schema 4 kept
+    it as typed) names: beside the SQLite file when that folder holds it (the queue and its
+    output were made in one folder, the usual case), else from the current folder. Blocking
+    (a stat or two: `prepare` runs before the loop)."""
+    here = Path(typed).expanduser().resolve()
+    if is_postgres_url(db):
+        return str(here)
+    beside = (Path(db).expanduser().resolve().parent / typed).resolve()
+    return str(here if here.is_dir() and not beside.is_dir() else beside)
+
+
 def apply_queue_settings(
     resolved: Resolved, stored: dict[str, Any], *, reconfigure: bool
 ) -> tuple[Settings, dict[str, Any], list[str]]:
@@ -73,6 +85,12 @@ def apply_queue_settings(
     to_store: dict[str, Any] = {}
     notes: list[str] = []
     conflicts: list[str] = []
+    typed = stored.get("out")
+    if isinstance(typed, str) and not Path(typed).is_absolute():
+        # a resume from another folder must not write to another `out`: anchor it, for good
+        stored = {**stored, "out": _anchor_out(typed, str(s.db))}
+        to_store["out"] = stored["out"]
+        notes.append(f"out: {typed!r} was stored relative by an older rpa: {stored['out']!r}")
     for key in QUEUE_SETTINGS:
         mine = _stored_form(s, key)
         value = stored.get(key, mine)
