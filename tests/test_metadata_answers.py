@@ -124,6 +124,7 @@ def test_wrong_answers_are_asked_again_and_end_with_the_true_metadata(tmp_path: 
              for b, p in parse_feed(name.read_bytes()).found.items()}  # fmt: skip
     with Mirror(served()) as mirror, ArxivApi(RECORDED) as api:
         api.fail_next("slow", "empty", "others", "mixed", "short", "malformed")
+        api.fault_limit = 2  # fewer wrong answers for one ID than the stage's tries
         cli = Cli(tmp_path, mirror.url_template)
         ids = write_ids(tmp_path / "ids.txt", [*IDS, UNKNOWN])
         knobs = cli.knobs(progress=False, workers=8, metadata="arxiv-api", metadata_url=api.url,
@@ -133,7 +134,7 @@ def test_wrong_answers_are_asked_again_and_end_with_the_true_metadata(tmp_path: 
         faulted = dict(api.faulted)
     said = result.stdout + result.stderr
     assert result.returncode == 0, said
-    assert len(faulted) == 6, requests
+    assert list(faulted.values())[:3] == ["slow", "empty", "others"], (requests, faulted)
     assert "Traceback" not in said and "asking again in" in said, said
     # while the slow answer came, the other papers reached their outcome: a full batch
     assert len(requests[1]) >= 2 and faulted[1] == "empty", requests

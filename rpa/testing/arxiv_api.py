@@ -11,7 +11,9 @@ a proxy in front of it) sometimes does: `empty` (an empty page, totalResults 0),
 entries of recorded papers that were not asked), `mixed` (the first known paper asked, and
 others not asked), `short` (the first known paper only, while totalResults counts all that
 were asked), `malformed` (a page that is not XML); `slow` answers truly, `slow_seconds` late (so
-that the papers reaching their outcome meanwhile make the next batch a full one).
+that the papers reaching their outcome meanwhile make the next batch a full one). With
+`fault_limit` set, no ID gets more wrong answers than that: a fault waits for a request whose
+IDs all had fewer (so a test knows every paper ends with its true metadata).
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ class ArxivApi:
         self.faulted: list[tuple[int, str]] = []
         self._faults: deque[str] = deque()
         self.slow_seconds = 4.0
+        self.fault_limit: int | None = None
+        self._wronged: dict[str, int] = {}  # ID -> wrong answers it had
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.api = self
@@ -117,9 +121,15 @@ class ArxivApi:
         bases = [i.split("v")[0] if _is_new(i) else _old_base(i) for i in ids]
         known = [self.entries[b] for b in bases if b in self.entries]
         with self._lock:
-            fault = self._faults.popleft() if self._faults else None
-            if fault is not None:
+            limit = self.fault_limit
+            fault = None
+            if self._faults and (limit is None or all(self._wronged.get(i, 0) < limit
+                                                      for i in ids)):  # fmt: skip
+                fault = self._faults.popleft()
                 self.faulted.append((len(self.requests) - 1, fault))
+                if fault != "slow":
+                    for i in ids:
+                        self._wronged[i] = self._wronged.get(i, 0) + 1
         count = len(known)
         others = [e for b, e in self.entries.items() if b not in bases][: max(1, len(ids))]
         if fault == "slow":
