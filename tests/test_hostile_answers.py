@@ -6,7 +6,7 @@
 - A symlink out of a file:// folder is refused unread.
 - arXiv's API (or what answers in its place) cannot make rpa read without bound: an endless
   answer is cut at the stage's size cap, a trickling one at its deadline; the papers are done,
-  their records say why there is no metadata, and the run ends normally."""
+  their records say why there is no metadata (`unavailable`), and the run ends normally."""
 
 from __future__ import annotations
 
@@ -122,13 +122,15 @@ def test_a_symlink_out_of_a_local_folder_is_refused_unread(tmp_path: Path) -> No
 
 
 def _api_answer(behaviour: str) -> Callable[[socket.socket, threading.Event], None]:
-    """A stand-in for arXiv's API: `endless` sends a 200 whose body never ends (zeros, as fast
-    as they are read); `trickle` sends one byte every 0.3 s."""
+    """A stand-in for arXiv's API: `endless` sends a 200 whose body never ends (an Atom feed
+    that opens and then is blanks, as fast as they are read: well-formed so far, so only the
+    size cap stops it); `trickle` sends one byte every 0.3 s."""
 
     def answer(conn: socket.socket, stop: threading.Event) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/atom+xml\r\n"
-                     b"Content-Length: 1000000000000\r\n\r\n<?xml")  # fmt: skip
-        block = b"\0" * 65536 if behaviour == "endless" else b" "
+                     b"Content-Length: 1000000000000\r\n\r\n<?xml version='1.0'?>"
+                     b'<feed xmlns="http://www.w3.org/2005/Atom">')  # fmt: skip
+        block = b" " * 65536 if behaviour == "endless" else b" "
         while not stop.is_set():
             conn.sendall(block)
             if behaviour == "trickle":
@@ -164,5 +166,5 @@ def test_an_unbounded_metadata_answer_is_cut_and_the_run_goes_on(
     assert why in said, said
     out = cli.run("export", "--db", str(cli.db)).stdout
     metas = [json.loads(line)["metadata"] for line in out.splitlines()]
-    assert [m["status"] for m in metas] == ["error", "error"]
+    assert [m["status"] for m in metas] == ["unavailable", "unavailable"]
     assert all(why in m["reason"] for m in metas)

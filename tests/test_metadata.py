@@ -45,7 +45,7 @@ def test_the_recorded_answers_read_as_arxiv_means_them() -> None:
     assert parse_feed(feed("id_0000.0000.xml")).found == {}
     bad = parse_feed(feed("id_abc.xml"))
     assert bad.found == {} and bad.bad_ids == ["abc"]
-    with pytest.raises(ValueError, match="not XML"):
+    with pytest.raises(ValueError, match="not an Atom feed"):
         parse_feed(b"<html><body>busy")
     assert query_url("http://x/api/query", ["1605.08386", "astro-ph/0601001"]) == (
         "http://x/api/query?id_list=1605.08386,astro-ph/0601001&max_results=2&start=0"
@@ -108,7 +108,11 @@ def test_records_carry_arxivs_metadata_fetched_in_polite_batches(tmp_path: Path)
         first = cli.run("run", str(ids), *knobs)
         assert first.returncode == 0, first.stdout + first.stderr
         asked = [i for _, batch in api.requests for i in batch]
-        assert sorted(asked) == sorted(["1605.08386", "1707.08567", "2104.12255", UNKNOWN])
+        # each once, but the unknown one: asked again alone before it is stored as not_found
+        # (a third time if it came first, before the API had answered any paper)
+        known = [i for i in asked if i != UNKNOWN]
+        assert sorted(known) == ["1605.08386", "1707.08567", "2104.12255"]
+        assert 2 <= asked.count(UNKNOWN) <= 3 and api.requests[-1][1] == [UNKNOWN]
         assert all(len(batch) <= 2 for _, batch in api.requests)  # --metadata-batch
         times = [t for t, _ in api.requests]
         assert all(b - a >= 0.5 - 0.01 for a, b in itertools.pairwise(times))

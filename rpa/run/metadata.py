@@ -5,9 +5,15 @@ service answers from what the queue stored (its checkpoint: a crash never asks a
 was stored), and gathers the rest into batches of up to `--metadata-batch` IDs, one export-API
 request each, behind a gate of its own: arXiv's API terms ask for at most one request every three
 seconds and one connection at a time, counted over all of a user's machines, so the gate's one
-slot lives in the queue (rpa.hosts.fleet) and is held until the whole answer has been read. A
-paper arXiv does not know, or withdrew, says so in its record; a batch the API will not answer
-(after three tries) leaves its papers' records saying why, and is asked again by a later run.
+slot lives in the queue (rpa.hosts.fleet) and is held until the whole answer has been read (and
+parsed as it comes, in the I/O pool: rpa.sources.arxiv_api.FeedReader).
+
+Only an answer that means something is stored (rpa.sources.arxiv_api.judge): the entries about
+the IDs asked, and `not_found` for an ID left out of a believable answer twice, the second time
+asked alone. IDs an answer leaves unanswered (an empty page, an answer about other IDs, a
+malformed feed, no answer at all) are asked again later, in smaller batches, after a backoff
+(five `--metadata-rate` periods, doubling), up to ATTEMPTS times; then their records say the
+metadata is `unavailable` and why, nothing is stored, and a later run asks again.
 With `--metadata-file` the snapshot was joined before the run (rpa.run.prepare): nothing is
 asked of anyone.
 """
@@ -15,11 +21,13 @@ asked of anyone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,15 +42,20 @@ from rpa.queue import catalog
 from rpa.queue.aio import AsyncQueue
 from rpa.run.backoff import retry_delay
 from rpa.run.clients import make_api_client
-from rpa.sources.arxiv_api import PaperMetadata, parse_feed, query_url
+from rpa.sources.arxiv_api import Feed, FeedReader, PaperMetadata, Verdict, judge, query_url
 
 __all__ = ["MetadataService", "metadata_service"]
 
 #: papers' metadata kept in memory (the rest is in the queue)
 CACHE = 10_000
+#: answers that answer nothing for an ID before its record says `unavailable`
 ATTEMPTS = 3
+#: answers leaving an ID out (the last one asked alone) before it is `not_found`
+ABSENCES = 2
 #: the most of an answer read (as it comes and decoded): 100 papers' Atom entries are ~250 KB
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
+#: bytes handed to the parser at a time (in the I/O pool)
+PARSE_CHUNK = 256 * 1024
 
 
 def metadata_service(
@@ -54,15 +67,24 @@ def metadata_service(
     if mode == "off":
         return None
     gate = None
+    count, period = parse_rate(s.metadata_rate)
     if mode == "arxiv-api":
-        count, period = parse_rate(s.metadata_rate)
         host = urlsplit(s.metadata_url).hostname or "api"
         gate = hosts.fleet_gate(f"api {host}", count, period)
     return MetadataService(
         mode=mode, queue=queue, url=s.metadata_url, batch=s.metadata_batch, gate=gate,
         client=functools.partial(make_api_client, s), io=io, notices=notices,
-        deadline=2 * (s.connect_timeout + s.read_timeout),
+        deadline=2 * (s.connect_timeout + s.read_timeout), retry=5 * period / count,
     )  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Tries:
+    """What the answers so far said of one ID that is still to be answered."""
+
+    absent: int = 0
+    refused: int = 0
+    alone: bool = False  # asked alone next time
 
 
 class MetadataService:
@@ -80,6 +102,7 @@ class MetadataService:
         io: Executor,
         notices: Notices,
         deadline: float = 120.0,
+        retry: float = 15.0,
     ) -> None:
         """`client` makes the API's client (blocking: it is called in a thread, at the first
         request); `io` parses the answers (an Atom feed of 100 abstracts is no loop work)."""
@@ -91,6 +114,8 @@ class MetadataService:
         self._make_client = client
         #: the longest one answer may take, whole
         self.deadline = deadline
+        #: the first wait before IDs an answer left unanswered are asked again (it doubles)
+        self.retry = retry
         self.io = io
         self._client: httpx.AsyncClient | None = None
         self.notices = notices
@@ -98,6 +123,9 @@ class MetadataService:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._wanted: list[str] = []
         self._wake = asyncio.Event()
+        self._tries: dict[str, _Tries] = {}
+        self._due: dict[str, float] = {}  # ID -> when to ask again (monotonic)
+        self._heard = False  # the API answered some paper in this run
         self.requests = 0
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
@@ -122,6 +150,8 @@ class MetadataService:
                 self._cache[base] = data
                 while len(self._cache) > CACHE:
                     self._cache.popitem(last=False)
+            self._tries.pop(base, None)
+            self._due.pop(base, None)
             future = self._pending.pop(base, None)
             if future is not None and not future.done():
                 future.set_result(data)
@@ -130,18 +160,38 @@ class MetadataService:
         """The stage's task: serve what is asked, a batch at a time, until cancelled."""
         try:
             while True:
-                await self._wake.wait()
                 self._wake.clear()
-                while self._wanted:
-                    batch = list(dict.fromkeys(self._wanted[: self.batch]))
-                    del self._wanted[: self.batch]
-                    try:
-                        await self._serve(batch)
-                    except Exception as exc:  # the stage's own boundary: its papers go on
-                        self._failed(batch, f"{type(exc).__name__}: {exc}")
+                batch = self._take()
+                if not batch:
+                    wait = min(self._due.values()) - time.monotonic() if self._due else None
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._wake.wait()
+                    continue
+                try:
+                    await self._serve(batch)
+                except Exception as exc:  # the stage's own boundary: its papers go on
+                    self._failed(batch, f"{type(exc).__name__}: {exc}")
         finally:
             if self._client is not None:
                 await self._client.aclose()
+
+    def _take(self) -> list[str]:
+        """The next batch: IDs due to be asked again first (alone, or in batches half the
+        size), then the new ones."""
+        now = time.monotonic()
+        due = [b for b, t in self._due.items() if t <= now]
+        if due:
+            if self._tries[due[0]].alone:
+                batch = due[:1]
+            else:
+                batch = [b for b in due if not self._tries[b].alone][: max(1, self.batch // 2)]
+            for b in batch:
+                del self._due[b]
+            return batch
+        batch = list(dict.fromkeys(self._wanted[: self.batch]))
+        del self._wanted[: self.batch]
+        return batch
 
     def _failed(self, batch: list[str], reason: str) -> None:
         """The stage broke on `batch` (a bug, the queue): say so, and let its papers' records
@@ -169,86 +219,108 @@ class MetadataService:
             await self.queue.run(catalog.store_metadata, list(missing.values()), time.time())
             self._resolve(missing)
             return
-        answers, definite = await self._ask(rest)
+        verdict = await self._ask(rest)
+        self._heard = self._heard or bool(verdict.found)
+        if verdict.absent and not self._heard:  # an API that never answered a paper yet
+            verdict = replace(verdict, absent=[], refused=verdict.refused + verdict.absent,
+                              why=f"left out {len(verdict.absent)} IDs before it answered "
+                                  "any paper of this run")  # fmt: skip
+        tries = {b: self._tries.setdefault(b, _Tries()) for b in rest}
+        definite = [paper.to_json() for paper in verdict.found.values()]
+        for b in verdict.absent:
+            tries[b].absent += 1
+        gone = [b for b in verdict.absent if tries[b].absent >= ABSENCES and tries[b].alone]
+        definite += [PaperMetadata(b, "not_found", "arxiv-api",
+                                   reason="arXiv's API does not know it").to_json()
+                     for b in gone]  # fmt: skip
         if definite:
             await self.queue.run(catalog.store_metadata, definite, time.time())
-        self._resolve({a["id"]: a for a in answers}, keep=False)
+        self._resolve({a["id"]: a for a in definite})
+        bad = PaperMetadata("", "error", "arxiv-api", reason="arXiv: incorrect id format")
+        self._resolve({b: bad.to_json() | {"id": b} for b in verdict.bad}, keep=False)
+        now = time.monotonic()
+        self._due.update(dict.fromkeys(verdict.again, now))
+        if absent := [b for b in verdict.absent if b not in gone]:
+            delay = self._delay(absent)
+            for b in absent:
+                tries[b].alone = True
+                self._due[b] = now + delay
+            self.notices.add(f"arXiv's API left out {len(absent)} IDs ({', '.join(absent[:3])}"
+                             f"{', ...' if len(absent) > 3 else ''}); asking each again alone "
+                             f"in {delay:.0f} s before calling it not found")  # fmt: skip
+        for b in verdict.refused:
+            tries[b].refused += 1
+        spent = [b for b in verdict.refused if tries[b].refused >= ATTEMPTS]
+        if spent:
+            why = f"arXiv's API {verdict.why} ({ATTEMPTS} tries); a later run asks again"
+            self.notices.add(f"metadata unavailable for {len(spent)} papers: {why}")
+            lost = {b: PaperMetadata(b, "unavailable", "arxiv-api", reason=why).to_json()
+                    for b in spent}  # fmt: skip
+            self._resolve(lost, keep=False)
+        if again := [b for b in verdict.refused if b not in spent]:
+            delay = self._delay(again)
+            self._due.update(dict.fromkeys(again, now + delay))
+            self.notices.add(f"arXiv's API {verdict.why}; asking again in {delay:.0f} s")
 
-    async def _ask(self, ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Ask the API for `ids`: (every answer, the definite ones to store)."""
+    def _delay(self, ids: list[str]) -> float:
+        """The wait before `ids` are asked again: `retry`, doubling with their tries."""
+        n = max(self._tries[b].absent + self._tries[b].refused for b in ids)
+        return retry_delay(n, self.retry, 8 * self.retry)
+
+    async def _ask(self, ids: list[str]) -> Verdict:
+        """Ask the API for `ids`, once: what the answer means for each (all of them refused
+        when there was no answer to read)."""
         if self._client is None:
             self._client = await asyncio.to_thread(self._make_client)
-        reason = ""
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                got = await self._request(ids)
-            except (httpx.HTTPError, ValueError) as exc:
-                got = f"{type(exc).__name__}: {exc}"
-            if not isinstance(got, str):
-                found, bad = got
-                if bad and len(bad) < len(ids):
-                    # a 400 answers only the malformed ID: ask again for the others
-                    more, definite = await self._ask([b for b in ids if b not in bad])
-                    return [_answer(b, found, bad) for b in bad] + more, definite
-                answers = [_answer(b, found, bad) for b in ids]
-                return answers, [a for a in answers if a["status"] != "error"]
-            reason = got
-            if attempt < ATTEMPTS:
-                await asyncio.sleep(retry_delay(attempt, 2.0, 30.0))
-        self.notices.add(f"arXiv's API did not answer for {len(ids)} papers ({reason}); "
-                         "their records say so")  # fmt: skip
-        failed = [PaperMetadata(b, "error", "arxiv-api", reason=reason).to_json() for b in ids]
-        return failed, []
+        try:
+            got = await self._request(ids)
+        except (httpx.HTTPError, ValueError) as exc:
+            got = f"{type(exc).__name__}: {exc}"
+        if not isinstance(got, str):
+            status, feed = got
+            if status == 200 or any(b in ids for b in feed.bad_ids):
+                return judge(ids, feed, status)
+            got = f"HTTP 400 from the API: {'; '.join(feed.errors) or 'no reason given'}"
+        return Verdict({}, [], list(ids), [], [], f"did not answer for {len(ids)} IDs ({got})")
 
-    async def _read(self, url: str) -> tuple[int, bytes] | str:
-        """(status, body) of one GET, or why not: at most MAX_ANSWER_BYTES read, all of it
-        within `deadline` seconds (a trickling answer never trips a read timeout)."""
+    async def _read(self, url: str, ids: list[str]) -> tuple[int, Feed] | str:
+        """(status, feed) of one GET, or why not: at most MAX_ANSWER_BYTES read, all of it
+        within `deadline` seconds (a trickling answer never trips a read timeout), parsed as
+        it comes, a chunk at a time in the I/O pool (ValueError if it is no Atom feed)."""
         assert self._client is not None
+        loop = asyncio.get_running_loop()
+        reader = FeedReader(ids)
         chunks: list[bytes] = []
-        size = 0
+        held = size = 0
         try:
             async with asyncio.timeout(self.deadline):
                 async with self._client.stream("GET", url) as response:
+                    if response.status_code not in (200, 400):
+                        return f"HTTP {response.status_code} from the API"
                     async for chunk in response.aiter_bytes():
                         size += len(chunk)
                         if size > MAX_ANSWER_BYTES:
                             return f"the answer is over {MAX_ANSWER_BYTES // 2**20} MiB"
                         chunks.append(chunk)
-                    return response.status_code, b"".join(chunks)
+                        held += len(chunk)
+                        if held >= PARSE_CHUNK:
+                            data, chunks, held = b"".join(chunks), [], 0
+                            await loop.run_in_executor(self.io, reader.feed, data)
+                    feed = await loop.run_in_executor(self.io, reader.close, b"".join(chunks))
+                    return response.status_code, feed
         except TimeoutError:
             return f"no whole answer within {self.deadline:g} s ({size:,} bytes came)"
 
-    async def _request(self, ids: list[str]) -> tuple[dict[str, PaperMetadata], list[str]] | str:
-        """One request, inside the gate's one fleet-wide slot (held until the body is read, or
-        given up on: the slot is let go on every way out)."""
+    async def _request(self, ids: list[str]) -> tuple[int, Feed] | str:
+        """One request, inside the gate's one fleet-wide slot (held until the body is read and
+        parsed, or given up on: the slot is let go on every way out)."""
         if self.gate is not None:
             await self.gate.acquire()
         try:
             self.requests += 1
-            got = await self._read(query_url(self.url, ids))
-            if isinstance(got, str):
-                return got
-            status, body = got
+            return await self._read(query_url(self.url, ids), ids)
         finally:
             if self.gate is not None:
                 done = self.gate.answered()
                 if done is not None:
                     await done
-        if status not in (200, 400):
-            return f"HTTP {status} from the API"
-        feed = await asyncio.get_running_loop().run_in_executor(self.io, parse_feed, body)
-        if status == 400 and not feed.bad_ids:
-            return f"HTTP 400 from the API: {'; '.join(feed.errors) or 'no reason given'}"
-        return feed.found, feed.bad_ids
-
-
-def _answer(base: str, found: dict[str, PaperMetadata], bad: list[str]) -> dict[str, Any]:
-    if base in found:
-        return found[base].to_json()
-    if base in bad:
-        return PaperMetadata(
-            base, "error", "arxiv-api", reason="arXiv: incorrect id format"
-        ).to_json()
-    return PaperMetadata(
-        base, "not_found", "arxiv-api", reason="arXiv's API does not know it"
-    ).to_json()

@@ -5,6 +5,15 @@ them), keeps every `<entry>` by its paper's ID, and answers `GET /api/query?id_l
 the way arXiv does: a feed of the entries it knows (a partial batch when some are unknown, an
 empty feed when none is), and status 400 with the recorded error body when an ID is malformed.
 It records each request's time and ID list, so a test can check the politeness of the client.
+
+`fail_next(*faults)` makes the next requests answer wrongly, one fault each, as arXiv's API (or
+a proxy in front of it) sometimes does: `empty` (an empty page, totalResults 0), `others` (the
+entries of recorded papers that were not asked), `mixed` (the first known paper asked, and
+others not asked), `short` (the first known paper only, while totalResults counts all that
+were asked), `malformed` (a page that is not XML); `slow` answers truly, `slow_seconds` late (so
+that the papers reaching their outcome meanwhile make the next batch a full one). With
+`fault_limit` set, no ID gets more wrong answers than that: a fault waits for a request whose
+IDs all had fewer (so a test knows every paper ends with its true metadata).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import re
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +33,7 @@ __all__ = ["ArxivApi"]
 
 _ATOM = "http://www.w3.org/2005/Atom"
 _ABS = re.compile(r"arxiv\.org/abs/(?P<id>.+?)(?:v\d+)?$")
-_VALID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$")
+_VALID = re.compile(r"^([0-9]{4}\.[0-9]{4,5}|[a-z-]+(\.[A-Z]{2})?/[0-9]{7})(v[0-9]+)?$")
 _HEAD = (
     "<?xml version='1.0' encoding='UTF-8'?>\n<feed xmlns:opensearch=\"http://a9.com/-/spec/"
     'opensearch/1.1/" xmlns:arxiv="http://arxiv.org/schemas/atom" '
@@ -80,6 +90,12 @@ class ArxivApi:
                 if m := _ABS.search(raw.strip()):
                     self.entries[m.group("id")] = _entry_xml(text, raw)
         self.requests: list[tuple[float, list[str]]] = []
+        #: (request's index, fault) of each wrong answer given
+        self.faulted: list[tuple[int, str]] = []
+        self._faults: deque[str] = deque()
+        self.slow_seconds = 4.0
+        self.fault_limit: int | None = None
+        self._wronged: dict[str, int] = {}  # ID -> wrong answers it had
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.api = self
@@ -93,13 +109,43 @@ class ArxivApi:
         with self._lock:
             self.requests.append((time.monotonic(), ids))
 
+    def fail_next(self, *faults: str) -> None:
+        """The next requests get these wrong answers, one each, in order."""
+        with self._lock:
+            self._faults.extend(faults)
+
     def answer(self, ids: list[str]) -> tuple[int, bytes]:
         bad = [i for i in ids if not _VALID.match(i)]
         if bad:
             return 400, self.error_body.replace(b"abc", bad[0].encode())
-        known = [self.entries[i.split("v")[0] if _is_new(i) else _old_base(i)] for i in ids
-                 if (i.split("v")[0] if _is_new(i) else _old_base(i)) in self.entries]  # fmt: skip
-        head = _HEAD.format(ids=",".join(ids), n=len(known))
+        bases = [i.split("v")[0] if _is_new(i) else _old_base(i) for i in ids]
+        known = [self.entries[b] for b in bases if b in self.entries]
+        with self._lock:
+            limit = self.fault_limit
+            fault = None
+            if self._faults and (limit is None or all(self._wronged.get(i, 0) < limit
+                                                      for i in ids)):  # fmt: skip
+                fault = self._faults.popleft()
+                self.faulted.append((len(self.requests) - 1, fault))
+                if fault != "slow":
+                    for i in ids:
+                        self._wronged[i] = self._wronged.get(i, 0) + 1
+        count = len(known)
+        others = [e for b, e in self.entries.items() if b not in bases][: max(1, len(ids))]
+        if fault == "slow":
+            time.sleep(self.slow_seconds)
+        if fault == "malformed":
+            return 200, b"<html><body>Service busy"
+        if fault == "empty":
+            known, count = [], 0
+        elif fault == "others":
+            known, count = others, len(others)
+        elif fault == "mixed":
+            known = known[:1] + others
+            count = len(known)
+        elif fault == "short":
+            known, count = known[:1], len(ids)
+        head = _HEAD.format(ids=",".join(ids), n=count)
         return 200, (head + "".join(known) + "</feed>\n").encode("utf-8")
 
     def __enter__(self) -> ArxivApi:
