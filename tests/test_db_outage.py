@@ -9,6 +9,7 @@ said in the output."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import time
@@ -21,6 +22,10 @@ import psycopg
 import pytest
 from conftest import Cli, sample_pdfs, wait_for, write_ids
 
+from rpa.errors import DatabaseStayedAway
+from rpa.notices import Notices
+from rpa.queue import QueueStore, open_store
+from rpa.queue.aio import AsyncQueue
 from rpa.testing.mirror import Fault, Mirror
 from rpa.testing.pgserver import PostgresServer
 
@@ -61,7 +66,7 @@ def _fresh_db(server: PostgresServer, owner: str | None = None) -> str:
 class Papers:
     """`n` papers on a slowed mirror, and a run of them through the real CLI."""
 
-    def __init__(self, tmp_path: Path, db: str | None, n: int = 30, slow: float = 0.3) -> None:
+    def __init__(self, tmp_path: Path, db: str | None, n: int = 16, slow: float = 0.3) -> None:
         pdfs = sample_pdfs()
         self.names = [f"p{i:02d}" for i in range(n)]
         files = {name: pdfs[i % len(pdfs)] for i, name in enumerate(self.names)}
@@ -130,70 +135,68 @@ def _done(server: PostgresServer, url: str) -> int:
 
 @pytest.mark.timeout(120)
 def test_a_postgres_restart_mid_run_is_waited_for(tmp_path: Path, own_pg: PostgresServer) -> None:
-    """`pg_ctl stop -m immediate` a few papers in, started again 10 s later. Before: the run
-    ended at once, `crashed` ("ExceptionGroup: unhandled errors in a TaskGroup")."""
+    """`pg_ctl stop -m immediate` a few papers in, started again 10 s later; the progress
+    lines show what the run waits for. Before: the run ended at once, `crashed`
+    ("ExceptionGroup: unhandled errors in a TaskGroup")."""
     url = _fresh_db(own_pg)
     with Papers(tmp_path, url) as papers:
-        papers.start()
-        wait_for(lambda: _done(own_pg, url) >= 5, 60, "5 papers done")
+        papers.start(progress=True)  # not a terminal: a progress line every 5 s
+        wait_for(lambda: _done(own_pg, url) >= 3, 60, "3 papers done")
         own_pg.halt("immediate")
         wait_for(lambda: SAID_DOWN in papers.said(), 30, "the wait said")
-        time.sleep(10)  # the outage itself
+        shown = "waiting for the queue database, unavailable since"
+        wait_for(lambda: shown in papers.said(), 30, "the wait shown in the progress line")
+        time.sleep(5)  # the outage lasts 10 s or more
         own_pg.restart()
         papers.finish()
 
 
+def _take_every_slot(server: PostgresServer) -> list[psycopg.Connection[Any]]:
+    """Connections on every slot of `server`, the superuser's reserved ones too."""
+    held: list[psycopg.Connection[Any]] = []
+    while True:
+        try:
+            held.append(_admin(server))
+        except psycopg.OperationalError as exc:
+            assert "too many" in str(exc) or "reserved" in str(exc), exc
+            return held
+        assert len(held) <= MAX_CONNECTIONS
+
+
 @pytest.mark.timeout(120)
-def test_terminated_connections_and_no_free_slot_mid_run_are_waited_for(
+def test_no_free_slot_at_start_and_terminated_connections_mid_run_are_waited_for(
     tmp_path: Path, own_pg: PostgresServer
 ) -> None:
-    """Every rpa connection ended by `pg_terminate_backend`, and no connection slot for it
-    for 5 s ("too many connections": the role's limit set to 0, so that the test needs no
-    race for the freed slots). Before: the run crashed, papers failed as `internal`."""
+    """max_connections exhausted when the run starts (the test holds every slot for 4 s): the
+    run waits, saying so. Then, mid-run, every rpa connection ended by `pg_terminate_backend`
+    and no slot for it for 5 s (its role's limit set to 0: no race for the freed slots; the
+    same "too many connections"). Before: exit 2 at start ("too many clients already"); mid-run
+    the run crashed and papers failed as `internal`. A port where nothing listens still fails
+    at once, in one line (a typo must not wait 30 minutes)."""
     role = f"r_{uuid.uuid4().hex[:8]}"
     url = _fresh_db(own_pg, owner=role)
-    with Papers(tmp_path, url) as papers, _admin(own_pg) as admin:
-        papers.start()
-        wait_for(lambda: _done(own_pg, url) >= 5, 60, "5 papers done")
-        admin.execute(f"ALTER ROLE {role} CONNECTION LIMIT 0")
-        gone = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE usename = %s AND application_name = 'rpa'",
-            (role,),
-        ).fetchone()
-        assert gone is not None and gone[0] >= 1
-        wait_for(lambda: "too many connections" in papers.said(), 30, "the limit said")
-        time.sleep(5)
-        admin.execute(f"ALTER ROLE {role} CONNECTION LIMIT -1")
-        papers.finish()
-
-
-@pytest.mark.timeout(120)
-def test_every_connection_slot_taken_at_start_is_waited_for(
-    tmp_path: Path, own_pg: PostgresServer
-) -> None:
-    """max_connections exhausted when the run starts (the test holds every slot for 4 s):
-    the run waits, saying so, then works. Before: exit 2, "too many clients already". A port
-    where nothing listens still fails at once, one line (a typo must not wait 30 minutes)."""
-    url = _fresh_db(own_pg)
-    held: list[psycopg.Connection[Any]] = []
-    with Papers(tmp_path, url, n=10, slow=0.0) as papers:
+    with Papers(tmp_path, url) as papers:
+        held = _take_every_slot(own_pg)
         try:
-            while True:  # every slot, the superuser's reserved ones too
-                try:
-                    held.append(_admin(own_pg))
-                except psycopg.OperationalError as exc:
-                    assert "too many" in str(exc) or "reserved" in str(exc), exc
-                    break
-                assert len(held) <= MAX_CONNECTIONS
             papers.start()
             wait_for(lambda: "the queue database is busy" in papers.said(), 30, "the wait said")
             time.sleep(4)
         finally:
             for conn in held:
                 conn.close()
-        assert papers.proc is not None and papers.proc.wait(timeout=60) == 0, papers.said()
-        papers.check_all_done_once()
+        wait_for(lambda: _done(own_pg, url) >= 3, 60, "3 papers done")
+        with _admin(own_pg) as admin:
+            admin.execute(f"ALTER ROLE {role} CONNECTION LIMIT 0")
+            gone = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE usename = %s AND application_name = 'rpa'",
+                (role,),
+            ).fetchone()
+            assert gone is not None and gone[0] >= 1
+            wait_for(lambda: "too many connections" in papers.said(), 30, "the limit said")
+            time.sleep(5)
+            admin.execute(f"ALTER ROLE {role} CONNECTION LIMIT -1")
+        papers.finish()
         with Mirror({}) as closed:
             nowhere = f"postgresql://postgres@127.0.0.1:{closed.port}/rpa"
         start = time.monotonic()
@@ -211,7 +214,7 @@ def test_a_table_lock_held_20s_by_another_session_is_waited_for(
     url = _fresh_db(own_pg)
     with Papers(tmp_path, url) as papers, _admin(own_pg, url.rsplit("/", 1)[1]) as locker:
         papers.start(db_lock_timeout=2)
-        wait_for(lambda: _done(own_pg, url) >= 5, 60, "5 papers done")
+        wait_for(lambda: _done(own_pg, url) >= 3, 60, "3 papers done")
         with locker.transaction():
             locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
             wait_for(lambda: "lock timeout" in papers.said(), 30, "the wait said")
@@ -225,7 +228,7 @@ def test_sqlite_locked_past_its_busy_timeout_is_waited_for(tmp_path: Path) -> No
     timeout (--db-lock-timeout 1). Before: "database is locked" crashed the feeder."""
     with Papers(tmp_path, None) as papers:
         papers.start(db_lock_timeout=1)
-        wait_for(lambda: papers.cli.count("stage = 'done'") >= 5, 60, "5 papers done")
+        wait_for(lambda: papers.cli.count("stage = 'done'") >= 3, 60, "3 papers done")
         writer = sqlite3.connect(papers.cli.db, isolation_level=None, timeout=30)
         try:
             writer.execute("BEGIN IMMEDIATE")
@@ -248,7 +251,7 @@ def test_a_database_away_past_db_wait_interrupts_and_resume_finishes(
     with Papers(tmp_path, url) as papers:
         papers.start(db_wait=5)
         assert papers.proc is not None
-        wait_for(lambda: _done(own_pg, url) >= 5, 60, "5 papers done")
+        wait_for(lambda: _done(own_pg, url) >= 3, 60, "3 papers done")
         own_pg.halt("immediate")
         try:
             assert papers.proc.wait(timeout=60) == 130, papers.said()[-3000:]
@@ -269,3 +272,40 @@ def test_a_database_away_past_db_wait_interrupts_and_resume_finishes(
         assert query("SELECT max(attempts) FROM jobs")[0][0] == 0  # nobody charged
         runs = query("SELECT status FROM runs ORDER BY started_at")
         assert runs[-1][0] == "finished"
+
+
+def test_only_an_unavailable_database_is_waited_for_and_only_up_to_db_wait(
+    tmp_path: Path,
+) -> None:
+    """AsyncQueue on a real SQLite file that another connection holds the write lock of:
+    the call waits, says so, and after `wait` raises DatabaseStayedAway; an error that is
+    not the database being unavailable (bad SQL: also sqlite3's OperationalError) is raised
+    at once, as before; once the lock is gone the call gets through and the end is said."""
+    db = tmp_path / "q.db"
+    open_store(db).close()
+    notices = Notices()
+
+    async def scenario() -> None:
+        queue = AsyncQueue(db, wait=1.0, lock_timeout=0.1, notices=notices)
+        await queue.open(create=False)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="syntax error"):
+                await queue.run(lambda store: store.sql.execute("SELEC 1"))
+            assert not queue.outage.down
+            writer = sqlite3.connect(db, isolation_level=None)
+            writer.execute("BEGIN IMMEDIATE")
+            start = time.monotonic()
+            with pytest.raises(DatabaseStayedAway, match="stayed unavailable"):
+                await queue.run(QueueStore.enqueue, ["2301.00001"], 0.0)
+            assert time.monotonic() - start >= 1.0
+            writer.execute("ROLLBACK")
+            writer.close()
+            assert await queue.run(QueueStore.enqueue, ["2301.00001"], 0.0) == 1
+            assert not queue.outage.down
+        finally:
+            await queue.close()
+
+    asyncio.run(scenario())
+    said = notices.recent(10)
+    assert any(SAID_DOWN in n and "database is locked" in n for n in said), said
+    assert any(SAID_BACK in n for n in said), said

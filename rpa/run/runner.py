@@ -165,6 +165,7 @@ class Runner:
             tally=self.tally,
             notices=self.notices,
             probe=lambda: self.probe,
+            outage=self.queue.outage,
         )
         self.held_elsewhere = 0
         self._signals = 0
