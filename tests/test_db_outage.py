@@ -22,10 +22,14 @@ import psycopg
 import pytest
 from conftest import Cli, sample_pdfs, wait_for, write_ids
 
-from rpa.errors import DatabaseStayedAway
+from rpa.config import Settings
+from rpa.errors import DatabaseError, DatabaseStayedAway, DatabaseUnavailable, classify
 from rpa.notices import Notices
 from rpa.queue import QueueStore, open_store
 from rpa.queue.aio import AsyncQueue
+from rpa.queue.model import Job
+from rpa.queue.outage import database_outage
+from rpa.run.policy import judge
 from rpa.testing.mirror import Fault, Mirror
 from rpa.testing.pgserver import PostgresServer
 
@@ -309,3 +313,25 @@ def test_only_an_unavailable_database_is_waited_for_and_only_up_to_db_wait(
     said = notices.recent(10)
     assert any(SAID_DOWN in n and "database is locked" in n for n in said), said
     assert any(SAID_BACK in n for n in said), said
+
+
+def test_a_database_condition_under_a_paper_never_charges_it() -> None:
+    """What escapes to one paper's failure from the database (a connect that failed, a lost
+    connection, a busy SQLite) is `QueueUnavailable`, given back uncounted; before, a
+    DatabaseError from a thread's connect was `internal`, a permanent failure. A constraint
+    refusing a change is still a bug of rpa's (`internal`). No mock: real exceptions."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (id integer PRIMARY KEY)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError) as refused:
+        conn.execute("INSERT INTO t VALUES (1)")
+    busy = DatabaseUnavailable("cannot connect: too many clients", reason="busy", reachable=True)
+    job = Job("2301.00001", 1, "queued", attempts=4, crashes=0)
+    for exc in (busy, DatabaseError("cannot use the queue"), sqlite3.OperationalError("locked")):
+        error = classify(exc, "the download stage")
+        assert error.kind == "database", exc
+        verdict = judge(error, job, Settings(), stopping=False, now=0.0)
+        assert verdict.action == "give_back", exc  # even on the paper's last attempt
+    assert classify(refused.value).kind == "internal"
+    assert database_outage(refused.value) is None
+    assert database_outage(sqlite3.OperationalError("database is locked")) is not None

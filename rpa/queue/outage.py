@@ -108,7 +108,8 @@ def database_outage(exc: BaseException) -> str | None:
     if ("sqlite3", "OperationalError") in names:
         lowered = text.lower()
         return f"SQLite: {text}" if "locked" in lowered or "busy" in lowered else None
-    if ("psycopg", "OperationalError") in names or ("psycopg", "InterfaceError") in names:
+    # psycopg's InterfaceError is a misuse of the driver (a bug), never waited for
+    if ("psycopg", "OperationalError") in names:
         state = getattr(exc, "sqlstate", None)
         if state is None or state.startswith("08") or state in PG_UNAVAILABLE:
             return f"{text} ({state})" if state else text
