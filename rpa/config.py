@@ -146,6 +146,14 @@ class Settings:
     retry_max: float = _knob(600.0, "longest retry delay, seconds", minimum=0)
     lease_seconds: float = _knob(120.0, "job lease length; renewed while working", minimum=1)
     heartbeat_seconds: float = _knob(5.0, "run heartbeat interval", minimum=0.1)
+    db_wait: float = _knob(
+        1800.0, "longest wait for an unavailable queue database, seconds; then the run stops "
+        "as interrupted (rpa resume continues)", minimum=0,
+    )  # fmt: skip
+    db_lock_timeout: float = _knob(
+        30.0, "longest one database statement waits for a lock, seconds (SQLite's busy timeout, "
+        "PostgreSQL's lock_timeout); then it waits and is tried again", minimum=0.01,
+    )  # fmt: skip
     grace: float = _knob(10.0, "seconds in-flight work may finish after Ctrl-C", minimum=0)
     min_free_mb: float = _knob(500.0, "stop claiming when free space under --out drops below")
     progress: bool = _knob(True, "live table on a terminal")

@@ -5,6 +5,9 @@
     ├── InputError                an ID list that cannot be used (--strict, unreadable file)
     │   └── InvalidIdError        one line that is not an arXiv ID
     ├── DatabaseError             the queue database cannot be opened or is of an unknown schema
+    │   ├── DatabaseUnavailable   it cannot be reached or is busy now (a run-level condition:
+    │   │                         waited for by rpa.queue.aio, never a paper's failure)
+    │   └── DatabaseStayedAway    it stayed unavailable past --db-wait: the run stops, interrupted
     ├── RunCrashed                the run itself cannot go on (its database broke under it)
     └── JobError                  a failure of one paper; `kind` is stored in the queue
         ├── TransientError        worth retrying later (the job goes back to the queue)
@@ -53,6 +56,8 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "DatabaseError",
+    "DatabaseStayedAway",
+    "DatabaseUnavailable",
     "DiskFull",
     "DownloadTimeout",
     "EncryptedPdf",
@@ -111,6 +116,22 @@ class InvalidIdError(InputError):
 
 class DatabaseError(RpaError):
     """The queue database cannot be opened or used."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The queue database cannot be reached, or refuses us for now (too many clients, starting
+    up, shutting down). `reachable`: a server answered (busy or starting: worth waiting for
+    even at start); False when nothing answered (a wrong host or port at start fails fast)."""
+
+    def __init__(self, message: str, *, reason: str, reachable: bool) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.reachable = reachable
+
+
+class DatabaseStayedAway(DatabaseError):
+    """The queue database stayed unavailable longer than --db-wait: the run stops as
+    `interrupted` (nothing is charged to any paper) and `rpa resume` continues."""
 
 
 class RunCrashed(RpaError):
@@ -180,8 +201,9 @@ class TransientIo(TransientError):
 
 
 class QueueUnavailable(TransientError):
-    """The queue database was busy, or its connection broke, while this paper was worked on:
-    the attempt ends like any transient failure (counted; the paper is tried again later)."""
+    """The queue database was busy, or its connection broke, while this paper was worked on
+    (what rpa.queue.aio did not wait out): never the paper's fault, it is given back
+    uncounted (rpa.run.policy)."""
 
     kind = "database"
 
@@ -323,9 +345,11 @@ def classify(exc: BaseException, doing: str = "") -> JobError:
     """The JobError that explains `exc`, raised while `doing` something for one paper.
 
     A JobError is itself. No space left, anywhere: DiskFull. An OSError that names a path
-    rpa cannot write: WriteError (permanent). Any other OSError: TransientIo. A busy or lost
-    database: QueueUnavailable (transient). Anything else, a database refusing the change included,
-    is InternalError (permanent), with its type and message.
+    rpa cannot write: WriteError (permanent). Any other OSError: TransientIo. The queue
+    database unavailable (rpa.errors.DatabaseError, a driver's operational error):
+    QueueUnavailable, which the failure policy gives back uncounted (never the paper's fault).
+    Anything else, a database refusing the change (a constraint) included, is InternalError
+    (permanent), with its type and message.
     """
     if isinstance(exc, JobError):
         return exc
@@ -338,7 +362,7 @@ def classify(exc: BaseException, doing: str = "") -> JobError:
         if exc.errno in _CANNOT_WRITE:
             return WriteError(f"cannot write{where}: {described}")
         return TransientIo(f"{described}{where}")
-    if _is_database_error(exc):
+    if isinstance(exc, DatabaseError) or _is_database_error(exc):
         return QueueUnavailable(f"{described}{where}")
     return InternalError(f"{described}{where}")
 

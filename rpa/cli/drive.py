@@ -12,8 +12,9 @@ import asyncio
 import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from rpa.run.runner import Runner, RunSummary
 
 __all__ = ["LOG_INTERVAL", "PROGRESS_INTERVAL", "start_run"]
+
+T = TypeVar("T")
 
 #: seconds between two frames of the live table
 PROGRESS_INTERVAL = 0.25
@@ -59,9 +62,12 @@ def start_run(
     run_id = new_run_id()
     start = time.perf_counter()
     with one_line_errors():
-        prepared = prepare(
-            resolved, command=command, run_id=run_id, now=time.time(), ids=ids, strict=strict,
-            reconfigure=reconfigure, on_invalid=skipped,
+        prepared = _when_the_database_lets_us(
+            resolved.settings.db_wait,
+            lambda: prepare(
+                resolved, command=command, run_id=run_id, now=time.time(), ids=ids,
+                strict=strict, reconfigure=reconfigure, on_invalid=skipped,
+            ),
         )  # fmt: skip
     settings = prepared.settings
     if prepared.tars is not None:
@@ -87,6 +93,23 @@ def start_run(
 
 
 # ---- before the run -------------------------------------------------------------------------
+
+
+def _when_the_database_lets_us(wait: float, step: Callable[[], T]) -> T:
+    """`step()`, tried again while the queue's server is there but busy or starting (too
+    many clients, say), for up to `wait` seconds (--db-wait), saying so. A server where
+    nothing answers, or that refuses who we are, fails at once (a typo must not wait)."""
+    start = time.monotonic()
+    delay = 0.5
+    while True:
+        try:
+            return step()
+        except errors.DatabaseUnavailable as exc:
+            if not exc.reachable or time.monotonic() - start + delay > wait:
+                raise
+            say("waiting: ", f"the queue database is busy ({exc.reason}); trying again", "yellow")
+        time.sleep(delay)
+        delay = min(2 * delay, 5.0)
 
 
 def _show_report(report: EnqueueReport, seconds: float) -> None:

@@ -46,18 +46,26 @@ def redact(db: str | Path) -> str:
     return redact_url(str(db))
 
 
-def open_store(db: str | Path, *, readonly: bool = False, create: bool = True) -> QueueStore:
+def open_store(
+    db: str | Path, *, readonly: bool = False, create: bool = True, lock_timeout: float = 30.0
+) -> QueueStore:
     """Open the queue at `db` (a SQLite path or a PostgreSQL URL), migrating it to this rpa's
     schema unless `readonly`; `create=False` refuses a queue that does not exist yet.
-    Blocking: never call it on the event loop. Raises rpa.errors.DatabaseError."""
+    `lock_timeout`: the longest a statement waits for a lock (SQLite's busy timeout,
+    PostgreSQL's lock_timeout), seconds. Blocking: never call it on the event loop. Raises
+    rpa.errors.DatabaseError (DatabaseUnavailable when the database is there but busy, or
+    nothing answers)."""
     if is_postgres_url(db):
         from rpa.queue.postgres import open_backend
 
-        return QueueStore(open_backend(str(db), readonly=readonly, create=create))
+        return QueueStore(
+            open_backend(str(db), readonly=readonly, create=create, lock_timeout=lock_timeout)
+        )
     from rpa.queue.sqlite import SqliteBackend, connect
 
     path = Path(db)
-    return QueueStore(SqliteBackend(connect(path, readonly=readonly, create=create), path))
+    conn = connect(path, readonly=readonly, create=create, busy_timeout=lock_timeout)
+    return QueueStore(SqliteBackend(conn, path))
 
 
 def schema_version(db: str | Path) -> tuple[int, int]:

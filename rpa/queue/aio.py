@@ -10,11 +10,30 @@ store (rpa.queue.jobs, runs, ...) and its arguments and awaits the result:
 SQLite gets one thread (one writer per process: no lock contention inside a run); PostgreSQL
 gets `connections` threads, each with its own connection. The threads form a gate, shown with
 the other gates: a long wait here says the run is bound by the database.
+
+This is the one owner of the database's health. A call that fails because the database is
+unavailable (rpa.queue.outage.database_outage: a connection refused, broken or reset, a server
+starting or shutting down, too many clients, a lock_timeout or statement_timeout hit,
+pg_terminate_backend, SQLite "database is locked") closes that thread's connection (the
+next call opens a new one), marks the queue down (`outage`: since when, why; said once) and
+is tried again after a capped backoff, until the database answers (said, with how long it
+took) or `wait` seconds have passed: then DatabaseStayedAway, and the run stops as
+`interrupted`. Any other exception (a bug, a constraint) is raised as it is. While the
+database is down every call waits, the feeder's claims included: no new work is claimed,
+and work in flight waits at the point where it must be recorded.
+
+Why a retried call is safe: reads are idempotent; every state change of a job is one
+transaction fenced by its lease token, so a change whose first try did not commit is simply
+made by the retry, and one whose first try committed (its reply lost with the connection)
+finds the fence already moved and changes nothing. The one such case whose answer matters is
+`complete`: `run_fenced` asks a confirming read (`jobs.completed`) when a retried write
+answers False, so a paper whose completion committed counts as done, never as "lease lost".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -22,12 +41,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from rpa.errors import DatabaseError
+from rpa.errors import DatabaseError, DatabaseStayedAway, DatabaseUnavailable
 from rpa.gates import Gate
-from rpa.queue import is_postgres_url, open_store
+from rpa.notices import Notices
+from rpa.queue import is_postgres_url, open_store, redact
+from rpa.queue.outage import QueueOutage, database_outage
 from rpa.queue.store import QueueStore
 
-__all__ = ["AsyncQueue"]
+__all__ = ["DB_WAIT", "FIRST_RETRY", "LAST_RETRY", "AsyncQueue"]
+
+#: the default longest wait for an unavailable database, seconds (--db-wait)
+DB_WAIT = 1800.0
+#: the first pause before a call is tried again, seconds; it doubles up to LAST_RETRY
+FIRST_RETRY = 0.2
+LAST_RETRY = 5.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -36,8 +63,23 @@ T = TypeVar("T")
 class AsyncQueue:
     """A `QueueStore` per database thread, driven from the event loop."""
 
-    def __init__(self, db: str | Path, *, connections: int = 4) -> None:
+    def __init__(
+        self,
+        db: str | Path,
+        *,
+        connections: int = 4,
+        wait: float = DB_WAIT,
+        lock_timeout: float = 30.0,
+        notices: Notices | None = None,
+    ) -> None:
+        """`wait`: the longest the calls wait for an unavailable database before
+        DatabaseStayedAway; `lock_timeout`: SQLite's busy timeout, PostgreSQL's lock_timeout."""
         self.db = db
+        self.wait = wait
+        self.lock_timeout = lock_timeout
+        self.outage = QueueOutage(notices)
+        #: the wait passed once: later calls (recording the end of the run) try once only
+        self.gave_up = False
         size = connections if is_postgres_url(db) else 1
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="rpa-db")
         self._local = threading.local()
@@ -54,36 +96,130 @@ class AsyncQueue:
             if self._closed:
                 raise DatabaseError("the queue is closed")
             # open() migrated it already: the other threads only open it
-            store = open_store(self.db, create=False)
+            store = open_store(self.db, create=False, lock_timeout=self.lock_timeout)
             self._local.store = store
             with self._lock:
                 self._stores.append(store)
         return store
 
+    def _drop_store(self) -> None:
+        """Close this thread's connection (broken, or on a server that went away): the next
+        call of this thread opens a new one."""
+        store: QueueStore | None = getattr(self._local, "store", None)
+        self._local.store = None
+        if store is None:
+            return
+        with self._lock:
+            if store in self._stores:
+                self._stores.remove(store)
+        with contextlib.suppress(Exception):  # it is broken: closing it may fail too
+            store.close()
+
     async def open(self, *, create: bool = True) -> None:
-        """Open (creating and migrating it unless `create` is False) in a database thread."""
+        """Open (creating and migrating it unless `create` is False) in a database thread.
+        A server that is there but busy or starting (too many clients) is waited for, as a
+        call would; one where nothing answers, or that refuses us, fails at once."""
 
         def first() -> None:
-            self._local.store = open_store(self.db, create=create)
+            self._local.store = open_store(self.db, create=create, lock_timeout=self.lock_timeout)
             with self._lock:
                 self._stores.append(self._local.store)
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, first)
+        loop = asyncio.get_running_loop()
+        delay = FIRST_RETRY
+        while True:
+            try:
+                await loop.run_in_executor(self._executor, first)
+                self.outage.came_back()
+                return
+            except DatabaseUnavailable as exc:
+                if not exc.reachable:
+                    raise DatabaseError(str(exc)) from None
+                self._gave_up_after(exc.reason)
+            await self._pause(delay)
+            delay = min(2 * delay, LAST_RETRY)
 
     async def run(
         self, fn: Callable[Concatenate[QueueStore, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """`fn(store, *args, **kwargs)` in a database thread; its result."""
+        """`fn(store, *args, **kwargs)` in a database thread; its result. While the database
+        is unavailable the call waits (and is tried again) up to `wait` seconds in all."""
+        result, _ = await self._run(fn, *args, **kwargs)
+        return result
+
+    async def run_fenced(
+        self,
+        fn: Callable[Concatenate[QueueStore, P], bool],
+        confirm: Callable[Concatenate[QueueStore, P], bool],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> bool:
+        """A fenced write (True: it was made) whose commit may have happened although its
+        reply was lost with the connection: when a retried `fn` answers False, `confirm`
+        (same arguments) says whether that first try committed."""
+        made, retried = await self._run(fn, *args, **kwargs)
+        if made or not retried:
+            return made
+        return await self.run(confirm, *args, **kwargs)
+
+    async def _run(
+        self, fn: Callable[Concatenate[QueueStore, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> tuple[T, bool]:
+        """(`fn`'s result, whether it had to be tried again after an outage)."""
 
         def call() -> T:
             start = time.perf_counter()
             try:
                 return fn(self._store(), *args, **kwargs)
+            except Exception as exc:
+                if self._reconnects and database_outage(exc) is not None:
+                    self._drop_store()
+                raise
             finally:
                 self.busy_seconds += time.perf_counter() - start
 
-        async with self.gate:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        loop = asyncio.get_running_loop()
+        delay = FIRST_RETRY
+        retried = False
+        while True:
+            try:
+                async with self.gate:
+                    result = await loop.run_in_executor(self._executor, call)
+                self.outage.came_back()
+                return result, retried
+            except Exception as exc:
+                reason = database_outage(exc)
+                if reason is None or self._closed:
+                    raise
+                self._gave_up_after(reason)
+            retried = True
+            await self._pause(delay)
+            delay = min(2 * delay, LAST_RETRY)
+
+    @property
+    def _reconnects(self) -> bool:
+        """PostgreSQL connections are replaced after an outage; SQLite's one connection is
+        kept (a lock held by another process leaves it sound)."""
+        return is_postgres_url(self.db)
+
+    def _gave_up_after(self, reason: str) -> None:
+        """Mark the database down for `reason`; past the wait (or once given up), raise
+        DatabaseStayedAway."""
+        self.outage.went_down(reason)
+        waited = self.outage.waited()
+        if self.gave_up or waited > self.wait:
+            self.gave_up = True
+            raise DatabaseStayedAway(
+                f"the queue database {redact(self.db)} stayed unavailable for {waited:.0f} s "
+                f"(--db-wait {self.wait:g} s; {reason})"
+            )
+
+    async def _pause(self, seconds: float) -> None:
+        self.outage.waiting += 1
+        try:
+            await asyncio.sleep(min(seconds, max(0.05, self.wait - self.outage.waited() + 0.05)))
+        finally:
+            self.outage.waiting -= 1
 
     async def close(self) -> None:
         """Close every thread's store; later calls fail with DatabaseError."""

@@ -27,6 +27,7 @@ __all__ = [
     "checkpoint_extract",
     "claim",
     "complete",
+    "completed",
     "fail",
     "next_due",
     "record_attempts",
@@ -173,6 +174,20 @@ def complete(
         )  # fmt: skip
         store.sql.execute("UPDATE runs SET done = done + 1 WHERE id = ?", (run_id,))
     return True
+
+
+def completed(
+    store: QueueStore, run_id: str, lease: Lease, record: dict[str, Any], outcome_path: str,
+    now: float,
+) -> bool:  # fmt: skip
+    """Did `complete` with these arguments commit (its reply lost with the connection)? The
+    job is done at that very `now`, its results row this run's (rpa.queue.aio.run_fenced)."""
+    row = store.sql.one(
+        "SELECT 1 FROM jobs JOIN results ON results.id = jobs.id WHERE jobs.id = ? "
+        "AND jobs.stage = 'done' AND jobs.done_at = ? AND results.run_id = ?",
+        (lease.job_id, now, run_id),
+    )
+    return row is not None
 
 
 def fail(store: QueueStore, run_id: str, lease: Lease, failure: Failure, now: float) -> bool:

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from rpa.errors import DatabaseError
+from rpa.errors import DatabaseError, DatabaseUnavailable
+from rpa.queue.outage import database_outage, pg_busy
 from rpa.queue.postgres_schema import MIGRATIONS, SCHEMA_VERSION, SHARDS
 from rpa.queue.sql import Params, Row
 
@@ -38,6 +39,16 @@ __all__ = [
 _MIGRATE_LOCK = 0x7270_6100  # "rpa\0"
 #: seconds to wait for a connection before saying the server cannot be reached
 CONNECT_TIMEOUT = 10
+#: TCP keepalives (libpq's parameters): a peer that vanished without a word (a host down, a
+#: NAT that forgot us) is found dead after ~30 + 3 x 10 s instead of the kernel's 2 hours, and
+#: the call waiting on it fails as an outage (rpa.queue.aio then reconnects)
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 3}  # fmt: skip
+#: the longest one statement may run, seconds: rpa's statements take milliseconds; one stuck
+#: behind something else is cancelled (57014) and tried again by rpa.queue.aio
+STATEMENT_TIMEOUT = 300
+#: the default longest wait for a lock, seconds (--db-lock-timeout): then 55P03, tried again
+LOCK_TIMEOUT = 30.0
 
 
 def redact_url(url: str) -> str:
@@ -163,20 +174,40 @@ class PostgresBackend:
         return rows
 
 
-def connect(url: str) -> psycopg.Connection[Any]:
-    """A connection to the queue's server (autocommit, rows as dicts). Blocking."""
+def connect(url: str, *, lock_timeout: float = LOCK_TIMEOUT) -> psycopg.Connection[Any]:
+    """A connection to the queue's server (autocommit, rows as dicts, keepalives, statement
+    and lock timeouts). Blocking. Raises DatabaseUnavailable when the server is busy or
+    starting (`reachable`) or nothing answers, DatabaseError when it refuses us for good (who
+    we are, no such database)."""
     driver = _driver()
     from psycopg.rows import dict_row
 
+    options = f"-c statement_timeout={STATEMENT_TIMEOUT * 1000} "
+    options += f"-c lock_timeout={max(1, round(lock_timeout * 1000))}"
     try:
         conn: psycopg.Connection[Any] = driver.connect(
             url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT,
-            application_name="rpa",
+            application_name="rpa", options=options, **KEEPALIVES,
         )  # fmt: skip
     except driver.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseError(f"cannot connect to {redact_url(url)}: {reason}") from None
+        message = f"cannot connect to {redact_url(url)}: {reason}"
+        if pg_busy(exc):
+            raise DatabaseUnavailable(message, reason=reason, reachable=True) from None
+        if _nothing_there(exc):
+            raise DatabaseUnavailable(message, reason=reason, reachable=False) from None
+        raise DatabaseError(message) from None
     return conn
+
+
+def _nothing_there(exc: Exception) -> bool:
+    """No server answered (refused, no route, a timeout), as opposed to one that refused who
+    we are or knows no such database (class 28, 3D000: never worth waiting for)."""
+    if getattr(exc, "sqlstate", None) is not None:
+        return False
+    text = str(exc).lower()
+    refusals = ("password", "authentication", "does not exist", "role ", "permission", "ssl")
+    return not any(word in text for word in refusals)
 
 
 def _version(conn: psycopg.Connection[Any]) -> int:
@@ -211,11 +242,13 @@ def _migrate(conn: psycopg.Connection[Any]) -> None:
             )
 
 
-def open_backend(url: str, *, readonly: bool, create: bool) -> PostgresBackend:
+def open_backend(
+    url: str, *, readonly: bool, create: bool, lock_timeout: float = LOCK_TIMEOUT
+) -> PostgresBackend:
     """Connect; check the schema (and migrate it, unless `readonly`). Blocking."""
     driver = _driver()
     where = redact_url(url)
-    conn = connect(url)
+    conn = connect(url, lock_timeout=lock_timeout)
     try:
         version = _version(conn)
         if version > SCHEMA_VERSION:
@@ -234,9 +267,11 @@ def open_backend(url: str, *, readonly: bool, create: bool) -> PostgresBackend:
             _migrate(conn)
     except driver.Error as exc:
         conn.close()
-        raise DatabaseError(
-            f"cannot use {where}: {str(exc).strip() or type(exc).__name__}"
-        ) from None
+        message = f"cannot use {where}: {str(exc).strip() or type(exc).__name__}"
+        outage = database_outage(exc)
+        if outage is not None:  # the server went away (or was busy) while we set up
+            raise DatabaseUnavailable(message, reason=outage, reachable=True) from None
+        raise DatabaseError(message) from None
     except BaseException:
         conn.close()
         raise

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from rpa.errors import DatabaseError
+from rpa.errors import DatabaseError, DatabaseUnavailable
 from rpa.queue.sql import Params, Row
 from rpa.queue.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -170,21 +170,25 @@ def schema_version(path: Path) -> int:
         raise DatabaseError(f"cannot open {path}: {exc}") from None
 
 
-def connect(path: Path, *, readonly: bool = False, create: bool = True) -> sqlite3.Connection:
+def connect(
+    path: Path, *, readonly: bool = False, create: bool = True, busy_timeout: float = 30.0
+) -> sqlite3.Connection:
     """Open the queue database (WAL, busy timeout) and bring its schema up to date.
 
     `readonly` opens without creating or migrating anything (for `rpa status`); `create=False`
     refuses a database that does not exist yet (for `rpa resume`). Two processes creating one
     database at once can get SQLITE_BUSY from the switch to WAL, which SQLite does not retry
     through the busy handler: opening is tried again a few times. Never called on the event
-    loop (before it starts, or in the database thread).
+    loop (before it starts, or in the database thread). `busy_timeout`: seconds a statement
+    waits for another process's lock before "database is locked" (which rpa.queue.aio waits
+    out and tries again).
     """
     for attempt in range(OPEN_ATTEMPTS):
         try:
-            return _connect(path, readonly=readonly, create=create)
+            return _connect(path, readonly=readonly, create=create, busy=busy_timeout)
         except _Busy:
             time.sleep(0.05 * 2**attempt)
-    return _connect(path, readonly=readonly, create=create, last_try=True)
+    return _connect(path, readonly=readonly, create=create, busy=busy_timeout, last_try=True)
 
 
 class _Busy(Exception):
@@ -192,7 +196,7 @@ class _Busy(Exception):
 
 
 def _connect(
-    path: Path, *, readonly: bool, create: bool, last_try: bool = False
+    path: Path, *, readonly: bool, create: bool, busy: float, last_try: bool = False
 ) -> sqlite3.Connection:
     if (readonly or not create) and not path.exists():
         raise DatabaseError(f"no queue database at {path}")
@@ -203,16 +207,16 @@ def _connect(
     try:
         if readonly:
             conn = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+                f"file:{path}?mode=ro", uri=True, timeout=busy, check_same_thread=False
             )
         else:
             if not path.parent.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
             _check_writable(path)
-            conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            conn = sqlite3.connect(path, timeout=busy, check_same_thread=False)
         conn.isolation_level = None  # autocommit: transactions are explicit
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute(f"PRAGMA busy_timeout = {max(1, round(busy * 1000))}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise DatabaseError(
@@ -244,6 +248,10 @@ def _connect(
             conn.close()
         if "locked" in str(exc) and not last_try:
             raise _Busy() from None
+        if "locked" in str(exc):  # another process holds the write lock: worth waiting for
+            raise DatabaseUnavailable(
+                f"cannot open {path}: {exc}", reason=f"SQLite: {exc}", reachable=True
+            ) from None
         raise DatabaseError(f"cannot open {path}: {_reason(exc)}") from None
     except sqlite3.Error as exc:
         if conn is not None:

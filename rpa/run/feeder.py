@@ -6,7 +6,10 @@ The feeder claims as many jobs as workers are idle (at most 256 a claim), only a
 host health allows (`HostHealth.claimable`), and not while the disk guard says space is short.
 When nothing is claimable it waits for the next retry to come due (said once), and ends when
 nothing is left. Each worker takes a job, has the job processor take it as far as it goes, and
-lets go of its lease. A `RunCrashed` from a worker stops the run.
+lets go of its lease. A `RunCrashed` from a worker stops the run. While the queue database is
+unavailable the claim waits (rpa.queue.aio), so nothing new is claimed; when it stayed away
+past --db-wait (`DatabaseStayedAway`, from the claim or a worker), the run stops: `db_gone`
+says why, and the run ends `interrupted`.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class Feeder:
         self._notices = notices
         self._on_crash = on_crash
         self.held: dict[str, int] = {}
+        #: why the run stopped because the queue database stayed away, if it did
+        self.db_gone: str | None = None
         self.idle = 0
         self.stopping = False
         #: nothing claimable before this (wall clock), while the workers wait for it
@@ -101,55 +106,69 @@ class Feeder:
                 for i in range(self._settings.workers)
             ]
 
+    def _database_gone(self, exc: errors.DatabaseStayedAway) -> None:
+        """Stop the run: the queue database stayed away past --db-wait."""
+        if self.db_gone is None:
+            self.db_gone = str(exc)
+            self._notices.add(
+                f"the run stops: {exc}; no paper was charged for it. `rpa resume` continues "
+                "once the database is back"
+            )
+        self.stop()
+        self.cancel_workers()
+
     async def _feed(self) -> None:
-        s = self._settings
         try:
-            while not self.stopping:
-                demand = self.idle - self._local.qsize()
-                if demand <= 0:
-                    self._want.clear()
-                    await self._want.wait()
-                    continue
-                if self._disk.low:
-                    self._notices.add(self._disk.low, key="disk-low")
-                    await self._pause(DISK_POLL)
-                    if not self._disk.low:
-                        self._notices.forget("disk-low")
-                        self._notices.add("free space is back: claiming again")
-                    continue
-                claimed = await self._queue.run(
-                    jobs.claim, self._run_id, min(demand, MAX_CLAIM), s.lease_seconds,
-                    time.time(), self._hosts.claimable(),
-                )  # fmt: skip
-                self._tally.taken += len(claimed)
-                for n, job in enumerate(claimed, start=1):
-                    self.held[job.id] = job.token
-                    self._local.put_nowait(job)
-                    if n % WAKE_BATCH == 0:
-                        # Let these workers take their first steps in this loop iteration
-                        # and the next ones in the next: 200 workers woken at once made one
-                        # iteration of 50-65 ms at start (200 first steps, 64 connections).
-                        await asyncio.sleep(0)
-                if claimed:
-                    self.idle_until = None
-                    continue
-                busy = len(self.workers) - self.idle + self._local.qsize()
-                if busy == 0:
-                    wait = await self._queue.run(
-                        jobs.next_due, time.time(), self._hosts.claimable()
-                    )
-                    if wait is None and not self._hosts.waiting_for_a_host():
-                        return
-                    if wait is None:  # a host is down: its papers wait for it to answer
-                        await self._pause(IDLE_POLL * 4)
-                        continue
-                    self._say_idle(wait)
-                    await self._pause(min(wait, IDLE_POLL * 4))
-                else:
-                    await self._pause(IDLE_POLL)
+            await self._claim_loop()
+        except errors.DatabaseStayedAway as exc:
+            self._database_gone(exc)
         finally:
             for _ in self.workers:
                 self._local.put_nowait(None)
+
+    async def _claim_loop(self) -> None:
+        s = self._settings
+        while not self.stopping:
+            demand = self.idle - self._local.qsize()
+            if demand <= 0:
+                self._want.clear()
+                await self._want.wait()
+                continue
+            if self._disk.low:
+                self._notices.add(self._disk.low, key="disk-low")
+                await self._pause(DISK_POLL)
+                if not self._disk.low:
+                    self._notices.forget("disk-low")
+                    self._notices.add("free space is back: claiming again")
+                continue
+            claimed = await self._queue.run(
+                jobs.claim, self._run_id, min(demand, MAX_CLAIM), s.lease_seconds,
+                time.time(), self._hosts.claimable(),
+            )  # fmt: skip
+            self._tally.taken += len(claimed)
+            for n, job in enumerate(claimed, start=1):
+                self.held[job.id] = job.token
+                self._local.put_nowait(job)
+                if n % WAKE_BATCH == 0:
+                    # Let these workers take their first steps in this loop iteration
+                    # and the next ones in the next: 200 workers woken at once made one
+                    # iteration of 50-65 ms at start (200 first steps, 64 connections).
+                    await asyncio.sleep(0)
+            if claimed:
+                self.idle_until = None
+                continue
+            busy = len(self.workers) - self.idle + self._local.qsize()
+            if busy == 0:
+                wait = await self._queue.run(jobs.next_due, time.time(), self._hosts.claimable())
+                if wait is None and not self._hosts.waiting_for_a_host():
+                    return
+                if wait is None:  # a host is down: its papers wait for it to answer
+                    await self._pause(IDLE_POLL * 4)
+                    continue
+                self._say_idle(wait)
+                await self._pause(min(wait, IDLE_POLL * 4))
+            else:
+                await self._pause(IDLE_POLL)
 
     def _say_idle(self, wait: float) -> None:
         """Nothing claimable now: say until when, once per wait."""
@@ -180,6 +199,9 @@ class Feeder:
                 return
             try:
                 await processor.process(job)
+            except errors.DatabaseStayedAway as exc:
+                self._database_gone(exc)
+                return
             except errors.RunCrashed as exc:
                 self._on_crash(str(exc))
                 self._notices.add(f"the run cannot go on: {exc}")

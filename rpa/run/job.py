@@ -115,6 +115,8 @@ class JobProcessor:
             if current is not None:
                 stage = "outcome"
                 await self._outcome(current, total=time.perf_counter() - start)
+        except errors.DatabaseStayedAway:
+            raise  # the run's condition, not this paper's: the run stops (rpa.run.feeder)
         except Exception as exc:
             await self._fail(current or job, errors.classify(exc, f"the {stage} stage"), stage)
 
@@ -240,8 +242,10 @@ class JobProcessor:
             # the JSON is made and written in the I/O pool, never on the loop
             await self._in_io(lambda: write_record(path, record, run_id=self.run_id))
         took = time.perf_counter() - t0
-        ok = await self.queue.run(
-            jobs.complete, self.run_id, job.lease, record, str(path), time.time()
+        # a completion whose commit happened but whose reply was lost is confirmed, not
+        # taken for a lost lease (rpa.queue.aio)
+        ok = await self.queue.run_fenced(
+            jobs.complete, jobs.completed, self.run_id, job.lease, record, str(path), time.time()
         )
         if not await self._checkpoint(ok, "outcome", job):
             return
@@ -260,7 +264,7 @@ class JobProcessor:
     async def _fail(self, job: Job, exc: errors.JobError, stage: str) -> None:
         try:
             await self._record_failure(job, exc, stage)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, errors.DatabaseStayedAway):
             raise
         except Exception as inner:  # the failure itself cannot be recorded: the run stops
             raise errors.RunCrashed(

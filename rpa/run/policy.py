@@ -4,8 +4,9 @@ Every error that ends an attempt at a paper comes here (as a JobError: `errors.c
 anything else into one) and gets a `Verdict`:
 
 - `give_back`: not the paper's fault, no attempt counted: a host refused us (its breaker
-  opens), its host is down (host health found it: rpa.hosts.outage), or the run is stopping
-  and took the extraction process with it.
+  opens), its host is down (host health found it: rpa.hosts.outage), the queue database was
+  unavailable under it (rpa.queue.aio waits for it; what reaches here is a leftover), or the
+  run is stopping and took the extraction process with it.
 - `retry`: an attempt is counted and the paper waits for its next one (exponential backoff
   with jitter, floored by the server's Retry-After).
 - `fail`: the paper ends as failed: a permanent error, its last attempt, `poison` (it
@@ -83,7 +84,7 @@ def judge(
             # and giving it back would only ask again at once (a loop)
             return Verdict("fail", exc, refused=True)
         return Verdict("give_back", exc, refused=True)
-    if host_down:
+    if host_down or isinstance(exc, errors.QueueUnavailable):
         return Verdict("give_back", exc)
     if isinstance(exc, errors.WorkerCrashed) and stopping:
         # The run is stopping (a signal to the whole process group reaches the extraction

@@ -16,6 +16,7 @@ from rpa.hosts.health import HostHealth
 from rpa.metrics import LagProbe, WindowStats
 from rpa.notices import Notices
 from rpa.queue.model import Totals
+from rpa.queue.outage import QueueOutage
 from rpa.run.disk import DiskGuard
 from rpa.run.feeder import Feeder
 from rpa.run.job import JobGates
@@ -45,6 +46,7 @@ class Progress:
         tally: Tally,
         notices: Notices,
         probe: Callable[[], LagProbe],
+        outage: QueueOutage | None = None,
     ) -> None:
         self._run_id = run_id
         self._workers = workers
@@ -59,6 +61,7 @@ class Progress:
         self._tally = tally
         self._notices = notices
         self._probe = probe
+        self._outage = outage
         self.started = time.monotonic()
         self.totals = Totals()
         self._beat = (0, 0, 0, 0)  # taken, done, failed, retried when self.totals was read
@@ -103,6 +106,13 @@ class Progress:
         if self._disk.low:
             return self._disk.low
         waits = self._hosts.waits()
+        db = self._outage.statistics() if self._outage is not None else None
+        if db is not None and db.since is not None:
+            when = time.strftime("%H:%M:%S", time.localtime(db.since))
+            waits.insert(
+                0, f"the queue database, unavailable since {when} ({db.reason}); "
+                f"{db.waiting} calls wait",
+            )  # fmt: skip
         feeder = self._feeder
         if feeder.idle_until is not None and feeder.all_idle:
             when = time.strftime("%H:%M:%S", time.localtime(feeder.idle_until))

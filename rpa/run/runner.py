@@ -88,14 +88,17 @@ class Runner:
         self.command = command
         self.run_id = run_id or new_run_id()
         self.layout = Layout(settings.out)
-        self.queue = AsyncQueue(settings.db)
+        self.notices = notices or Notices()
+        self.queue = AsyncQueue(
+            settings.db, wait=settings.db_wait, lock_timeout=settings.db_lock_timeout,
+            notices=self.notices,
+        )  # fmt: skip
         self.io = ThreadPoolExecutor(
             max_workers=8,
             thread_name_prefix="rpa-io",
             initializer=_lower_thread_priority,
             initargs=(IO_NICE,),
         )
-        self.notices = notices or Notices()
         self.gates = JobGates(
             prefetch=Gate("prefetch", settings.prefetch),
             download=Gate("download", settings.download_concurrency),
@@ -162,6 +165,7 @@ class Runner:
             tally=self.tally,
             notices=self.notices,
             probe=lambda: self.probe,
+            outage=self.queue.outage,
         )
         self.held_elsewhere = 0
         self._signals = 0
@@ -206,15 +210,16 @@ class Runner:
                 status = "crashed"
             elif self._unreachable:
                 status = "unreachable"
-            elif self._signals:
+            elif self._signals or self.feeder.db_gone:
                 status = "interrupted"
             elif self.hosts.refused_us():
                 status = "denied"
         except asyncio.CancelledError:
             status = "interrupted"
         except Exception as exc:  # outside any one paper: the run cannot go on
-            status = "crashed"
-            self._crash = self._crash or f"{type(exc).__name__}: {exc}"
+            status = "interrupted" if self.queue.gave_up else "crashed"
+            if not self.queue.gave_up:
+                self._crash = self._crash or f"{type(exc).__name__}: {exc}"
         finally:
             self._remove_signal_handlers()
             await self._finish(status)
@@ -286,7 +291,8 @@ class Runner:
             self._set_totals(totals)
         except Exception as exc:  # the database itself broke: say so, keep what we know
             reason = f"{type(exc).__name__}: {exc}"
-            self._crash = self._crash or reason
+            if not self.queue.gave_up:  # the database stayed away: interrupted, said already
+                self._crash = self._crash or reason
             self.notices.add(f"could not record the end of the run: {reason}")
         if self.held_elsewhere:
             self.notices.add(f"{self.held_elsewhere} jobs are in progress in another live run")

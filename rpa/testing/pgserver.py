@@ -226,6 +226,22 @@ class PostgresServer:
         self._run(self.tmp_dir, *cmd, as_server=False)
         return self.url_for(name)
 
+    def halt(self, mode: str = "immediate") -> None:
+        """Stop the server process but keep its data and port, to `restart()` it (an outage
+        of a real server: ``immediate`` is a crash's stop, ``fast`` an administrator's)."""
+        if self.tmp_dir is None:
+            raise RuntimeError("PostgresServer is not started")
+        stop = ["stop", "-w", "-t", "60", "-s", "-m", mode, "-D", str(self.tmp_dir / "data")]
+        self._run(self.tmp_dir, "pg_ctl", *stop)
+
+    def restart(self) -> None:
+        """Start a `halt()`ed server again, on the same port with the same data."""
+        if self.tmp_dir is None:
+            raise RuntimeError("PostgresServer is not started")
+        data, log = self.tmp_dir / "data", self.tmp_dir / "log"
+        start = ["start", "-w", "-t", "60", "-s", "-D", str(data), "-l", str(log)]
+        self._run(self.tmp_dir, "pg_ctl", *start, "-o", f"-p {self.port}")
+
     def stop(self) -> None:
         """Stop the server (fast shutdown, else SIGKILL) and delete its folder; idempotent."""
         tmp, self.tmp_dir = self.tmp_dir, None
