@@ -265,6 +265,12 @@ def test_a_database_away_past_db_wait_interrupts_and_resume_finishes(
         assert "Traceback" not in said and "crashed" not in said, said[-3000:]
         assert "stayed unavailable" in said and "--db-wait 5" in said
         assert "interrupted: `rpa resume" in said
+        # the summary's queue line is the last totals read, moved on by what the run did
+        # (it printed the start's "0 done" when the end could not be read)
+        done_then = _done(own_pg, url)
+        assert (
+            f"queue: {done_then} done, 0 failed, {len(papers.names) - done_then} remaining" in said
+        )
         resumed = papers.cli.run("resume", *papers.cli.knobs(progress=False), timeout=90)
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert "Traceback" not in resumed.stderr

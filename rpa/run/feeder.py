@@ -29,6 +29,7 @@ from rpa.queue.model import Job
 from rpa.run.disk import DISK_POLL, DiskGuard
 from rpa.run.job import JobProcessor
 from rpa.run.tally import Tally
+from rpa.run.tasks import start
 
 __all__ = ["IDLE_POLL", "WAKE_BATCH", "Feeder"]
 
@@ -100,9 +101,9 @@ class Feeder:
     async def run(self, processor: JobProcessor) -> None:
         """The feeder and the workers, until nothing is left or the run stops."""
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._feed(), name="feeder")
+            start(tg, "feeder", self._feed())
             self.workers = [
-                tg.create_task(self._work(processor), name=f"worker-{i}")
+                start(tg, f"worker-{i}", self._work(processor))
                 for i in range(self._settings.workers)
             ]
 

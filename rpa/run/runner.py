@@ -49,6 +49,7 @@ from rpa.run.progress import Progress
 from rpa.run.snapshot import RunSnapshot, RunSummary
 from rpa.run.source import open_source
 from rpa.run.tally import Tally
+from rpa.run.tasks import describe_crash, start
 
 __all__ = ["RunSummary", "Runner"]
 
@@ -219,7 +220,7 @@ class Runner:
         except Exception as exc:  # outside any one paper: the run cannot go on
             status = "interrupted" if self.queue.gave_up else "crashed"
             if not self.queue.gave_up:
-                self._crash = self._crash or f"{type(exc).__name__}: {exc}"
+                self._crash = self._crash or describe_crash(exc)  # which task, what, where
         finally:
             self._remove_signal_handlers()
             await self._finish(status)
@@ -302,18 +303,16 @@ class Runner:
     ) -> None:
         async with asyncio.TaskGroup() as background:
             side = [
-                background.create_task(self.probe.run(), name="lag-probe"),
-                background.create_task(self.heartbeat.run(), name="heartbeat"),
-                background.create_task(self.gates.download.ramp(), name="slow-start"),
+                start(background, "lag-probe", self.probe.run()),
+                start(background, "heartbeat", self.heartbeat.run()),
+                start(background, "slow-start", self.gates.download.ramp()),
             ]
             if self._metrics_writer is not None:
-                side.append(background.create_task(self._metrics_loop(), name="metrics-file"))
+                side.append(start(background, "metrics-file", self._metrics_loop()))
             if self.metadata is not None:
-                side.append(background.create_task(self.metadata.run(), name="metadata"))
+                side.append(start(background, "metadata", self.metadata.run()))
             if probe_client is not None:
-                side.append(
-                    background.create_task(self._watch_hosts(probe_client), name="host-probes")
-                )
+                side.append(start(background, "host-probes", self._watch_hosts(probe_client)))
             try:
                 await self.feeder.run(processor)
             finally:
@@ -339,7 +338,7 @@ class Runner:
             status=status,
             done=self.tally.done,
             failed=self.tally.failed,
-            totals=self.progress.totals,
+            totals=self.progress.fresh_totals(),  # the last read, moved on by this run
             wall_seconds=time.monotonic() - self.progress.started,
             lag=self.probe.summary(),
             failures=dict(self.tally.failures),
