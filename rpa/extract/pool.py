@@ -295,8 +295,6 @@ class ExtractPool:
                 self._workers.remove(worker)
             worker.kill()
             await asyncio.shield(asyncio.to_thread(worker.reap))  # a cancel still reaps it
-        if result.get("kind") == "memory_cap":
-            raise MemoryCapExceeded(f"{result.get('message')} (cap {self._max_mb} MiB)")
         result.pop("rss_mb", None)
         return result
 
@@ -314,9 +312,6 @@ class ExtractPool:
             worker = await self._idle.get()
         try:
             result = await self._run(worker, task, limit)
-            if result.get("kind") == "memory_cap":
-                # Its heap may sit near the cap, fragmented: recycle the process too.
-                raise MemoryCapExceeded(f"{result.get('message')} (cap {self._max_mb} MiB)")
         except (ExtractTimeout, WorkerCrashed, MemoryCapExceeded, MemoryPressure, _NotStarted):
             # Kill and replace; tell the caller once the pool is whole again (or soon anyway).
             await asyncio.wait({self._retire(worker)}, timeout=REPLACE_WAIT)
@@ -354,7 +349,11 @@ class ExtractPool:
             except (OSError, ValueError):
                 raise ProcessDied(started=False) from None
             async with asyncio.timeout(limit):
-                return await waiter
+                result = await waiter
+            if result.get("kind") == "memory_cap":
+                # Its heap may sit near the cap, fragmented: the process is replaced too.
+                raise MemoryCapExceeded(f"{result.get('message')} (cap {self._max_mb} MiB)")
+            return result
         except TimeoutError:
             self._timed_out += 1
             raise ExtractTimeout(
