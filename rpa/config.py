@@ -103,7 +103,9 @@ class Settings:
         "retried", minimum=0.01,
     )  # fmt: skip
     poison_after: int = _knob(
-        2, "quarantine a PDF (kind poison) after it killed this many processes", minimum=1
+        2,
+        "quarantine a PDF (kind poison) after it killed this many processes running alone",
+        minimum=1,
     )
     pdf_url: str = _knob(ARXIV_URL, "PDF URL template; {id} is the arXiv ID with version")
     pdf_tar: str = _knob(

@@ -18,7 +18,8 @@
         │   ├── DiskFull              ENOSPC while writing under --out
         │   ├── TransientIo           another OSError a later attempt may not meet (EIO, EMFILE)
         │   ├── QueueUnavailable      the queue database was busy or lost under this paper
-        │   ├── WorkerCrashed         the extraction process died under this paper
+        │   ├── WorkerCrashed         the extraction process died under this paper (`alone`: with
+        │   │                         the paper alone in a fresh process, no memory pressure)
         │   └── MemoryPressure        the memory governor shed this paper's extraction process
         ├── PermanentError        retrying cannot help: the paper ends as failed
         │   ├── NotFound              404 / 410
@@ -30,6 +31,7 @@
         │   ├── EncryptedPdf          encrypted and the empty password does not open it
         │   ├── ZeroPages             opens, but has no pages
         │   ├── ExtractTimeout        the parse ran past --extract-timeout; its process was killed
+        │   │                         (`alone` as for WorkerCrashed)
         │   ├── MemoryCapExceeded     the parse ran past --extract-max-mb
         │   ├── Poison                broke an extraction process too many times: quarantined
         │   ├── WriteError            a path under --out rpa cannot write (read-only, a folder)
@@ -208,7 +210,16 @@ class QueueUnavailable(TransientError):
     kind = "database"
 
 
-class WorkerCrashed(TransientError):
+class _Isolation:
+    """What an extraction failure says of its paper: `alone` is True when the paper ran alone
+    (no other extraction in the pool, a fresh process, no memory pressure), so the failure is
+    the paper's own; else the machine (another paper, the OOM killer, an overloaded CPU) may
+    be to blame, and the failure policy retries the paper alone before charging it."""
+
+    alone: bool = False
+
+
+class WorkerCrashed(_Isolation, TransientError):
     """The extraction process died while working on this paper."""
 
     kind = "worker_crashed"
@@ -274,7 +285,7 @@ class ZeroPages(PermanentError):
     kind = "zero_pages"
 
 
-class ExtractTimeout(PermanentError):
+class ExtractTimeout(_Isolation, PermanentError):
     """The parse ran past --extract-timeout; its process was killed and replaced."""
 
     kind = "extract_timeout"

@@ -20,6 +20,7 @@ from pypdf import PdfReader, PdfWriter
 from rpa.errors import ConfigError, ExtractTimeout, MemoryCapExceeded, WorkerCrashed
 from rpa.extract.pdf import _clean, _hyphens, extract_pdf
 from rpa.extract.pool import ExtractPool
+from rpa.extract.protocol import PDF_MISSING
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "rpa" / "samples").glob("*.pdf"))
@@ -323,7 +324,7 @@ def test_page_errors_and_warnings_are_data_not_exceptions(tmp_path: Path) -> Non
 
 def test_unreadable_path_and_unknown_extractor(tmp_path: Path) -> None:
     missing = extract_pdf(str(tmp_path / "nope.pdf"), str(tmp_path / "a.txt"))
-    assert missing["ok"] is False and missing["kind"] == "permanent"
+    assert missing["ok"] is False and missing["kind"] == PDF_MISSING  # fetched again
     unknown = extract_pdf(str(SMALLEST), str(tmp_path / "a.txt"), extractor="tesseract")
     assert unknown["ok"] is False and unknown["kind"] == "config"
     with pytest.raises(ConfigError):

@@ -5,6 +5,7 @@
     process.py    the parent's handle on one process (start, read its pipe, kill, reap)
     worker.py     the child: its start-up (nice, memory cap, exit with the parent) and loop
     protocol.py   the messages on the pipes between them
+    solo.py       the pool's shared/exclusive gate: a paper run alone, the others held back
     threads.py    the thread mode (--extract-pool=thread)
     pdf.py        extract_pdf: one PDF's text (pypdf or pdfium), written with [PAGE n] markers,
                   and its analysis; runs in a worker, never raises

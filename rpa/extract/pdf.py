@@ -13,7 +13,9 @@ every exception becomes a failure dict; a page that fails is recorded and skippe
 
 Kinds: invalid_pdf (cannot be parsed), encrypted (the empty password does not open it, or
 AES without `cryptography`), zero_pages, memory_cap (MemoryError under RLIMIT_AS), disk_full
-(ENOSPC writing the text), permanent (unreadable input path, other write errors) and config
+(ENOSPC writing the text), write_error or io_error (writing the text), pdf_missing (no file at
+the path: not a JobError kind, the job processor downloads it again), io_error (another error
+reading it) and config
 (unknown extractor, pypdfium2 missing; not a JobError kind: error_for_kind maps it to
 PermanentError, and ExtractPool refuses such a setup before any paper).
 """
@@ -36,6 +38,7 @@ from pypdf.errors import DependencyError, FileNotDecryptedError, WrongPasswordEr
 from rpa.errors import JobError, classify
 from rpa.extract import EXTRACTORS
 from rpa.extract.outcome import analyze
+from rpa.extract.protocol import PDF_MISSING
 from rpa.files import atomic_file
 from rpa.sources.stored import open_pdf
 
@@ -247,8 +250,10 @@ def _extract(pdf_path: str, text_path: str, extractor: str, run_id: str) -> dict
         stream = open_pdf(pdf_path)
     except JobError as exc:
         raise _Failure(exc.kind, exc.message) from exc
-    except OSError as exc:
-        raise _Failure("permanent", f"cannot read the PDF: {_describe(exc)}") from exc
+    except FileNotFoundError as exc:  # deleted since its download: fetched again
+        raise _Failure(PDF_MISSING, f"no PDF to parse: {_describe(exc)}") from exc
+    except OSError as exc:  # EACCES, EIO...: the file may be readable later
+        raise _Failure("io_error", f"cannot read the PDF: {_describe(exc)}") from exc
     with stream:
         try:
             if extractor == "pdfium":

@@ -9,10 +9,11 @@ killing that one process and starting another while the other extractions go on;
 ProcessPoolExecutor cannot kill one worker (a dead worker breaks the whole pool).
 
 This module is the parent's side: when processes start, are replaced and stop, which one
-takes a paper, the statistics, and the memory governor's hooks (`shed`, `pids`; `rss_bytes`
-is re-exported for it). One process's handle is `rpa.extract.process`, the child's side
-`rpa.extract.worker`, the pipes' messages `rpa.extract.protocol`, mode="thread"
-`rpa.extract.threads`.
+takes a paper (a paper can be run alone, in a fresh process: `extract(alone=True)`,
+rpa.extract.solo), the statistics, and the memory governor's hooks (`shed`, `pids`,
+`memory_pressure`; `rss_bytes` is re-exported for it). One process's handle is
+`rpa.extract.process`, the child's side `rpa.extract.worker`, the pipes' messages
+`rpa.extract.protocol`, mode="thread" (whose timeout cannot stop a parse) `rpa.extract.threads`.
 
 Each worker is a plain `multiprocessing` process ("forkserver", else "spawn"; never "fork":
 the parent has threads). Nothing blocks the loop thread: processes are started and reaped in
@@ -20,9 +21,6 @@ threads, results arrive through `loop.add_reader` (no thread per call) as length
 pickles read with non-blocking `os.read`; on the loop we only `send` a tiny task or `kill`.
 Any end of an extraction other than a result (timeout, death, memory cap, the caller
 cancelled) kills that process and starts a replacement: no worker is reused in doubt.
-
-mode="thread" runs `extract_pdf` in threads instead, whose timeout cannot stop a parse (see
-rpa.extract.threads).
 """
 
 from __future__ import annotations
@@ -30,21 +28,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from types import TracebackType
 from typing import Literal
 
-from rpa.errors import (
-    ConfigError,
-    ExtractTimeout,
-    MemoryCapExceeded,
-    MemoryPressure,
-    WorkerCrashed,
-)
+from rpa.errors import ConfigError, ExtractTimeout, MemoryCapExceeded, MemoryPressure, WorkerCrashed
 from rpa.extract import EXTRACTORS
 from rpa.extract.process import ProcessDied, WorkerProcess
 from rpa.extract.protocol import STOP, Task
+from rpa.extract.solo import SoloGate
 from rpa.extract.threads import ThreadExtraction
 from rpa.extract.worker import context, rss_bytes
 
@@ -132,6 +126,8 @@ class ExtractPool:
         self._closing = False
         self._started = self._replaced = self._crashed = self._timed_out = 0
         self._recycled = 0
+        self._solo = SoloGate()
+        self._pressure = self._pressure_seen = False  # memory pressure now / in a run alone
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -245,15 +241,30 @@ class ExtractPool:
         # and say ExtractTimeout (a caller's cancellation also kills, but says nothing).
         timeout: float | None = None,  # noqa: ASYNC109
         run_id: str = "",
+        alone: bool = False,
+        on_turn: Callable[[], object] | None = None,
     ) -> dict[str, object]:
         """Extract one PDF in a worker; `timeout` overrides the pool's for this call; the
-        text's temporary file carries `run_id`. A process that dies before it has received
-        the paper (an idle crash the pool had not seen yet) is not the paper's fault: the
-        paper goes to another process."""
+        text's temporary file carries `run_id`. `alone`: run it alone, in a fresh process
+        (see the module's doc); its ExtractTimeout or WorkerCrashed then says `alone`.
+        `on_turn` is called when its turn has come (a wait for a run alone is over)."""
         limit = self._timeout if timeout is None else timeout
-        if self._threads is not None:
-            return await self._threads.extract(pdf_path, text_path, limit, run_id)
         task: Task = (pdf_path, text_path, self._extractor, run_id)
+        async with self._solo.exclusive() if alone else self._solo.shared():
+            self._pressure_seen = self._pressure
+            if on_turn is not None:
+                on_turn()
+            try:
+                if self._threads is not None:
+                    return await self._threads.extract(pdf_path, text_path, limit, run_id)
+                return await (self._extract_alone if alone else self._extract_shared)(task, limit)
+            except (ExtractTimeout, WorkerCrashed) as exc:
+                exc.alone = alone and not self._pressure_seen
+                raise
+
+    async def _extract_shared(self, task: Task, limit: float) -> dict[str, object]:
+        """A process that dies before it has received the paper (an idle crash the pool had
+        not seen yet) is not the paper's fault: the paper goes to another process."""
         for _ in range(NOT_STARTED_RETRIES):
             try:
                 return await self._extract_once(task, limit)
@@ -265,6 +276,34 @@ class ExtractPool:
             "the paper (the machine may be out of memory or processes)"
         )
 
+    async def _extract_alone(self, task: Task, limit: float) -> dict[str, object]:
+        """One extraction in a process started for it and stopped after it (never reused):
+        the pool's own processes wait idle meanwhile."""
+        if self._idle is None or self._closing:
+            raise RuntimeError("the extraction pool is not running (use `async with`)")
+        worker = await self._start_worker()
+        try:
+            result = await self._run(worker, task, limit)
+        except _NotStarted:
+            self._crashed += 1
+            raise WorkerCrashed(
+                "a fresh extraction process died before it received the paper"
+            ) from None
+        finally:
+            self._drop_reader(worker)
+            if worker in self._workers:  # (unless the pool's close took it already)
+                self._workers.remove(worker)
+            worker.kill()
+            await asyncio.shield(asyncio.to_thread(worker.reap))  # a cancel still reaps it
+        result.pop("rss_mb", None)
+        return result
+
+    def memory_pressure(self, on: bool) -> None:
+        """The memory governor's word: memory is over --memory-pause (or back under resume).
+        A solo run that met pressure does not say `alone` (its failure may be the machine's)."""
+        self._pressure = on
+        self._pressure_seen |= on
+
     async def _extract_once(self, task: Task, limit: float) -> dict[str, object]:
         if self._idle is None or self._closing:
             raise RuntimeError("the extraction pool is not running (use `async with`)")
@@ -273,9 +312,6 @@ class ExtractPool:
             worker = await self._idle.get()
         try:
             result = await self._run(worker, task, limit)
-            if result.get("kind") == "memory_cap":
-                # Its heap may sit near the cap, fragmented: recycle the process too.
-                raise MemoryCapExceeded(f"{result.get('message')} (cap {self._max_mb} MiB)")
         except (ExtractTimeout, WorkerCrashed, MemoryCapExceeded, MemoryPressure, _NotStarted):
             # Kill and replace; tell the caller once the pool is whole again (or soon anyway).
             await asyncio.wait({self._retire(worker)}, timeout=REPLACE_WAIT)
@@ -313,7 +349,11 @@ class ExtractPool:
             except (OSError, ValueError):
                 raise ProcessDied(started=False) from None
             async with asyncio.timeout(limit):
-                return await waiter
+                result = await waiter
+            if result.get("kind") == "memory_cap":
+                # Its heap may sit near the cap, fragmented: the process is replaced too.
+                raise MemoryCapExceeded(f"{result.get('message')} (cap {self._max_mb} MiB)")
+            return result
         except TimeoutError:
             self._timed_out += 1
             raise ExtractTimeout(
@@ -327,6 +367,11 @@ class ExtractPool:
                 ) from None
             if not died.started:
                 raise _NotStarted() from None
+            if self._extractor == "pdfium" and self._max_mb and await worker.aborted():
+                raise MemoryCapExceeded(
+                    f"PDFium aborted, its answer to an allocation refused by the memory cap "
+                    f"(cap {self._max_mb} MiB)"
+                ) from None
             self._crashed += 1
             raise WorkerCrashed(
                 f"the extraction process ({worker.pid}) died mid-parse "

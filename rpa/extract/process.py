@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -96,6 +97,13 @@ class WorkerProcess:
             elif self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result(decode_result(payload))
         return True
+
+    async def aborted(self) -> bool:
+        """Did the process end by SIGABRT (its exit code within a second, from a thread)?
+        PDFium calls abort() when an allocation fails (FX_OutOfMemoryTerminate): under
+        RLIMIT_AS that is the memory cap, where pypdf gets a MemoryError."""
+        await asyncio.to_thread(self.process.join, 1.0)
+        return self.process.exitcode == -signal.SIGABRT
 
     def kill(self) -> None:
         with contextlib.suppress(OSError, ValueError, AttributeError):

@@ -17,12 +17,24 @@ import pickle
 import struct
 from collections.abc import Iterator
 
-__all__ = ["ACK", "STOP", "Task", "decode_result", "encode_result", "split_frames", "write_all"]
+__all__ = [
+    "ACK",
+    "PDF_MISSING",
+    "STOP",
+    "Task",
+    "decode_result",
+    "encode_result",
+    "split_frames",
+    "write_all",
+]
 
 #: (pdf path, text path, extractor, run id): `extract_pdf`'s arguments
 Task = tuple[str, str, str, str]
 #: sent instead of a task: exit
 STOP = None
+#: a result's "kind" when the stored PDF was not there to parse (never stored: the job
+#: processor downloads it again, rpa.run.job)
+PDF_MISSING = "pdf_missing"
 _FRAME = struct.Struct("!Q")  # result frame header: payload length
 #: the empty frame a worker sends when it has received a task
 ACK = _FRAME.pack(0)

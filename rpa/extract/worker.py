@@ -97,7 +97,8 @@ def _start_up(nice: int, max_mb: int | None) -> None:
         os.nice(nice)  # extraction must never starve the event loop's core
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:
         # Should the kernel's OOM killer have to act, it takes an extraction process (its
-        # paper is retried as a crash), never rpa, which would end the run for every paper.
+        # paper is retried alone, uncounted: rpa.run.policy), never rpa, which would end the
+        # run for every paper.
         fh.write(str(OOM_SCORE_ADJ))
     if max_mb:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)

@@ -57,6 +57,7 @@ def _job(row: Row) -> Job:
         extract_seconds=row["extract_seconds"],
         final_url=row["final_url"],
         http_status=row["http_status"],
+        error_kind=row["error_kind"],
     )
 
 

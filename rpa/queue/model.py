@@ -102,6 +102,8 @@ class Job:
     extract_seconds: float | None = None
     final_url: str | None = None
     http_status: int | None = None
+    #: the kind of its last failure, if any (the failure policy reads it: rpa.run.policy)
+    error_kind: str | None = None
 
     @property
     def lease(self) -> Lease:

@@ -168,7 +168,7 @@ class PostgresBackend:
                 "  FOR UPDATE SKIP LOCKED) "
                 "RETURNING seq, id, lease_token, stage, attempts, crashes, pdf_path, pdf_bytes, "
                 "pdf_sha256, extract_json, download_seconds, extract_seconds, final_url, "
-                "http_status",
+                "http_status, error_kind",
                 (run_id, now + lease_seconds, now, list(stages), now, limit),
             ).fetchall()
         return rows

@@ -127,7 +127,7 @@ class SqliteBackend:
                 f"  AND stage IN ({marks}) AND next_attempt_at <= ? ORDER BY seq LIMIT ?) "
                 "RETURNING seq, id, lease_token, stage, attempts, crashes, pdf_path, pdf_bytes, "
                 "pdf_sha256, extract_json, download_seconds, extract_seconds, final_url, "
-                "http_status",
+                "http_status, error_kind",
                 (run_id, now + lease_seconds, now, *stages, now, limit),
             )
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from rpa import errors
 from rpa.config import Settings
 from rpa.extract.pool import ExtractPool
+from rpa.extract.protocol import PDF_MISSING
 from rpa.extract.record import outcome_record, write_record
 from rpa.gates import Gate
 from rpa.hosts.health import HostHealth
@@ -130,17 +131,22 @@ class JobProcessor:
 
     @contextlib.contextmanager
     def _running(
-        self, meter: StageMeter, job: Job, stage: str, started: float, wait: float
-    ) -> Iterator[float]:
+        self, meter: StageMeter, job: Job, stage: str, started: float, wait: float,
+        turn: list[float] | None = None,
+    ) -> Iterator[float]:  # fmt: skip
         """One attempt at a stage's work, inside its gate: counted as running, and recorded
-        as an error attempt if it raises. Yields the perf_counter start."""
+        as an error attempt if it raises. Yields the perf_counter start. `turn`: filled with
+        the perf_counter time the work itself began, if later (a wait in the extraction pool
+        for a run alone): the time before it is recorded as a wait."""
         meter.running += 1
         t0 = time.perf_counter()
         try:
             yield t0
         except Exception as exc:
             kind = errors.classify(exc).kind
-            self._attempt(job, stage, started, wait, time.perf_counter() - t0, "error", kind)
+            began = turn[0] if turn else t0
+            took = time.perf_counter() - began
+            self._attempt(job, stage, started, wait + began - t0, took, "error", kind)
             raise
         finally:
             meter.running -= 1
@@ -190,46 +196,71 @@ class JobProcessor:
 
     async def _extract(self, job: Job, *, verify: bool) -> Job | None:
         """Extract the checkpointed PDF. `verify`: the PDF comes from an earlier run, so check
-        it is still the file that was checkpointed (size and sha256) before trusting it."""
-        meter = self.tally.meters["extract"]
+        it is still the file that was checkpointed (size and sha256) before trusting it. A PDF
+        gone when its parse begins (--out's files deleted mid-run) is downloaded again too."""
         pdf_path = job.pdf_path or ""
         intact = bool(pdf_path) and (
             not verify or await self._in_io(verify_pdf, pdf_path, job.pdf_bytes, job.pdf_sha256)
         )
-        if not intact:
-            # The checkpointed file is gone or changed: fetch it again, from the queued stage.
-            await self.queue.run(jobs.back_to_queued, self.run_id, job.lease, time.time())
-            self.notices.add(f"{job.id}: stored PDF missing or changed, downloading again")
-            again = await self._download(dataclasses.replace(job, stage="queued"))
-            if again is None:
+        current = job if intact else await self._fetch_again(job)
+        if current is None:
+            return None
+        result, took = await self._parse(current)
+        if result.get("kind") == PDF_MISSING and intact:
+            current = await self._fetch_again(current)
+            if current is None:
                 return None
-            job = again
-            pdf_path = job.pdf_path or ""
-        text_path = str(self.layout.text_path(job.id))
-        started = time.time()
-        async with self.gates.extract as wait:
-            with self._running(meter, job, "extract", started, wait) as t0:
-                result = await self.pool.extract(pdf_path, text_path, run_id=self.run_id)
-        took = time.perf_counter() - t0
+            result, took = await self._parse(current)
         if not result.get("ok"):
-            kind = str(result.get("kind"))
-            self._attempt(job, "extract", started, wait, took, "error", kind)
-            raise errors.error_for_kind(kind, str(result.get("message", "")))
-        meter.done += 1
-        meter.durations.add(took)
-        self.tally.pages.add(float(str(result.get("pages", 0))))
-        self._attempt(job, "extract", started, wait, took)
+            kind, message = str(result.get("kind")), str(result.get("message", ""))
+            if kind == PDF_MISSING:  # gone again at once: a later attempt may do better
+                raise errors.TransientIo(f"the PDF vanished again before extraction: {message}")
+            raise errors.error_for_kind(kind, message)
+        text_path = str(self.layout.text_path(current.id))
         result["text_path"] = text_path
         ok = await self.queue.run(
             jobs.checkpoint_extract,
             self.run_id,
-            job.lease,
+            current.lease,
             Extracted(text_path, result, took),
             time.time(),
         )
-        if not await self._checkpoint(ok, "extract", job):
+        if not await self._checkpoint(ok, "extract", current):
             return None
-        return dataclasses.replace(job, stage="extracted", extract=result, extract_seconds=took)
+        return dataclasses.replace(current, stage="extracted", extract=result, extract_seconds=took)
+
+    async def _parse(self, job: Job) -> tuple[dict[str, object], float]:
+        """One extraction of `job`'s stored PDF, behind the extract gate, alone if the failure
+        policy says so (`policy.runs_alone`); its attempt recorded. (result, seconds)."""
+        meter = self.tally.meters["extract"]
+        text_path = str(self.layout.text_path(job.id))
+        started = time.time()
+        turn: list[float] = []  # when the pool gave it its turn (after a wait for one alone)
+        async with self.gates.extract as wait:
+            with self._running(meter, job, "extract", started, wait, turn) as t0:
+                result = await self.pool.extract(
+                    job.pdf_path or "", text_path, run_id=self.run_id,
+                    alone=policy.runs_alone(job), on_turn=lambda: turn.append(time.perf_counter()),
+                )  # fmt: skip
+        t1 = turn[0] if turn else t0
+        wait += t1 - t0
+        took = time.perf_counter() - t1
+        if not result.get("ok"):
+            kind = str(result.get("kind"))
+            if kind != PDF_MISSING:  # (no parse took place: no attempt at one)
+                self._attempt(job, "extract", started, wait, took, "error", kind)
+            return result, took
+        meter.done += 1
+        meter.durations.add(took)
+        self.tally.pages.add(float(str(result.get("pages", 0))))
+        self._attempt(job, "extract", started, wait, took)
+        return result, took
+
+    async def _fetch_again(self, job: Job) -> Job | None:
+        """The checkpointed PDF is gone or changed: fetch it again, from the queued stage."""
+        await self.queue.run(jobs.back_to_queued, self.run_id, job.lease, time.time())
+        self.notices.add(f"{job.id}: stored PDF missing or changed, downloading again")
+        return await self._download(dataclasses.replace(job, stage="queued"))
 
     async def _outcome(self, job: Job, total: float) -> None:
         meter = self.tally.meters["outcome"]
@@ -292,16 +323,18 @@ class JobProcessor:
         )
         if verdict.refused:
             await self.hosts.refused(exc.host, exc.message)
+        if verdict.said:
+            self.notices.add(verdict.said)
         if verdict.action == "give_back":
-            if verdict.said:
-                self.notices.add(verdict.said)
             await self._give_back(job)
             return
         exc = verdict.error
         if verdict.cooldown:
             await self.hosts.asked_to_wait(exc.host, verdict.cooldown, exc.message)
         final = verdict.action == "fail"
-        failure = Failure(exc.kind, exc.message, final, verdict.next_at, verdict.crashed)
+        failure = Failure(
+            exc.kind, exc.message, final, verdict.next_at, verdict.crashed, verdict.counted
+        )
         if not await self.queue.run(jobs.fail, self.run_id, job.lease, failure, now):
             self.notices.add(f"lease lost before recording a failure: {job.id}")
             return

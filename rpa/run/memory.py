@@ -15,12 +15,15 @@ On the loop, one callback per sample decides (Dask's and Ray's thresholds, as fr
   begin (both narrowed to one: a gate with nothing inside still lets one in, so the run never
   deadlocks); what is in flight finishes. Below `--memory-resume` (0.70) work resumes;
 - at `--memory-kill` (0.95) the extraction process with the largest RSS is killed; its paper goes
-  back to the queue as `memory_pressure` (transient, not counted towards poison), and the extract
-  gate is narrowed by one until the pressure has stayed low for `CALM` seconds.
+  back to the queue as `memory_pressure` (transient, no attempt counted, not counted towards
+  poison), and the extract gate is narrowed by one until the pressure has stayed low for `CALM`
+  seconds.
 
 Should the kernel's OOM killer still have to act (a parse that grows faster than one sample), it
 takes an extraction process, never rpa itself: each one sets its `oom_score_adj` to 1000 (see
-rpa.extract.worker), and its paper is retried as a crash.
+rpa.extract.worker). Its paper is retried alone, uncounted (rpa.run.policy): a death is charged
+only when the paper was alone in a fresh process and the pool was told of no pressure
+(`ExtractPool.memory_pressure`, called at every decision here).
 
 Every change is said, with the figures that caused it, and counted for the summary.
 """
@@ -259,6 +262,7 @@ class MemoryGovernor:
         self.state = state
 
     def _apply(self) -> None:
+        self.pool.memory_pressure(self.state != "ok")
         if self.state == "ok":
             if self.prefetch.limit == 1 and self.prefetch.capacity > 1 and self._ramp is None:
                 # Out of a pause: the downloads it held back start in a slow start, not all

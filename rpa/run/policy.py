@@ -7,10 +7,20 @@ anything else into one) and gets a `Verdict`:
   opens), its host is down (host health found it: rpa.hosts.outage), the queue database was
   unavailable under it (rpa.queue.aio waits for it; what reaches here is a leftover), or the
   run is stopping and took the extraction process with it.
-- `retry`: an attempt is counted and the paper waits for its next one (exponential backoff
-  with jitter, floored by the server's Retry-After).
+- `retry`: the paper waits for its next attempt (exponential backoff with jitter, floored by
+  the server's Retry-After); the attempt is counted (`counted`) unless the failure may be the
+  machine's: a shed (the memory governor killed its process for memory another program may
+  hold), or an extraction process that died or timed out among others (`runs_alone`).
 - `fail`: the paper ends as failed: a permanent error, its last attempt, `poison` (it
-  killed --poison-after extraction processes), or a redirect to a host that refuses us.
+  killed --poison-after extraction processes while alone), or a redirect to a host that
+  refuses us.
+
+An extraction process killed by the OOM killer or starved of CPU by an overloaded machine says
+nothing about its paper. So a death or a timeout is charged (towards --poison-after, or as a
+final `extract_timeout`) only when it happened with the paper alone: no other extraction in the
+pool, a fresh process, no memory pressure (the error's `alone`, said by rpa.extract.pool). Else
+the attempt is not counted and the paper's next extraction runs alone: the job's stored
+`error_kind` says so (`runs_alone`), no column of its own.
 
 The verdict also says whether the paper's host asked us to wait (a cooldown for every paper of
 that host) or refused us. The job processor carries the verdict out; the queue records it
@@ -27,9 +37,12 @@ from rpa.config import Settings
 from rpa.queue.model import Job
 from rpa.run.backoff import retry_delay
 
-__all__ = ["Verdict", "host_trouble", "judge", "proves_host_works"]
+__all__ = ["ALONE_AFTER", "Verdict", "host_trouble", "judge", "proves_host_works", "runs_alone"]
 
 Action = Literal["give_back", "retry", "fail"]
+
+#: a paper whose last failure was one of these is extracted alone next time
+ALONE_AFTER = frozenset({"worker_crashed", "extract_timeout", "poison"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +60,16 @@ class Verdict:
     cooldown: float | None = None
     #: an extraction process died under the paper (counted towards --poison-after)
     crashed: bool = False
-    #: why a give-back happened, for the user
+    #: does the attempt count (towards --max-attempts)?
+    counted: bool = True
+    #: what the user is told (a give-back, a retry alone)
     said: str | None = None
+
+
+def runs_alone(job: Job) -> bool:
+    """Must `job`'s next extraction run alone (its last failure may have been the machine's,
+    or was its own and may recur)?"""
+    return job.error_kind in ALONE_AFTER
 
 
 def host_trouble(exc: errors.JobError) -> bool:
@@ -92,15 +113,23 @@ def judge(
         return Verdict(
             "give_back", exc, said=f"{job.id}: extraction cut short by the stop; it goes back"
         )
+    if isinstance(exc, errors.MemoryPressure):  # shed: memory another program may hold
+        return Verdict("retry", exc, next_at=now + _delay(job, exc, settings), counted=False)
+    if isinstance(exc, errors.WorkerCrashed | errors.ExtractTimeout) and not exc.alone:
+        what = "died" if isinstance(exc, errors.WorkerCrashed) else "ran past --extract-timeout"
+        return Verdict(
+            "retry", exc, next_at=now + _delay(job, exc, settings), counted=False,
+            said=f"{job.id}: extraction process {what}; retrying it alone",
+        )  # fmt: skip
     crashed = isinstance(exc, errors.WorkerCrashed)
     if crashed and job.crashes + 1 >= settings.poison_after:
-        exc = errors.Poison(f"killed {job.crashes + 1} extraction processes: {exc.message}")
+        exc = errors.Poison(
+            f"killed {job.crashes + 1} extraction processes while alone: {exc.message}"
+        )
     final = isinstance(exc, errors.PermanentError) or job.attempts + 1 >= settings.max_attempts
     next_at = 0.0
     if not final:
-        next_at = now + retry_delay(
-            job.attempts + 1, settings.retry_base, settings.retry_max, exc.retry_after
-        )
+        next_at = now + _delay(job, exc, settings)
     # the host's cooldown binds every job, this one's last try or not
     return Verdict(
         "fail" if final else "retry",
@@ -109,3 +138,7 @@ def judge(
         cooldown=exc.retry_after or None,
         crashed=crashed,
     )
+
+
+def _delay(job: Job, exc: errors.JobError, settings: Settings) -> float:
+    return retry_delay(job.attempts + 1, settings.retry_base, settings.retry_max, exc.retry_after)
