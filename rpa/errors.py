@@ -179,9 +179,20 @@ class ConnectionFailed(TransientError):
 
 
 class HttpTransient(TransientError):
-    """A status worth retrying: 408, 429, 500, 502, 503, 504."""
+    """A status worth retrying: 408, 429, 500, 502, 503, 504 (`status`, when known)."""
 
     kind = "http_transient"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        retry_after: float | None = None,
+        host: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, host=host)
+        self.status = status
 
 
 class TruncatedBody(TransientError):

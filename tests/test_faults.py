@@ -80,14 +80,13 @@ def error_kinds(cli: Cli, job_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def attempts_of(cli: Cli, name: str) -> list[tuple[str, str, str | None, str | None]]:
-    """(stage, outcome, kind, error) of every attempt of ext:`name`, oldest first."""
+def attempts_of(cli: Cli, name: str) -> list[tuple[str, str, str | None]]:
+    """(stage, outcome, kind) of every attempt of ext:`name`, oldest first."""
     rows = cli.query(
-        "SELECT stage, outcome, error_kind, error FROM attempts WHERE job_id = ? "
-        "ORDER BY started_at",
+        "SELECT stage, outcome, error_kind FROM attempts WHERE job_id = ? ORDER BY started_at",
         f"ext:{name}",
     )
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def host_row(cli: Cli) -> tuple[float | None, int | None, str | None] | None:
@@ -129,8 +128,10 @@ def test_fault_matrix_ends_every_job_in_its_state(
             1,
             2,
         ),
-        ("s503-twice", Fault.status(503, times=2), "done", None, 2, 3),
-        ("s500-always", Fault.status(500), "failed", "http_transient", 3, 3),
+        # a server error is no answer: the first is given back uncounted (the host may be
+        # down); one after the host answered in between is the paper's (see test_outage)
+        ("s503-twice", Fault.status(503, times=2), "done", None, 1, 3),
+        ("s500-always", Fault.status(500), "failed", "http_transient", 3, 4),
         ("reset-once", Fault.reset_mid_body(times=1), "done", None, 1, 2),
         ("slow-once", Fault.slow_body(3.0, times=1), "done", None, 1, 2),
         ("html-200", Fault.html_200(), "failed", "not_pdf", 1, 1),
@@ -165,7 +166,7 @@ def test_fault_matrix_ends_every_job_in_its_state(
         # the failed attempts were classified as the taxonomy says
         assert error_kinds(cli, "ext:r429-seconds") == ["http_transient"]
         assert error_kinds(cli, "ext:s503-twice") == ["http_transient"] * 2
-        assert error_kinds(cli, "ext:s500-always") == ["http_transient"] * 3
+        assert error_kinds(cli, "ext:s500-always") == ["http_transient"] * 4
         assert error_kinds(cli, "ext:reset-once")[0] in {"truncated", "connection"}
         assert error_kinds(cli, "ext:slow-once") == ["timeout"]
         assert error_kinds(cli, "ext:lying-once") == ["truncated"]
@@ -326,7 +327,8 @@ def test_a_429_on_a_jobs_last_attempt_still_sets_the_host_cooldown(tmp_path: Pat
 
 
 def test_the_attempt_count_and_due_time_survive_a_resume(tmp_path: Path) -> None:
-    with Mirror({"flaky": SMALLEST}, faults={"flaky": Fault.status(503)}) as mirror:
+    # a 429 without Retry-After: an answer (a 5xx would be the host down, uncounted)
+    with Mirror({"flaky": SMALLEST}, faults={"flaky": Fault.status(429)}) as mirror:
         cli = Cli(tmp_path, mirror.url_template)
         ids = write_ids(tmp_path / "ids.txt", ["ext:flaky"])
         # three seconds between attempts: the run is stopped while the job waits for its second

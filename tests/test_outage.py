@@ -99,3 +99,40 @@ def test_a_paper_whose_download_is_always_cut_is_charged_while_its_host_works(
     assert cli.count("stage = 'done'") == 3
     assert cli.query("SELECT id, attempts FROM jobs WHERE stage = 'failed'") == [("ext:p0", 2)]
     assert "Traceback" not in said
+
+
+@pytest.mark.timeout(150)
+def test_a_server_answering_502_for_everything_is_down_not_the_papers(tmp_path: Path) -> None:
+    """A load balancer in front of a dead server answers 502 to every request for 12 s: that
+    is the host down (claims stop, it is probed), not 30 papers each burning attempts."""
+    pdfs = sample_pdfs()
+    names = [f"p{i:02d}" for i in range(30)]
+    files = {name: pdfs[i % len(pdfs)] for i, name in enumerate(names)}
+    slow = {name: Fault.slow_body(0.2) for name in names}
+    with Mirror(files, faults=slow) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in names])
+        knobs = cli.knobs(progress=False, workers=4, download_concurrency=2, retry_base=0.5)
+        proc = cli.popen("run", str(ids), *knobs)
+        try:
+            wait_for(lambda: cli.count("stage = 'done'") >= 6, 60, "6 papers done")
+            mirror.set_outage(Fault.status(502, body=b"<html>502 Bad Gateway</html>"))
+            wait_for(
+                lambda: "does not answer" in (tmp_path / "run.log").read_text(), 30, "the wait"
+            )
+            time.sleep(12)  # the outage's length itself
+            mirror.set_outage(None)
+            assert proc.wait(timeout=90) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    log = (tmp_path / "run.log").read_text()
+    assert "Traceback" not in log and "answers again" in log
+    assert cli.count("stage = 'done'") == len(names)
+    assert cli.count("stage = 'failed'") == 0
+    # The first 502s, before the host was found down, are given back uncounted. A download in
+    # flight when the 502s began finishes (the host "answers"): a paper that met a 502 before
+    # and after it is charged one attempt, as the strike rule says; at most the two in flight.
+    charged = cli.query("SELECT count(*), max(attempts) FROM jobs WHERE attempts > 0")[0]
+    assert charged[0] <= 2 and (charged[1] or 0) <= 1, charged

@@ -26,7 +26,7 @@ import httpx
 from rpa import errors
 from rpa.config import Settings
 from rpa.hosts.fleet import FleetRateGate
-from rpa.hosts.outage import Outages
+from rpa.hosts.outage import SERVER_DOWN, Outages
 from rpa.hosts.registry import HostGate, HostGates
 from rpa.notices import Notices
 from rpa.queue import hosts as queue_hosts
@@ -133,7 +133,10 @@ class HostHealth:
             )
             self._outage_found.set()
         if before is not None and self.outages.answered_since(host, before):
-            return False  # the host answered between this paper's two failures: the paper's
+            # the host answered between this paper's two failures: the paper's; its next
+            # failure is judged from this one
+            self._strikes[job_id] = self.outages.now()
+            return False
         if len(self._strikes) >= MAX_STRIKES:
             self._strikes.pop(next(iter(self._strikes)))
         self._strikes[job_id] = self.outages.now()
@@ -184,7 +187,8 @@ class HostHealth:
         return f"https://{host}/"
 
     async def _probe(self, client: httpx.AsyncClient, host: str) -> str | None:
-        """One request to `host`, through its gate: None if it answered (any status), else
+        """One request to `host`, through its gate: None if it answered (any status but a
+        server error: a proxy's 502 in front of a server that is down is no answer), else
         why not."""
         await self.gates.acquire(host)
         try:
@@ -193,6 +197,8 @@ class HostHealth:
             ):
                 response = await client.get(self._probe_url(host))
                 await response.aclose()
+            if response.status_code in SERVER_DOWN:
+                return f"HTTP {response.status_code} {response.reason_phrase}"
             return None
         except (httpx.HTTPError, TimeoutError, OSError, errors.JobError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

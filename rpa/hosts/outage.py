@@ -1,7 +1,8 @@
 """Is a host down, or is it the paper? The evidence, kept per host.
 
-A host that answers anything (a PDF, a 404, a 503, an HTML page) works. A download that fails
-before any answer (refused, reset, a timeout) tells nothing about the paper by itself; an
+A host that answers (a PDF, a 404, an HTML page) works. A download that fails before any
+answer (refused, reset, a timeout) or with a server error (500, 502, 503 without Retry-After,
+504: `SERVER_DOWN`) tells nothing about the paper by itself; an
 answer that began and then broke off says the host works, and is the paper's, as before.
 `DOWN_AFTER` failures before any answer in a row, with no answer from the host in between, say
 the host is down: no paper of it is claimed, and it is probed with one request on a backoff
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["DOWN_AFTER", "FIRST_PROBES", "PROBE_FIRST", "PROBE_MAX", "Outages"]
+__all__ = ["DOWN_AFTER", "FIRST_PROBES", "PROBE_FIRST", "PROBE_MAX", "SERVER_DOWN", "Outages"]
 
 #: the first probe's delay after a host is found down; it doubles after each failed probe
 PROBE_FIRST = 1.0
@@ -31,6 +32,9 @@ PROBE_MAX = 300.0
 FIRST_PROBES = 3
 #: failures at the connection in a row, with no answer in between, that make a host down
 DOWN_AFTER = 3
+#: statuses that are no answer from the host's server: a server error, a proxy or load
+#: balancer in front of a server that is down (503 with a Retry-After is a cooldown instead)
+SERVER_DOWN = frozenset({500, 502, 503, 504})
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ from typing import Literal
 
 from rpa import errors
 from rpa.config import Settings
+from rpa.hosts.outage import SERVER_DOWN
 from rpa.queue.model import Job
 from rpa.run.backoff import retry_delay
 
@@ -75,17 +76,26 @@ def runs_alone(job: Job) -> bool:
 def host_trouble(exc: errors.JobError) -> bool:
     """Does `exc` say nothing about the paper until its host is known to work? A connection
     refused or reset, a timeout, a body cut off, with no answer from the host at all (an
-    answer that began and then stalled says the host works: `exc.host` names it)."""
+    answer that began and then stalled says the host works: `exc.host` names it); a server
+    error (500, 502, 503 without Retry-After, 504: a proxy before a server that is down)."""
     no_answer = errors.ConnectionFailed | errors.DownloadTimeout | errors.TruncatedBody
-    return isinstance(exc, no_answer) and exc.host is None
+    return (isinstance(exc, no_answer) and exc.host is None) or _server_down(exc)
+
+
+def _server_down(exc: errors.JobError) -> bool:
+    return (
+        isinstance(exc, errors.HttpTransient)
+        and exc.status in SERVER_DOWN
+        and exc.retry_after is None
+    )
 
 
 def proves_host_works(exc: errors.JobError) -> bool:
-    """Did the host answer, for all that the paper failed (a 404, a 503, a page that is no
+    """Did the host answer, for all that the paper failed (a 404, a 429, a page that is no
     PDF)?"""
     return isinstance(
         exc, errors.NotFound | errors.HttpPermanent | errors.HttpTransient | errors.NotPdf
-    )
+    ) and not _server_down(exc)
 
 
 def judge(

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from rpa import errors
+from rpa.hosts.outage import SERVER_DOWN
 from rpa.hosts.registry import HostGates, same_site
 from rpa.ids import url_for
 from rpa.sources.base import Download
@@ -70,6 +71,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
+def _server_down(response: httpx.Response) -> bool:
+    """A server error that says the host is not working (rpa.hosts.outage.SERVER_DOWN), not
+    that it asked us to wait (a Retry-After)."""
+    return response.status_code in SERVER_DOWN and "retry-after" not in response.headers
+
+
 def _status_error(response: httpx.Response) -> errors.JobError | None:
     status = response.status_code
     if status < 300:
@@ -86,7 +93,7 @@ def _status_error(response: httpx.Response) -> errors.JobError | None:
         except ValueError as exc:
             retry_after = None
             reason += f" (ignored: {exc})"
-        return errors.HttpTransient(reason, retry_after=retry_after, host=host)
+        return errors.HttpTransient(reason, retry_after=retry_after, host=host, status=status)
     return errors.HttpPermanent(reason)
 
 
@@ -161,7 +168,8 @@ class Downloader:
             try:
                 async with self._budget(spent):
                     response = await client.send(request, stream=True, follow_redirects=False)
-                self.hosts.heard_from(host)  # whatever it says, and however its body goes
+                if not _server_down(response):  # a 502 from a proxy is no answer of its host
+                    self.hosts.heard_from(host)  # whatever it says, and however its body goes
             finally:
                 await self.hosts.answered(host)
             if response.next_request is None:

@@ -228,6 +228,10 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.dumps(mirror.stats()).encode()
             self._simple(200, body, "application/json", head=head)
             return
+        outage = mirror._outage
+        if outage is not None:  # the whole server answers so (a proxy before a dead server)
+            self._fault(outage, None, head=head)
+            return
         if not path.startswith("/pdf/"):
             self._simple(404, b"not found\n", "text/plain; charset=utf-8", head=head)
             return
@@ -359,6 +363,7 @@ class Mirror:
         self._files = {url_id: Path(path) for url_id, path in files.items()}
         self._lock = threading.Lock()
         self._faults = {url_id: _FaultState(f) for url_id, f in (faults or {}).items()}
+        self._outage: Fault | None = None
         self._counts: dict[str, int] = {}
         self._agents: dict[str, int] = {}
         self._times: list[tuple[str, float]] = []
@@ -427,6 +432,11 @@ class Mirror:
         """End every slow_body stall now (and let later ones through at once): the body is
         sent whole. For a test that holds a download until it has looked at the run."""
         self._wake.set()
+
+    def set_outage(self, fault: Fault | None) -> None:
+        """Answer every request, whatever its path, with ``fault`` (a 502 for all: a load
+        balancer in front of a server that is down); None: serve normally again."""
+        self._outage = fault
 
     def set_fault(self, url_id: str, fault: Fault | None) -> None:
         """Make requests for ``url_id`` misbehave (None: serve normally again)."""
