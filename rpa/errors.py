@@ -15,9 +15,7 @@
         │   ├── ConnectionFailed      refused, reset, DNS
         │   ├── HttpTransient         429, 408, 500, 502, 503, 504 (may carry Retry-After)
         │   ├── TruncatedBody         fewer bytes than Content-Length, or a body cut mid-stream
-        │   ├── DiskFull              ENOSPC while writing under --out
         │   ├── TransientIo           another OSError a later attempt may not meet (EIO, EMFILE)
-        │   ├── QueueUnavailable      the queue database was busy or lost under this paper
         │   ├── WorkerCrashed         the extraction process died under this paper (`alone`: with
         │   │                         the paper alone in a fresh process, no memory pressure)
         │   └── MemoryPressure        the memory governor shed this paper's extraction process
@@ -34,8 +32,13 @@
         │   │                         (`alone` as for WorkerCrashed)
         │   ├── MemoryCapExceeded     the parse ran past --extract-max-mb
         │   ├── Poison                broke an extraction process too many times: quarantined
-        │   ├── WriteError            a path under --out rpa cannot write (read-only, a folder)
+        │   ├── WriteError            a path of this paper rpa cannot write (a folder in its place)
         │   └── InternalError         a bug: any other exception, with its type and message
+        ├── ConditionError        the run's world failed under this paper, not the paper: given
+        │   │                     back uncounted, and what it concerns pauses (rpa.run.policy)
+        │   ├── QueueUnavailable      the queue database was busy or lost (aio did not wait it out)
+        │   ├── DiskFull              no space left (ENOSPC, EDQUOT): claiming pauses
+        │   └── OutUnwritable         --out cannot be written now (read-only, permissions): pauses
         └── RunLevelError         the host refuses us: stop downloading from it (circuit breaker)
             └── AccessDenied          403 or arXiv's denial page
 
@@ -48,13 +51,12 @@ counted, given back, a host paused) is decided by the failure policy, rpa.run.po
 
 from __future__ import annotations
 
-import errno
-
 from rpa.printable import printable
 
 __all__ = [
     "KINDS",
     "AccessDenied",
+    "ConditionError",
     "ConfigError",
     "ConnectionFailed",
     "DatabaseError",
@@ -75,6 +77,7 @@ __all__ = [
     "MemoryPressure",
     "NotFound",
     "NotPdf",
+    "OutUnwritable",
     "PermanentError",
     "Poison",
     "QueueUnavailable",
@@ -88,7 +91,6 @@ __all__ = [
     "WorkerCrashed",
     "WriteError",
     "ZeroPages",
-    "classify",
     "error_for_kind",
 ]
 
@@ -201,24 +203,10 @@ class TruncatedBody(TransientError):
     kind = "truncated"
 
 
-class DiskFull(TransientError):
-    """No space left under --out."""
-
-    kind = "disk_full"
-
-
 class TransientIo(TransientError):
     """An OSError that a later attempt may not meet (EIO, too many open files...)."""
 
     kind = "io_error"
-
-
-class QueueUnavailable(TransientError):
-    """The queue database was busy, or its connection broke, while this paper was worked on
-    (what rpa.queue.aio did not wait out): never the paper's fault, it is given back
-    uncounted (rpa.run.policy)."""
-
-    kind = "database"
 
 
 class _Isolation:
@@ -327,6 +315,36 @@ class InternalError(PermanentError):
     kind = "internal"
 
 
+class ConditionError(JobError):
+    """A condition of the run's world met while this paper was worked on (the queue database,
+    the disk, the output folder): never the paper's fault. The failure policy gives the paper
+    back uncounted; the disk guard pauses claiming until the condition is gone."""
+
+    kind = "condition"
+
+    #: the folder rpa could not write to, when known (the disk guard watches it)
+    folder: str | None = None
+
+
+class QueueUnavailable(ConditionError):
+    """The queue database was busy, or its connection broke, while this paper was worked on
+    (what rpa.queue.aio did not wait out)."""
+
+    kind = "database"
+
+
+class DiskFull(ConditionError):
+    """No space left (ENOSPC, EDQUOT) where rpa was writing."""
+
+    kind = "disk_full"
+
+
+class OutUnwritable(ConditionError):
+    """--out, or a folder under it, cannot be written now: a read-only mount, permissions."""
+
+    kind = "out_unwritable"
+
+
 class RunLevelError(JobError):
     """The host refuses us; downloads from it stop (circuit breaker)."""
 
@@ -354,47 +372,3 @@ KINDS = frozenset(_BY_KIND)
 def error_for_kind(kind: str, message: str = "") -> JobError:
     """Rebuild a JobError from the `kind` word a worker process sent back."""
     return _BY_KIND.get(kind, PermanentError)(message)
-
-
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
-_CANNOT_WRITE = frozenset(
-    {errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG,
-     errno.EEXIST}
-)  # fmt: skip
-
-
-def classify(exc: BaseException, doing: str = "") -> JobError:
-    """The JobError that explains `exc`, raised while `doing` something for one paper.
-
-    A JobError is itself. No space left, anywhere: DiskFull. An OSError that names a path
-    rpa cannot write: WriteError (permanent). Any other OSError: TransientIo. The queue
-    database unavailable (rpa.errors.DatabaseError, a driver's operational error):
-    QueueUnavailable, which the failure policy gives back uncounted (never the paper's fault).
-    Anything else, a database refusing the change (a constraint) included, is InternalError
-    (permanent), with its type and message.
-    """
-    if isinstance(exc, JobError):
-        return exc
-    where = f" while {doing}" if doing else ""
-    text = str(exc)
-    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    if isinstance(exc, OSError):
-        if exc.errno in _NO_SPACE:
-            return DiskFull(f"no space left{where}: {described}")
-        if exc.errno in _CANNOT_WRITE:
-            return WriteError(f"cannot write{where}: {described}")
-        return TransientIo(f"{described}{where}")
-    if isinstance(exc, DatabaseError) or _is_database_error(exc):
-        return QueueUnavailable(f"{described}{where}")
-    return InternalError(f"{described}{where}")
-
-
-def _is_database_error(exc: BaseException) -> bool:
-    # Both drivers follow PEP 249 (no import needed to tell their classes apart): the
-    # errors they raise for a busy or lost database are OperationalError or InterfaceError
-    # (an IntegrityError, a constraint or a trigger refusing the change, is not transient).
-    return any(
-        cls.__name__ in ("OperationalError", "InterfaceError")
-        and cls.__module__.split(".")[0] in ("sqlite3", "psycopg")
-        for cls in type(exc).__mro__
-    )

@@ -130,15 +130,28 @@ class AtomicFile:
         return self._fh
 
     def write(self, data: bytes) -> None:
-        self.open().write(data)
+        with self._naming():
+            self.open().write(data)
+
+    @contextlib.contextmanager
+    def _naming(self) -> Iterator[None]:
+        """An OSError of a write or a flush names no file: name the temporary one (the disk
+        guard watches the folder a write failed in)."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, str(self.temp)) from exc
+            raise
 
     def commit(self) -> None:
         """Flush, fsync, close, then rename to the final name (an empty file if nothing was
         written)."""
         fh = self.open()
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
+        with self._naming():
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
         if self._mode is not None:
             os.chmod(self.temp, self._mode)
         os.replace(self.temp, self.path)

@@ -22,8 +22,9 @@ import psycopg
 import pytest
 from conftest import Cli, sample_pdfs, wait_for, write_ids
 
+from rpa.classify import classify
 from rpa.config import Settings
-from rpa.errors import DatabaseError, DatabaseStayedAway, DatabaseUnavailable, classify
+from rpa.errors import DatabaseError, DatabaseStayedAway, DatabaseUnavailable
 from rpa.notices import Notices
 from rpa.queue import QueueStore, open_store
 from rpa.queue.aio import AsyncQueue

@@ -84,7 +84,7 @@ LAYERS = [
     ["rpa.layout", "rpa.gates", "rpa.notices", "rpa.units"],
     ["rpa.config", "rpa.files", "rpa.metrics"],
     ["rpa.idlist"],
-    ["rpa.ids", "rpa.machine"],
+    ["rpa.ids", "rpa.machine", "rpa.classify"],
     ["rpa.errors"],
     ["rpa.printable"],
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rpa import errors
+from rpa.classify import classify
 from rpa.hosts.registry import HostGates, same_site, site_of
 from rpa.metrics import LagHistogram, Rate, Window, nearest_rank, percentile
 from rpa.notices import Notices
@@ -57,21 +58,30 @@ async def test_every_host_has_its_own_gate_with_its_own_cap_and_breaker() -> Non
 
 
 def test_every_exception_is_classified_by_its_cause() -> None:
-    def kind(exc: BaseException) -> tuple[str, bool]:
-        found = errors.classify(exc, "writing the outcome")
-        return found.kind, isinstance(found, errors.TransientError)
+    def kind(exc: BaseException) -> tuple[str, str]:
+        found = classify(exc, "writing the outcome")
+        branches = {
+            errors.TransientError: "transient",
+            errors.PermanentError: "permanent",
+            errors.ConditionError: "condition",  # the run's world: never charged
+        }
+        return found.kind, next(b for c, b in branches.items() if isinstance(found, c))
 
-    assert kind(OSError(errno.ENOSPC, "No space left on device")) == ("disk_full", True)
-    assert kind(OSError(errno.EDQUOT, "Disk quota exceeded")) == ("disk_full", True)
-    assert kind(IsADirectoryError(errno.EISDIR, "Is a directory")) == ("write_error", False)
-    assert kind(PermissionError(errno.EACCES, "Permission denied")) == ("write_error", False)
-    assert kind(OSError(errno.EROFS, "Read-only file system")) == ("write_error", False)
-    assert kind(OSError(errno.EIO, "I/O error")) == ("io_error", True)
-    assert kind(sqlite3.OperationalError("database is locked")) == ("database", True)
-    assert kind(sqlite3.IntegrityError("refused by a trigger")) == ("internal", False)
-    assert kind(ValueError("unsafe storage name")) == ("internal", False)
-    assert kind(errors.NotPdf("html")) == ("not_pdf", False)  # a JobError is itself
-    message = errors.classify(KeyError("title"), "the outcome stage").message
+    assert kind(OSError(errno.ENOSPC, "No space left on device")) == ("disk_full", "condition")
+    assert kind(OSError(errno.EDQUOT, "Disk quota exceeded")) == ("disk_full", "condition")
+    assert kind(IsADirectoryError(errno.EISDIR, "Is a directory")) == ("write_error", "permanent")
+    denied = PermissionError(errno.EACCES, "Permission denied", "/out/outcome/2401/x.json")
+    assert kind(denied) == ("out_unwritable", "condition")
+    condition = classify(denied)
+    assert isinstance(condition, errors.OutUnwritable)
+    assert condition.folder == "/out/outcome/2401"  # what the disk guard watches
+    assert kind(OSError(errno.EROFS, "Read-only file system")) == ("out_unwritable", "condition")
+    assert kind(OSError(errno.EIO, "I/O error")) == ("io_error", "transient")
+    assert kind(sqlite3.OperationalError("database is locked")) == ("database", "condition")
+    assert kind(sqlite3.IntegrityError("refused by a trigger")) == ("internal", "permanent")
+    assert kind(ValueError("unsafe storage name")) == ("internal", "permanent")
+    assert kind(errors.NotPdf("html")) == ("not_pdf", "permanent")  # a JobError is itself
+    message = classify(KeyError("title"), "the outcome stage").message
     assert message == "KeyError: 'title' while the outcome stage"
 
 

@@ -35,7 +35,8 @@ from typing import Any
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, WrongPasswordError
 
-from rpa.errors import JobError, classify
+from rpa.classify import classify
+from rpa.errors import JobError
 from rpa.extract import EXTRACTORS
 from rpa.extract.outcome import analyze
 from rpa.extract.protocol import PDF_MISSING

@@ -140,7 +140,7 @@ class Feeder:
                 await self._pause(DISK_POLL)
                 if not self._disk.low:
                     self._notices.forget("disk-low")
-                    self._notices.add("free space is back: claiming again")
+                    self._notices.add("--out takes files again: claiming again")
                 continue
             claimed = await self._queue.run(
                 jobs.claim, self._run_id, min(demand, MAX_CLAIM), s.lease_seconds,

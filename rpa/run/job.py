@@ -6,7 +6,7 @@ without a whole run. Every checkpoint goes through the queue and is fenced by th
 token; file work goes to the I/O pool; PDF work to the extraction processes.
 
 Whatever goes wrong while one paper is worked on ends that paper's attempt, explained, and the
-run goes on: a JobError as it is, any other exception through `errors.classify` (a bug is
+run goes on: a JobError as it is, any other exception through `rpa.classify` (a bug is
 `internal`, no space anywhere is `disk_full`); what it means (charge the paper, give it back,
 pause its host) is the failure policy's verdict (rpa.run.policy), carried out here. Only a
 failure to record the failure (the database itself broken) ends the run, as `RunCrashed`.
@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rpa import errors
+from rpa.classify import classify
 from rpa.config import Settings
 from rpa.extract.pool import ExtractPool
 from rpa.extract.protocol import PDF_MISSING
@@ -37,6 +38,7 @@ from rpa.queue import jobs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Attempt, Downloaded, Extracted, Failure, Job
 from rpa.run import policy
+from rpa.run.disk import DiskGuard
 from rpa.run.metadata import MetadataService
 from rpa.run.tally import StageMeter, Tally
 from rpa.sources.base import Source
@@ -77,6 +79,7 @@ class JobProcessor:
         notices: Notices,
         stopping: Callable[[], bool] = lambda: False,
         metadata: MetadataService | None = None,
+        disk: DiskGuard | None = None,
     ) -> None:
         self.settings = settings
         self.run_id = run_id
@@ -91,6 +94,7 @@ class JobProcessor:
         self.notices = notices
         self.stopping = stopping
         self.metadata = metadata
+        self.disk = disk
 
     async def _in_io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
@@ -119,7 +123,7 @@ class JobProcessor:
         except errors.DatabaseStayedAway:
             raise  # the run's condition, not this paper's: the run stops (rpa.run.feeder)
         except Exception as exc:
-            await self._fail(current or job, errors.classify(exc, f"the {stage} stage"), stage)
+            await self._fail(current or job, classify(exc, f"the {stage} stage"), stage)
 
     def _attempt(
         self, job: Job, stage: str, started: float, wait: float, took: float,
@@ -143,7 +147,7 @@ class JobProcessor:
         try:
             yield t0
         except Exception as exc:
-            kind = errors.classify(exc).kind
+            kind = classify(exc).kind
             began = turn[0] if turn else t0
             took = time.perf_counter() - began
             self._attempt(job, stage, started, wait + began - t0, took, "error", kind)
@@ -325,6 +329,8 @@ class JobProcessor:
             await self.hosts.refused(exc.host, exc.message)
         if verdict.said:
             self.notices.add(verdict.said)
+        if verdict.pause_out and self.disk is not None and isinstance(exc, errors.ConditionError):
+            await self.disk.trouble(exc.message, exc.folder, full=isinstance(exc, errors.DiskFull))
         if verdict.action == "give_back":
             await self._give_back(job)
             return

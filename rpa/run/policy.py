@@ -1,12 +1,13 @@
 """The failure policy: what one paper's failure means, decided in one place.
 
-Every error that ends an attempt at a paper comes here (as a JobError: `errors.classify` turns
+Every error that ends an attempt at a paper comes here (as a JobError: `rpa.classify` turns
 anything else into one) and gets a `Verdict`:
 
 - `give_back`: not the paper's fault, no attempt counted: a host refused us (its breaker
   opens), its host is down (host health found it: rpa.hosts.outage), the queue database was
-  unavailable under it (rpa.queue.aio waits for it; what reaches here is a leftover), or the
-  run is stopping and took the extraction process with it.
+  unavailable under it (rpa.queue.aio waits for it; what reaches here is a leftover), --out
+  full or not writable (claiming pauses: rpa.run.disk), or the run is stopping and took the
+  extraction process with it.
 - `retry`: the paper waits for its next attempt (exponential backoff with jitter, floored by
   the server's Retry-After); the attempt is counted (`counted`) unless the failure may be the
   machine's: a shed (the memory governor killed its process for memory another program may
@@ -65,6 +66,8 @@ class Verdict:
     counted: bool = True
     #: what the user is told (a give-back, a retry alone)
     said: str | None = None
+    #: --out cannot take the paper's files now (full, read-only): claiming pauses
+    pause_out: bool = False
 
 
 def runs_alone(job: Job) -> bool:
@@ -115,7 +118,10 @@ def judge(
             # and giving it back would only ask again at once (a loop)
             return Verdict("fail", exc, refused=True)
         return Verdict("give_back", exc, refused=True)
-    if host_down or isinstance(exc, errors.QueueUnavailable):
+    if isinstance(exc, errors.DiskFull | errors.OutUnwritable):
+        # the output folder, not the paper: claiming pauses until it can be written again
+        return Verdict("give_back", exc, pause_out=True)
+    if host_down or isinstance(exc, errors.ConditionError):
         return Verdict("give_back", exc)
     if isinstance(exc, errors.WorkerCrashed) and stopping:
         # The run is stopping (a signal to the whole process group reaches the extraction

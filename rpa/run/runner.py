@@ -278,6 +278,7 @@ class Runner:
                 notices=self.notices,
                 stopping=lambda: self.feeder.stopping,
                 metadata=self.metadata,
+                disk=self.disk,
             )
             await self._run_tasks(processor, probe_client)
 

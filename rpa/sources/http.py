@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from rpa import errors
+from rpa.classify import classify
 from rpa.hosts.outage import SERVER_DOWN
 from rpa.hosts.registry import HostGates, same_site
 from rpa.ids import url_for
@@ -72,9 +73,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def _server_down(response: httpx.Response) -> bool:
-    """A server error that says the host is not working (rpa.hosts.outage.SERVER_DOWN), not
-    that it asked us to wait (a Retry-After)."""
-    return response.status_code in SERVER_DOWN and "retry-after" not in response.headers
+    """A server error: no answer of the host (rpa.hosts.outage.SERVER_DOWN; one with a valid
+    Retry-After is an answer after all: rpa.run.policy says so when the attempt ends)."""
+    return response.status_code in SERVER_DOWN
 
 
 def _status_error(response: httpx.Response) -> errors.JobError | None:
@@ -266,7 +267,7 @@ class Downloader:
         except zlib.error as exc:
             raise errors.TruncatedBody(f"the compressed body is broken: {exc}") from None
         except OSError as exc:
-            raise errors.classify(exc, f"writing {dest.parent}") from None
+            raise classify(exc, f"writing {dest.parent}") from None
         finally:
             if not committed:
                 await self._in_io(tmp.discard)

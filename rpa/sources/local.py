@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from rpa import errors
+from rpa.classify import classify
 from rpa.ids import url_for
 from rpa.sources.base import Download
 from rpa.sources.check import check_pdf, start_of
@@ -81,7 +82,7 @@ class LocalSource:
                 self.io, _check, path, self.folder, self.max_bytes
             )
         except OSError as exc:
-            raise errors.classify(exc, f"reading {path}") from None
+            raise classify(exc, f"reading {path}", reading=True) from None
         return Download(
             path=str(path),
             bytes=size,

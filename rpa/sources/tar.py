@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from rpa import errors
+from rpa.classify import classify
 from rpa.ids import OLD_STYLE_ARCHIVES, parse_id
 from rpa.queue.model import TarMember as Member
 from rpa.sources.base import Download
@@ -234,7 +235,7 @@ class TarSource:
         try:
             size, sha256 = await loop.run_in_executor(self.io, check_member, path, self.max_bytes)
         except OSError as exc:
-            raise errors.classify(exc, f"reading {member.tar}") from None
+            raise classify(exc, f"reading {member.tar}", reading=True) from None
         where = f"{member.tar}!{member.name}"
         return Download(path=path, bytes=size, sha256=sha256, final_url=where, status=0,
                         seconds=time.perf_counter() - start)  # fmt: skip
