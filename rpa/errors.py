@@ -6,6 +6,7 @@
     │   └── InvalidIdError        one line that is not an arXiv ID
     ├── DatabaseError             the queue database cannot be opened or is of an unknown schema
     ├── RunCrashed                the run itself cannot go on (its database broke under it)
+    ├── DeclaredDead              another run found this one dead (no heartbeat) and took its jobs
     └── JobError                  a failure of one paper; `kind` is stored in the queue
         ├── TransientError        worth retrying later (the job goes back to the queue)
         │   ├── DownloadTimeout       connect/read timeout
@@ -53,6 +54,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "DatabaseError",
+    "DeclaredDead",
     "DiskFull",
     "DownloadTimeout",
     "EncryptedPdf",
@@ -116,6 +118,11 @@ class DatabaseError(RpaError):
 class RunCrashed(RpaError):
     """The run itself could not go on (its database broke under it, say): recorded as
     `crashed`; `rpa resume` continues once the cause is fixed."""
+
+
+class DeclaredDead(RpaError):
+    """Another run found this run dead (its heartbeat stopped, by the database's clock: a
+    pause, a suspended laptop) and took its jobs: the run stops without writing anything."""
 
 
 class JobError(RpaError):

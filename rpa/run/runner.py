@@ -10,8 +10,9 @@ governor (rpa.run.memory), the progress snapshot (rpa.run.progress), the work on
 (rpa.run.job) and what a failure means (rpa.run.policy). The runner builds them, runs them in
 task groups (structured concurrency), turns signals into a stop, and says how the run ended:
 `finished`, `interrupted` (a signal), `denied` (a host refused us), `unreachable` (the PDF
-host never answered: a wrong --pdf-url) or `crashed` (something outside one paper broke):
-never `finished` when it did not. Nothing here blocks the loop.
+host never answered: a wrong --pdf-url), `declared_dead` (another run took its jobs) or
+`crashed` (something outside one paper broke): never `finished` when it did not. Nothing
+here blocks the loop.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from rpa.run.job import JobGates, JobProcessor
 from rpa.run.memory import MemoryGovernor
 from rpa.run.metadata import MetadataService, metadata_service
 from rpa.run.progress import Progress
+from rpa.run.publish import prepare_out
 from rpa.run.snapshot import RunSnapshot, RunSummary
 from rpa.run.source import open_source
 from rpa.run.tally import Tally
@@ -146,6 +148,8 @@ class Runner:
             notices=self.notices,
             on_totals=self._set_totals,
             on_reclaimed=self.feeder.wake,
+            on_lost=self.feeder.lose,
+            on_dead=self._on_dead,
         )
         self.hosts.on_back.append(self.feeder.wake)
         self.progress = Progress(
@@ -166,6 +170,7 @@ class Runner:
         self.held_elsewhere = 0
         self._signals = 0
         self._crash: str | None = None
+        self._dead: str | None = None
         self._unreachable: str | None = None
         self.metadata: MetadataService | None = None
 
@@ -182,6 +187,13 @@ class Runner:
 
     def _on_crash(self, reason: str) -> None:
         self._crash = self._crash or reason
+
+    def _on_dead(self, reason: str) -> None:
+        """Another run found this one dead and took its jobs: stop, writing nothing."""
+        self._dead = self._dead or reason
+        self.notices.add(f"declared dead: {self._dead}; stopping, writing nothing", key="dead")
+        self.stop()
+        self.feeder.cancel_workers()
 
     def snapshot(self) -> RunSnapshot:
         """The run's progress now, for the live table and the log lines."""
@@ -218,6 +230,7 @@ class Runner:
         finally:
             self._remove_signal_handlers()
             await self._finish(status)
+            status = "declared_dead" if self._dead else status
         if self._metrics_writer is not None:
             await self._write_metrics()
         await self.queue.close()
@@ -226,17 +239,15 @@ class Runner:
 
     async def _start(self) -> None:
         s = self.settings
-        loop = asyncio.get_running_loop()
-        now = time.time()
         await self.heartbeat.reclaim()
-        live = await self.queue.run(runs.live_runs, now)
-        await loop.run_in_executor(self.io, self.layout.prepare, live)
+        live = await self.queue.run(runs.live_runs)
+        await prepare_out(self.queue, self.layout, live, self.io)
         # the disk guard holds from the first claim, not from the first heartbeat
         await self.disk.check()
         info = RunInfo(
             id=self.run_id,
             command=self.command,
-            started_at=now,
+            started_at=await self.queue.run(runs.clock),  # its first beat: the db's clock
             heartbeat_seconds=heartbeat_interval(s),
             settings_json=json.dumps(dataclasses.asdict(s), default=str),
         )
@@ -279,10 +290,9 @@ class Runner:
         """Record how the run ended, as far as the database lets us."""
         try:
             await self.heartbeat.flush_attempts()
-            await self.queue.run(runs.end_run, self.run_id, status, time.time())
-            totals, self.held_elsewhere = await self.queue.run(
-                reads.end_of_run_totals, self.run_id, time.time()
-            )
+            if not await self.queue.run(runs.end_run, self.run_id, status):
+                self._on_dead("another run found it dead")  # said once
+            totals, self.held_elsewhere = await self.queue.run(reads.end_of_run_totals, self.run_id)
             self._set_totals(totals)
         except Exception as exc:  # the database itself broke: say so, keep what we know
             reason = f"{type(exc).__name__}: {exc}"
