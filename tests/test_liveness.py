@@ -132,6 +132,36 @@ def test_a_fleet_process_paused_past_its_lease_is_declared_dead_and_writes_nothi
     assert held and not any(before[j] == stale_id for j in held)
 
 
+def test_a_worker_whose_lease_another_run_took_stops_and_says_so_once(tmp_path: Path) -> None:
+    """Paused past its lease (2 s) but not past its death (6.5 s): the other run frees and takes
+    the expired leases; the paused run, resumed, is alive, cancels just those workers (said
+    once each), writes nothing over the other's records and finishes."""
+    with _mirror(16, 0.6) as (mirror, ids):
+        cli = Cli(tmp_path, mirror.url_template)
+        knobs = cli.knobs(lease_seconds=2, **FAST)
+        slow = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *knobs)
+        wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 3, 60, "leases taken")
+        other = cli.popen("resume", *knobs)
+        wait_for(lambda: len({r[0] for r in cli.query("SELECT lease_owner FROM jobs "
+                 "WHERE lease_owner IS NOT NULL")}) == 2, 60, "both runs working")  # fmt: skip
+        try:
+            _stop_outside_a_transaction(slow, cli.db)
+            held = {r[0] for r in cli.query("SELECT id FROM jobs WHERE lease_owner IS NOT NULL")}
+            time.sleep(4)
+        finally:
+            os.kill(slow.pid, signal.SIGCONT)
+        assert slow.wait(60) == 0 and other.wait(60) == 0, _log(cli)
+    said = _log(cli)
+    # the notices as they came (the summary repeats the last ones)
+    lost = [line for line in said.splitlines() if line.startswith("rpa: lease lost")]
+    assert lost, said
+    for job_id in held:
+        assert sum(job_id + " " in line or line.endswith(job_id) for line in lost) <= 1, lost
+    assert "declared dead" not in said and "Traceback" not in said, said
+    assert cli.count("stage = 'done'") == len(ids)
+    _agree(cli)
+
+
 def test_a_lone_run_paused_past_its_lease_redoes_nothing(tmp_path: Path) -> None:
     with _mirror(12, 0.4) as (mirror, ids):
         cli = Cli(tmp_path, mirror.url_template)
