@@ -147,7 +147,10 @@ def test_heartbeat_renews_the_leases_it_holds_and_reports_lost_ones(store: Queue
     a, b = jobs.claim(store, "run-a", 2, 10, NOW)
     runs.reclaim_stale(store, NOW + 11)  # both expire
     jobs.claim(store, "run-b", 1, 10, NOW + 11)  # a is claimed again, by run-b (FIFO)
-    assert runs.heartbeat(store, "run-a", [a.lease, b.lease], 10, NOW + 11).lost == {a.id, b.id}
+    # a is another run's now: lost; b was freed but nobody took it (and it is not renewed:
+    # its fence refuses run-a's writes, which say so)
+    assert runs.heartbeat(store, "run-a", [a.lease, b.lease], 10, NOW + 11).lost == {a.id}
+    assert not jobs.checkpoint_download(store, "run-a", b.lease, downloaded(), NOW + 12)
     c, d = jobs.claim(store, "run-c", 2, 10, NOW + 20)
     assert runs.heartbeat(store, "run-c", [c.lease, d.lease], 10, NOW + 25).lost == set()
     # renewed: still writable after the original expiry

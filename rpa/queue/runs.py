@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from rpa.errors import DeclaredDead
 from rpa.queue.clock import db_now, now_of
 from rpa.queue.model import Lease, Reclaimed, RunInfo, dead_after
-from rpa.queue.sql import Sql
+from rpa.queue.sql import Sql, chunks
 from rpa.queue.store import QueueStore
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Beat:
-    """One heartbeat: the held jobs whose lease is no longer the run's, and the seconds
+    """One heartbeat: the held jobs another run holds now (lost), and the seconds
     since the run's previous beat by the database's clock (long: the run was paused or its
     database calls stalled)."""
 
@@ -108,9 +108,28 @@ def heartbeat(
                 f"(marked {row['status']})"
             )
         store.sql.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (at, run_id))
-    lost = {lease.job_id for lease in held if (lease.job_id, lease.token) not in kept}
+        gone = [lease.job_id for lease in held if (lease.job_id, lease.token) not in kept]
+        lost = _taken(store, run_id, gone)
     gap = at - float(row["heartbeat_at"]) if row is not None else 0.0
     return Beat(lost, gap)
+
+
+def _taken(store: QueueStore, run_id: str, ids: list[str]) -> set[str]:
+    """Which of `ids` another run holds now. A job whose lease went because this run let go
+    of it (completed, failed, given back: its worker is finishing) is not lost, nor is one
+    freed but not taken yet (its worker's next fenced write says so)."""
+    taken: set[str] = set()
+    for part in chunks(ids, 500):
+        marks = ", ".join("?" * len(part))
+        taken.update(
+            r["id"]
+            for r in store.sql.rows(
+                f"SELECT id FROM jobs WHERE id IN ({marks}) AND lease_owner IS NOT NULL "
+                "AND lease_owner != ?",
+                (*part, run_id),
+            )
+        )
+    return taken
 
 
 def end_run(store: QueueStore, run_id: str, status: str, now: float | None = None) -> bool:

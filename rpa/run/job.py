@@ -270,8 +270,8 @@ class JobProcessor:
         ok = await self.queue.run(
             jobs.complete, self.run_id, job.lease, record, str(path), time.time()
         )
-        if ok:
-            await self._in_io(publish_record, private, path)
+        if ok:  # committed: the rename happens even if this worker is cancelled meanwhile
+            await asyncio.shield(self._in_io(publish_record, private, path))
         else:
             await self._in_io(discard, private)
         if not await self._checkpoint(ok, "outcome", job):
