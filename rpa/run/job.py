@@ -204,7 +204,7 @@ class JobProcessor:
             await self._in_io(discard, private)
             self.notices.add(f"lease lost before the download was kept: {job.id}")
             return None
-        kept = await self._in_io(publish_pdf, private, dest)
+        kept = await self._in_io(lambda: publish_pdf(private, dest, first=job.token == 1))
         if kept is None:
             return dataclasses.replace(done, pdf_path=str(dest))
         size, sha256 = kept  # another holder's whole PDF of this paper: it stays

@@ -9,9 +9,11 @@ found dead) may still be anywhere in its work when it resumes. Two rules make th
   already there. Final names only ever hold whole, checked PDFs of their paper; a PDF already
   there is kept (adopted), and the job records the size and sha256 of the file that is there.
   Whoever publishes first, the file on disk and the queue's record agree, and no later holder
-  can change the file under a record. (A file system without hard links falls back to a
-  rename when nothing is there: not airtight against a holder paused between the look and
-  the rename.)
+  can change the file under a record. Two exceptions, each needing a second fault: a job's
+  first claim replaces a file at its final name (it can only be foreign: another queue's, in
+  a reused --out), which a first holder paused past its death between its fence check and
+  that rename could do over a newer holder's adopted file; and a file system without hard
+  links falls back to a rename when nothing is there.
 - **An outcome file is renamed into place only by the holder whose fenced `complete`
   committed.** The record is written whole to a private name first; `complete` either commits
   (then the file is renamed to its final name) or finds the lease lost (then the file is
@@ -75,16 +77,21 @@ def _link(private: Path, final: Path) -> None:
         os.replace(private, final)
 
 
-def publish_pdf(private: Path, final: Path) -> tuple[int, str] | None:
+def publish_pdf(private: Path, final: Path, *, first: bool = False) -> tuple[int, str] | None:
     """Give the whole, checked PDF at `private` the name `final`, never replacing a file
-    there. None: it is published. Else (size, sha256) of the PDF that was already at
-    `final`, kept. The private file is gone either way."""
+    there, unless this is the job's `first` claim (no holder before it can have published:
+    a file there is foreign, left by another queue in the same --out, and is replaced).
+    None: it is published. Else (size, sha256) of the PDF that was already at `final`, kept.
+    The private file is gone either way."""
     try:
         for _ in range(3):
             try:
                 _link(private, final)
                 return None
             except FileExistsError:
+                if first:
+                    os.replace(private, final)
+                    return None
                 kept = adopt_pdf(final)  # a file there that is no PDF is removed: try again
                 if kept is not None:
                     return kept
@@ -96,6 +103,8 @@ def publish_pdf(private: Path, final: Path) -> tuple[int, str] | None:
 
 def stage_record(final: Path, record: dict[str, Any], run_id: str) -> Path:
     """Write `record` whole (fsynced) under a private name beside `final`; that name."""
+    if final.is_dir():  # found now, before the commit: the rename after it would fail
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(final))
     private = private_name(final, run_id)
     write_record(private, record, run_id=run_id)
     return private
