@@ -9,6 +9,7 @@
     │   │                         waited for by rpa.queue.aio, never a paper's failure)
     │   └── DatabaseStayedAway    it stayed unavailable past --db-wait: the run stops, interrupted
     ├── RunCrashed                the run itself cannot go on (its database broke under it)
+    ├── DeclaredDead              another run found this one dead (no heartbeat) and took its jobs
     └── JobError                  a failure of one paper; `kind` is stored in the queue
         ├── TransientError        worth retrying later (the job goes back to the queue)
         │   ├── DownloadTimeout       connect/read timeout
@@ -62,6 +63,7 @@ __all__ = [
     "DatabaseError",
     "DatabaseStayedAway",
     "DatabaseUnavailable",
+    "DeclaredDead",
     "DiskFull",
     "DownloadTimeout",
     "EncryptedPdf",
@@ -141,6 +143,11 @@ class DatabaseStayedAway(DatabaseError):
 class RunCrashed(RpaError):
     """The run itself could not go on (its database broke under it, say): recorded as
     `crashed`; `rpa resume` continues once the cause is fixed."""
+
+
+class DeclaredDead(RpaError):
+    """Another run found this run dead (its heartbeat stopped, by the database's clock: a
+    pause, a suspended laptop) and took its jobs: the run stops without writing anything."""
 
 
 class JobError(RpaError):

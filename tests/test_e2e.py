@@ -94,9 +94,8 @@ def test_kill_9_then_resume_loses_nothing_and_refetches_nothing(
     with Mirror(files) as mirror:
         cli = Cli(tmp_path, mirror.url_template, queue_db)
         ids_file = write_ids(tmp_path / "ids.txt", [f"ext:{name}" for name in files])
-        proc = cli.popen(
-            "run", str(ids_file), *cli.knobs(workers=50, extract_workers=1, progress=False)
-        )
+        knobs = cli.knobs(workers=50, extract_workers=1, progress=False, heartbeat_seconds=1)
+        proc = cli.popen("run", str(ids_file), *knobs)
         try:
             wait_for(lambda: cli.count("stage = 'done'") >= 5, 120, "some papers done")
         finally:
@@ -110,9 +109,10 @@ def test_kill_9_then_resume_loses_nothing_and_refetches_nothing(
         assert done_before < len(files), "the run finished before the kill: test proves nothing"
         requests_before = {name: mirror.requests(name) for name in files}
 
-        # status reads the database left by the killed run: its leases are stuck
+        # status reads the database left by the killed run: once its heartbeat is 8 s old
+        # (by the database's clock; never judged by its pid), it is dead and its leases stuck
+        wait_for(lambda: cli.status()["runs"][0]["status"] == "dead", 60, "the run found dead")
         stuck = cli.status()
-        assert stuck["runs"][0]["status"] == "dead"
         assert stuck["stuck"]["count"] == stuck["totals"]["in_progress"] > 0
 
         resumed = cli.run("resume", *cli.knobs(workers=50, extract_workers=2), timeout=150)

@@ -16,7 +16,7 @@ from test_status import build_queue
 from rpa.testing.mirror import Mirror
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-FRAME = re.compile(r"rpa (\d{8}T\d{6}-[0-9a-f]{6})  (\d+m\d\ds)  done (\d+)  failed (\d+)")
+FRAME = re.compile(r"rpa (\d{8}T\d{6}-[0-9a-f]{16})  (\d+m\d\ds)  done (\d+)  failed (\d+)")
 
 
 @pytest.mark.timeout(90)

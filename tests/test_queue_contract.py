@@ -1,12 +1,14 @@
 """The queue's contract, run against every backend (huey's pattern): leasing, fencing,
 reclaim, retries, counts, the queue's settings, `retry_failed`, status.
 
-Two claimers never hold one job; a worker whose lease expired or was reclaimed cannot write;
-dead runs' leases are reclaimed; stage counts stay exact through every transition.
+Two claimers never hold one job; a worker whose lease was reclaimed cannot write (an expired
+lease nobody took is still its holder's); dead runs' leases are reclaimed, never by
+themselves; stage counts stay exact through every transition.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 from conftest import queue_backends
 
+from rpa.errors import DeclaredDead
 from rpa.queue import QueueStore, catalog, hosts, jobs, open_store, reads, runs
 from rpa.queue.model import Downloaded, Extracted, Failure, RunInfo
 
@@ -110,9 +113,33 @@ def test_fence_rejects_a_worker_whose_lease_was_reclaimed(store: QueueStore) -> 
     assert reads.results_page(store, "", 10)[0][0] == old.id
 
 
-def test_expired_lease_cannot_write_even_if_nobody_reclaimed_it(store: QueueStore) -> None:
-    [job] = jobs.claim(store, "run-a", 1, 10, NOW)
-    assert not jobs.checkpoint_download(store, "run-a", job.lease, downloaded(), NOW + 10.5)
+def test_an_expired_lease_nobody_took_is_still_its_holders(store: QueueStore) -> None:
+    """A run paused past its lease (a stall, a SIGSTOP) keeps what nobody took: its own
+    reclaim never frees it, its heartbeat renews it, its writes pass the fence. Once another
+    run frees it, they do not."""
+    runs.register_run(store, RunInfo("run-a", "run", NOW, 5.0, "{}"))
+    a, b = jobs.claim(store, "run-a", 2, 10, NOW)
+    assert jobs.checkpoint_download(store, "run-a", a.lease, downloaded(), NOW + 10.5)
+    got = runs.reclaim_stale(store, NOW + 60, by="run-a")
+    assert (got.dead_runs, got.dead_leases, got.expired_leases) == (0, 0, 0)
+    assert runs.heartbeat(store, "run-a", [a.lease, b.lease], 10, NOW + 60).lost == set()
+    assert runs.reclaim_stale(store, NOW + 61, by="run-b").expired_leases == 0  # renewed
+    assert runs.reclaim_stale(store, NOW + 90, by="run-b").dead_runs == 1
+    assert not jobs.checkpoint_download(store, "run-a", b.lease, downloaded(), NOW + 90)
+
+
+def test_a_run_found_dead_learns_it_and_claims_nothing(store: QueueStore) -> None:
+    runs.register_run(store, RunInfo("run-a", "run", NOW, 5.0, "{}"))
+    runs.register_run(store, RunInfo("run-b", "run", NOW, 5.0, "{}"))
+    [held] = jobs.claim(store, "run-a", 1, 10, NOW)
+    runs.heartbeat(store, "run-b", [], 10, NOW + 30)
+    assert runs.reclaim_stale(store, NOW + 30, by="run-b").dead_runs == 1  # run-a
+    with pytest.raises(DeclaredDead):
+        runs.heartbeat(store, "run-a", [held.lease], 10, NOW + 31)
+    assert jobs.claim(store, "run-a", 5, 10, NOW + 31) == []
+    assert not runs.end_run(store, "run-a", "finished", NOW + 32)  # stays crashed
+    statuses = {r["id"]: r["status"] for r in reads.status(store, NOW + 32)["runs"]}
+    assert statuses == {"run-a": "crashed", "run-b": "running"}
 
 
 def test_heartbeat_renews_the_leases_it_holds_and_reports_lost_ones(store: QueueStore) -> None:
@@ -120,22 +147,27 @@ def test_heartbeat_renews_the_leases_it_holds_and_reports_lost_ones(store: Queue
     a, b = jobs.claim(store, "run-a", 2, 10, NOW)
     runs.reclaim_stale(store, NOW + 11)  # both expire
     jobs.claim(store, "run-b", 1, 10, NOW + 11)  # a is claimed again, by run-b (FIFO)
-    assert runs.heartbeat(store, "run-a", [a.lease, b.lease], 10, NOW + 11) == {a.id, b.id}
+    # a is another run's now: lost; b was freed but nobody took it (and it is not renewed:
+    # its fence refuses run-a's writes, which say so)
+    assert runs.heartbeat(store, "run-a", [a.lease, b.lease], 10, NOW + 11).lost == {a.id}
+    assert not jobs.checkpoint_download(store, "run-a", b.lease, downloaded(), NOW + 12)
     c, d = jobs.claim(store, "run-c", 2, 10, NOW + 20)
-    assert runs.heartbeat(store, "run-c", [c.lease, d.lease], 10, NOW + 25) == set()
+    assert runs.heartbeat(store, "run-c", [c.lease, d.lease], 10, NOW + 25).lost == set()
     # renewed: still writable after the original expiry
     assert jobs.checkpoint_download(store, "run-c", c.lease, downloaded(), NOW + 33)
 
 
-def test_dead_run_leases_are_reclaimed_at_once(store: QueueStore) -> None:
-    # a run on this host whose process is gone: pid 2**22+1 is above Linux's pid_max default
-    runs.register_run(store, RunInfo("dead-run", "run", NOW, 5.0, "{}", pid=4194305))
+def test_dead_run_leases_are_reclaimed_before_they_expire(store: QueueStore) -> None:
+    """Dead by its heartbeat alone (never by hostname and pid: a pid here may be another
+    container's), its leases are freed though they have an hour to run."""
+    runs.register_run(store, RunInfo("dead-run", "run", NOW, 5.0, "{}", pid=os.getpid()))
     jobs.claim(store, "dead-run", 5, 3600, NOW)
-    assert "dead-run" in runs.dead_runs(store, NOW + 1)
-    result = runs.reclaim_stale(store, NOW + 1)
+    assert runs.dead_runs(store, NOW + 19) == []
+    assert "dead-run" in runs.dead_runs(store, NOW + 21)
+    result = runs.reclaim_stale(store, NOW + 21)
     assert (result.dead_runs, result.dead_leases, result.expired_leases) == (1, 5, 0)
-    assert reads.status(store, NOW + 1)["runs"][0]["status"] == "crashed"
-    assert len(jobs.claim(store, "next", 300, 60, NOW + 1)) == 200
+    assert reads.status(store, NOW + 21)["runs"][0]["status"] == "crashed"
+    assert len(jobs.claim(store, "next", 300, 60, NOW + 21)) == 200
 
 
 def test_a_run_is_dead_after_three_of_its_own_missed_heartbeats(store: QueueStore) -> None:

@@ -3,7 +3,8 @@
 Each command parses, resolves settings (defaults < config file < env < flags, in
 `rpa.config.load_settings`), calls the library and maps the one error tree to exit codes:
 0 all done, 1 some failed (or a host refused us, or the run crashed), 2 usage, config, input or
-database errors, 130 interrupted. Every error is one line (or a short paragraph), never a
+database errors, 75 declared dead (another run took its jobs while it was paused), 130
+interrupted. Every error is one line (or a short paragraph), never a
 traceback. The knob options are generated from `Settings`, so a new knob is a flag, an env var
 and a config key at once.
 

@@ -1,7 +1,8 @@
 """Where the CLI's words go: the two consoles, the one-line errors, a reader that leaves.
 
 Exit codes: 0 all done, 1 some failed (or a host refused us, or the run crashed), 2 usage,
-config, input or database errors, 130 interrupted. Every error a command meets is one line on
+config, input or database errors, 75 declared dead (another run took its jobs while it was
+paused), 130 interrupted. Every error a command meets is one line on
 stderr (or a short paragraph), never a traceback: `one_line_errors` maps the one error tree
 (rpa.errors) to these codes. During a run, lines are written by `Printer`'s thread, so a slow
 pipe or terminal never holds up the event loop.

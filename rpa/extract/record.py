@@ -21,7 +21,9 @@ queue's results (rpa.queue.jobs.complete) and exported from there:
     run_id                       the run that wrote it
 
 The JSON is indented by one, UTF-8 (not ASCII-escaped), and written atomically with the run's
-id in its temporary name (rpa.files).
+id in its temporary name (rpa.files). A run writes it first under a private name and renames it
+into place only once its fenced `complete` committed (rpa.run.publish), so that a worker whose
+lease another run took never replaces the record that run wrote.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Jobs and their leases: claim, checkpoints, completion, failure, release, retries.
 
 Every state change of a job is one transaction. A claim takes a lease (owner = run id, a fresh
-fence token, an expiry); every later write names the token it was given, so a worker whose
-lease expired, or was reclaimed and handed to someone else, cannot overwrite the job: its write
-matches no row and it learns it has lost the job.
+fence token, an expiry by the database's clock: rpa.queue.clock); every later write names the
+token it was given, so a worker whose lease was reclaimed (its run found dead, or the lease
+expired and freed by another run) and perhaps handed to someone else cannot overwrite the
+job: its write matches no row and it learns it has lost the job. A lease that expired but
+that nobody took is still its holder's (a run never reclaims its own leases).
 
 Functions of a `QueueStore` (called directly, or in a database thread by
 `AsyncQueue.run(jobs.claim, ...)`). Every transaction that also writes the run's row
@@ -17,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rpa.queue.model import ACTIVE_STAGES, Attempt, Downloaded, Extracted, Failure, Job, Lease
-from rpa.queue.sql import Params, Row
+from rpa.queue.sql import Params, Row, chunks
 from rpa.queue.store import QueueStore
 
 __all__ = [
@@ -28,16 +30,19 @@ __all__ = [
     "claim",
     "complete",
     "completed",
+    "completed_by",
     "fail",
     "next_due",
     "record_attempts",
     "release",
     "result_row",
     "retry_failed",
+    "still_held",
 ]
 
 
-_FENCE = "id = ? AND lease_owner = ? AND lease_token = ? AND lease_expires >= ?"
+#: the fence: the lease is still the writer's (the owner and the token the claim gave)
+_FENCE = "id = ? AND lease_owner = ? AND lease_token = ?"
 #: longest error message kept in the queue
 MAX_MESSAGE = 2000
 
@@ -82,10 +87,12 @@ def claim(
     run_id: str,
     limit: int,
     lease_seconds: float,
-    now: float,
+    now: float | None = None,
     stages: Sequence[str] | None = None,
 ) -> list[Job]:
-    """Lease up to `limit` claimable jobs (FIFO) to `run_id`, optionally only in `stages`."""
+    """Lease up to `limit` claimable jobs (FIFO) to `run_id`, optionally only in `stages`;
+    expiring `lease_seconds` from `now` (None: the database's clock). A run found dead
+    (its row no longer `running`) claims nothing."""
     wanted = tuple(stages or ACTIVE_STAGES)
     if not set(wanted) <= set(ACTIVE_STAGES):
         raise ValueError(f"not claimable stages: {wanted}")
@@ -100,7 +107,7 @@ def _fenced(
     with store.sql.transaction():
         changed = store.sql.execute(
             f"UPDATE jobs SET {sets}, updated_at = ? WHERE {_FENCE}",
-            (*values, now, lease.job_id, run_id, lease.token, now),
+            (*values, now, lease.job_id, run_id, lease.token),
         )
     return changed == 1
 
@@ -156,7 +163,7 @@ def complete(
             "UPDATE jobs SET stage = 'done', outcome_path = ?, lease_owner = NULL, "
             "lease_expires = NULL, error_kind = NULL, error_message = NULL, done_at = ?, "
             f"updated_at = ? WHERE {_FENCE}",
-            (outcome_path, now, now, lease.job_id, run_id, lease.token, now),
+            (outcome_path, now, now, lease.job_id, run_id, lease.token),
         )
         if changed != 1:
             return False
@@ -206,11 +213,33 @@ def fail(store: QueueStore, run_id: str, lease: Lease, failure: Failure, now: fl
             f"done_at = CASE WHEN ? = 1 THEN ? ELSE NULL END WHERE {_FENCE}",
             (final, final, int(failure.count_attempt), int(failure.crashed), failure.kind,
              failure.message[:MAX_MESSAGE], failure.next_attempt_at, now, final, now,
-             lease.job_id, run_id, lease.token, now),
+             lease.job_id, run_id, lease.token),
         )  # fmt: skip
         if changed == 1 and failure.final:
             store.sql.execute("UPDATE runs SET failed = failed + 1 WHERE id = ?", (run_id,))
     return changed == 1
+
+
+def still_held(store: QueueStore, run_id: str, lease: Lease) -> bool:
+    """Is the lease still the run's (the fence, read)? Asked before a file is published."""
+    row = store.sql.one(
+        f"SELECT 1 AS held FROM jobs WHERE {_FENCE}", (lease.job_id, run_id, lease.token)
+    )
+    return row is not None
+
+
+def completed_by(store: QueueStore, ids: Sequence[str]) -> dict[str, str]:
+    """The run whose `complete` committed each of the done jobs among `ids`."""
+    found: dict[str, str] = {}
+    for part in chunks(ids, 500):
+        found.update(
+            (r["id"], r["run_id"])
+            for r in store.sql.rows(
+                f"SELECT id, run_id FROM results WHERE id IN ({', '.join('?' * len(part))})",
+                tuple(part),
+            )
+        )
+    return found
 
 
 def release(store: QueueStore, run_id: str, leases: Iterable[Lease]) -> int:

@@ -7,11 +7,10 @@ Nothing above the queue sees a column name: a claim returns `Job`s, a checkpoint
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -52,29 +51,16 @@ def dead_after(heartbeat_seconds: float) -> float:
 
 
 def new_run_id() -> str:
-    """A run's id: when it started, and 6 random hex digits (unique across hosts). It names
-    the run's temporary files, so it never holds a dot."""
-    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    """A run's id, its token: when it started, and 64 random bits (secrets), so that runs on
+    any number of hosts never share one. Liveness and leases go by this id alone (never by
+    hostname and pid: containers share hostnames, pids are reused). It names the run's
+    temporary files, so it never holds a dot."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(8)}"
 
 
 def this_host() -> str:
+    """The hostname, shown by `rpa status` (never used to decide liveness)."""
     return socket.gethostname()
-
-
-def pid_alive(pid: int) -> bool:
-    """Is the process with this id on this host alive? A zombie (killed, not yet reaped by
-    its parent: `kill(pid, 0)` still finds it) is dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return True  # no /proc to ask: it exists
-    return fields[0] not in ("Z", "X")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from rpa.errors import DatabaseError, DatabaseUnavailable
+from rpa.queue.clock import now_of
 from rpa.queue.outage import database_outage, pg_busy
 from rpa.queue.postgres_schema import MIGRATIONS, SCHEMA_VERSION, SHARDS
+from rpa.queue.runs import found_dead
 from rpa.queue.sql import Params, Row
 
 if TYPE_CHECKING:
@@ -156,9 +158,12 @@ class PostgresBackend:
         return new
 
     def claim(
-        self, run_id: str, limit: int, lease_seconds: float, now: float, stages: Sequence[str]
+        self, run_id: str, limit: int, lease: float, now: float | None, stages: Sequence[str]
     ) -> list[Row]:
         with self._conn.transaction():
+            now = now_of(self.sql, now)  # the server's clock
+            if found_dead(self.sql, run_id):
+                return []
             rows: list[Row] = self._conn.execute(
                 "UPDATE jobs SET lease_owner = %s, lease_token = lease_token + 1, "
                 "lease_expires = %s, updated_at = %s "
@@ -169,7 +174,7 @@ class PostgresBackend:
                 "RETURNING seq, id, lease_token, stage, attempts, crashes, pdf_path, pdf_bytes, "
                 "pdf_sha256, extract_json, download_seconds, extract_seconds, final_url, "
                 "http_status, error_kind",
-                (run_id, now + lease_seconds, now, list(stages), now, limit),
+                (run_id, now + lease, now, list(stages), now, limit),
             ).fetchall()
         return rows
 

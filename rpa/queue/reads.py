@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from rpa.queue import status as status_sql
+from rpa.queue.clock import now_of
 from rpa.queue.model import Totals
 from rpa.queue.store import QueueStore
 
@@ -23,15 +24,19 @@ def totals(store: QueueStore, now: float) -> Totals:
         return status_sql.totals_of(status_sql.stage_counts(store.sql, now))
 
 
-def end_of_run_totals(store: QueueStore, run_id: str, now: float) -> tuple[Totals, int]:
-    """The queue's totals and the jobs under another live run's lease, from one read
-    transaction (read apart, a job another run finished in between would count as left over)."""
+def end_of_run_totals(
+    store: QueueStore, run_id: str, now: float | None = None
+) -> tuple[Totals, int]:
+    """The queue's totals and the jobs under another run's unexpired lease (by the
+    database's clock), from one read transaction (read apart, a job another run finished in
+    between would count as left over)."""
     with store.sql.read_transaction():
-        totals = status_sql.totals_of(status_sql.stage_counts(store.sql, now))
+        at = now_of(store.sql, now)
+        totals = status_sql.totals_of(status_sql.stage_counts(store.sql, at))
         row = store.sql.one(
             "SELECT count(*) AS n FROM jobs WHERE lease_owner IS NOT NULL "
             "AND lease_owner != ? AND lease_expires >= ?",
-            (run_id, now),
+            (run_id, at),
         )
     return totals, int(row["n"]) if row else 0
 

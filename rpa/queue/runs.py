@@ -1,22 +1,68 @@
 """Runs and their liveness: registering a run, its heartbeat, its end, and reclaiming the
 leases of runs that died.
 
+A run is its id, a random token (rpa.queue.model.new_run_id), never a hostname and a pid:
+containers sharing a hostname, or pids reused, cannot confuse two runs. A run is alive while
+its heartbeat, by the database's clock (rpa.queue.clock), is younger than `dead_after` its own
+interval; `dead_runs` is the one definition of a dead run. A run never reclaims its own
+leases: after a pause (a stall of its database calls, a SIGSTOP, a laptop suspended) it keeps
+every lease still in its name, expired or not. A run another run found dead is marked
+`crashed` and its leases freed; its next heartbeat learns it (`DeclaredDead`) and it stops
+without writing.
+
 Lock order: every transaction here that writes job rows and run rows takes the job rows
 first, then the run's row, as `rpa.queue.jobs.complete` and `fail` do (see `heartbeat`).
-`dead_runs` is the one definition of a dead run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from rpa.queue.model import Lease, Reclaimed, RunInfo, dead_after, pid_alive, this_host
+from rpa.errors import DeclaredDead
+from rpa.queue.clock import db_now, now_of
+from rpa.queue.model import Lease, Reclaimed, RunInfo, dead_after
+from rpa.queue.sql import Sql, chunks
 from rpa.queue.store import QueueStore
 
-__all__ = ["dead_runs", "end_run", "heartbeat", "live_runs", "reclaim_stale", "register_run"]
+__all__ = [
+    "Beat",
+    "Holder",
+    "clock",
+    "dead_runs",
+    "end_run",
+    "found_dead",
+    "heartbeat",
+    "holders",
+    "live_runs",
+    "reclaim_stale",
+    "register_run",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One heartbeat: the held jobs another run holds now (lost), and the seconds
+    since the run's previous beat by the database's clock (long: the run was paused or its
+    database calls stalled)."""
+
+    lost: set[str]
+    gap: float
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Another run holding leases: its id, how many, and the seconds since its last
+    heartbeat by the database's clock (None: no such run registered)."""
+
+    run_id: str
+    jobs: int
+    silent: float | None
 
 
 def register_run(store: QueueStore, run: RunInfo) -> None:
+    """Register `run` as running; its first heartbeat is its `started_at`, which a run takes
+    from the database's clock (`clock`)."""
     with store.sql.transaction():
         store.sql.execute(
             "INSERT INTO runs (id, command, pid, host, started_at, heartbeat_at, status, "
@@ -27,66 +73,116 @@ def register_run(store: QueueStore, run: RunInfo) -> None:
         )  # fmt: skip
 
 
+def clock(store: QueueStore) -> float:
+    """Now, by the database's clock (rpa.queue.clock)."""
+    return db_now(store.sql)
+
+
 def heartbeat(
-    store: QueueStore, run_id: str, held: Iterable[Lease], lease_seconds: float, now: float
-) -> set[str]:
-    """Beat the run's heartbeat and renew the leases it holds, in one transaction.
-    Returns the ids of `held` jobs whose lease it no longer holds.
+    store: QueueStore,
+    run_id: str,
+    held: Iterable[Lease],
+    lease_seconds: float,
+    now: float | None = None,
+) -> Beat:
+    """Beat the run's heartbeat and renew every lease still in its name (expired or not:
+    a run never loses its leases to itself), in one transaction. Raises `DeclaredDead` when
+    another run found this one dead (its row is no longer `running`).
 
     Job rows first, then the run's row, as in every transaction of the queue (`jobs.complete`,
     `jobs.fail`, `end_run`, `reclaim_stale`): on PostgreSQL the workers' completions run on other
     connections, and the opposite order deadlocks with them."""
     with store.sql.transaction():
+        at = now_of(store.sql, now)
         kept = {
             (r["id"], r["lease_token"])
             for r in store.sql.rows(
-                "UPDATE jobs SET lease_expires = ? WHERE lease_owner = ? "
-                "AND lease_expires >= ? RETURNING id, lease_token",
-                (now + lease_seconds, run_id, now),
+                "UPDATE jobs SET lease_expires = ? WHERE lease_owner = ? RETURNING id, lease_token",
+                (at + lease_seconds, run_id),
             )
         }
-        store.sql.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (now, run_id))
-    return {lease.job_id for lease in held if (lease.job_id, lease.token) not in kept}
+        row = store.sql.one("SELECT status, heartbeat_at FROM runs WHERE id = ?", (run_id,))
+        if row is not None and row["status"] != "running":
+            raise DeclaredDead(
+                f"another run found this run ({run_id}) dead and took its jobs "
+                f"(marked {row['status']})"
+            )
+        store.sql.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (at, run_id))
+        gone = [lease.job_id for lease in held if (lease.job_id, lease.token) not in kept]
+        lost = _taken(store, run_id, gone)
+    gap = at - float(row["heartbeat_at"]) if row is not None else 0.0
+    return Beat(lost, gap)
 
 
-def end_run(store: QueueStore, run_id: str, status: str, now: float) -> None:
-    """Record how the run ended; whatever it still holds goes back to the queue."""
+def _taken(store: QueueStore, run_id: str, ids: list[str]) -> set[str]:
+    """Which of `ids` another run holds now. A job whose lease went because this run let go
+    of it (completed, failed, given back: its worker is finishing) is not lost, nor is one
+    freed but not taken yet (its worker's next fenced write says so)."""
+    taken: set[str] = set()
+    for part in chunks(ids, 500):
+        marks = ", ".join("?" * len(part))
+        taken.update(
+            r["id"]
+            for r in store.sql.rows(
+                f"SELECT id FROM jobs WHERE id IN ({marks}) AND lease_owner IS NOT NULL "
+                "AND lease_owner != ?",
+                (*part, run_id),
+            )
+        )
+    return taken
+
+
+def end_run(store: QueueStore, run_id: str, status: str, now: float | None = None) -> bool:
+    """Record how the run ended; whatever it still holds goes back to the queue. False if
+    the run had been found dead by another run (its row says so already, and stays)."""
     with store.sql.transaction():  # job rows first (see `heartbeat`)
+        at = now_of(store.sql, now)
         store.sql.execute(
             "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = ?",
             (run_id,),
         )
-        store.sql.execute(
-            "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ? WHERE id = ?",
-            (status, now, now, run_id),
+        changed = store.sql.execute(
+            "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ? "
+            "WHERE id = ? AND status = 'running'",
+            (status, at, at, run_id),
         )
+    return changed == 1
 
 
-def dead_runs(store: QueueStore, now: float) -> list[str]:
-    """Runs marked running whose heartbeat stopped (`dead_after` their own interval), or
-    whose process on this host is gone. The one definition of a dead run."""
-    host = this_host()
+def found_dead(sql: Sql, run_id: str) -> bool:
+    """Was run `run_id` found dead by another run (its row no longer `running`)? Such a run
+    claims nothing more (the backends' claims ask, in their transaction)."""
+    row = sql.one("SELECT status FROM runs WHERE id = ?", (run_id,))
+    return row is not None and row["status"] != "running"
+
+
+def dead_runs(store: QueueStore, now: float | None = None, *, but: str = "") -> list[str]:
+    """Runs marked running whose heartbeat stopped (`dead_after` their own interval, by the
+    database's clock), other than `but` (a run never finds itself dead). The one definition
+    of a dead run."""
+    at = now_of(store.sql, now)
     dead = []
     for row in store.sql.rows(
-        "SELECT id, pid, host, heartbeat_at, heartbeat_seconds FROM runs WHERE status = 'running'"
+        "SELECT id, heartbeat_at, heartbeat_seconds FROM runs WHERE status = 'running'"
     ):
         interval = row["heartbeat_seconds"] or 5.0  # runs of schema < 5 beat every 5 s
-        gone = row["host"] == host and not pid_alive(row["pid"])
-        if gone or row["heartbeat_at"] < now - dead_after(interval):
+        if row["id"] != but and row["heartbeat_at"] < at - dead_after(interval):
             dead.append(row["id"])
     return dead
 
 
-def live_runs(store: QueueStore, now: float) -> set[str]:
+def live_runs(store: QueueStore, now: float | None = None) -> set[str]:
     """Runs marked running that are not dead."""
     running = {r["id"] for r in store.sql.rows("SELECT id FROM runs WHERE status = 'running'")}
     return running - set(dead_runs(store, now))
 
 
-def reclaim_stale(store: QueueStore, now: float) -> Reclaimed:
-    """Free the leases of dead runs and every expired lease; mark dead runs crashed."""
+def reclaim_stale(store: QueueStore, now: float | None = None, *, by: str = "") -> Reclaimed:
+    """Free the leases of dead runs and every expired lease, but never those of run `by`
+    (the reclaiming run: a pause of its own is not its death); mark dead runs crashed."""
     with store.sql.transaction():
-        dead = dead_runs(store, now)
+        at = now_of(store.sql, now)
+        dead = dead_runs(store, at, but=by)
         leases = 0
         # every job row first, then the runs' rows (see `heartbeat`)
         for run_id in dead:
@@ -96,8 +192,8 @@ def reclaim_stale(store: QueueStore, now: float) -> Reclaimed:
             )
         expired = store.sql.execute(
             "UPDATE jobs SET lease_owner = NULL, lease_expires = NULL "
-            "WHERE lease_owner IS NOT NULL AND lease_expires < ?",
-            (now,),
+            "WHERE lease_owner IS NOT NULL AND lease_owner != ? AND lease_expires < ?",
+            (by, at),
         )
         for run_id in dead:
             store.sql.execute(
@@ -105,3 +201,20 @@ def reclaim_stale(store: QueueStore, now: float) -> Reclaimed:
                 (run_id,),
             )
     return Reclaimed(len(dead), leases, expired)
+
+
+def holders(store: QueueStore, run_id: str, now: float | None = None) -> list[Holder]:
+    """The other runs holding leases, and how long since each was heard from."""
+    with store.sql.read_transaction():
+        at = now_of(store.sql, now)
+        rows = store.sql.rows(
+            "SELECT j.lease_owner AS owner, count(*) AS n, max(r.heartbeat_at) AS beat "
+            "FROM jobs j LEFT JOIN runs r ON r.id = j.lease_owner "
+            "WHERE j.lease_owner IS NOT NULL AND j.lease_owner != ? "
+            "GROUP BY j.lease_owner ORDER BY j.lease_owner",
+            (run_id,),
+        )
+    return [
+        Holder(r["owner"], int(r["n"]), None if r["beat"] is None else max(0.0, at - r["beat"]))
+        for r in rows
+    ]

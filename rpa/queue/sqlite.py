@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from rpa.errors import DatabaseError, DatabaseUnavailable
+from rpa.queue.clock import now_of
+from rpa.queue.runs import found_dead
 from rpa.queue.sql import Params, Row
 from rpa.queue.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -114,10 +116,13 @@ class SqliteBackend:
         return new
 
     def claim(
-        self, run_id: str, limit: int, lease_seconds: float, now: float, stages: Sequence[str]
+        self, run_id: str, limit: int, lease: float, now: float | None, stages: Sequence[str]
     ) -> list[Row]:
         marks = ", ".join("?" * len(stages))
         with self.sql.transaction():
+            now = now_of(self.sql, now)  # the database's clock, read under the write lock
+            if found_dead(self.sql, run_id):
+                return []
             return self.sql.rows(
                 "UPDATE jobs SET lease_owner = ?, lease_token = lease_token + 1, "
                 "lease_expires = ?, updated_at = ? "
@@ -128,7 +133,7 @@ class SqliteBackend:
                 "RETURNING seq, id, lease_token, stage, attempts, crashes, pdf_path, pdf_bytes, "
                 "pdf_sha256, extract_json, download_seconds, extract_seconds, final_url, "
                 "http_status, error_kind",
-                (run_id, now + lease_seconds, now, *stages, now, limit),
+                (run_id, now + lease, now, *stages, now, limit),
             )
 
 

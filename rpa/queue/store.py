@@ -44,10 +44,11 @@ class Backend(Protocol):
         ...
 
     def claim(
-        self, run_id: str, limit: int, lease_seconds: float, now: float, stages: Sequence[str]
+        self, run_id: str, limit: int, lease: float, now: float | None, stages: Sequence[str]
     ) -> list[Row]:
-        """Lease up to `limit` claimable jobs in `stages`, the oldest first; the claimed rows
-        (with their `seq`)."""
+        """Lease up to `limit` claimable jobs in `stages`, the oldest first, unless the run
+        was found dead; the claimed rows (with their `seq`). `now` None: the database's
+        clock (rpa.queue.clock)."""
         ...
 
 

@@ -4,12 +4,17 @@
 
 The feeder claims as many jobs as workers are idle (at most 256 a claim), only at the stages
 host health allows (`HostHealth.claimable`), and not while the disk guard says space is short.
-When nothing is claimable it waits for the next retry to come due (said once), and ends when
-nothing is left. Each worker takes a job, has the job processor take it as far as it goes, and
-lets go of its lease. A `RunCrashed` from a worker stops the run. While the queue database is
-unavailable the claim waits (rpa.queue.aio), so nothing new is claimed; when it stayed away
-past --db-wait (`DatabaseStayedAway`, from the claim or a worker), the run stops: `db_gone`
-says why, and the run ends `interrupted`.
+When nothing is claimable it waits for the next retry to come due (said once), and while
+other runs hold leases it waits for them too (said, with how long since each was heard from):
+they finish those jobs, or their run is found dead by the heartbeat (rpa.run.heartbeat) and
+this run reclaims and does them. It ends only when nothing is left that anyone holds: a run
+never ends saying "done" with work stranded in a dead run's name. Each worker takes a job, has
+the job processor take it as far as it goes, and lets go of its lease; a worker whose lease
+another run took (`lose`) drops that job at once and takes the next. A `RunCrashed` from a
+worker stops the run. While the queue database is unavailable the claim waits
+(rpa.queue.aio), so nothing new is claimed; when it stayed away past --db-wait
+(`DatabaseStayedAway`, from the claim or a worker), the run stops: `db_gone` says why, and
+the run ends `interrupted`.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from rpa import errors
 from rpa.config import Settings
 from rpa.hosts.health import HostHealth
 from rpa.notices import Notices
-from rpa.queue import jobs
+from rpa.queue import jobs, runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Job
+from rpa.queue.runs import Holder
 from rpa.run.disk import DISK_POLL, DiskGuard
 from rpa.run.job import JobProcessor
 from rpa.run.tally import Tally
@@ -75,6 +81,9 @@ class Feeder:
         self.workers: list[asyncio.Task[None]] = []
         self._local: asyncio.Queue[Job | None] = asyncio.Queue()
         self._want = asyncio.Event()
+        #: the worker task working on each job, and the jobs whose lease another run took
+        self._working: dict[str, asyncio.Task[None]] = {}
+        self._lost: set[str] = set()
 
     def stop(self) -> None:
         """Stop claiming new work; workers finish what they hold."""
@@ -84,6 +93,14 @@ class Feeder:
     def wake(self) -> None:
         """Look for claimable work now (leases were freed, say)."""
         self._want.set()
+
+    def lose(self, job_id: str) -> None:
+        """Another run took `job_id`'s lease: cancel its work here (the worker goes on to the
+        next job)."""
+        task = self._working.get(job_id)
+        if task is not None and job_id not in self._lost:
+            self._lost.add(job_id)
+            task.cancel()
 
     def cancel_workers(self) -> None:
         for task in self.workers:
@@ -144,7 +161,7 @@ class Feeder:
                 continue
             claimed = await self._queue.run(
                 jobs.claim, self._run_id, min(demand, MAX_CLAIM), s.lease_seconds,
-                time.time(), self._hosts.claimable(),
+                None, self._hosts.claimable(),
             )  # fmt: skip
             self._tally.taken += len(claimed)
             for n, job in enumerate(claimed, start=1):
@@ -162,7 +179,12 @@ class Feeder:
             if busy == 0:
                 wait = await self._queue.run(jobs.next_due, time.time(), self._hosts.claimable())
                 if wait is None and not self._hosts.waiting_for_a_host():
-                    return
+                    holders = await self._queue.run(runs.holders, self._run_id)
+                    if not holders:
+                        return
+                    self._say_held(holders)  # theirs: finished, or reclaimed when dead
+                    await self._pause(IDLE_POLL * 4)
+                    continue
                 if wait is None:  # a host is down: its papers wait for it to answer
                     await self._pause(IDLE_POLL * 4)
                     continue
@@ -170,6 +192,16 @@ class Feeder:
                 await self._pause(min(wait, IDLE_POLL * 4))
             else:
                 await self._pause(IDLE_POLL)
+
+    def _say_held(self, holders: list[Holder]) -> None:
+        """What the run waits for before it may end: said per run, again every 30 s."""
+        now = int(time.monotonic() // 30)
+        for h in holders:
+            heard = "never heard from" if h.silent is None else f"last heard {h.silent:.0f}s ago"
+            self._notices.add(
+                f"waiting for {h.jobs} jobs held by run {h.run_id}, {heard}",
+                key=f"held {h.run_id} {now}",
+            )
 
     def _say_idle(self, wait: float) -> None:
         """Nothing claimable now: say until when, once per wait."""
@@ -198,8 +230,19 @@ class Feeder:
                 self.idle -= 1
             if job is None:
                 return
+            worker = asyncio.current_task()
+            assert worker is not None
+            # The job in a task of its own, so that `lose` can cancel it alone (awaiting it
+            # passes a cancellation of the worker on to it).
+            work = asyncio.create_task(processor.process(job), name=f"job {job.id}")
+            self._working[job.id] = work
             try:
-                await processor.process(job)
+                await work
+            except asyncio.CancelledError:
+                # The job's lease was lost (`lose`): its work stops here, and the worker goes
+                # on, unless the worker itself is being cancelled.
+                if worker.cancelling() or job.id not in self._lost:
+                    raise
             except errors.DatabaseStayedAway as exc:
                 self._database_gone(exc)
                 return
@@ -211,3 +254,5 @@ class Feeder:
                 return
             finally:
                 self.held.pop(job.id, None)
+                self._working.pop(job.id, None)
+                self._lost.discard(job.id)

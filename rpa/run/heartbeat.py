@@ -1,10 +1,17 @@
 """The heartbeat: the run's proof of life, and the upkeep that rides on it.
 
-Every `min(--heartbeat-seconds, --lease-seconds / 3)` seconds: renew the run's row and the
-leases its workers hold (saying a lease lost when it is), free the leases of dead runs and
-expired ones (so a dead run's work goes to the live ones), write the attempts recorded since
-the last beat, read the queue's totals, follow the host state other processes stored, and look
-at the free disk space. A beat that fails is said and the next one tries again.
+Every `min(--heartbeat-seconds, --lease-seconds / 3)` seconds: renew the run's row and every
+lease still in its name (by the database's clock: rpa.queue.clock), free the leases of dead
+runs and expired ones of other runs (so a dead run's work goes to the live ones), write the
+attempts recorded since the last beat, read the queue's totals, follow the host state other
+processes stored, and look at the free disk space. A beat that fails is said and the next one
+tries again.
+
+A lease the beat finds lost (another run took the job) is said once and its worker cancelled:
+the job is someone else's now. A beat that finds the run found dead by another run (it was
+paused past its lease, say) tells the runner, which stops without writing anything. A beat
+long after the previous one (this run was paused, or its database calls stalled) does not
+judge other runs dead: they were most likely stalled too, and the next beat judges.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from rpa.config import Settings
+from rpa.errors import DeclaredDead
 from rpa.hosts.health import HostHealth
 from rpa.notices import Notices
 from rpa.queue import jobs, reads, runs
@@ -46,7 +54,11 @@ class Heartbeat:
         notices: Notices,
         on_totals: Callable[[Totals], None],
         on_reclaimed: Callable[[], None],
+        on_lost: Callable[[str], None] = lambda job_id: None,
+        on_dead: Callable[[str], None] = lambda reason: None,
     ) -> None:
+        """`on_lost(job_id)`: a worker's lease was taken by another run (cancel its work);
+        `on_dead(reason)`: another run found this one dead (stop without writing)."""
         self._settings = settings
         self._run_id = run_id
         self._queue = queue
@@ -57,6 +69,8 @@ class Heartbeat:
         self._notices = notices
         self._on_totals = on_totals
         self._on_reclaimed = on_reclaimed
+        self._on_lost = on_lost
+        self._on_dead = on_dead
 
     async def run(self) -> None:
         s = self._settings
@@ -64,20 +78,25 @@ class Heartbeat:
         while True:
             await asyncio.sleep(interval)
             try:
-                beat = dict(self._held)
-                leases = [Lease(job_id, token) for job_id, token in beat.items()]
-                lost = await self._queue.run(
-                    runs.heartbeat, self._run_id, leases, s.lease_seconds, time.time()
-                )
-                for job_id in lost:
+                held = dict(self._held)
+                leases = [Lease(job_id, token) for job_id, token in held.items()]
+                beat = await self._queue.run(runs.heartbeat, self._run_id, leases, s.lease_seconds)
+                for job_id in beat.lost:
                     # Still ours to lose? A job completed (or failed, or given back) while the
                     # beat was on its way let go of its lease itself: not a lost lease.
-                    if self._held.get(job_id) == beat[job_id]:
-                        self._notices.add(f"lease lost: {job_id}")
-                await self.reclaim()
+                    if self._held.get(job_id) == held[job_id]:
+                        self._notices.add(
+                            f"lease lost: {job_id} (another run took it): its work here stops"
+                        )
+                        self._on_lost(job_id)
+                if beat.gap <= 2 * interval:
+                    await self.reclaim()
                 await self.flush_attempts()
                 self._on_totals(await self._queue.run(reads.totals, time.time()))
                 await self._hosts.follow()
+            except DeclaredDead as exc:
+                self._on_dead(str(exc))
+                return
             except Exception as exc:  # a busy database: the next beat tries again
                 self._notices.add(f"heartbeat failed ({type(exc).__name__}: {exc}); retrying")
             await self._disk.check()
@@ -85,7 +104,7 @@ class Heartbeat:
     async def reclaim(self) -> None:
         """Free the leases of dead runs (a host that died, a kill -9) and expired ones: at the
         start, and at every heartbeat, so the work of a run that died goes to the live ones."""
-        reclaimed = await self._queue.run(runs.reclaim_stale, time.time())
+        reclaimed = await self._queue.run(runs.reclaim_stale, None, by=self._run_id)
         if reclaimed.dead_leases or reclaimed.expired_leases:
             self._notices.add(
                 f"reclaimed {reclaimed.dead_leases} leases of {reclaimed.dead_runs} dead runs, "

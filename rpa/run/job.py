@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ from rpa.classify import classify
 from rpa.config import Settings
 from rpa.extract.pool import ExtractPool
 from rpa.extract.protocol import PDF_MISSING
-from rpa.extract.record import outcome_record, write_record
+from rpa.extract.record import outcome_record
 from rpa.gates import Gate
 from rpa.hosts.health import HostHealth
 from rpa.layout import Layout
@@ -40,6 +41,7 @@ from rpa.queue.model import Attempt, Downloaded, Extracted, Failure, Job
 from rpa.run import policy
 from rpa.run.disk import DiskGuard
 from rpa.run.metadata import MetadataService
+from rpa.run.publish import discard, private_name, publish_pdf, publish_record, stage_record
 from rpa.run.tally import StageMeter, Tally
 from rpa.sources.base import Source
 from rpa.sources.stored import adopt_pdf, verify_pdf
@@ -173,10 +175,12 @@ class JobProcessor:
             size, sha256 = adopted
             done = Downloaded(str(dest), size, sha256, job.final_url, job.http_status, 0.0)
         else:
+            # a network download goes to a private name, published below (rpa.run.publish)
+            private = private_name(dest, self.run_id) if self.source.network else dest
             gate = self.gates.download if self.source.network else None
             async with gate if gate is not None else contextlib.nullcontext(0.0) as wait:
                 with self._running(meter, job, "download", started, wait):
-                    result = await self.source.fetch(job.id, dest)
+                    result = await self.source.fetch(job.id, private)
             if self.source.network:
                 self.hosts.answered(urlsplit(result.final_url).hostname)
                 self.hosts.paper_fetched(job.id)
@@ -187,6 +191,11 @@ class JobProcessor:
             self._attempt(job, "download", started, wait, result.seconds)
             done = Downloaded(result.path, result.bytes, result.sha256, result.final_url,
                               result.status, result.seconds)  # fmt: skip
+            if self.source.network:
+                published = await self._publish_pdf(job, private, dest, done)
+                if published is None:
+                    return None
+                done = published
         ok = await self.queue.run(
             jobs.checkpoint_download, self.run_id, job.lease, done, time.time()
         )
@@ -197,6 +206,21 @@ class JobProcessor:
             pdf_sha256=done.pdf_sha256, final_url=done.final_url, http_status=done.http_status,
             download_seconds=done.download_seconds,
         )  # fmt: skip
+
+    async def _publish_pdf(
+        self, job: Job, private: Path, dest: Path, done: Downloaded
+    ) -> Downloaded | None:
+        """Give the download its final name, never replacing a PDF there (rpa.run.publish);
+        the checkpoint then records the file that is there. None: the lease was lost."""
+        if not await self.queue.run(jobs.still_held, self.run_id, job.lease):
+            await self._in_io(discard, private)
+            self.notices.add(f"lease lost before the download was kept: {job.id}")
+            return None
+        kept = await self._in_io(lambda: publish_pdf(private, dest, first=job.token == 1))
+        if kept is None:
+            return dataclasses.replace(done, pdf_path=str(dest))
+        size, sha256 = kept  # another holder's whole PDF of this paper: it stays
+        return dataclasses.replace(done, pdf_path=str(dest), pdf_bytes=size, pdf_sha256=sha256)
 
     async def _extract(self, job: Job, *, verify: bool) -> Job | None:
         """Extract the checkpointed PDF. `verify`: the PDF comes from an earlier run, so check
@@ -274,14 +298,21 @@ class JobProcessor:
         record = outcome_record(job, self.run_id, metadata)
         path = self.layout.outcome_path(job.id)
         with self._running(meter, job, "outcome", started, 0.0) as t0:
-            # the JSON is made and written in the I/O pool, never on the loop
-            await self._in_io(lambda: write_record(path, record, run_id=self.run_id))
+            # the JSON is made and written in the I/O pool, never on the loop, under a
+            # private name: only a committed `complete` renames it into place
+            private = await self._in_io(stage_record, path, record, self.run_id)
         took = time.perf_counter() - t0
-        # a completion whose commit happened but whose reply was lost is confirmed, not
-        # taken for a lost lease (rpa.queue.aio)
+        # A completion whose commit happened but whose reply was lost is confirmed, not taken
+        # for a lost lease (rpa.queue.aio). If `complete` raises, it may have committed: the
+        # record stays under its private name, for a start-up to rename if the queue says
+        # this run completed the job.
         ok = await self.queue.run_fenced(
             jobs.complete, jobs.completed, self.run_id, job.lease, record, str(path), time.time()
         )
+        if ok:  # committed: the rename happens even if this worker is cancelled meanwhile
+            await asyncio.shield(self._in_io(publish_record, private, path))
+        else:
+            await self._in_io(discard, private)
         if not await self._checkpoint(ok, "outcome", job):
             return
         meter.done += 1

@@ -10,8 +10,9 @@ governor (rpa.run.memory), the progress snapshot (rpa.run.progress), the work on
 (rpa.run.job) and what a failure means (rpa.run.policy). The runner builds them, runs them in
 task groups (structured concurrency), turns signals into a stop, and says how the run ended:
 `finished`, `interrupted` (a signal), `denied` (a host refused us), `unreachable` (the PDF
-host never answered: a wrong --pdf-url) or `crashed` (something outside one paper broke):
-never `finished` when it did not. Nothing here blocks the loop.
+host never answered: a wrong --pdf-url), `declared_dead` (another run took its jobs) or
+`crashed` (something outside one paper broke): never `finished` when it did not. Nothing
+here blocks the loop.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ from rpa.run.heartbeat import Heartbeat, heartbeat_interval
 from rpa.run.job import JobGates, JobProcessor
 from rpa.run.memory import MemoryGovernor
 from rpa.run.metadata import MetadataService, metadata_service
+from rpa.run.metrics_file import MetricsFile
 from rpa.run.progress import Progress
+from rpa.run.publish import prepare_out
 from rpa.run.snapshot import RunSnapshot, RunSummary
 from rpa.run.source import open_source
 from rpa.run.tally import Tally
@@ -53,8 +56,6 @@ from rpa.run.tasks import describe_crash, start
 
 __all__ = ["RunSummary", "Runner"]
 
-# How often --metrics-file is rewritten during a run.
-METRICS_INTERVAL = 5.0
 #: niceness of the I/O threads relative to the event loop's (Linux schedules threads one by
 #: one). Hashing and writing 64 downloads at once on 8 threads left the loop thread a fifth of
 #: a core on a 2-core machine (40-80 ms lags at start); below it, they take what it leaves.
@@ -85,7 +86,6 @@ class Runner:
         I/O pool every few seconds and at the end); the CLI gives it, so that the run never
         reaches the display."""
         self.settings = settings
-        self._metrics_writer = write_metrics
         self.command = command
         self.run_id = run_id or new_run_id()
         self.layout = Layout(settings.out)
@@ -150,6 +150,8 @@ class Runner:
             notices=self.notices,
             on_totals=self._set_totals,
             on_reclaimed=self.feeder.wake,
+            on_lost=self.feeder.lose,
+            on_dead=self._on_dead,
         )
         self.hosts.on_back.append(self.feeder.wake)
         self.progress = Progress(
@@ -168,9 +170,15 @@ class Runner:
             probe=lambda: self.probe,
             outage=self.queue.outage,
         )
+        self._metrics = (
+            None
+            if write_metrics is None
+            else MetricsFile(write_metrics, self.snapshot, self.io, self.notices)
+        )
         self.held_elsewhere = 0
         self._signals = 0
         self._crash: str | None = None
+        self._dead: str | None = None
         self._unreachable: str | None = None
         self.metadata: MetadataService | None = None
 
@@ -187,6 +195,13 @@ class Runner:
 
     def _on_crash(self, reason: str) -> None:
         self._crash = self._crash or reason
+
+    def _on_dead(self, reason: str) -> None:
+        """Another run found this one dead and took its jobs: stop, writing nothing."""
+        self._dead = self._dead or reason
+        self.notices.add(f"declared dead: {self._dead}; stopping, writing nothing", key="dead")
+        self.stop()
+        self.feeder.cancel_workers()
 
     def snapshot(self) -> RunSnapshot:
         """The run's progress now, for the live table and the log lines."""
@@ -224,25 +239,24 @@ class Runner:
         finally:
             self._remove_signal_handlers()
             await self._finish(status)
-        if self._metrics_writer is not None:
-            await self._write_metrics()
+            status = "declared_dead" if self._dead else status
+        if self._metrics is not None:
+            await self._metrics.write()
         await self.queue.close()
         self.io.shutdown(wait=False)
         return self._summary(status)
 
     async def _start(self) -> None:
         s = self.settings
-        loop = asyncio.get_running_loop()
-        now = time.time()
         await self.heartbeat.reclaim()
-        live = await self.queue.run(runs.live_runs, now)
-        await loop.run_in_executor(self.io, self.layout.prepare, live)
+        live = await self.queue.run(runs.live_runs)
+        await prepare_out(self.queue, self.layout, live, self.io)
         # the disk guard holds from the first claim, not from the first heartbeat
         await self.disk.check()
         info = RunInfo(
             id=self.run_id,
             command=self.command,
-            started_at=now,
+            started_at=await self.queue.run(runs.clock),  # its first beat: the db's clock
             heartbeat_seconds=heartbeat_interval(s),
             settings_json=json.dumps(dataclasses.asdict(s), default=str),
         )
@@ -286,10 +300,9 @@ class Runner:
         """Record how the run ended, as far as the database lets us."""
         try:
             await self.heartbeat.flush_attempts()
-            await self.queue.run(runs.end_run, self.run_id, status, time.time())
-            totals, self.held_elsewhere = await self.queue.run(
-                reads.end_of_run_totals, self.run_id, time.time()
-            )
+            if not await self.queue.run(runs.end_run, self.run_id, status):
+                self._on_dead("another run found it dead")  # said once
+            totals, self.held_elsewhere = await self.queue.run(reads.end_of_run_totals, self.run_id)
             self._set_totals(totals)
         except Exception as exc:  # the database itself broke: say so, keep what we know
             reason = f"{type(exc).__name__}: {exc}"
@@ -308,8 +321,8 @@ class Runner:
                 start(background, "heartbeat", self.heartbeat.run()),
                 start(background, "slow-start", self.gates.download.ramp()),
             ]
-            if self._metrics_writer is not None:
-                side.append(start(background, "metrics-file", self._metrics_loop()))
+            if self._metrics is not None:
+                side.append(start(background, "metrics-file", self._metrics.run()))
             if self.metadata is not None:
                 side.append(start(background, "metadata", self.metadata.run()))
             if probe_client is not None:
@@ -383,24 +396,3 @@ class Runner:
     def stop(self) -> None:
         """Stop claiming new work; workers finish what they hold."""
         self.feeder.stop()
-
-    # ---- the metrics file -----------------------------------------------------------------
-
-    async def _metrics_loop(self) -> None:
-        while True:
-            took = await self._write_metrics()
-            # Counting a big queue is O(jobs): keep it under ~10% of one thread.
-            await asyncio.sleep(max(METRICS_INTERVAL, 10 * took))
-
-    async def _write_metrics(self) -> float:
-        """--metrics-file. The loop only takes the snapshot; the status is read on its own
-        read-only store in the I/O pool, rendered and written there. Returns the seconds."""
-        start = time.monotonic()
-        assert self._metrics_writer is not None
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                self.io, self._metrics_writer, self.snapshot()
-            )
-        except Exception as exc:
-            self.notices.add(f"cannot write the metrics file: {exc}", key="metrics-file")
-        return time.monotonic() - start

@@ -102,11 +102,14 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """130 interrupted; 1 if anything failed, the run crashed, a host refused us or was
-        never reachable, or work is left that no live run holds; else 0 (jobs another live
-        run is finishing are not a failure)."""
+        """130 interrupted; 75 declared dead (another run took this run's jobs: try again
+        later, `rpa resume` waits for them); 1 if anything failed, the run crashed, a host
+        refused us or was never reachable, or work is left that no live run holds; else 0
+        (jobs another live run is finishing are not a failure)."""
         if self.status == "interrupted":
             return 130
+        if self.status == "declared_dead":
+            return 75
         left_over = self.totals.remaining - self.held_elsewhere
         if (
             self.status in ("denied", "unreachable", "crashed")

@@ -1,0 +1,332 @@
+"""Liveness by the database's clock and a run token (issue 18): real CLI processes on one queue,
+real signals, a real loopback mirror, real SQLite files and a real PostgreSQL server.
+
+- a fleet process SIGSTOPped past its lease: the others finish its jobs; resumed, it writes
+  nothing over their records, says it was declared dead and exits 75;
+- a lone run SIGSTOPped past its lease, and a 25 s database stall (another session holding a
+  lock) on both backends: no self-reclaim, no paper downloaded twice, exit 0;
+- one process's clock 150 s ahead, in a fleet: nothing done twice;
+- a fleet process on "another host" killed with kill -9: `rpa resume` waits for its jobs, then
+  does them, and does not exit 0 with work stranded.
+
+Short leases and heartbeats (dead after 3 x 0.5 s + 5 s) keep each test within a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Cli, sample_pdfs, wait_for, write_ids
+
+from rpa.layout import Layout
+from rpa.testing.mirror import Fault, Mirror
+
+#: a heartbeat every 0.5 s: a run is dead 6.5 s after its last beat (rpa.queue.model)
+FAST = {"heartbeat_seconds": 0.5, "progress": False, "workers": 4, "extract_workers": 1}
+
+
+def _papers(n: int) -> dict[str, Path]:
+    return {f"p{i:02d}": p for i, p in zip(range(n), sample_pdfs() * (n // 6 + 1), strict=False)}
+
+
+@contextlib.contextmanager
+def _mirror(n: int, delay: float) -> Iterator[tuple[Mirror, list[str]]]:
+    files = _papers(n)
+    with Mirror(files, faults={k: Fault.slow_body(delay) for k in files}) as mirror:
+        yield mirror, [f"ext:{k}" for k in files]
+
+
+def _log(cli: Cli) -> str:
+    path = cli.workdir / "run.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _injected(tmp: Path, name: str, code: str) -> dict[str, str]:
+    """The environment of a process whose Python gets `code` at start-up (a sitecustomize on
+    its PYTHONPATH only): the injection a test can make into one process."""
+    folder = tmp / name
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+
+
+def _stop_outside_a_transaction(proc: subprocess.Popen[bytes], db: Path) -> None:
+    """SIGSTOP `proc` at a moment it holds no SQLite write lock (a process stopped inside a
+    transaction would hold the whole queue, which is another test's matter)."""
+    for _ in range(200):
+        os.kill(proc.pid, signal.SIGSTOP)
+        probe = sqlite3.connect(db, timeout=0.2, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    raise AssertionError("the run never left its transactions")
+
+
+def _agree(cli: Cli) -> dict[str, str]:
+    """Every done job's outcome file and PDF agree with the queue's record (results.run_id,
+    sha256). Returns job id -> the run that completed it."""
+    layout = Layout(cli.out)
+    rows = cli.query("SELECT id, run_id, sha256 FROM results")
+    assert len(rows) == cli.count("stage = 'done'")
+    for job_id, run_id, sha256 in rows:
+        record = json.loads(layout.outcome_path(job_id).read_text())
+        assert record["run_id"] == run_id, job_id
+        pdf = Path(record["pdf"]["path"])
+        assert pdf == layout.pdf_path(job_id)
+        assert hashlib.sha256(pdf.read_bytes()).hexdigest() == sha256 == record["pdf"]["sha256"]
+    return {job_id: run_id for job_id, run_id, _ in rows}
+
+
+def _downloads(cli: Cli) -> dict[str, int]:
+    """Successful download attempts per job (the attempts table)."""
+    rows = cli.query(
+        "SELECT job_id, count(*) FROM attempts WHERE stage = 'download' AND outcome = 'ok' "
+        "GROUP BY job_id"
+    )
+    return {job_id: n for job_id, n in rows}
+
+
+def test_a_fleet_process_paused_past_its_lease_is_declared_dead_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    with _mirror(16, 0.6) as (mirror, ids):
+        cli = Cli(tmp_path, mirror.url_template)
+        knobs = cli.knobs(lease_seconds=3, **FAST)
+        stale = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *knobs)
+        try:
+            wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 3, 60, "leases taken")
+            _stop_outside_a_transaction(stale, cli.db)
+            held = {r[0] for r in cli.query("SELECT id FROM jobs WHERE lease_owner IS NOT NULL")}
+            other = cli.run("resume", *knobs, timeout=90)
+            assert other.returncode == 0, other.stdout + other.stderr
+            assert cli.count("stage = 'done'") == len(ids)
+            before = _agree(cli)
+        finally:
+            os.kill(stale.pid, signal.SIGCONT)
+        assert stale.wait(60) == 75, _log(cli)
+    said = _log(cli)
+    assert "declared dead" in said and "Traceback" not in said, said
+    # nothing of the other run's was replaced; the jobs it held were done by the other run
+    assert _agree(cli) == before
+    statuses = {r["id"]: r["status"] for r in cli.status()["runs"]}
+    assert sorted(statuses.values()) == ["crashed", "finished"], statuses
+    (stale_id,) = [r for r, s in statuses.items() if s == "crashed"]
+    assert held and not any(before[j] == stale_id for j in held)
+
+
+def test_a_worker_whose_lease_another_run_took_stops_and_says_so_once(tmp_path: Path) -> None:
+    """Paused past its lease (2 s) but not past its death (6.5 s): the other run frees and takes
+    the expired leases; the paused run, resumed, is alive, cancels just those workers (said
+    once each), writes nothing over the other's records and finishes."""
+    with _mirror(16, 0.6) as (mirror, ids):
+        cli = Cli(tmp_path, mirror.url_template)
+        knobs = cli.knobs(lease_seconds=2, **FAST)
+        slow = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *knobs)
+        wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 3, 60, "leases taken")
+        other = cli.popen("resume", *knobs)
+        wait_for(lambda: len({r[0] for r in cli.query("SELECT lease_owner FROM jobs "
+                 "WHERE lease_owner IS NOT NULL")}) == 2, 60, "both runs working")  # fmt: skip
+        try:
+            _stop_outside_a_transaction(slow, cli.db)
+            held = {r[0] for r in cli.query("SELECT id FROM jobs WHERE lease_owner IS NOT NULL")}
+            time.sleep(4)
+        finally:
+            os.kill(slow.pid, signal.SIGCONT)
+        assert slow.wait(60) == 0 and other.wait(60) == 0, _log(cli)
+    said = _log(cli)
+    # the notices as they came (the summary repeats the last ones)
+    lost = [line for line in said.splitlines() if line.startswith("rpa: lease lost")]
+    assert lost, said
+    for job_id in held:
+        assert sum(job_id + " " in line or line.endswith(job_id) for line in lost) <= 1, lost
+    assert "declared dead" not in said and "Traceback" not in said, said
+    assert cli.count("stage = 'done'") == len(ids)
+    _agree(cli)
+
+
+def test_a_lone_run_paused_past_its_lease_redoes_nothing(tmp_path: Path) -> None:
+    with _mirror(12, 0.4) as (mirror, ids):
+        cli = Cli(tmp_path, mirror.url_template)
+        proc = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)),
+                         *cli.knobs(lease_seconds=2, **FAST))  # fmt: skip
+        try:
+            wait_for(lambda: cli.count("stage = 'done'") >= 2, 60, "2 papers done")
+            _stop_outside_a_transaction(proc, cli.db)
+            time.sleep(9)  # the pause itself: past its lease (2 s) and its death (6.5 s)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        assert proc.wait(60) == 0, _log(cli)
+    assert cli.count("stage = 'done'") == len(ids)
+    assert {k: mirror.requests(k) for k in (i[4:] for i in ids)} == {i[4:]: 1 for i in ids}
+    assert set(_downloads(cli).values()) == {1}
+    assert "reclaimed" not in _log(cli)
+    _agree(cli)
+
+
+def _hold_lock(cli: Cli, seconds: float, holding: threading.Event) -> None:
+    """Another session holds the queue's write lock for `seconds`."""
+    if isinstance(cli.db, Path):
+        conn = sqlite3.connect(cli.db, timeout=30, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        holding.set()
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+        conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(cli.db) as pg:
+        pg.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        holding.set()
+        time.sleep(seconds)
+        pg.rollback()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_25s_database_stall_makes_no_run_reclaim_its_own_work(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Under SQLite's 30 s busy timeout; on PostgreSQL `LOCK TABLE jobs` held 25 s."""
+    db = None
+    if backend == "postgres":
+        db = request.getfixturevalue("postgres_db")()
+    with _mirror(16, 0.3) as (mirror, ids):
+        cli = Cli(tmp_path, mirror.url_template, db)
+        proc = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)),
+                         *cli.knobs(lease_seconds=3, **FAST))  # fmt: skip
+        wait_for(lambda: cli.count("stage = 'done'") >= 2, 60, "2 papers done")
+        holding = threading.Event()
+        locker = threading.Thread(target=_hold_lock, args=(cli, 25, holding))
+        locker.start()
+        holding.wait(30)
+        locker.join()
+        assert proc.wait(60) == 0, _log(cli)
+    said = _log(cli)
+    assert cli.count("stage = 'done'") == len(ids), said
+    assert set(_downloads(cli).values()) == {1}, said
+    assert all(mirror.requests(i[4:]) == 1 for i in ids), mirror.stats()
+    assert "reclaimed" not in said and "Traceback" not in said, said
+    _agree(cli)
+
+
+def _fleet(
+    tmp_path: Path, mirror: Mirror, ids: list[str], second_env: dict[str, str], **knobs: object
+) -> tuple[Cli, subprocess.Popen[bytes], Callable[[], subprocess.Popen[bytes]]]:
+    cli = Cli(tmp_path, mirror.url_template)
+    flags = cli.knobs(**{**FAST, **knobs})
+    first = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *flags)
+    wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 2, 60, "the first run's leases")
+    return cli, first, lambda: cli.popen("resume", *flags, **second_env)
+
+
+def test_a_process_whose_clock_is_150s_ahead_does_nothing_twice(tmp_path: Path) -> None:
+    """The skew is injected into one process (its time.time), because a real clock change
+    needs root on the whole machine; liveness must not read that clock."""
+    ahead = _injected(
+        tmp_path, "ahead", "import time\n_t = time.time\ntime.time = lambda: _t() + 150\n"
+    )
+    with _mirror(24, 0.3) as (mirror, ids):
+        cli, first, start_second = _fleet(tmp_path, mirror, ids, ahead, lease_seconds=3)
+        second = start_second()
+        assert second.wait(90) == 0, _log(cli)
+        assert first.wait(60) == 0, _log(cli)
+    said = _log(cli)
+    assert cli.count("stage = 'done'") == len(ids), said
+    assert all(mirror.requests(i[4:]) == 1 for i in ids), mirror.stats()
+    assert set(_downloads(cli).values()) == {1}
+    assert "reclaimed" not in said and "lease lost" not in said, said
+    runs = {r[0]: r[1] for r in cli.query("SELECT id, done FROM runs")}
+    assert len(runs) == 2 and all(runs.values()), runs  # both worked
+    _agree(cli)
+
+
+def test_resume_after_a_kill_9_waits_for_the_dead_runs_jobs_and_does_them(
+    tmp_path: Path,
+) -> None:
+    """The killed run is on "another host": its hostname is injected (a second machine cannot
+    be had in a test), so no same-host process check can see it gone; only its heartbeat."""
+    elsewhere = _injected(
+        tmp_path, "elsewhere", "import socket\nsocket.gethostname = lambda: 'elsewhere'\n"
+    )
+    with _mirror(12, 0.5) as (mirror, ids):
+        cli = Cli(tmp_path, mirror.url_template)
+        flags = cli.knobs(lease_seconds=60, **FAST)  # its leases outlive the test
+        # more workers than papers: it holds every job left when it is killed
+        wide = [*flags, "--workers", "16"]
+        killed = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *wide, **elsewhere)
+        wait_for(lambda: cli.count("stage = 'done'") >= 2, 60, "2 papers done")
+        wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 2, 60, "leases held")
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+        resumed = cli.run("resume", *flags, timeout=90)
+    said = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, said
+    assert "waiting for" in said and "in another live run" not in said, said
+    assert cli.count("stage = 'done'") == len(ids), said
+    _agree(cli)
+
+
+def test_a_final_pdf_is_never_replaced_and_a_committed_record_reaches_its_name(
+    tmp_path: Path,
+) -> None:
+    """The file mechanisms alone (rpa.run.publish), on a real queue file: a second holder's
+    download never replaces the PDF at its final name (it learns the size and sha256 of the
+    one there); a record whose `complete` committed but whose run died before the rename is
+    renamed into place at the next start, and one whose `complete` never committed is not."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rpa.queue import jobs, open_store, runs
+    from rpa.queue.aio import AsyncQueue
+    from rpa.queue.model import RunInfo
+    from rpa.run.publish import prepare_out, private_name, publish_pdf, stage_record
+
+    one, two = sample_pdfs()[:2]
+    final = tmp_path / "final.pdf"
+    first, second = private_name(final, "run-a"), private_name(final, "run-b")
+    first.write_bytes(one.read_bytes())
+    second.write_bytes(two.read_bytes())
+    assert publish_pdf(first, final) is None
+    kept = publish_pdf(second, final)
+    assert kept == (len(one.read_bytes()), hashlib.sha256(one.read_bytes()).hexdigest())
+    assert final.read_bytes() == one.read_bytes()
+    assert not first.exists() and not second.exists()
+
+    db, layout = tmp_path / "rpa.db", Layout(tmp_path / "out")
+    store = open_store(db)
+    store.enqueue(["ext:a", "ext:b"], 0.0)
+    runs.register_run(store, RunInfo("dead-run", "run", 0.0, 5.0, "{}"))
+    a, b = jobs.claim(store, "dead-run", 2, 60, 0.0)
+    records = {j.id: {"id": j.id, "run_id": "dead-run", "pdf": {}} for j in (a, b)}
+    staged = {j: stage_record(layout.outcome_path(j), r, "dead-run") for j, r in records.items()}
+    assert jobs.complete(store, "dead-run", a.lease, records[a.id], "x", 1.0)  # b's never did
+    store.close()
+
+    async def start() -> None:
+        queue = AsyncQueue(db)
+        await queue.open()
+        with ThreadPoolExecutor(1) as io:
+            assert await prepare_out(queue, layout, set(), io) == 1
+        await queue.close()
+
+    asyncio.run(start())
+    assert json.loads(layout.outcome_path(a.id).read_text()) == records[a.id]
+    assert not layout.outcome_path(b.id).exists()
+    assert not any(p.exists() for p in staged.values())
