@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Cli, sample_pdfs, wait_for, write_ids
@@ -55,6 +56,17 @@ def test_the_pdf_server_down_mid_run_costs_no_paper_anything(tmp_path: Path) -> 
             lambda: "does not answer" in (tmp_path / "run.log").read_text(), 30, "the wait said"
         )
         assert cli.count("stage = 'failed'") == 0
+
+        def stored_down() -> list[dict[str, Any]]:
+            hosts = cli.status()["hosts"]
+            return [h for h in hosts if (h["reason"] or "").startswith("down since")]
+
+        # `rpa status` (and every process of the queue) sees the outage, since when and why
+        wait_for(stored_down, 15, "the outage stored in the queue")
+        [host] = stored_down()
+        assert host["host"] == "127.0.0.1" and host["cooling_down"]
+        view = cli.run("status", "--db", str(cli.db)).stdout
+        assert "host 127.0.0.1: down: probed again at" in view, view
         time.sleep(max(0.0, 15 - (time.monotonic() - down_at)))  # the outage's length itself
         second = Mirror(files, port=port, faults=slow).start()
         assert proc.wait(timeout=90) == 0, (tmp_path / "run.log").read_text()[-3000:]
@@ -77,6 +89,7 @@ def test_the_pdf_server_down_mid_run_costs_no_paper_anything(tmp_path: Path) -> 
     assert charged[0] <= 2 and (charged[1] or 0) <= 1, charged
     done_runs = cli.query("SELECT count(DISTINCT run_id) FROM results")
     assert done_runs[0][0] == 1  # one run, each paper done once
+    assert cli.query("SELECT count(*) FROM hosts WHERE reason LIKE 'down since%'")[0][0] == 0
 
 
 def test_a_paper_whose_download_is_always_cut_is_charged_while_its_host_works(

@@ -66,6 +66,8 @@ class HostHealth:
         #: papers whose last download failed at the connection, and when (monotonic)
         self._strikes: dict[str, float] = {}
         self._outage_found = asyncio.Event()
+        #: hosts this process stored down in the queue (for the fleet and `rpa status`)
+        self._stored_down: set[str] = set()
         #: called when a host answers again (the feeder may claim its papers)
         self.on_back: list[Callable[[], None]] = []
 
@@ -173,6 +175,7 @@ class HostHealth:
         await self._queue.run(queue_hosts.set_cooldown, host, now + seconds, reason, now)
 
     def _back(self, host: str, how: str) -> None:
+        self._outage_found.set()  # the watch clears the outage it stored
         self._notices.forget(f"down {host}")
         self._notices.add(f"{host} {how}: claiming its papers again")
         for wake in self.on_back:
@@ -222,6 +225,22 @@ class HostHealth:
                 self.outages.probe_failed(host, why)
                 if self.outages.unreachable is not None:
                     return
+            await self._store_outages()
+
+    async def _store_outages(self) -> None:
+        """Tell every process of the queue (and `rpa status`) which hosts are down: each is
+        stored as a cooldown until its next probe (the others hold their requests to it), with
+        why and since when; cleared when it answers again."""
+        now = time.time()
+        down = {host: (since, why) for host, since, why in self.outages.down()}
+        for host, (since, why) in down.items():
+            until = now + self.outages.probe_in(host) + 1.0
+            reason = f"{queue_hosts.DOWN} {_clock_time(since)}: {why}"
+            await self._queue.run(queue_hosts.set_cooldown, host, until, reason, now)
+            self._stored_down.add(host)
+        for host in self._stored_down - down.keys():
+            await self._queue.run(queue_hosts.clear_down, host, now)
+            self._stored_down.discard(host)
 
     # ---- what the queue says ---------------------------------------------------------------
 

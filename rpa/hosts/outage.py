@@ -100,6 +100,10 @@ class Outages:
         now = self._clock()
         return [n for n, h in self._hosts.items() if h.down_since and h.next_probe <= now]
 
+    def probe_in(self, host: str) -> float:
+        """Seconds until `host`'s next probe (0 when due, or not down)."""
+        return max(0.0, self._host(host).next_probe - self._clock())
+
     def next_probe_in(self) -> float | None:
         """Seconds until the next probe of any host down, or None when none is down."""
         waits = [h.next_probe - self._clock() for h in self._hosts.values() if h.down_since]

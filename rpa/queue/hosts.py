@@ -9,7 +9,9 @@ from rpa.queue.model import HostState
 from rpa.queue.store import QueueStore
 
 __all__ = [
+    "DOWN",
     "all_hosts",
+    "clear_down",
     "close_breaker",
     "database_clock",
     "host_state",
@@ -46,6 +48,21 @@ def set_cooldown(store: QueueStore, host: str, until: float, reason: str, now: f
             "ELSE excluded.cooldown_until END, "
             "reason = excluded.reason, updated_at = excluded.updated_at",
             (host, until, reason, now),
+        )
+
+
+#: how the reason of a host stored down starts (an outage: its cooldown lasts until its next
+#: probe, so that every process of the queue holds its requests; not a Retry-After)
+DOWN = "down since"
+
+
+def clear_down(store: QueueStore, host: str, now: float) -> None:
+    """`host` answers again: its stored outage ends (a Retry-After cooldown is left alone)."""
+    with store.sql.transaction():
+        store.sql.execute(
+            "UPDATE hosts SET cooldown_until = NULL, reason = NULL, updated_at = ? "
+            "WHERE host = ? AND reason LIKE ?",
+            (now, host, f"{DOWN}%"),
         )
 
 

@@ -81,7 +81,9 @@ def make_status(status: dict[str, Any]) -> Lines:
     for h in status["hosts"]:
         if h["breaker_open"] or h["cooling_down"]:
             state = "refused us (breaker open)" if h["breaker_open"] else (
-                f"cooling down until {when(h['cooldown_until'])}")  # fmt: skip
+                f"down: probed again at {when(h['cooldown_until'])}"
+                if (h["reason"] or "").startswith("down since")
+                else f"cooling down until {when(h['cooldown_until'])}")  # fmt: skip
             lines.append([(clip(f"host {h['host']}: {state}", WIDTH), "yellow")])
             lines.append(_detail(h["reason"] or "", style="yellow"))
     settings = status.get("settings") or {}
