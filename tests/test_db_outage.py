@@ -36,9 +36,9 @@ from rpa.testing.pgserver import PostgresServer
 
 #: this module's server: few connection slots, so that a test can take every one
 MAX_CONNECTIONS = 16
-#: the heartbeat of the runs here: long enough that a 20 s stall never makes a run declare
-#: itself dead (that is the liveness part of issue 18, not this one)
-HEARTBEAT = 15
+#: the heartbeat of the runs here: short, so an outage lasts many beats (a run never declares
+#: itself dead for a stall: rpa.run.heartbeat), and a resume finds a run that died fast
+HEARTBEAT = 2
 SAID_DOWN = "the queue database is unavailable since"
 SAID_BACK = "the queue database is back after"
 
