@@ -103,6 +103,10 @@ def most_in_any_window(times: list[float], window: float) -> int:
     return max((sum(1 for u in ordered if t <= u < t + window) for t in ordered), default=0)
 
 
+def _counts(count: int | tuple[int, ...]) -> tuple[int, ...]:
+    return count if isinstance(count, tuple) else (count,)
+
+
 def wall_of(monotonic: float) -> float:
     """A time.monotonic() reading (the mirror's clock) as wall-clock time (the database's)."""
     return monotonic + (time.time() - time.monotonic())
@@ -118,7 +122,9 @@ def test_fault_matrix_ends_every_job_in_its_state(
     """Both HTTP stacks (--http-stack) classify every fault the same way."""
     # (url id, fault, final stage, final kind, attempts counted, requests at the server)
     retry_at = time.time() + 6.0  # an HTTP-date a few seconds ahead, past the CLI's start
-    matrix: list[tuple[str, Fault | None, str, str | None, int, int]] = [
+    # attempts and requests: a number, or the numbers that may be seen (see s503/s500)
+    Count = int | tuple[int, ...]
+    matrix: list[tuple[str, Fault | None, str, str | None, Count, Count]] = [
         ("r429-seconds", Fault.status(429, retry_after="1", times=1), "done", None, 1, 2),
         (
             "r429-date",
@@ -128,10 +134,11 @@ def test_fault_matrix_ends_every_job_in_its_state(
             1,
             2,
         ),
-        # a server error is no answer: the first is given back uncounted (the host may be
-        # down); one after the host answered in between is the paper's (see test_outage)
-        ("s503-twice", Fault.status(503, times=2), "done", None, 1, 3),
-        ("s500-always", Fault.status(500), "failed", "http_transient", 3, 4),
+        # A server error is no answer: the first is given back uncounted (the host may be
+        # down); one after the host answered in between is the paper's (see test_outage).
+        # Whether another paper's answer came between two failures is up to the scheduler.
+        ("s503-twice", Fault.status(503, times=2), "done", None, (0, 1), 3),
+        ("s500-always", Fault.status(500), "failed", "http_transient", 3, (4, 5, 6)),
         ("reset-once", Fault.reset_mid_body(times=1), "done", None, 1, 2),
         ("slow-once", Fault.slow_body(3.0, times=1), "done", None, 1, 2),
         ("html-200", Fault.html_200(), "failed", "not_pdf", 1, 1),
@@ -160,13 +167,15 @@ def test_fault_matrix_ends_every_job_in_its_state(
         for name, _, stage, kind, attempts, requests in matrix:
             got = (*state[f"ext:{name}"], mirror.requests(name))
             table.append(f"{name:16} {got[0]:7} {got[1] or '-':15} {got[2]:8}  {got[3]:8}")
-            assert got == (stage, kind, attempts, requests), (name, attempts_of(cli, name))
+            seen = (got[0], got[1], got[2] in _counts(attempts), got[3] in _counts(requests))
+            assert seen == (stage, kind, True, True), (name, got, attempts_of(cli, name))
         print("\nfault matrix (max-attempts 3):\n" + "\n".join(table))
 
         # the failed attempts were classified as the taxonomy says
         assert error_kinds(cli, "ext:r429-seconds") == ["http_transient"]
         assert error_kinds(cli, "ext:s503-twice") == ["http_transient"] * 2
-        assert error_kinds(cli, "ext:s500-always") == ["http_transient"] * 4
+        kinds_500 = error_kinds(cli, "ext:s500-always")
+        assert kinds_500 == ["http_transient"] * mirror.requests("s500-always")  # every request
         assert error_kinds(cli, "ext:reset-once")[0] in {"truncated", "connection"}
         assert error_kinds(cli, "ext:slow-once") == ["timeout"]
         assert error_kinds(cli, "ext:lying-once") == ["truncated"]
