@@ -304,6 +304,10 @@ class Runner:
                 self._on_dead("another run found it dead")  # said once
             totals, self.held_elsewhere = await self.queue.run(reads.end_of_run_totals, self.run_id)
             self._set_totals(totals)
+            # a run that died while this one ran (found dead, its jobs taken over) left its
+            # private files: repair and remove them now, not at some later start-up
+            live = await self.queue.run(runs.live_runs)
+            await prepare_out(self.queue, self.layout, live, self.io)
         except Exception as exc:  # the database itself broke: say so, keep what we know
             reason = f"{type(exc).__name__}: {exc}"
             if not self.queue.gave_up:  # the database stayed away: interrupted, said already
