@@ -40,6 +40,7 @@ from rpa.notices import Notices
 from rpa.queue import reads, runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import RunInfo, Totals, new_run_id
+from rpa.run.completer import Completer
 from rpa.run.disk import DiskGuard
 from rpa.run.feeder import Feeder
 from rpa.run.heartbeat import Heartbeat, heartbeat_interval
@@ -279,6 +280,7 @@ class Runner:
             self.governor.start(asyncio.get_running_loop())
             stack.callback(self.governor.stop)
             processor = JobProcessor(
+                completer=Completer(self.queue, self.io, self.run_id),
                 settings=s,
                 run_id=self.run_id,
                 queue=self.queue,
@@ -331,8 +333,10 @@ class Runner:
                 side.append(start(background, "metadata", self.metadata.run()))
             if probe_client is not None:
                 side.append(start(background, "host-probes", self._watch_hosts(probe_client)))
+            side.append(start(background, "completions", processor.completer.run()))
             try:
                 await self.feeder.run(processor)
+                await processor.completer.drain()  # the workers are done: nothing is added
             finally:
                 for task in side:
                     task.cancel()
