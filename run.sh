@@ -2,8 +2,8 @@
 # rpa's one entry point on a fresh machine with only python3.
 #
 #   ./run.sh demo [flags]      a first look, offline: bundled sample papers from a loopback mirror
-#   ./run.sh ids.txt [flags]   the main job: queue the IDs and process them
-#   ./run.sh resume|status|retry|export|migrate [flags]
+#   ./run.sh ids.txt [flags]   the main job: queue the IDs and process them (= ./run.sh run ids.txt)
+#   ./run.sh COMMAND [flags]   any rpa command: ./run.sh X is rpa X (resume, status, retry, ...)
 #   ./run.sh test [pytest args]  the whole test suite (ruff, mypy, pytest) -- what CI runs
 #
 # The first call creates .venv beside this script and installs rpa with what running needs
@@ -71,7 +71,7 @@ launcher="$0"
 export RPA_LAUNCHER="$launcher"
 
 case "${1:-}" in
-  demo|resume|status|export|retry|migrate)
+  run|demo|resume|status|export|retry|migrate)
     exec "$venv/bin/rpa" "$@"
     ;;
   ""|-h|--help)
