@@ -31,7 +31,7 @@ ensure() {
     echo "run.sh: setting up $venv (first use)" >&2
     "$py" -m venv "$venv"
     if ! "$venv/bin/python" -m pip install --upgrade pip > "$log" 2>&1; then
-      tail -n 30 "$log" >&2
+      tail -n 30 "$log" >&2 || true
       echo "run.sh: upgrading pip in $venv failed (full log: $log)" >&2
       exit 2
     fi
@@ -39,7 +39,7 @@ ensure() {
     echo "run.sh: installing rpa[$extras] into $venv" >&2
   fi
   if ! "$venv/bin/python" -m pip install -e "$here[$extras]" >> "$log" 2>&1; then
-    tail -n 30 "$log" >&2
+    tail -n 30 "$log" >&2 || true
     echo "run.sh: installing rpa[$extras] failed (full log: $log)" >&2
     exit 2
   fi
