@@ -36,8 +36,9 @@ __all__ = [
 ]
 
 ENV_PREFIX = "RPA_"
-#: RPA_ variables that are no knob: the config file's path, and tracebacks for rpa's bugs
-NOT_KNOBS = frozenset({f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG"})
+#: RPA_ variables that are no knob: the config file's path, tracebacks for rpa's bugs, and how
+#: the user launched rpa (run.sh sets it; the hints name it: rpa.hints)
+NOT_KNOBS = frozenset({f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG", f"{ENV_PREFIX}LAUNCHER"})
 #: read from the working directory when neither --config nor RPA_CONFIG names a file
 DEFAULT_CONFIG_NAME = "rpa.toml"
 ARXIV_URL = "https://export.arxiv.org/pdf/{id}"

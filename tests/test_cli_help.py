@@ -1,4 +1,4 @@
-"""Every command has help, every knob is a flag with its env var, and the README says so."""
+"""Every command has help, every knob is a flag with its env var, and the docs say so."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from typer.testing import CliRunner
 from rpa.cli import app
 from rpa.config import knob_fields
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+ROOT = Path(__file__).parent.parent
+#: the README and the pages it links to (docs/)
+DOCS = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+KNOBS_PAGE = (ROOT / "docs" / "knobs.md").read_text()
 COMMANDS = ["run", "resume", "status", "export", "retry", "migrate", "demo"]
 
 
@@ -19,7 +22,7 @@ def test_every_command_has_help(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "Example" in result.output
-    assert f"`rpa {command}" in README, f"README has no example of rpa {command}"
+    assert f"`rpa {command}" in DOCS, f"README and docs/ have no example of rpa {command}"
 
 
 def test_run_help_lists_every_knob_with_its_env_var() -> None:
@@ -30,10 +33,10 @@ def test_run_help_lists_every_knob_with_its_env_var() -> None:
         assert f"RPA_{f.name.upper()}" in result.output, f.name
 
 
-def test_readme_knob_table_is_complete() -> None:
+def test_knob_table_is_complete() -> None:
     for f in knob_fields():
-        assert f"`RPA_{f.name.upper()}`" in README, f.name
-        assert f"`--{f.name.replace('_', '-')}" in README, f.name
+        assert f"`RPA_{f.name.upper()}`" in KNOBS_PAGE, f.name
+        assert f"`--{f.name.replace('_', '-')}" in KNOBS_PAGE, f.name
 
 
 def test_help_shows_each_knobs_default_and_brackets_literally() -> None:

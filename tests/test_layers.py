@@ -81,7 +81,7 @@ LAYERS = [
     ["rpa.sources"],
     ["rpa.hosts"],
     ["rpa.queue"],
-    ["rpa.layout", "rpa.gates", "rpa.notices", "rpa.units"],
+    ["rpa.layout", "rpa.gates", "rpa.notices", "rpa.units", "rpa.hints"],
     ["rpa.config", "rpa.files", "rpa.metrics"],
     ["rpa.idlist"],
     ["rpa.ids", "rpa.machine", "rpa.classify"],

@@ -24,6 +24,7 @@ from rich.text import Text
 from rpa import errors
 from rpa.cli.output import Printer, err, one_line_errors, out, reader_may_leave, say
 from rpa.config import Resolved, Settings
+from rpa.hints import command_hint
 from rpa.hosts.politeness import politeness_notice
 from rpa.queue import redact
 from rpa.queue.enqueue import EnqueueReport
@@ -229,13 +230,13 @@ def _finish(settings: Settings, summary: RunSummary) -> NoReturn:
         else:
             out.print(make_summary(summary, timings))
         hint = _hints(settings)
-        db = redact(settings.db)
+        resume = command_hint(f"resume --db {redact(settings.db)}")
         if summary.status == "interrupted":
-            hint.print(f"interrupted: `rpa resume --db {db}` continues where this stopped")
+            hint.print(f"interrupted: `{resume}` continues where this stopped")
         elif summary.status == "crashed":
-            hint.print(f"crashed: fix the cause above, then `rpa resume --db {db}`")
+            hint.print(f"crashed: fix the cause above, then `{resume}`")
         elif summary.status == "denied":
-            hint.print(f"denied: a host refused us (see above); wait, then `rpa resume --db {db}`")
+            hint.print(f"denied: a host refused us (see above); wait, then `{resume}`")
         _closing_lines(hint, settings, summary.totals.failed, next_steps=True)
     raise typer.Exit(summary.exit_code)
 
@@ -256,6 +257,8 @@ def _closing_lines(hint: Console, settings: Settings, failed: int, *, next_steps
     db = redact(settings.db)
     hint.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
     if next_steps:
-        hint.print(f"next: rpa status --db {db}   |   rpa export --db {db} > outcomes.jsonl")
+        status, export = command_hint(f"status --db {db}"), command_hint(f"export --db {db}")
+        hint.print(f"next: {status}   |   {export} > outcomes.jsonl")
     if failed:
-        hint.print(f"failed papers: `rpa retry --db {db}` puts them back, then `rpa resume`")
+        retry, resume = command_hint(f"retry --db {db}"), command_hint(f"resume --db {db}")
+        hint.print(f"failed papers: `{retry}` puts them back, then `{resume}`")

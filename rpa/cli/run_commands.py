@@ -18,6 +18,7 @@ from rpa.cli.drive import start_run
 from rpa.cli.knobs import with_knobs
 from rpa.cli.output import EXIT_OK, EXIT_USAGE, one_line_errors, out, say
 from rpa.config import Resolved
+from rpa.hints import command_hint
 from rpa.queue import jobs, open_store, redact
 
 __all__ = ["SAMPLES", "demo", "resume", "retry", "run"]
@@ -103,7 +104,7 @@ def retry(
     for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         out.print(f"  {name:<16} {n:>8}")
     out.print(f"{sum(counts.values())} failed papers back in the queue; "
-              f"`rpa resume --db {redact(db)}` runs them")  # fmt: skip
+              f"`{command_hint(f'resume --db {redact(db)}')}` runs them")  # fmt: skip
 
 
 @with_knobs()

@@ -1,8 +1,8 @@
 """The `rpa status` document and the SQL under the queue's read models (rpa.queue.reads):
 what the queue holds, read from the database alone (so it works during a run and after).
 
-`collect` returns the documented, stable `rpa status --json` schema (README, "status --json
-schema"); `STATUS_SCHEMA_VERSION` changes only when a field is removed or changes meaning
+`collect` returns the documented, stable `rpa status --json` schema (docs/status.md, "status
+--json schema"); `STATUS_SCHEMA_VERSION` changes only when a field is removed or changes meaning
 (adding fields does not). The SQL is portable (SQLite and PostgreSQL) and never scans every job:
 per-stage totals come from `stage_counts` (kept exact in the writing transaction), the rest
 from partial indexes that hold only leased, retry-scheduled, failed or done rows.
@@ -257,7 +257,7 @@ def _hosts(sql: Sql, now: float) -> list[dict[str, Any]]:
 
 
 def collect(store: QueueStore, now: float) -> dict[str, Any]:
-    """Everything `rpa status` shows, as JSON-able data (schema: README). Call inside one
+    """Everything `rpa status` shows, as JSON-able data (schema: docs/status.md). Call inside one
     read transaction (rpa.queue.reads.status does)."""
     sql = store.sql
     dead = runs.dead_runs(store, now)

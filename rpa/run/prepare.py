@@ -18,6 +18,7 @@ from typing import Any
 
 from rpa.config import Resolved, Settings, parse_rate_limits
 from rpa.errors import ConfigError, InputError, InvalidIdError
+from rpa.hints import command_hint
 from rpa.layout import check_out_folder
 from rpa.queue import catalog, is_postgres_url, open_store, reads, redact, schema_version
 from rpa.queue.enqueue import EnqueueReport, enqueue_file
@@ -163,7 +164,7 @@ def prepare(
         where = (
             f"no rpa queue in {redact(db)}" if is_postgres_url(db) else f"no queue database at {db}"
         )
-        raise ConfigError(f"{where}; start one with `rpa run IDS`")
+        raise ConfigError(f"{where}; start one with `{command_hint('run IDS')}`")
     store: QueueStore | None = open_store(db, create=False) if exists else None
     try:
         stored = catalog.queue_settings(store) if store is not None else {}

@@ -33,6 +33,7 @@ import httpx
 from rpa.config import Settings
 from rpa.extract.pool import ExtractPool
 from rpa.gates import Gate, GateStatistics
+from rpa.hints import command_hint
 from rpa.hosts.health import HostHealth
 from rpa.layout import Layout
 from rpa.metrics import LagProbe
@@ -349,7 +350,7 @@ class Runner:
             self._unreachable = reason
             self.notices.add(
                 f"{reason}: it never answered in this run, so no paper was charged. Check "
-                "--pdf-url, then `rpa resume`."
+                f"--pdf-url: `{command_hint('resume --reconfigure --pdf-url URL')}` sets it."
             )
             self.stop()
             self.feeder.cancel_workers()

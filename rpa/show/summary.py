@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from rpa.hints import command_hint
 from rpa.metrics import WindowStats
 from rpa.queue.model import Totals
 from rpa.run.snapshot import MemorySnapshot, StageSnapshot
@@ -58,7 +59,8 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
     lines: list[Line] = [[(head, "bold")], [(queue, "bold")]]
     if summary.crash:
         lines += wrap(f"the run crashed: {summary.crash}", "red", indent="  ")
-        lines.append([("fix the cause, then `rpa resume` continues where this stopped", "red")])
+        resume = command_hint("resume")
+        lines.append([(f"fix the cause, then `{resume}` continues where this stopped", "red")])
     per_stage = (timings or {}).get("stages", {})
     rows = []
     waits = []
