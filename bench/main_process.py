@@ -46,7 +46,7 @@ from bench.common import PY, REPO, clean_env, load_papers, machine_info, make_it
 from bench.profile import _py_spy
 from bench.server import Server
 
-__all__ = ["main", "step_of"]
+__all__ = ["lag_figures", "main", "step_of", "summary", "tree_git"]
 
 LAGPROBE = REPO / "bench" / "lagprobe"
 
@@ -119,7 +119,7 @@ def split_samples(raw: Path) -> tuple[Counter[str], Counter[str], Counter[tuple[
     return threads, steps, both
 
 
-def _lag(path: Path) -> dict[str, float]:
+def lag_figures(path: Path) -> dict[str, float]:
     data = json.loads(path.read_text())
     values = sorted(lag for _t, lag in data["samples"])
     first = [lag for t, lag in data["samples"] if t <= 2.0]
@@ -192,7 +192,7 @@ class Bench:
             "server_cpu": server_cpu,
             "foreign": max(0.0, m.foreign_cpu - server_cpu) / m.wall,
             "main_rss_mb": m.main_maxrss_mb,
-            **_lag(lag_out),
+            **lag_figures(lag_out),
         }
         shutil.rmtree(folder, ignore_errors=True)
         return got
@@ -230,7 +230,7 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in runs[0] if isinstance(runs[0][k], int | float)]
     return {
         k: {
@@ -240,6 +240,16 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for k in keys
     }
+
+
+def tree_git(tree: Path) -> str:
+    """The checkout's last commit, `<hash> <subject>`."""
+    return subprocess.run(
+        ["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,12 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     extractors = [e for e in args.extractors.split(",") if e]
     items = make_items(papers, max(copies[e] for e in extractors), scratch / "mirror")
     results: dict[str, Any] = {"machine": machine_info(), "tree": str(args.tree or REPO)}
-    results["tree_git"] = subprocess.run(
-        ["git", "-C", str(args.tree or REPO), "log", "-1", "--format=%h %s"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    results["tree_git"] = tree_git(args.tree or REPO)
     try:
         with Server(scratch / "mirror", "auto") as server:
             results["mirror"] = server.kind
@@ -318,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                     "jobs": n,
                     "pages": pages,
                     "runs": runs,
-                    "summary": _summary(runs),
+                    "summary": summary(runs),
                 }
                 if not args.no_profile:
                     print(
