@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -48,12 +47,21 @@ from pathlib import Path
 from typing import Any
 
 from bench.arms import wait_quiet
-from bench.common import PY, REPO, clean_env, load_papers, machine_info, make_items, run_measured
-from bench.conductor_report import markdown
+from bench.common import (
+    PY,
+    REPO,
+    build_tars,
+    clean_env,
+    load_papers,
+    machine_info,
+    make_items,
+    run_measured,
+)
+from bench.conductor_report import derive, markdown
 from bench.main_process import lag_figures, summary, tree_git
 from bench.server import Server
 
-__all__ = ["NULL_ENV", "build_local", "build_tars", "main"]
+__all__ = ["NULL_ENV", "build_local", "main"]
 
 LAGPROBE = REPO / "bench" / "lagprobe"
 #: the switch rpa.extract.worker.load_extractor reads (rpa.extract.null.ENV)
@@ -61,7 +69,6 @@ NULL_ENV = "BENCH_RPA_EXTRACTOR"
 #: the line the null extraction writes (rpa.extract.null.NULL_LINE)
 NULL_MARK = "null extraction (benchmark"
 SOURCES = ("tar", "local", "http")
-_MONTH_START = 2101  # YYMM of the first tar's papers (new-style IDs, 5 digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,34 +77,6 @@ class Source:
 
     name: str
     args: tuple[str, ...]
-
-
-def build_tars(paths: list[Path], folder: Path, per_tar: int) -> Path:
-    """arXiv-style bulk tars of the files `paths` (copies of the real papers), as arXiv names
-    them: arXiv_pdf_YYMM_NNN.tar holding YYMM/YYMM.NNNNN.pdf, one month per 99,999 papers.
-    Returns the glob for `--pdf-tar`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    chunks: dict[tuple[int, int], list[tuple[str, Path]]] = {}
-    for k, path in enumerate(paths):
-        month = _MONTH_START + k // 99_999
-        number = k % 99_999 + 1
-        chunk = (month, number // per_tar + 1 if per_tar else 1)
-        chunks.setdefault(chunk, []).append((f"{month}/{month}.{number:05d}.pdf", path))
-    for (month, seq), members in chunks.items():
-        tar_file = folder / f"arXiv_pdf_{month}_{seq:03d}.tar"
-        with tarfile.open(tar_file, "w", format=tarfile.USTAR_FORMAT) as tar:
-            folder_info = tarfile.TarInfo(str(month))
-            folder_info.type = tarfile.DIRTYPE
-            folder_info.mode = 0o755
-            tar.addfile(folder_info)
-            for name, path in members:
-                info = tarfile.TarInfo(name)
-                info.size = path.stat().st_size
-                info.mode = 0o644
-                info.mtime = int(path.stat().st_mtime)
-                with path.open("rb") as fh:
-                    tar.addfile(info, fh)
-    return folder / "arXiv_pdf_*.tar"
 
 
 def build_local(links: list[Path], folder: Path) -> None:
@@ -225,7 +204,7 @@ class Bench:
             **lag_figures(lag_out),
         }
         shutil.rmtree(folder, ignore_errors=True)
-        return got
+        return derive(got, n)
 
 
 def _log(text: str) -> None:

@@ -1,10 +1,18 @@
-"""The markdown report of `bench.conductor` (its JSON in, text out)."""
+"""The markdown report of `bench.conductor` (its JSON in, text out).
+
+python -m bench.conductor_report RESULTS.json > RESULTS.md
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
-__all__ = ["markdown"]
+from bench.main_process import summary
+
+__all__ = ["derive", "main", "markdown"]
 
 #: issue 20's targets for one main process with free extraction, papers/s
 TARGETS = {"tar": 600.0, "http": 300.0}
@@ -23,11 +31,22 @@ _COLUMNS: tuple[tuple[str, str, str, float], ...] = (
     ("main_busy", "main process busy, % of one core", "{:.0f}", 100.0),
     ("steady_main_ms_per_paper", "main-process CPU per paper, steady, ms", "{:.2f}", 1.0),
     ("steady_main_busy", "main process busy, steady, % of one core", "{:.0f}", 100.0),
+    ("main_bound_papers_s", "papers/s one main process could do on its own core", "{:.0f}", 1.0),
     ("extract_ms_per_paper", "extraction processes' CPU per paper, ms", "{:.2f}", 1.0),
+    ("server_ms_per_paper", "mirror's CPU per paper, ms", "{:.2f}", 1.0),
     ("lag_max", "lag max, ms", "{:.1f}", 1.0),
     ("lag_p99", "lag p99, ms", "{:.2f}", 1.0),
     ("other_load", "other programs' load, cores", "{:.2f}", 1.0),
 )
+
+
+def derive(run: dict[str, float], papers: int) -> dict[str, float]:
+    """A run's figures plus those computed from them (kept in the JSON for reading)."""
+    steady = run.get("steady_main_ms_per_paper") or 0.0
+    run["main_bound_papers_s"] = 1000 / steady if steady > 0 else 0.0
+    if run.get("server_cpu"):  # HTTP only
+        run["server_ms_per_paper"] = 1000 * run["server_cpu"] / papers
+    return run
 
 
 def _cell(summary: dict[str, Any], key: str, fmt: str, scale: float) -> str:
@@ -41,13 +60,14 @@ def _cell(summary: dict[str, Any], key: str, fmt: str, scale: float) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The report: machine, command, one table (sources as rows), targets, reading notes."""
+    """The report: machine, command, one table (a column a source), targets, reading notes."""
     machine = results["machine"]
     n = results["papers"]
     lines = [
         f"# One rpa main process with free extraction (the conductor) — {machine['date']}",
         "",
-        f"`{results['command']}` on `{results['tree_git']}` ({results['tree']}). "
+        f"`{results['command']}`, rpa of `{results['tree_git'].split(' ')[0]}` "
+        f"({results['tree']}). "
         f"{n:,} real papers ({results.get('bytes', 0) / 1e6:,.0f} MB: the 32 of "
         "`../shared/corpus/real` under many names), every extraction the null one "
         "(`BENCH_RPA_EXTRACTOR=null`: a one-line text, the PDF not parsed). Whole processes "
@@ -60,13 +80,16 @@ def markdown(results: dict[str, Any]) -> str:
         *(f"| {k} | {v} |" for k, v in machine.items()),
         f"| mirror | {results.get('mirror', '?')} on 127.0.0.1 |",
         "",
-        "| source | " + " | ".join(c[1] for c in _COLUMNS) + " |",
-        "| --- |" + " --- |" * len(_COLUMNS),
     ]
     sources = results.get("sources", {})
-    for name, entry in sources.items():
-        cells = [_cell(entry["summary"], key, fmt, sc) for key, _c, fmt, sc in _COLUMNS]
-        lines.append(f"| {_LABEL.get(name, name)} | " + " | ".join(cells) + " |")
+    lines += [
+        "| figure | " + " | ".join(_LABEL.get(name, name) for name in sources) + " |",
+        "| --- |" + " --- |" * len(sources),
+    ]
+    for key, label, fmt, scale in _COLUMNS:
+        cells = [_cell(entry["summary"], key, fmt, scale) for entry in sources.values()]
+        if any(cell != "–" for cell in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "| target (issue 20) | figure | |", "| --- | --- | --- |"]
     for name, target in TARGETS.items():
         if name in sources:
@@ -76,10 +99,28 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         "Main-process CPU per paper is the whole process's (getrusage from `bench.measure`, "
-        "start-up, enqueue or tar indexing and shutdown included) ÷ papers; `1000 ÷ that` is "
-        "the rate one main process could reach were it alone on its core. The extraction "
+        "start-up, enqueue or tar indexing and shutdown included) ÷ papers. Steady: the main "
+        "process's CPU (its /proc/PID/stat, read every 20 ms from outside) between the 10th "
+        "and the 90th percentile of the records' times, ÷ the records written meanwhile; "
+        "`1000 ÷ that` is the rate one main process could sustain were a whole core its own "
+        "(it uses more than one thread, so that is an estimate). The extraction "
         "processes' CPU is the tree's minus the main process's (fork server included). Lag: "
         "the outside probe (`bench/lagprobe`), first loop iteration to the last.",
         "",
     ]
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the markdown of a results JSON (derived figures filled in where missing)."""
+    args = sys.argv[1:] if argv is None else argv
+    results = json.loads(Path(args[0]).read_text())
+    for entry in results.get("sources", {}).values():
+        entry["runs"] = [derive(run, results["papers"]) for run in entry["runs"]]
+        entry["summary"] = summary(entry["runs"])
+    print(markdown(results), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
