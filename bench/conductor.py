@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.repeat, args.papers = 1, min(args.papers, 300)
+    if args.tree is not None and not (args.tree / "rpa" / "extract" / "null.py").is_file():
+        raise SystemExit(f"bench.conductor: {args.tree} has no rpa/extract/null.py (its hook)")
     n = args.papers
     scratch = Path(tempfile.mkdtemp(prefix="rpa-bench-conductor-"))
     scratch.chmod(0o755)
