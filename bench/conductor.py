@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -58,7 +59,8 @@ from bench.common import (
     run_measured,
 )
 from bench.conductor_report import derive, markdown
-from bench.main_process import lag_figures, summary, tree_git
+from bench.main_process import lag_figures, split_samples, summary, tree_git
+from bench.profile import _py_spy
 from bench.server import Server
 
 __all__ = ["NULL_ENV", "build_local", "main"]
@@ -149,21 +151,60 @@ class Bench:
             self.tree.mkdir()
             (self.tree / "rpa").symlink_to(args.tree.resolve() / "rpa")
 
-    def _env(self, lag_out: Path) -> dict[str, str]:
+    def _env(self, lag_out: Path | None) -> dict[str, str]:
         env = clean_env()
         env[NULL_ENV] = "null"
-        env["BENCH_LAG_OUT"] = str(lag_out)
-        env["PYTHONPATH"] = os.pathsep.join([str(LAGPROBE), str(self.tree), str(REPO)])
+        paths = [str(self.tree), str(REPO)]
+        if lag_out is not None:
+            paths.insert(0, str(LAGPROBE))
+            env["BENCH_LAG_OUT"] = str(lag_out)
+        env["PYTHONPATH"] = os.pathsep.join(paths)
         return env
+
+    def _cmd(self, source: Source, folder: Path) -> list[str]:
+        cmd = [PY, "-m", "rpa", "run", *source.args, "--db", str(folder / "q.db")]
+        cmd += ["--out", str(folder / "out"), "--workers", str(self.args.workers)]
+        cmd += ["--rate-limits", "", "--metadata", "off", "--no-progress"]
+        return [*cmd, *self.args.rpa_args.split()]
+
+    def profile(self, source: Source, n: int) -> dict[str, Any]:
+        """One more run sampled by py-spy (100 Hz, --threads --nonblocking, the main process
+        only): its busy samples by thread and by step (`bench.main_process.split_samples`), in
+        ms of CPU per paper."""
+        spy = _py_spy()
+        if spy is None:
+            return {"note": "py-spy not installed (pip install py-spy)"}
+        wait_quiet(self.args.quiet_wait)
+        folder = Path(tempfile.mkdtemp(dir=self.scratch))
+        raw = folder / "stacks.txt"
+        cmd = [spy, "record", "--threads", "--nonblocking", "--rate", "100", "--format", "raw"]
+        cmd += ["--output", str(raw), "--", *self._cmd(source, folder)]
+        done = subprocess.run(
+            cmd, cwd=folder, env=self._env(None), capture_output=True, text=True, check=False
+        )
+        if not raw.exists():
+            return {"note": f"py-spy recorded nothing: {done.stderr[-500:]}"}
+        threads, steps, both = split_samples(raw)
+        if self.args.keep_stacks is not None:
+            keep = self.args.keep_stacks
+            shutil.copy(raw, keep.with_name(f"{keep.name}-{source.name}.txt"))
+        shutil.rmtree(folder, ignore_errors=True)
+        ms = 1000 / 100 / n  # one sample = 10 ms of a thread's CPU; per paper
+        return {
+            "threads_ms": {k: round(v * ms, 2) for k, v in threads.most_common()},
+            "steps_ms": {k: round(v * ms, 2) for k, v in steps.most_common()},
+            "thread_step_ms": {
+                f"{k} / {s}": round(v * ms, 2) for (k, s), v in both.most_common(16)
+            },
+            "total_ms": round(sum(threads.values()) * ms, 2),
+        }
 
     def run(self, source: Source, n: int) -> dict[str, float]:
         quiet = wait_quiet(self.args.quiet_wait)
         folder = Path(tempfile.mkdtemp(dir=self.scratch))
         out = folder / "out"
         lag_out = folder / "lag.json"
-        cmd = [PY, "-m", "rpa", "run", *source.args, "--db", str(folder / "q.db")]
-        cmd += ["--out", str(out), "--workers", str(self.args.workers), "--rate-limits", ""]
-        cmd += ["--metadata", "off", "--no-progress", *self.args.rpa_args.split()]
+        cmd = self._cmd(source, folder)
         server = self.server if source.name == "http" else None
         server0 = server.cpu_seconds() if server is not None else 0.0
         started = time.time()
@@ -240,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.conductor")
     parser.add_argument("--tree", type=Path, help="a checkout whose rpa/ to run")
     parser.add_argument("--papers", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="0 with --profile: only that")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 300 papers")
     parser.add_argument("--sources", default=",".join(SOURCES))
     parser.add_argument("--tar-papers", type=int, default=1000, help="papers in one tar")
@@ -248,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
     parser.add_argument("--rpa-args", default="", help="more flags for `rpa run`")
     parser.add_argument("--quiet-wait", type=float, default=15.0)
+    parser.add_argument(
+        "--profile", action="store_true", help="one more run a source under py-spy, split"
+    )
+    parser.add_argument("--keep-stacks", type=Path, help="save py-spy's stacks as PATH-X.txt")
     parser.add_argument("--output", type=Path, help="write the figures as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the report as markdown here")
     args = parser.parse_args(argv)
@@ -293,10 +338,17 @@ def main(argv: list[str] | None = None) -> int:
                         f"{got['extract_ms_per_paper']:.2f} ms/paper  lag max "
                         f"{got['lag_max']:.1f} p99 {got['lag_p99']:.2f}"
                     )
-        results["sources"] = {
-            s.name: {"args": list(s.args), "runs": runs[s.name], "summary": summary(runs[s.name])}
-            for s in sources
-        }
+            results["sources"] = {
+                s.name: {
+                    "args": list(s.args),
+                    "runs": runs[s.name],
+                    "summary": summary(runs[s.name]) if runs[s.name] else {},
+                }
+                for s in sources
+            }
+            for source in sources if args.profile else []:
+                _log(f"{source.name}: py-spy run")
+                results["sources"][source.name]["profile"] = bench.profile(source, n)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     text = json.dumps(results, indent=1)

@@ -92,7 +92,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "| target (issue 20) | figure | |", "| --- | --- | --- |"]
     for name, target in TARGETS.items():
-        if name in sources:
+        if "papers_s" in sources.get(name, {}).get("summary", {}):
             got = sources[name]["summary"]["papers_s"]["median"]
             met = "met" if got >= target else "MISSED"
             lines.append(f"| {name}: ≥ {target:.0f} papers/s | {got:.0f} | {met} |")
@@ -108,6 +108,27 @@ def markdown(results: dict[str, Any]) -> str:
         "the outside probe (`bench/lagprobe`), first loop iteration to the last.",
         "",
     ]
+    profiled = {k: e["profile"] for k, e in sources.items() if "threads_ms" in e.get("profile", {})}
+    if profiled:
+        lines += [
+            "## Main-process CPU per paper, by thread and step (py-spy, one more run each)",
+            "",
+            "Busy samples (100 Hz, `--threads --nonblocking`) × 10 ms ÷ papers; the step is the "
+            "innermost frame that names one (`bench.main_process.step_of`). py-spy counts a "
+            "thread blocked in the kernel (an fsync: D state) as busy, so these are the threads' "
+            "time, not only CPU: their sum exceeds the main process's CPU per paper above.",
+            "",
+        ]
+        for name, prof in profiled.items():
+            threads = ", ".join(f"{k} {v:.2f}" for k, v in prof["threads_ms"].items())
+            both = "; ".join(f"{k} {v:.2f}" for k, v in prof["thread_step_ms"].items())
+            lines += [
+                f"**{_LABEL.get(name, name)}**: total {prof['total_ms']:.2f} ms; by thread: "
+                f"{threads}",
+                "",
+                f"by thread / step: {both}",
+                "",
+            ]
     return "\n".join(lines)
 
 
