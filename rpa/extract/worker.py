@@ -34,6 +34,10 @@ def load_extractor() -> Extractor:
     """rpa.extract.pdf.extract_pdf, imported where it runs: the extraction processes (preloaded
     by the fork server) or, in thread mode, the pool's constructor (before the loop runs). The
     main process of a process-mode run never imports pypdf (~55 ms of its start-up)."""
+    if os.environ.get("BENCH_RPA_EXTRACTOR") == "null":  # bench.conductor only: no knob
+        from rpa.extract.null import extract_null
+
+        return extract_null
     from rpa.extract.pdf import extract_pdf
 
     return extract_pdf
