@@ -198,7 +198,8 @@ async def _drive(runner: Runner, settings: Settings, printer: Printer) -> RunSum
         # the drawing nor a slow terminal can hold up the loop.
         frame = [runner.snapshot()]
         with Live(
-            get_renderable=lambda: make_run_table(frame[0]),
+            # fitted to the terminal as it is now (a row spare: Live's cursor needs one)
+            get_renderable=lambda: make_run_table(frame[0], out.width, out.height - 1),
             console=out,
             refresh_per_second=1 / PROGRESS_INTERVAL,
             transient=False,
