@@ -11,6 +11,8 @@ pipe or terminal never holds up the event loop.
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ __all__ = [
     "Printer",
     "drop_stdout",
     "err",
+    "event",
     "exit_code",
     "one_line_errors",
     "out",
@@ -62,6 +65,34 @@ out = _Out(soft_wrap=True, highlight=False, markup=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 
 
+def event(json_lines: bool, text: str, name: str, **fields: object) -> None:
+    """What a command tells on stdout as it goes: `text`, or with `json_lines` (--log-format
+    json, stdout not a terminal) one JSON object, `"event": name` and `fields`, so that every
+    line a pipe reads is JSON (`rpa run ids.txt --log-format json | jq`)."""
+    if json_lines:
+        print(json.dumps({"event": name, **fields}), flush=True)
+    else:
+        out.print(text)
+
+
+#: errors of a path the user gave (a folder for a file, a missing folder, no permission): 2
+_ASKED_WRONG = frozenset(
+    {errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
+     errno.EROFS, errno.EEXIST}
+)  # fmt: skip
+_PLAIN = {errno.EISDIR: "is a folder, not a file", errno.ENOENT: "is not there",
+          errno.ENOTDIR: "is under something that is not a folder"}  # fmt: skip
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError as words: 'out.csv is a folder, not a file', not '[Errno 21] Is a
+    directory: 'out.csv''."""
+    if exc.filename is None:
+        return exc.strerror or str(exc)
+    name = os.fsdecode(exc.filename)
+    return f"{name} {_PLAIN.get(exc.errno or 0, f'cannot be used: {exc.strerror}')}"
+
+
 def exit_code(exc: BaseException) -> int:
     """The exit code of an error: 2 for what the user can fix by asking differently (usage,
     config, input, database), else 1."""
@@ -84,8 +115,8 @@ def one_line_errors() -> Iterator[None]:
         say("error: ", str(exc))
         raise typer.Exit(exit_code(exc)) from None
     except OSError as exc:
-        say("error: ", str(exc))
-        raise typer.Exit(EXIT_FAILED) from None
+        say("error: ", os_error_line(exc))
+        raise typer.Exit(EXIT_USAGE if exc.errno in _ASKED_WRONG else EXIT_FAILED) from None
     except (typer.Exit, KeyboardInterrupt):
         raise
     except Exception as exc:

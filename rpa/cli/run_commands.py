@@ -16,7 +16,7 @@ import typer
 from rpa import errors
 from rpa.cli.drive import start_run
 from rpa.cli.knobs import with_knobs
-from rpa.cli.output import EXIT_OK, EXIT_USAGE, one_line_errors, out, say
+from rpa.cli.output import EXIT_OK, EXIT_USAGE, event, one_line_errors, out, say
 from rpa.config import Resolved
 from rpa.queue import jobs, open_store, redact
 
@@ -128,8 +128,11 @@ def demo(
             remove_demo(settings)
         state = demo_state(settings)
         if state is not None:
-            out.print(state)
+            json_lines = settings.log_format == "json" and not out.is_terminal
+            event(json_lines, state, "demo_done", message=state)
             raise typer.Exit(EXIT_OK)
         with DemoMirror(SAMPLES, settings) as mirror:
-            out.print(f"serving {mirror.count} sample papers at {mirror.template}")
+            json_lines = settings.log_format == "json" and not out.is_terminal
+            event(json_lines, f"serving {mirror.count} sample papers at {mirror.template}",
+                  "demo_mirror", papers=mirror.count, url=mirror.template)  # fmt: skip
             start_run(mirror.resolved(resolved), "demo", ids=mirror.ids_file, strict=True)

@@ -1,0 +1,101 @@
+"""The real CLI in a pipe (issue 21): JSON lines only under --log-format json, IDs from
+standard input or a pipe, and the one-line errors of common mistakes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+from conftest import Cli, clean_env, sample_pdfs, write_ids
+
+from rpa.testing.mirror import Mirror
+
+SMALL = min(sample_pdfs(), key=lambda p: p.stat().st_size)
+PAPERS = {f"p{i}": SMALL for i in range(3)}
+
+
+def run_cli(
+    cli: Cli, *args: str, stdin: str | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli.args(*args), cwd=cli.workdir, env=clean_env(), capture_output=True, text=True,
+        timeout=timeout, input=stdin if stdin is not None else "",
+    )  # fmt: skip
+
+
+def test_log_format_json_makes_every_stdout_line_json(tmp_path: Path) -> None:
+    """`rpa run ids.txt --log-format json | jq`: the first line was plain text ('queued 3
+    new of ...'); now every line of stdout parses, from the first to the summary."""
+    with Mirror(PAPERS) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{name}" for name in PAPERS] + ["bad id"])
+        result = run_cli(cli, "run", str(ids), "--log-format", "json", *cli.knobs())
+        again = run_cli(cli, "run", str(ids), "--log-format", "json", *cli.knobs())
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    events = [json.loads(line) for line in lines]  # every line, or this raises
+    assert events[0] == {"event": "queued", "new": 3, "valid": 3, "duplicates": 0,
+                         "invalid": 1, "seconds": events[0]["seconds"]}  # fmt: skip
+    assert events[-1]["event"] == "summary" and events[-1]["done"] == 3
+    assert "skipped" in result.stderr  # what is for a person goes to stderr
+    assert "results:" in result.stderr and "results:" not in result.stdout
+    # a second run has nothing left: still JSON lines only
+    assert [json.loads(line)["event"] for line in again.stdout.splitlines()] == [
+        "queued",
+        "nothing_left",
+    ]
+
+
+def test_ids_from_standard_input_a_pipe_and_dev_stdin(tmp_path: Path) -> None:
+    """`rpa run -`, `rpa run /dev/stdin` and `rpa run <(...)` read the IDs as a stream (they
+    failed with 'is not there'); --strict reads its input twice, a stream once: it works too."""
+    names = [f"ext:{name}" for name in PAPERS]
+    with Mirror(PAPERS) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        knobs = [*cli.knobs(), "--no-progress"]
+        dash = run_cli(cli, "run", "-", *knobs, stdin=f"{names[0]}\n# a comment\n")
+        dev = run_cli(cli, "run", "/dev/stdin", "--strict", *knobs, stdin=f"{names[1]}\n")
+        # bash's process substitution: a pipe under /dev/fd, which cannot be stat'ed for size
+        piped = subprocess.run(
+            ["bash", "-c", 'exec "$@" <(printf "%s\\n" "$ID")', "bash",
+             *cli.args("run"), *knobs],
+            cwd=tmp_path, env=clean_env(ID=names[2]), capture_output=True, text=True,
+            timeout=90, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        refused = run_cli(cli, "run", "-", "--strict", *knobs, stdin=f"{names[0]}\nnot an id\n")
+    for result, new in ((dash, 1), (dev, 1), (piped, 1)):
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"queued {new} new of 1 valid IDs" in result.stdout
+    assert cli.status()["totals"]["done"] == 3
+    assert refused.returncode == 2 and "1 invalid lines (--strict)" in refused.stderr
+
+
+def test_common_mistakes_are_one_clear_line_and_exit_2(tmp_path: Path) -> None:
+    cli = Cli(tmp_path, "http://127.0.0.1:9/{id}")
+    (tmp_path / "folder").mkdir()
+    ids = write_ids(tmp_path / "ids.txt", ["2401.00001"])
+    with tarfile.open(tmp_path / "papers.tar", "w") as tar:
+        tar.add(ids, arcname="2401.00001.pdf")
+    cases = {
+        ("run", "folder"): "ID file folder is a folder, not a file of IDs",
+        ("run", "papers.tar"): "did you mean `--pdf-tar papers.tar`",
+        ("run", "ids.txt", "--db", "typo/q.db"): "the folder typo is not there (a typo?)",
+        ("run", "ids.txt", "--config", "folder"): "config file folder is a folder",
+    }
+    for args, said in cases.items():
+        result = run_cli(cli, *args, "--no-progress")
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert said in result.stderr and "Errno" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "rpa.db").exists()
+    # a file the queue gives output to, named by a folder: the same, not a raw OSError
+    (tmp_path / "q.db").write_bytes(b"")
+    made = run_cli(cli, "run", "ids.txt", "--db", "q.db", "--pdf-url", cli.template,
+                   "--no-progress", "--workers", "1")  # fmt: skip
+    assert made.returncode in (0, 1), made.stderr
+    export = run_cli(cli, "export", "--db", "q.db", "-o", "folder")
+    assert export.returncode == 2 and export.stderr.strip() == (
+        "error: folder is a folder, not a file"
+    ), export.stderr
