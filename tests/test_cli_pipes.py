@@ -99,3 +99,43 @@ def test_common_mistakes_are_one_clear_line_and_exit_2(tmp_path: Path) -> None:
     assert export.returncode == 2 and export.stderr.strip() == (
         "error: folder is a folder, not a file"
     ), export.stderr
+
+
+def test_failures_lists_each_failed_paper_and_its_ids_feed_another_run(
+    tmp_path: Path, queue_db: str
+) -> None:
+    """`rpa failures`: ID, kind, attempts, stage, last try and the whole reason; --json lines;
+    --ids a plain list that another run reads from a pipe (both backends)."""
+    missing = ["ext:gone-1", "ext:gone-2"]
+    with Mirror(PAPERS) as mirror:
+        cli = Cli(tmp_path, mirror.url_template, queue_db)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in PAPERS] + missing)
+        run = run_cli(cli, "run", str(ids), *cli.knobs(), "--no-progress")
+        assert run.returncode == 1, run.stdout + run.stderr  # two papers not found
+        db = str(cli.db)
+        table = run_cli(cli, "failures", "--db", db)
+        as_json = run_cli(cli, "failures", "--db", db, "--json")
+        listed = run_cli(cli, "failures", "--db", db, "--ids")
+        none = run_cli(cli, "failures", "--db", db, "--kind", "timeout")
+        bad = run_cli(cli, "failures", "--db", db, "--kind", "nope")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("ext:gone-1  not_found  1 attempt  at queued  last try ")
+    assert lines[1].startswith("    HTTP 404") and lines[1].endswith("/gone-1")
+    assert lines[-1].startswith("2 failed papers; `rpa retry --db")
+    papers = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(p["id"], p["kind"], p["attempts"]) for p in papers] == [
+        ("ext:gone-1", "not_found", 1),
+        ("ext:gone-2", "not_found", 1),
+    ]
+    assert all(p["reason"].startswith("HTTP 404") and p["last_try"] > 0 for p in papers)
+    assert listed.stdout == "ext:gone-1\next:gone-2\n"
+    assert none.returncode == 0 and none.stdout == "" and "no failed papers of kind" in none.stderr
+    assert bad.returncode == 2 and "no failure kind 'nope'" in bad.stderr
+    # the list is another run's input, through a pipe, once the papers can be had
+    with Mirror({name.removeprefix("ext:"): SMALL for name in missing}) as again:
+        other = Cli(tmp_path / "other", again.url_template)
+        other.workdir.mkdir()
+        rerun = run_cli(other, "run", "-", *other.knobs(), "--no-progress", stdin=listed.stdout)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "queued 2 new of 2 valid IDs" in rerun.stdout

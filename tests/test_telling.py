@@ -94,3 +94,22 @@ def test_slowest_papers_are_ranked_by_their_own_work_not_their_waiting() -> None
     tally.attempt(Attempt("given-back", "r", "download", NOW, 0.0, 1.0, "error", "timeout"))
     tally.let_go("given-back")  # a paper that leaves without finishing is forgotten
     assert not tally._work
+
+
+def test_failed_papers_are_read_a_page_at_a_time_by_id(tmp_path: Path) -> None:
+    from test_status import build_queue
+
+    from rpa.queue.status import failed_papers
+
+    build_queue(tmp_path / "q.db")
+    store = open_store(tmp_path / "q.db", readonly=True)
+    try:
+        every = list(failed_papers(store, page=1))
+        only = list(failed_papers(store, ["invalid_pdf"]))
+    finally:
+        store.close()
+    assert [(p["id"], p["kind"], p["reason"]) for p in every] == [
+        ("ext:p03", "not_found", "HTTP 404 for ext:p03"),
+        ("ext:p04", "invalid_pdf", "bad xref"),
+    ]
+    assert [p["id"] for p in only] == ["ext:p04"]

@@ -30,6 +30,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "Printer",
+    "check_kinds",
     "drop_stdout",
     "err",
     "event",
@@ -98,6 +99,15 @@ def exit_code(exc: BaseException) -> int:
     config, input, database), else 1."""
     usage = (errors.ConfigError, errors.InputError, errors.DatabaseError)
     return EXIT_USAGE if isinstance(exc, usage) else EXIT_FAILED
+
+
+def check_kinds(kinds: list[str] | None) -> None:
+    """`--kind` values that name no failure kind: one line, exit 2."""
+    unknown = sorted(set(kinds or ()) - errors.KINDS)
+    if unknown:
+        say("error: ", f"no failure kind {', '.join(map(repr, unknown))}; the kinds are "
+            f"{', '.join(sorted(errors.KINDS))}")  # fmt: skip
+        raise typer.Exit(EXIT_USAGE)
 
 
 def say(label: str, text: str, style: str = "red") -> None:

@@ -21,14 +21,24 @@ from rich.live import Live
 
 from rpa import errors
 from rpa.cli.knobs import with_knobs
-from rpa.cli.output import EXIT_USAGE, err, one_line_errors, out, quiet_closed_pipe, say
+from rpa.cli.output import (
+    EXIT_USAGE,
+    check_kinds,
+    err,
+    one_line_errors,
+    out,
+    quiet_closed_pipe,
+    say,
+)
 from rpa.config import Resolved
 from rpa.queue import open_store, redact, schema_version
+from rpa.queue.status import failed_papers
 from rpa.report import StatusReader, open_records
 from rpa.show.export import write_csv, write_jsonl, write_parquet
+from rpa.show.failures_view import failure_json, failure_lines
 from rpa.show.status_view import make_status
 
-__all__ = ["WATCH_INTERVAL", "export", "migrate", "status"]
+__all__ = ["WATCH_INTERVAL", "export", "failures", "migrate", "status"]
 
 #: seconds between two reads of `rpa status --watch`
 WATCH_INTERVAL = 1.0
@@ -75,6 +85,58 @@ def status(
             print(json.dumps(data, indent=2), flush=True)
         else:
             out.print(make_status(data))
+
+
+@with_knobs({"db"})
+def failures(
+    kind: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--kind", help="only failures of this kind (repeatable) [default: all]"),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object per paper, one a line")
+    ] = False,
+    ids: Annotated[
+        bool,
+        typer.Option("--ids", help="only the IDs, one a line: the input of another run"),
+    ] = False,
+    *,
+    resolved: Resolved,
+) -> None:
+    """List the papers that failed for good: ID, kind, attempts, stage, last try, reason.
+
+    Reads only the database (safe during a run).
+
+    Example: rpa failures --kind not_found
+    Example: rpa failures --json | jq -r .reason
+    Example: rpa failures --ids > failed.txt
+    Example: rpa failures --ids --kind timeout | rpa run - --db other.db
+    """
+    db = resolved.settings.db
+    check_kinds(kind)
+    if as_json and ids:
+        say("error: ", "--json and --ids are two formats: give one")
+        raise typer.Exit(EXIT_USAGE)
+    n = 0
+    with one_line_errors(), quiet_closed_pipe():
+        store = open_store(db, readonly=True)
+        try:
+            for paper in failed_papers(store, kind):
+                n += 1
+                if ids:
+                    print(paper["id"])
+                elif as_json:
+                    print(failure_json(paper))
+                else:
+                    out.print(failure_lines(paper))
+        finally:
+            store.close()
+        sys.stdout.flush()
+    which = f" of kind {', '.join(kind)}" if kind else ""
+    if n and not (as_json or ids):
+        out.print(f"{n} failed papers{which}; `rpa retry --db {redact(db)}` puts them back")
+    elif not n:
+        err.print(f"no failed papers{which} in {redact(db)}")
 
 
 @with_knobs({"db"})

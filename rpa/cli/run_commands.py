@@ -13,10 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from rpa import errors
 from rpa.cli.drive import start_run
 from rpa.cli.knobs import with_knobs
-from rpa.cli.output import EXIT_OK, EXIT_USAGE, event, one_line_errors, out, say
+from rpa.cli.output import EXIT_OK, check_kinds, event, one_line_errors, out
 from rpa.config import Resolved
 from rpa.queue import jobs, open_store, redact
 
@@ -85,11 +84,7 @@ def retry(
     Example: rpa retry --kind connection --kind timeout
     """
     db = resolved.settings.db
-    unknown = sorted(set(kind or ()) - errors.KINDS)
-    if unknown:
-        say("error: ", f"no failure kind {', '.join(map(repr, unknown))}; the kinds are "
-            f"{', '.join(sorted(errors.KINDS))}", "red")  # fmt: skip
-        raise typer.Exit(EXIT_USAGE)
+    check_kinds(kind)
     with one_line_errors():
         store = open_store(db, create=False)
         try:
