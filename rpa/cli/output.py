@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import click
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -29,6 +30,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "KIND_CHOICE",
     "Printer",
     "check_kinds",
     "drop_stdout",
@@ -43,6 +45,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: `--kind` of `rpa retry` and `rpa failures`: the failure kinds, listed in --help
+KIND_CHOICE = click.Choice(sorted(errors.KINDS))
 
 
 class _Out(Console):

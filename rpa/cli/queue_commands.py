@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 from rich.live import Live
 
@@ -23,6 +24,7 @@ from rpa import errors
 from rpa.cli.knobs import with_knobs
 from rpa.cli.output import (
     EXIT_USAGE,
+    KIND_CHOICE,
     check_kinds,
     err,
     one_line_errors,
@@ -56,8 +58,11 @@ def status(
 ) -> None:
     """What the queue holds right now (reads only the database; safe during a run).
 
-    Example: rpa status --json | jq .totals
-    Example: rpa status --watch --json | jq -c .totals
+    Examples:
+
+    \b
+    rpa status --json | jq .totals
+    rpa status --watch --json | jq -c .totals
     """
     settings = resolved.settings
     with (
@@ -91,7 +96,14 @@ def status(
 def failures(
     kind: Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Option("--kind", help="only failures of this kind (repeatable) [default: all]"),
+        typer.Option(
+            "--kind",
+            help="only failures of this kind (repeatable): "
+            + ", ".join(KIND_CHOICE.choices)
+            + " [default: all]",
+            click_type=KIND_CHOICE,
+            metavar="<kind>",
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="one JSON object per paper, one a line")
@@ -107,10 +119,13 @@ def failures(
 
     Reads only the database (safe during a run).
 
-    Example: rpa failures --kind not_found
-    Example: rpa failures --json | jq -r .reason
-    Example: rpa failures --ids > failed.txt
-    Example: rpa failures --ids --kind timeout | rpa run - --db other.db
+    Examples:
+
+    \b
+    rpa failures --kind not_found
+    rpa failures --json | jq -r .reason
+    rpa failures --ids > failed.txt
+    rpa failures --ids --kind timeout | rpa run - --db other.db
     """
     db = resolved.settings.db
     check_kinds(kind)
@@ -142,7 +157,13 @@ def failures(
 @with_knobs({"db"})
 def export(
     fmt: Annotated[
-        str, typer.Option("--format", help="jsonl, csv or parquet [default: jsonl]")
+        str,
+        typer.Option(
+            "--format",
+            help="the format",
+            click_type=click.Choice(("jsonl", "csv", "parquet")),
+            metavar="<jsonl|csv|parquet>",
+        ),
     ] = "jsonl",
     output: Annotated[
         Optional[Path],  # noqa: UP045
@@ -162,9 +183,12 @@ def export(
 ) -> None:
     """Stream one key-outcome record per done paper.
 
-    Example: rpa export --format csv -o outcomes.csv
-    Example: rpa export --format parquet -o outcomes.parquet
-    Example: rpa export | head -3
+    Examples:
+
+    \b
+    rpa export --format csv -o outcomes.csv
+    rpa export --format parquet -o outcomes.parquet
+    rpa export | head -3
     """
     if fmt not in ("jsonl", "csv", "parquet"):
         say("error: ", f"--format must be jsonl, csv or parquet, got {fmt!r}")
@@ -189,7 +213,10 @@ def export(
 def migrate(*, resolved: Resolved) -> None:
     """Upgrade a queue database made by an older rpa to this rpa's schema (processes nothing).
 
-    Example: rpa migrate --db rpa.db
+    Example:
+
+    \b
+    rpa migrate --db rpa.db
     """
     db = resolved.settings.db
     with one_line_errors():

@@ -15,9 +15,11 @@ import typer
 
 from rpa.cli.drive import start_run
 from rpa.cli.knobs import with_knobs
-from rpa.cli.output import EXIT_OK, check_kinds, event, one_line_errors, out
+from rpa.cli.output import EXIT_OK, KIND_CHOICE, check_kinds, event, one_line_errors, out
 from rpa.config import Resolved
 from rpa.queue import jobs, open_store, redact
+from rpa.queue.model import QUEUE_SETTINGS
+from rpa.run.demo import DEMO_DB, DEMO_OUT
 
 __all__ = ["SAMPLES", "demo", "resume", "retry", "run"]
 
@@ -39,8 +41,9 @@ def run(
     ids: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Argument(
-            help="file of arXiv IDs, one per line (# comments); with --pdf-tar, "
-            "optional: only these of the tars' papers [default: all of them]"
+            help="file of arXiv IDs, one per line (# comments); - reads them from standard "
+            "input (a pipe); with --pdf-tar, optional: only these of the tars' papers "
+            "[default: all of them]"
         ),
     ] = None,
     strict: Annotated[
@@ -52,18 +55,31 @@ def run(
 ) -> None:
     """Queue the IDs in IDS (idempotent) and process until nothing is left.
 
-    Example: rpa run ids.txt --workers 200 --download-concurrency 32
-    Example: rpa run --pdf-tar 'bulk/arXiv_pdf_*.tar'
+    Examples:
+
+    \b
+    rpa run ids.txt --workers 200 --download-concurrency 32
+    rpa run --pdf-tar 'bulk/arXiv_pdf_*.tar'
+    grep 2401 all-ids.txt | rpa run -
     """
     start_run(resolved, "run", ids=ids, strict=strict, reconfigure=reconfigure)
 
 
-@with_knobs()
+#: what a resume runs with instead of Settings' defaults: the queue's stored settings
+RESUME_SHOWN = dict.fromkeys(QUEUE_SETTINGS, "the queue's, as first stored")
+#: what the demo uses instead of Settings' defaults
+DEMO_SHOWN = {"db": DEMO_DB, "out": DEMO_OUT, "pdf_url": "the demo's loopback mirror"}
+
+
+@with_knobs(shown=RESUME_SHOWN)
 def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved) -> None:
     """Continue the queue where it stopped, with its stored settings: reclaim dead leases,
     then process what is left.
 
-    Example: rpa resume --db rpa.db
+    Example:
+
+    \b
+    rpa resume --db rpa.db
     """
     start_run(resolved, "resume", reconfigure=reconfigure)
 
@@ -72,7 +88,14 @@ def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved) -> None:
 def retry(
     kind: Annotated[
         Optional[list[str]],  # noqa: UP045
-        typer.Option("--kind", help="only failures of this kind (repeatable) [default: all]"),
+        typer.Option(
+            "--kind",
+            help="only failures of this kind (repeatable): "
+            + ", ".join(KIND_CHOICE.choices)
+            + " [default: all]",
+            click_type=KIND_CHOICE,
+            metavar="<kind>",
+        ),
     ] = None,
     *,
     resolved: Resolved,
@@ -81,7 +104,11 @@ def retry(
 
     Their checkpoints stay (a paper that failed extracting is not downloaded again) and their
     history stays in the attempts table. `rpa resume` then runs them.
-    Example: rpa retry --kind connection --kind timeout
+
+    Example:
+
+    \b
+    rpa retry --kind connection --kind timeout
     """
     db = resolved.settings.db
     check_kinds(kind)
@@ -101,7 +128,7 @@ def retry(
               f"`rpa resume --db {redact(db)}` runs them")  # fmt: skip
 
 
-@with_knobs()
+@with_knobs(shown=DEMO_SHOWN)
 def demo(
     fresh: Annotated[
         bool, typer.Option(help="delete the demo's database and output first")
@@ -112,7 +139,12 @@ def demo(
     """Offline demo: serve the bundled sample papers from a loopback mirror and run them.
 
     The samples are not arXiv papers: they are queued as ext:<name> IDs. Unless --db/--out are
-    given, the demo uses rpa-demo.db and rpa-demo-data/. Example: rpa demo
+    given, the demo uses rpa-demo.db and rpa-demo-data/.
+
+    Example:
+
+    \b
+    rpa demo
     """
     from rpa.run.demo import DemoMirror, demo_resolved, demo_state, remove_demo
 
