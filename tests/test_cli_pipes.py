@@ -131,7 +131,7 @@ def test_failures_lists_each_failed_paper_and_its_ids_feed_another_run(
     assert all(p["reason"].startswith("HTTP 404") and p["last_try"] > 0 for p in papers)
     assert listed.stdout == "ext:gone-1\next:gone-2\n"
     assert none.returncode == 0 and none.stdout == "" and "no failed papers of kind" in none.stderr
-    assert bad.returncode == 2 and "no failure kind 'nope'" in bad.stderr
+    assert bad.returncode == 2 and "'nope' is not one of 'access_denied'" in bad.stderr
     # the list is another run's input, through a pipe, once the papers can be had
     with Mirror({name.removeprefix("ext:"): SMALL for name in missing}) as again:
         other = Cli(tmp_path / "other", again.url_template)

@@ -8,15 +8,15 @@ receives `resolved` (the settings after defaults < config file < env < flags, re
 
 from __future__ import annotations
 
+import enum
 import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 
-from rpa.cli.output import one_line_errors
+from rpa.cli.output import choice_enum, one_line_errors
 from rpa.config import ENV_PREFIX, knob_choices, knob_fields, load_settings
 
 __all__ = ["CONFIG_PARAM", "with_knobs"]
@@ -46,10 +46,9 @@ def _knob_parameters(
             show_envvar=True,
             show_default=False,
             rich_help_panel="Knobs",
-            # (this Typer shows a Choice's metavar as <function>: named here)
-            click_type=click.Choice(choices) if choices else None,
-            metavar=f"<{'|'.join(choices)}>" if choices else None,
         )
+        if choices:  # Typer lists an Enum's values in --help and refuses others (exit 2)
+            typ = choice_enum(f.name, choices)
         params.append(
             inspect.Parameter(
                 f.name,
@@ -100,7 +99,7 @@ def with_knobs(
                 # (Typer vendors click: compare the enum by name, not identity.)
                 source = ctx.get_parameter_source(name)
                 if source is not None and source.name == "COMMANDLINE":
-                    flags[name] = value
+                    flags[name] = value.value if isinstance(value, enum.Enum) else value
             config = kwargs.pop("config")
             with one_line_errors():
                 resolved = load_settings(config_path=config, flags=flags)

@@ -11,14 +11,15 @@ pipe or terminal never holds up the event loop.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import json
 import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -30,13 +31,14 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
-    "KIND_CHOICE",
+    "KINDS_OPTION",
     "Printer",
-    "check_kinds",
+    "choice_enum",
     "drop_stdout",
     "err",
     "event",
     "exit_code",
+    "kind_names",
     "one_line_errors",
     "out",
     "quiet_closed_pipe",
@@ -45,8 +47,25 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-#: `--kind` of `rpa retry` and `rpa failures`: the failure kinds, listed in --help
-KIND_CHOICE = click.Choice(sorted(errors.KINDS))
+
+
+def choice_enum(name: str, choices: tuple[str, ...] | list[str]) -> Any:
+    """A str Enum of `choices`, for Typer: it lists them in --help (`<a|b>`) and refuses any
+    other value (exit 2, naming them)."""
+    return enum.StrEnum(name, {c: c for c in choices})
+
+
+#: the failure kinds as a Typer choice: `--kind` of `rpa retry` and `rpa failures` accepts
+#: only these (a typo is refused, exit 2, listing them)
+Kind: Any = choice_enum("Kind", sorted(errors.KINDS))
+#: `--kind`, repeatable
+KINDS_OPTION = typer.Option(
+    "--kind",
+    help="only failures of this kind (repeatable): "
+    + ", ".join(sorted(errors.KINDS))
+    + " [default: all]",
+    metavar="<kind>",
+)
 
 
 class _Out(Console):
@@ -105,13 +124,9 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_USAGE if isinstance(exc, usage) else EXIT_FAILED
 
 
-def check_kinds(kinds: list[str] | None) -> None:
-    """`--kind` values that name no failure kind: one line, exit 2."""
-    unknown = sorted(set(kinds or ()) - errors.KINDS)
-    if unknown:
-        say("error: ", f"no failure kind {', '.join(map(repr, unknown))}; the kinds are "
-            f"{', '.join(sorted(errors.KINDS))}")  # fmt: skip
-        raise typer.Exit(EXIT_USAGE)
+def kind_names(kinds: list[Any] | None) -> list[str] | None:
+    """The `--kind` values as plain names (None: all kinds)."""
+    return [k.value for k in kinds] if kinds else None
 
 
 def say(label: str, text: str, style: str = "red") -> None:

@@ -9,6 +9,7 @@ registered on the app in `rpa.cli`.
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import json
 import sys
@@ -16,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.live import Live
 
@@ -24,9 +24,10 @@ from rpa import errors
 from rpa.cli.knobs import with_knobs
 from rpa.cli.output import (
     EXIT_USAGE,
-    KIND_CHOICE,
-    check_kinds,
+    KINDS_OPTION,
+    Kind,
     err,
+    kind_names,
     one_line_errors,
     out,
     quiet_closed_pipe,
@@ -95,15 +96,8 @@ def status(
 @with_knobs({"db"})
 def failures(
     kind: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option(
-            "--kind",
-            help="only failures of this kind (repeatable): "
-            + ", ".join(KIND_CHOICE.choices)
-            + " [default: all]",
-            click_type=KIND_CHOICE,
-            metavar="<kind>",
-        ),
+        Optional[list[Kind]],  # noqa: UP045
+        KINDS_OPTION,
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="one JSON object per paper, one a line")
@@ -128,7 +122,7 @@ def failures(
     rpa failures --ids --kind timeout | rpa run - --db other.db
     """
     db = resolved.settings.db
-    check_kinds(kind)
+    kinds = kind_names(kind)
     if as_json and ids:
         say("error: ", "--json and --ids are two formats: give one")
         raise typer.Exit(EXIT_USAGE)
@@ -136,7 +130,7 @@ def failures(
     with one_line_errors(), quiet_closed_pipe():
         store = open_store(db, readonly=True)
         try:
-            for paper in failed_papers(store, kind):
+            for paper in failed_papers(store, kinds):
                 n += 1
                 if ids:
                     print(paper["id"])
@@ -147,24 +141,26 @@ def failures(
         finally:
             store.close()
         sys.stdout.flush()
-    which = f" of kind {', '.join(kind)}" if kind else ""
+    which = f" of kind {', '.join(kinds)}" if kinds else ""
     if n and not (as_json or ids):
         out.print(f"{n} failed papers{which}; `rpa retry --db {redact(db)}` puts them back")
     elif not n:
         err.print(f"no failed papers{which} in {redact(db)}")
 
 
+class ExportFormat(enum.StrEnum):
+    """`rpa export --format`."""
+
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+
+
 @with_knobs({"db"})
 def export(
-    fmt: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            help="the format",
-            click_type=click.Choice(("jsonl", "csv", "parquet")),
-            metavar="<jsonl|csv|parquet>",
-        ),
-    ] = "jsonl",
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="the format")] = (
+        ExportFormat.jsonl
+    ),
     output: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option("--output", "-o", help="file [default: stdout; parquet needs a file]"),
@@ -190,9 +186,6 @@ def export(
     rpa export --format parquet -o outcomes.parquet
     rpa export | head -3
     """
-    if fmt not in ("jsonl", "csv", "parquet"):
-        say("error: ", f"--format must be jsonl, csv or parquet, got {fmt!r}")
-        raise typer.Exit(EXIT_USAGE)
     if fmt == "parquet" and output is None:
         say("error: ", "--format parquet writes a file: give -o PATH")
         raise typer.Exit(EXIT_USAGE)

@@ -15,7 +15,7 @@ import typer
 
 from rpa.cli.drive import start_run
 from rpa.cli.knobs import with_knobs
-from rpa.cli.output import EXIT_OK, KIND_CHOICE, check_kinds, event, one_line_errors, out
+from rpa.cli.output import EXIT_OK, KINDS_OPTION, Kind, event, kind_names, one_line_errors, out
 from rpa.config import Resolved
 from rpa.queue import jobs, open_store, redact
 from rpa.queue.model import QUEUE_SETTINGS
@@ -68,7 +68,7 @@ def run(
 #: what a resume runs with instead of Settings' defaults: the queue's stored settings
 RESUME_SHOWN = dict.fromkeys(QUEUE_SETTINGS, "the queue's, as first stored")
 #: what the demo uses instead of Settings' defaults
-DEMO_SHOWN = {"db": DEMO_DB, "out": DEMO_OUT, "pdf_url": "the demo's loopback mirror"}
+DEMO_SHOWN = {"db": DEMO_DB, "out": str(DEMO_OUT), "pdf_url": "the demo's loopback mirror"}
 
 
 @with_knobs(shown=RESUME_SHOWN)
@@ -87,15 +87,8 @@ def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved) -> None:
 @with_knobs({"db"})
 def retry(
     kind: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option(
-            "--kind",
-            help="only failures of this kind (repeatable): "
-            + ", ".join(KIND_CHOICE.choices)
-            + " [default: all]",
-            click_type=KIND_CHOICE,
-            metavar="<kind>",
-        ),
+        Optional[list[Kind]],  # noqa: UP045
+        KINDS_OPTION,
     ] = None,
     *,
     resolved: Resolved,
@@ -111,15 +104,15 @@ def retry(
     rpa retry --kind connection --kind timeout
     """
     db = resolved.settings.db
-    check_kinds(kind)
+    kinds = kind_names(kind)
     with one_line_errors():
         store = open_store(db, create=False)
         try:
-            counts = jobs.retry_failed(store, kind or None, time.time())
+            counts = jobs.retry_failed(store, kinds, time.time())
         finally:
             store.close()
     if not counts:
-        which = f" of kind {', '.join(kind)}" if kind else ""
+        which = f" of kind {', '.join(kinds)}" if kinds else ""
         out.print(f"no failed papers{which} in {redact(db)}: nothing to retry")
         return
     for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
