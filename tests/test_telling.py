@@ -113,3 +113,45 @@ def test_failed_papers_are_read_a_page_at_a_time_by_id(tmp_path: Path) -> None:
         ("ext:p04", "invalid_pdf", "bad xref"),
     ]
     assert [p["id"] for p in only] == ["ext:p04"]
+
+
+def test_tally_keeps_the_last_reason_of_each_kind_for_the_table_and_the_summary() -> None:
+    tally = Tally()
+    tally.failed_for_good("connection", "Connection refused", "2401.00001")
+    tally.retry_later("connection", "Connection reset", "2401.00002")
+    tally.retry_later("timeout", "read timeout", "2401.00003")
+    table = {f.kind: (f.failed, f.retried, f.last) for f in tally.failure_snapshot()}
+    assert table == {
+        "connection": (1, 1, "2401.00002: Connection reset"),  # the last seen, retried or not
+        "timeout": (0, 1, "2401.00003: read timeout"),
+    }
+    # the summary's reason is of a paper that failed for good
+    assert tally.reasons == {"connection": "2401.00001: Connection refused"}
+
+
+def test_status_shows_a_long_reason_whole_in_80_columns() -> None:
+    from test_render import text_of
+
+    from rpa.show.status_view import make_status
+
+    status = {
+        "generated_at": NOW, "database": "q.db",
+        "totals": dict.fromkeys(("queued", "in_progress", "retry_scheduled", "done", "total"), 0)
+        | {"failed": 1},
+        "stages": {}, "stuck": {"count": 0, "oldest": []},
+        "failures": [{"kind": "connection", "count": 1, "sample_id": "2401.00001",
+                      "sample_message": REFUSED.format(url="http://127.0.0.1:45678/pdf/"
+                                                       "2401.00001?" + "x=1&" * 20)}],
+        "retries": {"count": 0, "next": []},
+        "timings": {"window_seconds": 900, "stages": {}},
+        "throughput": dict.fromkeys(("last_1m_papers_per_min", "last_5m_papers_per_min",
+                                     "last_15m_papers_per_min"), 0.0),
+        "hosts": [], "runs": [],
+    }  # fmt: skip
+    lines = text_of(make_status(status), width=200).splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    at = next(i for i, line in enumerate(lines) if line.startswith("  connection"))
+    said = "".join("".join(lines[at + 1 : at + 4]).split())  # a long URL is broken, not cut
+    whole = REFUSED.format(url="http://127.0.0.1:45678/pdf/2401.00001?" + "x=1&" * 20)
+    assert said == "".join(whole.split())
+    assert "…" not in "\n".join(lines)

@@ -25,6 +25,7 @@ from rpa import errors
 from rpa.cli.output import Printer, err, event, one_line_errors, out, reader_may_leave, say
 from rpa.config import Resolved, Settings
 from rpa.hosts.politeness import politeness_notice
+from rpa.idlist import STDIN
 from rpa.queue import redact
 from rpa.queue.enqueue import EnqueueReport
 from rpa.queue.model import new_run_id
@@ -56,7 +57,8 @@ def start_run(
 
     def skipped(error: errors.InvalidIdError) -> None:
         if shown[0] < SHOWN_INVALID:
-            say("skipped ", f"{ids}:{error.line}: {error.text!r}: {error.reason}", "yellow")
+            name = "stdin" if ids == STDIN else ids
+            say("skipped ", f"{name}:{error.line}: {error.text!r}: {error.reason}", "yellow")
         shown[0] += 1
 
     run_id = new_run_id()

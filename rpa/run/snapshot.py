@@ -102,7 +102,8 @@ class RunSummary:
     wall_seconds: float
     lag: WindowStats
     failures: dict[str, int]
-    #: the last reason of each failure kind (the paper's ID, then the message), whole
+    #: the last reason of each failure kind, of a paper failed for good (its ID, then the
+    #: message), whole
     reasons: dict[str, str]
     #: the papers whose own work took longest: (id, work seconds, seconds spent waiting)
     slowest: list[tuple[str, float, float]]

@@ -52,7 +52,10 @@ class Tally:
         self.retried = 0  # jobs this run gave back to wait for a retry
         self.failures: Counter[str] = Counter()  # kind -> papers failed for good
         self.retries: Counter[str] = Counter()  # kind -> attempts given back for a retry
-        self.reasons: dict[str, str] = {}  # kind -> "<id>: <message>" of its last failure
+        #: kind -> "<id>: <message>" of its last failure for good (the summary's)
+        self.reasons: dict[str, str] = {}
+        #: kind -> "<id>: <message>" of its last failure, for good or to be retried (the table's)
+        self.last_seen: dict[str, str] = {}
         #: (id, work seconds, waiting seconds) of finished papers, the slowest work kept
         self.slowest: list[tuple[str, float, float]] = []
         self.attempts: list[Attempt] = []  # written at each heartbeat
@@ -81,13 +84,13 @@ class Tally:
     def failed_for_good(self, kind: str, message: str, job_id: str = "") -> None:
         self.failed += 1
         self.failures[kind] += 1
-        self.reasons[kind] = f"{job_id}: {message}" if job_id else message
+        self.reasons[kind] = self.last_seen[kind] = f"{job_id}: {message}" if job_id else message
 
     def retry_later(self, kind: str, message: str, job_id: str = "") -> None:
         """An attempt failed and the paper waits for another: counted, its reason kept."""
         self.retried += 1
         self.retries[kind] += 1
-        self.reasons[kind] = f"{job_id}: {message}" if job_id else message
+        self.last_seen[kind] = f"{job_id}: {message}" if job_id else message
 
     def failure_snapshot(self) -> list[FailureSnapshot]:
         """Every kind met this run, the most papers first."""
@@ -96,7 +99,7 @@ class Tally:
             key=lambda k: (-(self.failures[k] + self.retries[k]), k),
         )
         return [
-            FailureSnapshot(k, self.failures[k], self.retries[k], self.reasons.get(k, ""))
+            FailureSnapshot(k, self.failures[k], self.retries[k], self.last_seen.get(k, ""))
             for k in kinds
         ]
 
