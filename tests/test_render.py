@@ -221,6 +221,8 @@ def test_format_line_is_one_line_with_the_figures() -> None:
     assert "74.5 papers/min 10.0 pages/s 0.40 MB/s ETA 0m30s" in line
     assert "download=3/64+0 extract=1/1+18 host export.arxiv.org=4/4+7" in line
     assert "workers 19/20 busy" in line and "lag p99 3.1 ms max 4.9 ms" in line
+    failing = format_line(snapshot(failures=[FailureSnapshot("connection", 1, 3, "x: refused")]))
+    assert failing.endswith(" | failed/retried connection=1/3")
 
 
 def test_snapshot_dict_is_a_json_line() -> None:

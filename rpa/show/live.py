@@ -228,5 +228,11 @@ def format_line(snap: RunSnapshot) -> str:
             else ""
         )
         + (f" | waiting for {snap.waiting}" if snap.waiting else "")
+        + (
+            " | failed/retried "
+            + " ".join(f"{f.kind}={f.failed}/{f.retried}" for f in snap.failures)
+            if snap.failures
+            else ""
+        )
         + (" | stopping" if snap.stopping else "")
     )
