@@ -151,6 +151,10 @@ def _raw_chunks(path: Path) -> Iterator[tuple[int, list[str], frozenset[int]]]:
             if len(carry) > MAX_LINE_BYTES:
                 carry = carry[:MAX_LINE_BYTES]
                 overlong = True
+            if len(block) < _BLOCK_BYTES:
+                # a buffered read comes back short only at the end: stop there, for the end
+                # of a terminal's input (Ctrl-D) is read once, and one more read would wait
+                break
         if carry or overlong:
             line = carry.decode("utf-8", errors="replace")
             line = line.removeprefix("\ufeff") if lineno == 0 else line

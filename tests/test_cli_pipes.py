@@ -139,3 +139,21 @@ def test_failures_lists_each_failed_paper_and_its_ids_feed_another_run(
         rerun = run_cli(other, "run", "-", *other.knobs(), "--no-progress", stdin=listed.stdout)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "queued 2 new of 2 valid IDs" in rerun.stdout
+
+
+def test_run_dash_at_a_prompt_says_what_it_waits_for(tmp_path: Path) -> None:
+    """`rpa run -` typed at a terminal waits for IDs: it says so, and how to end them."""
+    import pexpect
+
+    cli = Cli(tmp_path, "http://127.0.0.1:9/{id}")
+    child = pexpect.spawn(
+        cli.args()[0], [*cli.args()[1:], "run", "-", "--no-progress"], cwd=str(tmp_path),
+        env=clean_env(), encoding="utf-8", timeout=60,
+    )  # fmt: skip
+    child.expect("reading IDs from standard input, one a line; end with Ctrl-D")
+    child.sendline("not an id")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2  # no valid ID: nothing to do
+    assert "stdin:1: 'not an id'" in (child.before or "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +62,8 @@ def start_run(
             say("skipped ", f"{name}:{error.line}: {error.text!r}: {error.reason}", "yellow")
         shown[0] += 1
 
+    if ids == STDIN and sys.stdin.isatty():  # `rpa run -` typed at a prompt: say what it waits for
+        say("", "reading IDs from standard input, one a line; end with Ctrl-D", "yellow")
     run_id = new_run_id()
     start = time.perf_counter()
     with one_line_errors():
