@@ -276,4 +276,5 @@ def _closing_lines(hint: Console, settings: Settings, failed: int, *, next_steps
     if next_steps:
         hint.print(f"next: rpa status --db {db}   |   rpa export --db {db} > outcomes.jsonl")
     if failed:
-        hint.print(f"failed papers: `rpa retry --db {db}` puts them back, then `rpa resume`")
+        hint.print(f"failed papers: `rpa failures --db {db}` lists them, `rpa retry --db {db}` "
+                   "puts them back, then `rpa resume`")  # fmt: skip

@@ -56,7 +56,7 @@ def make_status(status: dict[str, Any]) -> Lines:
                 [(clip(f"  {f['kind']:<14} {f['count']:>7}  e.g. {f['sample_id']}", WIDTH), "")]
             )
             lines += _detail(f["sample_message"] or "", style="yellow")
-        lines.append([("  `rpa retry` puts failed papers back in the queue", "")])
+        lines.append([("  `rpa failures` lists them; `rpa retry` puts them back in the queue", "")])
     retries = status["retries"]
     if retries["next"]:
         lines.append([(f"Retry scheduled: {retries['count']}", "title")])
