@@ -28,6 +28,7 @@ __all__ = [
     "ENV_PREFIX",
     "Resolved",
     "Settings",
+    "knob_choices",
     "knob_fields",
     "load_settings",
     "normalize_db",
@@ -169,7 +170,7 @@ class Settings:
             value = getattr(self, f.name)
             if minimum is not None and value < minimum:
                 raise ConfigError(f"{f.name} must be at least {minimum}, got {value}")
-            choices = _choices(f)
+            choices = knob_choices(f)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
         validate_url_template(self.pdf_url)
@@ -219,7 +220,7 @@ class Settings:
         return self.max_connections or self.download_concurrency
 
 
-def _choices(f: dataclasses.Field[Any]) -> tuple[str, ...]:
+def knob_choices(f: dataclasses.Field[Any]) -> tuple[str, ...]:
     """The allowed values of a Literal[...] knob, () for any other."""
     hint = get_type_hints(Settings)[f.name]
     return tuple(get_args(hint)) if get_origin(hint) is Literal else ()
@@ -271,7 +272,11 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     # Allow either flat keys or a [rpa] table; dashes or underscores.
     if isinstance(data.get("rpa"), dict):

@@ -300,8 +300,8 @@ def test_status_from_another_process_while_a_run_is_active(tmp_path: Path, queue
                 proc.wait()
 
     lines = log.read_text().splitlines()
-    assert lines[0].startswith("queued 7 new")
-    events = [json.loads(line) for line in lines[1:]]  # every line after it is JSON
+    events = [json.loads(line) for line in lines]  # every line is JSON, the first included
+    assert events[0]["event"] == "queued" and events[0]["new"] == 7
     progress = [e for e in events if e["event"] == "progress"]
     assert progress, "no progress line in a run longer than the log interval"
     assert progress[0]["run_id"] == run["id"] and "download" in progress[0]["gates"]

@@ -13,13 +13,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from rpa import errors
 from rpa.cli.drive import start_run
 from rpa.cli.knobs import with_knobs
-from rpa.cli.output import EXIT_OK, EXIT_USAGE, one_line_errors, out, say
+from rpa.cli.output import EXIT_OK, KINDS_OPTION, Kind, event, kind_names, one_line_errors, out
 from rpa.config import Resolved
 from rpa.hints import command_hint
 from rpa.queue import jobs, open_store, redact
+from rpa.queue.model import QUEUE_SETTINGS
+from rpa.run.demo import DEMO_DB, DEMO_OUT
 
 __all__ = ["SAMPLES", "demo", "resume", "retry", "run"]
 
@@ -41,8 +42,9 @@ def run(
     ids: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Argument(
-            help="file of arXiv IDs, one per line (# comments); with --pdf-tar, "
-            "optional: only these of the tars' papers [default: all of them]"
+            help="file of arXiv IDs, one per line (# comments); - reads them from standard "
+            "input (a pipe); with --pdf-tar, optional: only these of the tars' papers "
+            "[default: all of them]"
         ),
     ] = None,
     strict: Annotated[
@@ -54,18 +56,31 @@ def run(
 ) -> None:
     """Queue the IDs in IDS (idempotent) and process until nothing is left.
 
-    Example: rpa run ids.txt --workers 200 --download-concurrency 32
-    Example: rpa run --pdf-tar 'bulk/arXiv_pdf_*.tar'
+    Examples:
+
+    \b
+    rpa run ids.txt --workers 200 --download-concurrency 32
+    rpa run --pdf-tar 'bulk/arXiv_pdf_*.tar'
+    grep 2401 all-ids.txt | rpa run -
     """
     start_run(resolved, "run", ids=ids, strict=strict, reconfigure=reconfigure)
 
 
-@with_knobs()
+#: what a resume runs with instead of Settings' defaults: the queue's stored settings
+RESUME_SHOWN = dict.fromkeys(QUEUE_SETTINGS, "the queue's, as first stored")
+#: what the demo uses instead of Settings' defaults
+DEMO_SHOWN = {"db": DEMO_DB, "out": str(DEMO_OUT), "pdf_url": "the demo's loopback mirror"}
+
+
+@with_knobs(shown=RESUME_SHOWN)
 def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved) -> None:
     """Continue the queue where it stopped, with its stored settings: reclaim dead leases,
     then process what is left.
 
-    Example: rpa resume --db rpa.db
+    Example:
+
+    \b
+    rpa resume --db rpa.db
     """
     start_run(resolved, "resume", reconfigure=reconfigure)
 
@@ -73,8 +88,8 @@ def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved) -> None:
 @with_knobs({"db"})
 def retry(
     kind: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--kind", help="only failures of this kind (repeatable) [default: all]"),
+        Optional[list[Kind]],  # noqa: UP045
+        KINDS_OPTION,
     ] = None,
     *,
     resolved: Resolved,
@@ -83,22 +98,22 @@ def retry(
 
     Their checkpoints stay (a paper that failed extracting is not downloaded again) and their
     history stays in the attempts table. `rpa resume` then runs them.
-    Example: rpa retry --kind connection --kind timeout
+
+    Example:
+
+    \b
+    rpa retry --kind connection --kind timeout
     """
     db = resolved.settings.db
-    unknown = sorted(set(kind or ()) - errors.KINDS)
-    if unknown:
-        say("error: ", f"no failure kind {', '.join(map(repr, unknown))}; the kinds are "
-            f"{', '.join(sorted(errors.KINDS))}", "red")  # fmt: skip
-        raise typer.Exit(EXIT_USAGE)
+    kinds = kind_names(kind)
     with one_line_errors():
         store = open_store(db, create=False)
         try:
-            counts = jobs.retry_failed(store, kind or None, time.time())
+            counts = jobs.retry_failed(store, kinds, time.time())
         finally:
             store.close()
     if not counts:
-        which = f" of kind {', '.join(kind)}" if kind else ""
+        which = f" of kind {', '.join(kinds)}" if kinds else ""
         out.print(f"no failed papers{which} in {redact(db)}: nothing to retry")
         return
     for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -107,7 +122,7 @@ def retry(
               f"`{command_hint(f'resume --db {redact(db)}')}` runs them")  # fmt: skip
 
 
-@with_knobs()
+@with_knobs(shown=DEMO_SHOWN)
 def demo(
     fresh: Annotated[
         bool, typer.Option(help="delete the demo's database and output first")
@@ -118,7 +133,12 @@ def demo(
     """Offline demo: serve the bundled sample papers from a loopback mirror and run them.
 
     The samples are not arXiv papers: they are queued as ext:<name> IDs. Unless --db/--out are
-    given, the demo uses rpa-demo.db and rpa-demo-data/. Example: rpa demo
+    given, the demo uses rpa-demo.db and rpa-demo-data/.
+
+    Example:
+
+    \b
+    rpa demo
     """
     from rpa.run.demo import DemoMirror, demo_resolved, demo_state, remove_demo
 
@@ -129,8 +149,11 @@ def demo(
             remove_demo(settings)
         state = demo_state(settings)
         if state is not None:
-            out.print(state)
+            json_lines = settings.log_format == "json" and not out.is_terminal
+            event(json_lines, state, "demo_done", message=state)
             raise typer.Exit(EXIT_OK)
         with DemoMirror(SAMPLES, settings) as mirror:
-            out.print(f"serving {mirror.count} sample papers at {mirror.template}")
+            json_lines = settings.log_format == "json" and not out.is_terminal
+            event(json_lines, f"serving {mirror.count} sample papers at {mirror.template}",
+                  "demo_mirror", papers=mirror.count, url=mirror.template)  # fmt: skip
             start_run(mirror.resolved(resolved), "demo", ids=mirror.ids_file, strict=True)

@@ -137,14 +137,14 @@ class JobProcessor:
             raise  # the run's condition, not this paper's: the run stops (rpa.run.feeder)
         except Exception as exc:
             await self._fail(job, classify(exc, f"the {stage} stage"), stage)
+        finally:
+            self.tally.let_go(job.id)
 
     def _attempt(
         self, job: Job, stage: str, started: float, wait: float, took: float,
         outcome: str = "ok", kind: str | None = None,
     ) -> None:  # fmt: skip
-        self.tally.attempts.append(
-            Attempt(job.id, self.run_id, stage, started, wait, took, outcome, kind)
-        )
+        self.tally.attempt(Attempt(job.id, self.run_id, stage, started, wait, took, outcome, kind))
 
     @contextlib.contextmanager
     def _running(
@@ -378,7 +378,7 @@ class JobProcessor:
         meter = self.tally.meters[stage]
         if final:
             meter.failed += 1
-            self.tally.failed_for_good(exc.kind, exc.message)
+            self.tally.failed_for_good(exc.kind, exc.message, job.id)
         else:
             meter.retried += 1
-            self.tally.retried += 1
+            self.tally.retry_later(exc.kind, exc.message, job.id)
