@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+
+from rpa.errors import InvalidIdError
+from rpa.ids import parse_id
 
 from .text import MONTHS as _MONTHS
 
-__all__ = ["STAMP", "find_arxiv_stamp"]
+__all__ = ["STAMP", "find_arxiv_stamp", "stamp_mismatch"]
 
 
 def _stamp_pattern(version: str) -> re.Pattern[str]:
@@ -57,3 +61,25 @@ def find_arxiv_stamp(text: str) -> dict[str, object] | None:
 
 
 STAMP = _STAMP
+#: an old-style ID's subject class ("math.AG/0101001"): stamps and IDs give it or not
+_SUBJECT_CLASS = re.compile(r"\.[^/]*(?=/)")
+
+
+def _paper(ident: str) -> str:
+    return _SUBJECT_CLASS.sub("", ident.lower())
+
+
+def stamp_mismatch(stamp: Mapping[str, object] | None, paper_id: str) -> str | None:
+    """The stamped ID ("2301.00002v1") when the arXiv stamp on page 1 names another paper
+    than `paper_id` (the job's ID), so that the record tells that the PDF and the metadata
+    fetched for the ID may not be the same paper; None when they agree, there is no stamp,
+    or the job's ID is not an arXiv ID. Another version of the same paper is no mismatch."""
+    if not stamp or not stamp.get("id"):
+        return None
+    try:
+        paper = parse_id(paper_id)
+    except InvalidIdError:
+        return None
+    if not paper.is_arxiv or _paper(str(stamp["id"])) == _paper(paper.base):
+        return None
+    return f"{stamp['id']}v{stamp.get('version')}"
