@@ -17,6 +17,7 @@ An empty list means no confident guess.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -148,6 +149,7 @@ def _names(line: str, letters: set[str]) -> tuple[list[str], bool] | None:
     return None
 
 
+@functools.lru_cache(maxsize=2048)
 def author_line(line: str) -> bool:
     """Does this line list two or more authors ("A. Smith, B. Jones and C. Li")?"""
     names = _names(line, set())

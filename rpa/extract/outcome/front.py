@@ -5,6 +5,7 @@ The title's position matters as much as its text: the author block is read right
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -48,6 +49,12 @@ _VENUE_TAIL = re.compile(
 )
 
 
+#: page-1 lines are asked about again for every place a title could start: each is read once
+#: (the cache holds a few papers' front matter; an extraction process analyses one at a time)
+_memo = functools.lru_cache(maxsize=2048)
+
+
+@_memo
 def is_header(line: str) -> bool:
     """A page-1 header or footer line: venue, volume, dates, licence, report number, stamp."""
     if STAMP.search(line) or _NOISE.search(line):
@@ -57,7 +64,8 @@ def is_header(line: str) -> bool:
     return len(line.split()) <= 6 and _DATE_LINE.search(line) is not None
 
 
-def _is_author(line: str) -> bool:
+@_memo
+def is_author(line: str) -> bool:
     return _AUTHOR.search(line) is not None and not is_header(line)
 
 
@@ -72,7 +80,7 @@ def _continues(title: str, nxt: str) -> bool:
         return False
     if title.split()[-1].lower() in CONNECTORS and not re.search(f"[{MARKERS}\\d]", nxt):
         return True  # "... Papers with" / "Persistent and Personalized ...": not done yet
-    if _is_author(nxt) or "@" in nxt or title.endswith(tuple("∗†‡⋆")) or nxt.lower() == "by":
+    if is_author(nxt) or "@" in nxt or title.endswith(tuple("∗†‡⋆")) or nxt.lower() == "by":
         return False  # (a footnote mark ends a title: "... v6.31∗")
     if author_line(nxt):
         return False  # "Ludwig van Beethoven and Xiao-Ming Li"
@@ -126,8 +134,8 @@ def _text_title(lines: list[str]) -> tuple[str, int]:
         if first is None:
             continue
         title, after = _title_at(lines, first)
-        score = (len(title.split()) >= 3) - 2 * _is_author(lines[first])
-        if after < len(lines) and _is_author(lines[after]):
+        score = (len(title.split()) >= 3) - 2 * is_author(lines[first])
+        if after < len(lines) and is_author(lines[after]):
             score += 2
         if score > best_score:
             best, best_after, best_score = title, after, score

@@ -8,7 +8,12 @@ or, in papers whose known headings are unnumbered capitals, another line in capi
 
 from __future__ import annotations
 
+import bisect
+import operator
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import compress
 
 from .text import CONNECTORS, words
 
@@ -47,6 +52,29 @@ _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
 _FIRST_TOKEN = re.compile(r"^\S+\s+")
 _SECTION_NUMBER = re.compile(r"^(?:\d{1,2}(?:\.\d{1,2})*|[IVX]{1,5}|[A-H])\.?\s+")
 _NON_LOWER = re.compile(r"[^a-z]")
+# The same over lines joined by newlines: every line's heading key in one pass
+_SECTION_NUMBERS = re.compile(_SECTION_NUMBER.pattern.replace(r"\s+", r"[^\S\n]+"), re.MULTILINE)
+_NON_LOWER_LINES = re.compile(r"[^a-z\n]+")
+_FIRST = operator.itemgetter(0)
+_LAST = operator.itemgetter(-1)
+class _FirstChars(dict[str, bool]):
+    """A line's first character -> what it may start, computed once per character (looked up
+    at C speed, with map, for every line of a paper)."""
+
+    def __init__(self, test: Callable[[str], bool]) -> None:
+        super().__init__()
+        self.test = test
+
+    def __missing__(self, c: str) -> bool:
+        self[c] = ok = self.test(c)
+        return ok
+
+
+#: a numbered, Roman or lettered heading: a decimal digit (what \d matches) or I V X A-H
+_OUTLINE_FIRST = _FirstChars(lambda c: c in "IVXABCDEFGH" or c.isdecimal())
+#: a known heading: an upper-case letter, or a letter or digit that is not lower case
+_CAPITAL = _FirstChars(lambda c: (c.isalnum() and not c.islower()) or c.isupper())
+_SENTENCE_END = frozenset(".!?:)")
 _APPENDIX_WORD = re.compile(r"(?i)appendi(?:x|ces)\b")
 _PAGE_NUMBER_END = re.compile(r"\s\d{1,3}$")
 _APPENDIX_KEY = re.compile(r"appendix[a-z]?")
@@ -220,6 +248,48 @@ def references_heading(lines: list[str]) -> int | None:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Outline:
+    """Where a paper's headings can be, found once for `headings` and `references` without
+    a Python step for most lines (a paper has ~900 lines, ~5 known headings): `known`, the
+    lines `is_known_heading` accepts; `references`, what `references_heading` finds; and
+    `numbered`, the lines whose first character may start a numbered heading."""
+
+    known: list[int]
+    references: int | None
+    numbered: list[int]
+
+
+def outline(lines: list[str]) -> Outline:
+    """The Outline of non-blank `lines` (those of rpa.extract.outcome.text.page_lines)."""
+    everyone = range(len(lines))
+    firsts = list(map(_FIRST, lines))
+    # A known heading is short, or starts with "Appendix" (checked exactly below); the keys
+    # of the short lines come from one pass over them joined.
+    fit = map(operator.and_, map((45).__ge__, map(len, lines)), map(_CAPITAL.__getitem__, firsts))
+    short = list(compress(everyone, fit))
+    keyed = _SECTION_NUMBERS.sub("", "\n".join([lines[i] for i in short])).lower()
+    keys = _NON_LOWER_LINES.sub("", keyed).split("\n") if short else []
+    known: set[int] = set()
+    references = None
+    for i, key in zip(short, keys, strict=True):
+        if key in REFERENCE_KEYS and len(lines[i]) <= 40 and firsts[i].isupper():
+            references = i
+        if key in KNOWN_HEADINGS or key.startswith("appendix"):
+            known.add(i)
+    known.update(
+        i
+        for i in compress(everyone, map("Aa".__contains__, firsts))
+        if _APPENDIX_WORD.match(lines[i])
+    )
+    numbered = list(compress(everyone, map(_OUTLINE_FIRST.__getitem__, firsts)))
+    return Outline(
+        known=sorted(i for i in known if is_known_heading(lines[i])),
+        references=references,
+        numbered=numbered,
+    )
+
+
 def _capitals_heading(lines: list[str], pos: int) -> bool:
     """A line in capitals that stands between paragraphs, in a paper whose headings are."""
     line = lines[pos]
@@ -244,28 +314,33 @@ def _heading_text(lines: list[str], pos: int) -> str | None:
     return None
 
 
-def headings(lines: list[str], body_start: int) -> list[str]:
-    """The paper's headings in order, deduplicated, at most MAX_HEADINGS."""
+def headings(lines: list[str], body_start: int, where: Outline | None = None) -> list[str]:
+    """The paper's headings in order, deduplicated, at most MAX_HEADINGS. `where` is
+    `outline(lines)` (made here if not given): only its lines are looked at one by one."""
+    where = where or outline(lines)
     arabic: list[tuple[int, tuple[int, ...]]] = []
     roman: list[tuple[int, tuple[int, ...]]] = []
     lettered: list[tuple[int, tuple[int, ...]]] = []
     known: list[int] = []
     dotted: set[int] = set()
     text_at: dict[int, str] = {}
-    refs_at = references_heading(lines)
+    refs_at = where.references
+    known_at = set(where.known)
     in_references = appendices = False
     cur_roman = cur_letter = 0
-    eligible: list[int] = []  # past the front matter, not a reference entry
-    for pos, line in enumerate(lines):
-        if is_known_heading(line):
+    # where the references' state changes: (position, in references from there on)
+    changes: list[tuple[int, bool]] = [(-1, False)]
+    for pos in sorted(known_at.union(where.numbered)):
+        line = lines[pos]
+        if pos in known_at:
             known.append(pos)  # and, when numbered, a link in the outline chain below
             in_references = pos == refs_at or (in_references and "appendix" not in line.lower())
             appendices = appendices or pos == refs_at or _appendix_heading(line)
+            changes.append((pos, in_references))
         if pos < body_start or (in_references and _REFERENCE_LIKE.search(line)):
             continue  # page-1 affiliations ("1 Allen ...") and entries "1. J. Doe, ..." are not
-        eligible.append(pos)
         # Only a known heading or a numbered line can be chosen below (capitals are looked
-        # at after the loop): the shape tests of every other line were most of the cost.
+        # at after the loop).
         if not (
             (known and known[-1] == pos)
             or NUMBERED.match(line)
@@ -307,7 +382,12 @@ def headings(lines: list[str], body_start: int) -> list[str]:
         if _upper(lines[p]) and heading_key(lines[p]) == re.sub(r"[^a-z]", "", lines[p].lower())
     ]
     if len(capitals) >= 2 and any(heading_key(lines[p]) in _MAIN_KEYS for p in capitals):
-        for p in eligible:
+        # a capitals heading follows a line that ends a sentence: only those are looked at
+        ends = compress(range(len(lines)), map(_SENTENCE_END.__contains__, map(_LAST, lines)))
+        for p in (i + 1 for i in ends if i + 1 >= body_start and i + 1 < len(lines)):
+            state = changes[bisect.bisect_right(changes, (p, True)) - 1][1]
+            if state and _REFERENCE_LIKE.search(lines[p]):
+                continue  # an entry of the reference list
             if p not in text_at and _capitals_heading(lines, p):
                 text = _heading_text(lines, p)
                 if text is not None:

@@ -7,6 +7,7 @@ every heuristic (running headers, margin line numbers, footnote marks glued to w
 
 from __future__ import annotations
 
+import operator
 import re
 import unicodedata
 
@@ -72,6 +73,8 @@ _ABSTRACT = re.compile(
     r"^(?:abstract|a\s?b\s?s\s?t\s?r\s?a\s?c\s?t|summary)\d{0,3}(?:\s*$|\s*[.:—–-]\s*(.*)$)",
     re.IGNORECASE,
 )
+#: what _ABSTRACT can start with, ignoring case ("ſ" is an "s" to it)
+_ABSTRACT_FIRST = frozenset("AaSsſ")
 AFFILIATION = words(
     "university universidad universität universite université univ institute institut "
     "department dept college school faculty division laboratory laboratories lab labs center "
@@ -89,6 +92,8 @@ AFFILIATION = words(
 
 def abstract_start(line: str) -> str | None:
     """The text after an "Abstract" heading on this line ("" if none), or None."""
+    if line[:1] not in _ABSTRACT_FIRST:
+        return None  # (most lines: no regex)
     match = _ABSTRACT.match(line)
     return None if match is None else (match.group(1) or "")
 
@@ -114,6 +119,46 @@ def join_lines(lines: list[str], limit: int = 10**6) -> str:
 
 
 _LEADING_NUMBER = re.compile(r"^(\d{1,4})(?=\s|$)")
+_FIRST = operator.itemgetter(0)
+_LAST = operator.itemgetter(-1)
+_PAGE_NUMBER = re.compile(r"\d{1,4}")
+_DIGITS = re.compile(r"\d+")
+
+
+#: bytes -> b" " for ASCII whitespace (str.isspace), b"x" for any other byte (UTF-8 of the rest)
+_SPACES = bytes(0x20 if chr(b).isspace() else 0x78 for b in range(128)) + b"x" * 128
+#: the UTF-8 of the whitespace characters NFKC keeps (U+0085, U+1680, U+2028, U+2029)
+_WIDE_SPACES = (b"\xc2\x85", b"\xe1\x9a\x80", b"\xe2\x80\xa8", b"\xe2\x80\xa9")
+
+
+def word_count(text: str) -> int:
+    """len(text.split()) for an NFKC-normalised text, without making a string a word: the
+    words are counted where a space is followed by a non-space, in the UTF-8 bytes."""
+    data = text.encode("utf-8", "surrogatepass")
+    a, b, c, d = _WIDE_SPACES
+    if a in data or b in data or c in data or d in data:
+        return len(text.split())
+    marks = data.translate(_SPACES)
+    return marks.count(b" x") + marks.startswith(b"x")
+
+
+def nfkc(text: str) -> str:
+    """unicodedata.normalize("NFKC", text), normalising only the lines that need it: a page
+    with one "²" or "𝑥" would otherwise be normalised whole, at ~20 ns a character. (A line
+    break never composes with its neighbours, so line by line gives the same text.)"""
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    return "\n".join(
+        [
+            line if unicodedata.is_normalized("NFKC", line) else unicodedata.normalize("NFKC", line)
+            for line in text.split("\n")
+        ]
+    )
+
+
+def nonblank_lines(text: str) -> list[str]:
+    """The text's lines, stripped, without the blank ones."""
+    return list(filter(None, map(str.strip, text.splitlines())))
 
 
 def _candidates(line: str) -> list[tuple[int, int, int]]:
@@ -145,10 +190,12 @@ def strip_line_numbers(lines: list[str], min_run: int = 0) -> list[str]:
     """
     if not (min_run or 12) <= len(lines) <= 5000:
         return lines  # (no page has 5,000 lines: a pathological text is left as it is)
-    cands = [_candidates(line) for line in lines]
     need = min_run or max(10, 0.4 * len(lines))
-    if sum(1 for c in cands if c) < need:
+    # lines that start or end with a digit (at C speed): at least those that have a candidate
+    edges = sum(map(str.isdecimal, map(_FIRST, lines))) + sum(map(str.isdecimal, map(_LAST, lines)))
+    if edges < need:
         return lines  # fewer numbered lines than the shortest run that counts: no chain
+    cands = [_candidates(line) for line in lines]
     # chain[i][k]: length of the run that starts with candidate k of line i, and its next link
     chain: list[list[tuple[int, tuple[int, int] | None]]] = [[] for _ in lines]
     for i in range(len(lines) - 1, -1, -1):
@@ -204,28 +251,37 @@ def page_lines(pages: list[str]) -> tuple[list[str], list[int]]:
     pages is a running header ("18 A. FERRAGUTI AND G. MICHELI"): dropped, because it would
     otherwise read as a numbered heading or split a reference in two.
     """
-    raw = [[ln.strip() for ln in page.splitlines() if ln.strip()] for page in pages]
+    raw = [nonblank_lines(page) for page in pages]
     per_page = [strip_line_numbers(lines) for lines in raw]
     if per_page != raw:  # a line-numbered draft: its pages of figures have short runs
         per_page = [strip_line_numbers(lines, min_run=3) for lines in raw]
 
+    keys: dict[str, str] = {}  # each edge line's key, made once
+
     def key(line: str) -> str:
-        return re.sub(r"\d+", "#", line.lower())
+        if (k := keys.get(line)) is None:
+            k = keys[line] = _DIGITS.sub("#", line.lower())
+        return k
 
     seen: dict[str, int] = {}
     for lines in per_page:
         for k in {key(ln) for ln in lines[:3] + lines[-3:]}:
             seen[k] = seen.get(k, 0) + 1
     repeated = {k for k, n in seen.items() if n >= max(3, len(pages) // 4)}
+
+    def kept(edge: list[str]) -> list[str]:
+        return [ln for ln in edge if not (key(ln) in repeated or _PAGE_NUMBER.fullmatch(ln))]
+
     out: list[str] = []
     starts: list[int] = []
     for lines in per_page:
         starts.append(len(out))
-        for i, line in enumerate(lines):
-            edge = i < 3 or i >= len(lines) - 3
-            if edge and (key(line) in repeated or re.fullmatch(r"\d{1,4}", line)):
-                continue
-            out.append(line)
+        if len(lines) <= 6:  # every line is near an edge
+            out += kept(lines)
+        else:  # only the first and last three lines can be headers: the rest goes as it is
+            out += kept(lines[:3])
+            out += lines[3:-3]
+            out += kept(lines[-3:])
     return out, starts
 
 
