@@ -31,7 +31,8 @@ from __future__ import annotations
 from .abstract import MAX_ABSTRACT_CHARS, abstract
 from .authors import author_line, authors
 from .front import is_author, is_header, title
-from .headings import MAX_HEADINGS, headings, outline
+from .headings import MAX_HEADINGS, headings
+from .outline import outline
 from .references import MAX_REFERENCE_CHARS, references
 from .stamp import find_arxiv_stamp
 from .text import nfkc, nonblank_lines, page_lines, strip_line_numbers, word_count

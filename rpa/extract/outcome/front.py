@@ -176,7 +176,7 @@ def _meta_title(metadata: dict[str, str], page1: str) -> str:
     words = [w.lower() for w in alpha_words(title)]
     if len(title) < 6 or len(words) < 2 or _PLACEHOLDER.match(title) or STAMP.search(title):
         return ""
-    page_words = {w.lower() for w in alpha_words(page1)}
+    page_words = set(map(str.lower, alpha_words(page1)))
     if len(page1) >= 200:
         # Producers often leave a stale or generic title: keep it only if page 1 says it too.
         found = sum(1 for w in words if w in page_words)

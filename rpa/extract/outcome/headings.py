@@ -11,11 +11,13 @@ from __future__ import annotations
 import bisect
 import operator
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from itertools import compress
+from typing import TYPE_CHECKING
 
 from .text import CONNECTORS, words
+
+if TYPE_CHECKING:
+    from .outline import Outline
 
 MAX_HEADINGS = 100
 
@@ -50,32 +52,11 @@ _MAIN_KEYS = words(
 REFERENCE_KEYS = words("references bibliography literaturecited referencesandnotes workscited")
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
 _FIRST_TOKEN = re.compile(r"^\S+\s+")
-_SECTION_NUMBER = re.compile(r"^(?:\d{1,2}(?:\.\d{1,2})*|[IVX]{1,5}|[A-H])\.?\s+")
+SECTION_NUMBER = re.compile(r"^(?:\d{1,2}(?:\.\d{1,2})*|[IVX]{1,5}|[A-H])\.?\s+")
 _NON_LOWER = re.compile(r"[^a-z]")
-# The same over lines joined by newlines: every line's heading key in one pass
-_SECTION_NUMBERS = re.compile(_SECTION_NUMBER.pattern.replace(r"\s+", r"[^\S\n]+"), re.MULTILINE)
-_NON_LOWER_LINES = re.compile(r"[^a-z\n]+")
-_FIRST = operator.itemgetter(0)
 _LAST = operator.itemgetter(-1)
-class _FirstChars(dict[str, bool]):
-    """A line's first character -> what it may start, computed once per character (looked up
-    at C speed, with map, for every line of a paper)."""
-
-    def __init__(self, test: Callable[[str], bool]) -> None:
-        super().__init__()
-        self.test = test
-
-    def __missing__(self, c: str) -> bool:
-        self[c] = ok = self.test(c)
-        return ok
-
-
-#: a numbered, Roman or lettered heading: a decimal digit (what \d matches) or I V X A-H
-_OUTLINE_FIRST = _FirstChars(lambda c: c in "IVXABCDEFGH" or c.isdecimal())
-#: a known heading: an upper-case letter, or a letter or digit that is not lower case
-_CAPITAL = _FirstChars(lambda c: (c.isalnum() and not c.islower()) or c.isupper())
 _SENTENCE_END = frozenset(".!?:)")
-_APPENDIX_WORD = re.compile(r"(?i)appendi(?:x|ces)\b")
+APPENDIX_WORD = re.compile(r"(?i)appendi(?:x|ces)\b")
 _PAGE_NUMBER_END = re.compile(r"\s\d{1,3}$")
 _APPENDIX_KEY = re.compile(r"appendix[a-z]?")
 _REFERENCE_LIKE = re.compile(r"^\S+\s+[A-Z]\.\s|\b(?:1[89]|20)\d\d\b|“|,.*,")
@@ -84,7 +65,7 @@ _REFERENCE_LIKE = re.compile(r"^\S+\s+[A-Z]\.\s|\b(?:1[89]|20)\d\d\b|“|,.*,")
 def heading_key(line: str) -> str:
     """Letters only, lower case, without a leading section number: "2. RELATED WORK" ->
     "relatedwork"; also undoes small-caps spacing such as "A CKNOWLEDGMENTS"."""
-    return _NON_LOWER.sub("", _SECTION_NUMBER.sub("", line).lower())
+    return _NON_LOWER.sub("", SECTION_NUMBER.sub("", line).lower())
 
 
 def _appendix_heading(line: str) -> bool:
@@ -100,7 +81,7 @@ def _appendix_heading(line: str) -> bool:
 def is_known_heading(line: str) -> bool:
     if not line[:1].isalnum() or line[:1].islower():
         return False  # "results." or "(Appendix B)." inside a sentence
-    if _APPENDIX_WORD.match(line):
+    if APPENDIX_WORD.match(line):
         return _appendix_heading(line)
     if len(line) > 45 or _PAGE_NUMBER_END.search(line):
         return False  # a sentence, or a table-of-contents line: "References 14"
@@ -134,7 +115,7 @@ def plausible_heading_text(text: str) -> bool:
         return False  # ... unless it is a capitals heading ending "ETC."
     if re.search(r"\s\d{1,3}$", text) or (len(text) > 50 and re.search(r":\s+[a-z]", text)):
         return False  # a table-of-contents line ("2 Methods 5") or a run-in list item
-    letters = sum(c.isalpha() for c in text)
+    letters = sum(map(str.isalpha, text))
     return letters >= 0.6 * len(text.replace(" ", ""))
 
 
@@ -248,48 +229,6 @@ def references_heading(lines: list[str]) -> int | None:
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class Outline:
-    """Where a paper's headings can be, found once for `headings` and `references` without
-    a Python step for most lines (a paper has ~900 lines, ~5 known headings): `known`, the
-    lines `is_known_heading` accepts; `references`, what `references_heading` finds; and
-    `numbered`, the lines whose first character may start a numbered heading."""
-
-    known: list[int]
-    references: int | None
-    numbered: list[int]
-
-
-def outline(lines: list[str]) -> Outline:
-    """The Outline of non-blank `lines` (those of rpa.extract.outcome.text.page_lines)."""
-    everyone = range(len(lines))
-    firsts = list(map(_FIRST, lines))
-    # A known heading is short, or starts with "Appendix" (checked exactly below); the keys
-    # of the short lines come from one pass over them joined.
-    fit = map(operator.and_, map((45).__ge__, map(len, lines)), map(_CAPITAL.__getitem__, firsts))
-    short = list(compress(everyone, fit))
-    keyed = _SECTION_NUMBERS.sub("", "\n".join([lines[i] for i in short])).lower()
-    keys = _NON_LOWER_LINES.sub("", keyed).split("\n") if short else []
-    known: set[int] = set()
-    references = None
-    for i, key in zip(short, keys, strict=True):
-        if key in REFERENCE_KEYS and len(lines[i]) <= 40 and firsts[i].isupper():
-            references = i
-        if key in KNOWN_HEADINGS or key.startswith("appendix"):
-            known.add(i)
-    known.update(
-        i
-        for i in compress(everyone, map("Aa".__contains__, firsts))
-        if _APPENDIX_WORD.match(lines[i])
-    )
-    numbered = list(compress(everyone, map(_OUTLINE_FIRST.__getitem__, firsts)))
-    return Outline(
-        known=sorted(i for i in known if is_known_heading(lines[i])),
-        references=references,
-        numbered=numbered,
-    )
-
-
 def _capitals_heading(lines: list[str], pos: int) -> bool:
     """A line in capitals that stands between paragraphs, in a paper whose headings are."""
     line = lines[pos]
@@ -314,10 +253,9 @@ def _heading_text(lines: list[str], pos: int) -> str | None:
     return None
 
 
-def headings(lines: list[str], body_start: int, where: Outline | None = None) -> list[str]:
+def headings(lines: list[str], body_start: int, where: Outline) -> list[str]:
     """The paper's headings in order, deduplicated, at most MAX_HEADINGS. `where` is
-    `outline(lines)` (made here if not given): only its lines are looked at one by one."""
-    where = where or outline(lines)
+    `rpa.extract.outcome.outline.outline(lines)`: only its lines are looked at one by one."""
     arabic: list[tuple[int, tuple[int, ...]]] = []
     roman: list[tuple[int, tuple[int, ...]]] = []
     lettered: list[tuple[int, tuple[int, ...]]] = []

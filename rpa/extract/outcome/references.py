@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from .headings import Outline, references_heading
+from .headings import references_heading
+from .outline import Outline
 from .text import WORD, join_lines
 
 MAX_REFERENCE_CHARS = 400

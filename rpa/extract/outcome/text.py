@@ -127,18 +127,15 @@ _DIGITS = re.compile(r"\d+")
 
 #: bytes -> b" " for ASCII whitespace (str.isspace), b"x" for any other byte (UTF-8 of the rest)
 _SPACES = bytes(0x20 if chr(b).isspace() else 0x78 for b in range(128)) + b"x" * 128
-#: the UTF-8 of the whitespace characters NFKC keeps (U+0085, U+1680, U+2028, U+2029)
-_WIDE_SPACES = (b"\xc2\x85", b"\xe1\x9a\x80", b"\xe2\x80\xa8", b"\xe2\x80\xa9")
 
 
 def word_count(text: str) -> int:
     """len(text.split()) for an NFKC-normalised text, without making a string a word: the
-    words are counted where a space is followed by a non-space, in the UTF-8 bytes."""
-    data = text.encode("utf-8", "surrogatepass")
-    a, b, c, d = _WIDE_SPACES
-    if a in data or b in data or c in data or d in data:
+    words are counted where a space is followed by a non-space, in the UTF-8 bytes. The
+    whitespace NFKC keeps outside ASCII (U+0085, U+1680, U+2028, U+2029) takes the slow way."""
+    if "\u2028" in text or "\u2029" in text or "\x85" in text or "\u1680" in text:
         return len(text.split())
-    marks = data.translate(_SPACES)
+    marks = text.encode("utf-8", "surrogatepass").translate(_SPACES)
     return marks.count(b" x") + marks.startswith(b"x")
 
 
@@ -178,6 +175,18 @@ def _candidates(line: str) -> list[tuple[int, int, int]]:
     return out
 
 
+def _longest_run(values: set[int]) -> int:
+    """The most consecutive integers among `values`."""
+    best = 0
+    for v in values:
+        if v - 1 not in values:
+            end = v + 1
+            while end in values:
+                end += 1
+            best = max(best, end - v)
+    return best
+
+
 def strip_line_numbers(lines: list[str], min_run: int = 0) -> list[str]:
     """Remove a draft's margin line numbers (LaTeX `lineno`, review copies).
 
@@ -196,6 +205,11 @@ def strip_line_numbers(lines: list[str], min_run: int = 0) -> list[str]:
     if edges < need:
         return lines  # fewer numbered lines than the shortest run that counts: no chain
     cands = [_candidates(line) for line in lines]
+    if (
+        sum(1 for c in cands if c) < need
+        or _longest_run({v for c in cands for v, _, _ in c}) < need
+    ):
+        return lines  # a chain needs that many numbered lines, numbered n, n + 1, n + 2 ...
     # chain[i][k]: length of the run that starts with candidate k of line i, and its next link
     chain: list[list[tuple[int, tuple[int, int] | None]]] = [[] for _ in lines]
     for i in range(len(lines) - 1, -1, -1):
