@@ -121,7 +121,6 @@ def join_lines(lines: list[str], limit: int = 10**6) -> str:
 _LEADING_NUMBER = re.compile(r"^(\d{1,4})(?=\s|$)")
 _FIRST = operator.itemgetter(0)
 _LAST = operator.itemgetter(-1)
-_PAGE_NUMBER = re.compile(r"\d{1,4}")
 _DIGITS = re.compile(r"\d+")
 
 
@@ -270,21 +269,19 @@ def page_lines(pages: list[str]) -> tuple[list[str], list[int]]:
     if per_page != raw:  # a line-numbered draft: its pages of figures have short runs
         per_page = [strip_line_numbers(lines, min_run=3) for lines in raw]
 
-    keys: dict[str, str] = {}  # each edge line's key, made once
-
-    def key(line: str) -> str:
-        if (k := keys.get(line)) is None:
-            k = keys[line] = _DIGITS.sub("#", line.lower())
-        return k
-
+    # Each edge line's key (lower case, digit runs as "#"), all made in one pass: joined
+    edges = [lines[:3] + lines[-3:] for lines in per_page]
+    unique = list({ln: None for edge in edges for ln in edge})
+    key = dict(zip(unique, _DIGITS.sub("#", "\n".join(unique).lower()).split("\n"), strict=True))
     seen: dict[str, int] = {}
-    for lines in per_page:
-        for k in {key(ln) for ln in lines[:3] + lines[-3:]}:
+    for edge in edges:
+        for k in {key[ln] for ln in edge}:
             seen[k] = seen.get(k, 0) + 1
     repeated = {k for k, n in seen.items() if n >= max(3, len(pages) // 4)}
 
     def kept(edge: list[str]) -> list[str]:
-        return [ln for ln in edge if not (key(ln) in repeated or _PAGE_NUMBER.fullmatch(ln))]
+        # (a bare page number: what re.fullmatch(r"\d{1,4}", line) finds)
+        return [ln for ln in edge if not (key[ln] in repeated or (len(ln) <= 4 and ln.isdecimal()))]
 
     out: list[str] = []
     starts: list[int] = []
