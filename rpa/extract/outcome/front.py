@@ -47,6 +47,9 @@ _VENUE_TAIL = re.compile(
     r"\s+[-–—]\s+(?=[^-–—]*\b(?:IEEE|ACM|Transactions|Journal|Proceedings|Conference|"
     r"Symposium|Workshop|Letters)\b)[^-–—]*$"
 )
+_MARK_OR_DIGIT = re.compile(f"[{MARKERS}\\d]")
+_NON_LETTERS = re.compile(r"[\W\d_]+")
+_OFFICE_PREFIX = re.compile(r"^Microsoft (?:Word|PowerPoint) - ")
 
 
 #: page-1 lines are asked about again for every place a title could start: each is read once
@@ -78,7 +81,7 @@ def _continues(title: str, nxt: str) -> bool:
     """Does line `nxt` continue a title whose text so far is `title`?"""
     if is_header(nxt) or not alpha_words(nxt) or len(title) + len(nxt) > 250 or "@" in nxt:
         return False
-    if title.split()[-1].lower() in CONNECTORS and not re.search(f"[{MARKERS}\\d]", nxt):
+    if title.split()[-1].lower() in CONNECTORS and not _MARK_OR_DIGIT.search(nxt):
         return True  # "... Papers with" / "Persistent and Personalized ...": not done yet
     if is_author(nxt) or "@" in nxt or title.endswith(tuple("∗†‡⋆")) or nxt.lower() == "by":
         return False  # (a footnote mark ends a title: "... v6.31∗")
@@ -148,7 +151,7 @@ def clean_title(title: str) -> str:
 
 
 def _letters(text: str) -> str:
-    return re.sub(r"[\W\d_]+", "", text.lower())
+    return _NON_LETTERS.sub("", text.lower())
 
 
 def _locate(lines: list[str], title: str) -> int:
@@ -171,7 +174,7 @@ def _meta_title(metadata: dict[str, str], page1: str) -> str:
     """The metadata title if it is plausibly this paper's title, else ""."""
     raw = metadata.get("/Title") or metadata.get("title") or metadata.get("Title") or ""
     title = clean_title(unicodedata.normalize("NFKC", str(raw)))
-    title = re.sub(r"^Microsoft (?:Word|PowerPoint) - ", "", title)
+    title = _OFFICE_PREFIX.sub("", title)
     title = _VENUE_TAIL.sub("", title)
     words = [w.lower() for w in alpha_words(title)]
     if len(title) < 6 or len(words) < 2 or _PLACEHOLDER.match(title) or STAMP.search(title):

@@ -60,6 +60,8 @@ APPENDIX_WORD = re.compile(r"(?i)appendi(?:x|ces)\b")
 _PAGE_NUMBER_END = re.compile(r"\s\d{1,3}$")
 _APPENDIX_KEY = re.compile(r"appendix[a-z]?")
 _REFERENCE_LIKE = re.compile(r"^\S+\s+[A-Z]\.\s|\b(?:1[89]|20)\d\d\b|“|,.*,")
+_TOC_END = re.compile(r"\s\d{1,3}$")
+_RUN_IN_ITEM = re.compile(r":\s+[a-z]")
 
 
 def heading_key(line: str) -> str:
@@ -113,7 +115,7 @@ def plausible_heading_text(text: str) -> bool:
         return False  # a wrapped sentence (a list item), not a heading
     if text.endswith(".") and not _upper(text):
         return False  # ... unless it is a capitals heading ending "ETC."
-    if re.search(r"\s\d{1,3}$", text) or (len(text) > 50 and re.search(r":\s+[a-z]", text)):
+    if _TOC_END.search(text) or (len(text) > 50 and _RUN_IN_ITEM.search(text)):
         return False  # a table-of-contents line ("2 Methods 5") or a run-in list item
     letters = sum(map(str.isalpha, text))
     return letters >= 0.6 * len(text.replace(" ", ""))
@@ -152,7 +154,7 @@ def _wrapped(lines: list[str], pos: int) -> str:
         )
     ):
         joined = f"{text} {nxt}"
-        if plausible_heading_text(re.sub(r"^\S+\s+", "", joined)):
+        if plausible_heading_text(_FIRST_TOKEN.sub("", joined)):
             return joined
     return text
 
@@ -162,7 +164,7 @@ def is_heading_at(lines: list[str], pos: int) -> bool:
     m = NUMBERED.match(lines[pos]) or _ROMAN.match(lines[pos])
     if m is None:
         return False
-    joined = re.sub(r"^\S+\s+", "", _wrapped(lines, pos))
+    joined = _FIRST_TOKEN.sub("", _wrapped(lines, pos))
     return plausible_heading_text(joined) or plausible_heading_text(m["text"])
 
 
@@ -317,7 +319,7 @@ def headings(lines: list[str], body_start: int, where: Outline) -> list[str]:
     capitals = [  # unnumbered capitals among the known headings: "INTRODUCTION", "SUMMARY"
         p
         for p in known
-        if _upper(lines[p]) and heading_key(lines[p]) == re.sub(r"[^a-z]", "", lines[p].lower())
+        if _upper(lines[p]) and heading_key(lines[p]) == _NON_LOWER.sub("", lines[p].lower())
     ]
     if len(capitals) >= 2 and any(heading_key(lines[p]) in _MAIN_KEYS for p in capitals):
         # a capitals heading follows a line that ends a sentence: only those are looked at

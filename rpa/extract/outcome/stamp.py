@@ -28,6 +28,7 @@ _STAMP = _stamp_pattern(r"\d+")
 # With all whitespace squashed out, "v1 16 Aug" reads "v116Aug": take the fewest version
 # digits that let a date follow. (A v12 stamped on day 3 is then misread as v1: ambiguous.)
 _STAMP_SQUASHED = _stamp_pattern(r"\d+?")
+_SPACES = re.compile(r"\s+")
 
 
 def find_arxiv_stamp(text: str) -> dict[str, object] | None:
@@ -48,7 +49,7 @@ def find_arxiv_stamp(text: str) -> dict[str, object] | None:
         match = pattern.search(candidate)
         if match is None:
             continue
-        ident = re.sub(r"\s+", "", match["id"])
+        ident = _SPACES.sub("", match["id"])
         version = int(match["ver"])
         if pattern is _STAMP:
             raw = " ".join(match.group(0).split())
