@@ -3,16 +3,22 @@ file (issue 21), and a PDF whose arXiv stamp names another paper than its job's 
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from pathlib import Path
 
 import pytest
+from conftest import Cli, write_ids
 
 from rpa.extract.outcome.stamp import find_arxiv_stamp, stamp_mismatch
 from rpa.extract.outcome.text import clean_characters
 from rpa.extract.pdf import extract_pdf
 from rpa.extract.record import outcome_record
-from rpa.queue.model import Job
+from rpa.metrics import WindowStats
+from rpa.queue.model import Job, Totals
+from rpa.run.snapshot import RunSummary
+from rpa.show.summary import make_summary, summary_dict
+from rpa.testing.mirror import Mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 #: a bundled sample (ACL Anthology, redistributable: rpa/samples/ATTRIBUTION.md) whose fonts
@@ -77,3 +83,47 @@ def test_the_record_flags_a_pdf_stamped_with_another_id(tmp_path: Path) -> None:
     assert right["checks"] == {"stamp_mismatch": None}
     unstamped = outcome_record(_job("2301.00001", {"arxiv_stamp": None}), "run", None)
     assert unstamped["checks"] == {"stamp_mismatch": None}
+
+
+@pytest.mark.skipif(not STAMPED_PDF.exists(), reason="needs ../shared/corpus")
+def test_a_run_flags_and_counts_a_pdf_stamped_with_another_id(tmp_path: Path) -> None:
+    """The real CLI over a mirror that serves arXiv:1512.03905's PDF for 2301.00001 too."""
+    files = {"2301.00001": STAMPED_PDF, "1512.03905": STAMPED_PDF}
+    with Mirror(files) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", ["2301.00001", "1512.03905"])
+        result = cli.run("run", str(ids), *cli.knobs(metadata="off", extract_workers=1))
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = {
+        (r := json.loads(p.read_text("utf-8")))["id"]: r
+        for p in (tmp_path / "out" / "outcome").rglob("*.json")
+    }
+    assert records["2301.00001"]["checks"] == {"stamp_mismatch": "1512.03905v1"}
+    assert records["1512.03905"]["checks"] == {"stamp_mismatch": None}
+    said = " ".join(result.stdout.split())
+    assert "1 PDFs carry another paper's arXiv stamp" in said
+    assert "2301.00001 (stamp: 1512.03905v1)" in said
+
+
+def test_the_summary_counts_stamp_mismatches() -> None:
+    summary = RunSummary(
+        run_id="r",
+        status="finished",
+        done=7,
+        failed=0,
+        totals=Totals(done=7),
+        wall_seconds=1.0,
+        lag=WindowStats(0, 0.0, 0.0, 0.0, 0.0),
+        failures={},
+        reasons={},
+        slowest=[],
+        stages=[],
+        messages=[],
+        stamp_mismatches=6,
+        stamp_examples=[f"2301.0000{i} (stamp: 1512.03905v1)" for i in range(1, 6)],
+    )
+    text = " ".join(make_summary(summary).plain.split())
+    assert "6 PDFs carry another paper's arXiv stamp" in text and ", ..." in text
+    data = summary_dict(summary)
+    assert data["stamp_mismatches"]["count"] == 6
+    assert len(data["stamp_mismatches"]["examples"]) == 5

@@ -319,6 +319,7 @@ class JobProcessor:
         meter.durations.add(took)
         self._attempt(job, "outcome", started, 0.0, took)
         self.tally.finished(job.id, total)
+        self.tally.checked(job.id, record)
 
     # ---- failure --------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ every structure is bounded however long the run.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from rpa.metrics import Rate, Window
 from rpa.queue.model import Attempt
@@ -53,6 +54,9 @@ class Tally:
         self.reasons: dict[str, str] = {}  # kind -> the message of its first failure
         self.slowest: list[tuple[str, float]] = []
         self.attempts: list[Attempt] = []  # written at each heartbeat
+        #: papers whose PDF carries another paper's arXiv stamp, and the first few of them
+        self.stamp_mismatches = 0
+        self.stamp_examples: list[str] = []
 
     def finished(self, job_id: str, seconds: float) -> None:
         self.done += 1
@@ -60,6 +64,14 @@ class Tally:
         self.slowest.append((job_id, seconds))
         if len(self.slowest) > 5 * SLOWEST_KEPT:
             self.slowest = sorted(self.slowest, key=lambda x: -x[1])[:SLOWEST_KEPT]
+
+    def checked(self, job_id: str, record: dict[str, Any]) -> None:
+        """Count what a done paper's record flags (checks.stamp_mismatch)."""
+        stamped = (record.get("checks") or {}).get("stamp_mismatch")
+        if stamped:
+            self.stamp_mismatches += 1
+            if len(self.stamp_examples) < 5:
+                self.stamp_examples.append(f"{job_id} (stamp: {stamped})")
 
     def failed_for_good(self, kind: str, message: str) -> None:
         self.failed += 1
