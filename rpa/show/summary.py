@@ -115,8 +115,8 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
         )  # fmt: skip
     if summary.stamp_mismatches:
         lines += wrap(
-            f"{summary.stamp_mismatches} PDFs carry another paper's arXiv stamp: their records "
-            "have their ID's metadata, and say so in checks.stamp_mismatch: "
+            f"{summary.stamp_mismatches} PDFs carry another paper's arXiv stamp (the metadata "
+            "of their IDs may not be theirs; their records' checks.stamp_mismatch): "
             + ", ".join(summary.stamp_examples)
             + (", ..." if summary.stamp_mismatches > len(summary.stamp_examples) else ""),
             "yellow",
