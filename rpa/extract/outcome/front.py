@@ -13,19 +13,44 @@ from .authors import author_line
 from .stamp import STAMP
 from .text import AFFILIATION, CONNECTORS, MARKERS, MONTHS, abstract_start, alpha_words
 
-_NOISE = re.compile(
+# Header and footer lines: what they start with, and what they have anywhere. (One pattern
+# with both, searched case-insensitively, tried every alternative at every position of every
+# line: most of the title's cost. The second is searched only where one of _NOISE_WORDS is.)
+_NOISE_START = re.compile(
     r"^(?:proceedings|journal|transactions|vol\.|volume|issue|received|accepted|published|"
     r"submitted|revised|available online|draft|preprint|typeset|to appear|under review|"
     r"citation:|academic editor|editor|corresponding author|keywords|doi)\b"
-    r"|\b(?:vol\.|volume \d|issn|isbn|doi\b|doi:|https?://|www\.|pp\.\s*\d|pages \d)"
-    r"|©|c©|\(c\)\s*\d{4}|^c\s+(?:19|20)\d\d\b"  # PDFium: "c 2007 Association for ..."
-    r"|copyright|licen[cs]e|creative commons|open access|all rights reserved"
-    r"|ournal\b|publishing|publisher"
+    r"|^c\s+(?:19|20)\d\d\b"  # PDFium: "c 2007 Association for ..."
     r"|^(?:research|original|review|short|technical)\s+(?:article|paper|communication|report)"
     r"(?:\s+\S*\d\S*)?$"
     r"|^(?:\S ){4,}",  # letter-spaced banners such as "R E S E A R C H  A R T I C L E"
     re.IGNORECASE,
 )
+_NOISE_ANYWHERE = re.compile(
+    r"\b(?:vol\.|volume \d|issn|isbn|doi\b|doi:|https?://|www\.|pp\.\s*\d|pages \d)"
+    r"|©|c©|\(c\)\s*\d{4}"
+    r"|copyright|licen[cs]e|creative commons|open access|all rights reserved"
+    r"|ournal\b|publishing|publisher",
+    re.IGNORECASE,
+)
+#: one of these is in every line _NOISE_ANYWHERE finds (lower case)
+_NOISE_WORDS = (
+    "vol.", "volume ", "issn", "isbn", "doi", "http", "www.", "pp.", "pages ", "©", "(c)",
+    "copyright", "licen", "creative commons", "open access", "all rights reserved", "ournal",
+    "publish",
+)  # fmt: skip
+
+
+def _noise(line: str) -> bool:
+    """A venue, volume, date, licence or banner line."""
+    if _NOISE_START.match(line):
+        return True
+    low = line.lower()
+    if not low.isascii():  # what else a case-insensitive regex takes for an ASCII letter
+        low = low.replace("ı", "i").replace("ſ", "s").replace("\u0307", "")  # (İ: i + U+0307)
+    return any(word in low for word in _NOISE_WORDS) and bool(_NOISE_ANYWHERE.search(line))
+
+
 _DATE_LINE = re.compile(rf"\b(?:{MONTHS})[a-z]*\.?\b.*\b(?:19|20)\d\d\b", re.IGNORECASE)
 # An author line: affiliation digits glued to a name, two footnote markers, "A B and C D", or
 # a comma-separated list of names. (An e-mail address alone is weaker: sidebars have them.)
@@ -60,7 +85,7 @@ _memo = functools.lru_cache(maxsize=2048)
 @_memo
 def is_header(line: str) -> bool:
     """A page-1 header or footer line: venue, volume, dates, licence, report number, stamp."""
-    if STAMP.search(line) or _NOISE.search(line):
+    if STAMP.search(line) or _noise(line):
         return True
     if len(alpha_words(line)) < 2 and any(c.isdigit() for c in line):
         return True  # "4969", "JCAP10(2008)003", "IASSNS-HEP-91/51"
