@@ -14,7 +14,6 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import compress
 
 from .headings import (
     APPENDIX_WORD,
@@ -28,7 +27,8 @@ __all__ = ["Outline", "outline"]
 
 # The same over lines joined by newlines: every line's heading key in one pass
 _SECTION_NUMBERS = re.compile(SECTION_NUMBER.pattern.replace(r"\s+", r"[^\S\n]+"), re.MULTILINE)
-_NON_LOWER_LINES = re.compile(r"[^a-z\n]+")
+#: the bytes heading_key drops: all but a-z (and the line breaks between the keys)
+_NOT_A_Z_NL = bytes(b for b in range(256) if not (97 <= b <= 122 or b == 10))
 _FIRST = operator.itemgetter(0)
 
 
@@ -63,7 +63,11 @@ def _outline_start(two: str) -> bool:
 
 #: a numbered, Roman or lettered heading's first two characters
 _OUTLINE_START = _FirstChars(_outline_start)
-_TWO = operator.itemgetter(slice(2))
+_START = operator.methodcaller("start")
+#: first characters worth a closer look (any non-ASCII one may be a capital or a digit)
+_CAPITAL_FIRST = re.compile(r"[A-Z0-9]|[^\x00-\x7f]")
+_OUTLINE_FIRST = re.compile(r"[0-9IVXA-H]|[^\x00-\x7f]")
+_A_FIRST = re.compile(r"[Aa]")
 #: a known heading: an upper-case letter, or a letter or digit that is not lower case
 _CAPITAL = _FirstChars(lambda c: (c.isalnum() and not c.islower()) or c.isupper())
 
@@ -82,14 +86,21 @@ class Outline:
 
 def outline(lines: list[str]) -> Outline:
     """The Outline of non-blank `lines` (those of rpa.extract.outcome.text.page_lines)."""
-    everyone = range(len(lines))
-    firsts = list(map(_FIRST, lines))
-    # A known heading is short, or starts with "Appendix" (checked exactly below); the keys
-    # of the short lines come from one pass over them joined.
-    fit = map(operator.and_, map((45).__ge__, map(len, lines)), map(_CAPITAL.__getitem__, firsts))
-    short = list(compress(everyone, fit))
+    # one character a line: its first; a regex pass over these finds the lines worth a look
+    firsts = "".join(map(_FIRST, lines))
+    # A known heading is short and starts with a capital or a digit, or starts with
+    # "Appendix" (each checked exactly below); the keys of the short lines come from one
+    # pass over them joined.
+    short = [
+        i
+        for i in map(_START, _CAPITAL_FIRST.finditer(firsts))
+        if len(lines[i]) <= 45 and _CAPITAL[firsts[i]]
+    ]
     keyed = _SECTION_NUMBERS.sub("", "\n".join([lines[i] for i in short])).lower()
-    keys = _NON_LOWER_LINES.sub("", keyed).split("\n") if short else []
+    # only a-z and the line breaks stay (heading_key): as bytes, at C speed (what lower()
+    # left outside ASCII is no a-z either)
+    letters = keyed.encode("ascii", "ignore").translate(None, _NOT_A_Z_NL).decode("ascii")
+    keys = letters.split("\n") if short else []
     known: set[int] = set()
     references = None
     for i, key in zip(short, keys, strict=True):
@@ -97,12 +108,10 @@ def outline(lines: list[str]) -> Outline:
             references = i
         if key in KNOWN_HEADINGS or key.startswith("appendix"):
             known.add(i)
-    known.update(
-        i
-        for i in compress(everyone, map("Aa".__contains__, firsts))
-        if APPENDIX_WORD.match(lines[i])
-    )
-    numbered = list(compress(everyone, map(_OUTLINE_START.__getitem__, map(_TWO, lines))))
+    known.update(i for i in map(_START, _A_FIRST.finditer(firsts)) if APPENDIX_WORD.match(lines[i]))
+    numbered = [
+        i for i in map(_START, _OUTLINE_FIRST.finditer(firsts)) if _OUTLINE_START[lines[i][:2]]
+    ]
     return Outline(
         known=sorted(i for i in known if is_known_heading(lines[i])),
         references=references,
