@@ -272,7 +272,8 @@ def page_lines(pages: list[str]) -> tuple[list[str], list[int]]:
     # Each edge line's key (lower case, digit runs as "#"), all made in one pass: joined
     edges = [lines[:3] + lines[-3:] for lines in per_page]
     unique = list({ln: None for edge in edges for ln in edge})
-    key = dict(zip(unique, _DIGITS.sub("#", "\n".join(unique).lower()).split("\n"), strict=True))
+    folded = _DIGITS.sub("#", "\n".join(unique).lower()).split("\n") if unique else []
+    key = dict(zip(unique, folded, strict=True))
     seen: dict[str, int] = {}
     for edge in edges:
         for k in {key[ln] for ln in edge}:
