@@ -202,16 +202,27 @@ def _follows(prev: tuple[int, ...] | None, cur: tuple[int, ...]) -> bool:
 def _longest_outline(cands: list[tuple[int, tuple[int, ...]]]) -> list[int]:
     """Positions of the longest chain of candidates that reads as an outline: stray numbered
     lines (affiliations, list items, table rows) rarely continue 1, 1.1, 1.2, 2 ..."""
-    cands = cands[:600]  # bounds the quadratic search on pathological inputs
+    cands = cands[:600]  # bounds the search on pathological inputs
     best: list[int] = []
     prev_of: list[int] = []
+    # The earlier candidates that `num` may follow (see _follows), looked up instead of
+    # tested one by one: those whose number starts with num's head and its last part less
+    # 1 or 2 (1.2 and 1.3 before 1.4; 2.1.3 before 2.2), and its head itself (1.1 after 1).
+    by_prefix: dict[tuple[int, ...], list[int]] = {}
     for i, (_, num) in enumerate(cands):
         length, link = (1, -1) if _follows(None, num) else (0, -1)
-        for j in range(i):
-            if best[j] and best[j] + 1 > length and _follows(cands[j][1], num):
-                length, link = best[j] + 1, j
+        head, last = num[:-1], num[-1]
+        preds = by_prefix.get((*head, last - 1), []) + by_prefix.get((*head, last - 2), [])
+        if last <= 2 and head:
+            preds += [j for j in by_prefix.get(head, []) if len(cands[j][1]) == len(head)]
+        chained = [j for j in preds if best[j]]
+        if chained:  # the longest chain to follow; the earliest of equals, as a scan finds
+            top = max(best[j] for j in chained)
+            length, link = top + 1, min(j for j in chained if best[j] == top)
         best.append(length)
         prev_of.append(link)
+        for cut in range(1, len(num) + 1):
+            by_prefix.setdefault(num[:cut], []).append(i)
     if not best or max(best) == 0:
         return []
     i = best.index(max(best))
