@@ -83,9 +83,22 @@ def _is_mark(c: str) -> bool:
     return c.isdigit() or c in _MARK_CHARS or "\u0370" <= c <= "\u03ff"
 
 
+class _Marks(dict[str, bool]):
+    """_is_mark of each character, computed once (looked up at C speed with map)."""
+
+    def __missing__(self, c: str) -> bool:
+        ok = _is_mark(c)
+        if len(self) < 100_000:
+            self[c] = ok
+        return ok
+
+
+_MARK = _Marks()
+
+
 def _split_word(word: str) -> tuple[str, bool]:
     """A word's name part, and whether marks followed it (they end a name)."""
-    if all(_is_mark(c) for c in word):
+    if all(map(_MARK.__getitem__, word)):
         return "", True
     word = word.lstrip("".join(_MARK_CHARS) + "0123456789")
     while word and "\u0370" <= word[0] <= "\u03ff" and len(word) > 1 and word[1].isupper():

@@ -48,7 +48,7 @@ def _noise(line: str) -> bool:
     low = line.lower()
     if not low.isascii():  # what else a case-insensitive regex takes for an ASCII letter
         low = low.replace("ı", "i").replace("ſ", "s").replace("\u0307", "")  # (İ: i + U+0307)
-    return any(word in low for word in _NOISE_WORDS) and bool(_NOISE_ANYWHERE.search(line))
+    return any(map(low.__contains__, _NOISE_WORDS)) and bool(_NOISE_ANYWHERE.search(line))
 
 
 _DATE_LINE = re.compile(rf"\b(?:{MONTHS})[a-z]*\.?\b.*\b(?:19|20)\d\d\b", re.IGNORECASE)
