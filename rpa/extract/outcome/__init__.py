@@ -81,7 +81,7 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
         "abstract_truncated": truncated,
         "headings": headings(lines, body_start, where),
         "page_count": len(pages),
-        "word_count": sum(map(word_count, pages)),
+        "word_count": word_count("\n".join(pages)),  # (a line break ends a word too)
         "references": references(lines, where),
         "arxiv_stamp": stamp,
     }
