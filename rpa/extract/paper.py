@@ -91,15 +91,16 @@ def _locate(task: PaperTask) -> tuple[str, int, str]:
         raise _Failed.of("download", exc, reading=True) from exc
 
 
-def _record(task: PaperTask, job: Job) -> tuple[str, dict[str, Any]]:
-    """Write the record under its private name (whole, fsynced); (that name, its row)."""
+def _record(task: PaperTask, job: Job) -> tuple[str, dict[str, Any], str | None]:
+    """Write the record under its private name (whole, fsynced); (that name, its row, the
+    other paper its PDF's arXiv stamp names: checks.stamp_mismatch)."""
     record = outcome_record(job, task.run_id, task.metadata)
     final = Path(task.outcome_path)
     if final.is_dir():  # found now, before the commit: the rename after it would fail
         raise IsADirectoryError(21, "Is a directory", str(final))
     private = private_name(final, task.run_id)
     write_record(private, record, run_id=task.run_id)
-    return str(private), result_row(record)
+    return str(private), result_row(record), (record.get("checks") or {}).get("stamp_mismatch")
 
 
 def work_paper(task: PaperTask, extract_pdf: Extractor) -> dict[str, object]:
@@ -121,7 +122,7 @@ def work_paper(task: PaperTask, extract_pdf: Extractor) -> dict[str, object]:
             extract=result, extract_seconds=t2 - t1,
         )  # fmt: skip
         try:
-            private, row = _record(task, job)
+            private, row, stamped = _record(task, job)
         except OSError as exc:
             raise _Failed.of("outcome", exc) from exc
         t3 = time.perf_counter()
@@ -146,6 +147,7 @@ def work_paper(task: PaperTask, extract_pdf: Extractor) -> dict[str, object]:
         "warnings": result.get("warnings", 0),
         "record_private": private,
         "row": row,
+        "stamp_mismatch": stamped,
         "check_seconds": t1 - t0,
         "seconds": t2 - t1,
         "record_seconds": t3 - t2,

@@ -50,6 +50,10 @@ from rpa.sources.stored import adopt_pdf
 __all__ = ["JobGates", "JobProcessor"]
 
 
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _rebuilt(result: dict[str, object]) -> errors.JobError:
     """The JobError a failed paper task sent back as plain data (its folder too: the disk
     guard watches the folder a write failed in)."""
@@ -246,6 +250,7 @@ class JobProcessor:
         meter.durations.add(took)
         self._attempt(job, "outcome", started, 0.0, took)
         self.tally.finished(job.id, time.perf_counter() - start)
+        self.tally.checked(job.id, _text(result.get("stamp_mismatch")))
 
     async def _run_task(self, job: Job, found: Download) -> tuple[dict[str, object], float]:
         """One run of the paper's work in the extraction pool, behind the extract gate, alone
@@ -319,6 +324,7 @@ class JobProcessor:
         meter.durations.add(took)
         self._attempt(job, "outcome", started, 0.0, took)
         self.tally.finished(job.id, total)
+        self.tally.checked(job.id, (record.get("checks") or {}).get("stamp_mismatch"))
 
     # ---- failure --------------------------------------------------------------------------
 
