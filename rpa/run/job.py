@@ -234,7 +234,7 @@ class JobProcessor:
         row: dict[str, Any] = result["row"]  # type: ignore[assignment]
         completion = Completion(
             lease=job.lease, outcome_path=str(self.layout.outcome_path(job.id)), row=row,
-            pdf_path=str(result["pdf_path"]), pdf_bytes=int(result["pdf_bytes"]),  # type: ignore[call-overload]
+            pdf_path=_text(result["pdf_path"]), pdf_bytes=int(result["pdf_bytes"]),  # type: ignore[call-overload]
             pdf_sha256=str(result["pdf_sha256"]), final_url=found.final_url or None,
             http_status=found.status or None, download_seconds=found.seconds,
             text_path=str(self.layout.text_path(job.id)), extract_seconds=took,
@@ -269,7 +269,7 @@ class JobProcessor:
             check=found.check or "verify", text_path=str(self.layout.text_path(job.id)),
             outcome_path=str(self.layout.outcome_path(job.id)), max_bytes=self.max_bytes,
             publish_to=str(self.layout.pdf_path(job.id)), first=job.token == 1,
-            folder=found.folder, metadata=metadata,
+            folder=found.folder, metadata=metadata, keep_pdf=self.settings.keep_pdf,
         )  # fmt: skip
         started = time.time()
         turn: list[float] = []  # when the pool gave it its turn (after a wait for one alone)
