@@ -80,7 +80,7 @@ def outcome_record(job: Job, run_id: str, metadata: dict[str, Any] | None = None
         "page_count": extract.get("pages"),
         "word_count": outcome.get("word_count"),
         "chars": extract.get("chars"),
-        "references": outcome.get("references", {"count": 0, "first": []}),
+        "references": outcome.get("references", {"count": 0, "first": [], "items": []}),
         "arxiv_stamp": outcome.get("arxiv_stamp"),
         "checks": {"stamp_mismatch": stamp_mismatch(outcome.get("arxiv_stamp"), job.id)},
         "page_errors": extract.get("page_errors", []),

@@ -82,7 +82,8 @@ def _section_entries(section: list[str]) -> list[list[str]]:
 
 
 def references(lines: list[str], where: Outline | None = None) -> dict[str, object]:
-    """The count of entries and the first few; `where` is the lines' Outline, if made."""
+    """The count of entries, the first few, and all of them (`items`, each at most
+    MAX_REFERENCE_CHARS); `where` is the lines' Outline, if made."""
     entries: list[list[str]] = []
     heading = references_heading(lines) if where is None else where.references
     if heading is not None:
@@ -94,5 +95,5 @@ def references(lines: list[str], where: Outline | None = None) -> dict[str, obje
             if any(ln.startswith("[2]") for ln in lines[i + 1 : i + 40]):
                 entries = _numbered_entries(lines[i:], _BRACKET)
                 break
-    first = [join_lines(e, MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS] for e in entries[:5]]
-    return {"count": len(entries), "first": first}
+    items = [join_lines(e, MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS] for e in entries]
+    return {"count": len(entries), "first": items[:5], "items": items}
