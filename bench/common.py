@@ -180,7 +180,10 @@ def run_measured(
             wrapper += ["--nice", str(nice)]
         wrapper.append(str(out))
         full_env = dict(os.environ if env is None else env)
-        full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+        # bench.measure is this checkout's; last, so that a --tree's rpa stays first for `cmd`
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (full_env.get("PYTHONPATH", ""), str(REPO)) if p
+        )
         proc = subprocess.run(
             [*wrapper, "--", *cmd],
             cwd=cwd,
