@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from rpa.errors import ConfigError
 from rpa.ids import validate_url_template
 from rpa.machine import available_cpus
+from rpa.stages.spec import StageSpec
 
 __all__ = [
     "DB_FORMS",
@@ -161,6 +162,8 @@ class Settings:
     progress: bool = _knob(True, "live table on a terminal")
     log_format: Literal["text", "json"] = _knob("text", "progress lines when not a terminal")
     metrics_file: str = _knob("", "write OpenMetrics text here every few seconds ('' = off)")
+    #: the user's stages: [[stage]] tables, RPA_STAGE*, --stage* (rpa.stages.spec; no knob)
+    stages: tuple[StageSpec, ...] = field(default=(), metadata={"help": "", "knob": False})
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -226,7 +229,7 @@ def _choices(f: dataclasses.Field[Any]) -> tuple[str, ...]:
 
 def knob_fields() -> list[dataclasses.Field[Any]]:
     """The fields of Settings, in declaration order (the CLI builds its options from these)."""
-    return list(dataclasses.fields(Settings))
+    return [f for f in dataclasses.fields(Settings) if f.metadata.get("knob", True)]
 
 
 def _field_kind(f: dataclasses.Field[Any]) -> str:
@@ -315,13 +318,15 @@ def load_settings(
         config_path = candidate if candidate.is_file() else None
     if config_path is not None:
         for key, raw in _read_config_file(config_path).items():
+            if key == "stage":  # [[stage]] tables: rpa.stages.spec reads them
+                continue
             if key not in fields:
                 raise ConfigError(f"{config_path}: unknown key {key!r}")
             values[key] = _coerce(fields[key], raw, str(config_path))
             origins[key] = f"{config_path} ({key})"
 
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key in NOT_KNOBS:
+        if not key.startswith(ENV_PREFIX) or key in NOT_KNOBS or key.startswith("RPA_STAGE"):
             continue
         name = key[len(ENV_PREFIX) :].lower()
         if name not in fields:

@@ -31,6 +31,7 @@ from rpa.queue.model import new_run_id
 from rpa.report import run_timings, write_status_metrics
 from rpa.run.prepare import Prepared, prepare
 from rpa.run.queue_tars import TarReport
+from rpa.stages.store import work_left
 
 if TYPE_CHECKING:
     from rpa.run.runner import Runner, RunSummary
@@ -82,7 +83,7 @@ def start_run(
         j = prepared.metadata_file
         out.print(f"metadata: {j.found:,} of {j.wanted:,} papers found in "
                   f"{settings.metadata_file} in {j.seconds:.1f}s")  # fmt: skip
-    if prepared.remaining == 0:
+    if prepared.remaining == 0 and not work_left(settings.db, settings.stages):
         _nothing_left(settings, prepared)
     host = settings.pdf_host
     notice = politeness_notice(prepared.remaining, host, settings.rate_limits, settings.mailto)

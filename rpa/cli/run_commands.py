@@ -17,8 +17,10 @@ from rpa import errors
 from rpa.cli.drive import start_run
 from rpa.cli.knobs import with_knobs
 from rpa.cli.output import EXIT_OK, EXIT_USAGE, one_line_errors, out, say
+from rpa.cli.stage_options import with_stages
 from rpa.config import Resolved
 from rpa.queue import jobs, open_store, redact
+from rpa.stages import store as stage_store
 
 __all__ = ["SAMPLES", "demo", "resume", "retry", "run"]
 
@@ -36,6 +38,7 @@ RECONFIGURE = Annotated[
 
 
 @with_knobs()
+@with_stages
 def run(
     ids: Annotated[
         Optional[Path],  # noqa: UP045
@@ -60,6 +63,7 @@ def run(
 
 
 @with_knobs()
+@with_stages
 def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved) -> None:
     """Continue the queue where it stopped, with its stored settings: reclaim dead leases,
     then process what is left.
@@ -75,6 +79,14 @@ def retry(
         Optional[list[str]],  # noqa: UP045
         typer.Option("--kind", help="only failures of this kind (repeatable) [default: all]"),
     ] = None,
+    stage: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--stage",
+            help="re-open this stage of yours for the done papers (all, "
+            "or those it failed with --kind); download and extraction stay",
+        ),
+    ] = None,
     *,
     resolved: Resolved,
 ) -> None:
@@ -85,6 +97,9 @@ def retry(
     Example: rpa retry --kind connection --kind timeout
     """
     db = resolved.settings.db
+    if stage is not None:
+        _retry_stage(db, stage, kind)
+        return
     unknown = sorted(set(kind or ()) - errors.KINDS)
     if unknown:
         say("error: ", f"no failure kind {', '.join(map(repr, unknown))}; the kinds are "
@@ -106,7 +121,24 @@ def retry(
               f"`rpa resume --db {redact(db)}` runs them")  # fmt: skip
 
 
+def _retry_stage(db: str, stage: str, kinds: list[str] | None) -> None:
+    with one_line_errors():
+        store = open_store(db, create=False)
+        try:
+            counts = stage_store.reopen(store, stage, kinds or None, time.time())
+        finally:
+            store.close()
+    if not counts:
+        out.print(f"stage {stage} has no papers to re-open in {redact(db)}")
+        return
+    for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        out.print(f"  {name:<16} {n:>8}")
+    out.print(f"{sum(counts.values())} papers re-opened for stage {stage}; "
+              f"`rpa resume --db {redact(db)}` runs it (with the stage named)")  # fmt: skip
+
+
 @with_knobs()
+@with_stages
 def demo(
     fresh: Annotated[
         bool, typer.Option(help="delete the demo's database and output first")

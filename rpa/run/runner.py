@@ -53,6 +53,7 @@ from rpa.run.snapshot import RunSnapshot, RunSummary
 from rpa.run.source import open_source
 from rpa.run.tally import Tally
 from rpa.run.tasks import describe_crash, start
+from rpa.stages.phase import StagePhase
 
 __all__ = ["RunSummary", "Runner"]
 
@@ -128,6 +129,9 @@ class Runner:
         )
         self.probe = LagProbe()
         self.tally = Tally()
+        self.stages = StagePhase(
+            settings, self.run_id, self.queue, self.io, self.tally, self.notices
+        )
         self.disk = DiskGuard(self.layout.root, settings.out, settings.min_free_mb, self.io)
         self.feeder = Feeder(
             settings=settings,
@@ -188,7 +192,7 @@ class Runner:
         if self.metadata is not None and self.metadata.gate is not None:
             gates.append(self.metadata.gate.statistics())
         gates.append(self.queue.gate.statistics())
-        return gates
+        return gates + self.stages.gates()
 
     def _set_totals(self, totals: Totals) -> None:
         self.progress.set_totals(totals)
@@ -331,9 +335,12 @@ class Runner:
                 side.append(start(background, "metadata", self.metadata.run()))
             if probe_client is not None:
                 side.append(start(background, "host-probes", self._watch_hosts(probe_client)))
+            stages = start(background, "stages", self.stages.run(lambda: self.feeder.stopping))
             try:
                 await self.feeder.run(processor)
+                await self.stages.drain(stages)  # the user's stages over what is done
             finally:
+                stages.cancel()
                 for task in side:
                     task.cancel()
 

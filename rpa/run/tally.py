@@ -7,6 +7,7 @@ every structure is bounded however long the run.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from rpa.metrics import Rate, Window
 from rpa.queue.model import Attempt
@@ -53,6 +54,8 @@ class Tally:
         self.reasons: dict[str, str] = {}  # kind -> the message of its first failure
         self.slowest: list[tuple[str, float]] = []
         self.attempts: list[Attempt] = []  # written at each heartbeat
+        #: called with each job that became done (the user stages' phase takes it from there)
+        self.on_finished: list[Callable[[str], None]] = []
 
     def finished(self, job_id: str, seconds: float) -> None:
         self.done += 1
@@ -60,6 +63,8 @@ class Tally:
         self.slowest.append((job_id, seconds))
         if len(self.slowest) > 5 * SLOWEST_KEPT:
             self.slowest = sorted(self.slowest, key=lambda x: -x[1])[:SLOWEST_KEPT]
+        for hook in self.on_finished:
+            hook(job_id)
 
     def failed_for_good(self, kind: str, message: str) -> None:
         self.failed += 1

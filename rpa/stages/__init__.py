@@ -1,0 +1,11 @@
+"""User-defined stages: the user's own analysis of each done paper, run by rpa (issue 22).
+
+    spec       StageSpec, its parsing ([[stage]] tables, RPA_STAGE_* env vars, --stage flags)
+    paper      rpa.Paper: what a stage is given (paths, the record, earlier stages' results)
+    store      the checkpoints: the `stage_results` table (claims fenced by a lease token)
+    policy     what a stage's failure means: retry, fail, or pause the stage (an outage)
+    execute    how a stage is called: on the loop (async), its own threads, its own processes
+    phase      the run's stage phase: one lane per stage, fed with done papers
+
+This package's __init__ imports nothing: rpa.config imports rpa.stages.spec.
+"""
