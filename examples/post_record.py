@@ -20,21 +20,24 @@ import httpx
 
 import rpa
 
-_clients: dict[int, httpx.AsyncClient] = {}
+_clients: dict[int, asyncio.Future[httpx.AsyncClient]] = {}
 
 
-def _client() -> httpx.AsyncClient:
-    """One client per event loop (connections are reused across papers)."""
-    loop = id(asyncio.get_running_loop())
-    if loop not in _clients:
-        _clients[loop] = httpx.AsyncClient(timeout=30.0)
-    return _clients[loop]
+async def _client() -> httpx.AsyncClient:
+    """One client per event loop (connections are reused across papers), made in a thread:
+    making one loads the TLS certificates, ~50 ms that would block the loop."""
+    loop = asyncio.get_running_loop()
+    if id(loop) not in _clients:
+        _clients[id(loop)] = asyncio.ensure_future(
+            asyncio.to_thread(httpx.AsyncClient, timeout=30.0)
+        )
+    return await _clients[id(loop)]
 
 
 async def post_record(paper: rpa.Paper) -> dict[str, Any]:
     url = os.environ.get("RECORD_API", "http://127.0.0.1:8765/records")
     body = {"id": paper.id, "title": paper.title, "abstract": paper.abstract}
-    response = await _client().post(url, json=body)
+    response = await (await _client()).post(url, json=body)
     response.raise_for_status()
     answer: dict[str, Any] = response.json()
     return answer

@@ -24,7 +24,7 @@ from rpa.cli.knobs import with_knobs
 from rpa.cli.output import EXIT_USAGE, err, one_line_errors, out, quiet_closed_pipe, say
 from rpa.config import Resolved
 from rpa.queue import open_store, redact, schema_version
-from rpa.report import StatusReader, open_records
+from rpa.report import StatusReader, open_records, stage_columns
 from rpa.show.export import write_csv, write_jsonl, write_parquet
 from rpa.show.status_view import make_status
 
@@ -110,10 +110,14 @@ def export(
     if fmt == "parquet" and output is None:
         say("error: ", "--format parquet writes a file: give -o PATH")
         raise typer.Exit(EXIT_USAGE)
-    writer = write_jsonl if fmt == "jsonl" else functools.partial(write_csv, raw=raw_csv)
+    with one_line_errors():
+        stages = stage_columns(resolved.settings.db) if fmt != "jsonl" else []
+    writer = (
+        write_jsonl if fmt == "jsonl" else functools.partial(write_csv, raw=raw_csv, stages=stages)
+    )
     with one_line_errors(), quiet_closed_pipe(), open_records(resolved.settings.db) as records:
         if fmt == "parquet" and output is not None:
-            n = write_parquet(records, output)
+            n = write_parquet(records, output, stages)
         elif output is None:
             n = writer(records, sys.stdout)
             sys.stdout.flush()

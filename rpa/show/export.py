@@ -1,17 +1,18 @@
 """`rpa export`'s formats: the key-outcome records it is given, as JSON lines, CSV or Parquet.
 
 JSON lines carry each record whole; CSV and Parquet flatten it to one table (`FIELDS`), arXiv's
-metadata as `meta_*` columns, lists joined with " | ". Parquet (pyarrow, the `rpa[parquet]`
-extra) is written a row group of `ROW_GROUP` records at a time, with every column a string or
-a number. The records come from `rpa.report.export` (read lazily, page by page): nothing here
-opens the queue.
+metadata as `meta_*` columns, lists joined with " | ", each user stage's result keys as
+`stage_<name>_<key>` columns (`stages`: the (name, key) pairs the queue's results have).
+Parquet (pyarrow, the `rpa[parquet]` extra) is written a row group of `ROW_GROUP` records at a
+time, with every column a string or a number. The records come from `rpa.report.export` (read
+lazily, page by page): nothing here opens the queue.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,6 +41,8 @@ FIELDS: dict[str, str] = {
     "meta_updated": "str", "meta_doi": "str", "meta_journal_ref": "str", "meta_comment": "str",
     "meta_license": "str",
 }  # fmt: skip
+#: the user stages' (name, key) columns
+Stages = Sequence[tuple[str, str]]
 #: records per Parquet row group
 ROW_GROUP = 1000
 
@@ -57,8 +60,21 @@ def _joined(values: Any) -> str | None:
     return " | ".join(str(v) for v in values) if values else None
 
 
-def flat(record: dict[str, Any]) -> dict[str, Any]:
-    """One record as the flat row of FIELDS."""
+def _cell(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return _joined(value)
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
+
+
+def _stage_cells(record: dict[str, Any], stages: Stages) -> dict[str, Any]:
+    results = record.get("stages") or {}
+    return {
+        f"stage_{name}_{key}": _cell((results.get(name) or {}).get(key)) for name, key in stages
+    }
+
+
+def flat(record: dict[str, Any], stages: Stages = ()) -> dict[str, Any]:
+    """One record as the flat row of FIELDS (and of the `stages` columns)."""
     stamp = record.get("arxiv_stamp") or {}
     pdf = record.get("pdf") or {}
     durations = record.get("durations") or {}
@@ -96,7 +112,7 @@ def flat(record: dict[str, Any]) -> dict[str, Any]:
         "meta_journal_ref": meta.get("journal_ref"),
         "meta_comment": meta.get("comment"),
         "meta_license": meta.get("license"),
-    }
+    } | _stage_cells(record, stages)
 
 
 #: what a spreadsheet reads as the start of a formula (OWASP's list for CSV injection)
@@ -114,20 +130,23 @@ def neutralised(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_csv(records: Iterable[dict[str, Any]], out: TextIO, *, raw: bool = False) -> int:
+def write_csv(
+    records: Iterable[dict[str, Any]], out: TextIO, *, raw: bool = False, stages: Stages = ()
+) -> int:
     """The flat rows as CSV with a header, formula cells neutralised unless `raw`; returns
     how many."""
-    writer = csv.DictWriter(out, fieldnames=list(FIELDS))
+    names = [f"stage_{name}_{key}" for name, key in stages]
+    writer = csv.DictWriter(out, fieldnames=[*FIELDS, *names])
     writer.writeheader()
     n = 0
     for record in records:
-        row = flat(record)
+        row = flat(record, stages)
         writer.writerow(row if raw else neutralised(row))
         n += 1
     return n
 
 
-def write_parquet(records: Iterable[dict[str, Any]], path: Path) -> int:
+def write_parquet(records: Iterable[dict[str, Any]], path: Path, stages: Stages = ()) -> int:
     """The flat table as Parquet at `path` (pyarrow; a row group every ROW_GROUP records);
     returns how many."""
     try:
@@ -138,12 +157,13 @@ def write_parquet(records: Iterable[dict[str, Any]], path: Path) -> int:
             "--format parquet needs pyarrow: pip install 'rpa[parquet]' (./run.sh installs it)"
         ) from None
     kinds = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
-    schema = pa.schema([(name, kinds[kind]) for name, kind in FIELDS.items()])
+    columns = [*FIELDS.items(), *((f"stage_{n}_{k}", "str") for n, k in stages)]
+    schema = pa.schema([(name, kinds[kind]) for name, kind in columns])
     n = 0
     with pq.ParquetWriter(path, schema) as writer:
         page: list[dict[str, Any]] = []
         for record in records:
-            page.append(flat(record))
+            page.append(_as_text(flat(record, stages), stages))
             if len(page) >= ROW_GROUP:
                 writer.write_table(pa.Table.from_pylist(page, schema=schema))
                 n += len(page)
@@ -152,3 +172,12 @@ def write_parquet(records: Iterable[dict[str, Any]], path: Path) -> int:
             writer.write_table(pa.Table.from_pylist(page, schema=schema))
             n += len(page)
     return n
+
+
+def _as_text(row: dict[str, Any], stages: Stages) -> dict[str, Any]:
+    """The stage columns as text (Parquet's column of one type; a stage's values vary)."""
+    for name, key in stages:
+        column = f"stage_{name}_{key}"
+        if row[column] is not None and not isinstance(row[column], str):
+            row[column] = json.dumps(row[column])
+    return row

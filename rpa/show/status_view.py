@@ -73,6 +73,7 @@ def make_status(status: dict[str, Any]) -> Lines:
         ),
         label_width=9,
     )  # fmt: skip
+    lines += _user_stages(status.get("user_stages") or {})
     tp = status["throughput"]
     lines.append(
         [(f"Throughput: {tp['last_1m_papers_per_min']} papers/min (1 min), "
@@ -111,3 +112,23 @@ def make_status(status: dict[str, Any]) -> Lines:
             )
             lines.append(_detail(text, indent=4))
     return Lines(lines)
+
+
+def _user_stages(stages: dict[str, Any]) -> list[Line]:
+    """The user's stages (rpa.stages): papers per state, versions, failures by kind."""
+    if not stages:
+        return []
+    lines = block(
+        "Your stages",
+        ("stage", "done", "running", "retry", "failed", "versions"),
+        (
+            (name, str(v["done"]), str(v["running"]), str(v["retry"]), str(v["failed"]),
+             ", ".join(v["versions"]))
+            for name, v in stages.items()
+        ),
+        label_width=12,
+    )  # fmt: skip
+    for name, v in stages.items():
+        for kind, n in sorted(v["failures"].items(), key=lambda kv: -kv[1]):
+            lines.append(_detail(f"{name}: {n} failed with {kind}", indent=4, style="yellow"))
+    return lines

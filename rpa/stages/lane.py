@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -24,7 +25,7 @@ from typing import Any
 
 from rpa import errors
 from rpa.config import Settings
-from rpa.extract.record import write_record
+from rpa.files import fsync_folder, temp_name
 from rpa.gates import Gate, GateStatistics
 from rpa.hosts.fleet import FleetRateGate
 from rpa.notices import Notices
@@ -89,7 +90,9 @@ class Lane:
         self._paused_until = 0.0  # monotonic
         self._pause_streak = 0
         self._probing = False
-        self._strikes: dict[str, int] = {}
+        #: paper -> (outage give-backs that count, the lane's successes at the last one)
+        self._strikes: dict[str, tuple[int, int]] = {}
+        self._successes = 0
         self.blocked = 0  # steps that blocked the loop
         self.downstream: list[Lane] = []  # the stages that run after this one
 
@@ -146,7 +149,10 @@ class Lane:
                     await self._sleep(POLL if not self.dirty else 0)
                     continue
                 if may_end(self):
-                    due = await self._queue.run(store.next_due, [(self.name, self.spec.version)])
+                    due = await self._queue.run(
+                        store.next_due, [(self.name, self.spec.version)], self._run_id,
+                        time.time(),
+                    )  # fmt: skip
                     if due is None:
                         return
                     await self._sleep(min(due - time.time(), POLL))
@@ -215,10 +221,13 @@ class Lane:
         if c.outcome_path:
             path = Path(c.outcome_path)
             loop = asyncio.get_running_loop()
-            with contextlib.suppress(OSError):  # the queue holds it; export reads it there
+            try:
                 await loop.run_in_executor(self._io, _write, path, record, self._run_id)
+            except OSError as exc:  # the queue holds it (export reads it there): say, go on
+                self._notices.add(f"{c.job_id}: stage {self.name}: record not rewritten: {exc}")
         self.meter.done += 1
         self.meter.durations.add(took)
+        self._successes += 1
         self._strikes.pop(c.job_id, None)
         if self._pause_streak or self._probing:
             self._notices.add(f"stage {self.name}: its service answers again; resuming")
@@ -230,12 +239,15 @@ class Lane:
 
     async def _failed(self, c: store.Claimed, exc: BaseException) -> tuple[str, str]:
         now = time.time()
-        strikes = self._strikes.get(c.job_id, 0)
+        # an outage give-back strikes the paper only if the stage worked for others since its
+        # last one: a long outage (every paper refused) charges nobody
+        strikes, seen = self._strikes.get(c.job_id, (0, -1))
         v = judge(exc, self.name, c.attempts, self._s, now, strikes=strikes)
         err = v.error
         next_at = v.next_at
         if v.action == "pause":
-            self._strikes[c.job_id] = strikes + 1
+            if seen != self._successes:
+                self._strikes[c.job_id] = (strikes + 1, self._successes)
             self._pause_streak += 1
             seconds = err.retry_after or retry_delay(
                 self._pause_streak, self._s.retry_base, self._s.retry_max
@@ -283,4 +295,19 @@ def _check_json(result: dict[str, Any]) -> None:
 
 
 def _write(path: Path, record: dict[str, Any], run_id: str) -> None:
-    write_record(path, record, run_id=run_id)
+    """Rewrite the paper's record whole (fsync, rename), under a temporary name that does not
+    end in .json: a start-up takes a dead run's `*.json` temporaries for outcome records its
+    commit may have made the truth (rpa.run.publish), and this one is not such a record."""
+    temp = path.parent / temp_name(path.name + ".stages", run_id)
+    data = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")
+    try:
+        with temp.open("xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    fsync_folder(path.parent)

@@ -94,6 +94,8 @@ class StagePhase:
             async with asyncio.TaskGroup() as tg:
                 for lane in self.lanes:
                     tg.create_task(lane.run(stopping, self._may_end), name=f"stage {lane.name}")
+        except BaseExceptionGroup as group:  # the first lane's error, said as itself
+            raise group.exceptions[0] from None
         finally:
             await self._settle(stopping())
 

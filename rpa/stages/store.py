@@ -239,14 +239,20 @@ def release_run(store: QueueStore, run_id: str) -> int:
     )
 
 
-def next_due(store: QueueStore, stages: Sequence[tuple[str, str]]) -> float | None:
-    """The earliest `next_at` of a row of these (stage, version) waiting for a retry."""
+def next_due(
+    store: QueueStore, stages: Sequence[tuple[str, str]], run_id: str, now: float
+) -> float | None:
+    """When to look again for work of these (stage, version): the earliest `next_at` of a
+    row waiting for a retry; `now` when another run holds rows of them (it may finish them,
+    or die and leave them to this run, as the feeder waits for other runs' jobs); None when
+    nothing is left."""
     best: float | None = None
     for stage, version in stages:
         row = store.sql.one(
-            "SELECT min(next_at) AS t FROM stage_results WHERE stage = ? AND version = ? "
-            "AND state = 'retry'",
-            (stage, version),
+            "SELECT min(CASE WHEN state = 'retry' THEN next_at ELSE ? END) AS t "
+            "FROM stage_results WHERE stage = ? AND version = ? AND (state = 'retry' OR "
+            "(state = 'running' AND lease_owner IS NOT NULL AND lease_owner != ?))",
+            (now, stage, version, run_id),
         )
         if row and row["t"] is not None:
             best = float(row["t"]) if best is None else min(best, float(row["t"]))
@@ -284,7 +290,7 @@ def reopen(
             str(r["k"]): int(r["n"])
             for r in store.sql.rows(
                 f"SELECT coalesce(error_kind, state) AS k, count(*) AS n FROM stage_results "
-                f"WHERE {where} AND state != 'running' GROUP BY coalesce(error_kind, state)",
+                f"WHERE {where} GROUP BY coalesce(error_kind, state)",
                 params,
             )
         }
