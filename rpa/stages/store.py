@@ -327,12 +327,14 @@ def counts(store: QueueStore, now: float | None = None) -> dict[str, Any]:
 
 def export_columns(store: QueueStore, sample: int = 200) -> list[tuple[str, str]]:
     """(stage, key) of the export's `stage_<stage>_<key>` columns: the keys of up to
-    `sample` done results of each stage, in the order first seen."""
+    `sample` results of each stage (a row being re-run keeps its last result, as the record
+    does), in the order first seen."""
     columns: list[tuple[str, str]] = []
     stages = [r["stage"] for r in store.sql.rows("SELECT DISTINCT stage FROM stage_results")]
     for stage in sorted(stages):
         for r in store.sql.rows(
-            "SELECT result_json FROM stage_results WHERE stage = ? AND state = 'done' LIMIT ?",
+            "SELECT result_json FROM stage_results WHERE stage = ? AND result_json IS NOT NULL "
+            "LIMIT ?",
             (stage, sample),
         ):
             for key in json.loads(r["result_json"] or "{}"):
