@@ -269,3 +269,14 @@ def test_stage_settings_from_file_env_and_flags(tmp_path: Path) -> None:
     )  # fmt: skip
     assert "unknown key" not in result.stderr
     assert sqlite3.sqlite_version_info >= (3, 35)  # the claim's RETURNING
+
+
+def test_the_example_config_stage_is_true_to_the_code(tmp_path: Path) -> None:
+    text = (Path(__file__).parent.parent / "config.example.toml").read_text()
+    block = text[text.index("# [[stage]]\n") :]
+    config = tmp_path / "rpa.toml"
+    config.write_text("\n".join(line[2:].strip() for line in block.splitlines()))
+    (spec,) = resolve_stages(config, {}, {})
+    assert (spec.name, spec.kind, spec.concurrency, spec.after) == (
+        "keyphrases", "process", 2, ("outcome",)
+    )  # fmt: skip
