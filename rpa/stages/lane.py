@@ -192,7 +192,6 @@ class Lane:
                     raise errors.InternalError(
                         f"stage {self.name} returned {type(result).__name__}, not a dict"
                     )
-                await asyncio.get_running_loop().run_in_executor(self._io, _check_json, result)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -203,8 +202,11 @@ class Lane:
                     await self.rate.answered()
         took = time.perf_counter() - t0
         if failure is None:
-            await self._done(c, result, took)
-            outcome, kind = "ok", None
+            try:
+                await self._done(c, result, took)
+                outcome, kind = "ok", None
+            except errors.InternalError as exc:  # not JSON-serialisable (store.complete)
+                outcome, kind = await self._failed(c, exc)
         else:
             outcome, kind = await self._failed(c, failure)
         self._tally.attempts.append(
@@ -285,13 +287,6 @@ class Lane:
             "sync code",
             key=f"blocked {self.name} {int(time.monotonic() // 30)}",
         )
-
-
-def _check_json(result: dict[str, Any]) -> None:
-    try:
-        json.dumps(result)
-    except (TypeError, ValueError) as exc:
-        raise errors.InternalError(f"the stage's result is not JSON-serialisable: {exc}") from None
 
 
 def _write(path: Path, record: dict[str, Any], run_id: str) -> None:

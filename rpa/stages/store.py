@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rpa.errors import InternalError
 from rpa.queue import open_store, runs
 from rpa.queue.clock import now_of
 from rpa.queue.store import QueueStore
@@ -161,8 +162,12 @@ def complete(
     now: float,
 ) -> dict[str, Any] | None:
     """Mark the stage done (fenced) and merge `result` into the paper's record under
-    `stages.<stage>`; the merged record, or None when the lease was lost. One transaction."""
-    text = json.dumps(result, ensure_ascii=False)
+    `stages.<stage>`; the merged record, or None when the lease was lost. One transaction.
+    Raises InternalError when `result` is not JSON-serialisable (the stage's bug)."""
+    try:
+        text = json.dumps(result, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InternalError(f"stage {stage}: its result is not JSON-serialisable: {exc}") from None
     with store.sql.transaction():
         changed = store.sql.execute(
             "UPDATE stage_results SET state = 'done', result_json = ?, error_kind = NULL, "
