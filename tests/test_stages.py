@@ -48,6 +48,17 @@ async def blocking(paper: rpa.Paper) -> dict:
 def always_fails(paper: rpa.Paper) -> dict:
     raise ValueError("a bug in the stage")
 
+async def not_json(paper: rpa.Paper) -> dict:
+    return {"when": object()}
+
+def sleepy(paper: rpa.Paper) -> dict:
+    time.sleep(60)
+    return {}
+
+def dies(paper: rpa.Paper) -> dict:
+    import os
+    os._exit(3)
+
 async def words(paper: rpa.Paper) -> dict:
     await asyncio.sleep(0)
     return {"n": len((paper.title or "").split()), "after": sorted(paper.results)}
@@ -192,7 +203,8 @@ def test_a_blocking_async_stage_is_named_and_the_run_still_finishes(tmp_path: Pa
 def test_a_failing_stage_never_fails_the_paper_and_is_listed_per_kind(tmp_path: Path) -> None:
     with Mirror({p.stem: p for p in sample_pdfs()}) as mirror:
         cli, ids = _setup(tmp_path, mirror)
-        bad = ["--stage", "bad=mystages:always_fails", "--stage-kind", "bad=thread"]
+        bad = ["--stage", "bad=mystages:always_fails", "--stage-kind", "bad=thread",
+               "--stage", "odd=mystages:not_json"]  # fmt: skip
         result = cli.run("run", str(ids), *cli.knobs(**KNOBS), *bad)
         assert result.returncode == 0, result.stderr
         assert cli.count("stage = 'done'") == len(IDS)
@@ -200,8 +212,30 @@ def test_a_failing_stage_never_fails_the_paper_and_is_listed_per_kind(tmp_path: 
             ("failed", "internal")
         }
         assert "bad/internal" in result.stdout and "a bug in the stage" in result.stdout
+        assert "odd/internal" in result.stdout and "not JSON-serialisable" in result.stdout
         status = cli.status()
         assert status["user_stages"]["bad"]["failures"] == {"internal": len(IDS)}
+
+
+def test_a_process_stage_past_its_timeout_is_killed_and_a_dead_one_charged(
+    tmp_path: Path,
+) -> None:
+    papers = {p.stem: p for p in sample_pdfs()[:2]}
+    with Mirror(papers) as mirror:
+        cli, _ = _setup(tmp_path, mirror)
+        ids = write_ids(tmp_path / "two.txt", [f"ext:{k}" for k in papers])
+        stages = ["--stage", "nap=mystages:sleepy", "--stage-kind", "nap=process",
+                  "--stage-timeout", "nap=1", "--stage-concurrency", "nap=1",
+                  "--stage", "die=mystages:dies", "--stage-kind", "die=process",
+                  "--stage-concurrency", "die=1"]  # fmt: skip
+        started = time.monotonic()
+        result = cli.run("run", str(ids), *cli.knobs(**{**KNOBS, "max_attempts": 2}), *stages)
+        assert result.returncode == 0, result.stderr + result.stdout
+        assert time.monotonic() - started < 50  # the 60 s sleeps were cut at 1 s each
+        assert cli.count("stage = 'done'") == len(papers)
+        got = {(st, s, k, a) for st, s, k, a in cli.query(
+            "SELECT stage, state, error_kind, attempts FROM stage_results")}  # fmt: skip
+        assert got == {("nap", "failed", "timeout", 2), ("die", "failed", "worker_crashed", 2)}
 
 
 def test_a_wrong_call_is_refused_before_anything_runs(tmp_path: Path) -> None:
