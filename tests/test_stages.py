@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from conftest import Cli, sample_pdfs, write_ids
-from test_faults import run_log, wait_until
+from test_faults import interrupt, run_log, wait_until
 
 from rpa.errors import ConfigError
 from rpa.queue import open_store, runs
@@ -188,6 +188,24 @@ def test_an_outage_of_the_stage_service_pauses_it_and_charges_no_paper(tmp_path:
         assert sum(api.received.values()) == len(IDS)
         log = run_log(cli)
         assert "paused" in log and "no paper charged" in log
+
+
+def test_ctrl_c_gives_the_stage_calls_in_flight_back_uncounted(tmp_path: Path) -> None:
+    with Mirror({p.stem: p for p in sample_pdfs()}) as mirror, StageApi(delay=30.0) as api:
+        cli, ids = _setup(tmp_path, mirror)
+        proc = cli.popen("run", str(ids), *cli.knobs(**{**KNOBS, "grace": 1}), *POST,
+                         RECORD_API=api.url)  # fmt: skip
+        try:
+            wait_until(lambda: api.in_flight >= 4, 120, "four calls in flight", proc)
+            assert interrupt(proc, signal.SIGINT) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        post = _rows(cli, "post")
+        assert len(post) == 4 and {(s, a) for s, _, a, _ in post.values()} == {("retry", 0)}
+        assert cli.query("SELECT count(*) FROM stage_results WHERE lease_owner IS NOT NULL") == [
+            (0,)
+        ]
 
 
 def test_a_blocking_async_stage_is_named_and_the_run_still_finishes(tmp_path: Path) -> None:

@@ -25,6 +25,9 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
     api: StageApi
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that left before its answer (a run stopped) is no error worth a trace."""
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
