@@ -178,10 +178,12 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 shutil.rmtree(work / f"arm-{call.split(':')[1]}")
     cpus = os.cpu_count()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     head = (
         f"# User stages: {args.papers} papers, API {args.delay * 1000:.0f} ms an answer, "
-        f"limit {args.rate}/s\n\n{time.strftime('%Y-%m-%d %H:%M')} UTC, {cpus} CPUs, "
-        f"python {sys.version.split()[0]}; `python -m bench.stages --papers {args.papers}`\n\n"
+        f"limit {args.rate}/s\n\n{time.strftime('%Y-%m-%d %H:%M')} UTC, {cpus} CPUs (load "
+        f"average at the end {load}: a shared machine), python {sys.version.split()[0]}; "
+        f"`python -m bench.stages --papers {args.papers} --repeat {args.repeat}`\n\n"
         "| arm | done | run s | papers/s | stage p50 ms | loop lag p99 ms | lag max ms | "
         "API most in flight |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )

@@ -4,8 +4,10 @@
     paper      rpa.Paper: what a stage is given (paths, the record, earlier stages' results)
     store      the checkpoints: the `stage_results` table (claims fenced by a lease token)
     policy     what a stage's failure means: retry, fail, or pause the stage (an outage)
-    execute    how a stage is called: on the loop (async), its own threads, its own processes
-    phase      the run's stage phase: one lane per stage, fed with done papers
+    execute    how a stage is called: on the loop (async, each step timed: a step that blocks
+               the loop is named), its own threads, its own processes
+    lane       one stage in a run: claim, gate, rate, call, checkpoint, pause on an outage
+    phase      the run's stage phase: the lanes, fed with done papers, drained at the end
 
 This package's __init__ imports nothing: rpa.config imports rpa.stages.spec.
 """
