@@ -107,6 +107,12 @@ def test_stages_run_checkpoint_merge_export_and_rerun_on_a_new_version(tmp_path:
         csv = cli.run("export", "--db", str(cli.db), "--format", "csv")
         header = csv.stdout.splitlines()[0].split(",")
         assert {"stage_kp_phrases", "stage_kp_words", "stage_post_received"} <= set(header)
+        import pyarrow.parquet as pq  # the parquet extra (./run.sh installs it)
+
+        parquet = tmp_path / "out.parquet"
+        cli.run("export", "--db", str(cli.db), "--format", "parquet", "-o", str(parquet))
+        table = pq.read_table(parquet)
+        assert table.column("stage_post_received").to_pylist() == ["1"] * len(IDS)
         # nothing left: the same stages again start no run
         again = cli.run("resume", *cli.knobs(**KNOBS), *KP, *POST, RECORD_API=api.url)
         assert "nothing left to do" in again.stdout, again.stdout + again.stderr
