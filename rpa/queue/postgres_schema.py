@@ -164,6 +164,8 @@ _SCHEMA_9 = [
     # the user's own stages (rpa.stages): each one's checkpoint per paper, leased like jobs
     STAGE_RESULTS.replace(" REAL", " double precision"),
     "CREATE INDEX stage_results_due ON stage_results(stage, state, next_at)",
+    # a stage claims done papers in seq order from a cursor: only done rows, in that order
+    "CREATE INDEX jobs_done_seq ON jobs(seq) WHERE stage = 'done'",
 ]
 
 #: version -> statements; a PostgreSQL queue has no version below 5

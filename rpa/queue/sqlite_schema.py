@@ -241,6 +241,8 @@ def _migration_9(db: Database) -> None:
     # The user's own stages (rpa.stages): each one's checkpoint per paper, leased like jobs.
     db.execute(STAGE_RESULTS)
     db.execute("CREATE INDEX stage_results_due ON stage_results(stage, state, next_at)")
+    # a stage claims done papers in seq order from a cursor: only done rows, in that order
+    db.execute("CREATE INDEX jobs_done_seq ON jobs(seq) WHERE stage = 'done'")
 
 
 MIGRATIONS: list[Callable[[Database], None]] = [

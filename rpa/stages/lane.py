@@ -45,6 +45,8 @@ __all__ = ["Lane"]
 MAX_CLAIM = 64
 #: the longest a lane sleeps before it looks again (new papers wake it sooner)
 POLL = 2.0
+#: seconds between claims from the first done paper again (new ones come after the cursor)
+RESCAN = 10.0
 
 
 class Lane:
@@ -87,6 +89,7 @@ class Lane:
         self.dirty = True  # something may have become claimable since the last empty claim
         self._wake: asyncio.Event | None = None
         self._cursor = 0
+        self._scanned = time.monotonic()  # the last claim from the start
         self._paused_until = 0.0  # monotonic
         self._pause_streak = 0
         self._probing = False
@@ -142,8 +145,11 @@ class Lane:
                         self.in_flight[c.job_id] = task
                         task.add_done_callback(functools.partial(self._ended, c.job_id))
                     continue
-                if self._cursor:
-                    self._cursor = 0  # from the start again: a retried paper may be done late
+                if self._cursor and (may_end(self) or time.monotonic() - self._scanned > RESCAN):
+                    # from the start again: a paper retried late is done with a low seq (a
+                    # scan from the start costs O(done papers): not at every new paper)
+                    self._cursor = 0
+                    self._scanned = time.monotonic()
                     continue
                 if self.in_flight or self.dirty:
                     await self._sleep(POLL if not self.dirty else 0)
