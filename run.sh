@@ -1,42 +1,55 @@
 #!/usr/bin/env bash
 # rpa's one entry point on a fresh machine with only python3.
 #
-#   ./run.sh ids.txt [flags]   the main job: queue the IDs and process them (200 workers)
-#   ./run.sh demo [flags]      the same, offline: bundled sample papers from a loopback mirror
-#   ./run.sh resume|status|export [flags]
-#   ./run.sh test              the whole test suite (ruff, mypy, pytest) -- what CI runs
+#   ./run.sh demo [flags]      a first look, offline: bundled sample papers from a loopback mirror
+#   ./run.sh ids.txt [flags]   the main job: queue the IDs and process them (= ./run.sh run ids.txt)
+#   ./run.sh COMMAND [flags]   any rpa command: ./run.sh X is rpa X (resume, status, retry, ...)
+#   ./run.sh test [pytest args]  the whole test suite (ruff, mypy, pytest) -- what CI runs
 #
-# The first call creates .venv beside this script and installs rpa into it; later calls reuse
-# it (and reinstall when pyproject.toml changes).
+# The first call creates .venv beside this script and installs rpa with what running needs
+# (the pdfium and postgres extras); `./run.sh test` adds the developer tools (the dev extra)
+# on its first use, and `./run.sh export --format parquet` adds pyarrow (the parquet extra) on
+# its first use. Each set is installed again when pyproject.toml changes. No knob is set here:
+# the defaults are rpa's own (rpa/config.py), so a config file (rpa.toml) is honoured.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="$here/.venv"
 py="${PYTHON:-python3}"
-
-stamp="$venv/.rpa-installed"
 want="$(cksum < "$here/pyproject.toml")"
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "run.sh: setting up $venv (first use)" >&2
-  "$py" -m venv "$venv"
-  log="$venv/install.log"
-  if ! { "$venv/bin/python" -m pip install --upgrade pip &&
-         "$venv/bin/python" -m pip install -e "$here[dev,pdfium,postgres,parquet]"; } > "$log" 2>&1; then
-    tail -n 30 "$log" >&2
-    echo "run.sh: installing rpa failed (full log: $log)" >&2
+
+# ensure EXTRAS NAME...: rpa installed (editable) with EXTRAS, unless a stamp says so already;
+# a successful install writes the stamp of every NAME (an install with more extras stands for
+# the smaller sets too).
+ensure() {
+  local extras="$1" name
+  shift
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.rpa-installed-$1" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  local log="$venv/install.log"
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "run.sh: setting up $venv (first use)" >&2
+    "$py" -m venv "$venv"
+    if ! "$venv/bin/python" -m pip install --upgrade pip > "$log" 2>&1; then
+      tail -n 30 "$log" >&2 || true
+      echo "run.sh: upgrading pip in $venv failed (full log: $log)" >&2
+      exit 2
+    fi
+  else
+    echo "run.sh: installing rpa[$extras] into $venv" >&2
+  fi
+  if ! "$venv/bin/python" -m pip install -e "$here[$extras]" >> "$log" 2>&1; then
+    tail -n 30 "$log" >&2 || true
+    echo "run.sh: installing rpa[$extras] failed (full log: $log)" >&2
     exit 2
   fi
-  echo "$want" > "$stamp"
-fi
-
-# Defaults for a 200-worker run, as env knobs (a flag or a config file value still wins over
-# none of these: precedence is defaults < config file < env < flags).
-export RPA_WORKERS="${RPA_WORKERS:-200}"
-export RPA_DOWNLOAD_CONCURRENCY="${RPA_DOWNLOAD_CONCURRENCY:-64}"
-export RPA_EXTRACT_POOL="${RPA_EXTRACT_POOL:-process}"
+  for name in "$@"; do echo "$want" > "$venv/.rpa-installed-$name"; done
+}
 
 case "${1:-}" in
   test)
     shift
+    ensure "dev,pdfium,postgres,parquet" dev run parquet
     cd "$here"
     lint=(rpa tests)
     [ -d bench ] && lint+=(bench)
@@ -45,7 +58,20 @@ case "${1:-}" in
     "$venv/bin/python" -m mypy "${lint[@]}"
     exec "$venv/bin/python" -m pytest "$@"
     ;;
-  demo|resume|status|export|retry|migrate)
+esac
+
+ensure "pdfium,postgres" run
+if [ "${1:-}" = export ] && [[ " $* " == *parquet* ]]; then
+  ensure "pdfium,postgres,parquet" parquet run
+fi
+# The hints rpa prints (`next: ./run.sh status --db rpa.db`) name the command as it was typed
+# here, since `rpa` itself is not on the PATH (rpa/hints.py).
+launcher="$0"
+[[ "$launcher" == */* ]] || launcher="./$launcher"
+export RPA_LAUNCHER="$launcher"
+
+case "${1:-}" in
+  run|demo|resume|status|export|retry|migrate)
     exec "$venv/bin/rpa" "$@"
     ;;
   ""|-h|--help)

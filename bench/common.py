@@ -16,6 +16,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ __all__ = [
     "Measured",
     "Paper",
     "Series",
+    "build_tars",
     "load_papers",
     "machine_info",
     "make_items",
@@ -43,6 +45,8 @@ CORPUS = REPO.parent / "shared" / "corpus" / "real"
 MANIFEST = CORPUS.parent / "manifest.tsv"
 PY = sys.executable
 _SLUG_BAD = re.compile(r"[^a-z0-9._-]+")
+#: YYMM of the first paper of the tars `build_tars` makes (new-style IDs, 5 digits)
+_MONTH_START = 2101
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,34 @@ def make_items(papers: Sequence[Paper], copies: int, directory: Path) -> list[It
                 link.symlink_to(paper.path.resolve())
             items.append(Item(name, link, paper.pages, paper.bytes))
     return items
+
+
+def build_tars(paths: list[Path], folder: Path, per_tar: int) -> Path:
+    """arXiv-style bulk tars of the files `paths` (copies of the real papers), as arXiv names
+    them: arXiv_pdf_YYMM_NNN.tar holding YYMM/YYMM.NNNNN.pdf, one month per 99,999 papers,
+    `per_tar` papers a tar (0: one tar a month). Returns the glob for `--pdf-tar`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks: dict[tuple[int, int], list[tuple[str, Path]]] = {}
+    for k, path in enumerate(paths):
+        month = _MONTH_START + k // 99_999
+        number = k % 99_999 + 1
+        chunk = (month, (number - 1) // per_tar + 1 if per_tar > 0 else 1)
+        chunks.setdefault(chunk, []).append((f"{month}/{month}.{number:05d}.pdf", path))
+    for (month, seq), members in chunks.items():
+        tar_file = folder / f"arXiv_pdf_{month}_{seq:03d}.tar"
+        with tarfile.open(tar_file, "w", format=tarfile.USTAR_FORMAT) as tar:
+            folder_info = tarfile.TarInfo(str(month))
+            folder_info.type = tarfile.DIRTYPE
+            folder_info.mode = 0o755
+            tar.addfile(folder_info)
+            for name, path in members:
+                info = tarfile.TarInfo(name)
+                info.size = path.stat().st_size
+                info.mode = 0o644
+                info.mtime = int(path.stat().st_mtime)
+                with path.open("rb") as fh:
+                    tar.addfile(info, fh)
+    return folder / "arXiv_pdf_*.tar"
 
 
 # ---------------------------------------------------------------------- measured runs

@@ -21,6 +21,10 @@ samples are split by thread and by step (the innermost frame that names one: HTT
 the extraction pool's pipes, records and files, display, orchestration), as milliseconds of
 CPU per paper.
 
+`--pdf-tar` has rpa read the same PDFs from one arXiv-style tar (`rpa run --pdf-tar TAR
+--metadata off`: members `2101/2101.00001.pdf` ..., built from the copies) instead of HTTP;
+the ceiling still reads the files.
+
 `--tree PATH` runs the rpa package of another checkout (PYTHONPATH=PATH first), for a
 before/after in one sitting; `--rpa-args '--http-stack httpx'` adds flags to rpa's command.
 No request leaves 127.0.0.1.
@@ -42,11 +46,20 @@ from pathlib import Path
 from typing import Any
 
 from bench.arms import wait_quiet
-from bench.common import PY, REPO, clean_env, load_papers, machine_info, make_items, run_measured
+from bench.common import (
+    PY,
+    REPO,
+    build_tars,
+    clean_env,
+    load_papers,
+    machine_info,
+    make_items,
+    run_measured,
+)
 from bench.profile import _py_spy
 from bench.server import Server
 
-__all__ = ["main", "step_of"]
+__all__ = ["lag_figures", "main", "step_of", "summary", "tree_git"]
 
 LAGPROBE = REPO / "bench" / "lagprobe"
 
@@ -119,7 +132,7 @@ def split_samples(raw: Path) -> tuple[Counter[str], Counter[str], Counter[tuple[
     return threads, steps, both
 
 
-def _lag(path: Path) -> dict[str, float]:
+def lag_figures(path: Path) -> dict[str, float]:
     data = json.loads(path.read_text())
     values = sorted(lag for _t, lag in data["samples"])
     first = [lag for t, lag in data["samples"] if t <= 2.0]
@@ -165,18 +178,26 @@ class Bench:
             raise RuntimeError(f"ceiling failed: {m.stderr[-2000:]}")
         return {"wall": m.wall, "tree_cpu": m.tree_cpu, "foreign": m.foreign_cpu / m.wall}
 
-    def rpa_cmd(self, extractor: str, ids: Path, folder: Path) -> list[str]:
-        cmd = [PY, "-m", "rpa", "run", str(ids), "--db", str(folder / "q.db")]
-        cmd += ["--out", str(folder / "out"), "--pdf-url", self.server.url_template]
+    def rpa_cmd(self, extractor: str, source: list[str], folder: Path) -> list[str]:
+        cmd = [PY, "-m", "rpa", "run", *source, "--db", str(folder / "q.db")]
+        cmd += ["--out", str(folder / "out")]
         cmd += ["--workers", "200", "--extractor", extractor, "--rate-limits", ""]
         return [*cmd, "--no-progress", *self.args.rpa_args.split()]
 
-    def rpa(self, extractor: str, ids: Path, n: int) -> dict[str, float]:
+    def source(self, ids: Path, tar: Path | None) -> list[str]:
+        """What `rpa run` reads: the IDs from the loopback mirror, or every paper of the tar
+        (arXiv IDs: `--metadata off`, so no request goes to arXiv's API)."""
+        if tar is not None:
+            return ["--pdf-tar", str(tar), "--metadata", "off"]
+        return [str(ids), "--pdf-url", self.server.url_template]
+
+    def rpa(self, extractor: str, source: list[str], n: int) -> dict[str, float]:
         wait_quiet(self.args.quiet_wait)
         folder = Path(tempfile.mkdtemp(dir=self.scratch))
         lag_out = folder / "lag.json"
         server0 = self.server.cpu_seconds()
-        m = run_measured(self.rpa_cmd(extractor, ids, folder), cwd=folder, env=self._env(lag_out))
+        cmd = self.rpa_cmd(extractor, source, folder)
+        m = run_measured(cmd, cwd=folder, env=self._env(lag_out))
         server_cpu = self.server.cpu_seconds() - server0
         if m.returncode != 0:
             raise RuntimeError(f"rpa failed ({m.returncode}): {m.stderr[-3000:]}")
@@ -192,12 +213,12 @@ class Bench:
             "server_cpu": server_cpu,
             "foreign": max(0.0, m.foreign_cpu - server_cpu) / m.wall,
             "main_rss_mb": m.main_maxrss_mb,
-            **_lag(lag_out),
+            **lag_figures(lag_out),
         }
         shutil.rmtree(folder, ignore_errors=True)
         return got
 
-    def profile(self, extractor: str, ids: Path, n: int) -> dict[str, Any]:
+    def profile(self, extractor: str, source: list[str], n: int) -> dict[str, Any]:
         spy = _py_spy()
         if spy is None:
             return {"note": "py-spy not installed"}
@@ -205,7 +226,7 @@ class Bench:
         folder = Path(tempfile.mkdtemp(dir=self.scratch))
         raw = folder / "stacks.txt"
         cmd = [spy, "record", "--threads", "--nonblocking", "--rate", "100", "--format", "raw"]
-        cmd += ["--output", str(raw), "--", *self.rpa_cmd(extractor, ids, folder)]
+        cmd += ["--output", str(raw), "--", *self.rpa_cmd(extractor, source, folder)]
         done = subprocess.run(
             cmd, cwd=folder, env=self._env(), capture_output=True, text=True, check=False
         )
@@ -230,7 +251,7 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in runs[0] if isinstance(runs[0][k], int | float)]
     return {
         k: {
@@ -242,6 +263,16 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def tree_git(tree: Path) -> str:
+    """The checkout's last commit, `<hash> <subject>`."""
+    return subprocess.run(
+        ["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.main_process")
     parser.add_argument("--tree", type=Path, help="a checkout whose rpa/ to run")
@@ -251,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pypdf-copies", type=int, default=4)
     parser.add_argument("--extractors", default="pdfium,pypdf")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--pdf-tar",
+        action="store_true",
+        help="rpa reads the same PDFs from one arXiv-style tar (--pdf-tar) instead of HTTP",
+    )
     parser.add_argument(
         "--rpa-args", default="", help="more flags for rpa, e.g. '--http-stack httpx'"
     )
@@ -267,12 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     extractors = [e for e in args.extractors.split(",") if e]
     items = make_items(papers, max(copies[e] for e in extractors), scratch / "mirror")
     results: dict[str, Any] = {"machine": machine_info(), "tree": str(args.tree or REPO)}
-    results["tree_git"] = subprocess.run(
-        ["git", "-C", str(args.tree or REPO), "log", "-1", "--format=%h %s"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    results["source"] = "one arXiv-style tar (--pdf-tar)" if args.pdf_tar else "HTTP"
+    results["tree_git"] = tree_git(args.tree or REPO)
     try:
         with Server(scratch / "mirror", "auto") as server:
             results["mirror"] = server.kind
@@ -281,8 +313,14 @@ def main(argv: list[str] | None = None) -> int:
                 chosen = items[: len(papers) * copies[extractor]]
                 n = len(chosen)
                 pages = sum(i.pages for i in chosen)
-                ids = scratch / f"ids-{extractor}.txt"
-                ids.write_text("".join(f"{i.rpa_id}\n" for i in chosen))
+                ids_file = scratch / f"ids-{extractor}.txt"
+                ids_file.write_text("".join(f"{i.rpa_id}\n" for i in chosen))
+                tar = None
+                if args.pdf_tar:
+                    print(f"building the tar of {n} papers", file=sys.stderr, flush=True)
+                    paths = [i.path.resolve() for i in chosen]
+                    tar = build_tars(paths, scratch / f"tar-{extractor}", 0)
+                source = bench.source(ids_file, tar)
                 files = scratch / f"files-{extractor}.txt"
                 files.write_text("".join(f"{i.path}\n" for i in chosen))
                 runs = []
@@ -298,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                         got[arm] = (
                             bench.ceiling(extractor, files)
                             if arm == "ceiling"
-                            else bench.rpa(extractor, ids, n)
+                            else bench.rpa(extractor, source, n)
                         )
                     run = {f"rpa_{k2}": v for k2, v in got["rpa"].items()}
                     run.update({f"ceiling_{k2}": v for k2, v in got["ceiling"].items()})
@@ -318,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                     "jobs": n,
                     "pages": pages,
                     "runs": runs,
-                    "summary": _summary(runs),
+                    "summary": summary(runs),
                 }
                 if not args.no_profile:
                     print(
@@ -326,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-                    entry["profile"] = bench.profile(extractor, ids, n)
+                    entry["profile"] = bench.profile(extractor, source, n)
                 results[extractor] = entry
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

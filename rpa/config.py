@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 from rpa.errors import ConfigError
 from rpa.ids import validate_url_template
 from rpa.machine import available_cpus
-from rpa.stages.spec import StageSpec
 
 __all__ = [
     "DB_FORMS",
@@ -29,6 +28,7 @@ __all__ = [
     "ENV_PREFIX",
     "Resolved",
     "Settings",
+    "knob_choices",
     "knob_fields",
     "load_settings",
     "normalize_db",
@@ -37,8 +37,9 @@ __all__ = [
 ]
 
 ENV_PREFIX = "RPA_"
-#: RPA_ variables that are no knob: the config file's path, and tracebacks for rpa's bugs
-NOT_KNOBS = frozenset({f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG"})
+#: RPA_ variables that are no knob: the config file's path, tracebacks for rpa's bugs, and how
+#: the user launched rpa (run.sh sets it; the hints name it: rpa.hints)
+NOT_KNOBS = frozenset({f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG", f"{ENV_PREFIX}LAUNCHER"})
 #: read from the working directory when neither --config nor RPA_CONFIG names a file
 DEFAULT_CONFIG_NAME = "rpa.toml"
 ARXIV_URL = "https://export.arxiv.org/pdf/{id}"
@@ -162,8 +163,6 @@ class Settings:
     progress: bool = _knob(True, "live table on a terminal")
     log_format: Literal["text", "json"] = _knob("text", "progress lines when not a terminal")
     metrics_file: str = _knob("", "write OpenMetrics text here every few seconds ('' = off)")
-    #: the user's stages: [[stage]] tables, RPA_STAGE*, --stage* (rpa.stages.spec; no knob)
-    stages: tuple[StageSpec, ...] = field(default=(), metadata={"help": "", "knob": False})
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -171,7 +170,7 @@ class Settings:
             value = getattr(self, f.name)
             if minimum is not None and value < minimum:
                 raise ConfigError(f"{f.name} must be at least {minimum}, got {value}")
-            choices = _choices(f)
+            choices = knob_choices(f)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
         validate_url_template(self.pdf_url)
@@ -221,7 +220,7 @@ class Settings:
         return self.max_connections or self.download_concurrency
 
 
-def _choices(f: dataclasses.Field[Any]) -> tuple[str, ...]:
+def knob_choices(f: dataclasses.Field[Any]) -> tuple[str, ...]:
     """The allowed values of a Literal[...] knob, () for any other."""
     hint = get_type_hints(Settings)[f.name]
     return tuple(get_args(hint)) if get_origin(hint) is Literal else ()
@@ -229,7 +228,7 @@ def _choices(f: dataclasses.Field[Any]) -> tuple[str, ...]:
 
 def knob_fields() -> list[dataclasses.Field[Any]]:
     """The fields of Settings, in declaration order (the CLI builds its options from these)."""
-    return [f for f in dataclasses.fields(Settings) if f.metadata.get("knob", True)]
+    return list(dataclasses.fields(Settings))
 
 
 def _field_kind(f: dataclasses.Field[Any]) -> str:
@@ -273,12 +272,16 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     # Allow either flat keys or a [rpa] table; dashes or underscores.
     if isinstance(data.get("rpa"), dict):
         data = data["rpa"]
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    return {k.replace("-", "_"): v for k, v in data.items() if k != "stage"}  # rpa.stages
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +321,6 @@ def load_settings(
         config_path = candidate if candidate.is_file() else None
     if config_path is not None:
         for key, raw in _read_config_file(config_path).items():
-            if key == "stage":  # [[stage]] tables: rpa.stages.spec reads them
-                continue
             if key not in fields:
                 raise ConfigError(f"{config_path}: unknown key {key!r}")
             values[key] = _coerce(fields[key], raw, str(config_path))

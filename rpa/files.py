@@ -98,6 +98,7 @@ class AtomicFile:
     """A file written under a temporary name beside `path` (it carries `run_id`), and renamed
     to `path` by `commit` once flushed and fsynced; `discard` removes it instead.
 
+    `sync` False: no fsync (whoever trusts the file later makes it durable first).
     The temporary file is created at the first `open` or `write` (the folder first, unless
     `make_folder` is False) with `create_mode` before the umask; `mode`, when given, is set
     by chmod just before the rename. Blocking, every method.
@@ -111,9 +112,11 @@ class AtomicFile:
         mode: int | None = None,
         create_mode: int = _CREATE_MODE,
         make_folder: bool = True,
+        sync: bool = True,
     ) -> None:
         self.path = path
         self.temp = path.parent / temp_name(path.name, run_id)
+        self._sync = sync
         self._mode = mode
         self._create_mode = create_mode
         self._make_folder = make_folder
@@ -150,12 +153,14 @@ class AtomicFile:
         fh = self.open()
         with self._naming():
             fh.flush()
-            os.fsync(fh.fileno())
+            if self._sync:
+                os.fsync(fh.fileno())
             fh.close()
         if self._mode is not None:
             os.chmod(self.temp, self._mode)
         os.replace(self.temp, self.path)
-        fsync_folder(self.path.parent)
+        if self._sync:
+            fsync_folder(self.path.parent)
 
     def discard(self) -> None:
         """Close and remove the temporary file (quietly: this is the clean-up of a failure)."""

@@ -3,26 +3,44 @@
 The file is read a block at a time, never whole, and a line is kept to at most
 `MAX_LINE_BYTES` (plus one read block), so a file without newlines costs no memory. Each line
 is parsed (rpa.ids.parse_id); an invalid one is reported with its line number.
+
+The list can be a stream: `-` (standard input), `/dev/stdin`, a pipe (`<(grep ... ids.txt)`).
+A stream is read once and cannot be measured: `check_id_source` accepts it, and what must
+read a list twice (`--strict` checks it all before queueing any) takes `readable_twice`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from rpa.errors import InputError, InvalidIdError
 from rpa.ids import PaperId, parse_line
 
 __all__ = [
     "MAX_LINE_BYTES",
+    "STDIN",
     "IdLine",
     "KeyBatch",
+    "check_id_source",
+    "is_stream",
     "iter_id_batches",
     "iter_id_lines",
     "iter_key_batches",
+    "readable_twice",
 ]
+
+#: the ID list's name for standard input (`rpa run -`)
+STDIN = Path("-")
 
 # Length past which an ID-list line is declared overlong; the reader keeps no more than this
 # (plus one read block) of a line, so a file without newlines is never loaded whole.
@@ -44,14 +62,69 @@ class IdLine:
     error: InvalidIdError | None
 
 
-def _raw_chunks(path: Path) -> Iterator[tuple[int, list[str], frozenset[int]]]:
-    """Yield (number of the first line, decoded lines, indexes of overlong lines) per read
-    block, holding one block and at most one line. Overlong lines are not yet cut."""
+def is_stream(path: Path) -> bool:
+    """Is the ID list a stream (standard input, a pipe, a terminal), read once, not a file?"""
+    if path == STDIN:
+        return True
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def check_id_source(path: Path) -> None:
+    """Refuse, in one line, an ID list that cannot be one: not there, a folder, a tar (the
+    papers of a tar are queued with --pdf-tar). A stream is accepted unread."""
+    if is_stream(path):
+        return
+    if path.is_dir():
+        raise InputError(f"ID file {path} is a folder, not a file of IDs; nothing was queued")
+    if not path.is_file():
+        raise InputError(f"ID file {path} is not there; nothing was queued")
+    try:
+        is_tar = tarfile.is_tarfile(path)
+    except OSError as exc:
+        raise InputError(f"cannot read ID list {path}: {exc.strerror or exc}") from exc
+    if is_tar:
+        raise InputError(
+            f"ID file {path} is a tar, not a file of IDs; did you mean `--pdf-tar {path}` "
+            "(run the tar's papers)? Nothing was queued"
+        )
+
+
+@contextlib.contextmanager
+def readable_twice(path: Path) -> Iterator[Path]:
+    """`path`, or, for a stream, a private copy of it that can be read again (removed on
+    leaving): a stream is read once."""
+    if not is_stream(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="rpa-ids-") as folder:
+        copy = Path(folder) / "ids.txt"
+        with _open(path) as src, copy.open("wb") as dst:
+            shutil.copyfileobj(src, dst, _BLOCK_BYTES)
+        yield copy
+
+
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[BinaryIO]:
+    """The ID list open for reading bytes (standard input stays open after)."""
+    if path == STDIN:
+        yield sys.stdin.buffer
+        return
     try:
         fh = path.open("rb")
     except OSError as exc:
         raise InputError(f"cannot read ID list {path}: {exc.strerror or exc}") from exc
     with fh:
+        yield fh
+
+
+def _raw_chunks(path: Path) -> Iterator[tuple[int, list[str], frozenset[int]]]:
+    """Yield (number of the first line, decoded lines, indexes of overlong lines) per read
+    block, holding one block and at most one line. Overlong lines are not yet cut."""
+    with _open(path) as fh:
         lineno = 0
         carry = b""  # the unfinished last line of the previous block
         overlong = False  # the current line passed MAX_LINE_BYTES: its bytes are dropped
@@ -78,6 +151,10 @@ def _raw_chunks(path: Path) -> Iterator[tuple[int, list[str], frozenset[int]]]:
             if len(carry) > MAX_LINE_BYTES:
                 carry = carry[:MAX_LINE_BYTES]
                 overlong = True
+            if len(block) < _BLOCK_BYTES:
+                # a buffered read comes back short only at the end: stop there, for the end
+                # of a terminal's input (Ctrl-D) is read once, and one more read would wait
+                break
         if carry or overlong:
             line = carry.decode("utf-8", errors="replace")
             line = line.removeprefix("\ufeff") if lineno == 0 else line

@@ -29,7 +29,7 @@ def local(path: Path, max_bytes: int) -> tuple[int, str]:
         with ThreadPoolExecutor(1) as io:
             source = LocalSource(io, f"file://{path.parent}/{{id}}.pdf", max_bytes=max_bytes)
             got = await source.fetch(f"ext:{path.stem}", path)
-        return got.bytes, got.sha256
+        return got.bytes, str(got.sha256)
 
     return asyncio.run(fetch())
 

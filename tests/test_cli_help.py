@@ -1,4 +1,4 @@
-"""Every command has help, every knob is a flag with its env var, and the README says so."""
+"""Every command has help, every knob is a flag with its env var, and the docs say so."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from rpa.cli import app
-from rpa.config import knob_fields
+from rpa.config import Settings, knob_choices, knob_fields
+from rpa.queue.model import QUEUE_SETTINGS
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
-COMMANDS = ["run", "resume", "status", "export", "retry", "migrate", "demo"]
+ROOT = Path(__file__).parent.parent
+#: the README and the pages it links to (docs/)
+DOCS = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+KNOBS_PAGE = (ROOT / "docs" / "knobs.md").read_text()
+COMMANDS = ["run", "resume", "status", "failures", "export", "retry", "migrate", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -19,7 +23,7 @@ def test_every_command_has_help(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "Example" in result.output
-    assert f"`rpa {command}" in README, f"README has no example of rpa {command}"
+    assert f"`rpa {command}" in DOCS, f"README and docs/ have no example of rpa {command}"
 
 
 def test_run_help_lists_every_knob_with_its_env_var() -> None:
@@ -30,10 +34,10 @@ def test_run_help_lists_every_knob_with_its_env_var() -> None:
         assert f"RPA_{f.name.upper()}" in result.output, f.name
 
 
-def test_readme_knob_table_is_complete() -> None:
+def test_knob_table_is_complete() -> None:
     for f in knob_fields():
-        assert f"`RPA_{f.name.upper()}`" in README, f.name
-        assert f"`--{f.name.replace('_', '-')}" in README, f.name
+        assert f"`RPA_{f.name.upper()}`" in KNOBS_PAGE, f.name
+        assert f"`--{f.name.replace('_', '-')}" in KNOBS_PAGE, f.name
 
 
 def test_help_shows_each_knobs_default_and_brackets_literally() -> None:
@@ -73,3 +77,82 @@ def test_export_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
     assert shell.returncode == 0, shell.stderr
     assert shell.stdout.count("\n") == 1 and "Traceback" not in shell.stderr
     assert "BrokenPipe" not in shell.stderr
+
+
+def _help(command: str) -> str:
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _options(text: str) -> dict[str, str]:
+    """Each option's entry in a help text (its flags, then its help, on one line)."""
+    entries: dict[str, str] = {}
+    flag = ""
+    for line in text[text.index("Options:") :].splitlines()[1:]:
+        if line.startswith("  -"):
+            flag = line.split()[0]
+            entries[flag] = line
+        elif flag:
+            entries[flag] += " " + line.strip()
+    return entries
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_examples_one_a_line_each_parsed_and_no_default_twice(command: str) -> None:
+    """Examples ran together on one line ('... --download-concurrency 32 Example: rpa run
+    ...'); `export --format` said its default twice."""
+    import shlex
+
+    import typer.main
+
+    text = _help(command)
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() in ("Example:", "Examples:"))
+    examples = []
+    for line in lines[start + 1 :]:
+        if line and not line.startswith("  "):
+            break
+        if line.strip():
+            examples.append(line.strip())
+    assert examples and "Example" not in " ".join(examples)
+    click_app = typer.main.get_command(app)
+    mine = 0
+    for example in examples:
+        segments = [part.split(" > ")[0].strip() for part in example.split(" | ")]
+        assert all(part.count("rpa ") <= 1 for part in segments), example  # one a line
+        for part in segments:
+            if not part.startswith("rpa "):
+                continue
+            words = shlex.split(part)[1:]
+            mine += words[0] == command
+            sub = click_app.commands[words[0]]  # type: ignore[attr-defined]
+            sub.make_context(words[0], words[1:])  # its parser accepts it (nothing runs)
+    assert mine >= 1
+    for entry in _options(text).values():
+        assert entry.count("[default:") <= 1, entry
+
+
+def test_options_with_fixed_values_list_them() -> None:
+    text = " ".join(_help("run").split())
+    for f in knob_fields():
+        choices = knob_choices(f)
+        if choices:
+            assert f"--{f.name.replace('_', '-')} <{'|'.join(choices)}>" in text, f.name
+    assert "--format <jsonl|csv|parquet>" in " ".join(_help("export").split())
+    for command in ("retry", "failures"):
+        kinds = " ".join(_help(command).split())
+        assert "--kind <kind>" in kinds and "not_found, not_pdf" in kinds
+
+
+def test_demo_and_resume_show_the_defaults_they_use() -> None:
+    """The demo runs on rpa-demo.db, rpa-demo-data and its own mirror; a resume on the
+    queue's stored settings: Settings' defaults for those were shown, and were not used."""
+    demo = " ".join(_help("demo").split())
+    assert "[default: rpa-demo.db]" in demo and "[default: rpa-demo-data]" in demo
+    assert "[default: rpa.db]" not in demo and "[default: rpa-data]" not in demo
+    assert Settings().pdf_url not in demo and "[default: the demo's loopback mirror]" in demo
+    resume = _options(_help("resume"))
+    for key in QUEUE_SETTINGS:
+        entry = " ".join(resume["--" + key.replace("_", "-")].split())
+        assert "[default: the queue's, as first stored]" in entry, entry

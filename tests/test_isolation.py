@@ -276,10 +276,18 @@ def test_papers_shed_for_another_programs_memory_are_not_charged(tmp_path: Path)
     assert shed[0][0] >= 3
 
 
+def _waiting_downloads(out: Path) -> list[Path]:
+    """Whole downloads waiting for their extraction: a private name (one temporary prefix;
+    a download still being written has two: its own, then the private name's)."""
+    folder = out / "pdf"
+    return [p for p in folder.rglob("*.pdf") if p.name.count(".rpa-tmp.") == 1]
+
+
 @pytest.mark.timeout(120)
 def test_pdfs_deleted_under_out_mid_run_are_downloaded_again(tmp_path: Path) -> None:
-    """The user deletes --out's PDFs while papers wait, downloaded, for their extraction:
-    they are downloaded again and end done (before: failed for good as `permanent`)."""
+    """The user deletes --out's PDFs while papers wait, downloaded, for their extraction
+    (their downloads, under private names until their extraction process checks them): they
+    are downloaded again and end done (before: failed for good as `permanent`)."""
     files = {f"p{i}": SLOW for i in range(8)}
     with Mirror(files) as mirror:
         cli = Cli(tmp_path, mirror.url_template)
@@ -287,7 +295,7 @@ def test_pdfs_deleted_under_out_mid_run_are_downloaded_again(tmp_path: Path) -> 
         knobs = cli.knobs(workers=8, extract_workers=1, prefetch=6, progress=False)
         proc = cli.popen("run", str(ids), *knobs)
         try:
-            wait_for(lambda: cli.count("stage = 'downloaded'") >= 3, 60, "papers downloaded")
+            wait_for(lambda: len(_waiting_downloads(cli.out)) >= 3, 60, "papers downloaded")
             deleted = [p for p in cli.out.rglob("*.pdf") if p.is_file()]
             for pdf in deleted:
                 pdf.unlink(missing_ok=True)

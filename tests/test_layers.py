@@ -81,8 +81,8 @@ LAYERS = [
     ["rpa.sources"],
     ["rpa.hosts"],
     ["rpa.queue"],
-    ["rpa.layout", "rpa.gates", "rpa.notices", "rpa.units"],
-    ["rpa.config", "rpa.files", "rpa.metrics", "rpa.stages.spec"],
+    ["rpa.layout", "rpa.gates", "rpa.notices", "rpa.units", "rpa.hints"],
+    ["rpa.config", "rpa.files", "rpa.metrics"],
     ["rpa.idlist"],
     ["rpa.ids", "rpa.machine", "rpa.classify"],
     ["rpa.errors"],
@@ -91,10 +91,10 @@ LAYERS = [
 
 
 def _layer(name: str) -> int | None:
-    """The layer of the most specific package named in LAYERS that holds `name` (the stage
-    specs, rpa.stages.spec, sit beside rpa.config, which holds them, below rpa.stages)."""
-    found = [(len(p), depth) for depth, ps in enumerate(LAYERS) for p in ps if _within(name, p)]
-    return max(found)[1] if found else None
+    for depth, packages in enumerate(LAYERS):
+        if any(_within(name, p) for p in packages):
+            return depth
+    return None
 
 
 def test_imports_only_point_down_the_layers() -> None:

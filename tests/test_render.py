@@ -19,7 +19,7 @@ from rpa.metrics import WindowStats
 from rpa.queue import catalog, open_store, reads
 from rpa.queue.model import Totals
 from rpa.run.runner import RunSummary
-from rpa.run.snapshot import MemorySnapshot, RunSnapshot, StageSnapshot
+from rpa.run.snapshot import FailureSnapshot, MemorySnapshot, RunSnapshot, StageSnapshot
 from rpa.show.live import format_line, make_run_table, snapshot_dict
 from rpa.show.status_view import make_status
 from rpa.show.summary import make_summary, summary_dict
@@ -95,9 +95,25 @@ def block(lines: list[str], title: str) -> list[str]:
     return lines[start:end]
 
 
-def test_run_table_shows_gates_stages_queue_speed_and_health() -> None:
-    lines = text_of(make_run_table(snapshot())).splitlines()
+def test_run_table_shows_progress_failures_stages_health_and_gates() -> None:
+    snap = snapshot(
+        failures=[FailureSnapshot("connection", 1, 3, "2301.00004: ConnectError: refused")]
+    )
+    lines = text_of(make_run_table(snap)).splitlines()
     assert lines[0] == "rpa 20260101T000000-abcdef  2m05s  done 29  failed 1"
+    # the queue's progress: settled of all, %, ETA, rate; then its parts
+    assert lines[1] == "Queue 30/70 settled (43%)  ETA 0m30s  74.5 papers/min"
+    assert squash(lines[2]) == "17 queued 21 in progress 2 retry sched. 29 done 1 failed"
+    failures = block(lines, "Failures this run (failed/retried, the last reason)")
+    assert squash(failures[0]) == "connection 1/3 2301.00004: ConnectError: refused"
+    stages = block(lines, "Stages")
+    assert squash(stages[0]) == "stage running done failed retried p50 p95 max"
+    assert squash(stages[1]) == "download 3 40 1 2 23.6 ms 154.2 ms 168.2 ms"
+    assert squash(stages[2]) == "extract 1 30 0 0 822.4 ms 1.31 s 1.41 s"
+    assert stages[3].split()[0] == "outcome"
+    assert "Speed  10.0 pages/s  0.40 MB/s  workers busy/idle 19/1" in lines
+    assert "Health  loop lag p50 0.3 ms  p99 3.1 ms  max 4.9 ms" in lines
+    assert "Extraction  process  alive 2/2  busy 1  replaced 1  crashed 1  timed out 0" in lines
     gates = block(lines, "Gates")
     # gates: in use / capacity, waiting, wait p50 / p95, entered
     assert squash(gates[0]) == "gate in use/cap waiting wait p50 wait p95 entered"
@@ -105,17 +121,18 @@ def test_run_table_shows_gates_stages_queue_speed_and_health() -> None:
     assert squash(gates[2]) == "extract 1/1 18 500.0 ms 2.25 s 30"
     assert squash(gates[3]) == "host export.arxiv.org 4/4 7 250.0 ms 900.0 ms 52"
     assert len({len(line.rstrip()) for line in gates}) == 1  # columns line up
-    stages = block(lines, "Stages")
-    assert squash(stages[0]) == "stage running done failed retried p50 p95 max"
-    assert squash(stages[1]) == "download 3 40 1 2 23.6 ms 154.2 ms 168.2 ms"
-    assert squash(stages[2]) == "extract 1 30 0 0 822.4 ms 1.31 s 1.41 s"
-    assert stages[3].split()[0] == "outcome"
-    queue = block(lines, "Queue (all runs; others as of the last heartbeat)")
-    assert queue[1].split() == ["17", "21", "2", "29", "1"]
-    assert block(lines, "Speed (last minute)")[1].split() == ["74.5", "10.0", "0.40", "0m30s"]
-    assert squash(block(lines, "Health")[1]) == "0.3 ms 3.1 ms 4.9 ms 19/1"
-    assert squash(block(lines, "Extraction processes")[1]) == "process 2/2 1 1 1 0"
     assert lines[-1] == "reclaimed 3 leases of 1 dead runs, 0 expired"
+
+
+def test_run_table_fits_the_width_given_for_failure_reasons() -> None:
+    reason = "2301.00004: ConnectError: [Errno 111] Connection refused " + "x" * 100
+    snap = snapshot(failures=[FailureSnapshot("connection", 0, 2, reason)])
+    narrow = text_of(make_run_table(snap, width=80), width=200)
+    wide = text_of(make_run_table(snap, width=160), width=200)
+    assert "Connection refused" in narrow and reason not in narrow
+    row = next(line for line in wide.splitlines() if "Connection refused" in line)
+    assert len(row) == 160 and row.endswith("…")
+    assert all(len(line) <= 80 for line in narrow.splitlines())
 
 
 def test_every_view_fits_80_columns_with_nothing_cut() -> None:
@@ -152,7 +169,8 @@ def test_a_stage_with_no_data_shows_a_dash_not_zero() -> None:
     text = text_of(make_run_table(snap))
     row = block(text.splitlines(), "Stages")[1]
     assert squash(row) == "download 0 0 0 0 — — —"
-    assert "0.0 ms" not in squash(block(text.splitlines(), "Health")[1])
+    health = next(line for line in text.splitlines() if line.startswith("Health"))
+    assert health == "Health  loop lag p50 —  p99 —  max —"
     data = snapshot_dict(snap)
     assert data["stages"]["download"]["p50_ms"] is None and data["lag_p99_ms"] is None
 
@@ -203,6 +221,8 @@ def test_format_line_is_one_line_with_the_figures() -> None:
     assert "74.5 papers/min 10.0 pages/s 0.40 MB/s ETA 0m30s" in line
     assert "download=3/64+0 extract=1/1+18 host export.arxiv.org=4/4+7" in line
     assert "workers 19/20 busy" in line and "lag p99 3.1 ms max 4.9 ms" in line
+    failing = format_line(snapshot(failures=[FailureSnapshot("connection", 1, 3, "x: refused")]))
+    assert failing.endswith(" | failed/retried connection=1/3")
 
 
 def test_snapshot_dict_is_a_json_line() -> None:
@@ -228,10 +248,11 @@ def run_summary() -> RunSummary:
         lag=stats(0.0003, 0.001, 0.002, 0.009, n=12_000),
         failures={"not_found": 1, "connection": 3},
         reasons={
-            "not_found": "HTTP 404 Not Found from http://127.0.0.1:9/pdf/x",
-            "connection": "ConnectError: [Errno 111] Connection refused",
+            "not_found": "2301.00009: HTTP 404 Not Found from http://127.0.0.1:9/pdf/x",
+            "connection": "2301.00002: ConnectError: [Errno 111] Connection refused while "
+            "fetching http://127.0.0.1:45678/pdf/2301.00002 (the mirror was stopped)",
         },
-        slowest=[("2301.00007", 17.97), ("2301.00003", 9.5)],
+        slowest=[("2301.00007", 17.97, 0.4), ("2301.00003", 9.5, 64.0)],
         stages=snap.stages,
         messages=["a message"],
     )
@@ -242,11 +263,23 @@ def test_summary_has_stages_failures_with_reasons_slowest_wall_time_and_lag() ->
     assert all(len(line) <= 80 for line in text.splitlines()), text
     assert text.startswith("run 20260101T000000-abcdef finished: 46 done, 2 failed this run")
     assert "queue: 46 done, 2 failed, 0 remaining" in text
-    failures = block(text.splitlines(), "Failures by kind (one reason each)")
-    # the reason of each kind, not only "connection 3"; most frequent first
-    assert squash(failures[0]) == "connection 3 ConnectError: [Errno 111] Connection refused"
-    assert squash(failures[1]).startswith("not_found 1 HTTP 404 Not Found")
-    assert "Slowest papers" in text and "2301.00007" in text and "17.97" in text
+    failures = block(text.splitlines(), "Failures by kind (the last reason of each, whole)")
+    # the reason of each kind, not only "connection 3"; most frequent first; whole: wrapped
+    # under itself, never cut (the paper's ID and "Connection refused" were lost at 80)
+    assert squash(failures[0]).startswith("connection 3 2301.00002: ConnectError: [Errno 111]")
+    assert squash(" ".join(failures[:3])) == squash(
+        "connection 3 2301.00002: ConnectError: [Errno 111] Connection refused while "
+        "fetching http://127.0.0.1:45678/pdf/2301.00002 (the mirror was stopped)"
+    )
+    assert failures[1].startswith(" " * 24) and "…" not in text
+    assert squash(failures[3]).startswith("not_found 1 2301.00009: HTTP 404 Not Found")
+    # ranked by their own work; the time spent waiting beside it, not mixed in
+    slowest = block(
+        text.splitlines(), "Slowest papers (by their own work; time spent waiting apart)"
+    )
+    assert squash(slowest[0]) == "id work s waited s"
+    assert squash(slowest[1]) == "2301.00007 17.97 0.40"
+    assert squash(slowest[2]) == "2301.00003 9.50 64.00"
     assert "total wall time: 125.0 s (2m05s), 22.1 papers/min over the run" in text
     assert "event-loop lag over the run: p50 0.3 ms  p99 2.0 ms  max 9.0 ms  (12000 samples)" in (
         text
@@ -282,7 +315,7 @@ def test_summary_uses_whole_run_timings_from_the_database(tmp_path: Path) -> Non
     data = json.loads(json.dumps(summary_dict(run_summary(), timings)))
     assert data["event"] == "summary" and data["wall_seconds"] == 125.0
     assert data["timings"]["download"]["duration_max"] == 0.5
-    assert data["slowest"][0] == {"id": "2301.00007", "seconds": 17.97}
+    assert data["slowest"][0] == {"id": "2301.00007", "work_seconds": 17.97, "wait_seconds": 0.4}
 
 
 def test_status_tables(tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ def test_a_failing_stage_never_fails_the_paper_and_is_listed_per_kind(tmp_path: 
             ("failed", "internal")
         }
         assert "bad/internal" in result.stdout and "a bug in the stage" in result.stdout
-        assert "odd/internal" in result.stdout and "not JSON-serialisable" in result.stdout
+        assert "odd/internal" in result.stdout and "serialisable" in result.stdout
         status = cli.status()
         assert status["user_stages"]["bad"]["failures"] == {"internal": len(IDS)}
 

@@ -221,7 +221,7 @@ def test_stage_timings_of_one_run(queue: Path) -> None:
 
 
 def _paths(value: Any, prefix: str) -> set[str]:
-    """Field paths as the README names them: lists as `[]`, data keys as placeholders."""
+    """Field paths as docs/status.md names them: lists as `[]`, data keys as placeholders."""
     placeholders = {"stages": "<stage>", "outcomes": "<outcome>", "settings": "<key>"}
     if isinstance(value, dict):
         leaf = prefix.rsplit(".", 1)[-1]
@@ -235,9 +235,9 @@ def _paths(value: Any, prefix: str) -> set[str]:
     return {prefix}
 
 
-def test_every_status_field_is_documented_in_the_readme(queue: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## `rpa status --json` schema", 1)[1].split("\n## ", 1)[0]
+def test_every_status_field_is_documented(queue: Path) -> None:
+    page = (ROOT / "docs" / "status.md").read_text()
+    section = page.split("## `rpa status --json` schema", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `([^`]+)` \|", section, flags=re.MULTILINE))
     status = status_of(queue)
     status["hosts"] = [
@@ -300,8 +300,8 @@ def test_status_from_another_process_while_a_run_is_active(tmp_path: Path, queue
                 proc.wait()
 
     lines = log.read_text().splitlines()
-    assert lines[0].startswith("queued 7 new")
-    events = [json.loads(line) for line in lines[1:]]  # every line after it is JSON
+    events = [json.loads(line) for line in lines]  # every line is JSON, the first included
+    assert events[0]["event"] == "queued" and events[0]["new"] == 7
     progress = [e for e in events if e["event"] == "progress"]
     assert progress, "no progress line in a run longer than the log interval"
     assert progress[0]["run_id"] == run["id"] and "download" in progress[0]["gates"]

@@ -13,7 +13,7 @@ and a config key at once.
     rpa.cli.output          the consoles, one-line errors and exit codes, a reader that leaves
     rpa.cli.drive           a run as the CLI shows it: prepare, live table or lines, summary
     rpa.cli.run_commands    run, resume, retry, demo
-    rpa.cli.queue_commands  status, export, migrate
+    rpa.cli.queue_commands  status, failures, export, migrate
 
 Only this package imports Typer; only it and `rpa.show` import Rich.
 """
@@ -47,6 +47,7 @@ app.command()(run_commands.run)
 app.command()(run_commands.resume)
 app.command()(run_commands.retry)
 app.command()(queue_commands.status)
+app.command()(queue_commands.failures)
 app.command()(queue_commands.export)
 app.command()(queue_commands.migrate)
 app.command()(run_commands.demo)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,15 +23,18 @@ from rich.live import Live
 from rich.text import Text
 
 from rpa import errors
-from rpa.cli.output import Printer, err, one_line_errors, out, reader_may_leave, say
+from rpa.cli.output import Printer, err, event, one_line_errors, out, reader_may_leave, say
 from rpa.config import Resolved, Settings
+from rpa.hints import command_hint
 from rpa.hosts.politeness import politeness_notice
+from rpa.idlist import STDIN
 from rpa.queue import redact
 from rpa.queue.enqueue import EnqueueReport
 from rpa.queue.model import new_run_id
 from rpa.report import run_timings, write_status_metrics
 from rpa.run.prepare import Prepared, prepare
 from rpa.run.queue_tars import TarReport
+from rpa.stages.spec import StageSpec
 from rpa.stages.store import work_left
 
 if TYPE_CHECKING:
@@ -50,16 +54,20 @@ SHOWN_INVALID = 20
 
 def start_run(
     resolved: Resolved, command: str, *, ids: Path | None = None, strict: bool = False,
-    reconfigure: bool = False,
+    reconfigure: bool = False, stages: tuple[StageSpec, ...] = (),
 ) -> NoReturn:  # fmt: skip
-    """Prepare (settings, checks, IDs), then run the queue, then say what happened."""
+    """Prepare (settings, checks, IDs), then run the queue (and your `stages`: they are no
+    settings of the queue), then say what happened."""
     shown = [0]
 
     def skipped(error: errors.InvalidIdError) -> None:
         if shown[0] < SHOWN_INVALID:
-            say("skipped ", f"{ids}:{error.line}: {error.text!r}: {error.reason}", "yellow")
+            name = "stdin" if ids == STDIN else ids
+            say("skipped ", f"{name}:{error.line}: {error.text!r}: {error.reason}", "yellow")
         shown[0] += 1
 
+    if ids == STDIN and sys.stdin.isatty():  # `rpa run -` typed at a prompt: say what it waits for
+        say("", "reading IDs from standard input, one a line; end with Ctrl-D", "yellow")
     run_id = new_run_id()
     start = time.perf_counter()
     with one_line_errors():
@@ -71,25 +79,27 @@ def start_run(
             ),
         )  # fmt: skip
     settings = prepared.settings
+    as_json = _as_json(settings)
     if prepared.tars is not None:
-        _show_tars(prepared.tars)
+        _show_tars(prepared.tars, as_json)
     if prepared.report is not None and ids is not None:
         if prepared.report.invalid > SHOWN_INVALID:
             err.print(f"... {prepared.report.invalid} invalid lines in all")
-        _show_report(prepared.report, time.perf_counter() - start)
+        _show_report(prepared.report, time.perf_counter() - start, as_json)
     for note in prepared.notes:
         say("", note, "yellow")
     if prepared.metadata_file is not None:
         j = prepared.metadata_file
-        out.print(f"metadata: {j.found:,} of {j.wanted:,} papers found in "
-                  f"{settings.metadata_file} in {j.seconds:.1f}s")  # fmt: skip
-    if prepared.remaining == 0 and not work_left(settings.db, settings.stages):
+        event(as_json, f"metadata: {j.found:,} of {j.wanted:,} papers found in "
+              f"{settings.metadata_file} in {j.seconds:.1f}s", "metadata_file",
+              found=j.found, wanted=j.wanted, seconds=round(j.seconds, 3))  # fmt: skip
+    if prepared.remaining == 0 and not work_left(settings.db, stages):
         _nothing_left(settings, prepared)
     host = settings.pdf_host
     notice = politeness_notice(prepared.remaining, host, settings.rate_limits, settings.mailto)
     if notice:
         err.print(Text(notice, style="yellow"))
-    summary = _execute(settings, command, run_id)
+    summary = _execute(settings, command, run_id, stages)
     _finish(settings, summary)
 
 
@@ -113,24 +123,33 @@ def _when_the_database_lets_us(wait: float, step: Callable[[], T]) -> T:
         delay = min(2 * delay, 5.0)
 
 
-def _show_report(report: EnqueueReport, seconds: float) -> None:
-    out.print(
+def _show_report(report: EnqueueReport, seconds: float, as_json: bool) -> None:
+    event(
+        as_json,
         f"queued {report.new} new of {report.valid} valid IDs ({report.duplicates} already "
-        f"queued or repeated, {report.invalid} invalid) in {seconds:.2f}s"
-    )
+        f"queued or repeated, {report.invalid} invalid) in {seconds:.2f}s",
+        "queued", new=report.new, valid=report.valid, duplicates=report.duplicates,
+        invalid=report.invalid, seconds=round(seconds, 3),
+    )  # fmt: skip
 
 
-def _show_tars(t: TarReport) -> None:
-    out.print(
+def _show_tars(t: TarReport, as_json: bool) -> None:
+    event(
+        as_json,
         f"indexed {t.tars} tars ({t.indexed} new or changed): {t.members:,} papers, in "
-        f"{t.seconds:.2f}s"
-    )
+        f"{t.seconds:.2f}s",
+        "tars_indexed", tars=t.tars, indexed=t.indexed, members=t.members,
+        seconds=round(t.seconds, 3), damaged=[{"tar": str(tar), "why": why}
+                                              for tar, why in t.damaged],
+    )  # fmt: skip
     for tar, why in t.damaged:
         say("tar ", f"{tar}: {why}", "yellow")
     if t.listed is None:
-        out.print(f"queued {t.new:,} new of the tars' {t.members:,} papers")
+        event(as_json, f"queued {t.new:,} new of the tars' {t.members:,} papers", "queued",
+              new=t.new, members=t.members)  # fmt: skip
         return
-    out.print(f"queued {t.new:,} new of {t.listed:,} listed IDs ({t.invalid} invalid)")
+    event(as_json, f"queued {t.new:,} new of {t.listed:,} listed IDs ({t.invalid} invalid)",
+          "queued", new=t.new, listed=t.listed, invalid=t.invalid, missing=t.missing)  # fmt: skip
     if t.missing:
         sample = ", ".join(t.missing_sample)
         more = (
@@ -159,7 +178,9 @@ def _nothing_left(settings: Settings, prepared: Prepared) -> NoReturn:
 # ---- the run --------------------------------------------------------------------------------
 
 
-def _execute(settings: Settings, command: str, run_id: str) -> RunSummary:
+def _execute(
+    settings: Settings, command: str, run_id: str, stages: tuple[StageSpec, ...]
+) -> RunSummary:
     import gc
 
     from rpa.notices import Notices
@@ -176,8 +197,9 @@ def _execute(settings: Settings, command: str, run_id: str) -> RunSummary:
     if settings.metrics_file:
         metrics = functools.partial(write_status_metrics, settings.db, settings.metrics_file)
     runner = Runner(
-        settings, command=command, run_id=run_id, notices=notices, write_metrics=metrics
-    )
+        settings, command=command, run_id=run_id, notices=notices, write_metrics=metrics,
+        stages=stages,
+    )  # fmt: skip
     # What is alive now (every imported module, the settings) lives as long as the process:
     # frozen, the collector's full passes no longer walk it on the loop thread (54 ms each).
     gc.freeze()
@@ -199,7 +221,8 @@ async def _drive(runner: Runner, settings: Settings, printer: Printer) -> RunSum
         # the drawing nor a slow terminal can hold up the loop.
         frame = [runner.snapshot()]
         with Live(
-            get_renderable=lambda: make_run_table(frame[0]),
+            # fitted to the terminal as it is now (a row spare: Live's cursor needs one)
+            get_renderable=lambda: make_run_table(frame[0], out.width, out.height - 1),
             console=out,
             refresh_per_second=1 / PROGRESS_INTERVAL,
             transient=False,
@@ -230,19 +253,20 @@ def _finish(settings: Settings, summary: RunSummary) -> NoReturn:
         else:
             out.print(make_summary(summary, timings))
         hint = _hints(settings)
-        db = redact(settings.db)
+        resume = command_hint(f"resume --db {redact(settings.db)}")
         if summary.status == "interrupted":
-            hint.print(f"interrupted: `rpa resume --db {db}` continues where this stopped")
+            hint.print(f"interrupted: `{resume}` continues where this stopped")
         elif summary.status == "crashed":
-            hint.print(f"crashed: fix the cause above, then `rpa resume --db {db}`")
+            hint.print(f"crashed: fix the cause above, then `{resume}`")
         elif summary.status == "denied":
-            hint.print(f"denied: a host refused us (see above); wait, then `rpa resume --db {db}`")
+            hint.print(f"denied: a host refused us (see above); wait, then `{resume}`")
         _closing_lines(hint, settings, summary.totals.failed, next_steps=True)
     raise typer.Exit(summary.exit_code)
 
 
 def _as_json(settings: Settings) -> bool:
-    """Does stdout carry JSON lines (progress, summary) rather than text?"""
+    """Does stdout carry JSON lines (every line: what was queued, progress, the summary)
+    rather than text?"""
     return settings.log_format == "json" and not out.is_terminal
 
 
@@ -257,6 +281,10 @@ def _closing_lines(hint: Console, settings: Settings, failed: int, *, next_steps
     db = redact(settings.db)
     hint.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
     if next_steps:
-        hint.print(f"next: rpa status --db {db}   |   rpa export --db {db} > outcomes.jsonl")
+        status, export = command_hint(f"status --db {db}"), command_hint(f"export --db {db}")
+        hint.print(f"next: {status}   |   {export} > outcomes.jsonl")
     if failed:
-        hint.print(f"failed papers: `rpa retry --db {db}` puts them back, then `rpa resume`")
+        failures = command_hint(f"failures --db {db}")
+        retry, resume = command_hint(f"retry --db {db}"), command_hint(f"resume --db {db}")
+        hint.print(f"failed papers: `{failures}` lists them, `{retry}` puts them back, then "
+                   f"`{resume}`")  # fmt: skip

@@ -8,6 +8,7 @@ receives `resolved` (the settings after defaults < config file < env < flags, re
 
 from __future__ import annotations
 
+import enum
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -15,15 +16,18 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from rpa.cli.output import one_line_errors
-from rpa.config import ENV_PREFIX, knob_fields, load_settings
+from rpa.cli.output import choice_enum, one_line_errors
+from rpa.config import ENV_PREFIX, knob_choices, knob_fields, load_settings
 
 __all__ = ["CONFIG_PARAM", "with_knobs"]
 
 
-def _knob_parameters(names: set[str] | None = None) -> list[inspect.Parameter]:
+def _knob_parameters(
+    names: set[str] | None = None, shown: dict[str, str] | None = None
+) -> list[inspect.Parameter]:
     """One keyword parameter per knob (all, or `names`), each a Typer option with its env
-    var and its default in the help; the value is None unless given."""
+    var, its fixed values if it has some, and its default in the help (or what `shown` says
+    the command uses instead); the value is None unless given."""
     params = []
     for f in knob_fields():
         if names is not None and f.name not in names:
@@ -33,6 +37,8 @@ def _knob_parameters(names: set[str] | None = None) -> list[inspect.Parameter]:
         typ: Any = {"int": int, "float": float, "Path": Path, "bool": bool}.get(kind, str)
         decls = [f"{flag}/--no-{flag[2:]}"] if typ is bool else [flag]
         default = f.default if not isinstance(f.default, str) or f.default else "''"
+        default = (shown or {}).get(f.name, default)
+        choices = knob_choices(f)
         option = typer.Option(
             *decls,
             help=f"{f.metadata['help']} [default: {default}]",
@@ -41,6 +47,8 @@ def _knob_parameters(names: set[str] | None = None) -> list[inspect.Parameter]:
             show_default=False,
             rich_help_panel="Knobs",
         )
+        if choices:  # Typer lists an Enum's values in --help and refuses others (exit 2)
+            typ = choice_enum(f.name, choices)
         params.append(
             inspect.Parameter(
                 f.name,
@@ -68,14 +76,18 @@ CONFIG_PARAM = inspect.Parameter(
 )
 
 
-def with_knobs(names: set[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def with_knobs(
+    names: set[str] | None = None, *, shown: dict[str, str] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a command the knob options (all, or `names`) and `--config`; the function receives
-    `resolved` (the settings and where each came from) instead of them."""
+    `resolved` (the settings and where each came from) instead of them. `shown`: the default
+    to show of a knob whose Settings default the command does not use (the demo's database,
+    a resume's queue settings)."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         own = list(inspect.signature(fn, eval_str=True).parameters.values())
         own = [p for p in own if p.name != "resolved"]
-        knobs = _knob_parameters(names)
+        knobs = _knob_parameters(names, shown)
         knob_names = {p.name for p in knobs}
 
         def wrapper(**kwargs: Any) -> Any:
@@ -87,7 +99,7 @@ def with_knobs(names: set[str] | None = None) -> Callable[[Callable[..., Any]], 
                 # (Typer vendors click: compare the enum by name, not identity.)
                 source = ctx.get_parameter_source(name)
                 if source is not None and source.name == "COMMANDLINE":
-                    flags[name] = value
+                    flags[name] = value.value if isinstance(value, enum.Enum) else value
             config = kwargs.pop("config")
             with one_line_errors():
                 resolved = load_settings(config_path=config, flags=flags)

@@ -11,10 +11,14 @@ pipe or terminal never holds up the event loop.
 from __future__ import annotations
 
 import contextlib
+import enum
+import errno
+import json
 import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -27,10 +31,14 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "KINDS_OPTION",
     "Printer",
+    "choice_enum",
     "drop_stdout",
     "err",
+    "event",
     "exit_code",
+    "kind_names",
     "one_line_errors",
     "out",
     "quiet_closed_pipe",
@@ -39,6 +47,25 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def choice_enum(name: str, choices: tuple[str, ...] | list[str]) -> Any:
+    """A str Enum of `choices`, for Typer: it lists them in --help (`<a|b>`) and refuses any
+    other value (exit 2, naming them)."""
+    return enum.StrEnum(name, {c: c for c in choices})
+
+
+#: the failure kinds as a Typer choice: `--kind` of `rpa retry` and `rpa failures` accepts
+#: only these (a typo is refused, exit 2, listing them)
+Kind: Any = choice_enum("Kind", sorted(errors.KINDS))
+#: `--kind`, repeatable
+KINDS_OPTION = typer.Option(
+    "--kind",
+    help="only failures of this kind (repeatable): "
+    + ", ".join(sorted(errors.KINDS))
+    + " [default: all]",
+    metavar="<kind>",
+)
 
 
 class _Out(Console):
@@ -62,11 +89,44 @@ out = _Out(soft_wrap=True, highlight=False, markup=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 
 
+def event(json_lines: bool, text: str, name: str, **fields: object) -> None:
+    """What a command tells on stdout as it goes: `text`, or with `json_lines` (--log-format
+    json, stdout not a terminal) one JSON object, `"event": name` and `fields`, so that every
+    line a pipe reads is JSON (`rpa run ids.txt --log-format json | jq`)."""
+    if json_lines:
+        print(json.dumps({"event": name, **fields}), flush=True)
+    else:
+        out.print(text)
+
+
+#: errors of a path the user gave (a folder for a file, a missing folder, no permission): 2
+_ASKED_WRONG = frozenset(
+    {errno.EISDIR, errno.ENOTDIR, errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
+     errno.EROFS, errno.EEXIST}
+)  # fmt: skip
+_PLAIN = {errno.EISDIR: "is a folder, not a file", errno.ENOENT: "is not there",
+          errno.ENOTDIR: "is under something that is not a folder"}  # fmt: skip
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError as words: 'out.csv is a folder, not a file', not '[Errno 21] Is a
+    directory: 'out.csv''."""
+    if exc.filename is None:
+        return exc.strerror or str(exc)
+    name = os.fsdecode(exc.filename)
+    return f"{name} {_PLAIN.get(exc.errno or 0, f'cannot be used: {exc.strerror}')}"
+
+
 def exit_code(exc: BaseException) -> int:
     """The exit code of an error: 2 for what the user can fix by asking differently (usage,
     config, input, database), else 1."""
     usage = (errors.ConfigError, errors.InputError, errors.DatabaseError)
     return EXIT_USAGE if isinstance(exc, usage) else EXIT_FAILED
+
+
+def kind_names(kinds: list[Any] | None) -> list[str] | None:
+    """The `--kind` values as plain names (None: all kinds)."""
+    return [k.value for k in kinds] if kinds else None
 
 
 def say(label: str, text: str, style: str = "red") -> None:
@@ -84,8 +144,8 @@ def one_line_errors() -> Iterator[None]:
         say("error: ", str(exc))
         raise typer.Exit(exit_code(exc)) from None
     except OSError as exc:
-        say("error: ", str(exc))
-        raise typer.Exit(EXIT_FAILED) from None
+        say("error: ", os_error_line(exc))
+        raise typer.Exit(EXIT_USAGE if exc.errno in _ASKED_WRONG else EXIT_FAILED) from None
     except (typer.Exit, KeyboardInterrupt):
         raise
     except Exception as exc:

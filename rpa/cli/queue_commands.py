@@ -9,6 +9,7 @@ registered on the app in `rpa.cli`.
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import json
 import sys
@@ -21,14 +22,26 @@ from rich.live import Live
 
 from rpa import errors
 from rpa.cli.knobs import with_knobs
-from rpa.cli.output import EXIT_USAGE, err, one_line_errors, out, quiet_closed_pipe, say
+from rpa.cli.output import (
+    EXIT_USAGE,
+    KINDS_OPTION,
+    Kind,
+    err,
+    kind_names,
+    one_line_errors,
+    out,
+    quiet_closed_pipe,
+    say,
+)
 from rpa.config import Resolved
 from rpa.queue import open_store, redact, schema_version
+from rpa.queue.status import failed_papers
 from rpa.report import StatusReader, open_records, stage_columns
 from rpa.show.export import write_csv, write_jsonl, write_parquet
+from rpa.show.failures_view import failure_json, failure_lines
 from rpa.show.status_view import make_status
 
-__all__ = ["WATCH_INTERVAL", "export", "migrate", "status"]
+__all__ = ["WATCH_INTERVAL", "export", "failures", "migrate", "status"]
 
 #: seconds between two reads of `rpa status --watch`
 WATCH_INTERVAL = 1.0
@@ -46,8 +59,11 @@ def status(
 ) -> None:
     """What the queue holds right now (reads only the database; safe during a run).
 
-    Example: rpa status --json | jq .totals
-    Example: rpa status --watch --json | jq -c .totals
+    Examples:
+
+    \b
+    rpa status --json | jq .totals
+    rpa status --watch --json | jq -c .totals
     """
     settings = resolved.settings
     with (
@@ -78,10 +94,73 @@ def status(
 
 
 @with_knobs({"db"})
+def failures(
+    kind: Annotated[
+        Optional[list[Kind]],  # noqa: UP045
+        KINDS_OPTION,
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object per paper, one a line")
+    ] = False,
+    ids: Annotated[
+        bool,
+        typer.Option("--ids", help="only the IDs, one a line: the input of another run"),
+    ] = False,
+    *,
+    resolved: Resolved,
+) -> None:
+    """List the papers that failed for good: ID, kind, attempts, stage, last try, reason.
+
+    Reads only the database (safe during a run).
+
+    Examples:
+
+    \b
+    rpa failures --kind not_found
+    rpa failures --json | jq -r .reason
+    rpa failures --ids > failed.txt
+    rpa failures --ids --kind timeout | rpa run - --db other.db
+    """
+    db = resolved.settings.db
+    kinds = kind_names(kind)
+    if as_json and ids:
+        say("error: ", "--json and --ids are two formats: give one")
+        raise typer.Exit(EXIT_USAGE)
+    n = 0
+    with one_line_errors(), quiet_closed_pipe():
+        store = open_store(db, readonly=True)
+        try:
+            for paper in failed_papers(store, kinds):
+                n += 1
+                if ids:
+                    print(paper["id"])
+                elif as_json:
+                    print(failure_json(paper))
+                else:
+                    out.print(failure_lines(paper))
+        finally:
+            store.close()
+        sys.stdout.flush()
+    which = f" of kind {', '.join(kinds)}" if kinds else ""
+    if n and not (as_json or ids):
+        out.print(f"{n} failed papers{which}; `rpa retry --db {redact(db)}` puts them back")
+    elif not n:
+        err.print(f"no failed papers{which} in {redact(db)}")
+
+
+class ExportFormat(enum.StrEnum):
+    """`rpa export --format`."""
+
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+
+
+@with_knobs({"db"})
 def export(
-    fmt: Annotated[
-        str, typer.Option("--format", help="jsonl, csv or parquet [default: jsonl]")
-    ] = "jsonl",
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="the format")] = (
+        ExportFormat.jsonl
+    ),
     output: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option("--output", "-o", help="file [default: stdout; parquet needs a file]"),
@@ -100,13 +179,13 @@ def export(
 ) -> None:
     """Stream one key-outcome record per done paper.
 
-    Example: rpa export --format csv -o outcomes.csv
-    Example: rpa export --format parquet -o outcomes.parquet
-    Example: rpa export | head -3
+    Examples:
+
+    \b
+    rpa export --format csv -o outcomes.csv
+    rpa export --format parquet -o outcomes.parquet
+    rpa export | head -3
     """
-    if fmt not in ("jsonl", "csv", "parquet"):
-        say("error: ", f"--format must be jsonl, csv or parquet, got {fmt!r}")
-        raise typer.Exit(EXIT_USAGE)
     if fmt == "parquet" and output is None:
         say("error: ", "--format parquet writes a file: give -o PATH")
         raise typer.Exit(EXIT_USAGE)
@@ -131,7 +210,10 @@ def export(
 def migrate(*, resolved: Resolved) -> None:
     """Upgrade a queue database made by an older rpa to this rpa's schema (processes nothing).
 
-    Example: rpa migrate --db rpa.db
+    Example:
+
+    \b
+    rpa migrate --db rpa.db
     """
     db = resolved.settings.db
     with one_line_errors():

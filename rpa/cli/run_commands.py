@@ -13,13 +13,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from rpa import errors
 from rpa.cli.drive import start_run
 from rpa.cli.knobs import with_knobs
-from rpa.cli.output import EXIT_OK, EXIT_USAGE, one_line_errors, out, say
-from rpa.cli.stage_options import with_stages
+from rpa.cli.output import EXIT_OK, KINDS_OPTION, Kind, event, kind_names, one_line_errors, out
+from rpa.cli.stage_options import Stages, with_stages
 from rpa.config import Resolved
+from rpa.hints import command_hint
 from rpa.queue import jobs, open_store, redact
+from rpa.queue.model import QUEUE_SETTINGS
+from rpa.run.demo import DEMO_DB, DEMO_OUT
 from rpa.stages import store as stage_store
 
 __all__ = ["SAMPLES", "demo", "resume", "retry", "run"]
@@ -43,8 +45,9 @@ def run(
     ids: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Argument(
-            help="file of arXiv IDs, one per line (# comments); with --pdf-tar, "
-            "optional: only these of the tars' papers [default: all of them]"
+            help="file of arXiv IDs, one per line (# comments); - reads them from standard "
+            "input (a pipe); with --pdf-tar, optional: only these of the tars' papers "
+            "[default: all of them]"
         ),
     ] = None,
     strict: Annotated[
@@ -53,31 +56,45 @@ def run(
     reconfigure: RECONFIGURE = False,
     *,
     resolved: Resolved,
+    stages: Stages = (),
 ) -> None:
     """Queue the IDs in IDS (idempotent) and process until nothing is left.
 
-    Example: rpa run ids.txt --workers 200 --download-concurrency 32
-    Example: rpa run --pdf-tar 'bulk/arXiv_pdf_*.tar'
+    Examples:
+
+    \b
+    rpa run ids.txt --workers 200 --download-concurrency 32
+    rpa run --pdf-tar 'bulk/arXiv_pdf_*.tar'
+    grep 2401 all-ids.txt | rpa run -
     """
-    start_run(resolved, "run", ids=ids, strict=strict, reconfigure=reconfigure)
+    start_run(resolved, "run", ids=ids, strict=strict, reconfigure=reconfigure, stages=stages)
 
 
-@with_knobs()
+#: what a resume runs with instead of Settings' defaults: the queue's stored settings
+RESUME_SHOWN = dict.fromkeys(QUEUE_SETTINGS, "the queue's, as first stored")
+#: what the demo uses instead of Settings' defaults
+DEMO_SHOWN = {"db": DEMO_DB, "out": str(DEMO_OUT), "pdf_url": "the demo's loopback mirror"}
+
+
+@with_knobs(shown=RESUME_SHOWN)
 @with_stages
-def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved) -> None:
+def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved, stages: Stages = ()) -> None:
     """Continue the queue where it stopped, with its stored settings: reclaim dead leases,
     then process what is left.
 
-    Example: rpa resume --db rpa.db
+    Example:
+
+    \b
+    rpa resume --db rpa.db
     """
-    start_run(resolved, "resume", reconfigure=reconfigure)
+    start_run(resolved, "resume", reconfigure=reconfigure, stages=stages)
 
 
 @with_knobs({"db"})
 def retry(
     kind: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--kind", help="only failures of this kind (repeatable) [default: all]"),
+        Optional[list[Kind]],  # noqa: UP045
+        KINDS_OPTION,
     ] = None,
     stage: Annotated[
         Optional[str],  # noqa: UP045
@@ -94,31 +111,31 @@ def retry(
 
     Their checkpoints stay (a paper that failed extracting is not downloaded again) and their
     history stays in the attempts table. `rpa resume` then runs them.
-    Example: rpa retry --kind connection --kind timeout
+
+    Example:
+
+    \b
+    rpa retry --kind connection --kind timeout
     """
     db = resolved.settings.db
+    kinds = kind_names(kind)
     if stage is not None:
-        _retry_stage(db, stage, kind)
+        _retry_stage(db, stage, kinds)
         return
-    unknown = sorted(set(kind or ()) - errors.KINDS)
-    if unknown:
-        say("error: ", f"no failure kind {', '.join(map(repr, unknown))}; the kinds are "
-            f"{', '.join(sorted(errors.KINDS))}", "red")  # fmt: skip
-        raise typer.Exit(EXIT_USAGE)
     with one_line_errors():
         store = open_store(db, create=False)
         try:
-            counts = jobs.retry_failed(store, kind or None, time.time())
+            counts = jobs.retry_failed(store, kinds, time.time())
         finally:
             store.close()
     if not counts:
-        which = f" of kind {', '.join(kind)}" if kind else ""
+        which = f" of kind {', '.join(kinds)}" if kinds else ""
         out.print(f"no failed papers{which} in {redact(db)}: nothing to retry")
         return
     for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         out.print(f"  {name:<16} {n:>8}")
     out.print(f"{sum(counts.values())} failed papers back in the queue; "
-              f"`rpa resume --db {redact(db)}` runs them")  # fmt: skip
+              f"`{command_hint(f'resume --db {redact(db)}')}` runs them")  # fmt: skip
 
 
 def _retry_stage(db: str, stage: str, kinds: list[str] | None) -> None:
@@ -133,11 +150,12 @@ def _retry_stage(db: str, stage: str, kinds: list[str] | None) -> None:
         return
     for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         out.print(f"  {name:<16} {n:>8}")
-    out.print(f"{sum(counts.values())} papers re-opened for stage {stage}; "
-              f"`rpa resume --db {redact(db)}` runs it (with the stage named)")  # fmt: skip
+    resume = command_hint(f"resume --db {redact(db)}")
+    out.print(f"{sum(counts.values())} papers re-opened for stage {stage}; `{resume}` runs it "
+              "(with the stage named)")  # fmt: skip
 
 
-@with_knobs()
+@with_knobs(shown=DEMO_SHOWN)
 @with_stages
 def demo(
     fresh: Annotated[
@@ -145,11 +163,17 @@ def demo(
     ] = False,
     *,
     resolved: Resolved,
+    stages: Stages = (),
 ) -> None:
     """Offline demo: serve the bundled sample papers from a loopback mirror and run them.
 
     The samples are not arXiv papers: they are queued as ext:<name> IDs. Unless --db/--out are
-    given, the demo uses rpa-demo.db and rpa-demo-data/. Example: rpa demo
+    given, the demo uses rpa-demo.db and rpa-demo-data/.
+
+    Example:
+
+    \b
+    rpa demo
     """
     from rpa.run.demo import DemoMirror, demo_resolved, demo_state, remove_demo
 
@@ -160,8 +184,14 @@ def demo(
             remove_demo(settings)
         state = demo_state(settings)
         if state is not None:
-            out.print(state)
+            json_lines = settings.log_format == "json" and not out.is_terminal
+            event(json_lines, state, "demo_done", message=state)
             raise typer.Exit(EXIT_OK)
         with DemoMirror(SAMPLES, settings) as mirror:
-            out.print(f"serving {mirror.count} sample papers at {mirror.template}")
-            start_run(mirror.resolved(resolved), "demo", ids=mirror.ids_file, strict=True)
+            json_lines = settings.log_format == "json" and not out.is_terminal
+            event(json_lines, f"serving {mirror.count} sample papers at {mirror.template}",
+                  "demo_mirror", papers=mirror.count, url=mirror.template)  # fmt: skip
+            start_run(
+                mirror.resolved(resolved), "demo", ids=mirror.ids_file, strict=True,
+                stages=stages,
+            )  # fmt: skip

@@ -4,7 +4,6 @@ rpa.stages.spec; the stages' modules are imported here, so a wrong `call` fails 
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import os
 from collections.abc import Callable
@@ -15,9 +14,12 @@ import typer
 from rpa.cli.output import one_line_errors
 from rpa.config import Resolved
 from rpa.stages.execute import load_call
-from rpa.stages.spec import FIELDS, resolve_stages
+from rpa.stages.spec import FIELDS, StageSpec, resolve_stages
 
-__all__ = ["with_stages"]
+__all__ = ["Stages", "with_stages"]
+
+#: what a command under @with_stages receives as `stages`
+Stages = tuple[StageSpec, ...]
 
 _HELP = {
     "call": "a stage of yours: NAME=module:function (repeatable) [env: RPA_STAGE='a=m:f;b=m:g']",
@@ -44,20 +46,20 @@ def _param(key: str) -> inspect.Parameter:
 
 
 def with_stages(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command the --stage* options; it receives `resolved` with `settings.stages`
-    set (put it under @with_knobs)."""
+    """Give a command the --stage* options; it receives `stages` (put it under
+    @with_knobs, which gives it `resolved`)."""
     own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()]
+    own = [p for p in own if p.name != "stages"]
     params = [*own, *(_param(k) for k in FIELDS)]
 
     def wrapper(**kwargs: Any) -> Any:
         flags = {k: kwargs.pop(f"stage_{k}") or [] for k in FIELDS}
-        resolved: Resolved = kwargs.pop("resolved")
+        resolved: Resolved = kwargs.pop("resolved")  # for its config file
         with one_line_errors():
             stages = resolve_stages(resolved.config_path, os.environ, flags)
             for spec in stages:
                 load_call(spec)
-        settings = dataclasses.replace(resolved.settings, stages=stages)
-        return fn(resolved=dataclasses.replace(resolved, settings=settings), **kwargs)
+        return fn(resolved=resolved, stages=stages, **kwargs)
 
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}

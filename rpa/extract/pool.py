@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from types import TracebackType
 from typing import Literal
@@ -39,6 +38,7 @@ from rpa.extract import EXTRACTORS
 from rpa.extract.process import ProcessDied, WorkerProcess
 from rpa.extract.protocol import STOP, Task
 from rpa.extract.solo import SoloGate
+from rpa.extract.statistics import PoolStatistics
 from rpa.extract.threads import ThreadExtraction
 from rpa.extract.worker import context, rss_bytes
 
@@ -62,22 +62,6 @@ STOP_GRACE = 1.0
 REPLACE_WAIT = 5.0
 #: processes a paper may see die before they receive it, before it is charged for it
 NOT_STARTED_RETRIES = 3
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStatistics:
-    """A snapshot of the pool, for the progress table and the run's snapshot."""
-
-    mode: str  # process | thread
-    workers: int  # configured size
-    alive: int  # usable processes (threads in thread mode) now
-    busy: int  # extractions in flight
-    parsing: int  # of those, the ones whose process has received its paper
-    started: int  # processes started in total, replacements included
-    replaced: int  # processes started to replace a killed, dead or recycled one
-    recycled: int  # processes replaced for having grown past recycle_mb
-    crashed: int  # extractions whose process died under them (WorkerCrashed)
-    timed_out: int  # extractions that ran past the timeout (ExtractTimeout)
 
 
 class _NotStarted(Exception):
@@ -244,19 +228,31 @@ class ExtractPool:
         alone: bool = False,
         on_turn: Callable[[], object] | None = None,
     ) -> dict[str, object]:
-        """Extract one PDF in a worker; `timeout` overrides the pool's for this call; the
-        text's temporary file carries `run_id`. `alone`: run it alone, in a fresh process
-        (see the module's doc); its ExtractTimeout or WorkerCrashed then says `alone`.
-        `on_turn` is called when its turn has come (a wait for a run alone is over)."""
-        limit = self._timeout if timeout is None else timeout
+        """Extract one PDF in a worker (see `work`); its text's temporary file carries
+        `run_id`."""
         task: Task = (pdf_path, text_path, self._extractor, run_id)
+        return await self.work(task, timeout=timeout, alone=alone, on_turn=on_turn)
+
+    async def work(
+        self,
+        task: Task,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109  (see `extract`)
+        alone: bool = False,
+        on_turn: Callable[[], object] | None = None,
+    ) -> dict[str, object]:
+        """Run `task` (a PDF's extraction, or a paper's whole work: rpa.extract.paper) in a
+        worker; `timeout` overrides the pool's for this call. `alone`: run it alone, in a
+        fresh process (see the module's doc); its ExtractTimeout or WorkerCrashed then says
+        `alone`. `on_turn` is called when its turn has come (a wait for a run alone is over)."""
+        limit = self._timeout if timeout is None else timeout
         async with self._solo.exclusive() if alone else self._solo.shared():
             self._pressure_seen = self._pressure
             if on_turn is not None:
                 on_turn()
             try:
                 if self._threads is not None:
-                    return await self._threads.extract(pdf_path, text_path, limit, run_id)
+                    return await self._threads.extract(task, limit)
                 return await (self._extract_alone if alone else self._extract_shared)(task, limit)
             except (ExtractTimeout, WorkerCrashed) as exc:
                 exc.alone = alone and not self._pressure_seen

@@ -1,6 +1,7 @@
 """The pipes between ExtractPool (the parent) and one extraction process (the child).
 
-    task pipe     parent ──▶ child    a `Task` (pickled by Connection.send), or STOP
+    task pipe     parent ──▶ child    a `Task` (pickled by Connection.send), or STOP:
+                                      a PDF to extract, or a `PaperTask` (a paper's whole work)
     result pipe   parent ◀── child    frames: an 8-byte big-endian length, then that many bytes
 
 On the result pipe the empty frame (`ACK`) means "I have received the task" (a death from
@@ -15,12 +16,19 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from rpa.queue.model import Job
 
 __all__ = [
     "ACK",
+    "CHECKS",
     "PDF_MISSING",
     "STOP",
+    "Extractor",
+    "PaperTask",
     "Task",
     "decode_result",
     "encode_result",
@@ -28,8 +36,34 @@ __all__ = [
     "write_all",
 ]
 
-#: (pdf path, text path, extractor, run id): `extract_pdf`'s arguments
-Task = tuple[str, str, str, str]
+#: what an extraction runs: rpa.extract.pdf.extract_pdf(pdf, text, extractor, run_id)
+Extractor = Callable[[str, str, str, str], dict[str, object]]
+
+#: how the PDF named by a PaperTask is checked before it is trusted (rpa.extract.paper)
+CHECKS = ("download", "local", "tar", "verify")
+
+
+@dataclass(frozen=True, slots=True)
+class PaperTask:
+    """One paper's work, as the main process sends it (pickled: small)."""
+
+    job: Job  # as claimed, with its download fields filled in by the main process
+    run_id: str
+    extractor: str
+    pdf: str  # where the bytes are: a private download, a local file, a tar path
+    check: str  # one of CHECKS
+    text_path: str
+    outcome_path: str
+    max_bytes: int | None = None
+    publish_to: str | None = None  # a download: its final name
+    first: bool = False  # the job's first claim: a file at publish_to is foreign
+    folder: str | None = None  # a local source: the folder every file must lie in
+    metadata: dict[str, Any] | None = None
+
+
+#: (pdf path, text path, extractor, run id): `extract_pdf`'s arguments; or a paper's whole
+#: work (rpa.extract.paper.work_paper)
+Task = tuple[str, str, str, str] | PaperTask
 #: sent instead of a task: exit
 STOP = None
 #: a result's "kind" when the stored PDF was not there to parse (never stored: the job

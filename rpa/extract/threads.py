@@ -12,7 +12,8 @@ import contextlib
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from rpa.errors import ExtractTimeout, MemoryCapExceeded
-from rpa.extract.worker import load_extractor
+from rpa.extract.protocol import Task
+from rpa.extract.worker import load_extractor, run_task
 
 __all__ = ["ThreadExtraction"]
 
@@ -23,7 +24,9 @@ class ThreadExtraction:
     def __init__(self, size: int, extractor: str) -> None:
         self.size = size
         self.extractor = extractor
-        self.extract_pdf = load_extractor()  # its import (pypdf) now, not on the loop
+        load_extractor()  # its import (pypdf) now, not on the loop
+        from rpa.extract import paper  # noqa: F401  (likewise)
+
         self.busy = 0  # threads running a parse (timed-out ones included)
         self.timed_out = 0
         self._executor: ThreadPoolExecutor | None = None
@@ -43,13 +46,7 @@ class ThreadExtraction:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    async def extract(
-        self,
-        pdf_path: str,
-        text_path: str,
-        limit: float,
-        run_id: str,
-    ) -> dict[str, object]:
+    async def extract(self, task: Task, limit: float) -> dict[str, object]:
         if self._executor is None or self._slots is None:
             raise RuntimeError("the extraction pool is not running (use `async with`)")
         loop = asyncio.get_running_loop()
@@ -61,9 +58,7 @@ class ThreadExtraction:
                 loop.call_soon_threadsafe(self._finished)
 
         try:
-            work = self._executor.submit(
-                self.extract_pdf, pdf_path, text_path, self.extractor, run_id
-            )
+            work = self._executor.submit(run_task, task)
         except RuntimeError:
             self._finished()
             raise

@@ -19,28 +19,39 @@ import os
 import resource
 import signal
 import threading
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
-from rpa.extract.protocol import ACK, STOP, encode_result, write_all
+from rpa.extract.protocol import ACK, STOP, Extractor, Task, encode_result, write_all
 
-__all__ = ["OOM_SCORE_ADJ", "child_main", "context", "load_extractor", "rss_bytes"]
+__all__ = ["OOM_SCORE_ADJ", "child_main", "context", "load_extractor", "rss_bytes", "run_task"]
 
 #: each extraction process's /proc/self/oom_score_adj: the kernel's first choice of victim
 OOM_SCORE_ADJ = 1000
-
-#: what an extraction runs: rpa.extract.pdf.extract_pdf(pdf, text, extractor, run_id)
-Extractor = Callable[[str, str, str, str], dict[str, object]]
 
 
 def load_extractor() -> Extractor:
     """rpa.extract.pdf.extract_pdf, imported where it runs: the extraction processes (preloaded
     by the fork server) or, in thread mode, the pool's constructor (before the loop runs). The
     main process of a process-mode run never imports pypdf (~55 ms of its start-up)."""
+    if os.environ.get("BENCH_RPA_EXTRACTOR") == "null":  # bench.conductor only: no knob
+        from rpa.extract.null import extract_null
+
+        return extract_null
     from rpa.extract.pdf import extract_pdf
 
     return extract_pdf
+
+
+def run_task(task: Task) -> dict[str, object]:
+    """Run one task where it is received: a PDF's extraction (a tuple of `extract_pdf`'s
+    arguments) or a paper's whole work (rpa.extract.paper). Never raises."""
+    extract_pdf = load_extractor()
+    if isinstance(task, tuple):
+        return extract_pdf(*task)
+    from rpa.extract.paper import work_paper
+
+    return work_paper(task, extract_pdf)
 
 
 def context() -> BaseContext:
@@ -49,7 +60,7 @@ def context() -> BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         # Import pypdf once in the server; each worker forks with it already loaded.
-        ctx.set_forkserver_preload(["rpa.extract.worker", "rpa.extract.pdf"])
+        ctx.set_forkserver_preload(["rpa.extract.worker", "rpa.extract.pdf", "rpa.extract.paper"])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -125,7 +136,7 @@ def child_main(tasks: Connection, results: Connection, nice: int, max_mb: int | 
             os.write(fd, ACK)  # "I have it": a death from now on is this paper's doing
         except OSError:
             return
-        result = load_extractor()(*task)
+        result = run_task(task)
         result["rss_mb"] = rss_bytes(os.getpid()) / 2**20  # for the parent's recycle rule
         try:
             write_all(fd, encode_result(result))

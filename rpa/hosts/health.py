@@ -25,6 +25,7 @@ import httpx
 
 from rpa import errors
 from rpa.config import Settings
+from rpa.hints import command_hint
 from rpa.hosts.fleet import FleetRateGate
 from rpa.hosts.outage import SERVER_DOWN, Outages
 from rpa.hosts.registry import HostGate, HostGates
@@ -155,8 +156,8 @@ class HostHealth:
         if self.gates.open_breaker(host, reason):
             self._notices.add(
                 f"{host} refused us ({reason}); downloads from it stopped. Finishing "
-                "what is downloaded. Wait before `rpa resume`; arXiv's bulk data is the "
-                "way for large lists."
+                f"what is downloaded. Wait before `{command_hint('resume')}`; arXiv's bulk data "
+                "is the way for large lists."
             )
             await self._queue.run(queue_hosts.open_breaker, host, reason, time.time())
 

@@ -162,6 +162,21 @@ class AsyncQueue:
             return made
         return await self.run(confirm, *args, **kwargs)
 
+    async def run_fenced_many(
+        self,
+        fn: Callable[Concatenate[QueueStore, P], list[bool]],
+        confirm: Callable[Concatenate[QueueStore, P], list[bool]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> list[bool]:
+        """`run_fenced` for a batch of fenced writes: each False of a retried `fn` is
+        confirmed by `confirm` (same arguments)."""
+        made, retried = await self._run(fn, *args, **kwargs)
+        if all(made) or not retried:
+            return made
+        confirmed = await self.run(confirm, *args, **kwargs)
+        return [m or c for m, c in zip(made, confirmed, strict=True)]
+
     async def _run(
         self, fn: Callable[Concatenate[QueueStore, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> tuple[T, bool]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rpa.errors import InputError, InvalidIdError
-from rpa.idlist import KeyBatch, iter_key_batches
+from rpa.idlist import KeyBatch, iter_key_batches, readable_twice
 from rpa.queue.store import QueueStore
 
 __all__ = ["EnqueueReport", "enqueue_file"]
@@ -55,16 +55,37 @@ def enqueue_file(
     on_invalid: Callable[[InvalidIdError], None] | None = None,
 ) -> EnqueueReport:
     """Queue every valid ID of `ids_path`. With `strict`, any invalid line refuses the file."""
-    if strict:
-        bad = EnqueueReport()
-        for batch in iter_key_batches(ids_path, batch_size):
-            bad.add(batch)
-        if bad.invalid:
-            first = bad.errors[0]
-            raise InputError(
-                f"{ids_path}: {bad.invalid} invalid lines (--strict), first at {first}; "
-                "nothing was queued"
-            )
+    if strict:  # read twice: a stream (standard input, a pipe) is kept aside first
+        with readable_twice(ids_path) as readable:
+            return _enqueue_strict(store, ids_path, readable, batch_size, on_invalid)
+    return _enqueue(store, ids_path, batch_size, on_invalid)
+
+
+def _enqueue_strict(
+    store: QueueStore,
+    ids_path: Path,
+    readable: Path,
+    batch_size: int,
+    on_invalid: Callable[[InvalidIdError], None] | None,
+) -> EnqueueReport:
+    bad = EnqueueReport()
+    for batch in iter_key_batches(readable, batch_size):
+        bad.add(batch)
+    if bad.invalid:
+        first = bad.errors[0]
+        raise InputError(
+            f"{ids_path}: {bad.invalid} invalid lines (--strict), first at {first}; "
+            "nothing was queued"
+        )
+    return _enqueue(store, readable, batch_size, on_invalid)
+
+
+def _enqueue(
+    store: QueueStore,
+    ids_path: Path,
+    batch_size: int,
+    on_invalid: Callable[[InvalidIdError], None] | None,
+) -> EnqueueReport:
     report = EnqueueReport()
     for batch in _read_ahead(ids_path, batch_size):
         report.add(batch)

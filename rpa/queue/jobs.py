@@ -18,7 +18,16 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rpa.queue.model import ACTIVE_STAGES, Attempt, Downloaded, Extracted, Failure, Job, Lease
+from rpa.queue.model import (
+    ACTIVE_STAGES,
+    Attempt,
+    Completion,
+    Downloaded,
+    Extracted,
+    Failure,
+    Job,
+    Lease,
+)
 from rpa.queue.sql import Params, Row, chunks
 from rpa.queue.store import QueueStore
 
@@ -29,8 +38,10 @@ __all__ = [
     "checkpoint_extract",
     "claim",
     "complete",
+    "complete_many",
     "completed",
     "completed_by",
+    "completed_many",
     "fail",
     "next_due",
     "record_attempts",
@@ -167,21 +178,68 @@ def complete(
         )
         if changed != 1:
             return False
-        store.sql.execute(
-            'INSERT INTO results (id, run_id, title, pages, words, "references", '
-            "arxiv_stamp, sha256, bytes, outcome_json, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-            "run_id = excluded.run_id, title = excluded.title, pages = excluded.pages, "
-            'words = excluded.words, "references" = excluded."references", '
-            "arxiv_stamp = excluded.arxiv_stamp, sha256 = excluded.sha256, "
-            "bytes = excluded.bytes, outcome_json = excluded.outcome_json, "
-            "created_at = excluded.created_at",
-            (lease.job_id, run_id, row["title"], row["pages"], row["words"],
-             row["references"], row["arxiv_stamp"], row["sha256"], row["bytes"],
-             row["outcome_json"], now),
-        )  # fmt: skip
+        _insert_result(store, lease.job_id, run_id, row, now)
         store.sql.execute("UPDATE runs SET done = done + 1 WHERE id = ?", (run_id,))
     return True
+
+
+def _insert_result(
+    store: QueueStore, job_id: str, run_id: str, row: dict[str, Any], now: float
+) -> None:
+    store.sql.execute(
+        'INSERT INTO results (id, run_id, title, pages, words, "references", '
+        "arxiv_stamp, sha256, bytes, outcome_json, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+        "run_id = excluded.run_id, title = excluded.title, pages = excluded.pages, "
+        'words = excluded.words, "references" = excluded."references", '
+        "arxiv_stamp = excluded.arxiv_stamp, sha256 = excluded.sha256, "
+        "bytes = excluded.bytes, outcome_json = excluded.outcome_json, "
+        "created_at = excluded.created_at",
+        (job_id, run_id, row["title"], row["pages"], row["words"], row["references"],
+         row["arxiv_stamp"], row["sha256"], row["bytes"], row["outcome_json"], now),
+    )  # fmt: skip
+
+
+def complete_many(
+    store: QueueStore, run_id: str, completions: Sequence[Completion], now: float
+) -> list[bool]:
+    """Mark each job done with its whole work (rpa.extract.paper) and write its results row,
+    all in one transaction, each job behind its own fence: True where the lease held."""
+    made: list[bool] = []
+    with store.sql.transaction():
+        for c in completions:
+            changed = store.sql.execute(
+                "UPDATE jobs SET stage = 'done', outcome_path = ?, pdf_path = ?, "
+                "pdf_bytes = ?, pdf_sha256 = ?, final_url = ?, http_status = ?, "
+                "download_seconds = ?, text_path = ?, extract_seconds = ?, "
+                "lease_owner = NULL, lease_expires = NULL, error_kind = NULL, "
+                f"error_message = NULL, done_at = ?, updated_at = ? WHERE {_FENCE}",
+                (c.outcome_path, c.pdf_path, c.pdf_bytes, c.pdf_sha256, c.final_url,
+                 c.http_status, c.download_seconds, c.text_path, c.extract_seconds, now, now,
+                 c.lease.job_id, run_id, c.lease.token),
+            )  # fmt: skip
+            made.append(changed == 1)
+            if changed == 1:
+                _insert_result(store, c.lease.job_id, run_id, c.row, now)
+        if any(made):
+            store.sql.execute("UPDATE runs SET done = done + ? WHERE id = ?", (sum(made), run_id))
+    return made
+
+
+def completed_many(
+    store: QueueStore, run_id: str, completions: Sequence[Completion], now: float
+) -> list[bool]:
+    """Which of `complete_many`'s completions committed (its reply lost with the
+    connection): done at that very `now`, the results row this run's."""
+    ids = [c.lease.job_id for c in completions]
+    marks = ", ".join("?" * len(ids))
+    rows = store.sql.rows(
+        "SELECT jobs.id FROM jobs JOIN results ON results.id = jobs.id WHERE jobs.id IN "
+        f"({marks}) AND jobs.stage = 'done' AND jobs.done_at = ? AND results.run_id = ?",
+        (*ids, now, run_id),
+    )
+    done = {r["id"] for r in rows}
+    return [i in done for i in ids]
 
 
 def completed(

@@ -19,6 +19,7 @@ __all__ = [
     "QUEUE_SETTINGS",
     "STAGE_RESULTS",
     "Attempt",
+    "Completion",
     "Downloaded",
     "Extracted",
     "Failure",
@@ -105,6 +106,24 @@ class Job:
     @property
     def lease(self) -> Lease:
         return Lease(self.id, self.token)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A paper's whole work, done in one go (rpa.extract.paper): where its PDF is, what it
+    is, its text, and its record's `results` row (`row`: rpa.queue.jobs.result_row's)."""
+
+    lease: Lease
+    outcome_path: str
+    row: dict[str, Any]
+    pdf_path: str
+    pdf_bytes: int
+    pdf_sha256: str
+    final_url: str | None
+    http_status: int | None
+    download_seconds: float | None
+    text_path: str
+    extract_seconds: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from rpa.errors import DatabaseError, DatabaseUnavailable
+from rpa.hints import command_hint
 from rpa.queue.clock import now_of
 from rpa.queue.outage import database_outage, pg_busy
 from rpa.queue.postgres_schema import MIGRATIONS, SCHEMA_VERSION, SHARDS
@@ -262,11 +263,13 @@ def open_backend(
                 f"{SCHEMA_VERSION}): upgrade rpa to use it"
             )
         if version == 0 and (readonly or not create):
-            raise DatabaseError(f"no rpa queue in {where}; start one with `rpa run IDS`")
+            raise DatabaseError(
+                f"no rpa queue in {where}; start one with `{command_hint('run IDS')}`"
+            )
         if readonly and version < SCHEMA_VERSION:
             raise DatabaseError(
                 f"{where} was made by an older rpa (schema {version} of {SCHEMA_VERSION}); "
-                "`rpa migrate` upgrades it (so does the next `rpa run` or `rpa resume`)"
+                f"`{command_hint('migrate')}` upgrades it (so does the next run or resume)"
             )
         if not readonly:
             _migrate(conn)

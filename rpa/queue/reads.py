@@ -42,7 +42,7 @@ def end_of_run_totals(
 
 
 def status(store: QueueStore, now: float) -> dict[str, Any]:
-    """Everything `rpa status` shows (schema: README), from one read transaction."""
+    """Everything `rpa status` shows (schema: docs/status.md), from one read transaction."""
     with store.sql.read_transaction():
         return status_sql.collect(store, now)
 

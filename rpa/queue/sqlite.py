@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from rpa.errors import DatabaseError, DatabaseUnavailable
+from rpa.hints import command_hint
 from rpa.queue.clock import now_of
 from rpa.queue.runs import found_dead
 from rpa.queue.sql import Params, Row
@@ -234,7 +235,7 @@ def _connect(
             if version < SCHEMA_VERSION:
                 raise DatabaseError(
                     f"{path} was made by an older rpa (schema {version} of {SCHEMA_VERSION}); "
-                    "`rpa migrate` upgrades it (so does the next `rpa run` or `rpa resume`)"
+                    f"`{command_hint('migrate')}` upgrades it (so does the next run or resume)"
                 )
             return conn
         if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:

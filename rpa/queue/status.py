@@ -1,8 +1,8 @@
 """The `rpa status` document and the SQL under the queue's read models (rpa.queue.reads):
 what the queue holds, read from the database alone (so it works during a run and after).
 
-`collect` returns the documented, stable `rpa status --json` schema (README, "status --json
-schema"); `STATUS_SCHEMA_VERSION` changes only when a field is removed or changes meaning
+`collect` returns the documented, stable `rpa status --json` schema (docs/status.md, "status
+--json schema"); `STATUS_SCHEMA_VERSION` changes only when a field is removed or changes meaning
 (adding fields does not). The SQL is portable (SQLite and PostgreSQL) and never scans every job:
 per-stage totals come from `stage_counts` (kept exact in the writing transaction), the rest
 from partial indexes that hold only leased, retry-scheduled, failed or done rows.
@@ -10,6 +10,7 @@ from partial indexes that hold only leased, retry-scheduled, failed or done rows
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rpa.metrics import nearest_rank
@@ -23,6 +24,7 @@ __all__ = [
     "TIMED_STAGES",
     "attempt_timings",
     "collect",
+    "failed_papers",
     "stage_counts",
     "totals_of",
 ]
@@ -119,6 +121,38 @@ def _failures(sql: Sql) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def failed_papers(
+    store: QueueStore, kinds: Sequence[str] | None = None, page: int = 1000
+) -> Iterator[dict[str, Any]]:
+    """Every paper failed for good (all, or of `kinds`), by ID, a page at a time (each page
+    its own short read, so a long listing never holds the database): its ID, the kind and
+    the reason of its last failure, its attempts, the stage it failed at, and when (`rpa
+    failures`)."""
+    where = "stage = 'failed' AND id > ?"
+    marks: tuple[str, ...] = tuple(kinds or ())
+    if marks:
+        where += f" AND error_kind IN ({', '.join('?' * len(marks))})"
+    after = ""
+    while True:
+        rows = store.sql.rows(
+            "SELECT id, error_kind, error_message, attempts, failed_stage, updated_at FROM jobs "
+            f"WHERE {where} ORDER BY id LIMIT ?",
+            (after, *marks, page),
+        )
+        for r in rows:
+            yield {
+                "id": r["id"],
+                "kind": r["error_kind"],
+                "reason": r["error_message"],
+                "attempts": r["attempts"],
+                "stage": r["failed_stage"],
+                "last_try": r["updated_at"],
+            }
+        if len(rows) < page:
+            return
+        after = rows[-1]["id"]
 
 
 def _retries(sql: Sql, now: float, count: int) -> dict[str, Any]:
@@ -257,7 +291,7 @@ def _hosts(sql: Sql, now: float) -> list[dict[str, Any]]:
 
 
 def collect(store: QueueStore, now: float) -> dict[str, Any]:
-    """Everything `rpa status` shows, as JSON-able data (schema: README). Call inside one
+    """Everything `rpa status` shows, as JSON-able data (schema: docs/status.md). Call inside one
     read transaction (rpa.queue.reads.status does)."""
     sql = store.sql
     dead = runs.dead_runs(store, now)

@@ -1,6 +1,6 @@
 """The queue's status for `rpa status` and for --metrics-file, and a run's stage timings.
 
-The status is the dict of `rpa status --json` (schema: README), read on a read-only store of
+The status is the dict of `rpa status --json` (schema: docs/status.md), read on a read-only store of
 its own. The metrics file follows the textfile-collector convention: a temporary file in the
 same folder, fsync, rename over the target, so a scrape never sees half a file.
 """

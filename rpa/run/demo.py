@@ -18,6 +18,7 @@ from types import TracebackType
 
 from rpa.config import Resolved, Settings
 from rpa.errors import ConfigError, RpaError
+from rpa.hints import command_hint
 from rpa.queue import catalog, is_postgres_url, open_store, reads
 
 __all__ = ["DEMO_DB", "DEMO_OUT", "DemoMirror", "demo_resolved", "demo_state", "remove_demo"]
@@ -61,8 +62,10 @@ def demo_state(settings: Settings) -> str | None:
     return (
         f"the demo already ran: {totals.done} papers done, {totals.failed} failed, in "
         f"{settings.db}; results in {out}\n"
-        f"see them: rpa status --db {settings.db}   |   rpa export --db {settings.db}\n"
-        f"run it afresh: rpa demo --fresh (deletes {settings.db} and {settings.out}/)"
+        f"see them: {command_hint(f'status --db {settings.db}')}   |   "
+        f"{command_hint(f'export --db {settings.db}')}\n"
+        f"run it afresh: {command_hint('demo --fresh')} (deletes {settings.db} and "
+        f"{settings.out}/)"
     )
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from rpa import errors
 from rpa.config import Settings
+from rpa.hints import command_hint
 from rpa.hosts.health import HostHealth
 from rpa.notices import Notices
 from rpa.queue import jobs, runs
@@ -129,7 +130,8 @@ class Feeder:
         if self.db_gone is None:
             self.db_gone = str(exc)
             self._notices.add(
-                f"the run stops: {exc}; no paper was charged for it. `rpa resume` continues "
+                f"the run stops: {exc}; no paper was charged for it. `{command_hint('resume')}` "
+                "continues "
                 "once the database is back"
             )
         self.stop()

@@ -29,7 +29,7 @@ from rpa import errors
 from rpa.classify import classify
 from rpa.config import Settings
 from rpa.extract.pool import ExtractPool
-from rpa.extract.protocol import PDF_MISSING
+from rpa.extract.protocol import PDF_MISSING, PaperTask
 from rpa.extract.record import outcome_record
 from rpa.gates import Gate
 from rpa.hosts.health import HostHealth
@@ -37,16 +37,27 @@ from rpa.layout import Layout
 from rpa.notices import Notices
 from rpa.queue import jobs
 from rpa.queue.aio import AsyncQueue
-from rpa.queue.model import Attempt, Downloaded, Extracted, Failure, Job
+from rpa.queue.model import Attempt, Completion, Failure, Job
 from rpa.run import policy
+from rpa.run.completer import Completer
 from rpa.run.disk import DiskGuard
 from rpa.run.metadata import MetadataService
-from rpa.run.publish import discard, private_name, publish_pdf, publish_record, stage_record
+from rpa.run.publish import discard, private_name, publish_record, stage_record
 from rpa.run.tally import StageMeter, Tally
-from rpa.sources.base import Source
-from rpa.sources.stored import adopt_pdf, verify_pdf
+from rpa.sources.base import Download, Source
+from rpa.sources.stored import adopt_pdf
 
 __all__ = ["JobGates", "JobProcessor"]
+
+
+def _rebuilt(result: dict[str, object]) -> errors.JobError:
+    """The JobError a failed paper task sent back as plain data (its folder too: the disk
+    guard watches the folder a write failed in)."""
+    error = errors.error_for_kind(str(result.get("kind")), str(result.get("message", "")))
+    if isinstance(error, errors.ConditionError) and result.get("folder"):
+        error.folder = str(result["folder"])
+    return error
+
 
 #: the stage a claimed job's next step belongs to, by its checkpoint
 _NEXT_STAGE = {"queued": "download", "downloaded": "extract", "extracted": "outcome"}
@@ -80,6 +91,7 @@ class JobProcessor:
         tally: Tally,
         notices: Notices,
         stopping: Callable[[], bool] = lambda: False,
+        completer: Completer,
         metadata: MetadataService | None = None,
         disk: DiskGuard | None = None,
     ) -> None:
@@ -95,8 +107,10 @@ class JobProcessor:
         self.tally = tally
         self.notices = notices
         self.stopping = stopping
+        self.completer = completer
         self.metadata = metadata
         self.disk = disk
+        self.max_bytes = int(settings.max_pdf_mb * 1024 * 1024)
 
     async def _in_io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
@@ -107,33 +121,30 @@ class JobProcessor:
         """Take `job` as far as it goes. Raises only CancelledError and RunCrashed."""
         stage = _NEXT_STAGE[job.stage]
         start = time.perf_counter()
-        current: Job | None = job
         try:
-            if job.stage in ("queued", "downloaded"):
-                # The prefetch gate bounds the papers between download and extracted: with
-                # 200 workers and nothing else, every worker's PDF would be fetched at once
-                # at start (CPU the loop needs, disk nobody needs yet).
-                async with self.gates.prefetch:
-                    if job.stage == "queued":
-                        current = await self._download(job)
-                    if current is not None and current.stage == "downloaded":
-                        stage = "extract"
-                        current = await self._extract(current, verify=job.stage == "downloaded")
-            if current is not None:
-                stage = "outcome"
-                await self._outcome(current, total=time.perf_counter() - start)
+            if job.stage == "extracted":  # an earlier version's checkpoint: its record only
+                await self._outcome(job, total=0.0)
+                return
+            # The prefetch gate bounds the papers between download and done: with 200
+            # workers and nothing else, every worker's PDF would be fetched at once at start
+            # (CPU the loop needs, disk nobody needs yet).
+            async with self.gates.prefetch:
+                found = await self._bytes(job)
+                if found is not None:
+                    stage = "extract"
+                    await self._work(job, found, start)
         except errors.DatabaseStayedAway:
             raise  # the run's condition, not this paper's: the run stops (rpa.run.feeder)
         except Exception as exc:
-            await self._fail(current or job, classify(exc, f"the {stage} stage"), stage)
+            await self._fail(job, classify(exc, f"the {stage} stage"), stage)
+        finally:
+            self.tally.let_go(job.id)
 
     def _attempt(
         self, job: Job, stage: str, started: float, wait: float, took: float,
         outcome: str = "ok", kind: str | None = None,
     ) -> None:  # fmt: skip
-        self.tally.attempts.append(
-            Attempt(job.id, self.run_id, stage, started, wait, took, outcome, kind)
-        )
+        self.tally.attempt(Attempt(job.id, self.run_id, stage, started, wait, took, outcome, kind))
 
     @contextlib.contextmanager
     def _running(
@@ -162,7 +173,16 @@ class JobProcessor:
             self.notices.add(f"lease lost before the {what} checkpoint: {job.id}")
         return ok
 
-    async def _download(self, job: Job) -> Job | None:
+    async def _bytes(self, job: Job) -> Download | None:
+        """Where `job`'s PDF is: downloaded now, found by its source, or checkpointed by an
+        earlier run (its extraction process checks it: rpa.extract.paper)."""
+        if job.stage == "downloaded":
+            return Download(job.pdf_path or "", job.pdf_bytes or 0, job.pdf_sha256,
+                            job.final_url or "", job.http_status or 0,
+                            job.download_seconds or 0.0, check="verify")  # fmt: skip
+        return await self._download(job)
+
+    async def _download(self, job: Job) -> Download:
         meter = self.tally.meters["download"]
         dest = self.layout.pdf_path(job.id)
         started = time.time()
@@ -173,122 +193,102 @@ class JobProcessor:
         if adopted is not None:
             # A complete file from an interrupted run: final names only ever hold whole PDFs.
             size, sha256 = adopted
-            done = Downloaded(str(dest), size, sha256, job.final_url, job.http_status, 0.0)
-        else:
-            # a network download goes to a private name, published below (rpa.run.publish)
-            private = private_name(dest, self.run_id) if self.source.network else dest
-            gate = self.gates.download if self.source.network else None
-            async with gate if gate is not None else contextlib.nullcontext(0.0) as wait:
-                with self._running(meter, job, "download", started, wait):
-                    result = await self.source.fetch(job.id, private)
-            if self.source.network:
-                self.hosts.answered(urlsplit(result.final_url).hostname)
-                self.hosts.paper_fetched(job.id)
-            wait += result.gate_wait
-            meter.done += 1
-            meter.durations.add(result.seconds)
-            self.tally.bytes.add(result.bytes)
-            self._attempt(job, "download", started, wait, result.seconds)
-            done = Downloaded(result.path, result.bytes, result.sha256, result.final_url,
-                              result.status, result.seconds)  # fmt: skip
-            if self.source.network:
-                published = await self._publish_pdf(job, private, dest, done)
-                if published is None:
-                    return None
-                done = published
-        ok = await self.queue.run(
-            jobs.checkpoint_download, self.run_id, job.lease, done, time.time()
-        )
-        if not await self._checkpoint(ok, "download", job):
-            return None
-        return dataclasses.replace(
-            job, stage="downloaded", pdf_path=done.pdf_path, pdf_bytes=done.pdf_bytes,
-            pdf_sha256=done.pdf_sha256, final_url=done.final_url, http_status=done.http_status,
-            download_seconds=done.download_seconds,
-        )  # fmt: skip
+            return Download(str(dest), size, sha256, job.final_url or "", job.http_status or 0,
+                            0.0, check="verify")  # fmt: skip
+        # a network download goes to a private name, published by its extraction process
+        private = private_name(dest, self.run_id) if self.source.network else dest
+        gate = self.gates.download if self.source.network else None
+        async with gate if gate is not None else contextlib.nullcontext(0.0) as wait:
+            with self._running(meter, job, "download", started, wait):
+                result = await self.source.fetch(job.id, private)
+        if self.source.network:
+            self.hosts.answered(urlsplit(result.final_url).hostname)
+            self.hosts.paper_fetched(job.id)
+        wait += result.gate_wait
+        meter.done += 1
+        meter.durations.add(result.seconds)
+        self.tally.bytes.add(result.bytes)
+        self._attempt(job, "download", started, wait, result.seconds)
+        return result
 
-    async def _publish_pdf(
-        self, job: Job, private: Path, dest: Path, done: Downloaded
-    ) -> Downloaded | None:
-        """Give the download its final name, never replacing a PDF there (rpa.run.publish);
-        the checkpoint then records the file that is there. None: the lease was lost."""
-        if not await self.queue.run(jobs.still_held, self.run_id, job.lease):
-            await self._in_io(discard, private)
-            self.notices.add(f"lease lost before the download was kept: {job.id}")
-            return None
-        kept = await self._in_io(lambda: publish_pdf(private, dest, first=job.token == 1))
-        if kept is None:
-            return dataclasses.replace(done, pdf_path=str(dest))
-        size, sha256 = kept  # another holder's whole PDF of this paper: it stays
-        return dataclasses.replace(done, pdf_path=str(dest), pdf_bytes=size, pdf_sha256=sha256)
-
-    async def _extract(self, job: Job, *, verify: bool) -> Job | None:
-        """Extract the checkpointed PDF. `verify`: the PDF comes from an earlier run, so check
-        it is still the file that was checkpointed (size and sha256) before trusting it. A PDF
-        gone when its parse begins (--out's files deleted mid-run) is downloaded again too."""
-        pdf_path = job.pdf_path or ""
-        intact = bool(pdf_path) and (
-            not verify or await self._in_io(verify_pdf, pdf_path, job.pdf_bytes, job.pdf_sha256)
-        )
-        current = job if intact else await self._fetch_again(job)
-        if current is None:
-            return None
-        result, took = await self._parse(current)
-        if result.get("kind") == PDF_MISSING and intact:
-            current = await self._fetch_again(current)
-            if current is None:
-                return None
-            result, took = await self._parse(current)
+    async def _work(self, job: Job, found: Download, start: float) -> None:
+        """The paper's whole work on its bytes, in an extraction process (rpa.extract.paper),
+        then its completion (in a batch: rpa.run.completer). A PDF gone or changed before
+        its check is downloaded again, once."""
+        result, took = await self._run_task(job, found)
+        if result.get("kind") == PDF_MISSING:
+            self.notices.add(f"{job.id}: stored PDF missing or changed, downloading again")
+            await self.queue.run(jobs.back_to_queued, self.run_id, job.lease, time.time())
+            queued = dataclasses.replace(job, stage="queued", pdf_path=None)
+            found = await self._download(queued)
+            result, took = await self._run_task(job, found)
+            if result.get("kind") == PDF_MISSING:  # gone again at once: a later attempt
+                raise errors.TransientIo(f"the PDF vanished again: {result.get('message')}")
         if not result.get("ok"):
-            kind, message = str(result.get("kind")), str(result.get("message", ""))
-            if kind == PDF_MISSING:  # gone again at once: a later attempt may do better
-                raise errors.TransientIo(f"the PDF vanished again before extraction: {message}")
-            raise errors.error_for_kind(kind, message)
-        text_path = str(self.layout.text_path(current.id))
-        result["text_path"] = text_path
-        ok = await self.queue.run(
-            jobs.checkpoint_extract,
-            self.run_id,
-            current.lease,
-            Extracted(text_path, result, took),
-            time.time(),
-        )
-        if not await self._checkpoint(ok, "extract", current):
-            return None
-        return dataclasses.replace(current, stage="extracted", extract=result, extract_seconds=took)
+            await self._fail(job, _rebuilt(result), str(result.get("stage") or "extract"))
+            return
+        row: dict[str, Any] = result["row"]  # type: ignore[assignment]
+        completion = Completion(
+            lease=job.lease, outcome_path=str(self.layout.outcome_path(job.id)), row=row,
+            pdf_path=str(result["pdf_path"]), pdf_bytes=int(result["pdf_bytes"]),  # type: ignore[call-overload]
+            pdf_sha256=str(result["pdf_sha256"]), final_url=found.final_url or None,
+            http_status=found.status or None, download_seconds=found.seconds,
+            text_path=str(self.layout.text_path(job.id)), extract_seconds=took,
+        )  # fmt: skip
+        meter = self.tally.meters["outcome"]
+        started = time.time()
+        with self._running(meter, job, "outcome", started, 0.0) as t0:
+            ok = await self.completer.complete(completion, Path(str(result["record_private"])))
+        if not await self._checkpoint(ok, "outcome", job):
+            return
+        took = time.perf_counter() - t0 + float(result.get("record_seconds", 0.0))  # type: ignore[arg-type]
+        meter.done += 1
+        meter.durations.add(took)
+        self._attempt(job, "outcome", started, 0.0, took)
+        self.tally.finished(job.id, time.perf_counter() - start)
 
-    async def _parse(self, job: Job) -> tuple[dict[str, object], float]:
-        """One extraction of `job`'s stored PDF, behind the extract gate, alone if the failure
-        policy says so (`policy.runs_alone`); its attempt recorded. (result, seconds)."""
+    async def _run_task(self, job: Job, found: Download) -> tuple[dict[str, object], float]:
+        """One run of the paper's work in the extraction pool, behind the extract gate, alone
+        if the failure policy says so (`policy.runs_alone`); its attempt recorded.
+        (result, seconds of the extraction)."""
         meter = self.tally.meters["extract"]
-        text_path = str(self.layout.text_path(job.id))
+        metadata = await self.metadata.get(job.id) if self.metadata is not None else None
+        known = dataclasses.replace(
+            job, final_url=found.final_url or None, http_status=found.status or None,
+            download_seconds=found.seconds,
+        )  # fmt: skip
+        if found.check == "" or found.check == "verify":  # its size and sha256 are known
+            known = dataclasses.replace(known, pdf_bytes=found.bytes, pdf_sha256=found.sha256)
+        task = PaperTask(
+            job=known, run_id=self.run_id, extractor=self.settings.extractor, pdf=found.path,
+            check=found.check or "verify", text_path=str(self.layout.text_path(job.id)),
+            outcome_path=str(self.layout.outcome_path(job.id)), max_bytes=self.max_bytes,
+            publish_to=str(self.layout.pdf_path(job.id)), first=job.token == 1,
+            folder=found.folder, metadata=metadata,
+        )  # fmt: skip
         started = time.time()
         turn: list[float] = []  # when the pool gave it its turn (after a wait for one alone)
         async with self.gates.extract as wait:
             with self._running(meter, job, "extract", started, wait, turn) as t0:
-                result = await self.pool.extract(
-                    job.pdf_path or "", text_path, run_id=self.run_id,
-                    alone=policy.runs_alone(job), on_turn=lambda: turn.append(time.perf_counter()),
+                result = await self.pool.work(
+                    task, alone=policy.runs_alone(job),
+                    on_turn=lambda: turn.append(time.perf_counter()),
                 )  # fmt: skip
         t1 = turn[0] if turn else t0
         wait += t1 - t0
-        took = time.perf_counter() - t1
+        took = float(result.get("seconds", 0.0))  # type: ignore[arg-type]
         if not result.get("ok"):
-            kind = str(result.get("kind"))
-            if kind != PDF_MISSING:  # (no parse took place: no attempt at one)
-                self._attempt(job, "extract", started, wait, took, "error", kind)
+            stage = str(result.get("stage"))
+            if stage in ("extract", "outcome") and result.get("kind") != PDF_MISSING:
+                self._attempt(job, stage, started, wait, took, "error", str(result["kind"]))
             return result, took
         meter.done += 1
         meter.durations.add(took)
         self.tally.pages.add(float(str(result.get("pages", 0))))
+        if found.check == "local" or found.check == "tar":
+            self.tally.bytes.add(float(str(result.get("pdf_bytes", 0))))
         self._attempt(job, "extract", started, wait, took)
         return result, took
-
-    async def _fetch_again(self, job: Job) -> Job | None:
-        """The checkpointed PDF is gone or changed: fetch it again, from the queued stage."""
-        await self.queue.run(jobs.back_to_queued, self.run_id, job.lease, time.time())
-        self.notices.add(f"{job.id}: stored PDF missing or changed, downloading again")
-        return await self._download(dataclasses.replace(job, stage="queued"))
 
     async def _outcome(self, job: Job, total: float) -> None:
         meter = self.tally.meters["outcome"]
@@ -378,7 +378,7 @@ class JobProcessor:
         meter = self.tally.meters[stage]
         if final:
             meter.failed += 1
-            self.tally.failed_for_good(exc.kind, exc.message)
+            self.tally.failed_for_good(exc.kind, exc.message, job.id)
         else:
             meter.retried += 1
-            self.tally.retried += 1
+            self.tally.retry_later(exc.kind, exc.message, job.id)

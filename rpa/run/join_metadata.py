@@ -34,7 +34,8 @@ class MetadataFileReport:
 def join_metadata_file(store: QueueStore, path: Path) -> MetadataFileReport:
     start = time.perf_counter()
     if not path.is_file():
-        raise InputError(f"--metadata-file {path} is not there")
+        what = "a folder, not a file" if path.is_dir() else "not there"
+        raise InputError(f"--metadata-file {path} is {what}")
     needed: set[str] = set()
     after = ""
     while ids := catalog.job_ids(store, after, PAGE):

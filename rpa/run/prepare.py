@@ -18,6 +18,8 @@ from typing import Any
 
 from rpa.config import Resolved, Settings, parse_rate_limits
 from rpa.errors import ConfigError, InputError, InvalidIdError
+from rpa.hints import command_hint
+from rpa.idlist import check_id_source
 from rpa.layout import check_out_folder
 from rpa.queue import catalog, is_postgres_url, open_store, reads, redact, schema_version
 from rpa.queue.enqueue import EnqueueReport, enqueue_file
@@ -155,15 +157,21 @@ def prepare(
 ) -> Prepared:
     """Check and decide everything before a run (see the module doc). Blocking."""
     db = resolved.settings.db
-    if ids is not None and not ids.is_file():
-        what = "a folder" if ids.is_dir() else "not there"
-        raise InputError(f"ID file {ids} is {what}; nothing was queued")
+    if ids is not None:
+        check_id_source(ids)  # not there, a folder, a tar: said before any database is made
     exists = _exists(db)
+    if not exists and "db" in resolved.origins and not is_postgres_url(db):
+        folder = Path(db).expanduser().parent  # (the default, ./rpa.db, is always made)
+        if not folder.is_dir():
+            raise ConfigError(
+                f"--db {db}: the folder {folder} is not there (a typo?); nothing was made. "
+                f"To start a queue there, make the folder first: mkdir -p {folder}"
+            )
     if command == "resume" and not exists:
         where = (
             f"no rpa queue in {redact(db)}" if is_postgres_url(db) else f"no queue database at {db}"
         )
-        raise ConfigError(f"{where}; start one with `rpa run IDS`")
+        raise ConfigError(f"{where}; start one with `{command_hint('run IDS')}`")
     store: QueueStore | None = open_store(db, create=False) if exists else None
     try:
         stored = catalog.queue_settings(store) if store is not None else {}

@@ -151,4 +151,5 @@ class Progress:
             messages=self._notices.recent(5),
             waiting=self.waiting(),
             memory=self._governor.snapshot(),
+            failures=tally.failure_snapshot(),
         )

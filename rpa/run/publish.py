@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from rpa.extract.record import write_record
-from rpa.files import temp_name, temp_owner
+from rpa.files import temp_owner
 from rpa.layout import Layout
 from rpa.queue import jobs
 from rpa.queue.aio import AsyncQueue
-from rpa.sources.stored import adopt_pdf
+from rpa.sources.publish import private_name, publish_pdf
 
 __all__ = [
     "discard",
@@ -53,52 +53,6 @@ __all__ = [
     "publish_record",
     "stage_record",
 ]
-
-#: errors of a file system that has no hard links
-_NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK)
-
-
-def private_name(final: Path, run_id: str) -> Path:
-    """A name beside `final` that only this run's worker writes (a temporary name carrying
-    the run's id, so that a start-up removes it once the run is dead)."""
-    return final.parent / temp_name(final.name, run_id)
-
-
-def _link(private: Path, final: Path) -> None:
-    try:
-        os.link(private, final)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in _NO_LINKS:
-            raise
-        if final.exists():
-            raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
-        os.replace(private, final)
-
-
-def publish_pdf(private: Path, final: Path, *, first: bool = False) -> tuple[int, str] | None:
-    """Give the whole, checked PDF at `private` the name `final`, never replacing a file
-    there, unless this is the job's `first` claim (no holder before it can have published:
-    a file there is foreign, left by another queue in the same --out, and is replaced).
-    None: it is published. Else (size, sha256) of the PDF that was already at `final`, kept.
-    The private file is gone either way."""
-    try:
-        for _ in range(3):
-            try:
-                _link(private, final)
-                return None
-            except FileExistsError:
-                if first:
-                    os.replace(private, final)
-                    return None
-                kept = adopt_pdf(final)  # a file there that is no PDF is removed: try again
-                if kept is not None:
-                    return kept
-        raise FileExistsError(errno.EEXIST, "a file keeps appearing at this name", str(final))
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            private.unlink()
 
 
 def stage_record(final: Path, record: dict[str, Any], run_id: str) -> Path:

@@ -1,8 +1,8 @@
 """The run's life cycle: build its parts, start, serve until nothing is left, record the end.
 
-    feeder ──claims──▶ local queue ──▶ worker × N ──▶ JobProcessor (download ▸ extract ▸ outcome)
-       ▲                                            │
-       └────────────── AsyncQueue (database threads) ◀┘  checkpoints, fenced by the lease token
+    feeder ──claims──▶ local queue ──▶ worker × N ──▶ JobProcessor (download ▸ the paper's work
+       ▲                                            │   in an extraction process)
+       └── AsyncQueue (database threads) ◀── completions in batches, each fenced by its lease
 
 The parts each own one concern: the feeder and workers (rpa.run.feeder), the heartbeat
 (rpa.run.heartbeat), host health (rpa.hosts.health), the disk guard (rpa.run.disk), the memory
@@ -21,18 +21,16 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import signal
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
 from rpa.config import Settings
 from rpa.extract.pool import ExtractPool
 from rpa.gates import Gate, GateStatistics
+from rpa.hints import command_hint
 from rpa.hosts.health import HostHealth
 from rpa.layout import Layout
 from rpa.metrics import LagProbe
@@ -40,9 +38,11 @@ from rpa.notices import Notices
 from rpa.queue import reads, runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import RunInfo, Totals, new_run_id
+from rpa.run.completer import Completer
 from rpa.run.disk import DiskGuard
 from rpa.run.feeder import Feeder
 from rpa.run.heartbeat import Heartbeat, heartbeat_interval
+from rpa.run.io_pool import io_pool
 from rpa.run.job import JobGates, JobProcessor
 from rpa.run.memory import MemoryGovernor
 from rpa.run.metadata import MetadataService, metadata_service
@@ -54,20 +54,9 @@ from rpa.run.source import open_source
 from rpa.run.tally import Tally
 from rpa.run.tasks import describe_crash, start
 from rpa.stages.phase import StagePhase
+from rpa.stages.spec import StageSpec
 
 __all__ = ["RunSummary", "Runner"]
-
-#: niceness of the I/O threads relative to the event loop's (Linux schedules threads one by
-#: one). Hashing and writing 64 downloads at once on 8 threads left the loop thread a fifth of
-#: a core on a 2-core machine (40-80 ms lags at start); below it, they take what it leaves.
-IO_NICE = 5
-
-
-def _lower_thread_priority(nice: int) -> None:
-    """Run the calling thread `nice` steps below the process (Linux: a per-thread value)."""
-    with contextlib.suppress(OSError, AttributeError):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
 
 
 class Runner:
@@ -82,6 +71,7 @@ class Runner:
         run_id: str | None = None,
         notices: Notices | None = None,
         write_metrics: Callable[[RunSnapshot], None] | None = None,
+        stages: tuple[StageSpec, ...] = (),
     ) -> None:
         """`write_metrics` writes --metrics-file from a snapshot (blocking: it runs in the
         I/O pool every few seconds and at the end); the CLI gives it, so that the run never
@@ -95,12 +85,7 @@ class Runner:
             settings.db, wait=settings.db_wait, lock_timeout=settings.db_lock_timeout,
             notices=self.notices,
         )  # fmt: skip
-        self.io = ThreadPoolExecutor(
-            max_workers=8,
-            thread_name_prefix="rpa-io",
-            initializer=_lower_thread_priority,
-            initargs=(IO_NICE,),
-        )
+        self.io = io_pool()
         self.gates = JobGates(
             prefetch=Gate("prefetch", settings.prefetch),
             download=Gate("download", settings.download_concurrency),
@@ -130,7 +115,7 @@ class Runner:
         self.probe = LagProbe()
         self.tally = Tally()
         self.stages = StagePhase(
-            settings, self.run_id, self.queue, self.io, self.tally, self.notices
+            stages, settings, self.run_id, self.queue, self.io, self.tally, self.notices
         )
         self.disk = DiskGuard(self.layout.root, settings.out, settings.min_free_mb, self.io)
         self.feeder = Feeder(
@@ -216,10 +201,15 @@ class Runner:
     async def run(self) -> RunSummary:
         """Process the queue. Raises DatabaseError (or ConfigError) if the run cannot start;
         any later failure ends the run as `crashed`, said in the summary."""
+        # the extraction processes start while the queue is prepared: no core idles at the start
+        warm = asyncio.ensure_future(self.pool.__aenter__())
         try:
             await self.queue.open(create=False)
             await self._start()
+            await warm
         except BaseException:
+            if (await asyncio.gather(warm, return_exceptions=True))[0] is self.pool:
+                await self.pool.__aexit__(None, None, None)
             await self.queue.close()
             self.io.shutdown(wait=False)
             raise
@@ -276,13 +266,14 @@ class Runner:
                 s, queue=self.queue, io=self.io, hosts=self.hosts, run_id=self.run_id,
                 stack=stack,
             )  # fmt: skip
-            await stack.enter_async_context(self.pool)
+            stack.push_async_exit(self.pool.__aexit__)  # (entered by `run`)
             self.metadata = metadata_service(
                 s, queue=self.queue, io=self.io, notices=self.notices, hosts=self.hosts
             )
             self.governor.start(asyncio.get_running_loop())
             stack.callback(self.governor.stop)
             processor = JobProcessor(
+                completer=Completer(self.queue, self.io, self.run_id),
                 settings=s,
                 run_id=self.run_id,
                 queue=self.queue,
@@ -335,9 +326,11 @@ class Runner:
                 side.append(start(background, "metadata", self.metadata.run()))
             if probe_client is not None:
                 side.append(start(background, "host-probes", self._watch_hosts(probe_client)))
+            side.append(start(background, "completions", processor.completer.run()))
             stages = start(background, "stages", self.stages.run(lambda: self.feeder.stopping))
             try:
                 await self.feeder.run(processor)
+                await processor.completer.drain()  # the workers are done: nothing is added
                 await self.stages.drain(stages)  # the user's stages over what is done
             finally:
                 stages.cancel()
@@ -352,7 +345,7 @@ class Runner:
             self._unreachable = reason
             self.notices.add(
                 f"{reason}: it never answered in this run, so no paper was charged. Check "
-                "--pdf-url, then `rpa resume`."
+                f"--pdf-url: `{command_hint('resume --reconfigure --pdf-url URL')}` sets it."
             )
             self.stop()
             self.feeder.cancel_workers()

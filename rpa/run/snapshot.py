@@ -15,6 +15,7 @@ from rpa.metrics import WindowStats
 from rpa.queue.model import Totals
 
 __all__ = [
+    "FailureSnapshot",
     "MemorySnapshot",
     "PoolStatistics",
     "RunSnapshot",
@@ -34,6 +35,17 @@ class StageSnapshot:
     failed: int
     retried: int
     durations: WindowStats
+
+
+@dataclass(frozen=True, slots=True)
+class FailureSnapshot:
+    """One failure kind in this run: papers failed for good, attempts given back to be tried
+    again, and the last reason seen (the paper's ID, then the message), whole."""
+
+    kind: str
+    failed: int
+    retried: int
+    last: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +88,8 @@ class RunSnapshot:
     #: what the run is waiting for, and until when, when it waits (disk space, a cooldown)
     waiting: str | None = None
     memory: MemorySnapshot | None = None
+    #: every failure kind met this run (retried or failed for good), most papers first
+    failures: list[FailureSnapshot] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +102,11 @@ class RunSummary:
     wall_seconds: float
     lag: WindowStats
     failures: dict[str, int]
-    #: one message for each failure kind: why papers failed, not only how many
+    #: the last reason of each failure kind, of a paper failed for good (its ID, then the
+    #: message), whole
     reasons: dict[str, str]
-    slowest: list[tuple[str, float]]
+    #: the papers whose own work took longest: (id, work seconds, seconds spent waiting)
+    slowest: list[tuple[str, float, float]]
     stages: list[StageSnapshot]
     messages: list[str]
     #: jobs leased by another live run at the end (two runs sharing one queue)

@@ -45,9 +45,9 @@ async def open_source(
         async def lookup(base: str) -> TarMember | None:
             return await queue.run(catalog.tar_member, base)
 
-        return TarSource(lookup, io, max_bytes=max_bytes), None
+        return TarSource(lookup, io, max_bytes=max_bytes, checked=False), None
     if not s.network:
-        return LocalSource(io, s.pdf_url, max_bytes=max_bytes), None
+        return LocalSource(io, s.pdf_url, max_bytes=max_bytes, checked=False), None
     # Built in a thread: each client loads the CA bundle and builds its SSL context, tens of
     # milliseconds the loop would otherwise stand still for.
     clients = await asyncio.to_thread(make_clients, s)
@@ -61,5 +61,6 @@ async def open_source(
         redirects=s.follow_redirects,
         deadline=s.download_timeout,
         run_id=run_id,
+        checked=False,  # the extraction process checks each download (rpa.extract.paper)
     )
     return HttpSource(downloader, s.pdf_url), clients[0]

@@ -1,17 +1,18 @@
 """What a run has done so far: counters, stage meters, failures by kind, attempts to write.
 
 The job processor writes these and the runner's snapshot reads them, on the one loop thread;
-every structure is bounded however long the run.
+every structure is bounded however long the run (the failure kinds are rpa.errors.KINDS; the
+work of a paper is kept only while the paper is in hand).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 from rpa.metrics import Rate, Window
 from rpa.queue.model import Attempt
-from rpa.run.snapshot import StageSnapshot
+from rpa.run.snapshot import FailureSnapshot, StageSnapshot
 
 __all__ = ["STAGES", "StageMeter", "Tally"]
 
@@ -38,8 +39,8 @@ class StageMeter:
 
 
 class Tally:
-    """The run's counts: jobs taken, done, failed, given back; failures by kind with one
-    message each; the slowest papers; throughput; attempts not yet written."""
+    """The run's counts: jobs taken, done, failed, given back; failures by kind with the last
+    reason of each; the papers whose work was slowest; throughput; attempts not yet written."""
 
     def __init__(self) -> None:
         self.meters = {name: StageMeter(name) for name in STAGES}
@@ -50,30 +51,67 @@ class Tally:
         self.done = 0
         self.failed = 0
         self.retried = 0  # jobs this run gave back to wait for a retry
-        self.failures: Counter[str] = Counter()
-        self.reasons: dict[str, str] = {}  # kind -> the message of its first failure
-        self.slowest: list[tuple[str, float]] = []
+        self.failures: Counter[str] = Counter()  # kind -> papers failed for good
+        self.retries: Counter[str] = Counter()  # kind -> attempts given back for a retry
+        #: kind -> "<id>: <message>" of its last failure for good (the summary's)
+        self.reasons: dict[str, str] = {}
+        #: kind -> "<id>: <message>" of its last failure, for good or to be retried (the table's)
+        self.last_seen: dict[str, str] = {}
+        #: (id, work seconds, waiting seconds) of finished papers, the slowest work kept
+        self.slowest: list[tuple[str, float, float]] = []
         self.attempts: list[Attempt] = []  # written at each heartbeat
+        self._work: defaultdict[str, float] = defaultdict(float)  # papers in hand: work so far
         #: called with each job that became done (the user stages' phase takes it from there)
         self.on_finished: list[Callable[[str], None]] = []
 
+    def attempt(self, row: Attempt) -> None:
+        """An attempt at one stage of a paper: to be written, and its own time (not its wait)
+        counted to the paper's work."""
+        self.attempts.append(row)
+        self._work[row.job_id] += row.duration
+
     def finished(self, job_id: str, seconds: float) -> None:
+        """A paper done, `seconds` after it was taken: its work is the sum of its attempts'
+        own time, the rest it spent waiting (gates, the pool, the database)."""
         self.done += 1
         self.papers.add()
-        self.slowest.append((job_id, seconds))
+        work = self._work.pop(job_id, 0.0)
+        self.slowest.append((job_id, work, max(0.0, seconds - work)))
         if len(self.slowest) > 5 * SLOWEST_KEPT:
-            self.slowest = sorted(self.slowest, key=lambda x: -x[1])[:SLOWEST_KEPT]
+            self.slowest = self.top_slowest(SLOWEST_KEPT)
         for hook in self.on_finished:
             hook(job_id)
 
-    def failed_for_good(self, kind: str, message: str) -> None:
+    def let_go(self, job_id: str) -> None:
+        """The paper left this worker's hands (done, failed, given back): forget its work."""
+        self._work.pop(job_id, None)
+
+    def failed_for_good(self, kind: str, message: str, job_id: str = "") -> None:
         self.failed += 1
         self.failures[kind] += 1
-        self.reasons.setdefault(kind, message)
+        self.reasons[kind] = self.last_seen[kind] = f"{job_id}: {message}" if job_id else message
+
+    def retry_later(self, kind: str, message: str, job_id: str = "") -> None:
+        """An attempt failed and the paper waits for another: counted, its reason kept."""
+        self.retried += 1
+        self.retries[kind] += 1
+        self.last_seen[kind] = f"{job_id}: {message}" if job_id else message
+
+    def failure_snapshot(self) -> list[FailureSnapshot]:
+        """Every kind met this run, the most papers first."""
+        kinds = sorted(
+            set(self.failures) | set(self.retries),
+            key=lambda k: (-(self.failures[k] + self.retries[k]), k),
+        )
+        return [
+            FailureSnapshot(k, self.failures[k], self.retries[k], self.last_seen.get(k, ""))
+            for k in kinds
+        ]
 
     def take_attempts(self) -> list[Attempt]:
         rows, self.attempts = self.attempts, []
         return rows
 
-    def top_slowest(self, n: int = 5) -> list[tuple[str, float]]:
+    def top_slowest(self, n: int = 5) -> list[tuple[str, float, float]]:
+        """The `n` finished papers whose own work took longest."""
         return sorted(self.slowest, key=lambda x: -x[1])[:n]

@@ -26,25 +26,73 @@ LAG_P99_WARN = 0.005
 LAG_MAX_WARN = 0.05
 
 
-def make_run_table(snap: RunSnapshot) -> Lines:
-    """The live table: gates, stages, queue, speed, health, and what the run has to say."""
+def _progress(snap: RunSnapshot) -> list[Line]:
+    """The queue as a whole: how far (settled of all, %), how long still, how fast."""
+    t = snap.totals
+    settled = t.done + t.failed
+    pct = f"{100 * settled / t.total:.0f}%" if t.total else "—"
     head = (
-        f"rpa {snap.run_id}  {dur(snap.elapsed)}  "
-        f"done {snap.done_this_run}  failed {snap.failed_this_run}"
+        f"Queue {settled:,}/{t.total:,} settled ({pct})  ETA {dur(snap.eta_seconds)}  "
+        f"{snap.papers_per_min:.1f} papers/min"
     )
-    lines: list[Line] = [[(head, "bold")]]
+    parts = (
+        f"  {t.queued:,} queued  {t.in_progress:,} in progress  {t.retry_scheduled:,} retry "
+        f"sched.  {t.done:,} done  {t.failed:,} failed"
+    )
+    return [[(clip(head, WIDTH), "bold")], [(clip(parts, WIDTH), "")]]
+
+
+def _failures(snap: RunSnapshot, width: int) -> list[Line]:
+    """Each failure kind met this run: papers failed for good, attempts retried, and the
+    last reason, cut to the terminal's width (the summary and `rpa status` show it whole)."""
+    if not snap.failures:
+        return []
+    lines: list[Line] = [[("Failures this run (failed/retried, the last reason)", "title")]]
+    kinds = max(len(f.kind) for f in snap.failures)
+    counts = max(len(f"{f.failed}/{f.retried}") for f in snap.failures)
+    for f in snap.failures:
+        label = f"  {f.kind:<{kinds}}  {f'{f.failed}/{f.retried}':>{counts}}  "
+        lines.append([(label, ""), (clip(f.last, max(10, width - len(label))), "yellow")])
+    return lines
+
+
+def _health(snap: RunSnapshot) -> list[Line]:
+    lag, p = snap.lag, snap.pool
+    style = "red" if lag.p99 > LAG_P99_WARN or lag.max > LAG_MAX_WARN else "green"
+    return [
+        [("Speed  ", "title"), (f"{snap.pages_per_s:.1f} pages/s  {snap.mb_per_s:.2f} MB/s  "
+          f"workers busy/idle {snap.workers_busy}/{snap.workers_total - snap.workers_busy}", "")],
+        [("Health  ", "title"), ("loop lag p50 ", ""), (q(lag, "p50"), style), ("  p99 ", ""),
+         (q(lag, "p99"), style), ("  max ", ""), (q(lag, "max"), style)],
+        [("Extraction  ", "title"), (f"{p.mode}  alive {p.alive}/{p.workers}  busy {p.busy}  "
+          f"replaced {p.replaced}  crashed {p.crashed}  timed out {p.timed_out}", "")],
+    ]  # fmt: skip
+
+
+def _memory(snap: RunSnapshot) -> list[Line]:
+    m = snap.memory
+    if m is None:
+        return []
+    state_style = {"ok": "green", "paused": "yellow", "shedding": "red"}.get(m.state, "")
+    return [
+        [("Memory  ", "title"), (f"{gib(m.used)} / {gib(m.limit)} GiB ({m.source})  ", ""),
+         (m.state, state_style), (clip(f"  pauses {m.pauses} ({dur(m.paused_seconds)})  "
+          f"shed {m.shed}  recycled {m.recycled}", WIDTH - 40), "")]
+    ]  # fmt: skip
+
+
+def make_run_table(snap: RunSnapshot, width: int = WIDTH, height: int | None = None) -> Lines:
+    """The live table, what matters first: the run and the queue's progress (settled of all,
+    %, ETA, rate), what the run waits for, why papers fail; then stages, speed and health,
+    gates, memory, notices. With `height` (the terminal's rows), the parts that matter least
+    are left out until it fits (the notices first, the header never). `width` fits the
+    failure reasons; every other line is at most 80 columns."""
+    head: Line = [(f"rpa {snap.run_id}  {dur(snap.elapsed)}  done {snap.done_this_run}  "
+                   f"failed {snap.failed_this_run}", "bold")]  # fmt: skip
     if snap.stopping:
-        lines[0].append(("  [stopping]", "yellow"))
-    lines += block(
-        "Gates",
-        ("gate", "in use/cap", "waiting", "wait p50", "wait p95", "entered"),
-        (
-            (g.name, f"{g.in_use}/{g.capacity or '∞'}", str(g.waiting), ms(g.wait_p50),
-             ms(g.wait_p95), str(g.entered))
-            for g in snap.gates
-        ),
-    )  # fmt: skip
-    lines += block(
+        head.append(("  [stopping]", "yellow"))
+    waiting = [[(clip(f"waiting for {snap.waiting}", WIDTH), "yellow")]] if snap.waiting else []
+    stages = block(
         "Stages",
         ("stage", "running", "done", "failed", "retried", "p50", "p95", "max"),
         (
@@ -53,50 +101,35 @@ def make_run_table(snap: RunSnapshot) -> Lines:
             for st in snap.stages
         ),
     )  # fmt: skip
-    t = snap.totals
-    lines += block(
-        "Queue (all runs; others as of the last heartbeat)",
-        ("queued", "in progress", "retry sched.", "done", "failed"),
-        [(str(t.queued), str(t.in_progress), str(t.retry_scheduled), str(t.done),
-          str(t.failed))],
-        labels=False,
+    gates = block(
+        "Gates",
+        ("gate", "in use/cap", "waiting", "wait p50", "wait p95", "entered"),
+        (
+            (g.name, f"{g.in_use}/{g.capacity or '∞'}", str(g.waiting), ms(g.wait_p50),
+             ms(g.wait_p95), str(g.entered))
+            for g in snap.gates
+        ),
     )  # fmt: skip
-    lines += block(
-        "Speed (last minute)",
-        ("papers/min", "pages/s", "MB/s", "ETA"),
-        [(f"{snap.papers_per_min:.1f}", f"{snap.pages_per_s:.1f}", f"{snap.mb_per_s:.2f}",
-          dur(snap.eta_seconds))],
-        labels=False,
-    )  # fmt: skip
-    lag, p = snap.lag, snap.pool
-    lag_style = "red" if lag.p99 > LAG_P99_WARN or lag.max > LAG_MAX_WARN else "green"
-    lines += block(
-        "Health",
-        ("loop lag p50", "p99", "max", "workers busy/idle"),
-        [((q(lag, "p50"), lag_style), (q(lag, "p99"), lag_style), (q(lag, "max"), lag_style),
-          f"{snap.workers_busy}/{snap.workers_total - snap.workers_busy}")],
-        labels=False,
-    )  # fmt: skip
-    lines += block(
-        "Extraction processes",
-        ("mode", "alive", "busy", "replaced", "crashed", "timed out"),
-        [(p.mode, f"{p.alive}/{p.workers}", str(p.busy), str(p.replaced), str(p.crashed),
-          str(p.timed_out))],
-    )  # fmt: skip
-    m = snap.memory
-    if m is not None:
-        state_style = {"ok": "green", "paused": "yellow", "shedding": "red"}.get(m.state, "")
-        lines += block(
-            "Memory",
-            ("in use / limit", "source", "state", "pauses", "paused", "shed", "recycled"),
-            [(f"{gib(m.used)} / {gib(m.limit)} GiB", m.source, (m.state, state_style),
-              str(m.pauses), dur(m.paused_seconds), str(m.shed), str(m.recycled))],
-            labels=False,
-        )  # fmt: skip
-    if snap.waiting:
-        lines.append([(clip(f"waiting for {snap.waiting}", WIDTH), "yellow")])
-    lines.extend([(clip(m, WIDTH), "yellow")] for m in snap.messages)
-    return Lines(lines)
+    notices = [[(clip(m, WIDTH), "yellow")] for m in snap.messages]
+    # (display order, parts) in the order they are given room
+    parts: list[list[Line]] = [
+        [head], _progress(snap), waiting, _failures(snap, width), stages, _health(snap),
+        gates, _memory(snap), notices,
+    ]  # fmt: skip
+    if height is None:
+        return Lines([line for part in parts for line in part])
+    room = max(1, height)
+    kept: list[list[Line]] = []
+    for part in parts:
+        if len(part) <= room:
+            kept.append(part)
+            room -= len(part)
+        elif room and (part is notices or part is parts[3]):  # newest notices, first kinds
+            kept.append(part[len(part) - room :] if part is notices else part[:room])
+            room = 0
+        else:
+            kept.append([])
+    return Lines([line for part in kept for line in part])
 
 
 def _ms_or_none(value: float, count: int) -> float | None:
@@ -155,6 +188,10 @@ def snapshot_dict(snap: RunSnapshot) -> dict[str, Any]:
         "waiting": snap.waiting,
         "messages": snap.messages,
         "memory": memory_dict(snap.memory),
+        "failures": [
+            {"kind": f.kind, "failed": f.failed, "retried": f.retried, "last": f.last}
+            for f in snap.failures
+        ],
     }
 
 
@@ -191,5 +228,11 @@ def format_line(snap: RunSnapshot) -> str:
             else ""
         )
         + (f" | waiting for {snap.waiting}" if snap.waiting else "")
+        + (
+            " | failed/retried "
+            + " ".join(f"{f.kind}={f.failed}/{f.retried}" for f in snap.failures)
+            if snap.failures
+            else ""
+        )
         + (" | stopping" if snap.stopping else "")
     )

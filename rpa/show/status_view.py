@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rpa.show.fmt import WIDTH, Line, Lines, block, clip, ms, when
+from rpa.show.fmt import WIDTH, Line, Lines, block, clip, ms, when, wrap
 
 __all__ = ["make_status"]
 
 
-def _detail(text: str, indent: int = 6, style: str = "") -> Line:
-    return [(" " * indent + clip(text, WIDTH - indent), style)]
+def _detail(text: str, indent: int = 6, style: str = "") -> list[Line]:
+    """`text` under the line it explains, whole: wrapped, never cut (a reason can be long)."""
+    pad = " " * indent
+    return [[(pad, ""), *line] for line in wrap(text, style, width=WIDTH - indent)]
 
 
 def make_status(status: dict[str, Any]) -> Lines:
@@ -44,7 +46,7 @@ def make_status(status: dict[str, Any]) -> Lines:
         for s in stuck["oldest"]:
             lines.append([(clip(f"  {s['id']}  {s['stage']}  {s['reason']}  since "
                                 f"{when(s['since'])}", WIDTH), "")])  # fmt: skip
-            lines.append(_detail(f"lease owner {s['lease_owner']}"))
+            lines += _detail(f"lease owner {s['lease_owner']}")
     else:
         lines.append([("Stuck: none", "")])
     if status["failures"]:
@@ -53,15 +55,15 @@ def make_status(status: dict[str, Any]) -> Lines:
             lines.append(
                 [(clip(f"  {f['kind']:<14} {f['count']:>7}  e.g. {f['sample_id']}", WIDTH), "")]
             )
-            lines.append(_detail(f["sample_message"] or "", style="yellow"))
-        lines.append([("  `rpa retry` puts failed papers back in the queue", "")])
+            lines += _detail(f["sample_message"] or "", style="yellow")
+        lines.append([("  `rpa failures` lists them; `rpa retry` puts them back in the queue", "")])
     retries = status["retries"]
     if retries["next"]:
         lines.append([(f"Retry scheduled: {retries['count']}", "title")])
         for r in retries["next"]:
             lines.append([(clip(f"  {r['id']}  attempts {r['attempts']}  next "
                                 f"{when(r['next_attempt_at'])}", WIDTH), "")])  # fmt: skip
-            lines.append(_detail(f"{r['error_kind']}: {r['error_message']}", style="yellow"))
+            lines += _detail(f"{r['error_kind']}: {r['error_message']}", style="yellow")
     timings = status["timings"]
     lines += block(
         f"Stage timings (last {round(timings['window_seconds'] / 60)} min)",
@@ -86,7 +88,7 @@ def make_status(status: dict[str, Any]) -> Lines:
                 if (h["reason"] or "").startswith("down since")
                 else f"cooling down until {when(h['cooldown_until'])}")  # fmt: skip
             lines.append([(clip(f"host {h['host']}: {state}", WIDTH), "yellow")])
-            lines.append(_detail(h["reason"] or "", style="yellow"))
+            lines += _detail(h["reason"] or "", style="yellow")
     settings = status.get("settings") or {}
     if settings:
         lines.append([("Settings of this queue (a resume uses these)", "title")])
@@ -110,7 +112,7 @@ def make_status(status: dict[str, Any]) -> Lines:
                 f"{r['id']}: {r['command']} on {r['host']}, pid {r['pid']}, "
                 f"last heartbeat {when(r['heartbeat_at'])}"
             )
-            lines.append(_detail(text, indent=4))
+            lines += _detail(text, indent=4)
     return Lines(lines)
 
 
@@ -130,5 +132,5 @@ def _user_stages(stages: dict[str, Any]) -> list[Line]:
     )  # fmt: skip
     for name, v in stages.items():
         for kind, n in sorted(v["failures"].items(), key=lambda kv: -kv[1]):
-            lines.append(_detail(f"{name}: {n} failed with {kind}", indent=4, style="yellow"))
+            lines += _detail(f"{name}: {n} failed with {kind}", indent=4, style="yellow")
     return lines

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from rpa.hints import command_hint
 from rpa.metrics import WindowStats
 from rpa.queue.model import Totals
 from rpa.run.snapshot import MemorySnapshot, StageSnapshot
-from rpa.show.fmt import WIDTH, Line, Lines, block, clip, dur, gib, ms, q, wrap
+from rpa.show.fmt import WIDTH, Line, Lines, block, dur, gib, ms, q, wrap
 from rpa.show.live import memory_dict
 
 __all__ = ["SummaryData", "make_summary", "summary_dict"]
@@ -35,7 +36,7 @@ class SummaryData(Protocol):
     @property
     def reasons(self) -> dict[str, str]: ...
     @property
-    def slowest(self) -> list[tuple[str, float]]: ...
+    def slowest(self) -> list[tuple[str, float, float]]: ...
     @property
     def stages(self) -> list[StageSnapshot]: ...
     @property
@@ -58,7 +59,8 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
     lines: list[Line] = [[(head, "bold")], [(queue, "bold")]]
     if summary.crash:
         lines += wrap(f"the run crashed: {summary.crash}", "red", indent="  ")
-        lines.append([("fix the cause, then `rpa resume` continues where this stopped", "red")])
+        resume = command_hint("resume")
+        lines.append([(f"fix the cause, then `{resume}` continues where this stopped", "red")])
     per_stage = (timings or {}).get("stages", {})
     rows = []
     waits = []
@@ -76,14 +78,20 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
     if waits:
         lines += block("Waits before each stage's gate (whole run)", ("stage", "p50", "p95"), waits)
     if summary.failures:
-        lines.append([("Failures by kind (one reason each)", "title")])
+        lines.append([("Failures by kind (the last reason of each, whole)", "title")])
         for kind, n in sorted(summary.failures.items(), key=lambda kv: (-kv[1], kv[0])):
             label = f"  {kind:<14} {n:>5}  "
-            reason = summary.reasons.get(kind, "")
-            lines.append([(label, ""), (clip(reason, WIDTH - len(label)), "yellow")])
+            reason = wrap(summary.reasons.get(kind, ""), "yellow", width=WIDTH - len(label))
+            lines.append([(label, ""), *reason[0]])
+            lines += [[(" " * len(label), ""), *rest] for rest in reason[1:]]
     if summary.slowest:
-        slowest = ((i, f"{s:.2f}") for i, s in summary.slowest)
-        lines += block("Slowest papers", ("id", "seconds"), slowest, label_width=60)
+        slowest = ((i, f"{work:.2f}", f"{wait:.2f}") for i, work, wait in summary.slowest)
+        lines += block(
+            "Slowest papers (by their own work; time spent waiting apart)",
+            ("id", "work s", "waited s"),
+            slowest,
+            label_width=56,
+        )
     minutes = max(summary.wall_seconds / 60, 1e-9)
     lines.append(
         [(f"total wall time: {summary.wall_seconds:.1f} s ({dur(summary.wall_seconds)}), "
@@ -134,7 +142,10 @@ def summary_dict(summary: SummaryData, timings: dict[str, Any] | None = None) ->
         "wall_seconds": round(summary.wall_seconds, 3),
         "failures": summary.failures,
         "reasons": summary.reasons,
-        "slowest": [{"id": i, "seconds": round(s, 3)} for i, s in summary.slowest],
+        "slowest": [
+            {"id": i, "work_seconds": round(work, 3), "wait_seconds": round(wait, 3)}
+            for i, work, wait in summary.slowest
+        ],
         "stages": {
             st.name: {
                 "done": st.done,

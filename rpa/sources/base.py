@@ -11,16 +11,21 @@ __all__ = ["Download", "Source"]
 
 @dataclass(frozen=True, slots=True)
 class Download:
-    """A PDF that is whole and checked at `path`."""
+    """A PDF that is whole at `path`: checked (its sha256 known), or to be checked where it
+    is worked on (`check` says how: rpa.extract.paper; its sha256 is then None)."""
 
     path: str
     bytes: int
-    sha256: str
+    sha256: str | None
     final_url: str
     status: int
     seconds: float
     #: seconds spent waiting at host gates (rate caps, cooldowns) before the requests left
     gate_wait: float = 0.0
+    #: "" when checked here; else how the extraction process checks it ("download": a
+    #: private file to publish, "local": a file that must lie in `folder`, "tar")
+    check: str = ""
+    folder: str | None = None
 
 
 class Source(Protocol):

@@ -128,6 +128,7 @@ class Downloader:
         redirects: str = "same-site",
         deadline: float = 600.0,
         run_id: str = "",
+        checked: bool = True,
     ) -> None:
         pool = [clients] if isinstance(clients, httpx.AsyncClient) else list(clients)
         self._clients = itertools.cycle(pool)
@@ -137,6 +138,9 @@ class Downloader:
         self.redirects = redirects
         self.deadline = deadline
         self.run_id = run_id
+        #: False: a body is written, not hashed or fsynced; the extraction process checks it
+        #: (and fsyncs it) before it gets its final name (rpa.extract.paper)
+        self.checked = checked
 
     async def _in_io(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
@@ -193,7 +197,7 @@ class Downloader:
     async def fetch(self, url: str, dest: Path) -> Download:
         """Download `url` to `dest`; raises a JobError subclass on any failure."""
         start = time.perf_counter()
-        tmp = PartialFile(dest, self.run_id)
+        tmp = PartialFile(dest, self.run_id, checked=self.checked)
         spent = [0.0]
         received = 0
         committed = False
@@ -248,6 +252,7 @@ class Downloader:
                     status=response.status_code,
                     seconds=time.perf_counter() - start - waited,
                     gate_wait=waited,
+                    check="" if self.checked else "download",
                 )
         except (errors.DownloadTimeout, errors.TruncatedBody) as exc:
             # its host answered, then the body stalled or stopped short: the host works

@@ -21,7 +21,7 @@ from rpa.ids import url_for
 from rpa.sources.base import Download
 from rpa.sources.check import check_pdf, start_of
 
-__all__ = ["LocalSource", "file_url_path", "source_folder"]
+__all__ = ["LocalSource", "check_local", "file_url_path", "source_folder"]
 
 
 def file_url_path(url: str) -> Path:
@@ -39,7 +39,7 @@ def source_folder(template: str) -> Path:
     return file_url_path(fixed[: fixed.rfind("/") + 1] or "file:///")
 
 
-def _check(path: Path, folder: Path, max_bytes: int) -> tuple[int, str]:
+def check_local(path: Path, folder: Path, max_bytes: int | None) -> tuple[int, str]:
     """(size, sha256) of a local PDF that passes the checks a download passes. Blocking."""
     real = path.resolve()
     if not real.is_relative_to(folder.resolve()):
@@ -65,8 +65,12 @@ class LocalSource:
 
     network = False
 
-    def __init__(self, io: Executor, template: str, *, max_bytes: int) -> None:
+    def __init__(
+        self, io: Executor, template: str, *, max_bytes: int, checked: bool = True
+    ) -> None:
         self.io = io
+        #: False: the file is named, not read; the extraction process checks it
+        self.checked = checked
         self.template = template
         self.max_bytes = max_bytes
         self.folder = source_folder(template)
@@ -76,10 +80,13 @@ class LocalSource:
         url = url_for(self.template, job_id)
         start = time.perf_counter()
         path = file_url_path(url)
+        if not self.checked:
+            return Download(str(path), 0, None, url, 0, time.perf_counter() - start,
+                            check="local", folder=str(self.folder))  # fmt: skip
         loop = asyncio.get_running_loop()
         try:
             size, sha256 = await loop.run_in_executor(
-                self.io, _check, path, self.folder, self.max_bytes
+                self.io, check_local, path, self.folder, self.max_bytes
             )
         except OSError as exc:
             raise classify(exc, f"reading {path}", reading=True) from None

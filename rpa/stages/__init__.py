@@ -9,5 +9,7 @@
     lane       one stage in a run: claim, gate, rate, call, checkpoint, pause on an outage
     phase      the run's stage phase: the lanes, fed with done papers, drained at the end
 
-This package's __init__ imports nothing: rpa.config imports rpa.stages.spec.
+The stages are settings of a run, not of the queue: the CLI resolves them
+(rpa.cli.stage_options) and hands them to the Runner. This package's __init__ imports nothing
+(rpa's own __init__ imports rpa.stages.paper for `rpa.Paper`).
 """

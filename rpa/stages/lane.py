@@ -274,13 +274,15 @@ class Lane:
             counted=v.counted and v.action != "pause", next_at=next_at, kind=err.kind,
             message=err.message, now=now,
         )  # fmt: skip
+        key, reason = f"{self.name}/{err.kind}", f"{c.job_id}: {err.message}"
+        self._tally.last_seen[key] = reason  # the live table's failure kinds
         if final:
             self.meter.failed += 1
-            key = f"{self.name}/{err.kind}"
             self._tally.failures[key] += 1
-            self._tally.reasons.setdefault(key, err.message)
+            self._tally.reasons[key] = reason
             return "failed", err.kind
         self.meter.retried += 1
+        self._tally.retries[key] += 1
         self.poke()
         return "retry", err.kind
 

@@ -24,6 +24,7 @@ from rpa.run.tally import Tally
 from rpa.stages import store
 from rpa.stages.execute import make_caller
 from rpa.stages.lane import Lane
+from rpa.stages.spec import StageSpec
 
 __all__ = ["StagePhase"]
 
@@ -33,6 +34,7 @@ class StagePhase:
 
     def __init__(
         self,
+        stages: tuple[StageSpec, ...],
         settings: Settings,
         run_id: str,
         queue: AsyncQueue,
@@ -45,7 +47,7 @@ class StagePhase:
         self._queue = queue
         self._io = io
         self.closed = False
-        versions = {s.name: s.version for s in settings.stages}
+        versions = {s.name: s.version for s in stages}
         self.lanes = [
             Lane(
                 s,
@@ -57,7 +59,7 @@ class StagePhase:
                 notices=notices,
                 versions=versions,
             )
-            for s in settings.stages
+            for s in stages
         ]
         by_name = {lane.name: lane for lane in self.lanes}
         for lane in self.lanes:

@@ -11,7 +11,7 @@ socket rather than a mock::
 Routes: ``GET``/``HEAD /pdf/<url_id>`` serves a file; ``GET /_stats`` returns the request
 counts as JSON so a test in another process can read them.
 
-Run as ``python -m rpa.mirror DIR [--port N] [--ready-file PATH]`` to serve a directory
+Run as ``python -m rpa.testing.mirror DIR [--port N] [--ready-file PATH]`` to serve a directory
 until SIGTERM or SIGINT.
 """
 
@@ -522,9 +522,10 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rpa.mirror DIR [--port N] [--ready-file PATH]``."""
+    """``python -m rpa.testing.mirror DIR [--port N] [--ready-file PATH]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m rpa.mirror", description="Serve DIR/*.pdf on 127.0.0.1 at /pdf/<stem>."
+        prog="python -m rpa.testing.mirror",
+        description="Serve DIR/*.pdf on 127.0.0.1 at /pdf/<stem>.",
     )
     parser.add_argument("directory", type=Path, help="directory of PDFs to serve")
     parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")

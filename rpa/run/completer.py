@@ -1,0 +1,131 @@
+"""Completions committed in batches: one transaction for many papers, each fenced as before.
+
+    worker ─ complete(c) ─▶ pending ─▶ run(): wait LINGER or BATCH items ─▶ one transaction
+                                        (jobs.complete_many: each job behind its own fence)
+                                      ◀─ True/False per job; the committed records renamed
+                                         into place, the others' removed (one I/O trip)
+
+A paper's worker waits for its own answer. The batch commits whatever the worker does
+meanwhile (cancelled, say): a committed completion always gets its record renamed into place
+here, never by the worker; a batch whose reply was lost with the connection is confirmed
+job by job (rpa.queue.aio.run_fenced_many). Should the run end between a commit and the
+renames, the next start-up (or this run's end) repairs them (rpa.run.publish). When the run
+stops, `drain` commits what is pending before the run's side tasks end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rpa.queue import jobs
+from rpa.queue.aio import AsyncQueue
+from rpa.queue.model import Completion
+from rpa.run.publish import discard, publish_record
+
+__all__ = ["BATCH", "LINGER", "Completer"]
+
+#: the most completions one transaction commits
+BATCH = 128
+#: seconds a completion waits for others to share its transaction
+LINGER = 0.004
+
+
+@dataclass(slots=True)
+class _Pending:
+    completion: Completion
+    private: Path
+    answer: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def _publish_all(done: Sequence[tuple[Path, Path]], lost: Sequence[Path]) -> None:
+    """Rename the committed records into place, remove the others. Blocking."""
+    for private, final in done:
+        publish_record(private, final)
+    for private in lost:
+        discard(private)
+
+
+class Completer:
+    """The run's completions, in batches (see the module's doc)."""
+
+    def __init__(self, queue: AsyncQueue, io: Executor, run_id: str) -> None:
+        self.queue = queue
+        self.io = io
+        self.run_id = run_id
+        self._pending: list[_Pending] = []
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        #: transactions committed, completions in them (for the run's statistics)
+        self.batches = self.completions = 0
+
+    async def complete(self, completion: Completion, private: Path) -> bool:
+        """Commit `completion` (its record staged at `private`) in the next batch: True if
+        this run's lease held and the job is done (its record renamed into place)."""
+        pending = _Pending(completion, private)
+        self._pending.append(pending)
+        self._ready.set()
+        return await pending.answer
+
+    async def run(self) -> None:
+        """Commit batches for as long as the run lasts (one of the run's side tasks)."""
+        while True:
+            await self._ready.wait()
+            if len(self._pending) < BATCH:
+                await asyncio.sleep(LINGER)  # let the papers finishing now join it
+            await self._commit_next()
+
+    async def drain(self) -> None:
+        """Commit whatever is pending (the workers have stopped)."""
+        while self._pending:
+            await self._commit_next()
+        await self._idle.wait()
+
+    async def _commit_next(self) -> None:
+        batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+        if not self._pending:
+            self._ready.clear()
+        if not batch:
+            return
+        self._idle.clear()
+        try:
+            await self._commit(batch)
+        finally:
+            self._idle.set()
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            made = await self.queue.run_fenced_many(
+                jobs.complete_many,
+                jobs.completed_many,
+                self.run_id,
+                [p.completion for p in batch],
+                time.time(),
+            )
+        except Exception as exc:  # each worker hears of it (the database stayed away)
+            for p in batch:
+                if not p.answer.done():
+                    p.answer.set_exception(exc)
+            return
+        except asyncio.CancelledError:  # the run ends: its start-up repairs what committed
+            for p in batch:
+                p.answer.cancel()
+            raise
+        self.batches += 1
+        self.completions += sum(made)
+        pairs = list(zip(batch, made, strict=True))
+        done = [(p.private, Path(p.completion.outcome_path)) for p, ok in pairs if ok]
+        lost = [p.private for p, ok in pairs if not ok]
+        loop = asyncio.get_running_loop()
+        # committed: renamed even if this task is cancelled meanwhile
+        await asyncio.shield(loop.run_in_executor(self.io, _publish_all, done, lost))
+        for p, ok in pairs:
+            if not p.answer.done():
+                p.answer.set_result(ok)
