@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import Cli, sample_pdfs, write_ids
@@ -339,3 +340,18 @@ def test_the_example_config_stage_is_true_to_the_code(tmp_path: Path) -> None:
     assert (spec.name, spec.kind, spec.concurrency, spec.after) == (
         "keyphrases", "process", 2, ("outcome",)
     )  # fmt: skip
+
+
+def test_stages_on_a_postgresql_queue(tmp_path: Path, postgres_db: Callable[[], str]) -> None:
+    with Mirror({p.stem: p for p in sample_pdfs()}) as mirror:
+        shutil.copytree(EXAMPLES, tmp_path / "examples")
+        (tmp_path / "mystages.py").write_text(MY_STAGES)
+        cli = Cli(tmp_path, mirror.url_template, db=postgres_db())
+        ids = write_ids(tmp_path / "ids.txt", IDS)
+        after = ["--stage", "words=mystages:words", "--stage-after", "words=kp"]
+        result = cli.run("run", str(ids), *cli.knobs(**KNOBS), *KP, *after)
+        assert result.returncode == 0, result.stderr + result.stdout
+        rows = cli.query("SELECT stage, state, count(*) FROM stage_results GROUP BY stage, state")
+        assert sorted(rows) == [("kp", "done", len(IDS)), ("words", "done", len(IDS))]
+        status = cli.status()
+        assert status["user_stages"]["words"]["done"] == len(IDS)
