@@ -11,6 +11,11 @@ bundled papers' real records, copied: their outcome files are rewritten with the
 - `to_thread (seeds)`: the same call made with urllib in `asyncio.to_thread`, on the loop's
   default executor, the design the seeds describe, with the same rate and concurrency.
 
+At the limit, rpa's stage runs at ~N/(T + answer time) = 100/1.2 s = 83 calls a second: its
+rate gate is the fleet's (rpa.hosts.fleet, arXiv's rule), whose slot frees T seconds after
+the answer begins. The seeds' design is capped by the default executor (min(32, CPUs + 4)
+threads: 6 on 2 CPUs, 6 / 0.2 s = 30 a second), whatever the stage's concurrency.
+
 Figures: wall time of the stage phase, papers a second, the run's loop lag p99 and max (the
 whole run, rpa's own probe), the API's most calls in flight. Writes
 bench/results/<date>-stages.md and prints it. Not a test: no figure fails anything.
