@@ -6,7 +6,7 @@ on 127.0.0.1 that takes 200 ms an answer, at a limit of 100 calls a second.
 Two arms, each a real `rpa resume` (a subprocess) over the same queue of done papers (the
 bundled papers' real records, copied: their outcome files are rewritten with the result):
 
-- `rpa async stage`: examples.post_record:post_record (httpx, awaited on the loop), kind async,
+- `rpa async stage`: examples.post_record:post_record (aiohttp, awaited on the loop), kind async,
   concurrency 32, `--stage-rate post=100/1s`;
 - `to_thread (seeds)`: the same call made with urllib in `asyncio.to_thread`, on the loop's
   default executor, the design the seeds describe, with the same rate and concurrency.
