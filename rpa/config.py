@@ -2,9 +2,8 @@
 
 Every knob is a field of `Settings` with a named default. The same field is a flag
 (`--download-concurrency`), an env var (`RPA_DOWNLOAD_CONCURRENCY`) and a key in the config TOML
-(`download_concurrency = 64`). Precedence is written once, in `load_settings`:
-
-    defaults < config file < environment < flags
+(`download_concurrency = 64`). Precedence is written once, in `load_settings`: defaults <
+config file < environment < flags.
 """
 
 from __future__ import annotations
@@ -160,6 +159,7 @@ class Settings:
     )  # fmt: skip
     grace: float = _knob(10.0, "seconds in-flight work may finish after Ctrl-C", minimum=0)
     min_free_mb: float = _knob(500.0, "stop claiming when free space under --out drops below")
+    keep_pdf: Literal["always", "failed", "never"] = _knob("always", "keep downloaded PDFs")
     progress: bool = _knob(True, "live table on a terminal")
     log_format: Literal["text", "json"] = _knob("text", "progress lines when not a terminal")
     metrics_file: str = _knob("", "write OpenMetrics text here every few seconds ('' = off)")

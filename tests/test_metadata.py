@@ -148,6 +148,20 @@ def test_records_carry_arxivs_metadata_fetched_in_polite_batches(tmp_path: Path)
     assert table.num_rows == len(got) and table.column_names == header
     row = table.to_pylist()[sorted(got).index("astro-ph/0601001")]
     assert row["meta_journal_ref"] == "ActaAstron.56:1-50,2006"
+    # typed and complete: lists are lists, every reference, where the text and PDF are
+    import pyarrow as pa
+
+    for column in ("authors", "headings", "references", "meta_categories"):
+        assert table.schema.field(column).type == pa.list_(pa.string()), column
+    record = got["astro-ph/0601001"]
+    assert row["authors"] == record["authors"] and row["headings"] == record["headings"]
+    references = record["references"]
+    assert isinstance(references, dict) and row["references"] == references["items"]
+    assert len(row["references"]) == references["count"]
+    assert row["text_path"] == record["text_path"] and Path(row["text_path"]).exists()
+    assert row["pdf_path"] == record["pdf"]["path"]  # type: ignore[index]
+    joined = next(r for r in csv[1:] if r.startswith("astro-ph/0601001,"))
+    assert " | ".join(record["authors"]) in joined  # type: ignore[arg-type]
 
 
 def test_the_snapshot_file_joins_without_any_request(tmp_path: Path) -> None:

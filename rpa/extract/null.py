@@ -50,7 +50,7 @@ def extract_null(
             "headings": [],
             "page_count": 1,
             "word_count": len(NULL_LINE.split()),
-            "references": {"count": 0, "first": []},
+            "references": {"count": 0, "first": [], "items": []},
             "arxiv_stamp": None,
         },
         "warnings": 0,

@@ -23,6 +23,7 @@ failed, as the job processor names stages ("download" for a PDF that fails its c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -91,15 +92,30 @@ def _locate(task: PaperTask) -> tuple[str, int, str]:
         raise _Failed.of("download", exc, reading=True) from exc
 
 
-def _record(task: PaperTask, job: Job) -> tuple[str, dict[str, Any]]:
-    """Write the record under its private name (whole, fsynced); (that name, its row)."""
+def _record(task: PaperTask, job: Job) -> tuple[str, dict[str, Any], str | None]:
+    """Write the record under its private name (whole, fsynced); (that name, its row, the
+    other paper its PDF's arXiv stamp names: checks.stamp_mismatch)."""
     record = outcome_record(job, task.run_id, task.metadata)
     final = Path(task.outcome_path)
     if final.is_dir():  # found now, before the commit: the rename after it would fail
         raise IsADirectoryError(21, "Is a directory", str(final))
     private = private_name(final, task.run_id)
     write_record(private, record, run_id=task.run_id)
-    return str(private), result_row(record)
+    return str(private), result_row(record), (record.get("checks") or {}).get("stamp_mismatch")
+
+
+def _kept(task: PaperTask, pdf_path: str, ok: bool) -> bool:
+    """Does the paper's PDF stay (--keep-pdf)? Only a PDF rpa downloaded (at its final name
+    under --out) is ever removed, never a local file or a tar of the user's."""
+    if task.keep_pdf == "always" or pdf_path != task.publish_to:
+        return True
+    return task.keep_pdf == "failed" and not ok
+
+
+def _let_go(task: PaperTask, pdf_path: str, ok: bool) -> None:
+    if not _kept(task, pdf_path, ok):
+        with contextlib.suppress(OSError):
+            os.unlink(pdf_path)
 
 
 def work_paper(task: PaperTask, extract_pdf: Extractor) -> dict[str, object]:
@@ -113,17 +129,21 @@ def work_paper(task: PaperTask, extract_pdf: Extractor) -> dict[str, object]:
         t2 = time.perf_counter()
         if not result.get("ok"):
             kind = str(result.get("kind"))
+            if kind != PDF_MISSING:
+                _let_go(task, pdf_path, ok=False)
             return {**result, "stage": "extract", "seconds": t2 - t1,
                     "parsed": kind != PDF_MISSING}  # fmt: skip
         result["text_path"] = task.text_path
+        kept = _kept(task, pdf_path, ok=True)
         job = dataclasses.replace(
-            task.job, stage="extracted", pdf_path=pdf_path, pdf_bytes=size, pdf_sha256=sha,
-            extract=result, extract_seconds=t2 - t1,
+            task.job, stage="extracted", pdf_path=pdf_path if kept else None, pdf_bytes=size,
+            pdf_sha256=sha, extract=result, extract_seconds=t2 - t1,
         )  # fmt: skip
         try:
-            private, row = _record(task, job)
+            private, row, stamped = _record(task, job)
         except OSError as exc:
             raise _Failed.of("outcome", exc) from exc
+        _let_go(task, pdf_path, ok=True)  # (the record says it was not kept)
         t3 = time.perf_counter()
     except _Failed as failed:
         return {"ok": False, "kind": failed.kind, "message": failed.message,
@@ -138,7 +158,7 @@ def work_paper(task: PaperTask, extract_pdf: Extractor) -> dict[str, object]:
                 "stage": "extract", "seconds": time.perf_counter() - t0}  # fmt: skip
     return {
         "ok": True,
-        "pdf_path": pdf_path,
+        "pdf_path": pdf_path if kept else None,
         "pdf_bytes": size,
         "pdf_sha256": sha,
         "pages": result.get("pages", 0),
@@ -146,6 +166,7 @@ def work_paper(task: PaperTask, extract_pdf: Extractor) -> dict[str, object]:
         "warnings": result.get("warnings", 0),
         "record_private": private,
         "row": row,
+        "stamp_mismatch": stamped,
         "check_seconds": t1 - t0,
         "seconds": t2 - t1,
         "record_seconds": t3 - t2,

@@ -59,6 +59,7 @@ class PaperTask:
     first: bool = False  # the job's first claim: a file at publish_to is foreign
     folder: str | None = None  # a local source: the folder every file must lie in
     metadata: dict[str, Any] | None = None
+    keep_pdf: str = "always"  # a download's PDF once its paper is done: always | failed | never
 
 
 #: (pdf path, text path, extractor, run id): `extract_pdf`'s arguments; or a paper's whole

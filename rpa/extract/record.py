@@ -14,6 +14,9 @@ queue's results (rpa.queue.jobs.complete) and exported from there:
                                  abstract_truncated), kept whichever was chosen
     headings, page_count, word_count, chars, references, arxiv_stamp, page_errors
                                  from the extraction (rpa.extract.pdf, rpa.extract.outcome)
+    checks                       stamp_mismatch: the ID the PDF's arXiv stamp names when it
+                                 is another paper than the job's ID (its metadata may not be
+                                 this PDF's), else None
     pdf                          sha256, bytes, url (the final URL or tar member), http_status,
                                  path (a file, or tar:OFFSET:SIZE:PATH)
     text_path                    the extracted text
@@ -32,6 +35,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rpa.extract.outcome.stamp import stamp_mismatch
 from rpa.files import atomic_write
 from rpa.ids import parse_id
 from rpa.queue.model import Job
@@ -76,8 +80,9 @@ def outcome_record(job: Job, run_id: str, metadata: dict[str, Any] | None = None
         "page_count": extract.get("pages"),
         "word_count": outcome.get("word_count"),
         "chars": extract.get("chars"),
-        "references": outcome.get("references", {"count": 0, "first": []}),
+        "references": outcome.get("references", {"count": 0, "first": [], "items": []}),
         "arxiv_stamp": outcome.get("arxiv_stamp"),
+        "checks": {"stamp_mismatch": stamp_mismatch(outcome.get("arxiv_stamp"), job.id)},
         "page_errors": extract.get("page_errors", []),
         "pdf": {
             "sha256": job.pdf_sha256,

@@ -116,7 +116,7 @@ class Completion:
     lease: Lease
     outcome_path: str
     row: dict[str, Any]
-    pdf_path: str
+    pdf_path: str | None  # None: not kept (--keep-pdf)
     pdf_bytes: int
     pdf_sha256: str
     final_url: str | None

@@ -50,6 +50,10 @@ from rpa.sources.stored import adopt_pdf
 __all__ = ["JobGates", "JobProcessor"]
 
 
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _rebuilt(result: dict[str, object]) -> errors.JobError:
     """The JobError a failed paper task sent back as plain data (its folder too: the disk
     guard watches the folder a write failed in)."""
@@ -121,6 +125,9 @@ class JobProcessor:
         """Take `job` as far as it goes. Raises only CancelledError and RunCrashed."""
         stage = _NEXT_STAGE[job.stage]
         start = time.perf_counter()
+        # Its metadata is asked for now, batched with every paper claimed meanwhile, so that it
+        # is there when the extraction process writes the record.
+        meta = asyncio.ensure_future(self.metadata.get(job.id)) if self.metadata else None
         try:
             if job.stage == "extracted":  # an earlier version's checkpoint: its record only
                 await self._outcome(job, total=0.0)
@@ -132,13 +139,15 @@ class JobProcessor:
                 found = await self._bytes(job)
                 if found is not None:
                     stage = "extract"
-                    await self._work(job, found, start)
+                    await self._work(job, found, start, meta)
         except errors.DatabaseStayedAway:
             raise  # the run's condition, not this paper's: the run stops (rpa.run.feeder)
         except Exception as exc:
             await self._fail(job, classify(exc, f"the {stage} stage"), stage)
         finally:
             self.tally.let_go(job.id)
+            if meta is not None and not meta.done():
+                meta.cancel()  # (the request itself stays: rpa.run.metadata shields it)
 
     def _attempt(
         self, job: Job, stage: str, started: float, wait: float, took: float,
@@ -211,17 +220,19 @@ class JobProcessor:
         self._attempt(job, "download", started, wait, result.seconds)
         return result
 
-    async def _work(self, job: Job, found: Download, start: float) -> None:
+    async def _work(
+        self, job: Job, found: Download, start: float, meta: asyncio.Future[Any] | None
+    ) -> None:
         """The paper's whole work on its bytes, in an extraction process (rpa.extract.paper),
         then its completion (in a batch: rpa.run.completer). A PDF gone or changed before
         its check is downloaded again, once."""
-        result, took = await self._run_task(job, found)
+        result, took = await self._run_task(job, found, meta)
         if result.get("kind") == PDF_MISSING:
             self.notices.add(f"{job.id}: stored PDF missing or changed, downloading again")
             await self.queue.run(jobs.back_to_queued, self.run_id, job.lease, time.time())
             queued = dataclasses.replace(job, stage="queued", pdf_path=None)
             found = await self._download(queued)
-            result, took = await self._run_task(job, found)
+            result, took = await self._run_task(job, found, meta)
             if result.get("kind") == PDF_MISSING:  # gone again at once: a later attempt
                 raise errors.TransientIo(f"the PDF vanished again: {result.get('message')}")
         if not result.get("ok"):
@@ -230,7 +241,7 @@ class JobProcessor:
         row: dict[str, Any] = result["row"]  # type: ignore[assignment]
         completion = Completion(
             lease=job.lease, outcome_path=str(self.layout.outcome_path(job.id)), row=row,
-            pdf_path=str(result["pdf_path"]), pdf_bytes=int(result["pdf_bytes"]),  # type: ignore[call-overload]
+            pdf_path=_text(result["pdf_path"]), pdf_bytes=int(result["pdf_bytes"]),  # type: ignore[call-overload]
             pdf_sha256=str(result["pdf_sha256"]), final_url=found.final_url or None,
             http_status=found.status or None, download_seconds=found.seconds,
             text_path=str(self.layout.text_path(job.id)), extract_seconds=took,
@@ -246,13 +257,16 @@ class JobProcessor:
         meter.durations.add(took)
         self._attempt(job, "outcome", started, 0.0, took)
         self.tally.finished(job.id, time.perf_counter() - start)
+        self.tally.checked(job.id, _text(result.get("stamp_mismatch")))
 
-    async def _run_task(self, job: Job, found: Download) -> tuple[dict[str, object], float]:
+    async def _run_task(
+        self, job: Job, found: Download, meta: asyncio.Future[Any] | None
+    ) -> tuple[dict[str, object], float]:
         """One run of the paper's work in the extraction pool, behind the extract gate, alone
         if the failure policy says so (`policy.runs_alone`); its attempt recorded.
         (result, seconds of the extraction)."""
         meter = self.tally.meters["extract"]
-        metadata = await self.metadata.get(job.id) if self.metadata is not None else None
+        metadata = await meta if meta is not None else None
         known = dataclasses.replace(
             job, final_url=found.final_url or None, http_status=found.status or None,
             download_seconds=found.seconds,
@@ -264,7 +278,7 @@ class JobProcessor:
             check=found.check or "verify", text_path=str(self.layout.text_path(job.id)),
             outcome_path=str(self.layout.outcome_path(job.id)), max_bytes=self.max_bytes,
             publish_to=str(self.layout.pdf_path(job.id)), first=job.token == 1,
-            folder=found.folder, metadata=metadata,
+            folder=found.folder, metadata=metadata, keep_pdf=self.settings.keep_pdf,
         )  # fmt: skip
         started = time.time()
         turn: list[float] = []  # when the pool gave it its turn (after a wait for one alone)
@@ -319,6 +333,7 @@ class JobProcessor:
         meter.durations.add(took)
         self._attempt(job, "outcome", started, 0.0, took)
         self.tally.finished(job.id, total)
+        self.tally.checked(job.id, (record.get("checks") or {}).get("stamp_mismatch"))
 
     # ---- failure --------------------------------------------------------------------------
 

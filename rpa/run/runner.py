@@ -367,6 +367,8 @@ class Runner:
             held_elsewhere=self.held_elsewhere,
             crash=self._crash,
             memory=self.governor.snapshot(),
+            stamp_mismatches=self.tally.stamp_mismatches,
+            stamp_examples=list(self.tally.stamp_examples),
         )
 
     # ---- signals --------------------------------------------------------------------------

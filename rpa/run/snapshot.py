@@ -115,6 +115,9 @@ class RunSummary:
     crash: str | None = None
     #: what the memory governor did over the run
     memory: MemorySnapshot | None = None
+    #: papers whose PDF's arXiv stamp names another paper (checks.stamp_mismatch), a few
+    stamp_mismatches: int = 0
+    stamp_examples: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:

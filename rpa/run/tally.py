@@ -61,6 +61,9 @@ class Tally:
         self.slowest: list[tuple[str, float, float]] = []
         self.attempts: list[Attempt] = []  # written at each heartbeat
         self._work: defaultdict[str, float] = defaultdict(float)  # papers in hand: work so far
+        #: papers whose PDF carries another paper's arXiv stamp, and the first few of them
+        self.stamp_mismatches = 0
+        self.stamp_examples: list[str] = []
         #: called with each job that became done (the user stages' phase takes it from there)
         self.on_finished: list[Callable[[str], None]] = []
 
@@ -85,6 +88,14 @@ class Tally:
     def let_go(self, job_id: str) -> None:
         """The paper left this worker's hands (done, failed, given back): forget its work."""
         self._work.pop(job_id, None)
+
+    def checked(self, job_id: str, stamped: str | None) -> None:
+        """Count what a done paper's record flags (checks.stamp_mismatch: the ID its PDF's
+        arXiv stamp names instead of its own)."""
+        if stamped:
+            self.stamp_mismatches += 1
+            if len(self.stamp_examples) < 5:
+                self.stamp_examples.append(f"{job_id} (stamp: {stamped})")
 
     def failed_for_good(self, kind: str, message: str, job_id: str = "") -> None:
         self.failed += 1

@@ -1,11 +1,12 @@
 """`rpa export`'s formats: the key-outcome records it is given, as JSON lines, CSV or Parquet.
 
 JSON lines carry each record whole; CSV and Parquet flatten it to one table (`FIELDS`), arXiv's
-metadata as `meta_*` columns, lists joined with " | ", each user stage's result keys as
-`stage_<name>_<key>` columns (`stages`: the (name, key) pairs the queue's results have).
-Parquet (pyarrow, the `rpa[parquet]` extra) is written a row group of `ROW_GROUP` records at a
-time, with every column a string or a number. The records come from `rpa.report.export` (read
-lazily, page by page): nothing here opens the queue.
+metadata as `meta_*` columns, each user stage's result keys as `stage_<name>_<key>` text
+columns (`stages`: the (name, key) pairs the queue's results have). Lists (authors, headings,
+references, categories) are Parquet lists of strings, and in CSV joined with " | ". Parquet (pyarrow, the `rpa[parquet]` extra) is
+written a row group of `ROW_GROUP` records at a time, every column typed. The records come
+from `rpa.report.export` (read lazily, page by page): nothing here
+opens the queue.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ __all__ = [
 
 #: the columns of CSV and Parquet, and their kind
 FIELDS: dict[str, str] = {
-    "id": "str", "arxiv_id": "str", "version": "int", "title": "str", "authors": "str",
+    "id": "str", "arxiv_id": "str", "version": "int", "title": "str", "authors": "list",
     "abstract": "str", "title_source": "str", "authors_source": "str", "abstract_source": "str",
-    "page_count": "int", "word_count": "int", "references_count": "int", "headings": "str",
-    "arxiv_stamp_id": "str", "arxiv_stamp_version": "int", "sha256": "str", "bytes": "int",
-    "download_seconds": "float", "extract_seconds": "float",
+    "page_count": "int", "word_count": "int", "references_count": "int", "headings": "list",
+    "references": "list", "arxiv_stamp_id": "str", "arxiv_stamp_version": "int",
+    "stamp_mismatch": "str", "sha256": "str", "bytes": "int", "pdf_path": "str",
+    "text_path": "str", "download_seconds": "float", "extract_seconds": "float",
     "meta_status": "str", "meta_source": "str", "meta_version": "int",
-    "meta_primary_category": "str", "meta_categories": "str", "meta_published": "str",
+    "meta_primary_category": "str", "meta_categories": "list", "meta_published": "str",
     "meta_updated": "str", "meta_doi": "str", "meta_journal_ref": "str", "meta_comment": "str",
     "meta_license": "str",
 }  # fmt: skip
@@ -56,14 +58,22 @@ def write_jsonl(records: Iterable[dict[str, Any]], out: TextIO) -> int:
     return n
 
 
-def _joined(values: Any) -> str | None:
-    return " | ".join(str(v) for v in values) if values else None
+def _listed(values: Any) -> list[str]:
+    return [str(v) for v in values or []]
 
 
-def _cell(value: Any) -> Any:
+def _joined(row: dict[str, Any]) -> dict[str, Any]:
+    """A flat row with its lists joined by " | " (CSV has no lists; an empty one is empty)."""
+    return {k: (" | ".join(v) or None) if FIELDS.get(k) == "list" else v for k, v in row.items()}
+
+
+def _cell(value: Any) -> str | None:
+    """A stage's value as text: lists joined with " | ", the rest as JSON (strings as they are)."""
+    if value is None or isinstance(value, str):
+        return value
     if isinstance(value, list | tuple):
-        return _joined(value)
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
+        return " | ".join(v if isinstance(v, str) else json.dumps(v) for v in value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _stage_cells(record: dict[str, Any], stages: Stages) -> dict[str, Any]:
@@ -74,38 +84,44 @@ def _stage_cells(record: dict[str, Any], stages: Stages) -> dict[str, Any]:
 
 
 def flat(record: dict[str, Any], stages: Stages = ()) -> dict[str, Any]:
-    """One record as the flat row of FIELDS (and of the `stages` columns)."""
+    """One record as the flat row of FIELDS."""
     stamp = record.get("arxiv_stamp") or {}
     pdf = record.get("pdf") or {}
     durations = record.get("durations") or {}
     sources = record.get("sources") or {}
     meta = record.get("metadata") or {}
     categories = meta.get("categories") or []
+    references = record.get("references") or {}
     return {
         "id": record["id"],
         "arxiv_id": record.get("arxiv_id"),
         "version": record.get("version"),
         "title": record.get("title"),
-        "authors": _joined(record.get("authors")),
+        "authors": _listed(record.get("authors")),
         "abstract": record.get("abstract"),
         "title_source": sources.get("title"),
         "authors_source": sources.get("authors"),
         "abstract_source": sources.get("abstract"),
         "page_count": record.get("page_count"),
         "word_count": record.get("word_count"),
-        "references_count": (record.get("references") or {}).get("count"),
-        "headings": _joined(record.get("headings")),
+        "references_count": references.get("count"),
+        "headings": _listed(record.get("headings")),
+        # every reference (records before `items` kept only the first five)
+        "references": _listed(references.get("items", references.get("first"))),
         "arxiv_stamp_id": stamp.get("id"),
         "arxiv_stamp_version": stamp.get("version"),
+        "stamp_mismatch": (record.get("checks") or {}).get("stamp_mismatch"),
         "sha256": pdf.get("sha256"),
         "bytes": pdf.get("bytes"),
+        "pdf_path": pdf.get("path"),
+        "text_path": record.get("text_path"),
         "download_seconds": durations.get("download"),
         "extract_seconds": durations.get("extract"),
         "meta_status": meta.get("status"),
         "meta_source": meta.get("source"),
         "meta_version": meta.get("version"),
         "meta_primary_category": categories[0] if categories else None,
-        "meta_categories": _joined(categories),
+        "meta_categories": _listed(categories),
         "meta_published": meta.get("published"),
         "meta_updated": meta.get("updated"),
         "meta_doi": meta.get("doi"),
@@ -140,7 +156,7 @@ def write_csv(
     writer.writeheader()
     n = 0
     for record in records:
-        row = flat(record, stages)
+        row = _joined(flat(record, stages))
         writer.writerow(row if raw else neutralised(row))
         n += 1
     return n
@@ -156,14 +172,15 @@ def write_parquet(records: Iterable[dict[str, Any]], path: Path, stages: Stages 
         raise ConfigError(
             "--format parquet needs pyarrow: pip install 'rpa[parquet]' (./run.sh installs it)"
         ) from None
-    kinds = {"str": pa.string(), "int": pa.int64(), "float": pa.float64()}
+    kinds = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(),
+             "list": pa.list_(pa.string())}  # fmt: skip
     columns = [*FIELDS.items(), *((f"stage_{n}_{k}", "str") for n, k in stages)]
     schema = pa.schema([(name, kinds[kind]) for name, kind in columns])
     n = 0
     with pq.ParquetWriter(path, schema) as writer:
         page: list[dict[str, Any]] = []
         for record in records:
-            page.append(_as_text(flat(record, stages), stages))
+            page.append(flat(record, stages))
             if len(page) >= ROW_GROUP:
                 writer.write_table(pa.Table.from_pylist(page, schema=schema))
                 n += len(page)
@@ -172,12 +189,3 @@ def write_parquet(records: Iterable[dict[str, Any]], path: Path, stages: Stages 
             writer.write_table(pa.Table.from_pylist(page, schema=schema))
             n += len(page)
     return n
-
-
-def _as_text(row: dict[str, Any], stages: Stages) -> dict[str, Any]:
-    """The stage columns as text (Parquet's column of one type; a stage's values vary)."""
-    for name, key in stages:
-        column = f"stage_{name}_{key}"
-        if row[column] is not None and not isinstance(row[column], str):
-            row[column] = json.dumps(row[column])
-    return row

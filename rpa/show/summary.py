@@ -45,6 +45,10 @@ class SummaryData(Protocol):
     def crash(self) -> str | None: ...
     @property
     def memory(self) -> MemorySnapshot | None: ...
+    @property
+    def stamp_mismatches(self) -> int: ...
+    @property
+    def stamp_examples(self) -> list[str]: ...
 
 
 def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) -> Lines:
@@ -117,6 +121,14 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
               f"shed, {m.recycled} processes recycled (limit {gib(m.limit)} GiB, {m.source})",
               "yellow" if m.pauses or m.shed else "")]
         )  # fmt: skip
+    if summary.stamp_mismatches:
+        lines += wrap(
+            f"{summary.stamp_mismatches} PDFs carry another paper's arXiv stamp (the metadata "
+            "of their IDs may not be theirs; their records' checks.stamp_mismatch): "
+            + ", ".join(summary.stamp_examples)
+            + (", ..." if summary.stamp_mismatches > len(summary.stamp_examples) else ""),
+            "yellow",
+        )
     for message in summary.messages[-10:]:
         lines += wrap(message, "yellow", indent="  ")
     return Lines(lines)
@@ -146,6 +158,10 @@ def summary_dict(summary: SummaryData, timings: dict[str, Any] | None = None) ->
             {"id": i, "work_seconds": round(work, 3), "wait_seconds": round(wait, 3)}
             for i, work, wait in summary.slowest
         ],
+        "stamp_mismatches": {
+            "count": summary.stamp_mismatches,
+            "examples": summary.stamp_examples,
+        },
         "stages": {
             st.name: {
                 "done": st.done,

@@ -28,15 +28,14 @@ The record (`analyze`):
 
 from __future__ import annotations
 
-import unicodedata
-
 from .abstract import MAX_ABSTRACT_CHARS, abstract
-from .authors import authors
-from .front import is_header, title
+from .authors import author_line, authors
+from .front import is_author, is_header, title
 from .headings import MAX_HEADINGS, headings
+from .outline import outline
 from .references import MAX_REFERENCE_CHARS, references
 from .stamp import find_arxiv_stamp
-from .text import page_lines, strip_line_numbers
+from .text import nfkc, nonblank_lines, page_lines, strip_line_numbers, word_count
 
 __all__ = [
     "MAX_ABSTRACT_CHARS",
@@ -59,11 +58,14 @@ def _body_index(page1: list[str], body: list[str], count: int) -> int:
 
 def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
     """Summarise one paper's text as a JSON-able record of its key outcomes."""
-    pages = [unicodedata.normalize("NFKC", p or "") for p in pages]
+    for memo in (is_header, is_author, author_line):
+        memo.cache_clear()  # each paper's lines are read once per paper, not found in a cache
+    pages = [nfkc(p or "") for p in pages]
     first = pages[0] if pages else ""
-    page1 = strip_line_numbers([ln.strip() for ln in first.splitlines() if ln.strip()])
+    page1 = strip_line_numbers(nonblank_lines(first))
     name, title_end = title(page1, metadata)
     lines, starts = page_lines(pages)
+    where = outline(lines)
     body1 = lines[: starts[1]] if len(starts) > 1 else lines
     text, body_start, truncated = abstract(
         lines, starts, _body_index(page1, body1, title_end), is_header
@@ -77,9 +79,9 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
         "authors": authors(page1, title_end, metadata),
         "abstract": text,
         "abstract_truncated": truncated,
-        "headings": headings(lines, body_start),
+        "headings": headings(lines, body_start, where),
         "page_count": len(pages),
-        "word_count": sum(len(p.split()) for p in pages),
-        "references": references(lines),
+        "word_count": word_count("\n".join(pages)),  # (a line break ends a word too)
+        "references": references(lines, where),
         "arxiv_stamp": stamp,
     }

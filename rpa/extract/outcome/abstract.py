@@ -43,6 +43,9 @@ _ABBREVIATION = re.compile(
     r"(?:\b(?:e\.g|i\.e|et al|etc|Fig|Figs|Eq|Eqs|Ref|Refs|Sec|vs|cf|Dr|Mr|Ms|No|Vol|pp|Inc)"
     r"|\b[A-Z])\.$"
 )
+_RUN_IN_FOOTNOTE = re.compile(r"(?<=[.!?])\s+[∗†‡⋆§¶]\s?[A-Z].*$")
+_ENDS_CLOSED = re.compile(r"[.!?)\]]$")
+_ENDS_SENTENCE = re.compile(r"[.!?]$")
 
 
 def _stops(lines: list[str], i: int) -> bool:
@@ -90,11 +93,11 @@ def _body(lines: list[str], i: int, page_end: int, first: str) -> tuple[list[str
     # A last line that ends no sentence after one that did is a link or a credit line under
     # the abstract ("github.com/allenai/papermage"), not its end.
     if body:  # a footnote run into the last line: "... matrix model. ⋆ Research supported"
-        body[-1] = re.sub(r"(?<=[.!?])\s+[∗†‡⋆§¶]\s?[A-Z].*$", "", body[-1])
+        body[-1] = _RUN_IN_FOOTNOTE.sub("", body[-1])
     if (
         len(body) >= 2
-        and not re.search(r"[.!?)\]]$", strip_footnote_marks(body[-1]))
-        and re.search(r"[.!?]$", strip_footnote_marks(body[-2]))
+        and not _ENDS_CLOSED.search(strip_footnote_marks(body[-1]))
+        and _ENDS_SENTENCE.search(strip_footnote_marks(body[-2]))
     ):
         body.pop()
     return body, j

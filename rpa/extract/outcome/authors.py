@@ -17,6 +17,7 @@ An empty list means no confident guess.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -47,6 +48,21 @@ _STOP_LINE = re.compile(
     r"^(?:key\s?words|index terms|ccs concepts|\(dated|categories and subject|general terms)",
     re.IGNORECASE,
 )
+_FOOTNOTE_LETTER = re.compile(r"[a-z]\)")
+_NAME_PARTS = re.compile(r"[-’']")
+_CAMEL = re.compile(r"[A-Z][^A-Z]*")
+_BRACKETED = re.compile(r"\([^)]*\)|\{[^}]*\}")
+_AND = re.compile(r"(?:^|\s+)(?:and|AND|&)\s+")
+_NOT_A_Z = re.compile(r"[^a-z]")
+_ACM_YEAR = re.compile(r"\.\s+(?:19|20)\d\d\.")
+_ACM_SPLIT = re.compile(r",\s*(?:and\s+)?|\s+and\s+")
+_META_NOISE = re.compile(r"\([^)]*\)|\{[^}]*\}|\bet al\.?")
+_META_SPLIT = re.compile(r";|,|\s+and\s+")
+_NOT_LETTER = re.compile(r"[\W\d_]")
+_COMMA_OR_AT = re.compile(r"[,@]")
+_LETTER_MARK = re.compile(r"^([a-z])(?:[A-Z]|$)")
+_LIST_GOES_ON = re.compile(r"^(?:[,;)]|and\s|&)")
+_SURNAME_MARKS = re.compile(r"[A-Z][\w’'-]+\d*(?:[,∗*†‡]|$)")
 
 
 def _accents(text: str) -> str:
@@ -67,14 +83,27 @@ def _is_mark(c: str) -> bool:
     return c.isdigit() or c in _MARK_CHARS or "\u0370" <= c <= "\u03ff"
 
 
+class _Marks(dict[str, bool]):
+    """_is_mark of each character, computed once (looked up at C speed with map)."""
+
+    def __missing__(self, c: str) -> bool:
+        ok = _is_mark(c)
+        if len(self) < 100_000:
+            self[c] = ok
+        return ok
+
+
+_MARK = _Marks()
+
+
 def _split_word(word: str) -> tuple[str, bool]:
     """A word's name part, and whether marks followed it (they end a name)."""
-    if all(_is_mark(c) for c in word):
+    if all(map(_MARK.__getitem__, word)):
         return "", True
     word = word.lstrip("".join(_MARK_CHARS) + "0123456789")
     while word and "\u0370" <= word[0] <= "\u03ff" and len(word) > 1 and word[1].isupper():
         word = word[1:]  # "αAllen Institute": a Greek affiliation mark
-    if re.fullmatch(r"[a-z]\)", word):
+    if _FOOTNOTE_LETTER.fullmatch(word):
         return "", True  # "Kamiya1,a)": a footnote letter
     end = len(word)
     while end and _is_mark(word[end - 1]):
@@ -87,7 +116,7 @@ def _name_word(word: str) -> bool:
         return True
     if len(word) < 2 or word.lower().rstrip(".") in AFFILIATION or word.lower() in _STOP:
         return False
-    parts = re.split(r"[-’']", word)
+    parts = _NAME_PARTS.split(word)
     return all(p[:1].isupper() and p.replace(".", "").isalpha() for p in parts if p) and (
         not word.endswith(".") or len(word) <= 3
     )
@@ -102,7 +131,7 @@ def _valid(name: list[str]) -> bool:
 
 def _camel(word: str) -> list[str]:
     """Split a name pypdf glued ("CharlesMunthali" -> Charles, Munthali); "McGee" stays."""
-    parts = re.findall(r"[A-Z][^A-Z]*", word)
+    parts = _CAMEL.findall(word)
     if len(parts) >= 2 and all(len(p) >= 3 for p in parts) and "".join(parts) == word:
         return parts
     return [word]
@@ -111,8 +140,8 @@ def _camel(word: str) -> list[str]:
 def _chunks(line: str, letters: set[str]) -> list[list[str]]:
     """The line split into would-be names (lists of words), at commas, "and" and marks;
     `letters` are the affiliation letters of this block ("a" of "aInstitute ...")."""
-    line = re.sub(r"\([^)]*\)|\{[^}]*\}", " ", _accents(line))
-    line = re.sub(r"(?:^|\s+)(?:and|AND|&)\s+", " , ", line)
+    line = _BRACKETED.sub(" ", _accents(line))
+    line = _AND.sub(" , ", line)
     out: list[list[str]] = []
     for piece in line.split(","):
         cur: list[str] = []
@@ -148,6 +177,7 @@ def _names(line: str, letters: set[str]) -> tuple[list[str], bool] | None:
     return None
 
 
+@functools.lru_cache(maxsize=2048)
 def author_line(line: str) -> bool:
     """Does this line list two or more authors ("A. Smith, B. Jones and C. Li")?"""
     names = _names(line, set())
@@ -162,10 +192,10 @@ def _by_emails(line: str, emails: list[str]) -> list[str] | None:
         return None
 
     def key(w: str) -> str:
-        return re.sub(r"[^a-z]", "", unicodedata.normalize("NFKD", w).lower())
+        return _NOT_A_Z.sub("", unicodedata.normalize("NFKD", w).lower())
 
     cuts: list[int] = []
-    for local in (re.sub(r"[^a-z]", "", e.lower()) for e in emails):
+    for local in (_NOT_A_Z.sub("", e.lower()) for e in emails):
         at = next(
             (
                 i
@@ -190,10 +220,10 @@ def _acm_reference(lines: list[str]) -> list[str]:
     if at is None:
         return []
     text = " ".join(lines[at + 1 : at + 8])
-    m = re.search(r"\.\s+(?:19|20)\d\d\.", text)
+    m = _ACM_YEAR.search(text)
     if m is None:
         return []
-    names = [n.strip() for n in re.split(r",\s*(?:and\s+)?|\s+and\s+", text[: m.start()])]
+    names = [n.strip() for n in _ACM_SPLIT.split(text[: m.start()])]
     if names and all(_valid(n.split()) for n in names):
         return names
     return []
@@ -201,12 +231,12 @@ def _acm_reference(lines: list[str]) -> list[str]:
 
 def _metadata_authors(metadata: dict[str, str], page1: str) -> list[str]:
     """/Author split into names, each of whose surnames page 1 prints."""
-    raw = re.sub(r"\([^)]*\)|\{[^}]*\}|\bet al\.?", " ", str(metadata.get("/Author") or ""))
-    names = [" ".join(n.split()) for n in re.split(r";|,|\s+and\s+", raw)]
+    raw = _META_NOISE.sub(" ", str(metadata.get("/Author") or ""))
+    names = [" ".join(n.split()) for n in _META_SPLIT.split(raw)]
     names = [n for n in names if n]
 
     def key(text: str) -> str:
-        return re.sub(r"[\W\d_]", "", unicodedata.normalize("NFKD", text).lower())
+        return _NOT_LETTER.sub("", unicodedata.normalize("NFKD", text).lower())
 
     page = key(page1)
     ok = all(_valid(n.split()) and key(n.split()[-1]) in page for n in names)
@@ -218,7 +248,7 @@ def _region_end(lines: list[str], start: int) -> int:
         line = lines[i]
         if abstract_start(line) is not None or _STOP_LINE.match(line) or is_known_heading(line):
             return i
-        if NUMBERED.match(line) and len(line) < 60 and not re.search(r"[,@]", line):
+        if NUMBERED.match(line) and len(line) < 60 and not _COMMA_OR_AT.search(line):
             return i  # "1 Introduction" (affiliations "1 Allen Institute for AI" have no ",")
         ws = line.split()
         if len(ws) >= 10 and sum(w[:1].islower() for w in ws) >= 0.5 * len(ws):
@@ -232,16 +262,16 @@ def authors(lines: list[str], title_end: int, metadata: dict[str, str]) -> list[
     if not found and title_end:
         end = _region_end(lines, title_end)
         region = lines[title_end:end]
-        letters = {m[1] for ln in region if (m := re.match(r"^([a-z])(?:[A-Z]|$)", ln))}
+        letters = {m[1] for ln in region if (m := _LETTER_MARK.match(ln))}
         joined: list[str] = []
         for line in region:
             prev = joined[-1] if joined else ""
             if prev and (
                 prev.endswith((",", " and", "&"))
-                or re.match(r"^(?:[,;)]|and\s|&)", line)
+                or _LIST_GOES_ON.match(line)
                 or all(_is_mark(c) or c.isspace() for c in line)
                 or line in letters
-                or ("," in prev and re.match(r"[A-Z][\w’'-]+\d*(?:[,∗*†‡]|$)", line))
+                or ("," in prev and _SURNAME_MARKS.match(line))
             ):
                 joined[-1] = f"{prev} {line}"  # a list wrapped, or marks set on lines of
             else:  # their own (PDFium: "Andrew E. Webb1" / ", Thomas A. Walsh1" / "and ...")

@@ -5,6 +5,7 @@ The title's position matters as much as its text: the author block is read right
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -12,19 +13,44 @@ from .authors import author_line
 from .stamp import STAMP
 from .text import AFFILIATION, CONNECTORS, MARKERS, MONTHS, abstract_start, alpha_words
 
-_NOISE = re.compile(
+# Header and footer lines: what they start with, and what they have anywhere. (One pattern
+# with both, searched case-insensitively, tried every alternative at every position of every
+# line: most of the title's cost. The second is searched only where one of _NOISE_WORDS is.)
+_NOISE_START = re.compile(
     r"^(?:proceedings|journal|transactions|vol\.|volume|issue|received|accepted|published|"
     r"submitted|revised|available online|draft|preprint|typeset|to appear|under review|"
     r"citation:|academic editor|editor|corresponding author|keywords|doi)\b"
-    r"|\b(?:vol\.|volume \d|issn|isbn|doi\b|doi:|https?://|www\.|pp\.\s*\d|pages \d)"
-    r"|©|c©|\(c\)\s*\d{4}|^c\s+(?:19|20)\d\d\b"  # PDFium: "c 2007 Association for ..."
-    r"|copyright|licen[cs]e|creative commons|open access|all rights reserved"
-    r"|ournal\b|publishing|publisher"
+    r"|^c\s+(?:19|20)\d\d\b"  # PDFium: "c 2007 Association for ..."
     r"|^(?:research|original|review|short|technical)\s+(?:article|paper|communication|report)"
     r"(?:\s+\S*\d\S*)?$"
     r"|^(?:\S ){4,}",  # letter-spaced banners such as "R E S E A R C H  A R T I C L E"
     re.IGNORECASE,
 )
+_NOISE_ANYWHERE = re.compile(
+    r"\b(?:vol\.|volume \d|issn|isbn|doi\b|doi:|https?://|www\.|pp\.\s*\d|pages \d)"
+    r"|©|c©|\(c\)\s*\d{4}"
+    r"|copyright|licen[cs]e|creative commons|open access|all rights reserved"
+    r"|ournal\b|publishing|publisher",
+    re.IGNORECASE,
+)
+#: one of these is in every line _NOISE_ANYWHERE finds (lower case)
+_NOISE_WORDS = (
+    "vol.", "volume ", "issn", "isbn", "doi", "http", "www.", "pp.", "pages ", "©", "(c)",
+    "copyright", "licen", "creative commons", "open access", "all rights reserved", "ournal",
+    "publish",
+)  # fmt: skip
+
+
+def _noise(line: str) -> bool:
+    """A venue, volume, date, licence or banner line."""
+    if _NOISE_START.match(line):
+        return True
+    low = line.lower()
+    if not low.isascii():  # what else a case-insensitive regex takes for an ASCII letter
+        low = low.replace("ı", "i").replace("ſ", "s").replace("\u0307", "")  # (İ: i + U+0307)
+    return any(map(low.__contains__, _NOISE_WORDS)) and bool(_NOISE_ANYWHERE.search(line))
+
+
 _DATE_LINE = re.compile(rf"\b(?:{MONTHS})[a-z]*\.?\b.*\b(?:19|20)\d\d\b", re.IGNORECASE)
 # An author line: affiliation digits glued to a name, two footnote markers, "A B and C D", or
 # a comma-separated list of names. (An e-mail address alone is weaker: sidebars have them.)
@@ -46,18 +72,28 @@ _VENUE_TAIL = re.compile(
     r"\s+[-–—]\s+(?=[^-–—]*\b(?:IEEE|ACM|Transactions|Journal|Proceedings|Conference|"
     r"Symposium|Workshop|Letters)\b)[^-–—]*$"
 )
+_MARK_OR_DIGIT = re.compile(f"[{MARKERS}\\d]")
+_NON_LETTERS = re.compile(r"[\W\d_]+")
+_OFFICE_PREFIX = re.compile(r"^Microsoft (?:Word|PowerPoint) - ")
 
 
+#: page-1 lines are asked about again for every place a title could start: each is read once
+#: (the cache holds a few papers' front matter; an extraction process analyses one at a time)
+_memo = functools.lru_cache(maxsize=2048)
+
+
+@_memo
 def is_header(line: str) -> bool:
     """A page-1 header or footer line: venue, volume, dates, licence, report number, stamp."""
-    if STAMP.search(line) or _NOISE.search(line):
+    if STAMP.search(line) or _noise(line):
         return True
     if len(alpha_words(line)) < 2 and any(c.isdigit() for c in line):
         return True  # "4969", "JCAP10(2008)003", "IASSNS-HEP-91/51"
     return len(line.split()) <= 6 and _DATE_LINE.search(line) is not None
 
 
-def _is_author(line: str) -> bool:
+@_memo
+def is_author(line: str) -> bool:
     return _AUTHOR.search(line) is not None and not is_header(line)
 
 
@@ -70,9 +106,9 @@ def _continues(title: str, nxt: str) -> bool:
     """Does line `nxt` continue a title whose text so far is `title`?"""
     if is_header(nxt) or not alpha_words(nxt) or len(title) + len(nxt) > 250 or "@" in nxt:
         return False
-    if title.split()[-1].lower() in CONNECTORS and not re.search(f"[{MARKERS}\\d]", nxt):
+    if title.split()[-1].lower() in CONNECTORS and not _MARK_OR_DIGIT.search(nxt):
         return True  # "... Papers with" / "Persistent and Personalized ...": not done yet
-    if _is_author(nxt) or "@" in nxt or title.endswith(tuple("∗†‡⋆")) or nxt.lower() == "by":
+    if is_author(nxt) or "@" in nxt or title.endswith(tuple("∗†‡⋆")) or nxt.lower() == "by":
         return False  # (a footnote mark ends a title: "... v6.31∗")
     if author_line(nxt):
         return False  # "Ludwig van Beethoven and Xiao-Ming Li"
@@ -126,8 +162,8 @@ def _text_title(lines: list[str]) -> tuple[str, int]:
         if first is None:
             continue
         title, after = _title_at(lines, first)
-        score = (len(title.split()) >= 3) - 2 * _is_author(lines[first])
-        if after < len(lines) and _is_author(lines[after]):
+        score = (len(title.split()) >= 3) - 2 * is_author(lines[first])
+        if after < len(lines) and is_author(lines[after]):
             score += 2
         if score > best_score:
             best, best_after, best_score = title, after, score
@@ -140,7 +176,7 @@ def clean_title(title: str) -> str:
 
 
 def _letters(text: str) -> str:
-    return re.sub(r"[\W\d_]+", "", text.lower())
+    return _NON_LETTERS.sub("", text.lower())
 
 
 def _locate(lines: list[str], title: str) -> int:
@@ -163,12 +199,12 @@ def _meta_title(metadata: dict[str, str], page1: str) -> str:
     """The metadata title if it is plausibly this paper's title, else ""."""
     raw = metadata.get("/Title") or metadata.get("title") or metadata.get("Title") or ""
     title = clean_title(unicodedata.normalize("NFKC", str(raw)))
-    title = re.sub(r"^Microsoft (?:Word|PowerPoint) - ", "", title)
+    title = _OFFICE_PREFIX.sub("", title)
     title = _VENUE_TAIL.sub("", title)
     words = [w.lower() for w in alpha_words(title)]
     if len(title) < 6 or len(words) < 2 or _PLACEHOLDER.match(title) or STAMP.search(title):
         return ""
-    page_words = {w.lower() for w in alpha_words(page1)}
+    page_words = set(map(str.lower, alpha_words(page1)))
     if len(page1) >= 200:
         # Producers often leave a stale or generic title: keep it only if page 1 says it too.
         found = sum(1 for w in words if w in page_words)

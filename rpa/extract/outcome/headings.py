@@ -8,9 +8,16 @@ or, in papers whose known headings are unnumbered capitals, another line in capi
 
 from __future__ import annotations
 
+import bisect
+import operator
 import re
+from itertools import compress
+from typing import TYPE_CHECKING
 
 from .text import CONNECTORS, words
+
+if TYPE_CHECKING:
+    from .outline import Outline
 
 MAX_HEADINGS = 100
 
@@ -45,18 +52,22 @@ _MAIN_KEYS = words(
 REFERENCE_KEYS = words("references bibliography literaturecited referencesandnotes workscited")
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
 _FIRST_TOKEN = re.compile(r"^\S+\s+")
-_SECTION_NUMBER = re.compile(r"^(?:\d{1,2}(?:\.\d{1,2})*|[IVX]{1,5}|[A-H])\.?\s+")
+SECTION_NUMBER = re.compile(r"^(?:\d{1,2}(?:\.\d{1,2})*|[IVX]{1,5}|[A-H])\.?\s+")
 _NON_LOWER = re.compile(r"[^a-z]")
-_APPENDIX_WORD = re.compile(r"(?i)appendi(?:x|ces)\b")
+_LAST = operator.itemgetter(-1)
+_SENTENCE_END = frozenset(".!?:)")
+APPENDIX_WORD = re.compile(r"(?i)appendi(?:x|ces)\b")
 _PAGE_NUMBER_END = re.compile(r"\s\d{1,3}$")
 _APPENDIX_KEY = re.compile(r"appendix[a-z]?")
 _REFERENCE_LIKE = re.compile(r"^\S+\s+[A-Z]\.\s|\b(?:1[89]|20)\d\d\b|“|,.*,")
+_TOC_END = re.compile(r"\s\d{1,3}$")
+_RUN_IN_ITEM = re.compile(r":\s+[a-z]")
 
 
 def heading_key(line: str) -> str:
     """Letters only, lower case, without a leading section number: "2. RELATED WORK" ->
     "relatedwork"; also undoes small-caps spacing such as "A CKNOWLEDGMENTS"."""
-    return _NON_LOWER.sub("", _SECTION_NUMBER.sub("", line).lower())
+    return _NON_LOWER.sub("", SECTION_NUMBER.sub("", line).lower())
 
 
 def _appendix_heading(line: str) -> bool:
@@ -72,7 +83,7 @@ def _appendix_heading(line: str) -> bool:
 def is_known_heading(line: str) -> bool:
     if not line[:1].isalnum() or line[:1].islower():
         return False  # "results." or "(Appendix B)." inside a sentence
-    if _APPENDIX_WORD.match(line):
+    if APPENDIX_WORD.match(line):
         return _appendix_heading(line)
     if len(line) > 45 or _PAGE_NUMBER_END.search(line):
         return False  # a sentence, or a table-of-contents line: "References 14"
@@ -104,9 +115,9 @@ def plausible_heading_text(text: str) -> bool:
         return False  # a wrapped sentence (a list item), not a heading
     if text.endswith(".") and not _upper(text):
         return False  # ... unless it is a capitals heading ending "ETC."
-    if re.search(r"\s\d{1,3}$", text) or (len(text) > 50 and re.search(r":\s+[a-z]", text)):
+    if _TOC_END.search(text) or (len(text) > 50 and _RUN_IN_ITEM.search(text)):
         return False  # a table-of-contents line ("2 Methods 5") or a run-in list item
-    letters = sum(c.isalpha() for c in text)
+    letters = sum(map(str.isalpha, text))
     return letters >= 0.6 * len(text.replace(" ", ""))
 
 
@@ -143,7 +154,7 @@ def _wrapped(lines: list[str], pos: int) -> str:
         )
     ):
         joined = f"{text} {nxt}"
-        if plausible_heading_text(re.sub(r"^\S+\s+", "", joined)):
+        if plausible_heading_text(_FIRST_TOKEN.sub("", joined)):
             return joined
     return text
 
@@ -153,7 +164,7 @@ def is_heading_at(lines: list[str], pos: int) -> bool:
     m = NUMBERED.match(lines[pos]) or _ROMAN.match(lines[pos])
     if m is None:
         return False
-    joined = re.sub(r"^\S+\s+", "", _wrapped(lines, pos))
+    joined = _FIRST_TOKEN.sub("", _wrapped(lines, pos))
     return plausible_heading_text(joined) or plausible_heading_text(m["text"])
 
 
@@ -191,16 +202,27 @@ def _follows(prev: tuple[int, ...] | None, cur: tuple[int, ...]) -> bool:
 def _longest_outline(cands: list[tuple[int, tuple[int, ...]]]) -> list[int]:
     """Positions of the longest chain of candidates that reads as an outline: stray numbered
     lines (affiliations, list items, table rows) rarely continue 1, 1.1, 1.2, 2 ..."""
-    cands = cands[:600]  # bounds the quadratic search on pathological inputs
+    cands = cands[:600]  # bounds the search on pathological inputs
     best: list[int] = []
     prev_of: list[int] = []
+    # The earlier candidates that `num` may follow (see _follows), looked up instead of
+    # tested one by one: those whose number starts with num's head and its last part less
+    # 1 or 2 (1.2 and 1.3 before 1.4; 2.1.3 before 2.2), and its head itself (1.1 after 1).
+    by_prefix: dict[tuple[int, ...], list[int]] = {}
     for i, (_, num) in enumerate(cands):
         length, link = (1, -1) if _follows(None, num) else (0, -1)
-        for j in range(i):
-            if best[j] and best[j] + 1 > length and _follows(cands[j][1], num):
-                length, link = best[j] + 1, j
+        head, last = num[:-1], num[-1]
+        preds = by_prefix.get((*head, last - 1), []) + by_prefix.get((*head, last - 2), [])
+        if last <= 2 and head:
+            preds += [j for j in by_prefix.get(head, []) if len(cands[j][1]) == len(head)]
+        chained = [j for j in preds if best[j]]
+        if chained:  # the longest chain to follow; the earliest of equals, as a scan finds
+            top = max(best[j] for j in chained)
+            length, link = top + 1, min(j for j in chained if best[j] == top)
         best.append(length)
         prev_of.append(link)
+        for cut in range(1, len(num) + 1):
+            by_prefix.setdefault(num[:cut], []).append(i)
     if not best or max(best) == 0:
         return []
     i = best.index(max(best))
@@ -244,28 +266,32 @@ def _heading_text(lines: list[str], pos: int) -> str | None:
     return None
 
 
-def headings(lines: list[str], body_start: int) -> list[str]:
-    """The paper's headings in order, deduplicated, at most MAX_HEADINGS."""
+def headings(lines: list[str], body_start: int, where: Outline) -> list[str]:
+    """The paper's headings in order, deduplicated, at most MAX_HEADINGS. `where` is
+    `rpa.extract.outcome.outline.outline(lines)`: only its lines are looked at one by one."""
     arabic: list[tuple[int, tuple[int, ...]]] = []
     roman: list[tuple[int, tuple[int, ...]]] = []
     lettered: list[tuple[int, tuple[int, ...]]] = []
     known: list[int] = []
     dotted: set[int] = set()
     text_at: dict[int, str] = {}
-    refs_at = references_heading(lines)
+    refs_at = where.references
+    known_at = set(where.known)
     in_references = appendices = False
     cur_roman = cur_letter = 0
-    eligible: list[int] = []  # past the front matter, not a reference entry
-    for pos, line in enumerate(lines):
-        if is_known_heading(line):
+    # where the references' state changes: (position, in references from there on)
+    changes: list[tuple[int, bool]] = [(-1, False)]
+    for pos in sorted(known_at.union(where.numbered)):
+        line = lines[pos]
+        if pos in known_at:
             known.append(pos)  # and, when numbered, a link in the outline chain below
             in_references = pos == refs_at or (in_references and "appendix" not in line.lower())
             appendices = appendices or pos == refs_at or _appendix_heading(line)
+            changes.append((pos, in_references))
         if pos < body_start or (in_references and _REFERENCE_LIKE.search(line)):
             continue  # page-1 affiliations ("1 Allen ...") and entries "1. J. Doe, ..." are not
-        eligible.append(pos)
         # Only a known heading or a numbered line can be chosen below (capitals are looked
-        # at after the loop): the shape tests of every other line were most of the cost.
+        # at after the loop).
         if not (
             (known and known[-1] == pos)
             or NUMBERED.match(line)
@@ -304,10 +330,15 @@ def headings(lines: list[str], body_start: int) -> list[str]:
     capitals = [  # unnumbered capitals among the known headings: "INTRODUCTION", "SUMMARY"
         p
         for p in known
-        if _upper(lines[p]) and heading_key(lines[p]) == re.sub(r"[^a-z]", "", lines[p].lower())
+        if _upper(lines[p]) and heading_key(lines[p]) == _NON_LOWER.sub("", lines[p].lower())
     ]
     if len(capitals) >= 2 and any(heading_key(lines[p]) in _MAIN_KEYS for p in capitals):
-        for p in eligible:
+        # a capitals heading follows a line that ends a sentence: only those are looked at
+        ends = compress(range(len(lines)), map(_SENTENCE_END.__contains__, map(_LAST, lines)))
+        for p in (i + 1 for i in ends if i + 1 >= body_start and i + 1 < len(lines)):
+            state = changes[bisect.bisect_right(changes, (p, True)) - 1][1]
+            if state and _REFERENCE_LIKE.search(lines[p]):
+                continue  # an entry of the reference list
             if p not in text_at and _capitals_heading(lines, p):
                 text = _heading_text(lines, p)
                 if text is not None:

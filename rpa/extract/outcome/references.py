@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from .headings import references_heading
+from .outline import Outline
 from .text import WORD, join_lines
 
 MAX_REFERENCE_CHARS = 400
@@ -27,6 +28,7 @@ _AUTHOR_START = re.compile(
     r"|(?:van|von|de|di|da|le|la|del) [A-Z])"
 )
 _YEAR = re.compile(r"\b(?:1[89]|20)\d\d[a-z]?\b")
+_APPENDIX_FIRST = frozenset("ABCDEFGH")
 _APPENDIX_HEADING = re.compile(r"^(?:[A-H](?:\.\d{1,2})*\.?\s+[A-Z][a-z][^.,]{0,80}|Appendix.*)$")
 
 
@@ -46,15 +48,17 @@ def _numbered_entries(lines: list[str], pattern: re.Pattern[str]) -> list[list[s
 def _author_year_entries(lines: list[str]) -> list[list[str]]:
     entries: list[list[str]] = []
     for i, line in enumerate(lines):
-        if i and _APPENDIX_HEADING.match(line) and not _YEAR.search(line):
+        first = line[:1] in _APPENDIX_FIRST  # (a set lookup spares most lines the regex)
+        if i and first and _APPENDIX_HEADING.match(line) and not _YEAR.search(line):
             break
-        prev = entries[-1][-1].rstrip() if entries else ""
+        if entries and not entries[-1][-1].rstrip().endswith((".", ")", "]")):
+            entries[-1].append(line)  # (most lines: the entry goes on)
+            continue
         # An entry whose first year ends it ("Doe J, Roe R. 1997.") still lacks its title.
         so_far = " ".join(entries[-1][:4]).rstrip(" .") if entries else ""
         year = _YEAR.search(so_far)
         starts = not entries or (
-            prev.endswith((".", ")", "]"))
-            and not (year and year.end() == len(so_far))
+            not (year and year.end() == len(so_far))
             and _AUTHOR_START.match(line) is not None
             and _NOT_AUTHOR.match(line) is None
             and any(_YEAR.search(ln) for ln in lines[i : i + 3])
@@ -77,9 +81,11 @@ def _section_entries(section: list[str]) -> list[list[str]]:
     return [e for e in entries if any(WORD.search(line) for line in e)]
 
 
-def references(lines: list[str]) -> dict[str, object]:
+def references(lines: list[str], where: Outline | None = None) -> dict[str, object]:
+    """The count of entries, the first few, and all of them (`items`, each at most
+    MAX_REFERENCE_CHARS); `where` is the lines' Outline, if made."""
     entries: list[list[str]] = []
-    heading = references_heading(lines)
+    heading = references_heading(lines) if where is None else where.references
     if heading is not None:
         entries = _section_entries(lines[heading + 1 :])
     if len(entries) < 2:
@@ -89,5 +95,5 @@ def references(lines: list[str]) -> dict[str, object]:
             if any(ln.startswith("[2]") for ln in lines[i + 1 : i + 40]):
                 entries = _numbered_entries(lines[i:], _BRACKET)
                 break
-    first = [join_lines(e, MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS] for e in entries[:5]]
-    return {"count": len(entries), "first": first}
+    items = [join_lines(e, MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS] for e in entries]
+    return {"count": len(entries), "first": items[:5], "items": items}

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+
+from rpa.errors import InvalidIdError
+from rpa.ids import parse_id
 
 from .text import MONTHS as _MONTHS
 
-__all__ = ["STAMP", "find_arxiv_stamp"]
+__all__ = ["STAMP", "find_arxiv_stamp", "stamp_mismatch"]
 
 
 def _stamp_pattern(version: str) -> re.Pattern[str]:
@@ -24,6 +28,7 @@ _STAMP = _stamp_pattern(r"\d+")
 # With all whitespace squashed out, "v1 16 Aug" reads "v116Aug": take the fewest version
 # digits that let a date follow. (A v12 stamped on day 3 is then misread as v1: ambiguous.)
 _STAMP_SQUASHED = _stamp_pattern(r"\d+?")
+_SPACES = re.compile(r"\s+")
 
 
 def find_arxiv_stamp(text: str) -> dict[str, object] | None:
@@ -32,7 +37,9 @@ def find_arxiv_stamp(text: str) -> dict[str, object] | None:
     Tried in order: the text as is, the text reversed (rotated text sometimes comes out
     backwards), and both with all whitespace removed (one glyph per line, or spaced glyphs).
     """
-    squashed = re.sub(r"\s+", "", text)
+    squashed = "".join(text.split())  # what re.sub(r"\s+", "", text) gives, at C speed
+    if "arXiv" not in squashed and "viXra" not in squashed:
+        return None  # each of the four ways below needs one of these
     for candidate, pattern in (
         (text, _STAMP),
         (text[::-1], _STAMP),
@@ -42,7 +49,7 @@ def find_arxiv_stamp(text: str) -> dict[str, object] | None:
         match = pattern.search(candidate)
         if match is None:
             continue
-        ident = re.sub(r"\s+", "", match["id"])
+        ident = _SPACES.sub("", match["id"])
         version = int(match["ver"])
         if pattern is _STAMP:
             raw = " ".join(match.group(0).split())
@@ -57,3 +64,25 @@ def find_arxiv_stamp(text: str) -> dict[str, object] | None:
 
 
 STAMP = _STAMP
+#: an old-style ID's subject class ("math.AG/0101001"): stamps and IDs give it or not
+_SUBJECT_CLASS = re.compile(r"\.[^/]*(?=/)")
+
+
+def _paper(ident: str) -> str:
+    return _SUBJECT_CLASS.sub("", ident.lower())
+
+
+def stamp_mismatch(stamp: Mapping[str, object] | None, paper_id: str) -> str | None:
+    """The stamped ID ("2301.00002v1") when the arXiv stamp on page 1 names another paper
+    than `paper_id` (the job's ID), so that the record tells that the PDF and the metadata
+    fetched for the ID may not be the same paper; None when they agree, there is no stamp,
+    or the job's ID is not an arXiv ID. Another version of the same paper is no mismatch."""
+    if not stamp or not stamp.get("id"):
+        return None
+    try:
+        paper = parse_id(paper_id)
+    except InvalidIdError:
+        return None
+    if not paper.is_arxiv or _paper(str(stamp["id"])) == _paper(paper.base):
+        return None
+    return f"{stamp['id']}v{stamp.get('version')}"

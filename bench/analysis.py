@@ -1,0 +1,170 @@
+"""What the key-outcome analysis costs a paper, and what it finds, before and after a change.
+
+    python -m bench.analysis [--repeat 7] [--before REV] [--dump FILE] [--json FILE]
+
+Each real paper of ../shared/corpus/real is extracted once per extractor (pypdf, pdfium) with
+rpa's own `extract_pdf`, into a temporary folder; its pages are read back from the text file
+(as `analyze` gets them in rpa) with its /Info metadata. Then `analyze` runs over all papers,
+`--repeat` times (after one warm-up pass); the figure is the median over the repeats of the
+pass's time divided by the number of papers: milliseconds a paper, on one core, in this
+process, as CPU time of this thread (`time.thread_time`: on a shared machine, wall time
+counts the other programs' turns too). The text cleaning rpa does before writing the text
+(`rpa.extract.pdf._clean`) is timed the same way, on the pages as written.
+
+`--before REV` times `analyze` as it was at REV as well (loaded from git, as
+bench.quality_text does), on the same pages, interleaved with the current code's passes, and
+lists every paper whose record differs between the two (field by field). `--dump FILE` writes
+every paper's record (both extractors) as JSON, for a diff between two trees:
+
+    PYTHONPATH=/tmp/old-tree python bench/analysis.py --repeat 1 --dump old.json
+
+(running the file, not the module, so that rpa is imported from the old tree: the dump then
+includes that tree's text cleaning as well as its analysis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import load_papers, machine_info
+from bench.quality_text import _git, _metadata, _quiet, load_before, read_pages
+from rpa.extract.outcome import analyze
+from rpa.extract.pdf import extract_pdf
+
+__all__ = ["main"]
+
+EXTRACTORS = ("pypdf", "pdfium")
+Analyze = Callable[[list[str], dict[str, str]], dict[str, object]]
+#: one paper: (name, its pages as rpa wrote them, its /Info metadata)
+Paper = tuple[str, list[str], dict[str, str]]
+
+
+def _papers(extractor: str, folder: Path) -> list[Paper]:
+    out = []
+    for paper in load_papers():
+        text = folder / f"{paper.path.stem}.{extractor}.txt"
+        with _quiet():
+            result = extract_pdf(str(paper.path), str(text), extractor)
+        if not result["ok"]:
+            print(f"{paper.path.stem} ({extractor}): {result.get('message')}", file=sys.stderr)
+            continue
+        out.append((paper.path.stem, read_pages(text), _metadata(paper.path, extractor)))
+    return out
+
+
+def _pass(fn: Analyze, papers: list[Paper]) -> float:
+    """Milliseconds a paper of one pass of `fn` over `papers`."""
+    start = time.thread_time()
+    for _, pages, info in papers:
+        fn(pages, info)
+    return (time.thread_time() - start) * 1000 / len(papers)
+
+
+def _clean_pass(papers: list[Paper]) -> float:
+    from rpa.extract import pdf
+
+    clean: Callable[[str], str] | None = getattr(pdf, "_clean", None)
+    if clean is None:
+        return float("nan")
+    start = time.thread_time()
+    for _, pages, _ in papers:
+        for page in pages:
+            clean(page)
+    return (time.thread_time() - start) * 1000 / len(papers)
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]:
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.analysis", description=__doc__)
+    parser.add_argument("--repeat", type=int, default=7, help="timed passes (default 7)")
+    parser.add_argument("--before", metavar="REV", help="also time analyze as it was at REV")
+    parser.add_argument("--dump", type=Path, help="write every paper's record here (JSON)")
+    parser.add_argument("--json", type=Path, help="write the figures here (JSON)")
+    parser.add_argument("--extractors", default=",".join(EXTRACTORS))
+    args = parser.parse_args(argv)
+    extractors = [e for e in args.extractors.split(",") if e]
+    figures: dict[str, dict[str, Any]] = {}
+    dump: dict[str, dict[str, Any]] = {}
+    changed: dict[str, dict[str, list[Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="rpa-bench-analysis-") as tmp:
+        folder = Path(tmp)
+        before = load_before(args.before, folder) if args.before else None
+        for extractor in extractors:
+            papers = _papers(extractor, folder)
+            after_ms: list[float] = []
+            before_ms: list[float] = []
+            clean_ms: list[float] = []
+            _pass(analyze, papers)  # warm-up: regex caches, imports
+            if before is not None:
+                _pass(before, papers)
+            for _ in range(args.repeat):
+                if before is not None:
+                    before_ms.append(_pass(before, papers))
+                after_ms.append(_pass(analyze, papers))
+                clean_ms.append(_clean_pass(papers))
+            figures[extractor] = {
+                "papers": len(papers),
+                "analysis_ms": _median(after_ms),
+                "analysis_ms_all": after_ms,
+                "clean_ms": _median(clean_ms),
+            }
+            if before is not None:
+                figures[extractor]["before_ms"] = _median(before_ms)
+                figures[extractor]["before_ms_all"] = before_ms
+            for name, pages, info in papers:
+                record = analyze(pages, info)
+                dump[f"{extractor}/{name}"] = record
+                if before is not None:
+                    with contextlib.suppress(Exception):
+                        diff = _differences(before(pages, info), record)
+                        if diff:
+                            changed[f"{extractor}/{name}"] = diff
+    machine = machine_info()
+    print(f"# The outcome analysis, ms a paper (median of {args.repeat} passes)\n")
+    for key, value in machine.items():
+        print(f"- {key}: {value}")
+    rev = _git("rev-parse", "--short", args.before).strip() if args.before else ""
+    print()
+    head = "| extractor | papers | analysis, ms/paper | text cleaning, ms/paper |"
+    rule = "| --- | --- | --- | --- |"
+    if rev:
+        head = head.replace("analysis,", f"analysis before ({rev}), ms/paper | analysis after,")
+        rule += " --- |"
+    print(head)
+    print(rule)
+    for extractor, fig in figures.items():
+        before_cell = f" {fig['before_ms']:.2f} |" if rev else ""
+        print(
+            f"| {extractor} | {fig['papers']} |{before_cell} {fig['analysis_ms']:.2f} "
+            f"| {fig['clean_ms']:.2f} |"
+        )
+    if rev:
+        print(f"\nRecords that differ from {rev}'s: {len(changed)}")
+        for key, diff in changed.items():
+            print(f"- {key}: {json.dumps(diff, ensure_ascii=False)[:2000]}")
+    if args.dump:
+        args.dump.write_text(json.dumps(dump, ensure_ascii=False, indent=1, sort_keys=True))
+    if args.json:
+        report = {"machine": machine, "figures": figures, "changed": changed}
+        args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
