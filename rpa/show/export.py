@@ -3,10 +3,10 @@
 JSON lines carry each record whole; CSV and Parquet flatten it to one table (`FIELDS`), arXiv's
 metadata as `meta_*` columns, each user stage's result keys as `stage_<name>_<key>` text
 columns (`stages`: the (name, key) pairs the queue's results have). Lists (authors, headings,
-references, categories) are Parquet lists of strings, and in CSV joined with " | ". Parquet (pyarrow, the `rpa[parquet]` extra) is
-written a row group of `ROW_GROUP` records at a time, every column typed. The records come
-from `rpa.report.export` (read lazily, page by page): nothing here
-opens the queue.
+references, categories) are Parquet lists of strings, and in CSV joined with " | ". Parquet
+(pyarrow, the `rpa[parquet]` extra) is written a row group of `ROW_GROUP` records at a time,
+every column typed. The records come from `rpa.report.export` (read lazily, page by page):
+nothing here opens the queue.
 """
 
 from __future__ import annotations
