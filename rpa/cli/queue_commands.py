@@ -34,6 +34,7 @@ from rpa.cli.output import (
     say,
 )
 from rpa.config import Resolved
+from rpa.hints import command_hint
 from rpa.queue import open_store, redact, schema_version
 from rpa.queue.status import failed_papers
 from rpa.report import StatusReader, open_records, stage_columns
@@ -143,7 +144,8 @@ def failures(
         sys.stdout.flush()
     which = f" of kind {', '.join(kinds)}" if kinds else ""
     if n and not (as_json or ids):
-        out.print(f"{n} failed papers{which}; `rpa retry --db {redact(db)}` puts them back")
+        retry = command_hint(f"retry --db {redact(db)}")
+        out.print(f"{n} failed papers{which}; `{retry}` puts them back")
     elif not n:
         err.print(f"no failed papers{which} in {redact(db)}")
 

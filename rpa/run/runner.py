@@ -35,7 +35,7 @@ from rpa.hosts.health import HostHealth
 from rpa.layout import Layout
 from rpa.metrics import LagProbe
 from rpa.notices import Notices
-from rpa.queue import reads, runs
+from rpa.queue import reads, redact, runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import RunInfo, Totals, new_run_id
 from rpa.run.completer import Completer
@@ -343,9 +343,12 @@ class Runner:
         reason = self.hosts.outages.unreachable
         if reason is not None:
             self._unreachable = reason
+            fix = command_hint(
+                f"resume --db {redact(self.settings.db)} --reconfigure --pdf-url URL"
+            )
             self.notices.add(
                 f"{reason}: it never answered in this run, so no paper was charged. Check "
-                f"--pdf-url: `{command_hint('resume --reconfigure --pdf-url URL')}` sets it."
+                f"--pdf-url (and the network): `{fix}` sets it."
             )
             self.stop()
             self.feeder.cancel_workers()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rpa.hints import command_hint
 from rpa.show.fmt import WIDTH, Line, Lines, block, clip, ms, when, wrap
 
 __all__ = ["make_status"]
@@ -56,7 +57,8 @@ def make_status(status: dict[str, Any]) -> Lines:
                 [(clip(f"  {f['kind']:<14} {f['count']:>7}  e.g. {f['sample_id']}", WIDTH), "")]
             )
             lines += _detail(f["sample_message"] or "", style="yellow")
-        lines.append([("  `rpa failures` lists them; `rpa retry` puts them back in the queue", "")])
+        failures, retry = command_hint("failures"), command_hint("retry")
+        lines.append([(f"  `{failures}` lists them; `{retry}` puts them back in the queue", "")])
     retries = status["retries"]
     if retries["next"]:
         lines.append([(f"Retry scheduled: {retries['count']}", "title")])
