@@ -273,7 +273,7 @@ class Runner:
             self.governor.start(asyncio.get_running_loop())
             stack.callback(self.governor.stop)
             processor = JobProcessor(
-                completer=Completer(self.queue, self.io, self.run_id),
+                completer=Completer(self.queue, self.io, self.run_id, self.layout.root),
                 settings=s,
                 run_id=self.run_id,
                 queue=self.queue,
