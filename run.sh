@@ -71,11 +71,14 @@ launcher="$0"
 export RPA_LAUNCHER="$launcher"
 
 case "${1:-}" in
-  run|demo|resume|status|export|retry|migrate)
+  run|demo|resume|status|failures|export|retry|migrate)
     exec "$venv/bin/rpa" "$@"
     ;;
-  ""|-h|--help)
+  ""|-h|--help|help)
     exec "$venv/bin/rpa" --help
+    ;;
+  --version)
+    exec "$venv/bin/rpa" --version
     ;;
   *)
     exec "$venv/bin/rpa" run "$@"

@@ -14,10 +14,17 @@ this package; the packages, from the bottom up:
 - `extract`: the extraction processes, the extractors, the record and its analysis;
 - `run`: a run's life cycle and its parts (feeder, heartbeat, job, policy, memory, progress);
 - `show`: what the user sees, rendered from snapshots it is given;
+- `stages`: the user's own stages after the outcome (`rpa.Paper`; a stage may raise
+  `rpa.Transient`, `rpa.Permanent` or `rpa.RetryAfter(seconds)`);
 - `testing`: real servers on 127.0.0.1 for tests and benchmarks (never imported by the core).
 """
 
 from __future__ import annotations
 
+from rpa.errors import PermanentError as Permanent
+from rpa.errors import RetryAfter
+from rpa.errors import TransientError as Transient
+from rpa.stages.paper import Paper
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["Paper", "Permanent", "RetryAfter", "Transient", "__version__"]

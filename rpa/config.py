@@ -281,7 +281,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     # Allow either flat keys or a [rpa] table; dashes or underscores.
     if isinstance(data.get("rpa"), dict):
         data = data["rpa"]
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    return {k.replace("-", "_"): v for k, v in data.items() if k != "stage"}  # rpa.stages
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +327,7 @@ def load_settings(
             origins[key] = f"{config_path} ({key})"
 
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key in NOT_KNOBS:
+        if not key.startswith(ENV_PREFIX) or key in NOT_KNOBS or key.startswith("RPA_STAGE"):
             continue
         name = key[len(ENV_PREFIX) :].lower()
         if name not in fields:

@@ -17,6 +17,7 @@
         │   ├── HttpTransient         429, 408, 500, 502, 503, 504 (may carry Retry-After)
         │   ├── TruncatedBody         fewer bytes than Content-Length, or a body cut mid-stream
         │   ├── TransientIo           another OSError a later attempt may not meet (EIO, EMFILE)
+    │   ├── RetryAfter            a user stage's service asked to wait (rpa.RetryAfter(seconds))
         │   ├── WorkerCrashed         the extraction process died under this paper (`alone`: with
         │   │                         the paper alone in a fresh process, no memory pressure)
         │   └── MemoryPressure        the memory governor shed this paper's extraction process
@@ -83,6 +84,7 @@ __all__ = [
     "PermanentError",
     "Poison",
     "QueueUnavailable",
+    "RetryAfter",
     "RpaError",
     "RunLevelError",
     "TooLarge",
@@ -214,6 +216,15 @@ class TransientIo(TransientError):
     """An OSError that a later attempt may not meet (EIO, too many open files...)."""
 
     kind = "io_error"
+
+
+class RetryAfter(TransientError):
+    """A user stage's service asked to wait `seconds` (rpa.RetryAfter): its stage pauses."""
+
+    kind = "retry_after"
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        super().__init__(message or f"asked to wait {seconds:g}s", retry_after=float(seconds))
 
 
 class _Isolation:

@@ -23,6 +23,8 @@ All of them block: call them from a worker thread or process, never on the event
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import secrets
 from collections.abc import Iterator
@@ -37,6 +39,7 @@ __all__ = [
     "atomic_write",
     "fsync_folder",
     "make_folder",
+    "sync_filesystem",
     "temp_name",
     "temp_owner",
 ]
@@ -77,6 +80,30 @@ def fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def sync_filesystem(folder: Path) -> None:
+    """Make everything written to the file system that holds `folder` durable: syncfs(2) on
+    Linux (one call for a whole batch of files written without their own fsync), else
+    os.sync(). Blocking: the I/O pool's work."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syncfs = getattr(_libc(), "syncfs", None)
+        if syncfs is None:
+            os.sync()
+        elif syncfs(fd) != 0:
+            errno_ = ctypes.get_errno()
+            raise OSError(errno_, os.strerror(errno_), str(folder))
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
 
 
 def make_folder(folder: Path) -> None:
@@ -179,12 +206,14 @@ def atomic_file(
     mode: int | None = None,
     create_mode: int = _CREATE_MODE,
     make_folder: bool = True,
+    sync: bool = True,
 ) -> Iterator[IO[bytes]]:
     """Yield the temporary file of an `AtomicFile`: committed (fsync, rename) when the block
     ends normally, discarded when it raises."""
     target = AtomicFile(
-        path, run_id=run_id, mode=mode, create_mode=create_mode, make_folder=make_folder
-    )
+        path, run_id=run_id, mode=mode, create_mode=create_mode, make_folder=make_folder,
+        sync=sync,
+    )  # fmt: skip
     try:
         yield target.open()
         target.commit()
@@ -200,8 +229,9 @@ def atomic_write(
     run_id: str = "",
     mode: int | None = None,
     make_folder: bool = True,
+    sync: bool = True,
 ) -> None:
     """Write `data` (a str as UTF-8) to `path` whole or not at all (see `atomic_file`)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    with atomic_file(path, run_id=run_id, mode=mode, make_folder=make_folder) as fh:
+    with atomic_file(path, run_id=run_id, mode=mode, make_folder=make_folder, sync=sync) as fh:
         fh.write(payload)

@@ -64,3 +64,85 @@ def test_make_folder_syncs_only_the_folders_it_made(tmp_path: Path, synced: list
     (tmp_path / "f").write_text("")
     with pytest.raises(OSError):
         make_folder(tmp_path / "f" / "g")  # a file in the way is an error, as for mkdir -p
+
+
+def test_a_papers_work_fsyncs_only_its_pdf_before_its_final_name(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    """The extraction process writes the text and the record without an fsync each (the batch
+    that commits the paper syncs the file system: the next test); the downloaded PDF is
+    fsynced before its final name points at it, since a final name is trusted before any
+    commit (a later claim adopts it)."""
+    from conftest import sample_pdfs
+
+    from rpa.extract.paper import work_paper
+    from rpa.extract.pdf import extract_pdf
+    from rpa.extract.protocol import PaperTask
+    from rpa.queue.model import Job
+
+    source = sample_pdfs()[0]
+    private = tmp_path / "pdf" / ".rpa-tmp.r1.ab.x.pdf"
+    private.parent.mkdir()
+    private.write_bytes(source.read_bytes())
+    task = PaperTask(
+        job=Job("ext:x", 1, "queued", 0, 0), run_id="r1", extractor="pypdf", pdf=str(private),
+        check="download", text_path=str(tmp_path / "text" / "x.txt"),
+        outcome_path=str(tmp_path / "outcome" / "x.json"),
+        publish_to=str(tmp_path / "pdf" / "x.pdf"), first=True,
+    )  # fmt: skip
+    result = work_paper(task, extract_pdf)
+    assert result["ok"], result
+    assert (tmp_path / "pdf" / "x.pdf").read_bytes() == source.read_bytes()
+    files = [c for c in synced if c.startswith("file:")]
+    assert files == ["file:.rpa-tmp.r1.ab.x.pdf"], synced  # the PDF's data, nothing else
+
+
+def test_a_batch_syncs_the_file_system_before_it_commits(tmp_path: Path) -> None:
+    """The order that makes a committed paper's files durable: syncfs(--out), then the
+    transaction. The queue here is a stand-in that records the order (a power cut between
+    the two cannot be produced); the syncfs is the real one."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import Any
+
+    import rpa.run.completer as completer_module
+    from rpa.queue.model import Completion, Lease
+    from rpa.run.completer import Completer
+
+    order: list[str] = []
+    real_sync = completer_module.sync_filesystem  # type: ignore[attr-defined]
+
+    class Queue:
+        async def run_fenced_many(self, fn: Any, confirm: Any, run_id: str,
+                                  batch: list[Completion], now: float) -> list[bool]:  # fmt: skip
+            order.append(f"commit {len(batch)}")
+            return [True] * len(batch)
+
+    def sync(folder: Path) -> None:
+        order.append(f"syncfs {folder.name}")
+        real_sync(folder)
+
+    staged = []
+    for i in range(3):
+        private = tmp_path / f".rpa-tmp.r1.ab.{i}.json"
+        private.write_text("{}")
+        staged.append(private)
+
+    async def main() -> list[bool]:
+        with ThreadPoolExecutor(2) as io:
+            done = Completer(Queue(), io, "r1", tmp_path)  # type: ignore[arg-type]
+            runner = asyncio.create_task(done.run())
+            row: dict[str, Any] = {}
+            answers = await asyncio.gather(*(
+                done.complete(Completion(Lease(f"ext:{i}", 1), str(tmp_path / f"{i}.json"), row,
+                                         None, 0, "", None, None, None, "", 0.0), private)
+                for i, private in enumerate(staged)
+            ))  # fmt: skip
+            runner.cancel()
+            return list(answers)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(completer_module, "sync_filesystem", sync)
+        assert asyncio.run(main()) == [True, True, True]
+    assert order == [f"syncfs {tmp_path.name}", "commit 3"]
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["0.json", "1.json", "2.json"]

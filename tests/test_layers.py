@@ -76,7 +76,7 @@ LAYERS = [
     ["rpa.cli"],
     ["rpa.report"],
     ["rpa.show"],
-    ["rpa.run"],
+    ["rpa.run", "rpa.stages"],
     ["rpa.extract"],
     ["rpa.sources"],
     ["rpa.hosts"],

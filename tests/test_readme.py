@@ -166,6 +166,14 @@ SETTINGS_RPA = (
 )
 
 
+def app_commands() -> list[str]:
+    """The names of rpa's commands, from its Typer app."""
+    from typer.main import get_command
+
+    group = get_command(app)
+    return sorted(group.commands)  # type: ignore[attr-defined]
+
+
 def _fake_install(tmp_path: Path, rpa_body: str) -> Path:
     """run.sh beside a .venv its stamp says is installed, whose `rpa` runs `rpa_body` (with
     rpa importable from this tree: PYTHONPATH)."""
@@ -208,6 +216,12 @@ def test_run_sh_sets_no_knob_so_a_config_file_is_honoured(tmp_path: Path) -> Non
     )
     assert run_sh("run", "ids.txt").startswith("['run', 'ids.txt'] 7")
     assert run_sh("status", "--db", "q.db").startswith("['status', '--db', 'q.db'] 7")
+    # every command of rpa's is passed on as it is (a newcomer's `./run.sh failures` was
+    # taken for an ID file), and so are rpa's own flags
+    for command in app_commands():
+        assert run_sh(command).startswith(f"['{command}'] 7"), command
+    assert run_sh("--version").startswith("['--version'] 7")
+    assert run_sh("help").startswith("['--help'] 7")
     exported = re.findall(r"export (RPA_\w+)", (ROOT / "run.sh").read_text())
     assert exported == ["RPA_LAUNCHER"]
 

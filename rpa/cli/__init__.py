@@ -29,6 +29,7 @@ import typer
 from rpa import __version__
 from rpa.cli import queue_commands, run_commands
 from rpa.cli.output import EXIT_INTERRUPTED, err
+from rpa.hints import launcher
 
 __all__ = ["app", "main"]
 
@@ -72,7 +73,7 @@ def main() -> None:
     """The `rpa` command (and `python -m rpa`)."""
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
-        app()
+        app(prog_name=launcher())  # its usage errors name the command as the user typed it
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)

@@ -34,6 +34,8 @@ from rpa.queue.model import new_run_id
 from rpa.report import run_timings, write_status_metrics
 from rpa.run.prepare import Prepared, prepare
 from rpa.run.queue_tars import TarReport
+from rpa.stages.spec import StageSpec
+from rpa.stages.store import work_left
 
 if TYPE_CHECKING:
     from rpa.run.runner import Runner, RunSummary
@@ -52,9 +54,10 @@ SHOWN_INVALID = 20
 
 def start_run(
     resolved: Resolved, command: str, *, ids: Path | None = None, strict: bool = False,
-    reconfigure: bool = False,
+    reconfigure: bool = False, stages: tuple[StageSpec, ...] = (),
 ) -> NoReturn:  # fmt: skip
-    """Prepare (settings, checks, IDs), then run the queue, then say what happened."""
+    """Prepare (settings, checks, IDs), then run the queue (and your `stages`: they are no
+    settings of the queue), then say what happened."""
     shown = [0]
 
     def skipped(error: errors.InvalidIdError) -> None:
@@ -90,13 +93,13 @@ def start_run(
         event(as_json, f"metadata: {j.found:,} of {j.wanted:,} papers found in "
               f"{settings.metadata_file} in {j.seconds:.1f}s", "metadata_file",
               found=j.found, wanted=j.wanted, seconds=round(j.seconds, 3))  # fmt: skip
-    if prepared.remaining == 0:
+    if prepared.remaining == 0 and not work_left(settings.db, stages):
         _nothing_left(settings, prepared)
     host = settings.pdf_host
     notice = politeness_notice(prepared.remaining, host, settings.rate_limits, settings.mailto)
     if notice:
         err.print(Text(notice, style="yellow"))
-    summary = _execute(settings, command, run_id)
+    summary = _execute(settings, command, run_id, stages)
     _finish(settings, summary)
 
 
@@ -175,7 +178,9 @@ def _nothing_left(settings: Settings, prepared: Prepared) -> NoReturn:
 # ---- the run --------------------------------------------------------------------------------
 
 
-def _execute(settings: Settings, command: str, run_id: str) -> RunSummary:
+def _execute(
+    settings: Settings, command: str, run_id: str, stages: tuple[StageSpec, ...]
+) -> RunSummary:
     import gc
 
     from rpa.notices import Notices
@@ -192,8 +197,9 @@ def _execute(settings: Settings, command: str, run_id: str) -> RunSummary:
     if settings.metrics_file:
         metrics = functools.partial(write_status_metrics, settings.db, settings.metrics_file)
     runner = Runner(
-        settings, command=command, run_id=run_id, notices=notices, write_metrics=metrics
-    )
+        settings, command=command, run_id=run_id, notices=notices, write_metrics=metrics,
+        stages=stages,
+    )  # fmt: skip
     # What is alive now (every imported module, the settings) lives as long as the process:
     # frozen, the collector's full passes no longer walk it on the loop thread (54 ms each).
     gc.freeze()

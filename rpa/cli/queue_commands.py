@@ -34,9 +34,10 @@ from rpa.cli.output import (
     say,
 )
 from rpa.config import Resolved
+from rpa.hints import command_hint
 from rpa.queue import open_store, redact, schema_version
 from rpa.queue.status import failed_papers
-from rpa.report import StatusReader, open_records
+from rpa.report import StatusReader, open_records, stage_columns
 from rpa.show.export import write_csv, write_jsonl, write_parquet
 from rpa.show.failures_view import failure_json, failure_lines
 from rpa.show.status_view import make_status
@@ -143,7 +144,8 @@ def failures(
         sys.stdout.flush()
     which = f" of kind {', '.join(kinds)}" if kinds else ""
     if n and not (as_json or ids):
-        out.print(f"{n} failed papers{which}; `rpa retry --db {redact(db)}` puts them back")
+        retry = command_hint(f"retry --db {redact(db)}")
+        out.print(f"{n} failed papers{which}; `{retry}` puts them back")
     elif not n:
         err.print(f"no failed papers{which} in {redact(db)}")
 
@@ -189,10 +191,14 @@ def export(
     if fmt == "parquet" and output is None:
         say("error: ", "--format parquet writes a file: give -o PATH")
         raise typer.Exit(EXIT_USAGE)
-    writer = write_jsonl if fmt == "jsonl" else functools.partial(write_csv, raw=raw_csv)
+    with one_line_errors():
+        stages = stage_columns(resolved.settings.db) if fmt != "jsonl" else []
+    writer = (
+        write_jsonl if fmt == "jsonl" else functools.partial(write_csv, raw=raw_csv, stages=stages)
+    )
     with one_line_errors(), quiet_closed_pipe(), open_records(resolved.settings.db) as records:
         if fmt == "parquet" and output is not None:
-            n = write_parquet(records, output)
+            n = write_parquet(records, output, stages)
         elif output is None:
             n = writer(records, sys.stdout)
             sys.stdout.flush()

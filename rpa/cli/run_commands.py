@@ -16,11 +16,13 @@ import typer
 from rpa.cli.drive import start_run
 from rpa.cli.knobs import with_knobs
 from rpa.cli.output import EXIT_OK, KINDS_OPTION, Kind, event, kind_names, one_line_errors, out
+from rpa.cli.stage_options import Stages, with_stages
 from rpa.config import Resolved
 from rpa.hints import command_hint
 from rpa.queue import jobs, open_store, redact
 from rpa.queue.model import QUEUE_SETTINGS
 from rpa.run.demo import DEMO_DB, DEMO_OUT
+from rpa.stages import store as stage_store
 
 __all__ = ["SAMPLES", "demo", "resume", "retry", "run"]
 
@@ -38,6 +40,7 @@ RECONFIGURE = Annotated[
 
 
 @with_knobs()
+@with_stages
 def run(
     ids: Annotated[
         Optional[Path],  # noqa: UP045
@@ -53,6 +56,7 @@ def run(
     reconfigure: RECONFIGURE = False,
     *,
     resolved: Resolved,
+    stages: Stages = (),
 ) -> None:
     """Queue the IDs in IDS (idempotent) and process until nothing is left.
 
@@ -63,7 +67,7 @@ def run(
     rpa run --pdf-tar 'bulk/arXiv_pdf_*.tar'
     grep 2401 all-ids.txt | rpa run -
     """
-    start_run(resolved, "run", ids=ids, strict=strict, reconfigure=reconfigure)
+    start_run(resolved, "run", ids=ids, strict=strict, reconfigure=reconfigure, stages=stages)
 
 
 #: what a resume runs with instead of Settings' defaults: the queue's stored settings
@@ -73,7 +77,8 @@ DEMO_SHOWN = {"db": DEMO_DB, "out": str(DEMO_OUT), "pdf_url": "the demo's loopba
 
 
 @with_knobs(shown=RESUME_SHOWN)
-def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved) -> None:
+@with_stages
+def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved, stages: Stages = ()) -> None:
     """Continue the queue where it stopped, with its stored settings: reclaim dead leases,
     then process what is left.
 
@@ -82,7 +87,7 @@ def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved) -> None:
     \b
     rpa resume --db rpa.db
     """
-    start_run(resolved, "resume", reconfigure=reconfigure)
+    start_run(resolved, "resume", reconfigure=reconfigure, stages=stages)
 
 
 @with_knobs({"db"})
@@ -90,6 +95,14 @@ def retry(
     kind: Annotated[
         Optional[list[Kind]],  # noqa: UP045
         KINDS_OPTION,
+    ] = None,
+    stage: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--stage",
+            help="re-open this stage of yours for the done papers (all, "
+            "or those it failed with --kind); download and extraction stay",
+        ),
     ] = None,
     *,
     resolved: Resolved,
@@ -106,6 +119,9 @@ def retry(
     """
     db = resolved.settings.db
     kinds = kind_names(kind)
+    if stage is not None:
+        _retry_stage(db, stage, kinds)
+        return
     with one_line_errors():
         store = open_store(db, create=False)
         try:
@@ -122,13 +138,32 @@ def retry(
               f"`{command_hint(f'resume --db {redact(db)}')}` runs them")  # fmt: skip
 
 
+def _retry_stage(db: str, stage: str, kinds: list[str] | None) -> None:
+    with one_line_errors():
+        store = open_store(db, create=False)
+        try:
+            counts = stage_store.reopen(store, stage, kinds or None, time.time())
+        finally:
+            store.close()
+    if not counts:
+        out.print(f"stage {stage} has no papers to re-open in {redact(db)}")
+        return
+    for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        out.print(f"  {name:<16} {n:>8}")
+    resume = command_hint(f"resume --db {redact(db)}")
+    out.print(f"{sum(counts.values())} papers re-opened for stage {stage}; `{resume}` runs it "
+              "(with the stage named)")  # fmt: skip
+
+
 @with_knobs(shown=DEMO_SHOWN)
+@with_stages
 def demo(
     fresh: Annotated[
         bool, typer.Option(help="delete the demo's database and output first")
     ] = False,
     *,
     resolved: Resolved,
+    stages: Stages = (),
 ) -> None:
     """Offline demo: serve the bundled sample papers from a loopback mirror and run them.
 
@@ -156,4 +191,7 @@ def demo(
             json_lines = settings.log_format == "json" and not out.is_terminal
             event(json_lines, f"serving {mirror.count} sample papers at {mirror.template}",
                   "demo_mirror", papers=mirror.count, url=mirror.template)  # fmt: skip
-            start_run(mirror.resolved(resolved), "demo", ids=mirror.ids_file, strict=True)
+            start_run(
+                mirror.resolved(resolved), "demo", ids=mirror.ids_file, strict=True,
+                stages=stages,
+            )  # fmt: skip

@@ -9,8 +9,12 @@ that touches those bytes, or the text, or the record, happens here:
              rpa.sources.publish), a local file (only where the template points), a tar
              member; or verify a PDF an earlier run checkpointed (size and sha256)
     extract  rpa.extract.pdf.extract_pdf: the text, written atomically, and the analysis
-    record   the key-outcome record (rpa.extract.record), written whole and fsynced under a
-             private name, and the queue's `results` row of it (its JSON serialised here)
+    record   the key-outcome record (rpa.extract.record), written whole under a private
+             name, and the queue's `results` row of it (its JSON serialised here)
+
+The text and the record get no fsync of their own (it would idle this core): the batch that
+commits the paper syncs --out's file system first (rpa.run.completer). The PDF does, before
+its final name points at it: a final name only ever holds a whole PDF.
 
 and a small summary goes back: sizes, hash, pages, the timings, the row. The main process never
 reads, hashes or serialises a PDF, a text or a record; it commits the row (fenced, in batches:
@@ -34,7 +38,6 @@ from rpa.classify import classify
 from rpa.errors import JobError
 from rpa.extract.protocol import PDF_MISSING, Extractor, PaperTask
 from rpa.extract.record import outcome_record, write_record
-from rpa.files import fsync_folder
 from rpa.queue.jobs import result_row
 from rpa.queue.model import Job
 from rpa.sources.check import check_pdf
@@ -69,9 +72,8 @@ def _locate(task: PaperTask) -> tuple[str, int, str]:
                 raise _Failed("extract", PDF_MISSING, f"the download is gone: {exc}") from exc
             try:
                 with open(private, "rb") as fh:
-                    os.fsync(fh.fileno())  # whole on disk before any name points at it
+                    os.fsync(fh.fileno())  # whole on disk before its final name points at it
                 kept = publish_pdf(private, final, first=task.first)
-                fsync_folder(final.parent)
             except OSError as exc:  # a write: --out full, read-only, removed...
                 raise _Failed.of("download", exc) from exc
             return (str(final), size, sha) if kept is None else (str(final), *kept)
@@ -100,7 +102,7 @@ def _record(task: PaperTask, job: Job) -> tuple[str, dict[str, Any], str | None]
     if final.is_dir():  # found now, before the commit: the rename after it would fail
         raise IsADirectoryError(21, "Is a directory", str(final))
     private = private_name(final, task.run_id)
-    write_record(private, record, run_id=task.run_id)
+    write_record(private, record, run_id=task.run_id, sync=False)
     return str(private), result_row(record), (record.get("checks") or {}).get("stamp_mismatch")
 
 
@@ -125,7 +127,9 @@ def work_paper(task: PaperTask, extract_pdf: Extractor) -> dict[str, object]:
     try:
         pdf_path, size, sha = _locate(task)
         t1 = time.perf_counter()
-        result = extract_pdf(pdf_path, task.text_path, task.extractor, task.run_id)
+        # the text and the record are not fsynced one by one: the batch that commits this
+        # paper syncs the file system first (rpa.run.completer)
+        result = extract_pdf(pdf_path, task.text_path, task.extractor, task.run_id, sync=False)
         t2 = time.perf_counter()
         if not result.get("ok"):
             kind = str(result.get("kind"))

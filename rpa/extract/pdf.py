@@ -220,11 +220,12 @@ def _hyphens(text: str) -> str:
     return _SOFT_JOIN.sub("", text).replace("\ufffe", "-")
 
 
-def _write_text(text_path: str, pages: list[str], run_id: str) -> None:
+def _write_text(text_path: str, pages: list[str], run_id: str, sync: bool) -> None:
     """Write the text with [PAGE n] markers, a page at a time, atomically (rpa.files.atomic_file:
     the temporary name carries the run's id; fsync, rename), so a reader (or a crash) never
-    sees half a file. Created with mode 0600 (before the umask), as mkstemp made it before."""
-    with atomic_file(Path(text_path), run_id=run_id, create_mode=0o600) as out:
+    sees half a file. Created with mode 0600 (before the umask), as mkstemp made it before.
+    `sync` False: no fsync (the caller makes the file system durable before it trusts it)."""
+    with atomic_file(Path(text_path), run_id=run_id, create_mode=0o600, sync=sync) as out:
         for n, text in enumerate(pages, start=1):
             out.write(f"[PAGE {n}]\n{text}\n".encode())
 
@@ -237,7 +238,9 @@ def _clean(text: str) -> str:
     return clean_characters(text)
 
 
-def _extract(pdf_path: str, text_path: str, extractor: str, run_id: str) -> dict[str, object]:
+def _extract(
+    pdf_path: str, text_path: str, extractor: str, run_id: str, sync: bool
+) -> dict[str, object]:
     if extractor not in EXTRACTORS:
         raise _Failure("config", f"unknown extractor {extractor!r}: one of {EXTRACTORS}")
     stream: Any
@@ -269,7 +272,7 @@ def _extract(pdf_path: str, text_path: str, extractor: str, run_id: str) -> dict
             raise _Failure("invalid_pdf", _describe(exc)) from exc
     pages = [_clean(p) for p in pages]
     try:
-        _write_text(text_path, pages, run_id)
+        _write_text(text_path, pages, run_id, sync)
     except OSError as exc:
         failure = classify(exc, "writing the text")
         raise _Failure(failure.kind, failure.message[:MAX_MESSAGE_CHARS]) from exc
@@ -291,14 +294,15 @@ def _extract(pdf_path: str, text_path: str, extractor: str, run_id: str) -> dict
 
 
 def extract_pdf(
-    pdf_path: str, text_path: str, extractor: str = "pypdf", run_id: str = ""
+    pdf_path: str, text_path: str, extractor: str = "pypdf", run_id: str = "", *, sync: bool = True
 ) -> dict[str, object]:
     """Extract one PDF's text to `text_path` and analyse it; never raises (see module doc).
-    `run_id` goes into the temporary file's name (rpa.files.temp_owner)."""
+    `run_id` goes into the temporary file's name (rpa.files.temp_owner); `sync` False: the
+    text is not fsynced (a paper's whole work: rpa.run.completer syncs the file system)."""
     result: dict[str, object]
     with _NOISE.counting() as noise:
         try:
-            result = _extract(pdf_path, text_path, extractor, run_id)
+            result = _extract(pdf_path, text_path, extractor, run_id, sync)
         except _Failure as failure:
             result = {"ok": False, "kind": failure.kind, "message": failure.message}
         except MemoryError as exc:  # RLIMIT_AS reached: --extract-max-mb

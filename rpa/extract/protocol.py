@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import pickle
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from rpa.queue.model import Job
 
@@ -36,8 +36,15 @@ __all__ = [
     "write_all",
 ]
 
-#: what an extraction runs: rpa.extract.pdf.extract_pdf(pdf, text, extractor, run_id)
-Extractor = Callable[[str, str, str, str], dict[str, object]]
+
+class Extractor(Protocol):
+    """What an extraction runs: rpa.extract.pdf.extract_pdf(pdf, text, extractor, run_id)."""
+
+    def __call__(
+        self, pdf_path: str, text_path: str, extractor: str = ..., run_id: str = ...,
+        *, sync: bool = ...,
+    ) -> dict[str, object]: ...  # fmt: skip
+
 
 #: how the PDF named by a PaperTask is checked before it is trusted (rpa.extract.paper)
 CHECKS = ("download", "local", "tar", "verify")

@@ -100,7 +100,10 @@ def outcome_record(job: Job, run_id: str, metadata: dict[str, Any] | None = None
     }
 
 
-def write_record(path: Path, record: dict[str, Any], *, run_id: str = "") -> None:
-    """Write `record` to `path` as JSON, whole or not at all (rpa.files.atomic_write).
-    Blocking: the I/O pool's work, the JSON encoding included."""
-    atomic_write(path, json.dumps(record, ensure_ascii=False, indent=1), run_id=run_id)
+def write_record(
+    path: Path, record: dict[str, Any], *, run_id: str = "", sync: bool = True
+) -> None:
+    """Write `record` to `path` as JSON, whole or not at all (rpa.files.atomic_write; `sync`
+    False: not fsynced). Blocking: the I/O pool's work, the JSON encoding included."""
+    text = json.dumps(record, ensure_ascii=False, indent=1)
+    atomic_write(path, text, run_id=run_id, sync=sync)

@@ -17,6 +17,7 @@ __all__ = [
     "ACTIVE_STAGES",
     "FINAL_STAGES",
     "QUEUE_SETTINGS",
+    "STAGE_RESULTS",
     "Attempt",
     "Completion",
     "Downloaded",
@@ -43,6 +44,16 @@ QUEUE_SETTINGS = (
     "out", "pdf_url", "pdf_tar", "extractor", "rate_limits", "max_pdf_mb", "follow_redirects",
     "metadata", "metadata_url", "metadata_file",
 )  # fmt: skip
+
+#: the user stages' checkpoints (rpa.stages.store), one row per paper and stage; the same
+#: statement in both backends (PostgreSQL's REAL read as double precision)
+STAGE_RESULTS = (
+    "CREATE TABLE stage_results (job_id TEXT NOT NULL, stage TEXT NOT NULL, "
+    "version TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+    "next_at REAL NOT NULL DEFAULT 0, result_json TEXT, error_kind TEXT, error TEXT, "
+    "lease_owner TEXT, lease_token BIGINT NOT NULL DEFAULT 0, seconds REAL, "
+    "updated_at REAL, PRIMARY KEY (job_id, stage))"
+)
 
 
 def dead_after(heartbeat_seconds: float) -> float:

@@ -13,6 +13,8 @@ them up.
 
 from __future__ import annotations
 
+from rpa.queue.model import STAGE_RESULTS
+
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SHARDS"]
 
 #: counter rows per stage
@@ -158,6 +160,16 @@ _SCHEMA_8 = [
     "json text NOT NULL, fetched_at double precision)",
 ]
 
+_SCHEMA_9 = [
+    # the user's own stages (rpa.stages): each one's checkpoint per paper, leased like jobs
+    STAGE_RESULTS.replace(" REAL", " double precision"),
+    "CREATE INDEX stage_results_due ON stage_results(stage, state, next_at)",
+    # a stage claims done papers in seq order from a cursor: only done rows, in that order
+    "CREATE INDEX jobs_done_seq ON jobs(seq) WHERE stage = 'done'",
+]
+
 #: version -> statements; a PostgreSQL queue has no version below 5
-MIGRATIONS: dict[int, list[str]] = {5: _SCHEMA_5, 6: _SCHEMA_6, 7: _SCHEMA_7, 8: _SCHEMA_8}
+MIGRATIONS: dict[int, list[str]] = {
+    5: _SCHEMA_5, 6: _SCHEMA_6, 7: _SCHEMA_7, 8: _SCHEMA_8, 9: _SCHEMA_9,
+}  # fmt: skip
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from rpa.queue.model import QUEUE_SETTINGS
+from rpa.queue.model import QUEUE_SETTINGS, STAGE_RESULTS
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -237,6 +237,14 @@ def _migration_8(db: Database) -> None:
     )
 
 
+def _migration_9(db: Database) -> None:
+    # The user's own stages (rpa.stages): each one's checkpoint per paper, leased like jobs.
+    db.execute(STAGE_RESULTS)
+    db.execute("CREATE INDEX stage_results_due ON stage_results(stage, state, next_at)")
+    # a stage claims done papers in seq order from a cursor: only done rows, in that order
+    db.execute("CREATE INDEX jobs_done_seq ON jobs(seq) WHERE stage = 'done'")
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_1,
     _migration_2,
@@ -246,5 +254,6 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_6,
     _migration_7,
     _migration_8,
+    _migration_9,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -14,7 +14,7 @@ Rendering is not done here: `rpa.show` turns this data into tables, text and fil
 
 from __future__ import annotations
 
-from rpa.report.export import iter_records, open_records
+from rpa.report.export import iter_records, open_records, stage_columns
 from rpa.report.status import StatusReader, run_timings, write_metrics_file, write_status_metrics
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "iter_records",
     "open_records",
     "run_timings",
+    "stage_columns",
     "write_metrics_file",
     "write_status_metrics",
 ]

@@ -14,8 +14,9 @@ from typing import Any
 
 from rpa.queue import open_store, reads
 from rpa.queue.store import QueueStore
+from rpa.stages.store import export_columns
 
-__all__ = ["PAGE", "iter_records", "open_records"]
+__all__ = ["PAGE", "iter_records", "open_records", "stage_columns"]
 
 #: results read per query
 PAGE = 1000
@@ -41,5 +42,14 @@ def open_records(db: str | Path) -> Iterator[Iterator[dict[str, Any]]]:
     store = open_store(db, readonly=True)
     try:
         yield iter_records(store)
+    finally:
+        store.close()
+
+
+def stage_columns(db: str | Path) -> list[tuple[str, str]]:
+    """The (stage, key) pairs of the export's `stage_<stage>_<key>` columns (rpa.stages.store)."""
+    store = open_store(db, readonly=True)
+    try:
+        return export_columns(store)
     finally:
         store.close()

@@ -18,6 +18,7 @@ from rpa.files import atomic_write
 from rpa.queue import open_store, reads
 from rpa.run.snapshot import RunSnapshot
 from rpa.show.openmetrics import render_openmetrics
+from rpa.stages.store import counts as stage_counts
 
 __all__ = ["StatusReader", "run_timings", "write_metrics_file", "write_status_metrics"]
 
@@ -52,6 +53,7 @@ class StatusReader:
     def read(self) -> dict[str, Any]:
         """The status now (and the metrics file written from it)."""
         data = reads.status(self._store, time.time())
+        data["user_stages"] = stage_counts(self._store)  # rpa.stages: per stage, per state
         if self.metrics_file:
             try:
                 write_metrics_file(self.metrics_file, render_openmetrics(data))

@@ -1,16 +1,21 @@
 """Completions committed in batches: one transaction for many papers, each fenced as before.
 
-    worker ─ complete(c) ─▶ pending ─▶ run(): wait LINGER or BATCH items ─▶ one transaction
-                                        (jobs.complete_many: each job behind its own fence)
+    worker ─ complete(c) ─▶ pending ─▶ run(): wait LINGER or BATCH items ─▶ syncfs(--out)
+                                        ─▶ one transaction (jobs.complete_many: each job
+                                           behind its own fence)
                                       ◀─ True/False per job; the committed records renamed
                                          into place, the others' removed (one I/O trip)
 
-A paper's worker waits for its own answer. The batch commits whatever the worker does
-meanwhile (cancelled, say): a committed completion always gets its record renamed into place
-here, never by the worker; a batch whose reply was lost with the connection is confirmed
-job by job (rpa.queue.aio.run_fenced_many). Should the run end between a commit and the
-renames, the next start-up (or this run's end) repairs them (rpa.run.publish). When the run
-stops, `drain` commits what is pending before the run's side tasks end.
+The extraction processes write a paper's text and record without an fsync each (an fsync
+blocks the process, and its core idles): one syncfs of --out's file system per batch, before
+the batch commits, makes every file of the batch durable, so no committed job points at a file
+a power cut could tear. A paper's worker waits for its own answer. The batch commits whatever
+the worker does meanwhile (cancelled, say): a committed completion always gets its record
+renamed into place here, never by the worker; a batch whose reply was lost with the
+connection is confirmed job by job (rpa.queue.aio.run_fenced_many). Should the run end
+between a commit and the renames, the next start-up (or this run's end) repairs them
+(rpa.run.publish). When the run stops, `drain` commits what is pending before the run's side
+tasks end.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rpa.files import sync_filesystem
 from rpa.queue import jobs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Completion
@@ -55,8 +61,9 @@ def _publish_all(done: Sequence[tuple[Path, Path]], lost: Sequence[Path]) -> Non
 class Completer:
     """The run's completions, in batches (see the module's doc)."""
 
-    def __init__(self, queue: AsyncQueue, io: Executor, run_id: str) -> None:
+    def __init__(self, queue: AsyncQueue, io: Executor, run_id: str, out: Path) -> None:
         self.queue = queue
+        self.out = out
         self.io = io
         self.run_id = run_id
         self._pending: list[_Pending] = []
@@ -101,7 +108,9 @@ class Completer:
             self._idle.set()
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
         try:
+            await loop.run_in_executor(self.io, sync_filesystem, self.out)
             made = await self.queue.run_fenced_many(
                 jobs.complete_many,
                 jobs.completed_many,
@@ -123,7 +132,6 @@ class Completer:
         pairs = list(zip(batch, made, strict=True))
         done = [(p.private, Path(p.completion.outcome_path)) for p, ok in pairs if ok]
         lost = [p.private for p, ok in pairs if not ok]
-        loop = asyncio.get_running_loop()
         # committed: renamed even if this task is cancelled meanwhile
         await asyncio.shield(loop.run_in_executor(self.io, _publish_all, done, lost))
         for p, ok in pairs:

@@ -178,9 +178,8 @@ def prepare(
         settings, to_store, notes = apply_queue_settings(resolved, stored, reconfigure=reconfigure)
         check_setup(settings)
         if command == "run" and ids is None and not settings.pdf_tar:
-            raise InputError(
-                "give a file of IDs (rpa run IDS), or --pdf-tar to run the tars' papers"
-            )
+            hint = command_hint("run IDS")
+            raise InputError(f"give a file of IDs ({hint}), or --pdf-tar to run the tars' papers")
         if store is None:
             store = open_store(db, create=True)
         if to_store:

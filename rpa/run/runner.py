@@ -35,7 +35,7 @@ from rpa.hosts.health import HostHealth
 from rpa.layout import Layout
 from rpa.metrics import LagProbe
 from rpa.notices import Notices
-from rpa.queue import reads, runs
+from rpa.queue import reads, redact, runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import RunInfo, Totals, new_run_id
 from rpa.run.completer import Completer
@@ -53,6 +53,8 @@ from rpa.run.snapshot import RunSnapshot, RunSummary
 from rpa.run.source import open_source
 from rpa.run.tally import Tally
 from rpa.run.tasks import describe_crash, start
+from rpa.stages.phase import StagePhase
+from rpa.stages.spec import StageSpec
 
 __all__ = ["RunSummary", "Runner"]
 
@@ -69,6 +71,7 @@ class Runner:
         run_id: str | None = None,
         notices: Notices | None = None,
         write_metrics: Callable[[RunSnapshot], None] | None = None,
+        stages: tuple[StageSpec, ...] = (),
     ) -> None:
         """`write_metrics` writes --metrics-file from a snapshot (blocking: it runs in the
         I/O pool every few seconds and at the end); the CLI gives it, so that the run never
@@ -111,6 +114,9 @@ class Runner:
         )
         self.probe = LagProbe()
         self.tally = Tally()
+        self.stages = StagePhase(
+            stages, settings, self.run_id, self.queue, self.io, self.tally, self.notices
+        )
         self.disk = DiskGuard(self.layout.root, settings.out, settings.min_free_mb, self.io)
         self.feeder = Feeder(
             settings=settings,
@@ -171,7 +177,7 @@ class Runner:
         if self.metadata is not None and self.metadata.gate is not None:
             gates.append(self.metadata.gate.statistics())
         gates.append(self.queue.gate.statistics())
-        return gates
+        return gates + self.stages.gates()
 
     def _set_totals(self, totals: Totals) -> None:
         self.progress.set_totals(totals)
@@ -267,7 +273,7 @@ class Runner:
             self.governor.start(asyncio.get_running_loop())
             stack.callback(self.governor.stop)
             processor = JobProcessor(
-                completer=Completer(self.queue, self.io, self.run_id),
+                completer=Completer(self.queue, self.io, self.run_id, self.layout.root),
                 settings=s,
                 run_id=self.run_id,
                 queue=self.queue,
@@ -321,10 +327,13 @@ class Runner:
             if probe_client is not None:
                 side.append(start(background, "host-probes", self._watch_hosts(probe_client)))
             side.append(start(background, "completions", processor.completer.run()))
+            stages = start(background, "stages", self.stages.run(lambda: self.feeder.stopping))
             try:
                 await self.feeder.run(processor)
                 await processor.completer.drain()  # the workers are done: nothing is added
+                await self.stages.drain(stages)  # the user's stages over what is done
             finally:
+                stages.cancel()
                 for task in side:
                     task.cancel()
 
@@ -334,9 +343,12 @@ class Runner:
         reason = self.hosts.outages.unreachable
         if reason is not None:
             self._unreachable = reason
+            fix = command_hint(
+                f"resume --db {redact(self.settings.db)} --reconfigure --pdf-url URL"
+            )
             self.notices.add(
                 f"{reason}: it never answered in this run, so no paper was charged. Check "
-                f"--pdf-url: `{command_hint('resume --reconfigure --pdf-url URL')}` sets it."
+                f"--pdf-url (and the network): `{fix}` sets it."
             )
             self.stop()
             self.feeder.cancel_workers()

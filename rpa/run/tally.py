@@ -8,6 +8,7 @@ work of a paper is kept only while the paper is in hand).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 from rpa.metrics import Rate, Window
 from rpa.queue.model import Attempt
@@ -63,6 +64,8 @@ class Tally:
         #: papers whose PDF carries another paper's arXiv stamp, and the first few of them
         self.stamp_mismatches = 0
         self.stamp_examples: list[str] = []
+        #: called with each job that became done (the user stages' phase takes it from there)
+        self.on_finished: list[Callable[[str], None]] = []
 
     def attempt(self, row: Attempt) -> None:
         """An attempt at one stage of a paper: to be written, and its own time (not its wait)
@@ -79,6 +82,8 @@ class Tally:
         self.slowest.append((job_id, work, max(0.0, seconds - work)))
         if len(self.slowest) > 5 * SLOWEST_KEPT:
             self.slowest = self.top_slowest(SLOWEST_KEPT)
+        for hook in self.on_finished:
+            hook(job_id)
 
     def let_go(self, job_id: str) -> None:
         """The paper left this worker's hands (done, failed, given back): forget its work."""

@@ -1,18 +1,19 @@
 """`rpa export`'s formats: the key-outcome records it is given, as JSON lines, CSV or Parquet.
 
 JSON lines carry each record whole; CSV and Parquet flatten it to one table (`FIELDS`), arXiv's
-metadata as `meta_*` columns. Lists (authors, headings, references, categories) are Parquet
-lists of strings, and in CSV joined with " | ". Parquet (pyarrow, the `rpa[parquet]` extra) is
-written a row group of `ROW_GROUP` records at a time, every column typed. The records come
-from `rpa.report.export` (read lazily, page by page): nothing here
-opens the queue.
+metadata as `meta_*` columns, each user stage's result keys as `stage_<name>_<key>` text
+columns (`stages`: the (name, key) pairs the queue's results have). Lists (authors, headings,
+references, categories) are Parquet lists of strings, and in CSV joined with " | ". Parquet
+(pyarrow, the `rpa[parquet]` extra) is written a row group of `ROW_GROUP` records at a time,
+every column typed. The records come from `rpa.report.export` (read lazily, page by page):
+nothing here opens the queue.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,6 +43,8 @@ FIELDS: dict[str, str] = {
     "meta_updated": "str", "meta_doi": "str", "meta_journal_ref": "str", "meta_comment": "str",
     "meta_license": "str",
 }  # fmt: skip
+#: the user stages' (name, key) columns
+Stages = Sequence[tuple[str, str]]
 #: records per Parquet row group
 ROW_GROUP = 1000
 
@@ -61,10 +64,26 @@ def _listed(values: Any) -> list[str]:
 
 def _joined(row: dict[str, Any]) -> dict[str, Any]:
     """A flat row with its lists joined by " | " (CSV has no lists; an empty one is empty)."""
-    return {k: (" | ".join(v) or None) if FIELDS[k] == "list" else v for k, v in row.items()}
+    return {k: (" | ".join(v) or None) if FIELDS.get(k) == "list" else v for k, v in row.items()}
 
 
-def flat(record: dict[str, Any]) -> dict[str, Any]:
+def _cell(value: Any) -> str | None:
+    """A stage's value as text: lists joined with " | ", the rest as JSON (strings as they are)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return " | ".join(v if isinstance(v, str) else json.dumps(v) for v in value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _stage_cells(record: dict[str, Any], stages: Stages) -> dict[str, Any]:
+    results = record.get("stages") or {}
+    return {
+        f"stage_{name}_{key}": _cell((results.get(name) or {}).get(key)) for name, key in stages
+    }
+
+
+def flat(record: dict[str, Any], stages: Stages = ()) -> dict[str, Any]:
     """One record as the flat row of FIELDS."""
     stamp = record.get("arxiv_stamp") or {}
     pdf = record.get("pdf") or {}
@@ -109,7 +128,7 @@ def flat(record: dict[str, Any]) -> dict[str, Any]:
         "meta_journal_ref": meta.get("journal_ref"),
         "meta_comment": meta.get("comment"),
         "meta_license": meta.get("license"),
-    }
+    } | _stage_cells(record, stages)
 
 
 #: what a spreadsheet reads as the start of a formula (OWASP's list for CSV injection)
@@ -127,20 +146,23 @@ def neutralised(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_csv(records: Iterable[dict[str, Any]], out: TextIO, *, raw: bool = False) -> int:
+def write_csv(
+    records: Iterable[dict[str, Any]], out: TextIO, *, raw: bool = False, stages: Stages = ()
+) -> int:
     """The flat rows as CSV with a header, formula cells neutralised unless `raw`; returns
     how many."""
-    writer = csv.DictWriter(out, fieldnames=list(FIELDS))
+    names = [f"stage_{name}_{key}" for name, key in stages]
+    writer = csv.DictWriter(out, fieldnames=[*FIELDS, *names])
     writer.writeheader()
     n = 0
     for record in records:
-        row = _joined(flat(record))
+        row = _joined(flat(record, stages))
         writer.writerow(row if raw else neutralised(row))
         n += 1
     return n
 
 
-def write_parquet(records: Iterable[dict[str, Any]], path: Path) -> int:
+def write_parquet(records: Iterable[dict[str, Any]], path: Path, stages: Stages = ()) -> int:
     """The flat table as Parquet at `path` (pyarrow; a row group every ROW_GROUP records);
     returns how many."""
     try:
@@ -152,12 +174,13 @@ def write_parquet(records: Iterable[dict[str, Any]], path: Path) -> int:
         ) from None
     kinds = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(),
              "list": pa.list_(pa.string())}  # fmt: skip
-    schema = pa.schema([(name, kinds[kind]) for name, kind in FIELDS.items()])
+    columns = [*FIELDS.items(), *((f"stage_{n}_{k}", "str") for n, k in stages)]
+    schema = pa.schema([(name, kinds[kind]) for name, kind in columns])
     n = 0
     with pq.ParquetWriter(path, schema) as writer:
         page: list[dict[str, Any]] = []
         for record in records:
-            page.append(flat(record))
+            page.append(flat(record, stages))
             if len(page) >= ROW_GROUP:
                 writer.write_table(pa.Table.from_pylist(page, schema=schema))
                 n += len(page)

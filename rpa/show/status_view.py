@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rpa.hints import command_hint
 from rpa.show.fmt import WIDTH, Line, Lines, block, clip, ms, when, wrap
 
 __all__ = ["make_status"]
@@ -56,7 +57,8 @@ def make_status(status: dict[str, Any]) -> Lines:
                 [(clip(f"  {f['kind']:<14} {f['count']:>7}  e.g. {f['sample_id']}", WIDTH), "")]
             )
             lines += _detail(f["sample_message"] or "", style="yellow")
-        lines.append([("  `rpa failures` lists them; `rpa retry` puts them back in the queue", "")])
+        failures, retry = command_hint("failures"), command_hint("retry")
+        lines.append([(f"  `{failures}` lists them; `{retry}` puts them back in the queue", "")])
     retries = status["retries"]
     if retries["next"]:
         lines.append([(f"Retry scheduled: {retries['count']}", "title")])
@@ -75,6 +77,7 @@ def make_status(status: dict[str, Any]) -> Lines:
         ),
         label_width=9,
     )  # fmt: skip
+    lines += _user_stages(status.get("user_stages") or {})
     tp = status["throughput"]
     lines.append(
         [(f"Throughput: {tp['last_1m_papers_per_min']} papers/min (1 min), "
@@ -113,3 +116,23 @@ def make_status(status: dict[str, Any]) -> Lines:
             )
             lines += _detail(text, indent=4)
     return Lines(lines)
+
+
+def _user_stages(stages: dict[str, Any]) -> list[Line]:
+    """The user's stages (rpa.stages): papers per state, versions, failures by kind."""
+    if not stages:
+        return []
+    lines = block(
+        "Your stages",
+        ("stage", "done", "running", "retry", "failed", "versions"),
+        (
+            (name, str(v["done"]), str(v["running"]), str(v["retry"]), str(v["failed"]),
+             ", ".join(v["versions"]))
+            for name, v in stages.items()
+        ),
+        label_width=12,
+    )  # fmt: skip
+    for name, v in stages.items():
+        for kind, n in sorted(v["failures"].items(), key=lambda kv: -kv[1]):
+            lines += _detail(f"{name}: {n} failed with {kind}", indent=4, style="yellow")
+    return lines

@@ -48,8 +48,10 @@ def sniff_pdf(head: bytes) -> bool:
 
 
 def start_of(head: bytes, chars: int = 60) -> str:
-    """The first `chars` bytes of what was not a PDF, readable in one line (for messages)."""
-    return head[:chars].decode("latin-1").replace("\n", " ").strip()
+    """The first `chars` bytes of what was not a PDF, readable in one line: printable ASCII as
+    it is, every other byte a `.` (a binary file's start is no screenful of escapes)."""
+    text = head[:chars].decode("ascii", "replace").replace("\n", " ")
+    return "".join(c if " " <= c <= "~" else "." for c in text).strip()
 
 
 def not_a_pdf(head: bytes) -> errors.JobError:

@@ -293,11 +293,11 @@ class HttpSource:
 
 def _not_pdf(response: httpx.Response, head: bytes) -> errors.JobError:
     kind = response.headers.get("content-type", "?").split(";")[0]
-    preview = start_of(head, 80)
+    preview = start_of(head, 40)
     text = head.lower()
     # arXiv answers robots it has blocked with a 200 or 403 HTML page saying so.
     if b"access denied" in text or b"you have been blocked" in text:
         return errors.AccessDenied(
             f"denial page ({kind}) from {response.url}: {preview!r}", host=response.url.host
         )
-    return errors.NotPdf(f"not a PDF ({kind}, starts {preview!r})")
+    return errors.NotPdf(f"not a PDF ({kind}, starts {preview!r}) from {response.url}")
