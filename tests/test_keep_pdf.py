@@ -25,6 +25,8 @@ def _run(tmp_path: Path, mirror: Mirror, keep: str) -> tuple[Cli, Layout]:
     result = cli.run("run", str(ids), *cli.knobs(**KNOBS), "--keep-pdf", keep)
     assert result.returncode == 1, result.stdout + result.stderr  # the broken one failed
     assert cli.count("stage = 'done'") == len(PAPERS)
+    said = {"never": "(outcome/, text/)", "failed": "(outcome/, text/, pdf/ (failed papers')"}
+    assert said[keep] in result.stdout + result.stderr  # where the results are, as they are
     return cli, Layout(cli.out)
 
 

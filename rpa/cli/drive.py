@@ -279,7 +279,8 @@ def _hints(settings: Settings) -> Console:
 def _closing_lines(hint: Console, settings: Settings, failed: int, *, next_steps: bool) -> None:
     """Where the results are, what to type next, and the retry hint when papers failed."""
     db = redact(settings.db)
-    hint.print(f"results: {Path(settings.out).resolve()} (outcome/, text/, pdf/)")
+    kept = {"always": ", pdf/", "failed": ", pdf/ (failed papers')", "never": ""}[settings.keep_pdf]
+    hint.print(f"results: {Path(settings.out).resolve()} (outcome/, text/{kept})")
     if next_steps:
         status, export = command_hint(f"status --db {db}"), command_hint(f"export --db {db}")
         hint.print(f"next: {status}   |   {export} > outcomes.jsonl")
