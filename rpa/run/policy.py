@@ -4,14 +4,14 @@ Every error that ends an attempt at a paper comes here (as a JobError: `rpa.clas
 anything else into one) and gets a `Verdict`:
 
 - `give_back`: not the paper's fault, no attempt counted: a host refused us (its breaker
-  opens), its host is down (host health found it: rpa.hosts.outage), the queue database was
-  unavailable under it (rpa.queue.aio waits for it; what reaches here is a leftover), --out
-  full or not writable (claiming pauses: rpa.run.disk), or the run is stopping and took the
-  extraction process with it.
+  opens), the queue database was unavailable under it (rpa.queue.aio waits for it; what
+  reaches here is a leftover), --out full or not writable (claiming pauses: rpa.run.disk), or
+  the run is stopping and took the extraction process with it.
 - `retry`: the paper waits for its next attempt (exponential backoff with jitter, floored by
-  the server's Retry-After); the attempt is counted (`counted`) unless the failure may be the
-  machine's: a shed (the memory governor killed its process for memory another program may
-  hold), or an extraction process that died or timed out among others (`runs_alone`).
+  the server's Retry-After); the attempt is counted (`counted`) unless the failure is not the
+  paper's: its host is down (host health found it: rpa.hosts.outage), a shed (the memory
+  governor killed its process for memory another program may hold), or an extraction process
+  that died or timed out among others (`runs_alone`).
 - `fail`: the paper ends as failed: a permanent error, its last attempt, `poison` (it
   killed --poison-after extraction processes while alone), or a redirect to a host that
   refuses us.
@@ -121,7 +121,12 @@ def judge(
     if isinstance(exc, errors.DiskFull | errors.OutUnwritable):
         # the output folder, not the paper: claiming pauses until it can be written again
         return Verdict("give_back", exc, pause_out=True)
-    if host_down or isinstance(exc, errors.ConditionError):
+    if host_down:
+        # Not the paper's fault: uncounted. Not at once either: a host that answers only this
+        # paper's requests with errors looks down at each of them, and an immediate give-back
+        # would ask again as soon as a probe finds it up (a loop): its backoff first.
+        return Verdict("retry", exc, next_at=now + _delay(job, exc, settings), counted=False)
+    if isinstance(exc, errors.ConditionError):
         return Verdict("give_back", exc)
     if isinstance(exc, errors.WorkerCrashed) and stopping:
         # The run is stopping (a signal to the whole process group reaches the extraction
