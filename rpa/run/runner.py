@@ -272,8 +272,10 @@ class Runner:
             )
             self.governor.start(asyncio.get_running_loop())
             stack.callback(self.governor.stop)
+            done = Completer(self.queue, self.io, self.run_id, self.layout.root,
+                             saturated=self.gates.extract.has_waiters)  # fmt: skip
             processor = JobProcessor(
-                completer=Completer(self.queue, self.io, self.run_id, self.layout.root),
+                completer=done,
                 settings=s,
                 run_id=self.run_id,
                 queue=self.queue,
