@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from rpa.config import parse_rate_limits
 from rpa.errors import AccessDenied
 from rpa.gates import GateStatistics
 from rpa.hosts.rate import RateGate
+from rpa.rates import parse_rate_limits
 
 __all__ = ["HostGate", "HostGates", "same_site", "site_of"]
 
