@@ -38,7 +38,9 @@ __all__ = [
 ENV_PREFIX = "RPA_"
 #: RPA_ variables that are no knob: the config file's path, tracebacks for rpa's bugs, and how
 #: the user launched rpa (run.sh sets it; the hints name it: rpa.hints)
-NOT_KNOBS = frozenset({f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG", f"{ENV_PREFIX}LAUNCHER"})
+NOT_KNOBS = frozenset(
+    f"{ENV_PREFIX}{name}" for name in ("CONFIG", "DEBUG", "LAUNCHER", "GROUP_REPORT")
+)
 #: read from the working directory when neither --config nor RPA_CONFIG names a file
 DEFAULT_CONFIG_NAME = "rpa.toml"
 ARXIV_URL = "https://export.arxiv.org/pdf/{id}"
@@ -76,6 +78,10 @@ class Settings:
     extract_workers: int = _knob(
         0, "extraction processes (0 = the CPUs rpa may use: affinity, cgroup quota)", minimum=0
     )
+    processes: int = _knob(
+        1, "conductor processes on the queue, one live table (each: its share of "
+        "--extract-workers, --workers, --download-concurrency, --prefetch)", minimum=1,
+    )  # fmt: skip
     extract_pool: Literal["process", "thread"] = _knob("process", "extraction pool kind")
     extractor: Literal["pypdf", "pdfium"] = _knob(
         "pypdf", "text extractor (pdfium needs the rpa[pdfium] extra)"

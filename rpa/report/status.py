@@ -78,13 +78,15 @@ class StatusReader:
         self.close()
 
 
-def run_timings(db: str | Path, run_id: str) -> dict[str, Any] | None:
-    """The per-stage timings of run `run_id`, for its summary; None when the queue cannot be
-    read (the summary is shown without them)."""
+def run_timings(db: str | Path, run_id: str, since: float | None = None) -> dict[str, Any] | None:
+    """The per-stage timings of run `run_id` (or, `since` given, of every attempt since: a
+    group's runs), for its summary; None when the queue cannot be read (the summary is shown
+    without them)."""
     with contextlib.suppress(errors.RpaError, OSError):
         store = open_store(db, readonly=True)
         try:
-            return {"run_id": run_id, "stages": reads.stage_timings(store, run_id=run_id)}
+            chosen = {"since": since} if since is not None else {"run_id": run_id}
+            return {"run_id": run_id, "stages": reads.stage_timings(store, **chosen)}
         finally:
             store.close()
     return None
