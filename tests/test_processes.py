@@ -6,6 +6,7 @@ queue and real processes; the merging of the processes' figures as plain functio
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -153,3 +154,51 @@ def test_shares_are_even_and_never_zero() -> None:
     assert shares(200, 3) == [67, 67, 66]
     assert shares(2, 2) == [1, 1]
     assert shares(1, 3) == [1, 1, 1]
+
+
+def _group_processes(db: Path) -> list[int]:
+    """The pids of the group's processes: `rpa resume --db DB` (found by pid in /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"resume" in args and str(db).encode() in args:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_process_killed_is_named_and_the_others_or_resume_finish(tmp_path: Path) -> None:
+    """kill -9 of one process of the group: the other goes on and, its own work done, waits
+    for the killed one's leases until its heartbeat is found stale, then does those papers:
+    the run ends with every paper done once (exit 0), the summary naming the lost process."""
+    stalled = f"c{COPIES - 1}-{sample_pdfs()[-1].stem}"
+    mirror, ids = _mirror({stalled: Fault.slow_body(3.0, times=1)})
+    with mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids_file = write_ids(tmp_path / "ids.txt", ids)
+        knobs = cli.knobs(workers=8, extract_workers=2, heartbeat_seconds=0.5)
+        proc = cli.popen("run", str(ids_file), "--processes", "2", *knobs)
+
+        def at_work() -> bool:
+            return len(_group_processes(cli.db)) == 2 and cli.count("stage = 'done'") >= 3
+
+        try:
+            wait_for(at_work, 60, "both processes at work")
+            victim = _group_processes(cli.db)[0]
+            os.kill(victim, signal.SIGKILL)
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log = (tmp_path / "run.log").read_text()
+        assert code == 0, log
+        assert f"(pid {victim}) ended with signal 9 and no summary" in log
+        assert "reclaimed" in log and "Traceback" not in log
+        assert f"queue: {len(ids)} done, 0 failed, 0 remaining" in log
+        again = cli.run("resume", "--db", str(cli.db))
+        assert again.returncode == 0 and "nothing left to do" in again.stdout
+    _once(cli)

@@ -17,8 +17,10 @@ in the queue). A group is that, started and watched by one command:
 
 The processes run in their own process group: Ctrl-C (or a SIGTERM) here is passed on to each
 of them, so they stop as one run does (a second Ctrl-C, passed on too, stops them at once). A
-process that dies without its summary (kill -9) makes the run `crashed`, named; its leases
-are taken over by the others when its heartbeat is found stale, or by the next `rpa resume`.
+process that dies without its summary (kill -9) is named in the summary; its leases are taken
+over by the others when its heartbeat is found stale (each waits for the jobs other runs hold
+before it ends), and the run is `crashed` (exit 1) only if work it held is left for the next
+`rpa resume`.
 """
 
 from __future__ import annotations
@@ -246,7 +248,8 @@ class ProcessGroup:
             merged = RunSummary(self.label, "finished", 0, 0, totals, wall, merge_windows(()),
                                 {}, {}, [], [], lost)  # fmt: skip
         status = merged.status
-        if lost and status in ("finished", "interrupted"):
-            status = "crashed"
-        crash = merged.crash or (lost[0] if lost else None)
+        left = totals.remaining - merged.held_elsewhere
+        if lost and left > 0 and status in ("finished", "interrupted"):
+            status = "crashed"  # work is left that the lost process held (else: the others did it)
+        crash = merged.crash or (lost[0] if lost and status == "crashed" else None)
         return dataclasses.replace(merged, totals=totals, status=status, crash=crash)
