@@ -11,7 +11,8 @@ p50s weighted by their sample counts, and a p95, p99 or max is the highest of th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 from rpa.gates import GateStatistics
 from rpa.metrics import WindowStats
@@ -25,6 +26,8 @@ from rpa.run.snapshot import (
 )
 
 __all__ = ["merge_snapshots", "merge_summaries", "merge_windows"]
+
+T = TypeVar("T")
 
 #: a merged run's status: the first of these that any process ended with
 _STATUS_ORDER = ("crashed", "denied", "unreachable", "interrupted", "declared_dead", "finished")
@@ -46,17 +49,24 @@ def merge_windows(windows: Iterable[WindowStats]) -> WindowStats:
     )
 
 
+def _combined(
+    parts: Iterable[Iterable[T]], key: Callable[[T], str], add: Callable[[T, T], T]
+) -> list[T]:
+    """The items of every part, those with the same key added up (`add(had, new)`), in the
+    order their keys first came."""
+    by_key: dict[str, T] = {}
+    for items in parts:
+        for item in items:
+            k = key(item)
+            by_key[k] = add(by_key[k], item) if k in by_key else item
+    return list(by_key.values())
+
+
 def _gates(parts: Sequence[Sequence[GateStatistics]]) -> list[GateStatistics]:
-    by_name: dict[str, GateStatistics] = {}
-    for gates in parts:
-        for g in gates:
-            had = by_name.get(g.name)
-            by_name[g.name] = g if had is None else GateStatistics(
-                g.name, had.in_use + g.in_use, had.capacity + g.capacity,
-                had.waiting + g.waiting, max(had.wait_p50, g.wait_p50),
-                max(had.wait_p95, g.wait_p95), had.entered + g.entered,
-            )  # fmt: skip
-    return list(by_name.values())
+    return _combined(parts, lambda g: g.name, lambda had, g: GateStatistics(
+        g.name, had.in_use + g.in_use, had.capacity + g.capacity, had.waiting + g.waiting,
+        max(had.wait_p50, g.wait_p50), max(had.wait_p95, g.wait_p95), had.entered + g.entered,
+    ))  # fmt: skip
 
 
 def _stages(parts: Sequence[Sequence[StageSnapshot]]) -> list[StageSnapshot]:
@@ -101,14 +111,10 @@ def _memory(parts: Sequence[MemorySnapshot | None]) -> MemorySnapshot | None:
 
 
 def _failures(parts: Sequence[Sequence[FailureSnapshot]]) -> list[FailureSnapshot]:
-    by_kind: dict[str, FailureSnapshot] = {}
-    for failures in parts:
-        for f in failures:
-            had = by_kind.get(f.kind)
-            by_kind[f.kind] = f if had is None else FailureSnapshot(
-                f.kind, had.failed + f.failed, had.retried + f.retried, f.last or had.last
-            )  # fmt: skip
-    return sorted(by_kind.values(), key=lambda f: -(f.failed + f.retried))
+    merged = _combined(parts, lambda f: f.kind, lambda had, f: FailureSnapshot(
+        f.kind, had.failed + f.failed, had.retried + f.retried, f.last or had.last
+    ))  # fmt: skip
+    return sorted(merged, key=lambda f: -(f.failed + f.retried))
 
 
 def merge_snapshots(snaps: Sequence[RunSnapshot], run_id: str, elapsed: float) -> RunSnapshot:
