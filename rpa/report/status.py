@@ -8,7 +8,6 @@ same folder, fsync, rename over the target, so a scrape never sees half a file.
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,7 +33,7 @@ def write_status_metrics(db: str | Path, path: Path | str, run: RunSnapshot | No
     during a run it runs in the I/O pool, never on the loop or in a database thread."""
     store = open_store(db, readonly=True)
     try:
-        status = reads.status(store, time.time())
+        status = reads.status(store)  # as of the database's clock
     finally:
         store.close()
     write_metrics_file(path, render_openmetrics(status, run))
@@ -52,7 +51,7 @@ class StatusReader:
 
     def read(self) -> dict[str, Any]:
         """The status now (and the metrics file written from it)."""
-        data = reads.status(self._store, time.time())
+        data = reads.status(self._store)  # as of the database's clock
         data["user_stages"] = stage_counts(self._store)  # rpa.stages: per stage, per state
         if self.metrics_file:
             try:
