@@ -355,7 +355,9 @@ def test_rpa_status_on_a_host_whose_clock_is_150s_ahead_calls_a_live_run_live(
         run = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *cli.knobs(**FAST))
         try:
             wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 1, 60, "a lease held")
-            result = cli.run("status", "--json", "--db", str(cli.db), **ahead)
+            result = cli.run(
+                "status", "--json", "--db", str(cli.db), PYTHONPATH=ahead["PYTHONPATH"]
+            )
             assert result.returncode == 0, result.stderr
             status = json.loads(result.stdout)
             assert [r["status"] for r in status["runs"]] == ["running"], status["runs"]
