@@ -1,6 +1,7 @@
 """User-defined stages: the user's own analysis of each done paper, run by rpa (issue 22).
 
     spec       StageSpec, its parsing ([[stage]] tables, RPA_STAGE_* env vars, --stage flags)
+    remember   the queue's stages: kept with its settings, the invocation's laid over them
     paper      rpa.Paper: what a stage is given (paths, the record, earlier stages' results)
     store      the checkpoints: the `stage_results` table (claims fenced by a lease token)
     policy     what a stage's failure means: retry, fail, or pause the stage (an outage)
@@ -9,7 +10,7 @@
     lane       one stage in a run: claim, gate, rate, call, checkpoint, pause on an outage
     phase      the run's stage phase: the lanes, fed with done papers, drained at the end
 
-The stages are settings of a run, not of the queue: the CLI resolves them
-(rpa.cli.stage_options) and hands them to the Runner. This package's __init__ imports nothing
-(rpa's own __init__ imports rpa.stages.paper for `rpa.Paper`).
+The queue keeps its stages with its settings (remember); rpa.run.prepare lays what the CLI
+(rpa.cli.stage_options) names over them and hands the result to the Runner. This package's
+__init__ imports nothing (rpa's own __init__ imports rpa.stages.paper for `rpa.Paper`).
 """
