@@ -6,7 +6,8 @@
     store      the checkpoints: the `stage_results` table (claims fenced by a lease token)
     policy     what a stage's failure means: retry, fail, or pause the stage (an outage)
     execute    how a stage is called: on the loop (async, each step timed: a step that blocks
-               the loop is named), its own threads, its own processes
+               the loop is named), its own threads (a given-up one keeps its slot)
+    procs      a process stage's processes: one per call in flight (a timeout kills its own)
     lane       one stage in a run: claim, gate, rate, call, checkpoint, pause on an outage
     phase      the run's stage phase: the lanes, fed with done papers, drained at the end
 

@@ -5,9 +5,11 @@ service that was out), so no claimed paper waits long on the gate; each paper is
 enters the gate, takes a slot of the stage's fleet-wide rate (rpa.hosts.fleet, its `host`
 named `stage:<name>`), calls the stage (rpa.stages.execute), then writes the result (fenced,
 rpa.stages.store) and the paper's record with `stages.<name>` merged (atomically, in the I/O
-pool). A failure goes through rpa.stages.policy: retried with the run's backoff, failed for
-good, or (the stage's service is out) the paper goes back uncounted and the lane pauses,
-then lets one paper through as a probe.
+pool). A given-up thread keeps its gate
+slot until it returns; the memory governor may narrow the gate (rpa.stages.phase). A failure
+goes through rpa.stages.policy: retried with the run's backoff, failed for good, or (the
+stage's service is out) the paper goes back uncounted and the lane pauses, then lets one
+paper through as a probe.
 """
 
 from __future__ import annotations
@@ -105,6 +107,14 @@ class Lane:
             gates.append(self.rate.statistics())
         return gates
 
+    def room(self) -> int:
+        """Papers to claim now: what the gate lets in (one while probing; the memory governor
+        may narrow it), less the calls in hand and the given-up calls whose thread still
+        runs (they keep their slot)."""
+        limit = 1 if self._probing else self.gate.limit
+        abandoned = self.caller.abandoned if self.caller is not None else 0
+        return limit - len(self.in_flight) - abandoned
+
     def poke(self) -> None:
         """New work may be claimable (a paper done, an earlier stage done, the feed ended)."""
         self.dirty = True
@@ -127,7 +137,7 @@ class Lane:
                 if pause > 0:
                     await asyncio.sleep(min(pause, POLL))  # a pause is not cut short by news
                     continue
-                room = (1 if self._probing else self.spec.concurrency) - len(self.in_flight)
+                room = self.room()
                 if room <= 0:
                     await self._sleep(POLL)
                     continue
@@ -186,14 +196,26 @@ class Lane:
         assert self.caller is not None
         result: Any = None
         failure: BaseException | None = None
-        async with self.gate:
+        await self.gate.acquire()
+        held = [True]  # the slot, given back by `free` (once; later, for a given-up thread)
+        started = False  # the call owns `free` from then on
+
+        def free() -> None:
+            if held[0]:
+                held[0] = False
+                self.gate.release()
+                if self._wake is not None:
+                    self._wake.set()
+
+        try:
             if self.rate is not None:
                 await self.rate.acquire()
             waited = time.perf_counter() - t_wait
             self.meter.running += 1
             t0 = time.perf_counter()
             try:
-                result = await self.caller.call(paper, lambda s: self._blocked(c.job_id, s))
+                started = True
+                result = await self.caller.call(paper, lambda s: self._blocked(c.job_id, s), free)
                 if not isinstance(result, dict):
                     raise errors.InternalError(
                         f"stage {self.name} returned {type(result).__name__}, not a dict"
@@ -206,6 +228,18 @@ class Lane:
                 self.meter.running -= 1
                 if self.rate is not None:
                     await self.rate.answered()
+        except BaseException:
+            if not started:
+                free()
+            raise
+        if isinstance(failure, TimeoutError) and self.caller.abandoned:
+            self._notices.add(
+                f"stage {self.name}: a call ran past its {self.spec.timeout:g}s timeout (paper "
+                f"{c.job_id}); Python cannot stop a thread: it runs on and keeps one of the "
+                f"stage's {self.spec.concurrency} slots until it returns ({self.caller.abandoned} "
+                "such now)",
+                key=f"abandoned {self.name}",
+            )
         took = time.perf_counter() - t0
         if failure is None:
             try:

@@ -24,6 +24,7 @@ from rpa.run.tally import Tally
 from rpa.stages import store
 from rpa.stages.execute import make_caller
 from rpa.stages.lane import Lane
+from rpa.stages.procs import ProcessSlots
 from rpa.stages.spec import StageSpec
 
 __all__ = ["StagePhase"]
@@ -47,6 +48,8 @@ class StagePhase:
         self._queue = queue
         self._io = io
         self.closed = False
+        self._pressure = False
+        self._notices = notices
         versions = {s.name: s.version for s in stages}
         self.lanes = [
             Lane(
@@ -73,6 +76,30 @@ class StagePhase:
         """Each stage's gate (and rate gate), for the live table."""
         return [g for lane in self.lanes for g in lane.statistics()]
 
+    # ---- the memory governor's hooks (rpa.run.memory) -------------------------------------
+
+    def memory_pressure(self, on: bool) -> None:
+        """Over --memory-pause: no new stage call starts (each gate narrowed to one, as the
+        extract gate); back under --memory-resume: the gates open again."""
+        for lane in self.lanes:
+            lane.gate.set_limit(1 if on else lane.gate.capacity)
+            if lane.caller is not None and lane.caller.procs is not None:
+                lane.caller.procs.memory_pressure(on)
+            if not on and self._pressure:
+                lane.poke()
+        self._pressure = on
+
+    def pids(self) -> list[int]:
+        """The process stages' processes at work (candidates to shed)."""
+        return [pid for p in self._procs() for pid in p.pids()]
+
+    def shed(self, pid: int) -> bool:
+        """Kill process `pid` of a process stage: its paper goes back uncounted."""
+        return any(p.shed(pid) for p in self._procs())
+
+    def _procs(self) -> list[ProcessSlots]:
+        return [x.caller.procs for x in self.lanes if x.caller and x.caller.procs is not None]
+
     def finished(self, job_id: str) -> None:
         """A paper became done in this run: the stages that start at `outcome` may take it."""
         for lane in self._first:
@@ -90,8 +117,9 @@ class StagePhase:
         loop = asyncio.get_running_loop()
         for lane in self.lanes:  # the user's module is imported off the loop
             lane.caller = await loop.run_in_executor(
-                self._io, make_caller, lane.spec, self._s.extract_max_mb, self._s.extract_nice
-            )
+                self._io, make_caller, lane.spec, self._s.extract_max_mb,
+                self._s.extract_nice, self._s.extract_recycle_mb,
+            )  # fmt: skip
         try:
             async with asyncio.TaskGroup() as tg:
                 for lane in self.lanes:
