@@ -34,6 +34,7 @@ from rpa.queue.model import new_run_id
 from rpa.report import run_timings, write_status_metrics
 from rpa.run.prepare import Prepared, prepare
 from rpa.run.queue_tars import TarReport
+from rpa.stages.records import noted
 from rpa.stages.remember import StageRequest
 from rpa.stages.spec import StageSpec
 from rpa.stages.store import work_left
@@ -94,7 +95,11 @@ def start_run(
         event(as_json, f"metadata: {j.found:,} of {j.wanted:,} papers found in "
               f"{settings.metadata_file} in {j.seconds:.1f}s", "metadata_file",
               found=j.found, wanted=j.wanted, seconds=round(j.seconds, 3))  # fmt: skip
-    if prepared.remaining == 0 and not work_left(settings.db, prepared.stages):
+    if (
+        prepared.remaining == 0
+        and not work_left(settings.db, prepared.stages)
+        and not noted(Path(settings.out))  # outcome records to repair (rpa.stages.records)
+    ):
         _nothing_left(settings, prepared)
     host = settings.pdf_host
     notice = politeness_notice(prepared.remaining, host, settings.rate_limits, settings.mailto)

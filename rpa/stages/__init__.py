@@ -8,6 +8,7 @@
     execute    how a stage is called: on the loop (async, each step timed: a step that blocks
                the loop is named), its own threads (a given-up one keeps its slot)
     procs      a process stage's processes: one per call in flight (a timeout kills its own)
+    records    the outcome file rewritten with the results; noted first, repaired at start
     lane       one stage in a run: claim, gate, rate, call, checkpoint, pause on an outage
     phase      the run's stage phase: the lanes, fed with done papers, drained at the end
 

@@ -4,8 +4,8 @@ A lane claims at most as many papers as its gate has room for (one while it prob
 service that was out), so no claimed paper waits long on the gate; each paper is a task that
 enters the gate, takes a slot of the stage's fleet-wide rate (rpa.hosts.fleet, its `host`
 named `stage:<name>`), calls the stage (rpa.stages.execute), then writes the result (fenced,
-rpa.stages.store) and the paper's record with `stages.<name>` merged (atomically, in the I/O
-pool). A given-up thread keeps its gate
+rpa.stages.store) and the paper's record with `stages.<name>` merged (noted first, then
+rewritten atomically, in the I/O pool: rpa.stages.records). A given-up thread keeps its gate
 slot until it returns; the memory governor may narrow the gate (rpa.stages.phase). A failure
 goes through rpa.stages.policy: retried with the run's backoff, failed for good, or (the
 stage's service is out) the paper goes back uncounted and the lane pauses, then lets one
@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -27,7 +25,6 @@ from typing import Any
 
 from rpa import errors
 from rpa.config import Settings
-from rpa.files import fsync_folder, temp_name
 from rpa.gates import Gate, GateStatistics
 from rpa.hosts.fleet import FleetRateGate
 from rpa.notices import Notices
@@ -35,7 +32,7 @@ from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Attempt
 from rpa.run.backoff import retry_delay
 from rpa.run.tally import StageMeter, Tally
-from rpa.stages import store
+from rpa.stages import records, store
 from rpa.stages.execute import Caller
 from rpa.stages.paper import Paper
 from rpa.stages.policy import judge
@@ -254,19 +251,34 @@ class Lane:
         )
 
     async def _done(self, c: store.Claimed, result: dict[str, Any], took: float) -> None:
-        record = await self._queue.run(
-            store.complete, c.job_id, self.name, self._run_id, c.token, result, took, time.time()
-        )
+        loop = asyncio.get_running_loop()
+        note = None
+        if c.outcome_path:  # noted first: a kill after the commit leaves the note to repair
+            out = Path(self._s.out)
+            note = await loop.run_in_executor(self._io, records.mark, out, self._run_id, c.job_id)
+        try:
+            record = await self._queue.run(
+                store.complete, c.job_id, self.name, self._run_id, c.token, result, took,
+                time.time(),
+            )  # fmt: skip
+        except errors.InternalError:  # not JSON-serialisable: nothing was committed
+            await loop.run_in_executor(self._io, records.unmark, note)
+            raise
         if record is None:
+            await loop.run_in_executor(self._io, records.unmark, note)
             self._notices.add(f"{c.job_id}: stage {self.name}: another run took it; not written")
             return
         if c.outcome_path:
             path = Path(c.outcome_path)
-            loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self._io, _write, path, record, self._run_id)
+                await loop.run_in_executor(
+                    self._io, records.rewrite, path, record, self._run_id, note
+                )
             except OSError as exc:  # the queue holds it (export reads it there): say, go on
-                self._notices.add(f"{c.job_id}: stage {self.name}: record not rewritten: {exc}")
+                self._notices.add(
+                    f"{c.job_id}: stage {self.name}: record not rewritten (the next run "
+                    f"repairs it): {exc}"
+                )
         self.meter.done += 1
         self.meter.durations.add(took)
         self._successes += 1
@@ -329,22 +341,3 @@ class Lane:
             "sync code",
             key=f"blocked {self.name} {int(time.monotonic() // 30)}",
         )
-
-
-def _write(path: Path, record: dict[str, Any], run_id: str) -> None:
-    """Rewrite the paper's record whole (fsync, rename), under a temporary name that does not
-    end in .json: a start-up takes a dead run's `*.json` temporaries for outcome records its
-    commit may have made the truth (rpa.run.publish), and this one is not such a record."""
-    temp = path.parent / temp_name(path.name + ".stages", run_id)
-    data = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")
-    try:
-        with temp.open("xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    fsync_folder(path.parent)

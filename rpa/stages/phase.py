@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from concurrent.futures import Executor
+from pathlib import Path
 
 from rpa.config import Settings
 from rpa.gates import GateStatistics
 from rpa.notices import Notices
 from rpa.queue.aio import AsyncQueue
 from rpa.run.tally import Tally
-from rpa.stages import store
+from rpa.stages import records, store
 from rpa.stages.execute import make_caller
 from rpa.stages.lane import Lane
 from rpa.stages.procs import ProcessSlots
@@ -111,7 +112,19 @@ class StagePhase:
         return self.closed and all(by_name[n].ended for n, _ in lane.needs)
 
     async def run(self, stopping: Callable[[], bool]) -> None:
-        """Every lane, until each has nothing left (after `drain`) or the run stops."""
+        """Every lane, until each has nothing left (after `drain`) or the run stops. First,
+        the records a killed run may have left without their stages' results are rewritten
+        from the queue (rpa.stages.records)."""
+        try:
+            repaired = await records.repair(self._queue, self._io, Path(self._s.out), self._run_id)
+        except OSError as exc:  # --out unreadable: the disk guard says more; the next start
+            repaired = 0
+            self._notices.add(f"could not repair the stages' outcome records: {exc}")
+        if repaired:
+            self._notices.add(
+                f"rewrote {repaired} outcome records a stopped run left without their stages' "
+                "latest results (the queue had them)"
+            )
         if not self.lanes:
             return
         loop = asyncio.get_running_loop()
