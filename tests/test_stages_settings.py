@@ -82,6 +82,8 @@ def test_changing_dropping_and_refusing_the_queues_stages(tmp_path: Path) -> Non
             "call": "mystages:words", "kind": "async", "concurrency": 2, "rate": "",
             "timeout": 120.0, "version": "2", "after": [],
         }  # fmt: skip
+        shown = cli.run("status", "--db", str(cli.db)).stdout
+        assert "stage.words       mystages:words (async, 2 at once" in shown, shown
         # a bare resume: the queue's stage, at its version: nothing left
         bare = cli.run("resume", *knobs)
         assert "nothing left to do" in bare.stdout, bare.stdout + bare.stderr
