@@ -89,15 +89,23 @@ class ProcessSlots:
     async def call(self, paper: Paper) -> Any:
         """The stage's answer for `paper` from one of its processes, within its timeout."""
         proc = self._idle.pop() if self._idle else None
-        if proc is None:  # the executor starts its process at the first submit: in a thread
-            proc = self._new()
-            submit = await asyncio.to_thread(proc.executor.submit, _run, self.spec.call, paper)
-        else:
-            submit = proc.executor.submit(_run, self.spec.call, paper)
-        self._busy.add(proc)
+        fresh = proc is None
+        proc = proc or self._new()
+        self._busy.add(proc)  # (close() kills it, whatever happens next)
         proc.pressure = self._pressure
         sound = False
         try:
+            if fresh:  # the executor starts its process at the first submit: in a thread
+                start = asyncio.ensure_future(
+                    asyncio.to_thread(proc.executor.submit, _run, self.spec.call, paper)
+                )
+                try:
+                    submit = await asyncio.shield(start)
+                except asyncio.CancelledError:  # a stop: kill what the thread starts
+                    start.add_done_callback(lambda _: proc.kill())
+                    raise
+            else:
+                submit = proc.executor.submit(_run, self.spec.call, paper)
             async with asyncio.timeout(self.spec.timeout):
                 status, value, rss_mb = await asyncio.wrap_future(submit)
             if status == "memory_cap":
