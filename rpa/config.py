@@ -9,6 +9,7 @@ config file < environment < flags.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 from rpa.errors import ConfigError
 from rpa.ids import validate_url_template
 from rpa.machine import available_cpus
+from rpa.rates import parse_rate, parse_rate_limits
 
 __all__ = [
     "DB_FORMS",
@@ -31,14 +33,14 @@ __all__ = [
     "knob_fields",
     "load_settings",
     "normalize_db",
-    "parse_rate",
-    "parse_rate_limits",
 ]
 
 ENV_PREFIX = "RPA_"
 #: RPA_ variables that are no knob: the config file's path, tracebacks for rpa's bugs, and how
 #: the user launched rpa (run.sh sets it; the hints name it: rpa.hints)
-NOT_KNOBS = frozenset({f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}DEBUG", f"{ENV_PREFIX}LAUNCHER"})
+NOT_KNOBS = frozenset(
+    f"{ENV_PREFIX}{name}" for name in ("CONFIG", "DEBUG", "LAUNCHER", "GROUP_REPORT")
+)
 #: read from the working directory when neither --config nor RPA_CONFIG names a file
 DEFAULT_CONFIG_NAME = "rpa.toml"
 ARXIV_URL = "https://export.arxiv.org/pdf/{id}"
@@ -76,6 +78,10 @@ class Settings:
     extract_workers: int = _knob(
         0, "extraction processes (0 = the CPUs rpa may use: affinity, cgroup quota)", minimum=0
     )
+    processes: int = _knob(
+        1, "conductor processes on the queue, one live table (each: its share of "
+        "--extract-workers, --workers, --download-concurrency, --prefetch)", minimum=1,
+    )  # fmt: skip
     extract_pool: Literal["process", "thread"] = _knob("process", "extraction pool kind")
     extractor: Literal["pypdf", "pdfium"] = _knob(
         "pypdf", "text extractor (pdfium needs the rpa[pdfium] extra)"
@@ -220,10 +226,16 @@ class Settings:
         return self.max_connections or self.download_concurrency
 
 
+@functools.cache
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Each Literal[...] knob's allowed values (get_type_hints once: ~12 ms a Settings)."""
+    hints = get_type_hints(Settings)
+    return {k: tuple(get_args(h)) for k, h in hints.items() if get_origin(h) is Literal}
+
+
 def knob_choices(f: dataclasses.Field[Any]) -> tuple[str, ...]:
     """The allowed values of a Literal[...] knob, () for any other."""
-    hint = get_type_hints(Settings)[f.name]
-    return tuple(get_args(hint)) if get_origin(hint) is Literal else ()
+    return _choices().get(f.name, ())
 
 
 def knob_fields() -> list[dataclasses.Field[Any]]:
@@ -370,41 +382,3 @@ def normalize_db(db: str) -> str:
             return path
         raise ConfigError(f"db: {db!r} names no SQLite file: use {DB_FORMS}")
     raise ConfigError(f"db: {db!r} is not a queue database rpa knows: use {DB_FORMS}")
-
-
-def parse_rate(rate: str, knob: str = "metadata_rate") -> tuple[int, float]:
-    """'N/Ts' -> (N, T): at most N requests in any T seconds (`/Ts` may be left out: 1 s)."""
-    count_text, _, period_text = rate.strip().partition("/")
-    try:
-        count = int(count_text)
-        period = float(period_text.strip().rstrip("s") or 1) if period_text else 1.0
-    except ValueError:
-        raise ConfigError(f"{knob}: cannot read {rate!r} (expected N/Ts, e.g. 1/3s)") from None
-    if count < 1 or period <= 0:
-        raise ConfigError(f"{knob}: {rate!r} needs N >= 1 and T > 0")
-    return count, period
-
-
-def parse_rate_limits(spec: str) -> dict[str, tuple[int, float]]:
-    """'host=N/Ts,...' -> {host: (N, T)}: at most N requests to host in any T seconds.
-
-    `export.arxiv.org=4/1s` means at most 4 requests in any 1 second window; `/1s` may be left
-    out. Hosts are matched exactly (lowercase).
-    """
-    limits: dict[str, tuple[int, float]] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        host, equals, rate = part.partition("=")
-        if not equals:
-            raise ConfigError(
-                f"rate_limits: cannot read {part!r} (expected host=N/Ts, e.g. a.org=4/1s)"
-            )
-        if not host.strip():
-            raise ConfigError(f"rate_limits: {part!r} needs a host, N >= 1 and T > 0")
-        try:
-            limits[host.strip().lower()] = parse_rate(rate, "rate_limits")
-        except ConfigError:
-            raise ConfigError(
-                f"rate_limits: cannot read {part!r} (expected host=N/Ts with N >= 1 and T > 0, "
-                "e.g. a.org=4/1s)"
-            ) from None
-    return limits

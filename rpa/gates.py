@@ -119,6 +119,10 @@ class Gate:
     ) -> None:
         self.release()
 
+    def has_waiters(self) -> bool:
+        """Is anyone waiting to enter? (cheap: statistics() computes percentiles)"""
+        return any(not w.done() for w in self._waiters)
+
     def statistics(self) -> GateStatistics:
         stats = self.waits.stats()
         return GateStatistics(

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rpa.config import Settings, knob_fields, load_settings, parse_rate_limits
+from rpa.config import Settings, knob_fields, load_settings
 from rpa.errors import ConfigError
+from rpa.rates import parse_rate_limits
 
 
 def write(path: Path, text: str) -> Path:

@@ -337,6 +337,31 @@ def test_sigterm_is_a_graceful_stop_too(tmp_path: Path) -> None:
         assert cli.count("stage = 'done'") == len(files) == mirror.total_requests
 
 
+def test_sigint_with_every_paper_waiting_stops_without_waiting_out_the_grace(
+    tmp_path: Path,
+) -> None:
+    """Papers that only wait (here for the host's rate limit: one request a minute) have no
+    work under way: a Ctrl-C gives them back at once, not after --grace (60 s here)."""
+    files = {f"{p.stem}-{i}": p for i in range(3) for p in CRASH_PDFS}
+    with Mirror(files) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        knobs = cli.knobs(workers=4, extract_workers=1, grace=60, progress=False,
+                          rate_limits="127.0.0.1=1/60s")  # fmt: skip
+        proc = cli.popen("run", str(ids), *knobs)
+        try:
+            wait_until(lambda: cli.count("stage = 'done'") == 1, 60, "the first paper", proc)
+            wait_until(lambda: cli.count("lease_owner IS NOT NULL") >= 2, 60, "waiters", proc)
+            started = time.monotonic()
+        finally:
+            code = interrupt(proc, signal.SIGINT)
+        took = time.monotonic() - started
+        assert code == 130, run_log(cli)
+        assert took < 30, f"{took:.1f}s: the stop waited for the grace"
+        assert mirror.total_requests == 1
+        assert cli.count("lease_owner IS NOT NULL") == 0 and cli.count("attempts > 0") == 0
+
+
 def test_a_second_sigint_stops_at_once(tmp_path: Path) -> None:
     files = {p.stem: p for p in CRASH_PDFS}
     # downloads that stall for 30 s: a graceful stop would wait for them

@@ -146,3 +146,36 @@ def test_a_batch_syncs_the_file_system_before_it_commits(tmp_path: Path) -> None
         assert asyncio.run(main()) == [True, True, True]
     assert order == [f"syncfs {tmp_path.name}", "commit 3"]
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["0.json", "1.json", "2.json"]
+
+
+def test_a_batch_waits_longer_only_while_papers_wait_for_the_extraction(tmp_path: Path) -> None:
+    """The linger's rule: LINGER_BUSY while the extract gate has papers waiting (the workers
+    holding answers then idle no core), else LINGER; a full batch does not wait. asyncio.sleep
+    is recorded, not timed: the rule, not the clock, is under test."""
+    import asyncio
+    from typing import Any
+
+    from rpa.run.completer import BATCH, LINGER, LINGER_BUSY, Completer
+
+    asked: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        asked.append(seconds)
+        await real_sleep(0)
+
+    busy = [False]
+    completer = Completer(None, None, "r1", tmp_path, saturated=lambda: busy[0])  # type: ignore[arg-type]
+
+    async def linger(pending: int) -> None:
+        completer._pending = [Any] * pending  # type: ignore[list-item]
+        await completer._linger()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(asyncio, "sleep", sleep)  # the completer's, this test's only
+        asyncio.run(linger(1))
+        busy[0] = True
+        asyncio.run(linger(1))
+        asyncio.run(linger(BATCH))
+    assert asked == [LINGER, LINGER_BUSY]
+    assert LINGER < LINGER_BUSY

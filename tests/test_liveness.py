@@ -340,3 +340,26 @@ def test_a_final_pdf_is_never_replaced_and_a_committed_record_reaches_its_name(
     assert json.loads(layout.outcome_path(a.id).read_text()) == records[a.id]
     assert not layout.outcome_path(b.id).exists()
     assert not any(p.exists() for p in staged.values())
+
+
+def test_rpa_status_on_a_host_whose_clock_is_150s_ahead_calls_a_live_run_live(
+    tmp_path: Path,
+) -> None:
+    """`rpa status` judges runs by the database's clock: read from a process whose time.time
+    is 150 s ahead (injected), a run beating every 0.5 s is running, its jobs not stuck."""
+    ahead = _injected(
+        tmp_path, "ahead", "import time\n_t = time.time\ntime.time = lambda: _t() + 150\n"
+    )
+    with _mirror(8, 5.0) as (mirror, ids):
+        cli = Cli(tmp_path, mirror.url_template)
+        run = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *cli.knobs(**FAST))
+        try:
+            wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 1, 60, "a lease held")
+            result = cli.run("status", "--json", "--db", str(cli.db), **ahead)
+            assert result.returncode == 0, result.stderr
+            status = json.loads(result.stdout)
+            assert [r["status"] for r in status["runs"]] == ["running"], status["runs"]
+            assert status["stuck"]["count"] == 0, status["stuck"]
+        finally:
+            run.send_signal(signal.SIGINT)
+            run.wait(60)

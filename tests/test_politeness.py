@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from rpa.config import ARXIV_RATE_LIMITS, Settings, parse_rate_limits
+from rpa.config import ARXIV_RATE_LIMITS, Settings
 from rpa.hosts.politeness import BULK_DATA_URL, politeness_notice, politeness_seconds
+from rpa.rates import parse_rate_limits
 
 
 def test_budget_is_full_windows_after_the_first_burst() -> None:

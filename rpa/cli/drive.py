@@ -9,13 +9,15 @@ writes the lines before and after. A run always ends in `typer.Exit` with the ru
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -40,7 +42,9 @@ from rpa.stages.spec import StageSpec
 from rpa.stages.store import work_left
 
 if TYPE_CHECKING:
+    from rpa.run.processes import ProcessGroup
     from rpa.run.runner import Runner, RunSummary
+    from rpa.run.snapshot import RunSnapshot
 
 __all__ = ["LOG_INTERVAL", "PROGRESS_INTERVAL", "start_run"]
 
@@ -71,7 +75,7 @@ def start_run(
     if ids == STDIN and sys.stdin.isatty():  # `rpa run -` typed at a prompt: say what it waits for
         say("", "reading IDs from standard input, one a line; end with Ctrl-D", "yellow")
     run_id = new_run_id()
-    start = time.perf_counter()
+    start, start_time = time.perf_counter(), time.time()
     with one_line_errors():
         prepared = _when_the_database_lets_us(
             resolved.settings.db_wait,
@@ -105,8 +109,12 @@ def start_run(
     notice = politeness_notice(prepared.remaining, host, settings.rate_limits, settings.mailto)
     if notice:
         err.print(Text(notice, style="yellow"))
-    summary = _execute(settings, command, run_id, prepared.stages)
-    _finish(settings, summary)
+    group = settings.processes > 1
+    # the settings as prepared (a resume's are the queue's), and where the user's came from
+    summary = _execute(
+        dataclasses.replace(resolved, settings=settings), command, run_id, prepared.stages
+    )
+    _finish(settings, summary, since=start_time if group else None)
 
 
 # ---- before the run -------------------------------------------------------------------------
@@ -185,7 +193,7 @@ def _nothing_left(settings: Settings, prepared: Prepared) -> NoReturn:
 
 
 def _execute(
-    settings: Settings, command: str, run_id: str, stages: tuple[StageSpec, ...]
+    resolved: Resolved, command: str, run_id: str, stages: tuple[StageSpec, ...]
 ) -> RunSummary:
     import gc
 
@@ -193,8 +201,10 @@ def _execute(
 
     # Imported here, not above: `rpa status` never loads the runner (and bench/rpa_main.py
     # swaps rpa.run.runner.Runner before a run starts).
+    from rpa.run.processes import ProcessGroup
     from rpa.run.runner import Runner
 
+    settings = resolved.settings
     printer = Printer()
     live_table = settings.progress and out.is_terminal
     # Without a live table, each notice (a wait, a lost lease, a host refusing us) is a line.
@@ -202,10 +212,15 @@ def _execute(
     metrics = None
     if settings.metrics_file:
         metrics = functools.partial(write_status_metrics, settings.db, settings.metrics_file)
-    runner = Runner(
-        settings, command=command, run_id=run_id, notices=notices, write_metrics=metrics,
-        stages=stages,
-    )  # fmt: skip
+    runner: Runner | ProcessGroup
+    if settings.processes > 1:  # N loops on the queue, this process only watches them
+        runner = ProcessGroup(resolved, run_id, stages=stages,
+                              say=lambda text: printer.say(text, stderr=True))  # fmt: skip
+    else:
+        runner = Runner(
+            settings, command=command, run_id=run_id, notices=notices, write_metrics=metrics,
+            stages=stages,
+        )  # fmt: skip
     # What is alive now (every imported module, the settings) lives as long as the process:
     # frozen, the collector's full passes no longer walk it on the loop thread (54 ms each).
     gc.freeze()
@@ -216,43 +231,62 @@ def _execute(
         printer.close()
 
 
-async def _drive(runner: Runner, settings: Settings, printer: Printer) -> RunSummary:
-    """Run, with the live table (a terminal) or periodic lines (anything else)."""
+async def _drive(runner: Runner | ProcessGroup, settings: Settings, printer: Printer) -> RunSummary:
+    """Run, with the live table (a terminal) or periodic lines (anything else); a process of
+    a group (--processes) reports its snapshots to the group instead."""
+    from rpa.run.processes import ENV_REPORT, READ_INTERVAL, report
     from rpa.show.live import format_line, make_run_table, snapshot_dict
 
     task = asyncio.create_task(runner.run())
-    if settings.progress and out.is_terminal:
+    if os.environ.get(ENV_REPORT):
+        while not task.done():
+            await asyncio.wait({task}, timeout=READ_INTERVAL)
+            snap = runner.snapshot()
+            if snap is not None and not task.done():
+                await asyncio.to_thread(report, snap)
+    elif settings.progress and out.is_terminal:
         # The loop only swaps in a fresh snapshot: no lock, no rendering, no terminal write.
         # Live's own thread renders it (cheaply, see rpa.show.fmt) and writes it, so neither
         # the drawing nor a slow terminal can hold up the loop.
         frame = [runner.snapshot()]
         with Live(
             # fitted to the terminal as it is now (a row spare: Live's cursor needs one)
-            get_renderable=lambda: make_run_table(frame[0], out.width, out.height - 1),
+            get_renderable=lambda: _frame(frame[0], make_run_table),
             console=out,
             refresh_per_second=1 / PROGRESS_INTERVAL,
             transient=False,
         ):
             while not task.done():
                 await asyncio.wait({task}, timeout=PROGRESS_INTERVAL)
-                frame[0] = runner.snapshot()
+                frame[0] = runner.snapshot() or frame[0]
     elif settings.progress:
         while not task.done():
             await asyncio.wait({task}, timeout=LOG_INTERVAL)
-            if not task.done():  # a line every LOG_INTERVAL, busy or idle
-                snap = runner.snapshot()
+            snap = runner.snapshot()
+            if snap is not None and not task.done():  # a line every LOG_INTERVAL, busy or idle
                 json_lines = settings.log_format == "json"
                 printer.say(json.dumps(snapshot_dict(snap)) if json_lines else format_line(snap))
     return await task
 
 
+def _frame(snap: RunSnapshot | None, table: Callable[[RunSnapshot, int, int], Any]) -> Any:
+    """The live table's frame (a group's first processes are starting: a line)."""
+    if snap is None:
+        return Text("starting the processes ...", style="dim")
+    return table(snap, out.width, out.height - 1)
+
+
 # ---- after the run --------------------------------------------------------------------------
 
 
-def _finish(settings: Settings, summary: RunSummary) -> NoReturn:
+def _finish(settings: Settings, summary: RunSummary, since: float | None = None) -> NoReturn:
+    """Say how the run ended (`since`: a group's start: its timings are those of every
+    attempt since, its processes' runs)."""
+    from rpa.run.processes import report
     from rpa.show.summary import make_summary, summary_dict
 
-    timings = run_timings(settings.db, summary.run_id)
+    report(summary)  # to the group, when this process is one of a group's
+    timings = run_timings(settings.db, summary.run_id, since=since)
     with reader_may_leave():
         if _as_json(settings):
             print(json.dumps(summary_dict(summary, timings)), flush=True)

@@ -10,7 +10,7 @@ the run, not after.
 
 from __future__ import annotations
 
-from rpa.config import parse_rate_limits
+from rpa.rates import parse_rate_limits
 
 __all__ = [
     "ARXIV_HOSTS",

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from rpa.config import parse_rate_limits
 from rpa.errors import AccessDenied
 from rpa.gates import GateStatistics
 from rpa.hosts.rate import RateGate
+from rpa.rates import parse_rate_limits
 
 __all__ = ["HostGate", "HostGates", "same_site", "site_of"]
 
@@ -81,6 +81,8 @@ class HostGates:
         self.primary = primary.lower().rstrip(".")
         #: told of every answer a host gives (host health: the host works)
         self.on_heard: Callable[[str], None] | None = None
+        #: requests waiting at a host's gate now (its cap, a cooldown): no work under way
+        self.waiting = 0
 
     def heard_from(self, host: str) -> None:
         """`host` answered a request (its status line came): it works."""
@@ -108,7 +110,11 @@ class HostGates:
         Raises AccessDenied if the host's breaker is open."""
         entry = self._host(host)
         self.check(host)
-        waited = await entry.gate.acquire()
+        self.waiting += 1
+        try:
+            waited = await entry.gate.acquire()
+        finally:
+            self.waiting -= 1
         self.check(host)  # it may have opened while we waited
         return waited
 

@@ -41,10 +41,12 @@ def end_of_run_totals(
     return totals, int(row["n"]) if row else 0
 
 
-def status(store: QueueStore, now: float) -> dict[str, Any]:
-    """Everything `rpa status` shows (schema: docs/status.md), from one read transaction."""
+def status(store: QueueStore, now: float | None = None) -> dict[str, Any]:
+    """Everything `rpa status` shows (schema: docs/status.md), from one read transaction, as
+    of `now` (None: the database's clock, which judges the runs' heartbeats: a status read on
+    a host whose clock is off must not call a live run dead)."""
     with store.sql.read_transaction():
-        return status_sql.collect(store, now)
+        return status_sql.collect(store, now_of(store.sql, now))
 
 
 def stage_timings(

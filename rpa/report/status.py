@@ -8,7 +8,6 @@ same folder, fsync, rename over the target, so a scrape never sees half a file.
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,7 +33,7 @@ def write_status_metrics(db: str | Path, path: Path | str, run: RunSnapshot | No
     during a run it runs in the I/O pool, never on the loop or in a database thread."""
     store = open_store(db, readonly=True)
     try:
-        status = reads.status(store, time.time())
+        status = reads.status(store)  # as of the database's clock
     finally:
         store.close()
     write_metrics_file(path, render_openmetrics(status, run))
@@ -52,7 +51,7 @@ class StatusReader:
 
     def read(self) -> dict[str, Any]:
         """The status now (and the metrics file written from it)."""
-        data = reads.status(self._store, time.time())
+        data = reads.status(self._store)  # as of the database's clock
         data["user_stages"] = stage_counts(self._store)  # rpa.stages: per stage, per state
         if self.metrics_file:
             try:
@@ -78,13 +77,15 @@ class StatusReader:
         self.close()
 
 
-def run_timings(db: str | Path, run_id: str) -> dict[str, Any] | None:
-    """The per-stage timings of run `run_id`, for its summary; None when the queue cannot be
-    read (the summary is shown without them)."""
+def run_timings(db: str | Path, run_id: str, since: float | None = None) -> dict[str, Any] | None:
+    """The per-stage timings of run `run_id` (or, `since` given, of every attempt since: a
+    group's runs), for its summary; None when the queue cannot be read (the summary is shown
+    without them)."""
     with contextlib.suppress(errors.RpaError, OSError):
         store = open_store(db, readonly=True)
         try:
-            return {"run_id": run_id, "stages": reads.stage_timings(store, run_id=run_id)}
+            chosen = {"since": since} if since is not None else {"run_id": run_id}
+            return {"run_id": run_id, "stages": reads.stage_timings(store, **chosen)}
         finally:
             store.close()
     return None

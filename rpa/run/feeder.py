@@ -38,6 +38,9 @@ from rpa.run.job import JobProcessor
 from rpa.run.tally import Tally
 from rpa.run.tasks import start
 
+#: seconds without progress after which a stopping run stops waiting for its workers
+STUCK_CHECK = 0.25
+
 __all__ = ["IDLE_POLL", "WAKE_BATCH", "Feeder"]
 
 # How often the feeder looks again when nothing is claimable but work may appear (retries
@@ -85,6 +88,7 @@ class Feeder:
         #: the worker task working on each job, and the jobs whose lease another run took
         self._working: dict[str, asyncio.Task[None]] = {}
         self._lost: set[str] = set()
+        self._stopper: asyncio.Future[None] | None = None  # (stop_within)
 
     def stop(self) -> None:
         """Stop claiming new work; workers finish what they hold."""
@@ -106,6 +110,28 @@ class Feeder:
     def cancel_workers(self) -> None:
         for task in self.workers:
             task.cancel()
+
+    def stop_within(self, grace: float, progress: Callable[[], tuple[int, ...]]) -> None:
+        """After a first Ctrl-C: see `_cancel_when_stuck`."""
+        self._stopper = asyncio.ensure_future(self._cancel_when_stuck(grace, progress))
+
+    async def _cancel_when_stuck(
+        self, grace: float, progress: Callable[[], tuple[int, ...]]
+    ) -> None:
+        """Cancel the workers once nothing they hold moves (`progress`:
+        the papers under way and the counts done, unchanged and none under way for a
+        STUCK_CHECK: all wait in gates, for a host that is down, a rate limit...), at the
+        latest after `grace` seconds (the jobs go back to the queue uncounted)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        seen = progress()
+        while loop.time() < deadline:
+            await asyncio.sleep(min(STUCK_CHECK, max(0.0, deadline - loop.time())))
+            now = progress()
+            if now == seen and not now[0]:
+                break
+            seen = now
+        self.cancel_workers()
 
     @property
     def busy(self) -> int:

@@ -33,13 +33,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from rpa.config import Settings, parse_rate
+from rpa.config import Settings
 from rpa.hosts.health import HostHealth
 from rpa.hosts.registry import HostGate
 from rpa.ids import parse_id
 from rpa.notices import Notices
 from rpa.queue import catalog
 from rpa.queue.aio import AsyncQueue
+from rpa.rates import parse_rate
 from rpa.run.backoff import retry_delay
 from rpa.run.clients import make_api_client
 from rpa.sources.arxiv_api import Feed, FeedReader, PaperMetadata, Verdict, judge, query_url

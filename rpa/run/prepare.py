@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rpa.config import Resolved, Settings, parse_rate_limits
+from rpa.config import Resolved, Settings
 from rpa.errors import ConfigError, InputError, InvalidIdError
 from rpa.hints import command_hint
 from rpa.idlist import check_id_source
@@ -25,6 +25,7 @@ from rpa.queue import catalog, is_postgres_url, open_store, reads, redact, schem
 from rpa.queue.enqueue import EnqueueReport, enqueue_file
 from rpa.queue.model import QUEUE_SETTINGS
 from rpa.queue.store import QueueStore
+from rpa.rates import parse_rate_limits
 from rpa.run.join_metadata import MetadataFileReport, join_metadata_file
 from rpa.run.queue_tars import TarReport, queue_from_tars
 from rpa.stages import remember

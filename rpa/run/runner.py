@@ -160,10 +160,8 @@ class Runner:
             probe=lambda: self.probe,
             outage=self.queue.outage,
         )
-        self._metrics = (
-            None
-            if write_metrics is None
-            else MetricsFile(write_metrics, self.snapshot, self.io, self.notices)
+        self._metrics = write_metrics and MetricsFile(
+            write_metrics, self.snapshot, self.io, self.notices
         )
         self.held_elsewhere = 0
         self._signals = 0
@@ -273,8 +271,10 @@ class Runner:
             )
             self.governor.start(asyncio.get_running_loop())
             stack.callback(self.governor.stop)
+            done = Completer(self.queue, self.io, self.run_id, self.layout.root,
+                             saturated=self.gates.extract.has_waiters)  # fmt: skip
             processor = JobProcessor(
-                completer=Completer(self.queue, self.io, self.run_id, self.layout.root),
+                completer=done,
                 settings=s,
                 run_id=self.run_id,
                 queue=self.queue,
@@ -399,7 +399,9 @@ class Runner:
                 f"stopping: finishing in-flight work for up to {self.settings.grace:g}s "
                 "(Ctrl-C again to stop now)"
             )
-            asyncio.get_running_loop().call_later(self.settings.grace, self.feeder.cancel_workers)
+            self.feeder.stop_within(
+                self.settings.grace, lambda: self.tally.progress(self.hosts.gates.waiting)
+            )
         else:
             self.feeder.cancel_workers()
 

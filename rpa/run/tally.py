@@ -42,6 +42,14 @@ class Tally:
     """The run's counts: jobs taken, done, failed, given back; failures by kind with the last
     reason of each; the papers whose work was slowest; throughput; attempts not yet written."""
 
+    def progress(self, waiting: int = 0) -> tuple[int, ...]:
+        """The papers under way in a stage now (less `waiting`: those in a stage that only
+        wait at a host's gate), then each stage's count of ends: unchanged and none under
+        way, nothing the workers hold is moving (rpa.run.feeder)."""
+        meters = self.meters.values()
+        running = sum(m.running for m in meters) - waiting
+        return (running, *(m.done + m.failed + m.retried for m in meters))
+
     def __init__(self) -> None:
         self.meters = {name: StageMeter(name) for name in STAGES}
         self.papers = Rate(60.0)
