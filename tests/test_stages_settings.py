@@ -128,3 +128,18 @@ def test_the_plan_lays_the_invocation_over_the_queues_stages() -> None:
         plan(stored, StageRequest({"a": {"kind": ("process", "x.toml")}}), reconfigure=False)
     with pytest.raises(ConfigError, match="no call"):
         plan(stored, StageRequest({"c": {"rate": ("5/s", "--stage-rate")}}), reconfigure=False)
+
+
+def test_a_group_of_processes_runs_the_queues_stages(tmp_path: Path) -> None:
+    """--processes N: each process of the group is given the stages as prepared (the queue's
+    with the invocation's), so none of them finds its stages contradicting the queue's."""
+    with Mirror({p.stem: p for p in sample_pdfs()}) as mirror:
+        cli, ids = _setup(tmp_path, mirror)
+        knobs = cli.knobs(**{**KNOBS, "processes": 2})
+        first = cli.run("run", str(ids), *knobs, *WORDS, timeout=180)
+        assert first.returncode == 0, first.stderr + first.stdout
+        assert {(s, v) for s, v, *_ in _rows(cli, "words").values()} == {("done", "1")}
+        v2 = cli.run("resume", *knobs, "--stage-version", "words=2", "--reconfigure", timeout=180)
+        assert v2.returncode == 0, v2.stderr + v2.stdout
+        rows = _rows(cli, "words")
+        assert len(rows) == len(IDS) and {(s, v) for s, v, *_ in rows.values()} == {("done", "2")}
