@@ -2,6 +2,7 @@
 on 127.0.0.1 that takes 200 ms an answer, at a limit of 100 calls a second.
 
     .venv/bin/python -m bench.stages [--papers 1000] [--delay 0.2] [--rate 100] [--repeat 1]
+        [--tree ../main]  # also another checkout's rpa, arm by arm beside this one's
 
 Two arms, each a real `rpa resume` (a subprocess) over the same queue of done papers (the
 bundled papers' real records, copied: their outcome files are rewritten with the result):
@@ -64,18 +65,28 @@ with StageApi(delay=float(sys.argv[1])) as api:
 """
 
 
-def _env(**extra: str) -> dict[str, str]:
+def _env(tree: Path = ROOT, **extra: str) -> dict[str, str]:
+    """The environment of a run of the rpa of the checkout `tree` (first on PYTHONPATH)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RPA_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
 
-def _rpa(work: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _rpa(work: Path, *args: str, tree: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "rpa", *args], cwd=work, env=_env(**env), capture_output=True,
-        text=True, timeout=1800, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "rpa", *args], cwd=work, env=_env(tree, **env),
+        capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+
+
+def _label(tree: Path) -> str:
+    """The checkout's commit (short), and `+` when its work tree has changes."""
+    git = ["git", "-C", str(tree)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True)  # fmt: skip
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 def _records(work: Path) -> list[dict[str, Any]]:
@@ -114,7 +125,9 @@ def _queue(work: Path, records: list[dict[str, Any]], n: int) -> Path:
     return db
 
 
-def _arm(work: Path, db: Path, call: str, delay: float, rate: int) -> dict[str, Any]:
+def _arm(
+    work: Path, db: Path, call: str, delay: float, rate: int, tree: Path = ROOT
+) -> dict[str, Any]:
     run = work / f"arm-{call.split(':')[1]}"
     shutil.copytree(work / "base", run)
     api = subprocess.Popen(
@@ -127,7 +140,7 @@ def _arm(work: Path, db: Path, call: str, delay: float, rate: int) -> dict[str, 
     result = _rpa(
         run, "resume", "--db", str(run / db.name), "--out", str(run / "out"), "--no-progress",
         "--log-format", "json", "--stage", f"post={call}", "--stage-concurrency", "post=32",
-        *(["--stage-rate", f"post={rate}/1s"] if rate else []), RECORD_API=url,
+        *(["--stage-rate", f"post={rate}/1s"] if rate else []), tree=tree, RECORD_API=url,
     )  # fmt: skip
     wall = time.monotonic() - started
     api.stdin.close()
@@ -142,6 +155,7 @@ def _arm(work: Path, db: Path, call: str, delay: float, rate: int) -> dict[str, 
     stage = summary["stages"]["post"]
     return {
         "arm": call,
+        "rpa": _label(tree),
         "status": summary["status"],
         "done": stage["done"],
         "wall_s": round(wall, 2),
@@ -165,6 +179,10 @@ def main() -> None:
         help="the stages to compare, module:function, comma-separated",
     )  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--tree", type=Path, action="append", default=[],
+        help="also measure the rpa of this checkout, each arm beside this one's (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     rows = []
@@ -177,23 +195,25 @@ def main() -> None:
         db = _queue(base, _records(work), args.papers)
         for n in range(args.repeat):
             for call in args.arms.split(","):
-                row = _arm(work, db, call, args.delay, args.rate)
-                row["repeat"] = n + 1
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                shutil.rmtree(work / f"arm-{call.split(':')[1]}")
+                for tree in [ROOT, *(t.resolve() for t in args.tree)]:
+                    row = _arm(work, db, call, args.delay, args.rate, tree)
+                    row["repeat"] = n + 1
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    shutil.rmtree(work / f"arm-{call.split(':')[1]}")
     cpus = os.cpu_count()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     head = (
         f"# User stages: {args.papers} papers, API {args.delay * 1000:.0f} ms an answer, "
         f"limit {args.rate}/s\n\n{time.strftime('%Y-%m-%d %H:%M')} UTC, {cpus} CPUs (load "
         f"average at the end {load}: a shared machine), python {sys.version.split()[0]}; "
-        f"`python -m bench.stages --papers {args.papers} --repeat {args.repeat}`\n\n"
-        "| arm | done | run s | papers/s | stage p50 ms | loop lag p99 ms | lag max ms | "
-        "API most in flight |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        f"`python -m bench.stages {' '.join(sys.argv[1:])}`\n\n"
+        "| arm | rpa | done | run s | papers/s | stage p50 ms | loop lag p99 ms | lag max ms | "
+        "API most in flight |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     body = "".join(
-        f"| {r['arm']} | {r['done']} | {r['run_s']} | {r['papers_per_s']} | {r['stage_p50_ms']} "
+        f"| {r['arm']} | {r['rpa']} | {r['done']} | {r['run_s']} | {r['papers_per_s']} "
+        f"| {r['stage_p50_ms']} "
         f"| {r['lag_p99_ms']} | {r['lag_max_ms']} | {r['api_most_in_flight']} |\n"
         for r in rows
     )

@@ -119,7 +119,7 @@ def test_stages_run_checkpoint_merge_export_and_rerun_on_a_new_version(tmp_path:
         assert "nothing left to do" in again.stdout, again.stdout + again.stderr
         # a new version of one stage re-runs that stage only, on every done paper
         v2 = cli.run("resume", *cli.knobs(**KNOBS), *KP, *POST, "--stage-version", "post=2",
-                     RECORD_API=api.url)  # fmt: skip
+                     "--reconfigure", RECORD_API=api.url)  # fmt: skip
         assert v2.returncode == 0, v2.stderr + v2.stdout
         assert dict(api.received) == dict.fromkeys(IDS, 2)
         assert {(s, v) for s, v, *_ in _rows(cli, "post").values()} == {("done", "2")}

@@ -36,6 +36,8 @@ from rpa.queue.model import new_run_id
 from rpa.report import run_timings, write_status_metrics
 from rpa.run.prepare import Prepared, prepare
 from rpa.run.queue_tars import TarReport
+from rpa.stages.records import noted
+from rpa.stages.remember import StageRequest
 from rpa.stages.spec import StageSpec
 from rpa.stages.store import work_left
 
@@ -58,10 +60,10 @@ SHOWN_INVALID = 20
 
 def start_run(
     resolved: Resolved, command: str, *, ids: Path | None = None, strict: bool = False,
-    reconfigure: bool = False, stages: tuple[StageSpec, ...] = (),
+    reconfigure: bool = False, stages: StageRequest | None = None,
 ) -> NoReturn:  # fmt: skip
-    """Prepare (settings, checks, IDs), then run the queue (and your `stages`: they are no
-    settings of the queue), then say what happened."""
+    """Prepare (settings, checks, IDs, the stages: the queue's with what `stages` says),
+    then run the queue, then say what happened."""
     shown = [0]
 
     def skipped(error: errors.InvalidIdError) -> None:
@@ -79,7 +81,7 @@ def start_run(
             resolved.settings.db_wait,
             lambda: prepare(
                 resolved, command=command, run_id=run_id, now=time.time(), ids=ids,
-                strict=strict, reconfigure=reconfigure, on_invalid=skipped,
+                strict=strict, reconfigure=reconfigure, on_invalid=skipped, stages=stages,
             ),
         )  # fmt: skip
     settings = prepared.settings
@@ -97,7 +99,11 @@ def start_run(
         event(as_json, f"metadata: {j.found:,} of {j.wanted:,} papers found in "
               f"{settings.metadata_file} in {j.seconds:.1f}s", "metadata_file",
               found=j.found, wanted=j.wanted, seconds=round(j.seconds, 3))  # fmt: skip
-    if prepared.remaining == 0 and not work_left(settings.db, stages):
+    if (
+        prepared.remaining == 0
+        and not work_left(settings.db, prepared.stages)
+        and not noted(Path(settings.out))  # outcome records to repair (rpa.stages.records)
+    ):
         _nothing_left(settings, prepared)
     host = settings.pdf_host
     notice = politeness_notice(prepared.remaining, host, settings.rate_limits, settings.mailto)
@@ -105,7 +111,9 @@ def start_run(
         err.print(Text(notice, style="yellow"))
     group = settings.processes > 1
     # the settings as prepared (a resume's are the queue's), and where the user's came from
-    summary = _execute(dataclasses.replace(resolved, settings=settings), command, run_id, stages)
+    summary = _execute(
+        dataclasses.replace(resolved, settings=settings), command, run_id, prepared.stages
+    )
     _finish(settings, summary, since=start_time if group else None)
 
 

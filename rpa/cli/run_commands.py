@@ -23,6 +23,7 @@ from rpa.queue import jobs, open_store, redact
 from rpa.queue.model import QUEUE_SETTINGS
 from rpa.run.demo import DEMO_DB, DEMO_OUT
 from rpa.stages import store as stage_store
+from rpa.stages.remember import stored_stages
 
 __all__ = ["SAMPLES", "demo", "resume", "retry", "run"]
 
@@ -34,7 +35,8 @@ RECONFIGURE = Annotated[
     typer.Option(
         "--reconfigure",
         help="allow changing settings stored in the queue (out, pdf_url, pdf_tar, extractor, "
-        "rate_limits, max_pdf_mb, follow_redirects); the change is recorded",
+        "rate_limits, max_pdf_mb, follow_redirects, a stage's call, kind, version or after); "
+        "the change is recorded",
     ),
 ]
 
@@ -56,7 +58,7 @@ def run(
     reconfigure: RECONFIGURE = False,
     *,
     resolved: Resolved,
-    stages: Stages = (),
+    stages: Stages | None = None,
 ) -> None:
     """Queue the IDs in IDS (idempotent) and process until nothing is left.
 
@@ -78,9 +80,11 @@ DEMO_SHOWN = {"db": DEMO_DB, "out": str(DEMO_OUT), "pdf_url": "the demo's loopba
 
 @with_knobs(shown=RESUME_SHOWN)
 @with_stages
-def resume(reconfigure: RECONFIGURE = False, *, resolved: Resolved, stages: Stages = ()) -> None:
-    """Continue the queue where it stopped, with its stored settings: reclaim dead leases,
-    then process what is left.
+def resume(
+    reconfigure: RECONFIGURE = False, *, resolved: Resolved, stages: Stages | None = None
+) -> None:
+    """Continue the queue where it stopped, with its stored settings and stages: reclaim dead
+    leases, then process what is left.
 
     Example:
 
@@ -143,6 +147,7 @@ def _retry_stage(db: str, stage: str, kinds: list[str] | None) -> None:
         store = open_store(db, create=False)
         try:
             counts = stage_store.reopen(store, stage, kinds or None, time.time())
+            kept = stage in stored_stages(store)
         finally:
             store.close()
     if not counts:
@@ -151,8 +156,9 @@ def _retry_stage(db: str, stage: str, kinds: list[str] | None) -> None:
     for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         out.print(f"  {name:<16} {n:>8}")
     resume = command_hint(f"resume --db {redact(db)}")
-    out.print(f"{sum(counts.values())} papers re-opened for stage {stage}; `{resume}` runs it "
-              "(with the stage named)")  # fmt: skip
+    how = "" if kept else f" with the stage named (--stage {stage}=module:function)"
+    out.print(f"{sum(counts.values())} papers re-opened for stage {stage}; `{resume}` runs it"
+              f"{how}")  # fmt: skip
 
 
 @with_knobs(shown=DEMO_SHOWN)
@@ -163,7 +169,7 @@ def demo(
     ] = False,
     *,
     resolved: Resolved,
-    stages: Stages = (),
+    stages: Stages | None = None,
 ) -> None:
     """Offline demo: serve the bundled sample papers from a loopback mirror and run them.
 

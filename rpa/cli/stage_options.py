@@ -1,6 +1,8 @@
 """The `--stage*` options of the commands that run (run, resume, demo): the user's stages
-as flags, over the config file's [[stage]] tables and the RPA_STAGE* env vars (resolved by
-rpa.stages.spec; the stages' modules are imported here, so a wrong `call` fails at once)."""
+as flags, over the config file's [[stage]] tables and the RPA_STAGE* env vars (read by
+rpa.stages.spec), and `--drop-stage`. What they say is laid over the queue's own stages
+before the run (rpa.stages.remember, from rpa.run.prepare), where the stages' modules are
+imported: a wrong `call` fails before anything runs."""
 
 from __future__ import annotations
 
@@ -13,13 +15,13 @@ import typer
 
 from rpa.cli.output import one_line_errors
 from rpa.config import Resolved
-from rpa.stages.execute import load_call
-from rpa.stages.spec import FIELDS, StageSpec, resolve_stages
+from rpa.stages.remember import StageRequest
+from rpa.stages.spec import FIELDS, stage_layers
 
 __all__ = ["Stages", "with_stages"]
 
 #: what a command under @with_stages receives as `stages`
-Stages = tuple[StageSpec, ...]
+Stages = StageRequest
 
 _HELP = {
     "call": "a stage of yours: NAME=module:function (repeatable) [env: RPA_STAGE='a=m:f;b=m:g']",
@@ -45,21 +47,35 @@ def _param(key: str) -> inspect.Parameter:
     )
 
 
+_DROP = inspect.Parameter(
+    "drop_stage",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
+        Optional[list[str]],  # noqa: UP045 (typer needs it)
+        typer.Option(
+            "--drop-stage",
+            help="NAME: take a stage out of the queue's stages (its results stay); repeatable",
+            rich_help_panel="Your stages",
+        ),
+    ],
+)
+
+
 def with_stages(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command the --stage* options; it receives `stages` (put it under
-    @with_knobs, which gives it `resolved`)."""
+    """Give a command the --stage* options and --drop-stage; it receives `stages`, a
+    StageRequest (put it under @with_knobs, which gives it `resolved`)."""
     own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()]
     own = [p for p in own if p.name != "stages"]
-    params = [*own, *(_param(k) for k in FIELDS)]
+    params = [*own, *(_param(k) for k in FIELDS), _DROP]
 
     def wrapper(**kwargs: Any) -> Any:
         flags = {k: kwargs.pop(f"stage_{k}") or [] for k in FIELDS}
+        drop = tuple(kwargs.pop("drop_stage") or ())
         resolved: Resolved = kwargs.pop("resolved")  # for its config file
         with one_line_errors():
-            stages = resolve_stages(resolved.config_path, os.environ, flags)
-            for spec in stages:
-                load_call(spec)
-        return fn(resolved=resolved, stages=stages, **kwargs)
+            given = stage_layers(resolved.config_path, os.environ, flags)
+        return fn(resolved=resolved, stages=StageRequest(given, drop), **kwargs)
 
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}

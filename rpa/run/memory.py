@@ -19,6 +19,10 @@ On the loop, one callback per sample decides (Dask's and Ray's thresholds, as fr
   poison), and the extract gate is narrowed by one until the pressure has stayed low for `CALM`
   seconds.
 
+The user's stages (rpa.stages) are governed too, through `also`: a pause narrows each stage's
+gate to one as it does the extract gate, and a process stage's processes are candidates to shed
+with the extraction processes (a shed call goes back uncounted).
+
 Should the kernel's OOM killer still have to act (a parse that grows faster than one sample), it
 takes an extraction process, never rpa itself: each one sets its `oom_score_adj` to 1000 (see
 rpa.extract.worker). Its paper is retried alone, uncounted (rpa.run.policy): a death is charged
@@ -36,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from rpa.extract.pool import ExtractPool, rss_bytes
 from rpa.gates import Gate
@@ -44,7 +49,7 @@ from rpa.notices import Notices
 from rpa.run.snapshot import MemorySnapshot
 from rpa.units import gib
 
-__all__ = ["MemoryGovernor", "MemoryReading", "read_memory"]
+__all__ = ["Governed", "MemoryGovernor", "MemoryReading", "read_memory"]
 
 #: seconds between samples
 INTERVAL = 0.25
@@ -134,6 +139,14 @@ def read_memory() -> MemoryReading:
     return MemoryReading(machine_used, total, "machine")
 
 
+class Governed(Protocol):
+    """Work beside extraction that the governor pauses and may shed (the user's stages)."""
+
+    def memory_pressure(self, on: bool) -> None: ...
+    def pids(self) -> list[int]: ...
+    def shed(self, pid: int) -> bool: ...
+
+
 class MemoryGovernor:
     """Watches memory for one run and acts on its gates and its extraction pool."""
 
@@ -171,6 +184,11 @@ class MemoryGovernor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ramp: asyncio.Future[None] | None = None
+        self._others: list[Governed] = []
+
+    def also(self, other: Governed) -> None:
+        """Govern `other` too: paused with extraction, its processes shed as extraction's."""
+        self._others.append(other)
 
     # ---- the sampling thread --------------------------------------------------------------
 
@@ -220,18 +238,18 @@ class MemoryGovernor:
             return
         now = time.monotonic()
         self.reading = reading
-        self._pids = self.pool.pids()
+        self._pids = self.pool.pids() + [p for o in self._others for p in o.pids()]
         f = reading.fraction
         if f >= self.pause:
             self._last_high = now
-        if f >= self.kill and largest is not None and self.pool.shed(largest[1]):
+        if f >= self.kill and largest is not None and self._shed(largest[1]):
             self._last_shed = largest[1]
             self.shed += 1
             self._narrowed += 1
             self._enter("shedding", now)
             self.notices.add(
                 f"memory at {self._figures(reading)}, over --memory-kill {self.kill:.0%}: "
-                f"killed the largest extraction process (pid {largest[1]}, "
+                f"killed the largest extraction or stage process (pid {largest[1]}, "
                 f"{largest[0] / 2**20:.0f} MiB); its paper goes back to the queue"
             )
         elif f >= self.pause and self.state == "ok":
@@ -239,7 +257,7 @@ class MemoryGovernor:
             self.pauses += 1
             self.notices.add(
                 f"memory at {self._figures(reading)}, over --memory-pause {self.pause:.0%}: "
-                "no new extraction or download starts until it is under "
+                "no new extraction, download or stage call starts until it is under "
                 f"--memory-resume {self.resume:.0%}"
             )
         elif f < self.resume and self.state != "ok":
@@ -253,6 +271,9 @@ class MemoryGovernor:
             self._last_high = now
         self._apply()
 
+    def _shed(self, pid: int) -> bool:
+        return self.pool.shed(pid) or any(o.shed(pid) for o in self._others)
+
     def _ramp_done(self, _: asyncio.Future[None]) -> None:
         self._ramp = None
 
@@ -263,6 +284,8 @@ class MemoryGovernor:
 
     def _apply(self) -> None:
         self.pool.memory_pressure(self.state != "ok")
+        for other in self._others:
+            other.memory_pressure(self.state != "ok")
         if self.state == "ok":
             if self.prefetch.limit == 1 and self.prefetch.capacity > 1 and self._ramp is None:
                 # Out of a pause: the downloads it held back start in a slow start, not all

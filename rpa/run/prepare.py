@@ -28,6 +28,9 @@ from rpa.queue.store import QueueStore
 from rpa.rates import parse_rate_limits
 from rpa.run.join_metadata import MetadataFileReport, join_metadata_file
 from rpa.run.queue_tars import TarReport, queue_from_tars
+from rpa.stages import remember
+from rpa.stages.execute import load_call
+from rpa.stages.spec import StageSpec
 
 __all__ = ["Prepared", "apply_queue_settings", "check_setup", "prepare"]
 
@@ -42,6 +45,7 @@ class Prepared:
     metadata_file: MetadataFileReport | None = None  # what --metadata-file joined
     done: int = 0  # jobs done, in the queue as a whole
     failed: int = 0  # jobs failed for good
+    stages: tuple[StageSpec, ...] = ()  # the user's stages this run runs (rpa.stages.remember)
 
 
 def _stored_form(settings: Settings, key: str) -> Any:
@@ -155,6 +159,7 @@ def prepare(
     strict: bool = False,
     reconfigure: bool = False,
     on_invalid: Callable[[InvalidIdError], None] | None = None,
+    stages: remember.StageRequest | None = None,
 ) -> Prepared:
     """Check and decide everything before a run (see the module doc). Blocking."""
     db = resolved.settings.db
@@ -178,6 +183,13 @@ def prepare(
         stored = catalog.queue_settings(store) if store is not None else {}
         settings, to_store, notes = apply_queue_settings(resolved, stored, reconfigure=reconfigure)
         check_setup(settings)
+        stored_stages = remember.stored_stages(store) if store is not None else {}
+        stage_plan = remember.plan(
+            stored_stages, stages or remember.StageRequest(), reconfigure=reconfigure
+        )
+        for spec in stage_plan.stages:  # a wrong call is refused before anything is made
+            load_call(spec)
+        notes += stage_plan.notes
         if command == "run" and ids is None and not settings.pdf_tar:
             hint = command_hint("run IDS")
             raise InputError(f"give a file of IDs ({hint}), or --pdf-tar to run the tars' papers")
@@ -185,6 +197,7 @@ def prepare(
             store = open_store(db, create=True)
         if to_store:
             catalog.store_queue_settings(store, to_store, run_id, now)
+        remember.keep(store, stage_plan, run_id, now)
         report = tars = None
         if settings.pdf_tar and command == "run":
             tars = queue_from_tars(store, settings.pdf_tar, ids, on_invalid=on_invalid)
@@ -207,8 +220,9 @@ def prepare(
             damage = "".join(f"; {tar}: {why}" for tar, why in tars.damaged)
             raise InputError(f"{what} in the tars ({tars.members} papers{damage}): nothing to do")
         return Prepared(
-            settings, report, notes, remaining, tars, joined, totals.done, totals.failed
-        )
+            settings, report, notes, remaining, tars, joined, totals.done, totals.failed,
+            stage_plan.stages,
+        )  # fmt: skip
     finally:
         if store is not None:
             store.close()

@@ -117,6 +117,7 @@ class Runner:
         self.stages = StagePhase(
             stages, settings, self.run_id, self.queue, self.io, self.tally, self.notices
         )
+        self.governor.also(self.stages)
         self.disk = DiskGuard(self.layout.root, settings.out, settings.min_free_mb, self.io)
         self.feeder = Feeder(
             settings=settings,

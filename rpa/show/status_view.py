@@ -96,6 +96,8 @@ def make_status(status: dict[str, Any]) -> Lines:
         lines.append([("Settings of this queue (a resume uses these)", "title")])
         for key, value in settings.items():
             text = value if isinstance(value, str) else json.dumps(value)
+            if key.startswith("stage.") and isinstance(value, dict):  # a stage of yours
+                text = _stage_setting(value)
             lines.append([(clip(f"  {key:<17} {text}", WIDTH), "")])
     runs = status["runs"]
     lines += block(
@@ -116,6 +118,16 @@ def make_status(status: dict[str, Any]) -> Lines:
             )
             lines += _detail(text, indent=4)
     return Lines(lines)
+
+
+def _stage_setting(v: dict[str, Any]) -> str:
+    """A stage the queue keeps, in a line: its call first."""
+    after = f", after {'+'.join(v.get('after') or [])}" if v.get("after") else ""
+    return (
+        f"{v.get('call')} ({v.get('kind')}, {v.get('concurrency')} at once, rate "
+        f"{v.get('rate') or 'none'}, timeout {v.get('timeout')}s, version {v.get('version')}"
+        f"{after})"
+    )
 
 
 def _user_stages(stages: dict[str, Any]) -> list[Line]:

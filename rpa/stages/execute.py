@@ -4,18 +4,14 @@
   step: a step that holds the loop past BLOCKED_AFTER (a `time.sleep`, a sync HTTP call, CPU
   work in an `async def`) is reported with the stage's name, so the loop-lag watchdog names
   the culprit instead of only measuring the lag.
-- thread: a ThreadPoolExecutor of the stage's own, sized to its concurrency (never the loop's
-  default executor, which the run's other work shares).
-- process: a process pool of the stage's own (forkserver, else spawn; never fork: the parent
-  has threads), each process capped by --extract-max-mb (RLIMIT_AS), niced like extraction,
-  deaf to Ctrl-C. A call past the stage's timeout kills the pool's processes (the pool is
-  made anew); the other papers in it then end with WorkerCrashed(alone=False), retried
-  uncounted. A pool broken with one paper inside charges that paper (`alone`).
-
-Weaker than extraction's own pool (rpa.extract.pool): no recycling by RSS, no memory
-governor shedding, and a timeout takes the pool's other calls down with it (retried
-uncounted). A thread stage past its timeout is abandoned, not stopped: its thread stays busy
-until the call returns (Python cannot kill a thread).
+- thread: threads of the stage's own (`StageThreads`, daemon threads, as many as its
+  concurrency; never the loop's default executor, which the run's other work shares). Python
+  cannot stop a thread: a call past its timeout fails (`timeout`) and is given up, but its
+  thread runs on, and the call keeps its slot of the stage's gate until the thread returns
+  (`free` is called then), so given-up calls never pile up past the stage's concurrency. A
+  daemon thread does not keep rpa from exiting at the end of the run.
+- process: processes of the stage's own, one per call in flight (rpa.stages.procs): a call
+  past its timeout kills its process only.
 """
 
 from __future__ import annotations
@@ -24,19 +20,17 @@ import asyncio
 import contextlib
 import importlib
 import inspect
-import multiprocessing
 import os
-import resource
-import signal
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Generator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from rpa import errors
 from rpa.stages.paper import Paper
+from rpa.stages.procs import ProcessSlots
 from rpa.stages.spec import StageSpec
 
 __all__ = ["BLOCKED_AFTER", "Caller", "Stepped", "load_call", "make_caller"]
@@ -106,105 +100,122 @@ class Stepped:
             self._on_block(took)
 
 
+class StageThreads:
+    """A thread stage's daemon threads, started as calls need them, at most `size`."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self._name = name
+        self._size = size
+        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads = 0
+        self._free = 0  # threads with no call in hand or on the way to them
+        self._lock = threading.Lock()
+        self.abandoned = 0  # calls given up whose thread still runs (on the loop only)
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            task()
+            with self._lock:
+                self._free += 1
+
+    def submit(self, task: Callable[[], None]) -> None:
+        """Run `task` in a thread that has nothing else in hand (a new one if none is free
+        and there are fewer than `size`): a call never waits behind another."""
+        with self._lock:
+            start = self._free == 0 and self._threads < self._size
+            if start:
+                self._threads += 1
+            elif self._free:
+                self._free -= 1
+        if start:
+            threading.Thread(target=self._work, name=f"rpa-stage-{self._name}", daemon=True).start()
+        self._tasks.put(task)
+
+    async def call(
+        self, fn: Callable[[Paper], Any], paper: Paper, limit: float, free: Callable[[], None]
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not answer.done():
+                (answer.set_result if ok else answer.set_exception)(value)
+
+        def task() -> None:
+            try:
+                ok, value = True, fn(paper)
+            except BaseException as exc:  # handed to the loop: the lane judges it
+                ok, value = False, exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over
+                loop.call_soon_threadsafe(settle, ok, value)
+
+        self.submit(task)
+        abandoned = False
+        try:
+            async with asyncio.timeout(limit):
+                return await asyncio.shield(answer)
+        except BaseException:
+            if not answer.done():  # past its timeout, or the run stops: it runs on
+                abandoned = True
+                self.abandoned += 1
+                answer.add_done_callback(lambda _: self._returned(free))
+            raise
+        finally:
+            if not abandoned:
+                free()
+
+    def _returned(self, free: Callable[[], None]) -> None:
+        self.abandoned -= 1
+        free()
+
+    def close(self) -> None:
+        for _ in range(self._threads):
+            self._tasks.put(None)  # idle ones end; busy ones end after their call
+
+
 class Caller:
     """Calls one stage's function on one paper, by its kind."""
 
-    def __init__(self, spec: StageSpec, settings_max_mb: int, nice: int) -> None:
+    def __init__(self, spec: StageSpec, max_mb: int, nice: int, recycle_mb: int = 0) -> None:
         self.spec = spec
         self.fn = load_call(spec)
-        self._max_mb = settings_max_mb
-        self._nice = nice
-        self._threads: ThreadPoolExecutor | None = None
-        self._procs: ProcessPoolExecutor | None = None
-        self._in_procs = 0
+        self.threads: StageThreads | None = None
+        self.procs: ProcessSlots | None = None
         if spec.kind == "thread":
-            self._threads = ThreadPoolExecutor(spec.concurrency, f"rpa-stage-{spec.name}")
+            self.threads = StageThreads(spec.name, spec.concurrency)
         elif spec.kind == "process":
-            self._procs = self._new_pool()
+            self.procs = ProcessSlots(spec, max_mb, nice, recycle_mb)
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        return ProcessPoolExecutor(
-            self.spec.concurrency, mp_context=ctx, initializer=_child_start,
-            initargs=(self._nice, self._max_mb),
-        )  # fmt: skip
+    @property
+    def abandoned(self) -> int:
+        """Calls given up (past their timeout) whose thread still runs, holding a slot."""
+        return self.threads.abandoned if self.threads is not None else 0
 
-    async def call(self, paper: Paper, on_block: Callable[[float], None]) -> Any:
-        """The stage's answer for `paper`, within its timeout (TimeoutError past it)."""
-        if self._threads is not None:
-            loop = asyncio.get_running_loop()
-            async with asyncio.timeout(self.spec.timeout):
-                return await loop.run_in_executor(self._threads, self.fn, paper)
-        if self._procs is not None:
-            return await self._in_process(paper)
-        async with asyncio.timeout(self.spec.timeout):
-            return await Stepped(self.fn(paper), on_block, BLOCKED_AFTER)
-
-    async def _in_process(self, paper: Paper) -> Any:
-        pool = self._procs
-        assert pool is not None
-        loop = asyncio.get_running_loop()
-        self._in_procs += 1
-        alone = self._in_procs == 1
+    async def call(
+        self, paper: Paper, on_block: Callable[[float], None], free: Callable[[], None]
+    ) -> Any:
+        """The stage's answer for `paper`, within its timeout (TimeoutError past it). `free`
+        is called once, when the call's slot is free: at its end, or (a thread stage's call
+        given up) when its thread returns."""
+        if self.threads is not None:
+            return await self.threads.call(self.fn, paper, self.spec.timeout, free)
         try:
-            future = loop.run_in_executor(pool, _run_in_child, self.spec.call, paper)
-            try:
-                async with asyncio.timeout(self.spec.timeout):
-                    return await future
-            except TimeoutError:
-                self._kill(pool)
-                raise
-            except BrokenProcessPool:
-                self._kill(pool)
-                crashed = errors.WorkerCrashed(f"stage {self.spec.name}: its process died")
-                crashed.alone = alone
-                raise crashed from None
+            if self.procs is not None:
+                return await self.procs.call(paper)
+            async with asyncio.timeout(self.spec.timeout):
+                return await Stepped(self.fn(paper), on_block, BLOCKED_AFTER)
         finally:
-            self._in_procs -= 1
-
-    def _kill(self, pool: ProcessPoolExecutor) -> None:
-        """Kill the pool's processes (a call past its timeout cannot be stopped otherwise)
-        and start a new pool for the calls to come."""
-        if pool is not self._procs:
-            return  # killed already
-        # ProcessPoolExecutor offers no kill before Python 3.14: its process table
-        for process in list(getattr(pool, "_processes", {}).values()):
-            with contextlib.suppress(OSError, AttributeError):
-                process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-        self._procs = self._new_pool()
+            free()
 
     def close(self) -> None:
-        if self._threads is not None:
-            self._threads.shutdown(wait=False, cancel_futures=True)
-        if self._procs is not None:
-            self._kill(self._procs)
-            self._procs.shutdown(wait=False, cancel_futures=True)
+        if self.threads is not None:
+            self.threads.close()
+        if self.procs is not None:
+            self.procs.close()
 
 
-def make_caller(spec: StageSpec, max_mb: int, nice: int) -> Caller:
-    return Caller(spec, max_mb, nice)
-
-
-# ---- in the stage's processes ------------------------------------------------------------
-
-_LOADED: dict[str, Callable[[Paper], Any]] = {}
-
-
-def _child_start(nice: int, max_mb: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
-    with contextlib.suppress(OSError):
-        os.nice(nice)
-    if max_mb:
-        with contextlib.suppress(ValueError, OSError):
-            limit = max_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-def _run_in_child(call: str, paper: Paper) -> Any:
-    fn = _LOADED.get(call)
-    if fn is None:
-        module_name, _, attr = call.partition(":")
-        fn = _LOADED[call] = getattr(importlib.import_module(module_name), attr)
-    return fn(paper)
+def make_caller(spec: StageSpec, max_mb: int, nice: int, recycle_mb: int = 0) -> Caller:
+    return Caller(spec, max_mb, nice, recycle_mb)

@@ -4,10 +4,12 @@ A lane claims at most as many papers as its gate has room for (one while it prob
 service that was out), so no claimed paper waits long on the gate; each paper is a task that
 enters the gate, takes a slot of the stage's fleet-wide rate (rpa.hosts.fleet, its `host`
 named `stage:<name>`), calls the stage (rpa.stages.execute), then writes the result (fenced,
-rpa.stages.store) and the paper's record with `stages.<name>` merged (atomically, in the I/O
-pool). A failure goes through rpa.stages.policy: retried with the run's backoff, failed for
-good, or (the stage's service is out) the paper goes back uncounted and the lane pauses,
-then lets one paper through as a probe.
+rpa.stages.store) and the paper's record with `stages.<name>` merged (noted first, then
+rewritten atomically, in the I/O pool: rpa.stages.records). A given-up thread keeps its gate
+slot until it returns; the memory governor may narrow the gate (rpa.stages.phase). A failure
+goes through rpa.stages.policy: retried with the run's backoff, failed for good, or (the
+stage's service is out) the paper goes back uncounted and the lane pauses, then lets one
+paper through as a probe.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -25,7 +25,6 @@ from typing import Any
 
 from rpa import errors
 from rpa.config import Settings
-from rpa.files import fsync_folder, temp_name
 from rpa.gates import Gate, GateStatistics
 from rpa.hosts.fleet import FleetRateGate
 from rpa.notices import Notices
@@ -33,7 +32,7 @@ from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Attempt
 from rpa.run.backoff import retry_delay
 from rpa.run.tally import StageMeter, Tally
-from rpa.stages import store
+from rpa.stages import records, store
 from rpa.stages.execute import Caller
 from rpa.stages.paper import Paper
 from rpa.stages.policy import judge
@@ -105,6 +104,14 @@ class Lane:
             gates.append(self.rate.statistics())
         return gates
 
+    def room(self) -> int:
+        """Papers to claim now: what the gate lets in (one while probing; the memory governor
+        may narrow it), less the calls in hand and the given-up calls whose thread still
+        runs (they keep their slot)."""
+        limit = 1 if self._probing else self.gate.limit
+        abandoned = self.caller.abandoned if self.caller is not None else 0
+        return limit - len(self.in_flight) - abandoned
+
     def poke(self) -> None:
         """New work may be claimable (a paper done, an earlier stage done, the feed ended)."""
         self.dirty = True
@@ -127,7 +134,7 @@ class Lane:
                 if pause > 0:
                     await asyncio.sleep(min(pause, POLL))  # a pause is not cut short by news
                     continue
-                room = (1 if self._probing else self.spec.concurrency) - len(self.in_flight)
+                room = self.room()
                 if room <= 0:
                     await self._sleep(POLL)
                     continue
@@ -186,14 +193,26 @@ class Lane:
         assert self.caller is not None
         result: Any = None
         failure: BaseException | None = None
-        async with self.gate:
+        await self.gate.acquire()
+        held = [True]  # the slot, given back by `free` (once; later, for a given-up thread)
+        started = False  # the call owns `free` from then on
+
+        def free() -> None:
+            if held[0]:
+                held[0] = False
+                self.gate.release()
+                if self._wake is not None:
+                    self._wake.set()
+
+        try:
             if self.rate is not None:
                 await self.rate.acquire()
             waited = time.perf_counter() - t_wait
             self.meter.running += 1
             t0 = time.perf_counter()
             try:
-                result = await self.caller.call(paper, lambda s: self._blocked(c.job_id, s))
+                started = True
+                result = await self.caller.call(paper, lambda s: self._blocked(c.job_id, s), free)
                 if not isinstance(result, dict):
                     raise errors.InternalError(
                         f"stage {self.name} returned {type(result).__name__}, not a dict"
@@ -206,6 +225,18 @@ class Lane:
                 self.meter.running -= 1
                 if self.rate is not None:
                     await self.rate.answered()
+        except BaseException:
+            if not started:
+                free()
+            raise
+        if isinstance(failure, TimeoutError) and self.caller.abandoned:
+            self._notices.add(
+                f"stage {self.name}: a call ran past its {self.spec.timeout:g}s timeout (paper "
+                f"{c.job_id}); Python cannot stop a thread: it runs on and keeps one of the "
+                f"stage's {self.spec.concurrency} slots until it returns ({self.caller.abandoned} "
+                "such now)",
+                key=f"abandoned {self.name}",
+            )
         took = time.perf_counter() - t0
         if failure is None:
             try:
@@ -220,19 +251,34 @@ class Lane:
         )
 
     async def _done(self, c: store.Claimed, result: dict[str, Any], took: float) -> None:
-        record = await self._queue.run(
-            store.complete, c.job_id, self.name, self._run_id, c.token, result, took, time.time()
-        )
+        loop = asyncio.get_running_loop()
+        note = None
+        if c.outcome_path:  # noted first: a kill after the commit leaves the note to repair
+            out = Path(self._s.out)
+            note = await loop.run_in_executor(self._io, records.mark, out, self._run_id, c.job_id)
+        try:
+            record = await self._queue.run(
+                store.complete, c.job_id, self.name, self._run_id, c.token, result, took,
+                time.time(),
+            )  # fmt: skip
+        except errors.InternalError:  # not JSON-serialisable: nothing was committed
+            await loop.run_in_executor(self._io, records.unmark, note)
+            raise
         if record is None:
+            await loop.run_in_executor(self._io, records.unmark, note)
             self._notices.add(f"{c.job_id}: stage {self.name}: another run took it; not written")
             return
         if c.outcome_path:
             path = Path(c.outcome_path)
-            loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self._io, _write, path, record, self._run_id)
+                await loop.run_in_executor(
+                    self._io, records.rewrite, path, record, self._run_id, note
+                )
             except OSError as exc:  # the queue holds it (export reads it there): say, go on
-                self._notices.add(f"{c.job_id}: stage {self.name}: record not rewritten: {exc}")
+                self._notices.add(
+                    f"{c.job_id}: stage {self.name}: record not rewritten (the next run "
+                    f"repairs it): {exc}"
+                )
         self.meter.done += 1
         self.meter.durations.add(took)
         self._successes += 1
@@ -295,22 +341,3 @@ class Lane:
             "sync code",
             key=f"blocked {self.name} {int(time.monotonic() // 30)}",
         )
-
-
-def _write(path: Path, record: dict[str, Any], run_id: str) -> None:
-    """Rewrite the paper's record whole (fsync, rename), under a temporary name that does not
-    end in .json: a start-up takes a dead run's `*.json` temporaries for outcome records its
-    commit may have made the truth (rpa.run.publish), and this one is not such a record."""
-    temp = path.parent / temp_name(path.name + ".stages", run_id)
-    data = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")
-    try:
-        with temp.open("xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    fsync_folder(path.parent)

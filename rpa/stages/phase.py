@@ -15,15 +15,17 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from concurrent.futures import Executor
+from pathlib import Path
 
 from rpa.config import Settings
 from rpa.gates import GateStatistics
 from rpa.notices import Notices
 from rpa.queue.aio import AsyncQueue
 from rpa.run.tally import Tally
-from rpa.stages import store
+from rpa.stages import records, store
 from rpa.stages.execute import make_caller
 from rpa.stages.lane import Lane
+from rpa.stages.procs import ProcessSlots
 from rpa.stages.spec import StageSpec
 
 __all__ = ["StagePhase"]
@@ -47,6 +49,8 @@ class StagePhase:
         self._queue = queue
         self._io = io
         self.closed = False
+        self._pressure = False
+        self._notices = notices
         versions = {s.name: s.version for s in stages}
         self.lanes = [
             Lane(
@@ -73,6 +77,30 @@ class StagePhase:
         """Each stage's gate (and rate gate), for the live table."""
         return [g for lane in self.lanes for g in lane.statistics()]
 
+    # ---- the memory governor's hooks (rpa.run.memory) -------------------------------------
+
+    def memory_pressure(self, on: bool) -> None:
+        """Over --memory-pause: no new stage call starts (each gate narrowed to one, as the
+        extract gate); back under --memory-resume: the gates open again."""
+        for lane in self.lanes:
+            lane.gate.set_limit(1 if on else lane.gate.capacity)
+            if lane.caller is not None and lane.caller.procs is not None:
+                lane.caller.procs.memory_pressure(on)
+            if not on and self._pressure:
+                lane.poke()
+        self._pressure = on
+
+    def pids(self) -> list[int]:
+        """The process stages' processes at work (candidates to shed)."""
+        return [pid for p in self._procs() for pid in p.pids()]
+
+    def shed(self, pid: int) -> bool:
+        """Kill process `pid` of a process stage: its paper goes back uncounted."""
+        return any(p.shed(pid) for p in self._procs())
+
+    def _procs(self) -> list[ProcessSlots]:
+        return [x.caller.procs for x in self.lanes if x.caller and x.caller.procs is not None]
+
     def finished(self, job_id: str) -> None:
         """A paper became done in this run: the stages that start at `outcome` may take it."""
         for lane in self._first:
@@ -84,14 +112,27 @@ class StagePhase:
         return self.closed and all(by_name[n].ended for n, _ in lane.needs)
 
     async def run(self, stopping: Callable[[], bool]) -> None:
-        """Every lane, until each has nothing left (after `drain`) or the run stops."""
+        """Every lane, until each has nothing left (after `drain`) or the run stops. First,
+        the records a killed run may have left without their stages' results are rewritten
+        from the queue (rpa.stages.records)."""
+        try:
+            repaired = await records.repair(self._queue, self._io, Path(self._s.out), self._run_id)
+        except OSError as exc:  # --out unreadable: the disk guard says more; the next start
+            repaired = 0
+            self._notices.add(f"could not repair the stages' outcome records: {exc}")
+        if repaired:
+            self._notices.add(
+                f"rewrote {repaired} outcome records a stopped run left without their stages' "
+                "latest results (the queue had them)"
+            )
         if not self.lanes:
             return
         loop = asyncio.get_running_loop()
         for lane in self.lanes:  # the user's module is imported off the loop
             lane.caller = await loop.run_in_executor(
-                self._io, make_caller, lane.spec, self._s.extract_max_mb, self._s.extract_nice
-            )
+                self._io, make_caller, lane.spec, self._s.extract_max_mb,
+                self._s.extract_nice, self._s.extract_recycle_mb,
+            )  # fmt: skip
         try:
             async with asyncio.TaskGroup() as tg:
                 for lane in self.lanes:

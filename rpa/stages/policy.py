@@ -100,8 +100,10 @@ def judge(
     err = as_job_error(exc, stage)
     if is_outage(err) and strikes < OUTAGE_CHARGE:
         return StageVerdict("pause", err, counted=False)
-    if isinstance(err, errors.WorkerCrashed) and not err.alone:
-        # its process pool broke under another paper, or was killed for another's timeout
+    if isinstance(err, errors.MemoryPressure) or (
+        isinstance(err, errors.WorkerCrashed) and not err.alone
+    ):
+        # the memory governor killed its process, or it died while memory was short
         delay = retry_delay(1, settings.retry_base, settings.retry_max)
         return StageVerdict("retry", err, next_at=now + delay, counted=False)
     final = isinstance(err, errors.PermanentError) or attempts + 1 >= settings.max_attempts

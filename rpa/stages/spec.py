@@ -26,7 +26,10 @@ from typing import Any, Literal
 
 from rpa.errors import ConfigError
 
-__all__ = ["FIELDS", "KINDS", "RESERVED", "StageSpec", "ordered", "parse_rate", "resolve_stages"]
+__all__ = [
+    "FIELDS", "KINDS", "RESERVED", "Given", "StageSpec", "as_stored", "build", "ordered",
+    "parse_rate", "resolve_stages", "stage_layers",
+]  # fmt: skip
 
 KINDS = ("async", "thread", "process")
 #: names a user stage cannot take: rpa's own stages and gates
@@ -136,38 +139,67 @@ def _tables(path: Path | None) -> list[dict[str, Any]]:
     return tables
 
 
-def resolve_stages(
+#: per stage, the fields an invocation gives: field -> (value, where it came from)
+Given = dict[str, dict[str, tuple[Any, str]]]
+
+
+def stage_layers(
     config_path: Path | None,
     env: Mapping[str, str],
     flags: Mapping[str, Sequence[str]] | None = None,
-) -> tuple[StageSpec, ...]:
-    """The stages of a run: the config file's [[stage]] tables, then RPA_STAGE* env vars,
-    then flags (`flags[field]`: the NAME=VALUE strings of --stage / --stage-<field>; "call"
-    for --stage), in the order they run (`ordered`)."""
-    found: dict[str, dict[str, Any]] = {}
+) -> Given:
+    """What the config file's [[stage]] tables, then RPA_STAGE* env vars, then flags
+    (`flags[field]`: the NAME=VALUE strings of --stage / --stage-<field>; "call" for --stage)
+    say of each stage, field by field, each with where it came from (the later wins)."""
+    found: Given = {}
     for table in _tables(config_path):
         name = str(table.get("name", ""))
         unknown = set(table) - {"name", *FIELDS}
         if unknown:
             raise ConfigError(f"{config_path}: stage {name!r}: unknown key {sorted(unknown)[0]!r}")
         found.setdefault(name, {}).update(
-            {k: _coerce(name, k, v, str(config_path)) for k, v in table.items() if k != "name"}
-        )
+            {k: (_coerce(name, k, v, str(config_path)), str(config_path))
+             for k, v in table.items() if k != "name"}
+        )  # fmt: skip
     for key in FIELDS:
         var = "RPA_STAGE" if key == "call" else f"RPA_STAGE_{key.upper()}"
         if env.get(var):
             for name, value in _pairs(env[var].split(";"), f"${var}"):
-                found.setdefault(name, {})[key] = _coerce(name, key, value, f"${var}")
+                found.setdefault(name, {})[key] = (_coerce(name, key, value, f"${var}"), f"${var}")
     for key in FIELDS:
         flag = "--stage" if key == "call" else f"--stage-{key}"
         for name, value in _pairs((flags or {}).get(key, ()), flag):
-            found.setdefault(name, {})[key] = _coerce(name, key, value, flag)
-    specs = []
-    for name, values in found.items():
-        if "call" not in values:
-            raise ConfigError(f"stage {name!r} has settings but no call (module:function)")
-        specs.append(StageSpec(name=name, **values))
-    return ordered(specs)
+            found.setdefault(name, {})[key] = (_coerce(name, key, value, flag), flag)
+    return found
+
+
+def build(name: str, values: Mapping[str, Any]) -> StageSpec:
+    """The StageSpec of `values` (field -> value); a stage with no call is an error."""
+    if "call" not in values:
+        raise ConfigError(f"stage {name!r} has settings but no call (module:function)")
+    return StageSpec(name=name, **{k: _coerce(name, k, v, "stage") for k, v in values.items()})
+
+
+def resolve_stages(
+    config_path: Path | None,
+    env: Mapping[str, str],
+    flags: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[StageSpec, ...]:
+    """The stages the config file, env vars and flags name (`stage_layers`), in the order
+    they run (`ordered`); without the queue's stored ones (rpa.stages.remember adds those)."""
+    layers = stage_layers(config_path, env, flags)
+    return ordered(
+        [build(name, {k: v for k, (v, _) in fields.items()}) for name, fields in layers.items()]
+    )
+
+
+def as_stored(spec: StageSpec) -> dict[str, Any]:
+    """`spec` as the queue keeps it (JSON: `after` a list)."""
+    return {
+        "call": spec.call, "kind": spec.kind, "concurrency": spec.concurrency,
+        "rate": spec.rate, "timeout": spec.timeout, "version": spec.version,
+        "after": list(spec.after),
+    }  # fmt: skip
 
 
 def ordered(specs: Sequence[StageSpec]) -> tuple[StageSpec, ...]:
