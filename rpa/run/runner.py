@@ -141,6 +141,7 @@ class Runner:
             on_reclaimed=self.feeder.wake,
             on_lost=self.feeder.lose,
             on_dead=self._on_dead,
+            wait=lambda: self.progress.wait(),
         )
         self.hosts.on_back.append(self.feeder.wake)
         self.progress = Progress(
