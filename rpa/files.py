@@ -217,8 +217,12 @@ def atomic_file(
     try:
         yield target.open()
         target.commit()
-    except BaseException:
+    except BaseException as exc:
         target.discard()
+        if isinstance(exc, OSError) and exc.filename is None:
+            # a write's or an fsync's error names no file: name it, so that a full disk's
+            # folder is known (rpa.classify) and the disk guard watches that folder
+            exc.filename = str(path)
         raise
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "RunInfo",
     "TarMember",
     "Totals",
+    "Wait",
     "dead_after",
     "new_run_id",
     "this_host",
@@ -187,6 +188,17 @@ class RunInfo:
     settings_json: str
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=this_host)
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """What a run waits for now (the line its live table shows, with the reasons) and when
+    the wait began, by this process's `time.monotonic()`: the heartbeat turns it into the
+    database's clock in its own transaction (rpa.queue.runs.heartbeat), so a host whose clock
+    is off still says the truth."""
+
+    what: str
+    began: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,8 +168,13 @@ _SCHEMA_9 = [
     "CREATE INDEX jobs_done_seq ON jobs(seq) WHERE stage = 'done'",
 ]
 
+_SCHEMA_10 = [
+    # what each run waits for now, and since when (rpa.queue.runs.heartbeat)
+    "ALTER TABLE runs ADD COLUMN waiting text, ADD COLUMN waiting_since double precision",
+]
+
 #: version -> statements; a PostgreSQL queue has no version below 5
 MIGRATIONS: dict[int, list[str]] = {
-    5: _SCHEMA_5, 6: _SCHEMA_6, 7: _SCHEMA_7, 8: _SCHEMA_8, 9: _SCHEMA_9,
+    5: _SCHEMA_5, 6: _SCHEMA_6, 7: _SCHEMA_7, 8: _SCHEMA_8, 9: _SCHEMA_9, 10: _SCHEMA_10,
 }  # fmt: skip
 SCHEMA_VERSION = max(MIGRATIONS)

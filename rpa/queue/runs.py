@@ -10,18 +10,23 @@ every lease still in its name, expired or not. A run another run found dead is m
 `crashed` and its leases freed; its next heartbeat learns it (`DeclaredDead`) and it stops
 without writing.
 
+Each heartbeat also stores what the run waits for now (`Wait`: a full disk, memory, a host
+down, the next retry), and since when by the database's clock, so `rpa status` can say it
+from any terminal; a beat with no wait, the run's end, and its being found dead clear it.
+
 Lock order: every transaction here that writes job rows and run rows takes the job rows
 first, then the run's row, as `rpa.queue.jobs.complete` and `fail` do (see `heartbeat`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rpa.errors import DeclaredDead
 from rpa.queue.clock import db_now, now_of
-from rpa.queue.model import Lease, Reclaimed, RunInfo, dead_after
+from rpa.queue.model import Lease, Reclaimed, RunInfo, Wait, dead_after
 from rpa.queue.sql import Sql, chunks
 from rpa.queue.store import QueueStore
 
@@ -84,10 +89,13 @@ def heartbeat(
     held: Iterable[Lease],
     lease_seconds: float,
     now: float | None = None,
+    *,
+    wait: Wait | None = None,
 ) -> Beat:
     """Beat the run's heartbeat and renew every lease still in its name (expired or not:
-    a run never loses its leases to itself), in one transaction. Raises `DeclaredDead` when
-    another run found this one dead (its row is no longer `running`).
+    a run never loses its leases to itself), in one transaction; store what the run waits
+    for (`wait`; None clears it). Raises `DeclaredDead` when another run found this one dead
+    (its row is no longer `running`).
 
     Job rows first, then the run's row, as in every transaction of the queue (`jobs.complete`,
     `jobs.fail`, `end_run`, `reclaim_stale`): on PostgreSQL the workers' completions run on other
@@ -107,7 +115,13 @@ def heartbeat(
                 f"another run found this run ({run_id}) dead and took its jobs "
                 f"(marked {row['status']})"
             )
-        store.sql.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (at, run_id))
+        # the wait's start by the database's clock: `at` less how long it has lasted here
+        what, since = (None, None) if wait is None else (
+            wait.what, at - max(0.0, time.monotonic() - wait.began))  # fmt: skip
+        store.sql.execute(
+            "UPDATE runs SET heartbeat_at = ?, waiting = ?, waiting_since = ? WHERE id = ?",
+            (at, what, since, run_id),
+        )
         gone = [lease.job_id for lease in held if (lease.job_id, lease.token) not in kept]
         lost = _taken(store, run_id, gone)
     gap = at - float(row["heartbeat_at"]) if row is not None else 0.0
@@ -142,8 +156,8 @@ def end_run(store: QueueStore, run_id: str, status: str, now: float | None = Non
             (run_id,),
         )
         changed = store.sql.execute(
-            "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ? "
-            "WHERE id = ? AND status = 'running'",
+            "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ?, waiting = NULL, "
+            "waiting_since = NULL WHERE id = ? AND status = 'running'",
             (status, at, at, run_id),
         )
     return changed == 1
@@ -197,7 +211,8 @@ def reclaim_stale(store: QueueStore, now: float | None = None, *, by: str = "") 
         )
         for run_id in dead:
             store.sql.execute(
-                "UPDATE runs SET status = 'crashed', ended_at = heartbeat_at WHERE id = ?",
+                "UPDATE runs SET status = 'crashed', ended_at = heartbeat_at, waiting = NULL, "
+                "waiting_since = NULL WHERE id = ?",
                 (run_id,),
             )
     return Reclaimed(len(dead), leases, expired)

@@ -245,6 +245,14 @@ def _migration_9(db: Database) -> None:
     db.execute("CREATE INDEX jobs_done_seq ON jobs(seq) WHERE stage = 'done'")
 
 
+def _migration_10(db: Database) -> None:
+    # What each run waits for now (a full disk, memory, a host down, the next retry), and
+    # since when: written at its heartbeat, cleared when the wait or the run ends, shown by
+    # `rpa status` from any terminal (rpa.queue.runs.heartbeat).
+    db.execute("ALTER TABLE runs ADD COLUMN waiting TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN waiting_since REAL")
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_1,
     _migration_2,
@@ -255,5 +263,6 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_7,
     _migration_8,
     _migration_9,
+    _migration_10,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

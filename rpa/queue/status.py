@@ -251,7 +251,7 @@ def _runs(sql: Sql, now: float, dead: list[str]) -> list[dict[str, Any]]:
     out = []
     for r in sql.rows(
         "SELECT id, command, pid, host, started_at, heartbeat_at, heartbeat_seconds, ended_at, "
-        "status, done, failed FROM runs ORDER BY started_at DESC LIMIT 10"
+        "status, done, failed, waiting, waiting_since FROM runs ORDER BY started_at DESC LIMIT 10"
     ):
         status = "dead" if r["id"] in dead else r["status"]
         end = r["ended_at"] or (r["heartbeat_at"] if status == "dead" else now)
@@ -270,6 +270,9 @@ def _runs(sql: Sql, now: float, dead: list[str]) -> list[dict[str, Any]]:
                 "done": r["done"],
                 "failed": r["failed"],
                 "papers_per_min": round(r["done"] / minutes, 2),
+                # as of its last heartbeat (a dead run's: what it last said)
+                "waiting": r["waiting"],
+                "waiting_since": r["waiting_since"],
             }
         )
     return out

@@ -4,8 +4,10 @@ Every `min(--heartbeat-seconds, --lease-seconds / 3)` seconds: renew the run's r
 lease still in its name (by the database's clock: rpa.queue.clock), free the leases of dead
 runs and expired ones of other runs (so a dead run's work goes to the live ones), write the
 attempts recorded since the last beat, read the queue's totals, follow the host state other
-processes stored, and look at the free disk space. A beat that fails is said and the next one
-tries again.
+processes stored, and look at the free disk space. Each beat stores what the run waits for
+now, and since when (the live table's line, rpa.run.progress: a full disk, memory, a host
+down, the next retry), or clears it, for `rpa status` in any terminal. A beat that fails is
+said and the next one tries again.
 
 A lease the beat finds lost (another run took the job) is said once and its worker cancelled:
 the job is someone else's now. A beat that finds the run found dead by another run (it was
@@ -26,7 +28,7 @@ from rpa.hosts.health import HostHealth
 from rpa.notices import Notices
 from rpa.queue import jobs, reads, runs
 from rpa.queue.aio import AsyncQueue
-from rpa.queue.model import Lease, Totals
+from rpa.queue.model import Lease, Totals, Wait
 from rpa.run.disk import DiskGuard
 from rpa.run.tally import Tally
 
@@ -56,9 +58,11 @@ class Heartbeat:
         on_reclaimed: Callable[[], None],
         on_lost: Callable[[str], None] = lambda job_id: None,
         on_dead: Callable[[str], None] = lambda reason: None,
+        wait: Callable[[], Wait | None] = lambda: None,
     ) -> None:
         """`on_lost(job_id)`: a worker's lease was taken by another run (cancel its work);
-        `on_dead(reason)`: another run found this one dead (stop without writing)."""
+        `on_dead(reason)`: another run found this one dead (stop without writing); `wait()`:
+        what the run waits for now (stored at each beat)."""
         self._settings = settings
         self._run_id = run_id
         self._queue = queue
@@ -71,6 +75,7 @@ class Heartbeat:
         self._on_reclaimed = on_reclaimed
         self._on_lost = on_lost
         self._on_dead = on_dead
+        self._wait = wait
 
     async def run(self) -> None:
         s = self._settings
@@ -80,7 +85,9 @@ class Heartbeat:
             try:
                 held = dict(self._held)
                 leases = [Lease(job_id, token) for job_id, token in held.items()]
-                beat = await self._queue.run(runs.heartbeat, self._run_id, leases, s.lease_seconds)
+                beat = await self._queue.run(
+                    runs.heartbeat, self._run_id, leases, s.lease_seconds, wait=self._wait()
+                )
                 for job_id in beat.lost:
                     # Still ours to lose? A job completed (or failed, or given back) while the
                     # beat was on its way let go of its lease itself: not a lost lease.

@@ -15,7 +15,7 @@ from rpa.gates import GateStatistics
 from rpa.hosts.health import HostHealth
 from rpa.metrics import LagProbe, WindowStats
 from rpa.notices import Notices
-from rpa.queue.model import Totals
+from rpa.queue.model import Totals, Wait
 from rpa.queue.outage import QueueOutage
 from rpa.run.disk import DiskGuard
 from rpa.run.feeder import Feeder
@@ -23,6 +23,7 @@ from rpa.run.job import JobGates
 from rpa.run.memory import MemoryGovernor
 from rpa.run.snapshot import RunSnapshot
 from rpa.run.tally import Tally
+from rpa.units import gib
 
 __all__ = ["Progress"]
 
@@ -67,6 +68,7 @@ class Progress:
         self._beat = (0, 0, 0, 0)  # taken, done, failed, retried when self.totals was read
         self._lag_stats: WindowStats | None = None
         self._lag_at = 0.0
+        self._began: float | None = None  # when the run began to wait (time.monotonic())
 
     def set_totals(self, totals: Totals) -> None:
         """The queue's totals as just read (at a heartbeat, at the start and the end)."""
@@ -101,23 +103,45 @@ class Progress:
             self._lag_stats, self._lag_at = self._probe().window.stats(), now
         return self._lag_stats
 
-    def waiting(self) -> str | None:
-        """What the run waits for now, and until when, if it waits."""
-        if self._disk.low:
-            return self._disk.low
-        waits = self._hosts.waits()
+    def _waits(self) -> tuple[str | None, list[str]]:
+        """(the queue database's wait, the others: the disk, hosts, memory, the next retry)."""
         db = self._outage.statistics() if self._outage is not None else None
+        database = None
         if db is not None and db.since is not None:
             when = time.strftime("%H:%M:%S", time.localtime(db.since))
-            waits.insert(
-                0, f"the queue database, unavailable since {when} ({db.reason}); "
-                f"{db.waiting} calls wait",
-            )  # fmt: skip
+            database = f"the queue database, unavailable since {when} ({db.reason}); " \
+                f"{db.waiting} calls wait"  # fmt: skip
+        waits = [self._disk.low] if self._disk.low else []
+        waits += self._hosts.waits()
+        governor, m = self._governor, self._governor.reading
+        if governor.state != "ok" and m is not None:
+            waits.append(
+                f"memory to fall under --memory-resume {governor.resume:.0%}: {gib(m.used)} GiB "
+                f"of {gib(m.limit)} GiB in use ({m.source}, {m.fraction:.0%}), over "
+                f"--memory-pause {governor.pause:.0%}: no new extraction or download starts"
+            )
         feeder = self._feeder
         if feeder.idle_until is not None and feeder.all_idle:
             when = time.strftime("%H:%M:%S", time.localtime(feeder.idle_until))
             waits.append(f"the next retry, due {when}")
-        return "; ".join(waits) or None
+        if not waits:
+            self._began = None
+        elif self._began is None:
+            self._began = time.monotonic()
+        return database, waits
+
+    def waiting(self) -> str | None:
+        """What the run waits for now, and until when, if it waits (the live table's line)."""
+        database, waits = self._waits()
+        return "; ".join([database, *waits] if database else waits) or None
+
+    def wait(self) -> Wait | None:
+        """What the run waits for, for its row in the queue (`rpa status`), and since when (as
+        first seen here: at the live table's refresh or the heartbeat, whichever came first).
+        Not the database: a wait for it cannot be written to it, and is over once written."""
+        _, waits = self._waits()
+        began = self._began
+        return Wait("; ".join(waits), began) if waits and began is not None else None
 
     def snapshot(self) -> RunSnapshot:
         stats = self._pool.statistics()

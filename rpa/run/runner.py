@@ -142,6 +142,7 @@ class Runner:
             on_reclaimed=self.feeder.wake,
             on_lost=self.feeder.lose,
             on_dead=self._on_dead,
+            wait=lambda: self.progress.wait(),
         )
         self.hosts.on_back.append(self.feeder.wake)
         self.progress = Progress(
@@ -163,8 +164,7 @@ class Runner:
         self._metrics = write_metrics and MetricsFile(
             write_metrics, self.snapshot, self.io, self.notices
         )
-        self.held_elsewhere = 0
-        self._signals = 0
+        self.held_elsewhere = self._signals = 0
         self._crash: str | None = None
         self._dead: str | None = None
         self._unreachable: str | None = None

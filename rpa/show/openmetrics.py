@@ -183,6 +183,12 @@ def render_openmetrics(status: dict[str, Any], run: RunSnapshot | None = None) -
         "When a recent run ended (Unix time); absent while it runs.",
         [({"run": r["id"]}, r["ended_at"]) for r in runs],
     )
+    w.gauge(
+        "rpa_run_waiting_since_timestamp_seconds",
+        "Since when a run waits (a full disk, memory, a host down, the next retry: `rpa "
+        "status` says what; Unix time, as of its last heartbeat); absent while it does not.",
+        [({"run": r["id"]}, r.get("waiting_since")) for r in runs],
+    )
     hosts = status["hosts"]
     w.gauge(
         "rpa_host_breaker_open",

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from rpa.hints import command_hint
-from rpa.show.fmt import WIDTH, Line, Lines, block, clip, ms, when, wrap
+from rpa.show.fmt import WIDTH, Line, Lines, block, clip, dur, ms, when, wrap
 
 __all__ = ["make_status"]
 
@@ -117,6 +117,8 @@ def make_status(status: dict[str, Any]) -> Lines:
                 f"last heartbeat {when(r['heartbeat_at'])}"
             )
             lines += _detail(text, indent=4)
+            if r.get("waiting"):
+                lines += _detail(_waiting(r, status["generated_at"]), style="yellow")
     return Lines(lines)
 
 
@@ -128,6 +130,14 @@ def _stage_setting(v: dict[str, Any]) -> str:
         f"{v.get('rate') or 'none'}, timeout {v.get('timeout')}s, version {v.get('version')}"
         f"{after})"
     )
+
+
+def _waiting(run: dict[str, Any], now: float) -> str:
+    """What a run waits for, since when and for how long (a dead run: what it last said)."""
+    since = run.get("waiting_since")
+    lasted = f" ({dur(now - since)})" if since is not None else ""
+    said = "it last said it was waiting" if run["status"] == "dead" else "waiting"
+    return f"{said} since {when(since)}{lasted} for {run['waiting']}"
 
 
 def _user_stages(stages: dict[str, Any]) -> list[Line]:
