@@ -210,6 +210,50 @@ def test_no_free_slot_at_start_and_terminated_connections_mid_run_are_waited_for
         assert "Traceback" not in typo.stderr and time.monotonic() - start < 20
 
 
+def _client_backends(admin: psycopg.Connection[Any]) -> int:
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.timeout(150)
+def test_every_slot_but_one_taken_is_a_slower_run_not_an_outage_said_again_and_again(
+    tmp_path: Path, own_pg: PostgresServer
+) -> None:
+    """Every connection slot the run's role may use is taken but one, from before the start
+    until half the papers are done: the run's first thread has the one slot, its other
+    threads' connects are refused ("remaining connection slots are reserved") while the
+    first goes on. That is the queue reachable, not an outage: at most one outage is said,
+    and its end once (before: each refused connect said "unavailable since", the next call
+    of the connected thread "back after 0 s", 62 times each in 30 s)."""
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    url = _fresh_db(own_pg, owner=role)
+    assert own_pg.tmp_dir is not None
+    server_log = own_pg.tmp_dir / "log"
+    logged = server_log.stat().st_size
+    with Papers(tmp_path, url, n=40, slow=0.2) as papers:
+        held = [_admin(own_pg)]
+        try:
+            # a role that is no superuser has max_connections - 3 (the reserved) slots
+            while _client_backends(held[0]) < MAX_CONNECTIONS - 3 - 1:
+                held.append(_admin(own_pg))
+            papers.start()
+            wait_for(lambda: _done(own_pg, url) >= 20, 90, "half the papers done")
+        finally:
+            for conn in held:
+                conn.close()
+        assert papers.proc is not None
+        assert papers.proc.wait(timeout=90) == 0, papers.said()[-3000:]
+        said = papers.said()
+        with server_log.open("rb") as fh:
+            fh.seek(logged)
+            refusals = fh.read().decode(errors="replace").count("connection slots are reserved")
+        assert refusals >= 3, "the run's other threads were not refused: nothing was tested"
+        assert said.count(SAID_DOWN) <= 1 and said.count(SAID_BACK) <= 1, said[-3000:]
+        papers.check_all_done_once()
+
+
 @pytest.mark.timeout(120)
 def test_a_table_lock_held_20s_by_another_session_is_waited_for(
     tmp_path: Path, own_pg: PostgresServer

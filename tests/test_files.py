@@ -179,3 +179,35 @@ def test_a_batch_waits_longer_only_while_papers_wait_for_the_extraction(tmp_path
         asyncio.run(linger(BATCH))
     assert asked == [LINGER, LINGER_BUSY]
     assert LINGER < LINGER_BUSY
+
+
+def test_every_connection_to_an_sqlite_queue_commits_to_disk(tmp_path: Path) -> None:
+    """The queue's side of a power cut: SQLite in WAL mode with `synchronous = FULL` syncs the
+    WAL at every commit, so a commit that returned survives one (with NORMAL the last commits
+    could be lost, and their papers done again). Every connection sets it: the run's first,
+    and each database thread's own (opened later, `create=False`)."""
+    import asyncio
+
+    from rpa.queue import open_store
+    from rpa.queue.aio import AsyncQueue
+
+    db = tmp_path / "q.db"
+    first = open_store(db)
+    try:
+        row = first.sql.one("PRAGMA synchronous")
+        assert row is not None and row["synchronous"] == 2  # FULL
+        mode = first.sql.one("PRAGMA journal_mode")
+        assert mode is not None and mode["journal_mode"] == "wal"
+    finally:
+        first.close()
+
+    async def thread_setting() -> int:
+        queue = AsyncQueue(db)
+        await queue.open(create=False)
+        try:
+            row = await queue.run(lambda store: store.sql.one("PRAGMA synchronous"))
+            return int(row["synchronous"]) if row is not None else -1
+        finally:
+            await queue.close()
+
+    assert asyncio.run(thread_setting()) == 2

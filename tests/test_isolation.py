@@ -116,26 +116,31 @@ async def test_a_paper_alone_waits_for_the_others_and_gets_a_fresh_process(
 async def test_only_a_failure_alone_and_without_memory_pressure_says_alone(
     tmp_path: Path,
 ) -> None:
+    """A PDF that is a FIFO nobody writes to: its extraction process blocks in open() for
+    good, so every extraction of it runs past its timeout whatever the machine's speed (it
+    assumed the slowest sample parses longer than 0.3 s: on a fast machine it does not)."""
+    stuck = tmp_path / "stuck.pdf"
+    os.mkfifo(stuck)
     async with ExtractPool(2, timeout=60.0) as pool:
         with pytest.raises(errors.ExtractTimeout) as shared:
-            await pool.extract(str(SLOW), str(tmp_path / "a.txt"), timeout=0.05)
+            await pool.extract(str(stuck), str(tmp_path / "a.txt"), timeout=0.05)
         assert shared.value.alone is False
         with pytest.raises(errors.ExtractTimeout) as alone:
-            await pool.extract(str(SLOW), str(tmp_path / "a.txt"), timeout=0.05, alone=True)
+            await pool.extract(str(stuck), str(tmp_path / "a.txt"), timeout=0.05, alone=True)
         assert alone.value.alone is True
-        pool.memory_pressure(True)  # as the memory governor says when over --memory-pause
+        pool.memory_pressure(True)  # before the run alone: its turn starts afresh
         pool.memory_pressure(False)
+
+        def flip() -> None:  # its turn has come: the memory governor speaks meanwhile
+            pool.memory_pressure(True)
+            pool.memory_pressure(False)
+
         with pytest.raises(errors.ExtractTimeout) as pressed:
-            task = pool.extract(str(SLOW), str(tmp_path / "a.txt"), timeout=0.3, alone=True)
-            await asyncio.gather(task, flip_pressure(pool))
+            await pool.extract(
+                str(stuck), str(tmp_path / "a.txt"), timeout=0.05, alone=True, on_turn=flip
+            )
         assert pressed.value.alone is False  # memory ran short meanwhile: maybe not the paper
         assert (await pool.extract(str(QUICK[0]), str(tmp_path / "b.txt")))["ok"] is True
-
-
-async def flip_pressure(pool: ExtractPool) -> None:
-    await asyncio.sleep(0.1)
-    pool.memory_pressure(True)
-    pool.memory_pressure(False)
 
 
 async def test_a_pdfium_decompression_bomb_is_a_memory_cap_not_a_crash(tmp_path: Path) -> None:

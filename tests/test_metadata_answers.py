@@ -9,13 +9,16 @@ more than it holds, or a page that is not XML answers nothing: those IDs are ask
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import tracemalloc
 from pathlib import Path
 
 import pytest
 from conftest import Cli, sample_pdfs, write_ids
 
+from rpa.queue import open_store
 from rpa.sources.arxiv_api import FeedReader, judge, parse_feed
 from rpa.testing.arxiv_api import ArxivApi
 from rpa.testing.mirror import Mirror
@@ -178,3 +181,49 @@ def test_an_api_that_only_answers_empty_pages_leaves_metadata_unavailable(
     assert all("empty page" in m["reason"] or "left out" in m["reason"] for m in metas)  # type: ignore[index]
     assert cli.query("SELECT id FROM metadata") == []
     assert 3 <= asked <= 3 * 4, asked  # a bounded number of tries
+
+
+@pytest.mark.timeout(120)
+def test_a_failure_inside_the_metadata_stage_fails_its_batch_not_the_run(tmp_path: Path) -> None:
+    """The stage's error boundary (rpa.run.metadata: MetadataService.run). No answer of the
+    API was found that breaks the parse in an unforeseen way (every broken answer is a
+    ValueError, asked again), so the failure is injected in a real part: the queue's SQLite
+    file gets a trigger that refuses to store one paper's metadata (a real IntegrityError
+    from a real database, as a constraint or a damaged file would raise, and no condition to
+    wait for). That batch's metadata fail, said once, and its papers' records say why; the
+    stage goes on with the next batches; every paper is done, exit 0, no traceback."""
+    refused = BASES[1]
+    with Mirror(served()) as mirror, ArxivApi(RECORDED) as api:
+        cli = Cli(tmp_path, mirror.url_template)
+        open_store(cli.db).close()
+        with contextlib.closing(sqlite3.connect(cli.db)) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON metadata "
+                f"WHEN NEW.id = '{refused}' BEGIN SELECT RAISE(ABORT, 'refused here'); END"
+            )
+            conn.commit()
+        ids = write_ids(tmp_path / "ids.txt", [*IDS, UNKNOWN])
+        knobs = cli.knobs(progress=False, workers=8, metadata="arxiv-api", metadata_url=api.url,
+                          metadata_batch=2, metadata_rate="1/0.2s")  # fmt: skip
+        result = cli.run("run", str(ids), *knobs)
+        batches = [batch for _, batch in api.requests]
+    said = result.stdout + result.stderr
+    assert result.returncode == 0, said
+    assert "Traceback" not in said, said
+    assert cli.count("stage = 'done'") == len(IDS) + 1
+    failed = next(batch for batch in batches if refused in batch)
+    told = f"rpa: the metadata stage failed for {len(failed)} papers (IntegrityError: refused here)"
+    assert result.stderr.count("the metadata stage failed") == 1, said  # said once (live)
+    assert told in result.stderr, said
+    got = records(cli)
+    for paper_id, base in zip(IDS, BASES, strict=True):
+        meta = got[paper_id]["metadata"]
+        assert isinstance(meta, dict), (paper_id, meta)
+        if base in failed:
+            assert meta["status"] == "error" and "refused here" in meta["reason"], meta
+        else:  # the batches before and after it: the stage went on
+            assert meta["status"] == "found", (paper_id, meta)
+    later = batches[batches.index(failed) + 1 :]
+    assert later, batches  # a batch was asked after the failure
+    stored = dict(cli.query("SELECT id, status FROM metadata"))
+    assert refused not in stored and all(b in stored for b in BASES if b not in failed)

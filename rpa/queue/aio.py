@@ -15,9 +15,10 @@ This is the one owner of the database's health. A call that fails because the da
 unavailable (rpa.queue.outage.database_outage: a connection refused, broken or reset, a server
 starting or shutting down, too many clients, a lock_timeout or statement_timeout hit,
 pg_terminate_backend, SQLite "database is locked") closes that thread's connection (the
-next call opens a new one), marks the queue down (`outage`: since when, why; said once) and
-is tried again after a capped backoff, until the database answers (said, with how long it
-took) or `wait` seconds have passed: then DatabaseStayedAway, and the run stops as
+next call opens a new one), tells `outage` (the queue's state, not the thread's: it is down,
+and said once, only when no thread's call has got through for a few seconds) and is tried
+again after a capped backoff, until the database answers (an outage's end said, with how
+long it took) or `wait` seconds have passed: then DatabaseStayedAway, and the run stops as
 `interrupted`. Any other exception (a bug, a constraint) is raised as it is. While the
 database is down every call waits, the feeder's claims included: no new work is claimed,
 and work in flight waits at the point where it must be recorded.
@@ -223,6 +224,7 @@ class AsyncQueue:
         self.outage.went_down(reason)
         waited = self.outage.waited()
         if self.gave_up or waited > self.wait:
+            self.outage.went_down(reason, say=True)  # said, if it was not yet, before the stop
             self.gave_up = True
             raise DatabaseStayedAway(
                 f"the queue database {redact(self.db)} stayed unavailable for {waited:.0f} s "

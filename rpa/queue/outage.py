@@ -2,9 +2,14 @@
 `database_outage`: which exceptions say the database is unavailable for now.
 
 rpa.queue.aio is the one owner of the database's health; this is the state it keeps and says.
-A call that meets the database unavailable marks it down (the first one says so, with the
-reason and how many calls wait); the first call that gets through again marks it back (said
-with how long it lasted). `statistics()` is what the run's snapshot shows.
+The state is the queue's, not one database thread's: the calls that meet the database
+unavailable start a failing streak, which any call that gets through ends. Only a streak
+that lasts SAY_AFTER seconds (no thread's call got through meanwhile) is an outage: it is
+said once (with its start, the reason and how many calls wait), and its end once (with how
+long it lasted). With the server's slots all taken but one, the threads that cannot connect
+fail while the one that can goes on: the run is slower, not cut off, and nothing is said
+(before: each failed connect said "unavailable", and the next call of the connected thread
+"back after 0 s": 62 of each in 30 s). `statistics()` is what the run's snapshot shows.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ from dataclasses import dataclass
 from rpa.errors import DatabaseUnavailable
 from rpa.notices import Notices
 
-__all__ = ["PG_BUSY", "PG_UNAVAILABLE", "OutageStatistics", "QueueOutage", "database_outage",
-           "pg_busy"]  # fmt: skip
+__all__ = ["PG_BUSY", "PG_UNAVAILABLE", "SAY_AFTER", "OutageStatistics", "QueueOutage",
+           "database_outage", "pg_busy"]  # fmt: skip
+
+#: seconds a failing streak lasts (no call got through) before it is an outage, said
+SAY_AFTER = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,26 +40,33 @@ class OutageStatistics:
 class QueueOutage:
     """The queue database's availability, as the calls through rpa.queue.aio find it."""
 
-    def __init__(self, notices: Notices | None = None) -> None:
+    def __init__(self, notices: Notices | None = None, say_after: float = SAY_AFTER) -> None:
         self.notices = notices
-        self.since: float | None = None  # wall clock, for messages
-        self._since_mono = 0.0
+        self.say_after = say_after
+        self.since: float | None = None  # wall clock, for messages: set once the outage is said
         self.reason: str | None = None
+        #: the failing streak: when its first call failed (monotonic, wall clock), or None
+        #: while the last call got through
+        self._failing: tuple[float, float] | None = None
         #: calls waiting for the database to answer again
         self.waiting = 0
-        #: outages this run has met
+        #: outages this run has met (said)
         self.outages = 0
 
     @property
     def down(self) -> bool:
+        """An outage is on (said): no call has got through for `say_after` seconds."""
         return self.since is not None
 
     def waited(self) -> float:
-        """Seconds since the database stopped answering (0 while it answers)."""
-        return time.monotonic() - self._since_mono if self.since is not None else 0.0
+        """Seconds since the calls stopped getting through (0 while they do)."""
+        return time.monotonic() - self._failing[0] if self._failing is not None else 0.0
 
-    def went_down(self, reason: str) -> None:
-        """A call found the database unavailable for `reason` (said once per outage)."""
+    def went_down(self, reason: str, *, say: bool = False) -> None:
+        """A call found the database unavailable for `reason`. Said once per outage, when
+        no call has got through for `say_after` seconds, or at once if `say`."""
+        if self._failing is None:
+            self._failing = (time.monotonic(), time.time())
         if self.since is not None:
             if reason != self.reason and self.notices is not None:  # said once per outage
                 self.notices.add(
@@ -60,7 +75,10 @@ class QueueOutage:
                 )
             self.reason = reason
             return
-        self.since, self._since_mono, self.reason = time.time(), time.monotonic(), reason
+        self.reason = reason
+        if not say and self.waited() < self.say_after:
+            return  # maybe one thread's connect: another thread's call may get through
+        self.since = self._failing[1]
         self.outages += 1
         if self.notices is not None:
             when = time.strftime("%H:%M:%S", time.localtime(self.since))
@@ -71,10 +89,13 @@ class QueueOutage:
             )
 
     def came_back(self) -> None:
-        """A call got through: the outage, if any, is over (said with its length)."""
-        if self.since is None:
-            return
+        """A call got through: the failing streak, if any, is over; an outage said is said
+        over (with its length)."""
         took = self.waited()
+        self._failing = None
+        if self.since is None:
+            self.reason = None
+            return
         self.since, self.reason = None, None
         if self.notices is not None:
             self.notices.add(f"the queue database is back after {took:.0f} s")

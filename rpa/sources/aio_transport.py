@@ -13,7 +13,11 @@ most of the main process's work. The idea is the `httpx-aiohttp` package's (its
   gzip body itself, bounded), and an unfinished body closes its connection;
 * the session is made on the event loop at the first request (aiohttp wants a running
   loop), sized like httpx's pool (`max_connections`), with one shared TLS context, no cookie
-  jar, no environment proxies, and no redirects (rpa follows them itself, hop by hop).
+  jar, no environment proxies, and no redirects (rpa follows them itself, hop by hop);
+* the name's resolution is bounded by the connect timeout, as httpx's own stack bounds it
+  (aiohttp's `sock_connect` covers the socket's connect only: offline, glibc's resolver
+  took 12-24 s an attempt against a 10 s connect timeout, and a run 33 s to say arXiv was
+  unreachable).
 
 `rpa --http-stack httpx` keeps httpx's own stack (for example for a proxy from the environment,
 which this transport does not read).
@@ -21,12 +25,17 @@ which this transport does not read).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
+import errno
+import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 __all__ = ["AiohttpTransport"]
@@ -59,6 +68,40 @@ def _mapped(url: str) -> Iterator[None]:
         raise httpx.TransportError(str(exc) or type(exc).__name__) from exc
     except TimeoutError as exc:  # asyncio's, from a timer aiohttp did not wrap
         raise httpx.ReadTimeout(f"timed out: {url}") from exc
+
+
+#: the connect timeout of the request being made, for its name's resolution (aiohttp resolves
+#: in a task it creates from the request's task: the value is seen there)
+_RESOLVE_LIMIT: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "rpa_resolve_limit", default=None
+)
+
+
+class _BoundedResolver(AbstractResolver):
+    """aiohttp's default resolver, given up after the request's connect timeout. The lookup
+    itself cannot be stopped (getaddrinfo in a thread): its thread ends when glibc gives up."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        limit = _RESOLVE_LIMIT.get()
+        if limit is None:
+            return await self._inner.resolve(host, port, family)
+        try:
+            async with asyncio.timeout(limit):
+                return await self._inner.resolve(host, port, family)
+        except TimeoutError:
+            # an OSError with an errno: aiohttp says it as ClientConnectorDNSError, which
+            # `_mapped` makes httpx's ConnectError (a host that cannot be reached)
+            raise OSError(
+                errno.ETIMEDOUT, f"no answer resolving {host} within {limit:g} s"
+            ) from None
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 class _Body(httpx.AsyncByteStream):
@@ -95,6 +138,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             limit_per_host=0,
             ssl=self._tls,
             keepalive_timeout=self._keepalive,
+            resolver=_BoundedResolver(),
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -110,20 +154,24 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = self._make_session()
         timeout = request.extensions.get("timeout", {})
         url = str(request.url)
-        with _mapped(url):
-            response = await self._session.request(
-                request.method,
-                URL(url, encoded=True),  # as httpx built it: no second quoting
-                headers=list(request.headers.multi_items()),
-                data=(await request.aread()) or None,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeout.get("pool"),
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
-            )
+        resolving = _RESOLVE_LIMIT.set(timeout.get("connect"))
+        try:
+            with _mapped(url):
+                response = await self._session.request(
+                    request.method,
+                    URL(url, encoded=True),  # as httpx built it: no second quoting
+                    headers=list(request.headers.multi_items()),
+                    data=(await request.aread()) or None,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None,
+                        connect=timeout.get("pool"),
+                        sock_connect=timeout.get("connect"),
+                        sock_read=timeout.get("read"),
+                    ),
+                )
+        finally:
+            _RESOLVE_LIMIT.reset(resolving)
         return httpx.Response(
             status_code=response.status,
             headers=list(response.raw_headers),
