@@ -214,8 +214,8 @@ def _execute(
         metrics = functools.partial(write_status_metrics, settings.db, settings.metrics_file)
     runner: Runner | ProcessGroup
     if settings.processes > 1:  # N loops on the queue, this process only watches them
-        runner = ProcessGroup(resolved, run_id, stages=stages,
-                              say=lambda text: printer.say(text, stderr=True))  # fmt: skip
+        # (its processes run the queue's stages: prepare stored them)
+        runner = ProcessGroup(resolved, run_id, say=lambda text: printer.say(text, stderr=True))
     else:
         runner = Runner(
             settings, command=command, run_id=run_id, notices=notices, write_metrics=metrics,

@@ -43,7 +43,6 @@ from rpa.files import atomic_write
 from rpa.queue import open_store, reads
 from rpa.run.merge import merge_snapshots, merge_summaries, merge_windows
 from rpa.run.snapshot import RunSnapshot, RunSummary
-from rpa.stages.spec import StageSpec
 
 __all__ = ["ENV_REPORT", "READ_INTERVAL", "ProcessGroup", "report", "shares"]
 
@@ -73,39 +72,16 @@ def _env_value(value: Any) -> str:
     return str(value)
 
 
-def _stage_env(stages: tuple[StageSpec, ...]) -> dict[str, str]:
-    """The stages as RPA_STAGE* variables (a process of the group takes no --stage flags)."""
-    if not stages:
-        return {}
-    fields: dict[str, Callable[[StageSpec], str]] = {
-        "RPA_STAGE": lambda s: s.call,
-        "RPA_STAGE_KIND": lambda s: s.kind,
-        "RPA_STAGE_CONCURRENCY": lambda s: str(s.concurrency),
-        "RPA_STAGE_RATE": lambda s: s.rate,
-        "RPA_STAGE_TIMEOUT": lambda s: str(s.timeout),
-        "RPA_STAGE_VERSION": lambda s: s.version,
-        "RPA_STAGE_AFTER": lambda s: "+".join(s.after),
-    }
-    env = {}
-    for var, value in fields.items():
-        pairs = [f"{s.name}={value(s)}" for s in stages if value(s)]
-        if pairs:
-            env[var] = ";".join(pairs)
-    return env
-
-
 class ProcessGroup:
     """The group's side of `--processes N` (see the module's doc): `run()` and `snapshot()`
     as rpa.run.runner.Runner's, for the CLI to drive the same way."""
 
     def __init__(
-        self, resolved: Resolved, run_id: str, *, stages: tuple[StageSpec, ...] = (),
-        say: Callable[[str], None] = print,
+        self, resolved: Resolved, run_id: str, *, say: Callable[[str], None] = print,
     ) -> None:  # fmt: skip
         self.settings: Settings = resolved.settings
         self.resolved = resolved
         self.run_id = run_id
-        self.stages = stages
         self.say = say
         self.count = self.settings.processes
         self.started = time.time()
@@ -125,6 +101,7 @@ class ProcessGroup:
 
     def _env(self, k: int) -> dict[str, str]:
         s = self.settings
+        # the stages are the queue's (prepared here): a process names none of its own
         env = {key: v for key, v in os.environ.items() if not key.startswith("RPA_STAGE")}
         for name, origin in self.resolved.origins.items():  # flags: as the environment's
             if origin.startswith("--"):
@@ -145,7 +122,6 @@ class ProcessGroup:
         env[f"{ENV_PREFIX}PROGRESS"] = "false"
         env[f"{ENV_PREFIX}LOG_FORMAT"] = "text"
         env[ENV_REPORT] = str(self._folder / f"p{k + 1}")
-        env.update(_stage_env(self.stages))
         return env
 
     # ---- the run -------------------------------------------------------------------------
