@@ -36,6 +36,8 @@ _PARTICLES = words("van von de der den la le di da del dos du bin al ter ten")
 _MEMBERSHIP = re.compile(
     r"^(?:(?:Student|Senior|Life|Graduate)\s+)?(?:Member|Fellow)(?:\s+IEEE)?$|^IEEE$|^ACM$"
 )
+#: the words _MEMBERSHIP can start with
+_MEMBERSHIP_FIRST = words("Student Senior Life Graduate Member Fellow IEEE ACM")
 _INITIALS = re.compile(r"^(?:[A-Z]\.)+(?:-[A-Z]\.)?$|^[A-Z]{1,2}$")
 _MARK_CHARS = set("∗*†‡§¶⋆♠♢♡♣☯□⋄#$+%&@!?()[]{}|^~\ufffd,")
 _SPACING_ACCENTS = {"´": "\u0301", "`": "\u0300", "¨": "\u0308", "ˆ": "\u0302", "˜": "\u0303"}
@@ -43,12 +45,12 @@ _SPACING = {v: k for k, v in _SPACING_ACCENTS.items()}
 _NFKC_ACCENT = re.compile(r" ?([\u0300\u0301\u0302\u0303\u0308])")
 _ACCENT_BEFORE = re.compile(r"([´`¨ˆ˜])([A-Za-zı])")
 _ACCENT_AFTER = re.compile(r"([A-Za-z])([´`¨ˆ˜])")
+_ANY_ACCENT = re.compile(r"[\u0300\u0301\u0302\u0303\u0308´`¨ˆ˜]")
 _EMAIL = re.compile(r"[\w.+-]+(?=@)")
 _STOP_LINE = re.compile(
     r"^(?:key\s?words|index terms|ccs concepts|\(dated|categories and subject|general terms)",
     re.IGNORECASE,
 )
-_FOOTNOTE_LETTER = re.compile(r"[a-z]\)")
 _NAME_PARTS = re.compile(r"[-’']")
 _CAMEL = re.compile(r"[A-Z][^A-Z]*")
 _BRACKETED = re.compile(r"\([^)]*\)|\{[^}]*\}")
@@ -69,6 +71,8 @@ def _accents(text: str) -> str:
     """TeX accents as extraction leaves them: a spacing accent before the letter (pypdf's
     "Gy¨ongyi") or after it (PDFium's "Andre´"); NFKC makes each a space and a combining
     mark ("Andr ́e"). All become the accented letter."""
+    if not _ANY_ACCENT.search(text):
+        return text  # (most lines)
 
     def combine(letter: str, accent: str) -> str:
         letter = "i" if letter == "ı" else letter
@@ -94,27 +98,31 @@ class _Marks(dict[str, bool]):
 
 
 _MARK = _Marks()
+#: what _split_word strips before a name, and (with the digits that are not ASCII) after it
+_LEADING_MARKS = "".join(sorted(_MARK_CHARS)) + "0123456789"
+_TRAILING_MARKS = _LEADING_MARKS + "".join(map(chr, range(0x370, 0x400)))
 
 
 def _split_word(word: str) -> tuple[str, bool]:
     """A word's name part, and whether marks followed it (they end a name)."""
     if all(map(_MARK.__getitem__, word)):
         return "", True
-    word = word.lstrip("".join(_MARK_CHARS) + "0123456789")
+    word = word.lstrip(_LEADING_MARKS)
     while word and "\u0370" <= word[0] <= "\u03ff" and len(word) > 1 and word[1].isupper():
         word = word[1:]  # "αAllen Institute": a Greek affiliation mark
-    if _FOOTNOTE_LETTER.fullmatch(word):
+    if len(word) == 2 and word[1] == ")" and "a" <= word[0] <= "z":
         return "", True  # "Kamiya1,a)": a footnote letter
-    end = len(word)
-    while end and _is_mark(word[end - 1]):
+    end = len(word.rstrip(_TRAILING_MARKS))
+    while end and _MARK[word[end - 1]]:  # (the digits that are not ASCII)
         end -= 1
     return word[:end], end < len(word)
 
 
 def _name_word(word: str) -> bool:
-    if word.lower() in _PARTICLES or _INITIALS.match(word):
+    low = word.lower()
+    if low in _PARTICLES or _INITIALS.match(word):
         return True
-    if len(word) < 2 or word.lower().rstrip(".") in AFFILIATION or word.lower() in _STOP:
+    if len(word) < 2 or low.rstrip(".") in AFFILIATION or low in _STOP:
         return False
     parts = _NAME_PARTS.split(word)
     return all(p[:1].isupper() and p.replace(".", "").isalpha() for p in parts if p) and (
@@ -154,7 +162,7 @@ def _chunks(line: str, letters: set[str]) -> list[list[str]]:
                 cur = []
         if cur:
             out.append(cur)
-    out = [c for c in out if not _MEMBERSHIP.match(" ".join(c))]
+    out = [c for c in out if c[0] not in _MEMBERSHIP_FIRST or not _MEMBERSHIP.match(" ".join(c))]
     out = [_camel(c[0]) if len(c) == 1 else c for c in out]
     glued = [c for c in out if c[-1][-1:] in letters and len(c[-1]) > 3]
     if letters and len(glued) >= max(1, 0.6 * len(out)):

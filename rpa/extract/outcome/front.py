@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from itertools import repeat
 
 from .authors import author_line
 from .stamp import STAMP
@@ -74,6 +75,7 @@ _VENUE_TAIL = re.compile(
 )
 _MARK_OR_DIGIT = re.compile(f"[{MARKERS}\\d]")
 _NON_LETTERS = re.compile(r"[\W\d_]+")
+_LETTER = re.compile(r"[^\W\d_]")
 _OFFICE_PREFIX = re.compile(r"^Microsoft (?:Word|PowerPoint) - ")
 
 
@@ -85,11 +87,16 @@ _memo = functools.lru_cache(maxsize=2048)
 @_memo
 def is_header(line: str) -> bool:
     """A page-1 header or footer line: venue, volume, dates, licence, report number, stamp."""
-    if STAMP.search(line) or _noise(line):
+    if ("arXiv" in line and STAMP.search(line)) or _noise(line):
         return True
-    if len(alpha_words(line)) < 2 and any(c.isdigit() for c in line):
+    if any(map(str.isdigit, line)) and len(alpha_words(line)) < 2:
         return True  # "4969", "JCAP10(2008)003", "IASSNS-HEP-91/51"
-    return len(line.split()) <= 6 and _DATE_LINE.search(line) is not None
+    # (a date line has a year: 19.. or 20..)
+    return (
+        ("19" in line or "20" in line)
+        and len(line.split()) <= 6
+        and _DATE_LINE.search(line) is not None
+    )
 
 
 @_memo
@@ -115,7 +122,9 @@ def _continues(title: str, nxt: str) -> bool:
     if nxt.endswith(",") and _name_like(nxt.rstrip(" ,")):
         return False  # "Greg J. Schwarz ," starts an author list
     last = title.split()[-1].lower()
-    affiliation = any(w.lower().strip(",.") in AFFILIATION for w in nxt.split())
+    affiliation = not AFFILIATION.isdisjoint(
+        map(str.strip, map(str.lower, nxt.split()), repeat(",."))
+    )
     if affiliation and last not in CONNECTORS and nxt[:1].isupper() and not title.endswith(":"):
         return False  # "Department of Physics, ..."
     if last in CONNECTORS or title.endswith((":", "-", "–", "—")) or nxt[:1].islower():
@@ -195,6 +204,28 @@ def _locate(lines: list[str], title: str) -> int:
     return 0
 
 
+def _on_page(words: list[str], page: str) -> int:
+    """How many of `words` (lower case) are among the words of `page` (WORD's runs of
+    letters) in lower case: each looked for in the page's lower case, where a letter
+    neither comes before nor after it. (Lower case maps each letter to one letter and any
+    other character to no letter, but for "İ", "i" and U+0307 in lower case; and "Σ"
+    depends on what follows it.)"""
+    if "İ" in page or "Σ" in page or any("\u0307" in w for w in words):
+        page_words = set(map(str.lower, alpha_words(page)))
+        return sum(1 for w in words if w in page_words)
+    low = page.lower()
+    found = 0
+    for word in words:
+        at = low.find(word)
+        while at >= 0:
+            end = at + len(word)
+            if not (at and _LETTER.match(low, at - 1)) and not _LETTER.match(low, end):
+                found += 1
+                break
+            at = low.find(word, at + 1)
+    return found
+
+
 def _meta_title(metadata: dict[str, str], page1: str) -> str:
     """The metadata title if it is plausibly this paper's title, else ""."""
     raw = metadata.get("/Title") or metadata.get("title") or metadata.get("Title") or ""
@@ -204,12 +235,9 @@ def _meta_title(metadata: dict[str, str], page1: str) -> str:
     words = [w.lower() for w in alpha_words(title)]
     if len(title) < 6 or len(words) < 2 or _PLACEHOLDER.match(title) or STAMP.search(title):
         return ""
-    page_words = set(map(str.lower, alpha_words(page1)))
-    if len(page1) >= 200:
-        # Producers often leave a stale or generic title: keep it only if page 1 says it too.
-        found = sum(1 for w in words if w in page_words)
-        if found < 0.6 * len(words):
-            return ""
+    # Producers often leave a stale or generic title: keep it only if page 1 says it too.
+    if len(page1) >= 200 and _on_page(words, page1) < 0.6 * len(words):
+        return ""
     return title
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import bisect
 import operator
 import re
-from itertools import compress
+from collections.abc import Iterable
+from itertools import chain as chained
 from typing import TYPE_CHECKING
 
-from .text import CONNECTORS, words
+from .text import CONNECTORS, count_letters, count_upper, squash, words
 
 if TYPE_CHECKING:
     from .outline import Outline
@@ -55,7 +56,10 @@ _FIRST_TOKEN = re.compile(r"^\S+\s+")
 SECTION_NUMBER = re.compile(r"^(?:\d{1,2}(?:\.\d{1,2})*|[IVX]{1,5}|[A-H])\.?\s+")
 _NON_LOWER = re.compile(r"[^a-z]")
 _LAST = operator.itemgetter(-1)
-_SENTENCE_END = frozenset(".!?:)")
+_ENDS = re.compile(r"[.!?:)]")
+_ASCII_UPPER = re.compile(r"[A-Z]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_START = operator.methodcaller("start")
 APPENDIX_WORD = re.compile(r"(?i)appendi(?:x|ces)\b")
 _PAGE_NUMBER_END = re.compile(r"\s\d{1,3}$")
 _APPENDIX_KEY = re.compile(r"appendix[a-z]?")
@@ -94,8 +98,8 @@ def is_known_heading(line: str) -> bool:
 def _upper(text: str, least: int = 4) -> bool:
     """Mostly capitals: at least `least` letters, 85 % of them upper case. Counted with
     map() (C speed): only letters are upper case, but for a few symbols such as 'Ⅷ'."""
-    letters = sum(map(str.isalpha, text))
-    return letters >= least and sum(map(str.isupper, text)) >= 0.85 * letters
+    letters = count_letters(text)
+    return letters >= least and count_upper(text) >= 0.85 * letters
 
 
 #: the most words a heading may have
@@ -115,9 +119,11 @@ def plausible_heading_text(text: str) -> bool:
         return False  # a wrapped sentence (a list item), not a heading
     if text.endswith(".") and not _upper(text):
         return False  # ... unless it is a capitals heading ending "ETC."
-    if _TOC_END.search(text) or (len(text) > 50 and _RUN_IN_ITEM.search(text)):
-        return False  # a table-of-contents line ("2 Methods 5") or a run-in list item
-    letters = sum(map(str.isalpha, text))
+    if (text[-1:].isdecimal() or text[-1:] == "\n") and _TOC_END.search(text):
+        return False  # a table-of-contents line ("2 Methods 5")
+    if len(text) > 50 and _RUN_IN_ITEM.search(text):
+        return False  # a run-in list item
+    letters = count_letters(text)
     return letters >= 0.6 * len(text.replace(" ", ""))
 
 
@@ -125,10 +131,10 @@ def _wrapped(lines: list[str], pos: int) -> str:
     """The heading starting at line `pos`, with its second line when it was wrapped: after a
     colon, comma or connector ("guidelines for" / "faithfulness ..."), a lower-case or
     capitals continuation, or a short title-case end of a long first line."""
-    text = " ".join(lines[pos].split())
+    text = squash(lines[pos])
     if pos + 1 >= len(lines):
         return text
-    nxt = " ".join(lines[pos + 1].split())
+    nxt = squash(lines[pos + 1])
     if (
         not nxt
         or len(nxt) > 40
@@ -176,6 +182,8 @@ def _style_outline(cands: list[tuple[int, tuple[int, ...]]], dotted: set[int]) -
     sections = {pos for pos, num in cands if len(num) == 1}
     for drop in (None, True, False):
         sub = [c for c in cands if len(c[1]) > 1 or drop is None or (c[0] in dotted) != drop]
+        if drop is not None and len(sub) == len(cands):
+            continue  # the same chain as with none dropped: no better
         chain = _longest_outline(sub)
         tops = [p in dotted for p in chain if p in sections]
         value = len(chain) - 2 * sum(1 for t in tops if tops and t != tops[0])
@@ -202,6 +210,8 @@ def _follows(prev: tuple[int, ...] | None, cur: tuple[int, ...]) -> bool:
 def _longest_outline(cands: list[tuple[int, tuple[int, ...]]]) -> list[int]:
     """Positions of the longest chain of candidates that reads as an outline: stray numbered
     lines (affiliations, list items, table rows) rarely continue 1, 1.1, 1.2, 2 ..."""
+    if not cands:
+        return []
     cands = cands[:600]  # bounds the search on pathological inputs
     best: list[int] = []
     prev_of: list[int] = []
@@ -209,23 +219,28 @@ def _longest_outline(cands: list[tuple[int, tuple[int, ...]]]) -> list[int]:
     # tested one by one: those whose number starts with num's head and its last part less
     # 1 or 2 (1.2 and 1.3 before 1.4; 2.1.3 before 2.2), and its head itself (1.1 after 1).
     by_prefix: dict[tuple[int, ...], list[int]] = {}
+    get = by_prefix.get
     for i, (_, num) in enumerate(cands):
-        length, link = (1, -1) if _follows(None, num) else (0, -1)
         head, last = num[:-1], num[-1]
-        preds = by_prefix.get((*head, last - 1), []) + by_prefix.get((*head, last - 2), [])
-        if last <= 2 and head:
-            preds += [j for j in by_prefix.get(head, []) if len(cands[j][1]) == len(head)]
-        chained = [j for j in preds if best[j]]
-        if chained:  # the longest chain to follow; the earliest of equals, as a scan finds
-            top = max(best[j] for j in chained)
-            length, link = top + 1, min(j for j in chained if best[j] == top)
-        best.append(length)
-        prev_of.append(link)
-        for cut in range(1, len(num) + 1):
+        preds = get((*head, last - 1), [])
+        if two_back := get((*head, last - 2)):
+            preds = preds + two_back
+        if last <= 2 and head and (parents := get(head)):
+            preds = preds + [j for j in parents if len(cands[j][1]) == len(head)]
+        top = max([best[j] for j in preds], default=0)
+        if top:  # the longest chain to follow; the earliest of equals, as a scan finds
+            best.append(top + 1)
+            prev_of.append(min(j for j in preds if best[j] == top))
+        else:
+            best.append(1 if _follows(None, num) else 0)
+            prev_of.append(-1)
+        for cut in range(1, len(num)):
             by_prefix.setdefault(num[:cut], []).append(i)
-    if not best or max(best) == 0:
+        by_prefix.setdefault(num, []).append(i)
+    top = max(best)
+    if top == 0:
         return []
-    i = best.index(max(best))
+    i = best.index(top)
     chain = []
     while i != -1:
         chain.append(cands[i][0])
@@ -245,13 +260,26 @@ def references_heading(lines: list[str]) -> int | None:
 def _capitals_heading(lines: list[str], pos: int) -> bool:
     """A line in capitals that stands between paragraphs, in a paper whose headings are."""
     line = lines[pos]
-    if not _upper(line) or "," in line or any(c.isdigit() for c in line):
-        return False
-    if len(line.split()) < 2 or not plausible_heading_text(line):
-        return False
     before = lines[pos - 1] if pos else ""
     after = lines[pos + 1] if pos + 1 < len(lines) else ""
-    return before.endswith((".", "!", "?", ":", ")")) and after[:1].isupper()
+    if not (after[:1].isupper() and before.endswith((".", "!", "?", ":", ")"))) or "," in line:
+        return False  # (the cheap tests first)
+    if not _upper(line) or any(c.isdigit() for c in line):
+        return False
+    return len(line.split()) >= 2 and plausible_heading_text(line)
+
+
+def _between_paragraphs(lines: list[str], firsts: str, start: int) -> list[int]:
+    """The lines from `start` on (but the last) that follow a line ending a sentence and
+    come before one that starts with a capital: where a capitals heading can be."""
+    ends = "".join(map(_LAST, lines))
+    after_end = set(map((1).__add__, map(_START, _ENDS.finditer(ends))))
+    capital: Iterable[int] = map(_START, _ASCII_UPPER.finditer(firsts))
+    if not firsts.isascii():
+        other = _NON_ASCII.finditer(firsts)
+        capital = chained(capital, (m.start() for m in other if m[0].isupper()))
+    before_capital = after_end.intersection(map((-1).__add__, capital))
+    return sorted(p for p in before_capital if p >= start)
 
 
 def _heading_text(lines: list[str], pos: int) -> str | None:
@@ -262,7 +290,7 @@ def _heading_text(lines: list[str], pos: int) -> str | None:
         return text
     line = lines[pos]
     if plausible_heading_text(_FIRST_TOKEN.sub("", line)):
-        return " ".join(line.split())
+        return squash(line)
     return None
 
 
@@ -334,21 +362,19 @@ def headings(lines: list[str], body_start: int, where: Outline) -> list[str]:
     ]
     if len(capitals) >= 2 and any(heading_key(lines[p]) in _MAIN_KEYS for p in capitals):
         # a capitals heading follows a line that ends a sentence: only those are looked at
-        ends = compress(range(len(lines)), map(_SENTENCE_END.__contains__, map(_LAST, lines)))
-        for p in (i + 1 for i in ends if i + 1 >= body_start and i + 1 < len(lines)):
+        for p in _between_paragraphs(lines, where.firsts, body_start):
             state = changes[bisect.bisect_right(changes, (p, True)) - 1][1]
             if state and _REFERENCE_LIKE.search(lines[p]):
                 continue  # an entry of the reference list
-            if p not in text_at and _capitals_heading(lines, p):
-                text = _heading_text(lines, p)
-                if text is not None:
+            if _capitals_heading(lines, p):
+                if p not in text_at and (text := _heading_text(lines, p)) is not None:
                     text_at[p] = text
-            if p in text_at and _capitals_heading(lines, p):
-                chosen.add(p)
+                if p in text_at:
+                    chosen.add(p)
     out: list[str] = []
     seen: set[str] = set()
     for pos in sorted(chosen):
-        text = text_at.get(pos) or " ".join(lines[pos].split())
+        text = text_at.get(pos) or squash(lines[pos])
         if text.lower() not in seen:
             seen.add(text.lower())
             out.append(text)
