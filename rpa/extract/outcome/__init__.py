@@ -67,7 +67,7 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
     where = outline(lines)
     body1 = lines[: starts[1]] if len(starts) > 1 else lines
     text, body_start, truncated = abstract(
-        lines, starts, _body_index(page1, body1, title_end), is_header
+        lines, starts, _body_index(page1, body1, title_end), is_header, where
     )
     stamp = find_arxiv_stamp(first)
     if stamp is None:

@@ -62,16 +62,27 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _START = operator.methodcaller("start")
 APPENDIX_WORD = re.compile(r"(?i)appendi(?:x|ces)\b")
 _PAGE_NUMBER_END = re.compile(r"\s\d{1,3}$")
+#: what a section number of letters (I, IV, A) starts with
+_SECTION_LETTERS = frozenset("IVXABCDEFGH")
+#: the bytes heading_key drops: all but a-z
+_NOT_A_Z = bytes(b for b in range(256) if not 97 <= b <= 122)
 _APPENDIX_KEY = re.compile(r"appendix[a-z]?")
 _REFERENCE_LIKE = re.compile(r"^\S+\s+[A-Z]\.\s|\b(?:1[89]|20)\d\d\b|“|,.*,")
 _TOC_END = re.compile(r"\s\d{1,3}$")
 _RUN_IN_ITEM = re.compile(r":\s+[a-z]")
 
 
+def _ends_with_digit(text: str) -> bool:
+    """Might `\\d$` match `text` (it ends with a digit, or with one and a line break)?"""
+    return text[-1:].isdecimal() or (text[-1:] == "\n" and text[-2:-1].isdecimal())
+
+
 def heading_key(line: str) -> str:
     """Letters only, lower case, without a leading section number: "2. RELATED WORK" ->
     "relatedwork"; also undoes small-caps spacing such as "A CKNOWLEDGMENTS"."""
-    return _NON_LOWER.sub("", SECTION_NUMBER.sub("", line).lower())
+    if line[:1] in _SECTION_LETTERS:
+        line = SECTION_NUMBER.sub("", line)  # (digits and dots go with the rest)
+    return line.lower().encode("ascii", "ignore").translate(None, _NOT_A_Z).decode("ascii")
 
 
 def _appendix_heading(line: str) -> bool:
@@ -89,7 +100,7 @@ def is_known_heading(line: str) -> bool:
         return False  # "results." or "(Appendix B)." inside a sentence
     if APPENDIX_WORD.match(line):
         return _appendix_heading(line)
-    if len(line) > 45 or _PAGE_NUMBER_END.search(line):
+    if len(line) > 45 or (_ends_with_digit(line) and _PAGE_NUMBER_END.search(line)):
         return False  # a sentence, or a table-of-contents line: "References 14"
     key = heading_key(line)
     return key in KNOWN_HEADINGS or _APPENDIX_KEY.fullmatch(key) is not None
@@ -119,7 +130,7 @@ def plausible_heading_text(text: str) -> bool:
         return False  # a wrapped sentence (a list item), not a heading
     if text.endswith(".") and not _upper(text):
         return False  # ... unless it is a capitals heading ending "ETC."
-    if (text[-1:].isdecimal() or text[-1:] == "\n") and _TOC_END.search(text):
+    if _ends_with_digit(text) and _TOC_END.search(text):
         return False  # a table-of-contents line ("2 Methods 5")
     if len(text) > 50 and _RUN_IN_ITEM.search(text):
         return False  # a run-in list item

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from itertools import chain, filterfalse, repeat
+from itertools import chain, compress, filterfalse, repeat
 from typing import Literal
 
 from .lineno import PageNumbers
@@ -134,6 +134,10 @@ def alpha_words(line: str) -> list[str]:
 
 def join_lines(lines: list[str], limit: int = 10**6) -> str:
     """Join wrapped lines into one paragraph (up to ~limit chars), undoing hyphenation."""
+    if sum(map(len, lines)) + len(lines) <= limit:
+        joined = "\n".join(lines)
+        if "-\n" not in joined:  # (lines have no line breaks: no line but the last ends "-")
+            return " ".join(lines)
     parts: list[str] = []
     size = 0
     for line in lines:
@@ -148,7 +152,7 @@ def join_lines(lines: list[str], limit: int = 10**6) -> str:
     return "".join(parts)
 
 
-_DIGITS = re.compile(r"\d+")
+_DIGITS = re.compile(r"\d\d*")  # (\d+, but a pattern that starts with a set scans faster)
 
 
 #: bytes -> 0 for ASCII whitespace (str.isspace), 1 for any other byte (UTF-8 of the rest)
@@ -206,7 +210,9 @@ def split_pages(pages: list[str]) -> tuple[list[str], list[int], list[str]]:
     seen = Counter(chain.from_iterable(set(map(key.__getitem__, edge)) for edge in edges))
     least = max(3, len(pages) // 4)
     # (a bare page number: what re.fullmatch(r"\d{1,4}", line) finds)
-    dropped = {ln for ln, k in key.items() if seen[k] >= least or (len(ln) <= 4 and ln.isdecimal())}
+    repeated = set(compress(seen.keys(), map(least.__le__, seen.values())))
+    dropped = set(compress(key.keys(), map(repeated.__contains__, key.values())))
+    dropped.update(ln for ln in compress(unique, map(str.isdecimal, unique)) if len(ln) <= 4)
     out: list[str] = []
     starts: list[int] = []
     for lines in per_page:
@@ -228,14 +234,20 @@ def page_lines(pages: list[str]) -> tuple[list[str], list[int]]:
 
 # Footnote marks: a digit right after a clause's punctuation ("S2ORC,1 a corpus"), marker
 # symbols glued to a word ("Transformers∗"), and either kind at the very end ("research.1").
-_MARK_AFTER_PUNCT = re.compile(r"(?<=[^\W\d_]{2}[,.;:])\d{1,2}(?=\s)")
-_GLUED_SYMBOL = re.compile(r"(?<=\w)[∗†‡§¶⋆]+")
+# (Each starts with what it keeps or drops, not with its look-behind: a regex that starts with
+# a set of characters skips to them at C speed.)
+_MARK_AFTER_PUNCT = re.compile(r"([,.;:])(?<=[^\W\d_]{2}[,.;:])\d{1,2}(?=\s)")
+_GLUED_SYMBOL = re.compile(r"[∗†‡§¶⋆](?<=\w[∗†‡§¶⋆])[∗†‡§¶⋆]*")
 _END_MARK = re.compile(r"(?<=[.!?)\]”’\"])\s*(?:\d{1,2}|[∗*†‡§¶⋆]+)$")
+_MARK_END = frozenset("∗*†‡§¶⋆")
 
 
 def strip_footnote_marks(text: str) -> str:
     """The text without the footnote marks typesetting left in it (superscripts come out of
     extraction as plain digits and symbols)."""
-    text = _MARK_AFTER_PUNCT.sub("", text)
+    text = _MARK_AFTER_PUNCT.sub(r"\1", text)
     text = _GLUED_SYMBOL.sub("", text)
-    return _END_MARK.sub("", text).strip()
+    last = text[-2:-1] if text[-1:] == "\n" else text[-1:]
+    if last.isdecimal() or last in _MARK_END:  # (what _END_MARK can end with)
+        text = _END_MARK.sub("", text)
+    return text.strip()
