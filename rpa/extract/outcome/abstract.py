@@ -64,7 +64,7 @@ class _Stops:
         line = self.lines[i]
         if _ABSTRACT_END.match(line) or i in self.known or _FOOTNOTE.match(line):
             return True
-        return i in self.numbered and is_heading_at(self.lines, i)
+        return i in self.numbered and is_heading_at(self.lines, i, self.known)
 
 
 def _prose(line: str) -> bool:

@@ -98,6 +98,8 @@ class _Marks(dict[str, bool]):
 
 
 _MARK = _Marks()
+_ASCII_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ASCII_LETTERS = _ASCII_UPPER | frozenset("abcdefghijklmnopqrstuvwxyz")
 #: what _split_word strips before a name, and (with the digits that are not ASCII) after it
 _LEADING_MARKS = "".join(sorted(_MARK_CHARS)) + "0123456789"
 _TRAILING_MARKS = _LEADING_MARKS + "".join(map(chr, range(0x370, 0x400)))
@@ -120,21 +122,24 @@ def _split_word(word: str) -> tuple[str, bool]:
 
 def _name_word(word: str) -> bool:
     low = word.lower()
-    if low in _PARTICLES or _INITIALS.match(word):
+    if low in _PARTICLES or (word[:1] in _ASCII_UPPER and _INITIALS.match(word)):
         return True
     if len(word) < 2 or low.rstrip(".") in AFFILIATION or low in _STOP:
         return False
-    parts = _NAME_PARTS.split(word)
-    return all(p[:1].isupper() and p.replace(".", "").isalpha() for p in parts if p) and (
-        not word.endswith(".") or len(word) <= 3
-    )
+    if word.endswith(".") and len(word) > 3:
+        return False
+    if "-" in word or "’" in word or "'" in word:
+        parts = _NAME_PARTS.split(word)
+        return all(p[:1].isupper() and p.replace(".", "").isalpha() for p in parts if p)
+    return word[:1].isupper() and word.replace(".", "").isalpha()
 
 
 def _valid(name: list[str]) -> bool:
-    if not 2 <= len(name) <= 5 or not all(_name_word(w) for w in name):
+    if not 2 <= len(name) <= 5 or not all(map(_name_word, name)):
         return False
-    surnames = [w for w in name if not _INITIALS.match(w) and w.lower() not in _PARTICLES]
-    return bool(surnames) and name[0].lower() not in _PARTICLES
+    if name[0].lower() in _PARTICLES:
+        return False
+    return any(not _INITIALS.match(w) and w.lower() not in _PARTICLES for w in name)  # a surname
 
 
 def _camel(word: str) -> list[str]:
@@ -148,13 +153,22 @@ def _camel(word: str) -> list[str]:
 def _chunks(line: str, letters: set[str]) -> list[list[str]]:
     """The line split into would-be names (lists of words), at commas, "and" and marks;
     `letters` are the affiliation letters of this block ("a" of "aInstitute ...")."""
-    line = _BRACKETED.sub(" ", _accents(line))
-    line = _AND.sub(" , ", line)
+    line = _accents(line)
+    if "(" in line or "{" in line:
+        line = _BRACKETED.sub(" ", line)
+    if "and" in line or "AND" in line or "&" in line:
+        line = _AND.sub(" , ", line)
     out: list[list[str]] = []
     for piece in line.split(","):
         cur: list[str] = []
         for raw in piece.split():
-            word, marked = ("", True) if raw in letters else _split_word(raw)
+            if raw in letters:
+                word, marked = "", True
+            elif raw[0] in _ASCII_LETTERS and raw[-1] in _ASCII_LETTERS:
+                cur.append(raw)  # (most words: no mark to strip, no dot to drop)
+                continue
+            else:
+                word, marked = _split_word(raw)
             if word:
                 cur.append(word.rstrip(".") if len(word) > 3 and word[-2:-1].islower() else word)
             if marked and cur:

@@ -86,6 +86,8 @@ class Outline:
     numbered: list[int]
     #: the first character of every line
     firsts: str
+    #: the lines whose first character is not ASCII
+    others: list[int]
 
 
 def _pick(lines: list[str], at: list[int]) -> tuple[str, ...]:
@@ -115,7 +117,9 @@ def outline(lines: list[str]) -> Outline:
     firsts = "".join(map(_FIRST, lines))
     ascii_firsts = firsts.encode("ascii", "replace")
     rows = range(len(lines))
-    others = [] if firsts.isascii() else list(map(_START, _NON_ASCII.finditer(firsts)))
+    others: list[int] = []
+    if not firsts.isascii():
+        others = list(map(_START, _NON_ASCII.finditer(firsts)))
     # A known heading is short and starts with a capital or a digit, or starts with
     # "Appendix" (each checked exactly below); the keys of the short lines come from one
     # pass over them joined.
@@ -151,4 +155,5 @@ def outline(lines: list[str]) -> Outline:
         references=references,
         numbered=_positions(numbered, chosen, found),
         firsts=firsts,
+        others=others,
     )
