@@ -35,11 +35,10 @@ _NOISE_ANYWHERE = re.compile(
     re.IGNORECASE,
 )
 #: one of these is in every line _NOISE_ANYWHERE finds (lower case)
-_NOISE_WORDS = (
-    "vol.", "volume ", "issn", "isbn", "doi", "http", "www.", "pp.", "pages ", "©", "(c)",
-    "copyright", "licen", "creative commons", "open access", "all rights reserved", "ournal",
-    "publish",
-)  # fmt: skip
+_NOISE_WORDS = re.compile(
+    r"vol\.|volume |issn|isbn|doi|http|www\.|pp\.|pages |©|\(c\)|copyright|licen"
+    r"|creative commons|open access|all rights reserved|ournal|publish"
+)
 
 
 def _noise(line: str) -> bool:
@@ -49,18 +48,31 @@ def _noise(line: str) -> bool:
     low = line.lower()
     if not low.isascii():  # what else a case-insensitive regex takes for an ASCII letter
         low = low.replace("ı", "i").replace("ſ", "s").replace("\u0307", "")  # (İ: i + U+0307)
-    return any(map(low.__contains__, _NOISE_WORDS)) and bool(_NOISE_ANYWHERE.search(line))
+    return _NOISE_WORDS.search(low) is not None and _NOISE_ANYWHERE.search(line) is not None
 
 
 _DATE_LINE = re.compile(rf"\b(?:{MONTHS})[a-z]*\.?\b.*\b(?:19|20)\d\d\b", re.IGNORECASE)
-# An author line: affiliation digits glued to a name, two footnote markers, "A B and C D", or
-# a comma-separated list of names. (An e-mail address alone is weaker: sidebars have them.)
-_AUTHOR = re.compile(
-    r"[a-z\u00e0-\u024f]\d{1,2}(?:[,∗*†‡]|\s|$)"
-    rf"|[{MARKERS}].*[{MARKERS}]"
-    r"|^[A-Z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*){0,3},?\s+(?:and|AND)\s+[A-Z][\w.'’-]*\s+[A-Z]"
-    r"|,.*,"
+_AUTHOR_MARKS = re.compile(r"[a-z\u00e0-\u024f]\d{1,2}(?:[,∗*†‡]|\s|$)")
+_AUTHOR_MARKERS = re.compile(rf"[{MARKERS}].*[{MARKERS}]")
+_AUTHOR_AND = re.compile(
+    r"[A-Z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*){0,3},?\s+(?:and|AND)\s+[A-Z][\w.'’-]*\s+[A-Z]"
 )
+_TWO_COMMAS = re.compile(r",.*,")
+_DIGIT = re.compile(r"\d")
+
+
+def _author_shaped(line: str) -> bool:
+    """An author line's shape: affiliation digits glued to a name, two footnote markers,
+    "A B and C D" at its start, or a comma-separated list of names (each pattern tried only
+    when the line has what it needs). An e-mail address alone is weaker: sidebars have them."""
+    return (
+        (line.count(",") >= 2 and _TWO_COMMAS.search(line) is not None)
+        or (_DIGIT.search(line) is not None and _AUTHOR_MARKS.search(line) is not None)
+        or _AUTHOR_MARKERS.search(line) is not None
+        or (("and" in line or "AND" in line) and _AUTHOR_AND.match(line) is not None)
+    )
+
+
 _MARKS_LINE = re.compile(r"^(?:[,;]|and\s|\d{1,2}(?:,\d{1,2})*$|[a-z]$|[∗*†‡§¶⋆])")
 _PLACEHOLDER = re.compile(
     r"^(?:untitled|title|no title|document\d*|paper|manuscript|slides?|template|proceedings\b.*"
@@ -89,7 +101,7 @@ def is_header(line: str) -> bool:
     """A page-1 header or footer line: venue, volume, dates, licence, report number, stamp."""
     if ("arXiv" in line and STAMP.search(line)) or _noise(line):
         return True
-    if any(map(str.isdigit, line)) and len(alpha_words(line)) < 2:
+    if len(alpha_words(line)) < 2 and any(map(str.isdigit, line)):
         return True  # "4969", "JCAP10(2008)003", "IASSNS-HEP-91/51"
     # (a date line has a year: 19.. or 20..)
     return (
@@ -101,7 +113,7 @@ def is_header(line: str) -> bool:
 
 @_memo
 def is_author(line: str) -> bool:
-    return _AUTHOR.search(line) is not None and not is_header(line)
+    return _author_shaped(line) and not is_header(line)
 
 
 def _name_like(line: str) -> bool:

@@ -18,7 +18,7 @@ import operator
 import re
 from itertools import compress
 
-__all__ = ["PageNumbers", "strip_line_numbers"]
+__all__ = ["PageNumbers", "edge_digits", "strip_line_numbers"]
 
 _LEADING_NUMBER = re.compile(r"(\d{1,4})(?=\s|$)")
 _FIRST = operator.itemgetter(0)
@@ -34,12 +34,21 @@ def _candidates(line: str) -> list[Candidate]:
     out = []
     if line[:1].isdecimal() and (m := _LEADING_NUMBER.match(line)):
         out.append((int(m.group(1)), 0, m.end()))
-    size = end = len(line)
-    while end and line[end - 1].isdecimal():  # what r"\d+$" finds, without its O(n) search
-        end -= 1
-    for k in range(1, min(4, size - end) + 1):
-        out.append((int(line[size - k :]), size - k, size))
+    if line[-1:].isdecimal():
+        # what r"\d+$" finds, without its O(n) search: the ASCII digits, then any others
+        size = len(line)
+        end = len(line.rstrip("0123456789"))
+        while end and line[end - 1].isdecimal():
+            end -= 1
+        for k in range(1, min(4, size - end) + 1):
+            out.append((int(line[size - k :]), size - k, size))
     return out
+
+
+def edge_digits(lines: list[str]) -> int:
+    """How many of the lines' first and last characters are digits: at least the number of
+    lines that have a candidate, counted at C speed."""
+    return sum(map(str.isdecimal, map(_FIRST, lines))) + sum(map(str.isdecimal, map(_LAST, lines)))
 
 
 def _longest_run(values: set[int]) -> int:
@@ -58,14 +67,15 @@ class PageNumbers:
     """One page's numbered-line chains, worked out once when first asked (`cut`), for any
     `min_run`: the cheap counts first, the chains only when the counts allow one."""
 
-    __slots__ = ("_cands", "_cut", "_edges", "_run", "lines")
+    __slots__ = ("_cands", "_cut", "_edges", "_out", "_run", "lines")
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], edges: int = -1) -> None:
         self.lines = lines
-        self._edges = -1
+        self._edges = edges
         self._cands: dict[int, list[Candidate]] | None = None
         self._run = -1
         self._cut: tuple[int, dict[int, tuple[int, int]]] | None = None
+        self._out: list[str] | None = None
 
     def _candidates(self) -> dict[int, list[Candidate]]:
         if self._cands is None:
@@ -89,6 +99,7 @@ class PageNumbers:
         # link; ahead[i]: value -> (length, k) of its longest run, the first k on a tie
         chain: dict[int, list[tuple[int, tuple[int, int] | None]]] = {}
         ahead: dict[int, dict[int, tuple[int, int]]] = {}
+        longest = 0
         for i in sorted(cands, reverse=True):
             links: list[tuple[int, tuple[int, int] | None]] = []
             here: dict[int, tuple[int, int]] = {}
@@ -102,6 +113,8 @@ class PageNumbers:
                 links.append(best)
                 if (old := here.get(value)) is None or best[0] > old[0]:
                     here[value] = (best[0], k)
+                    if best[0] > longest:
+                        longest = best[0]
             chain[i] = links
             ahead[i] = here
         # the longest chain; on a tie the earliest, then the widest number ("129" over its
@@ -112,13 +125,12 @@ class PageNumbers:
                 (chain[i][k][0], -i, end - start, k)
                 for i, cs in cands.items()
                 for k, (_, start, end) in enumerate(cs)
+                if chain[i][k][0] >= 3
             ),
             reverse=True,
         )
         cut: dict[int, tuple[int, int]] = {}
-        for length, neg_i, _, k in starts:
-            if length < 3:
-                break
+        for _, neg_i, _, k in starts:
             if -neg_i in cut:
                 continue
             link: tuple[int, int] | None = (-neg_i, k)
@@ -126,7 +138,7 @@ class PageNumbers:
                 i, k = link
                 cut[i] = cands[i][k][1:]
                 link = chain[i][k][1]
-        self._cut = (starts[0][0] if starts else 0, cut)
+        self._cut = (longest, cut)
         return self._cut
 
     def cut(self, min_run: int = 0) -> list[str]:
@@ -136,10 +148,7 @@ class PageNumbers:
             return lines  # (no page has 5,000 lines: a pathological text is left as it is)
         need = min_run or max(10, 0.4 * len(lines))
         if self._edges < 0:
-            # lines that start or end with a digit: at least those that have a candidate
-            self._edges = sum(map(str.isdecimal, map(_FIRST, lines))) + sum(
-                map(str.isdecimal, map(_LAST, lines))
-            )
+            self._edges = edge_digits(lines)
         if self._edges < need:
             return lines  # fewer numbered lines than the shortest run that counts: no chain
         cands = self._candidates()
@@ -154,14 +163,13 @@ class PageNumbers:
             return lines
         if not min_run and sum(len(lines[i]) >= 40 for i in cut) < len(cut) / 3:
             return lines  # short lines numbered in a row are a list or a table, not a draft's
-        out = []
-        for i, line in enumerate(lines):
-            if i in cut:
-                a, b = cut[i]
-                line = (line[:a] + " " + line[b:]).strip()
-            if line:
-                out.append(line)
-        return out
+        if self._out is None:
+            out = lines.copy()
+            for i, (a, b) in cut.items():
+                line = lines[i]
+                out[i] = (line[:a] + " " + line[b:]).strip()
+            self._out = list(filter(None, out)) if "" in out else out
+        return self._out
 
 
 def strip_line_numbers(lines: list[str], min_run: int = 0) -> list[str]:

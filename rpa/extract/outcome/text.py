@@ -7,13 +7,14 @@ every heuristic (running headers, margin line numbers, footnote marks glued to w
 
 from __future__ import annotations
 
+import operator
 import re
 import unicodedata
 from collections import Counter
 from itertools import chain, compress, filterfalse, repeat
 from typing import Literal
 
-from .lineno import PageNumbers
+from .lineno import PageNumbers, edge_digits
 
 MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
 #: footnote and affiliation markers that typesetters put after names, titles and sentences
@@ -153,6 +154,8 @@ def join_lines(lines: list[str], limit: int = 10**6) -> str:
 
 
 _DIGITS = re.compile(r"\d\d*")  # (\d+, but a pattern that starts with a set scans faster)
+#: ASCII digits -> 0xFF (bytes.translate)
+_DIGIT_TO_FF = bytes(0xFF if 0x30 <= b <= 0x39 else b for b in range(256))
 
 
 #: bytes -> 0 for ASCII whitespace (str.isspace), 1 for any other byte (UTF-8 of the rest)
@@ -186,6 +189,31 @@ def nonblank_lines(text: str) -> list[str]:
     return list(filter(None, map(str.strip, text.splitlines())))
 
 
+def _folded(lines: list[str], ascii_only: bool) -> list[str]:
+    """Each line in lower case, its runs of digits as "#", from one pass over them joined:
+    in ASCII, in the bytes (digits as 0xFF, which no ASCII text has, then each run as one)."""
+    if not lines:
+        return []
+    text = "\n".join(lines).lower()
+    if not ascii_only:
+        return _DIGITS.sub("#", text).split("\n")
+    marked = text.encode("ascii").translate(_DIGIT_TO_FF)
+    while b"\xff\xff" in marked:
+        marked = marked.replace(b"\xff\xff", b"\xff")
+    return marked.replace(b"\xff", b"#").decode("ascii").split("\n")
+
+
+def _edge_keys(unique: list[str]) -> dict[str, str]:
+    """Each edge line's key: lower case, digit runs as "#" (the ASCII lines at C speed)."""
+    ascii_lines = list(map(str.isascii, unique))
+    ascii_ = list(compress(unique, ascii_lines))
+    key = dict(zip(ascii_, _folded(ascii_, True), strict=True))
+    if len(ascii_) < len(unique):
+        others = list(compress(unique, map(operator.not_, ascii_lines)))
+        key.update(zip(others, _folded(others, False), strict=True))
+    return key
+
+
 def split_pages(pages: list[str]) -> tuple[list[str], list[int], list[str]]:
     """All non-blank lines, without running headers/footers, bare page numbers and margin
     line numbers; the index of each page's first line in that list; and page 1's lines
@@ -195,18 +223,24 @@ def split_pages(pages: list[str]) -> tuple[list[str], list[int], list[str]]:
     pages is a running header ("18 A. FERRAGUTI AND G. MICHELI"): dropped, because it would
     otherwise read as a numbered heading or split a reference in two.
     """
-    numbers = [PageNumbers(nonblank_lines(page)) for page in pages]
-    per_page = [page.cut() for page in numbers]
+    raw = [nonblank_lines(page) for page in pages]
+    per_page = raw.copy()
+    numbers: dict[int, PageNumbers] = {}  # the pages that may have margin numbers
+    for i, lines in enumerate(raw):
+        if 12 <= len(lines) <= 5000 and (digits := edge_digits(lines)) >= max(10, 0.4 * len(lines)):
+            numbers[i] = PageNumbers(lines, digits)
+            per_page[i] = numbers[i].cut()
     page1 = per_page[0] if per_page else []
-    if any(cut is not page.lines for cut, page in zip(per_page, numbers, strict=True)):
+    if any(per_page[i] is not raw[i] for i in numbers):
         # a line-numbered draft: its pages of figures have short runs
-        per_page = [page.cut(min_run=3) for page in numbers]
+        per_page = [
+            (numbers.get(i) or PageNumbers(lines)).cut(min_run=3) for i, lines in enumerate(raw)
+        ]
 
     # Each edge line's key (lower case, digit runs as "#"), all made in one pass: joined
     edges = [lines[:3] + lines[-3:] if len(lines) > 6 else lines for lines in per_page]
     unique = list(dict.fromkeys(chain.from_iterable(edges)))
-    folded = _DIGITS.sub("#", "\n".join(unique).lower()).split("\n") if unique else []
-    key = dict(zip(unique, folded, strict=True))
+    key = _edge_keys(unique)
     seen = Counter(chain.from_iterable(set(map(key.__getitem__, edge)) for edge in edges))
     least = max(3, len(pages) // 4)
     # (a bare page number: what re.fullmatch(r"\d{1,4}", line) finds)
