@@ -18,8 +18,10 @@ An empty list means no confident guess.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import unicodedata
+from itertools import compress, count
 
 from .headings import NUMBERED, is_known_heading
 from .text import AFFILIATION, abstract_start, words
@@ -98,6 +100,21 @@ class _Marks(dict[str, bool]):
 
 
 _MARK = _Marks()
+
+
+class _MarksOrSpaces(dict[str, bool]):
+    """_is_mark or whitespace, of each character, computed once."""
+
+    def __missing__(self, c: str) -> bool:
+        ok = _is_mark(c) or c.isspace()
+        if len(self) < 100_000:
+            self[c] = ok
+        return ok
+
+
+_MARK_OR_SPACE = _MarksOrSpaces()
+_ACM_START = operator.methodcaller("startswith", "ACM Reference Format")
+_FIRST = operator.itemgetter(0)
 _ASCII_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ASCII_LETTERS = _ASCII_UPPER | frozenset("abcdefghijklmnopqrstuvwxyz")
 #: what _split_word strips before a name, and (with the digits that are not ASCII) after it
@@ -238,7 +255,7 @@ def _by_emails(line: str, emails: list[str]) -> list[str] | None:
 
 def _acm_reference(lines: list[str]) -> list[str]:
     """The authors listed by "ACM Reference Format:", up to its ". 2023." year."""
-    at = next((i for i, ln in enumerate(lines) if ln.startswith("ACM Reference Format")), None)
+    at = next(compress(count(), map(_ACM_START, lines)), None)
     if at is None:
         return []
     text = " ".join(lines[at + 1 : at + 8])
@@ -273,7 +290,7 @@ def _region_end(lines: list[str], start: int) -> int:
         if NUMBERED.match(line) and len(line) < 60 and not _COMMA_OR_AT.search(line):
             return i  # "1 Introduction" (affiliations "1 Allen Institute for AI" have no ",")
         ws = line.split()
-        if len(ws) >= 10 and sum(w[:1].islower() for w in ws) >= 0.5 * len(ws):
+        if len(ws) >= 10 and sum(map(str.islower, map(_FIRST, ws))) >= 0.5 * len(ws):
             return i  # running text: the abstract without a heading
     return min(len(lines), start + 30)
 
@@ -291,7 +308,7 @@ def authors(lines: list[str], title_end: int, metadata: dict[str, str]) -> list[
             if prev and (
                 prev.endswith((",", " and", "&"))
                 or _LIST_GOES_ON.match(line)
-                or all(_is_mark(c) or c.isspace() for c in line)
+                or all(map(_MARK_OR_SPACE.__getitem__, line))
                 or line in letters
                 or ("," in prev and _SURNAME_MARKS.match(line))
             ):
@@ -302,7 +319,9 @@ def authors(lines: list[str], title_end: int, metadata: dict[str, str]) -> list[
         for i, line in enumerate(joined):
             names = _names(line, letters)
             if names is None:
-                emails = [e for ln in joined[i + 1 : i + 6] for e in _EMAIL.findall(ln)]
+                emails = [
+                    e for ln in joined[i + 1 : i + 6] if "@" in ln for e in _EMAIL.findall(ln)
+                ]
                 split = _by_emails(line, emails[:8]) if len(emails) >= 2 else None
                 names = (split, False) if split else None
             if names is not None:

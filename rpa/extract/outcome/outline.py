@@ -60,7 +60,7 @@ def _bytes(chars: str) -> bytes:
 #: _CAPITAL's in ASCII (others are looked at one by one), an outline's (1, IV, B), "A"
 _CAPITAL_BYTES = _bytes("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _OUTLINE_BYTES = _bytes("0123456789ABCDEFGHIVX")
-_A_BYTES = _bytes("A")
+_A_FIRST = re.compile("A")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 #: a key that starts with "appendix", among keys joined by newlines
 _APPENDIX_KEY = re.compile(r"\nappendix")
@@ -142,7 +142,7 @@ def outline(lines: list[str]) -> Outline:
     for i in compress(short, map(REFERENCE_KEYS.__contains__, keys)):
         if len(lines[i]) <= 40 and firsts[i].isupper():
             references = i
-    appendix = list(compress(rows, ascii_firsts.translate(_A_BYTES)))
+    appendix = list(map(_START, _A_FIRST.finditer(firsts)))
     known.update(compress(appendix, map(APPENDIX_WORD.match, _pick(lines, appendix))))
     numbered = list(compress(rows, ascii_firsts.translate(_OUTLINE_BYTES)))
     if others:

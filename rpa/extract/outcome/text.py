@@ -133,12 +133,13 @@ def alpha_words(line: str) -> list[str]:
     return WORD.findall(line)
 
 
+_ENDS_HYPHEN = operator.methodcaller("endswith", "-")
+
+
 def join_lines(lines: list[str], limit: int = 10**6) -> str:
     """Join wrapped lines into one paragraph (up to ~limit chars), undoing hyphenation."""
-    if sum(map(len, lines)) + len(lines) <= limit:
-        joined = "\n".join(lines)
-        if "-\n" not in joined:  # (lines have no line breaks: no line but the last ends "-")
-            return " ".join(lines)
+    if sum(map(len, lines)) + len(lines) <= limit and not any(map(_ENDS_HYPHEN, lines[:-1])):
+        return " ".join(lines)  # (no line to join to the next without a space)
     parts: list[str] = []
     size = 0
     for line in lines:
