@@ -33,8 +33,12 @@ _ABSTRACT_END = re.compile(
     r"general terms|categories and subject descriptors|note added\b)",
     re.IGNORECASE,
 )
+#: what _ABSTRACT_END can start with: the first letters of its words in either case, and
+#: what a case-insensitive regex takes for them ("İ" and "ı" for i, "ſ" for s, "K" for k)
+END_FIRST = frozenset("kicaspmjgnKICASPMJGN\u0130\u0131\u017f\u212a")
 # A footnote at the foot of the column: "∗ Research supported by ...", "⋆Equal contribution"
 _FOOTNOTE = re.compile(r"^[∗*†‡§¶⋆]\s*\S")
+_MARKS = frozenset("∗*†‡§¶⋆")
 _LABEL = re.compile(
     r"^(?:Objectives?|Background|Purpose|Aims?|Context|Motivation|Importance|Rationale)"
     r"\s*[.:]\s+[A-Z(]"
@@ -62,7 +66,10 @@ class _Stops:
 
     def __call__(self, i: int) -> bool:
         line = self.lines[i]
-        if _ABSTRACT_END.match(line) or i in self.known or _FOOTNOTE.match(line):
+        first = line[:1]
+        if i in self.known or (first in END_FIRST and _ABSTRACT_END.match(line)):
+            return True
+        if first in _MARKS and _FOOTNOTE.match(line):
             return True
         return i in self.numbered and is_heading_at(self.lines, i, self.known)
 

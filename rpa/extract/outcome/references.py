@@ -94,6 +94,10 @@ def _section_entries(section: list[str], firsts: str) -> list[list[str]]:
     return [e for e in entries if WORD.search(e[0]) or any(map(WORD.search, e))]
 
 
+def _needs_join_lines(joined: str) -> bool:
+    return len(joined) >= MAX_REFERENCE_CHARS or "- " in joined
+
+
 def references(lines: list[str], where: Outline | None = None) -> dict[str, object]:
     """The count of entries, the first few, and all of them (`items`, each at most
     MAX_REFERENCE_CHARS); `where` is the lines' Outline, if made."""
@@ -109,5 +113,10 @@ def references(lines: list[str], where: Outline | None = None) -> dict[str, obje
             if any(ln.startswith("[2]") for ln in lines[i + 1 : i + 40]):
                 entries = _numbered_entries(lines[i:], firsts[i:], _BRACKET, _BRACKET_FIRST)
                 break
-    items = [join_lines(e, MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS] for e in entries]
+    # Each entry's lines joined by spaces, at C speed; join_lines for those that may end a
+    # line with a hyphen or run over the cap (their joined text has "- " or is that long).
+    items = list(map(" ".join, entries))
+    redo = map(_needs_join_lines, items)
+    for i in compress(range(len(items)), redo):
+        items[i] = join_lines(entries[i], MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS]
     return {"count": len(entries), "first": items[:5], "items": items}

@@ -159,18 +159,19 @@ _DIGITS = re.compile(r"\d\d*")  # (\d+, but a pattern that starts with a set sca
 _DIGIT_TO_FF = bytes(0xFF if 0x30 <= b <= 0x39 else b for b in range(256))
 
 
-#: bytes -> 0 for ASCII whitespace (str.isspace), 1 for any other byte (UTF-8 of the rest)
-_NOT_SPACE = bytes(not chr(b).isspace() for b in range(128)) + b"\x01" * 128
+#: Latin-1 bytes -> 0 for whitespace (str.isspace: ASCII's, U+0085, U+00A0), 1 for the rest
+_NOT_SPACE = bytes(not chr(b).isspace() for b in range(256))
 
 
 def word_count(text: str) -> int:
     """len(text.split()) for an NFKC-normalised text, without making a string a word: a
-    word starts at each non-space byte of the UTF-8 whose previous byte is a space, counted
-    as bits of one integer (a byte each: its lowest bit, 1 for a non-space). The whitespace
-    NFKC keeps outside ASCII (U+0085, U+1680, U+2028, U+2029) takes the slow way."""
-    if "\u2028" in text or "\u2029" in text or "\x85" in text or "\u1680" in text:
+    word starts at each non-space character whose previous one is a space, counted as bits
+    of one integer (a byte a character, in Latin-1 with "?" for any other character: its
+    lowest bit, 1 for a non-space). The whitespace NFKC keeps beyond Latin-1 (U+1680,
+    U+2028, U+2029) takes the slow way."""
+    if "\u2028" in text or "\u2029" in text or "\u1680" in text:
         return len(text.split())
-    ones = int.from_bytes(text.encode("utf-8", "surrogatepass").translate(_NOT_SPACE), "little")
+    ones = int.from_bytes(text.encode("latin-1", "replace").translate(_NOT_SPACE), "little")
     return (ones ^ (ones & (ones << 8))).bit_count()
 
 
