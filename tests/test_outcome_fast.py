@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 
 from rpa.extract.outcome.abstract import END_FIRST
-from rpa.extract.outcome.chains import longest_outline
+from rpa.extract.outcome.chains import _follows, longest_outline
 from rpa.extract.outcome.front import _author_shaped, _on_page
 from rpa.extract.outcome.headings import (
     NUMBERED,
@@ -143,17 +143,9 @@ def test_edge_keys() -> None:
         assert _edge_keys(unique) == {ln: re.sub(r"\d+", "#", ln.lower()) for ln in unique}
 
 
-def _follows(prev: tuple[int, ...] | None, cur: tuple[int, ...]) -> bool:
-    if prev is None:
-        return cur[0] <= 3 and all(n == 1 for n in cur[1:])
-    k = len(cur)
-    if k <= len(prev):
-        return cur[: k - 1] == prev[: k - 1] and prev[k - 1] < cur[k - 1] <= prev[k - 1] + 2
-    return k == len(prev) + 1 and cur[:-1] == prev and cur[-1] <= 2
-
-
 def _longest_outline_plainly(cands: list[tuple[int, tuple[int, ...]]]) -> list[int]:
-    """Every earlier candidate tried: the longest chain, the earliest of equals."""
+    """Every earlier candidate tried (_follows is the definition of what may come after
+    what): the longest chain, the earliest of equals."""
     best: list[int] = []
     prev_of: list[int] = []
     for i, (_, num) in enumerate(cands):
