@@ -1,6 +1,6 @@
 """What the key-outcome analysis costs a paper, and what it finds, before and after a change.
 
-    python -m bench.analysis [--repeat 7] [--before REV] [--dump FILE] [--json FILE]
+    python -m bench.analysis [--repeat 7] [--before REV] [--steps] [--dump FILE] [--json FILE]
 
 Each real paper of ../shared/corpus/real is extracted once per extractor (pypdf, pdfium) with
 rpa's own `extract_pdf`, into a temporary folder; its pages are read back from the text file
@@ -10,6 +10,9 @@ pass's time divided by the number of papers: milliseconds a paper, on one core, 
 process, as CPU time of this thread (`time.thread_time`: on a shared machine, wall time
 counts the other programs' turns too). The text cleaning rpa does before writing the text
 (`rpa.extract.pdf._clean`) is timed the same way, on the pages as written.
+
+`--steps` times each step of `analyze` where it runs (each function it calls, looked up in
+rpa.extract.outcome, wrapped in a timer: ~1 us a call more), the fastest of the passes.
 
 `--before REV` times `analyze` as it was at REV as well (loaded from git, as
 bench.quality_text does), on the same pages, interleaved with the current code's passes, and
@@ -82,6 +85,55 @@ def _clean_pass(papers: list[Paper]) -> float:
     return (time.thread_time() - start) * 1000 / len(papers)
 
 
+#: what `analyze` calls, by the names it looks up in rpa.extract.outcome
+STEPS = (
+    "nfkc",
+    "split_pages",
+    "title",
+    "outline",
+    "abstract",
+    "find_arxiv_stamp",
+    "authors",
+    "headings",
+    "word_count",
+    "references",
+)
+
+
+def _steps(papers: list[Paper], repeat: int) -> dict[str, float]:
+    """Milliseconds a paper of each step of `analyze`, and of the whole, where they run: the
+    fastest of `repeat` passes."""
+    import rpa.extract.outcome as package
+
+    spent = dict.fromkeys(STEPS, 0.0)
+    originals = {name: getattr(package, name) for name in STEPS if hasattr(package, name)}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def step(*args: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return fn(*args)
+            finally:
+                spent[name] += time.thread_time() - start
+
+        return step
+
+    best = {name: float("inf") for name in (*originals, "total")}
+    try:
+        for name, fn in originals.items():
+            setattr(package, name, timed(name, fn))
+        for _ in range(repeat):
+            spent.update(dict.fromkeys(STEPS, 0.0))
+            total = _pass(analyze, papers)
+            best["total"] = min(best["total"], total)
+            for name in originals:
+                best[name] = min(best[name], spent[name] * 1000 / len(papers))
+    finally:
+        for name, fn in originals.items():
+            setattr(package, name, fn)
+    return best
+
+
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]:
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
@@ -97,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dump", type=Path, help="write every paper's record here (JSON)")
     parser.add_argument("--json", type=Path, help="write the figures here (JSON)")
     parser.add_argument("--extractors", default=",".join(EXTRACTORS))
+    parser.add_argument("--steps", action="store_true", help="time each step of analyze")
     args = parser.parse_args(argv)
     extractors = [e for e in args.extractors.split(",") if e]
     figures: dict[str, dict[str, Any]] = {}
@@ -127,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             if before is not None:
                 figures[extractor]["before_ms"] = _median(before_ms)
                 figures[extractor]["before_ms_all"] = before_ms
+            if args.steps:
+                figures[extractor]["steps_ms"] = _steps(papers, args.repeat)
             for name, pages, info in papers:
                 record = analyze(pages, info)
                 dump[f"{extractor}/{name}"] = record
@@ -154,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
             f"| {extractor} | {fig['papers']} |{before_cell} {fig['analysis_ms']:.2f} "
             f"| {fig['clean_ms']:.2f} |"
         )
+    if args.steps:
+        print("\n| step of analyze | " + " | ".join(f"{e}, ms/paper" for e in figures) + " |")
+        print("| --- |" + " --- |" * len(figures))
+        names = [n for n in (*STEPS, "total") if all(n in f["steps_ms"] for f in figures.values())]
+        for name in names:
+            cells = " | ".join(f"{f['steps_ms'][name]:.3f}" for f in figures.values())
+            print(f"| {name} | {cells} |")
     if rev:
         print(f"\nRecords that differ from {rev}'s: {len(changed)}")
         for key, diff in changed.items():

@@ -28,6 +28,7 @@ from rpa.extract.outcome.headings import (
     is_known_heading,
     references_heading,
 )
+from rpa.extract.outcome.lineno import PageNumbers
 from rpa.extract.outcome.outline import outline
 from rpa.extract.outcome.stamp import _stamp_word
 from rpa.extract.outcome.text import (
@@ -198,3 +199,91 @@ def test_abstract_end_first_letters() -> None:
     first = re.compile(r"(?i)[kicaspmjgn]")
     found = {chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF and first.match(chr(c))}
     assert found == END_FIRST
+
+
+def _strip_line_numbers_plainly(lines: list[str], min_run: int) -> list[str]:
+    """Margin line numbers as first defined: every line's candidates, every chain."""
+    if not (min_run or 12) <= len(lines) <= 5000:
+        return lines
+    need = min_run or max(10, 0.4 * len(lines))
+    cands: list[list[tuple[int, int, int]]] = []
+    for line in lines:
+        found = []
+        if m := re.match(r"(\d{1,4})(?=\s|$)", line):
+            found.append((int(m[1]), 0, m.end()))
+        run = re.search(r"\d+$", line)
+        for k in range(1, min(4, len(run[0]) if run else 0) + 1):
+            found.append((int(line[-k:]), len(line) - k, len(line)))
+        cands.append(found)
+    values = {v for c in cands for v, _, _ in c}
+
+    def run_from(value: int) -> int:
+        size = 0
+        while value + size in values:
+            size += 1
+        return size
+
+    longest_run = max(map(run_from, values), default=0)
+    if sum(1 for c in cands if c) < need or longest_run < need:
+        return lines
+    chain: list[list[tuple[int, tuple[int, int] | None]]] = [[] for _ in lines]
+    for i in range(len(lines) - 1, -1, -1):
+        for value, _, _ in cands[i]:
+            best: tuple[int, tuple[int, int] | None] = (1, None)
+            for j in range(i + 1, min(i + 4, len(lines))):
+                for k, (other, _, _) in enumerate(cands[j]):
+                    if other == value + 1 and chain[j][k][0] + 1 > best[0]:
+                        best = (chain[j][k][0] + 1, (j, k))
+                if best[1] is not None:
+                    break
+            chain[i].append(best)
+    starts = sorted(
+        (
+            (chain[i][k][0], -i, c[2] - c[1], k)
+            for i in range(len(lines))
+            for k, c in enumerate(cands[i])
+        ),
+        reverse=True,
+    )
+    if not starts or starts[0][0] < need:
+        return lines
+    cut: dict[int, tuple[int, int]] = {}
+    for length, neg_i, _, k in starts:
+        link: tuple[int, int] | None = (-neg_i, k)
+        while length >= 3 and link is not None and link[0] not in cut:
+            cut[link[0]] = cands[link[0]][link[1]][1:]
+            link = chain[link[0]][link[1]][1]
+    if not min_run and sum(len(lines[i]) >= 40 for i in cut) < len(cut) / 3:
+        return lines
+    out = [
+        (ln[: cut[i][0]] + " " + ln[cut[i][1] :]).strip() if i in cut else ln
+        for i, ln in enumerate(lines)
+    ]
+    return [ln for ln in out if ln]
+
+
+def _numbered_page(rng: random.Random) -> list[str]:
+    words = ["The", "quick", "text", "of", "a", "line", "1.5", "2019", "x2", "(3)", "٣", "Table"]
+    start, style = rng.randint(0, 300), rng.random()
+    lines = []
+    for i in range(rng.randint(0, 40)):
+        body = " ".join(rng.choices(words, k=rng.randint(0, 12)))
+        number = str(start + i) if rng.random() < 0.9 else str(rng.randint(0, 999))
+        if style < 0.3 and rng.random() < 0.85:
+            body = f"{number} {body}"  # PDFium: the number before the line
+        elif style < 0.6 and rng.random() < 0.85:
+            body += number  # pypdf: glued after it
+        elif style < 0.8:
+            body += f" {rng.randint(0, 99)}"  # a table's column
+        if body.strip():
+            lines.append(body.strip())
+    return lines
+
+
+def test_margin_line_numbers() -> None:
+    rng = random.Random(12)
+    for _ in range(ROUNDS // 4):
+        lines = _numbered_page(rng)
+        page = PageNumbers(lines)  # both passes of a line-numbered draft, one page's chains
+        for min_run in (0, 3):
+            assert page.cut(min_run) == _strip_line_numbers_plainly(lines, min_run), lines

@@ -51,6 +51,14 @@ def edge_digits(lines: list[str]) -> int:
     return sum(map(str.isdecimal, map(_FIRST, lines))) + sum(map(str.isdecimal, map(_LAST, lines)))
 
 
+def _numbered_lines(lines: list[str]) -> int:
+    """How many lines have a candidate (_candidates), without making them: each line that
+    ends with a digit, and each that starts with a number but does not end with a digit."""
+    last = list(map(str.isdecimal, map(_LAST, lines)))
+    first_only = compress(lines, map(operator.gt, map(str.isdecimal, map(_FIRST, lines)), last))
+    return sum(last) + sum(1 for line in first_only if _LEADING_NUMBER.match(line))
+
+
 def _longest_run(values: set[int]) -> int:
     """The most consecutive integers among `values`."""
     best = 0
@@ -67,7 +75,7 @@ class PageNumbers:
     """One page's numbered-line chains, worked out once when first asked (`cut`), for any
     `min_run`: the cheap counts first, the chains only when the counts allow one."""
 
-    __slots__ = ("_cands", "_cut", "_edges", "_out", "_run", "lines")
+    __slots__ = ("_cands", "_cut", "_edges", "_numbered", "_out", "_run", "lines")
 
     def __init__(self, lines: list[str], edges: int = -1) -> None:
         self.lines = lines
@@ -76,6 +84,7 @@ class PageNumbers:
         self._run = -1
         self._cut: tuple[int, dict[int, tuple[int, int]]] | None = None
         self._out: list[str] | None = None
+        self._numbered = -1
 
     def _candidates(self) -> dict[int, list[Candidate]]:
         if self._cands is None:
@@ -151,9 +160,11 @@ class PageNumbers:
             self._edges = edge_digits(lines)
         if self._edges < need:
             return lines  # fewer numbered lines than the shortest run that counts: no chain
+        if self._numbered < 0:
+            self._numbered = _numbered_lines(lines)
+        if self._numbered < need:
+            return lines  # (most pages that get this far: their numbers are a table's)
         cands = self._candidates()
-        if len(cands) < need:
-            return lines
         if self._run < 0:
             self._run = _longest_run({v for c in cands.values() for v, _, _ in c})
         if self._run < need:
