@@ -34,7 +34,6 @@ from rpa.extract.outcome.stamp import _stamp_word
 from rpa.extract.outcome.text import (
     MARKERS,
     WORD,
-    _edge_keys,
     join_lines,
     strip_footnote_marks,
     word_count,
@@ -133,15 +132,6 @@ def test_title_words_on_page_one() -> None:
         words = [w.lower() for w in WORD.findall("".join(rng.choices(pieces, k=6)))]
         page_words = {w.lower() for w in WORD.findall(page)}
         assert _on_page(words, page) == sum(1 for w in words if w in page_words), (words, page)
-
-
-def test_edge_keys() -> None:
-    """Running headers' keys: lower case, digit runs as "#" (ASCII lines in bytes)."""
-    rng = random.Random(8)
-    texts = _texts([*"aB1234#é ", "١", "²", "\ud800"], 6, 11)
-    for _ in range(ROUNDS // 4):
-        unique = list(dict.fromkeys(rng.sample(texts, rng.randint(0, 5))))
-        assert _edge_keys(unique) == {ln: re.sub(r"\d+", "#", ln.lower()) for ln in unique}
 
 
 def _longest_outline_plainly(cands: list[tuple[int, tuple[int, ...]]]) -> list[int]:

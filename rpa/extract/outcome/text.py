@@ -155,8 +155,6 @@ def join_lines(lines: list[str], limit: int = 10**6) -> str:
 
 
 _DIGITS = re.compile(r"\d\d*")  # (\d+, but a pattern that starts with a set scans faster)
-#: ASCII digits -> 0xFF (bytes.translate)
-_DIGIT_TO_FF = bytes(0xFF if 0x30 <= b <= 0x39 else b for b in range(256))
 
 
 #: Latin-1 bytes -> 0 for whitespace (str.isspace: ASCII's, U+0085, U+00A0), 1 for the rest
@@ -191,31 +189,6 @@ def nonblank_lines(text: str) -> list[str]:
     return list(filter(None, map(str.strip, text.splitlines())))
 
 
-def _folded(lines: list[str], ascii_only: bool) -> list[str]:
-    """Each line in lower case, its runs of digits as "#", from one pass over them joined:
-    in ASCII, in the bytes (digits as 0xFF, which no ASCII text has, then each run as one)."""
-    if not lines:
-        return []
-    text = "\n".join(lines).lower()
-    if not ascii_only:
-        return _DIGITS.sub("#", text).split("\n")
-    marked = text.encode("ascii").translate(_DIGIT_TO_FF)
-    while b"\xff\xff" in marked:
-        marked = marked.replace(b"\xff\xff", b"\xff")
-    return marked.replace(b"\xff", b"#").decode("ascii").split("\n")
-
-
-def _edge_keys(unique: list[str]) -> dict[str, str]:
-    """Each edge line's key: lower case, digit runs as "#" (the ASCII lines at C speed)."""
-    ascii_lines = list(map(str.isascii, unique))
-    ascii_ = list(compress(unique, ascii_lines))
-    key = dict(zip(ascii_, _folded(ascii_, True), strict=True))
-    if len(ascii_) < len(unique):
-        others = list(compress(unique, map(operator.not_, ascii_lines)))
-        key.update(zip(others, _folded(others, False), strict=True))
-    return key
-
-
 def split_pages(pages: list[str]) -> tuple[list[str], list[int], list[str]]:
     """All non-blank lines, without running headers/footers, bare page numbers and margin
     line numbers; the index of each page's first line in that list; and page 1's lines
@@ -242,7 +215,8 @@ def split_pages(pages: list[str]) -> tuple[list[str], list[int], list[str]]:
     # Each edge line's key (lower case, digit runs as "#"), all made in one pass: joined
     edges = [lines[:3] + lines[-3:] if len(lines) > 6 else lines for lines in per_page]
     unique = list(dict.fromkeys(chain.from_iterable(edges)))
-    key = _edge_keys(unique)
+    folded = _DIGITS.sub("#", "\n".join(unique).lower()).split("\n") if unique else []
+    key = dict(zip(unique, folded, strict=True))
     seen = Counter(chain.from_iterable(set(map(key.__getitem__, edge)) for edge in edges))
     least = max(3, len(pages) // 4)
     # (a bare page number: what re.fullmatch(r"\d{1,4}", line) finds)
