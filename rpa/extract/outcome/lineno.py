@@ -7,9 +7,10 @@ over much of a page of running text (a third of its lines long at least); or ove
 lines, once the paper is known to be line-numbered (a page of figures has only a few
 numbered lines).
 
-Most pages have too few lines that start or end with a digit for any chain (counted at C
-speed); the chains of the others are found once a page (`PageNumbers`) and read by both
-passes of rpa.extract.outcome.text.page_lines.
+Most pages have too few lines that start or end with a digit for any chain (edge_digits, at
+C speed); most others (a table's numbers) too few lines with a number where one is looked
+for, counted before any candidate is made; the chains of the rest are found once a page
+(`PageNumbers`) and read by both passes of rpa.extract.outcome.text.split_pages.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import operator
 import re
 from itertools import compress
 
-__all__ = ["PageNumbers", "edge_digits", "strip_line_numbers"]
+__all__ = ["PageNumbers", "edge_digits"]
 
 _LEADING_NUMBER = re.compile(r"(\d{1,4})(?=\s|$)")
 _FIRST = operator.itemgetter(0)
@@ -181,8 +182,3 @@ class PageNumbers:
                 out[i] = (line[:a] + " " + line[b:]).strip()
             self._out = list(filter(None, out)) if "" in out else out
         return self._out
-
-
-def strip_line_numbers(lines: list[str], min_run: int = 0) -> list[str]:
-    """`lines` without a draft's margin line numbers (see the module's docstring)."""
-    return PageNumbers(lines).cut(min_run)

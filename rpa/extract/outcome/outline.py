@@ -1,11 +1,13 @@
 """Where a paper's headings can be: the lines `headings` and `references` look at one by one.
 
 A paper has ~900 lines and ~5 known headings; testing every line in Python cost most of the
-analysis. The lines that may be headings are found here with passes at C speed (map and
-compress over the lines' first characters and lengths, one regex pass over the short lines
-joined), and only those are looked at in Python. Each test is a superset of what
-`is_known_heading`, `references_heading` and the numbered-heading patterns accept, so the
-headings found are the same as a line-by-line pass would find.
+analysis. The lines that may be headings are found here with passes at C speed: the lines'
+first characters as bytes (translate, then compress: the lines that start with a capital,
+a digit or an outline's letter), their lengths (map), one regex pass over the short
+capitals' lines joined for their keys and one over the numbered ones for the numbering
+patterns; only the few lines these leave are looked at in Python. The passes find exactly
+the lines `is_known_heading`, `references_heading` and the numbering patterns accept
+(tests/test_outcome_fast.py), so the headings are those a line-by-line pass would find.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class _FirstChars(dict[str, bool]):
 
     def __missing__(self, c: str) -> bool:
         ok = self.test(c)
-        if len(self) < 100_000:  # (bounded: a text of many scripts has many two-letter starts)
+        if len(self) < 100_000:  # (bounded: a text of many scripts has many first characters)
             self[c] = ok
         return ok
 
@@ -77,9 +79,9 @@ _CAPITAL = _FirstChars(lambda c: (c.isalnum() and not c.islower()) or c.isupper(
 class Outline:
     """Where a paper's headings can be, found once for `headings` and `references` without
     a Python step for most lines (a paper has ~900 lines, ~5 known headings): `known`, the
-    lines `is_known_heading` accepts; `references`, what `references_heading` finds; and
-    `numbered`, the lines that may be a numbered, Roman or lettered heading (those the
-    patterns of `headings` match)."""
+    lines `is_known_heading` accepts; `references`, what `references_heading` finds;
+    `numbered`, the lines a numbering pattern of `headings` matches (NUMBERED, _ROMAN,
+    _LETTERED, _APPENDIX_SECTION: a numbered, Roman or lettered heading's start)."""
 
     known: list[int]
     references: int | None
@@ -111,7 +113,7 @@ def _positions(at: list[int], chosen: tuple[str, ...], found: list[str]) -> list
 
 
 def outline(lines: list[str]) -> Outline:
-    """The Outline of non-blank `lines` (those of rpa.extract.outcome.text.page_lines)."""
+    """The Outline of non-blank `lines` (those of rpa.extract.outcome.text.split_pages)."""
     # one character a line: its first (as a byte: "?" for any non-ASCII one); passes over
     # these find the lines worth a look
     firsts = "".join(map(_FIRST, lines))

@@ -236,12 +236,6 @@ def split_pages(pages: list[str]) -> tuple[list[str], list[int], list[str]]:
     return out, starts, page1
 
 
-def page_lines(pages: list[str]) -> tuple[list[str], list[int]]:
-    """split_pages's lines and page starts."""
-    lines, starts, _ = split_pages(pages)
-    return lines, starts
-
-
 # Footnote marks: a digit right after a clause's punctuation ("S2ORC,1 a corpus"), marker
 # symbols glued to a word ("Transformers∗"), and either kind at the very end ("research.1").
 # (Each starts with what it keeps or drops, not with its look-behind: a regex that starts with
