@@ -50,7 +50,7 @@ def _numbered_entries(
         if m and expected <= int(m.group(1)) <= expected + 2:
             expected = int(m.group(1)) + 1
             starts.append((i, lines[i][m.end() :]))
-    ends = [i for i, _ in starts[1:]] + [len(lines)]
+    ends = [i for i, _ in starts[1:]] + [len(lines)] if starts else []
     return [[text, *lines[i + 1 : end]] for (i, text), end in zip(starts, ends, strict=True)]
 
 
