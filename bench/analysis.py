@@ -1,6 +1,7 @@
 """What the key-outcome analysis costs a paper, and what it finds, before and after a change.
 
-    python -m bench.analysis [--repeat 7] [--before REV] [--steps] [--dump FILE] [--json FILE]
+    python -m bench.analysis [--repeat 7] [--before REV [--variants N]] [--steps] [--dump FILE]
+                             [--json FILE]
 
 Each real paper of ../shared/corpus/real is extracted once per extractor (pypdf, pdfium) with
 rpa's own `extract_pdf`, into a temporary folder; its pages are read back from the text file
@@ -16,8 +17,11 @@ rpa.extract.outcome, wrapped in a timer: ~1 us a call more), the fastest of the 
 
 `--before REV` times `analyze` as it was at REV as well (loaded from git, as
 bench.quality_text does), on the same pages, interleaved with the current code's passes, and
-lists every paper whose record differs between the two (field by field). `--dump FILE` writes
-every paper's record (both extractors) as JSON, for a diff between two trees:
+lists every paper whose record differs between the two (field by field); `--variants N`
+compares them on N altered copies of each paper as well (lines deleted, doubled, upper-cased,
+numbered, spaced out, swapped; seeded by the paper's name; every third without metadata).
+`--dump FILE` writes every paper's record (both extractors) as JSON, for a diff between two
+trees:
 
     PYTHONPATH=/tmp/old-tree python bench/analysis.py --repeat 1 --dump old.json
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -134,6 +139,34 @@ def _steps(papers: list[Paper], repeat: int) -> dict[str, float]:
     return best
 
 
+def _altered(pages: list[str], rng: random.Random) -> list[str]:
+    """A copy of a paper's pages with a few lines deleted, doubled, upper-cased, numbered
+    at either end, spaced out or swapped: layouts the corpus does not have, for --variants."""
+    out = []
+    for page in pages:
+        lines = page.split("\n")
+        for _ in range(rng.randint(0, 6)):
+            if not lines:
+                break
+            i, j, op = rng.randrange(len(lines)), rng.randrange(len(lines)), rng.random()
+            if op < 0.2:
+                del lines[i]
+            elif op < 0.4:
+                lines.insert(i, lines[i])
+            elif op < 0.55:
+                lines[i] = lines[i].upper()
+            elif op < 0.7:
+                lines[i] = f"{rng.randint(0, 30)} {lines[i]}"
+            elif op < 0.8:
+                lines[i] += str(rng.randint(0, 30))
+            elif op < 0.9:
+                lines[i] = lines[i].replace(" ", "  ")
+            else:
+                lines[i], lines[j] = lines[j], lines[i]
+        out.append("\n".join(lines))
+    return out
+
+
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]:
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
@@ -150,11 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here (JSON)")
     parser.add_argument("--extractors", default=",".join(EXTRACTORS))
     parser.add_argument("--steps", action="store_true", help="time each step of analyze")
+    parser.add_argument(
+        "--variants",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --before: also compare the records of N altered copies of each paper",
+    )
     args = parser.parse_args(argv)
     extractors = [e for e in args.extractors.split(",") if e]
     figures: dict[str, dict[str, Any]] = {}
     dump: dict[str, dict[str, Any]] = {}
     changed: dict[str, dict[str, list[Any]]] = {}
+    compared = 0
     with tempfile.TemporaryDirectory(prefix="rpa-bench-analysis-") as tmp:
         folder = Path(tmp)
         before = load_before(args.before, folder) if args.before else None
@@ -185,11 +226,20 @@ def main(argv: list[str] | None = None) -> int:
             for name, pages, info in papers:
                 record = analyze(pages, info)
                 dump[f"{extractor}/{name}"] = record
-                if before is not None:
+                if before is None:
+                    continue
+                rng = random.Random(f"{extractor}/{name}")
+                altered = [(pages, info)] + [
+                    (_altered(pages, rng), info if k % 3 else {}) for k in range(args.variants)
+                ]
+                for k, (some_pages, some_info) in enumerate(altered):
+                    compared += 1
                     with contextlib.suppress(Exception):
-                        diff = _differences(before(pages, info), record)
+                        diff = _differences(
+                            before(some_pages, some_info), analyze(some_pages, some_info)
+                        )
                         if diff:
-                            changed[f"{extractor}/{name}"] = diff
+                            changed[f"{extractor}/{name}" + (f" (altered {k})" if k else "")] = diff
     machine = machine_info()
     print(f"# The outcome analysis, ms a paper (median of {args.repeat} passes)\n")
     for key, value in machine.items():
@@ -217,13 +267,13 @@ def main(argv: list[str] | None = None) -> int:
             cells = " | ".join(f"{f['steps_ms'][name]:.3f}" for f in figures.values())
             print(f"| {name} | {cells} |")
     if rev:
-        print(f"\nRecords that differ from {rev}'s: {len(changed)}")
+        print(f"\nRecords that differ from {rev}'s: {len(changed)} of {compared}")
         for key, diff in changed.items():
             print(f"- {key}: {json.dumps(diff, ensure_ascii=False)[:2000]}")
     if args.dump:
         args.dump.write_text(json.dumps(dump, ensure_ascii=False, indent=1, sort_keys=True))
     if args.json:
-        report = {"machine": machine, "figures": figures, "changed": changed}
+        report = {"machine": machine, "figures": figures, "compared": compared, "changed": changed}
         args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1))
     return 0
 
