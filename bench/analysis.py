@@ -90,9 +90,13 @@ def _clean_pass(papers: list[Paper]) -> float:
     return (time.thread_time() - start) * 1000 / len(papers)
 
 
-#: what `analyze` calls, by the names it looks up in rpa.extract.outcome
+#: what `analyze` calls, by the names it looks up in rpa.extract.outcome (and, for a tree
+#: before 2026-12-07's second pass, nonblank_lines, strip_line_numbers and page_lines)
 STEPS = (
     "nfkc",
+    "nonblank_lines",
+    "strip_line_numbers",
+    "page_lines",
     "split_pages",
     "title",
     "outline",
