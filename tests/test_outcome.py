@@ -160,6 +160,8 @@ def test_headings_are_deduplicated_and_capped() -> None:
         [""],
         ["\x00\ufffd\ud800"],
         ["[1]\n[2]\n[3]"],
+        ["Text.\nReferences\n[5] A. Doe. 2019.\n[7] B. Roe. 2020."],  # no entry numbered 1-3
+        ["References\n1. x\nAppendix A\n", "A. Doe, B. Roe, C. Poe\n" * 20],
         ["1.\n" * 5000],
         ["Abstract"],
         ["x" * 10**6],

@@ -35,7 +35,7 @@ from .headings import MAX_HEADINGS, headings
 from .outline import outline
 from .references import MAX_REFERENCE_CHARS, references
 from .stamp import find_arxiv_stamp
-from .text import nfkc, nonblank_lines, page_lines, strip_line_numbers, word_count
+from .text import nfkc, split_pages, word_count
 
 __all__ = [
     "MAX_ABSTRACT_CHARS",
@@ -62,13 +62,12 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
         memo.cache_clear()  # each paper's lines are read once per paper, not found in a cache
     pages = [nfkc(p or "") for p in pages]
     first = pages[0] if pages else ""
-    page1 = strip_line_numbers(nonblank_lines(first))
+    lines, starts, page1 = split_pages(pages)
     name, title_end = title(page1, metadata)
-    lines, starts = page_lines(pages)
     where = outline(lines)
     body1 = lines[: starts[1]] if len(starts) > 1 else lines
     text, body_start, truncated = abstract(
-        lines, starts, _body_index(page1, body1, title_end), is_header
+        lines, starts, _body_index(page1, body1, title_end), is_header, where
     )
     stamp = find_arxiv_stamp(first)
     if stamp is None:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .headings import is_heading_at, is_known_heading
+from .headings import is_heading_at
+from .outline import Outline
 from .text import abstract_start, join_lines, strip_footnote_marks
 
 MAX_ABSTRACT_CHARS = 4_000
@@ -32,8 +33,12 @@ _ABSTRACT_END = re.compile(
     r"general terms|categories and subject descriptors|note added\b)",
     re.IGNORECASE,
 )
+#: what _ABSTRACT_END can start with: the first letters of its words in either case, and
+#: what a case-insensitive regex takes for them ("İ" and "ı" for i, "ſ" for s, "K" for k)
+END_FIRST = frozenset("kicaspmjgnKICASPMJGN\u0130\u0131\u017f\u212a")
 # A footnote at the foot of the column: "∗ Research supported by ...", "⋆Equal contribution"
 _FOOTNOTE = re.compile(r"^[∗*†‡§¶⋆]\s*\S")
+_MARKS = frozenset("∗*†‡§¶⋆")
 _LABEL = re.compile(
     r"^(?:Objectives?|Background|Purpose|Aims?|Context|Motivation|Importance|Rationale)"
     r"\s*[.:]\s+[A-Z(]"
@@ -46,14 +51,27 @@ _ABBREVIATION = re.compile(
 _RUN_IN_FOOTNOTE = re.compile(r"(?<=[.!?])\s+[∗†‡⋆§¶]\s?[A-Z].*$")
 _ENDS_CLOSED = re.compile(r"[.!?)\]]$")
 _ENDS_SENTENCE = re.compile(r"[.!?]$")
+#: what an "Abstract" or "Summary" line starts with (rpa.extract.outcome.text.abstract_start)
+_ABSTRACT_FIRST = re.compile(r"[AaSsſ]")
 
 
-def _stops(lines: list[str], i: int) -> bool:
-    """Does line i end an abstract (it is not part of it)?"""
-    line = lines[i]
-    if _ABSTRACT_END.match(line) or is_known_heading(line) or _FOOTNOTE.match(line):
-        return True
-    return is_heading_at(lines, i)
+class _Stops:
+    """Does line i end an abstract (it is not part of it)? The known and numbered headings
+    come from the lines' Outline: the others are no headings."""
+
+    def __init__(self, lines: list[str], where: Outline) -> None:
+        self.lines = lines
+        self.known = set(where.known)
+        self.numbered = set(where.numbered)
+
+    def __call__(self, i: int) -> bool:
+        line = self.lines[i]
+        first = line[:1]
+        if i in self.known or (first in END_FIRST and _ABSTRACT_END.match(line)):
+            return True
+        if first in _MARKS and _FOOTNOTE.match(line):
+            return True
+        return i in self.numbered and is_heading_at(self.lines, i, self.known)
 
 
 def _prose(line: str) -> bool:
@@ -79,13 +97,15 @@ def cap(text: str, limit: int = MAX_ABSTRACT_CHARS) -> tuple[str, bool]:
     return head[: head.rstrip().rfind(" ")].rstrip(" ,;:") or text[:limit], True
 
 
-def _body(lines: list[str], i: int, page_end: int, first: str) -> tuple[list[str], int]:
+def _body(
+    lines: list[str], stops: _Stops, i: int, page_end: int, first: str
+) -> tuple[list[str], int]:
     """The abstract's lines from line i (with `first`, its run-in text, before them)."""
     body = [first] if first else []
     j = i
     size = len(first)
     while j < min(page_end, len(lines)) and size < MAX_ABSTRACT_CHARS + 200:
-        if _stops(lines, j):
+        if stops(j):
             break
         body.append(lines[j])
         size += len(lines[j]) + 1
@@ -112,36 +132,44 @@ def abstract(
     starts: list[int],
     front_end: int,
     is_noise: Callable[[str], bool],
+    where: Outline,
 ) -> tuple[str, int, bool]:
     """The abstract, the index of the line after it (0 when there is none) and whether it
-    was cut at the cap. `front_end` is the first line after the title and author block, and
-    `is_noise` tells page-1 header lines (licence, dates) from text."""
+    was cut at the cap. `front_end` is the first line after the title and author block,
+    `is_noise` tells page-1 header lines (licence, dates) from text, and `where` is the
+    lines' Outline."""
+    stops = _Stops(lines, where)
     two_pages = starts[2] if len(starts) > 2 else len(lines)
+    limit = min(two_pages, 400)
     found: tuple[list[str], int] | None = None
-    for i, line in enumerate(lines[: min(two_pages, 400)]):
-        first = abstract_start(line)
+    # The first "Abstract" line, unless a known heading comes first (the body has begun: a
+    # "Summary" after "1 Introduction" is no abstract): only lines that start with a letter
+    # of "Abstract" or "Summary", and the known headings, are looked at.
+    heads = [m.start() for m in _ABSTRACT_FIRST.finditer(where.firsts, 0, limit)]
+    for i in sorted({*heads, *(k for k in where.known if k < limit)}):
+        first = abstract_start(lines[i])
         if first is None:
-            if is_known_heading(line):
-                break  # the body has begun: a "Summary" after "1 Introduction" is no abstract
+            if i in stops.known:
+                break
             continue
         end = _page_end(starts, i + (not first), len(lines))  # a heading ending a page
-        found = _body(lines, i + 1, end, first)
+        found = _body(lines, stops, i + 1, end, first)
         break
     if found is None:
         page1_end = _page_end(starts, 0, len(lines))
         region = range(min(front_end, page1_end), page1_end)
-        if any(_stops(lines, i) for i in range(region.start)):
+        if any(map(stops, range(region.start))):
             region = range(0)  # the "title" was a section heading: there is no front matter
         # only before the first section: what follows it is the paper's body
-        region = range(region.start, next((i for i in region if _stops(lines, i)), region.stop))
+        region = range(region.start, next(filter(stops, region), region.stop))
         label = next((i for i in region if _LABEL.match(lines[i])), None)
         if label is not None:
-            found = _body(lines, label, page1_end, "")
+            found = _body(lines, stops, label, page1_end, "")
         else:
             for i in region:
                 if is_noise(lines[i]) or not _prose(lines[i]):
                     continue
-                body, end = _body(lines, i, page1_end, "")
+                body, end = _body(lines, stops, i, page1_end, "")
                 if sum(len(b) for b in body) >= 250:
                     found = body, end
                 break

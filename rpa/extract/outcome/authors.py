@@ -18,8 +18,10 @@ An empty list means no confident guess.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import unicodedata
+from itertools import compress, count
 
 from .headings import NUMBERED, is_known_heading
 from .text import AFFILIATION, abstract_start, words
@@ -36,6 +38,8 @@ _PARTICLES = words("van von de der den la le di da del dos du bin al ter ten")
 _MEMBERSHIP = re.compile(
     r"^(?:(?:Student|Senior|Life|Graduate)\s+)?(?:Member|Fellow)(?:\s+IEEE)?$|^IEEE$|^ACM$"
 )
+#: the words _MEMBERSHIP can start with
+_MEMBERSHIP_FIRST = words("Student Senior Life Graduate Member Fellow IEEE ACM")
 _INITIALS = re.compile(r"^(?:[A-Z]\.)+(?:-[A-Z]\.)?$|^[A-Z]{1,2}$")
 _MARK_CHARS = set("∗*†‡§¶⋆♠♢♡♣☯□⋄#$+%&@!?()[]{}|^~\ufffd,")
 _SPACING_ACCENTS = {"´": "\u0301", "`": "\u0300", "¨": "\u0308", "ˆ": "\u0302", "˜": "\u0303"}
@@ -43,12 +47,12 @@ _SPACING = {v: k for k, v in _SPACING_ACCENTS.items()}
 _NFKC_ACCENT = re.compile(r" ?([\u0300\u0301\u0302\u0303\u0308])")
 _ACCENT_BEFORE = re.compile(r"([´`¨ˆ˜])([A-Za-zı])")
 _ACCENT_AFTER = re.compile(r"([A-Za-z])([´`¨ˆ˜])")
+_ANY_ACCENT = re.compile(r"[\u0300\u0301\u0302\u0303\u0308´`¨ˆ˜]")
 _EMAIL = re.compile(r"[\w.+-]+(?=@)")
 _STOP_LINE = re.compile(
     r"^(?:key\s?words|index terms|ccs concepts|\(dated|categories and subject|general terms)",
     re.IGNORECASE,
 )
-_FOOTNOTE_LETTER = re.compile(r"[a-z]\)")
 _NAME_PARTS = re.compile(r"[-’']")
 _CAMEL = re.compile(r"[A-Z][^A-Z]*")
 _BRACKETED = re.compile(r"\([^)]*\)|\{[^}]*\}")
@@ -69,6 +73,8 @@ def _accents(text: str) -> str:
     """TeX accents as extraction leaves them: a spacing accent before the letter (pypdf's
     "Gy¨ongyi") or after it (PDFium's "Andre´"); NFKC makes each a space and a combining
     mark ("Andr ́e"). All become the accented letter."""
+    if not _ANY_ACCENT.search(text):
+        return text  # (most lines)
 
     def combine(letter: str, accent: str) -> str:
         letter = "i" if letter == "ı" else letter
@@ -96,37 +102,61 @@ class _Marks(dict[str, bool]):
 _MARK = _Marks()
 
 
+class _MarksOrSpaces(dict[str, bool]):
+    """_is_mark or whitespace, of each character, computed once."""
+
+    def __missing__(self, c: str) -> bool:
+        ok = _is_mark(c) or c.isspace()
+        if len(self) < 100_000:
+            self[c] = ok
+        return ok
+
+
+_MARK_OR_SPACE = _MarksOrSpaces()
+_ACM_START = operator.methodcaller("startswith", "ACM Reference Format")
+_FIRST = operator.itemgetter(0)
+_ASCII_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ASCII_LETTERS = _ASCII_UPPER | frozenset("abcdefghijklmnopqrstuvwxyz")
+#: what _split_word strips before a name, and (with the digits that are not ASCII) after it
+_LEADING_MARKS = "".join(sorted(_MARK_CHARS)) + "0123456789"
+_TRAILING_MARKS = _LEADING_MARKS + "".join(map(chr, range(0x370, 0x400)))
+
+
 def _split_word(word: str) -> tuple[str, bool]:
     """A word's name part, and whether marks followed it (they end a name)."""
     if all(map(_MARK.__getitem__, word)):
         return "", True
-    word = word.lstrip("".join(_MARK_CHARS) + "0123456789")
+    word = word.lstrip(_LEADING_MARKS)
     while word and "\u0370" <= word[0] <= "\u03ff" and len(word) > 1 and word[1].isupper():
         word = word[1:]  # "αAllen Institute": a Greek affiliation mark
-    if _FOOTNOTE_LETTER.fullmatch(word):
+    if len(word) == 2 and word[1] == ")" and "a" <= word[0] <= "z":
         return "", True  # "Kamiya1,a)": a footnote letter
-    end = len(word)
-    while end and _is_mark(word[end - 1]):
+    end = len(word.rstrip(_TRAILING_MARKS))
+    while end and _MARK[word[end - 1]]:  # (the digits that are not ASCII)
         end -= 1
     return word[:end], end < len(word)
 
 
 def _name_word(word: str) -> bool:
-    if word.lower() in _PARTICLES or _INITIALS.match(word):
+    low = word.lower()
+    if low in _PARTICLES or (word[:1] in _ASCII_UPPER and _INITIALS.match(word)):
         return True
-    if len(word) < 2 or word.lower().rstrip(".") in AFFILIATION or word.lower() in _STOP:
+    if len(word) < 2 or low.rstrip(".") in AFFILIATION or low in _STOP:
         return False
-    parts = _NAME_PARTS.split(word)
-    return all(p[:1].isupper() and p.replace(".", "").isalpha() for p in parts if p) and (
-        not word.endswith(".") or len(word) <= 3
-    )
+    if word.endswith(".") and len(word) > 3:
+        return False
+    if "-" in word or "’" in word or "'" in word:
+        parts = _NAME_PARTS.split(word)
+        return all(p[:1].isupper() and p.replace(".", "").isalpha() for p in parts if p)
+    return word[:1].isupper() and word.replace(".", "").isalpha()
 
 
 def _valid(name: list[str]) -> bool:
-    if not 2 <= len(name) <= 5 or not all(_name_word(w) for w in name):
+    if not 2 <= len(name) <= 5 or not all(map(_name_word, name)):
         return False
-    surnames = [w for w in name if not _INITIALS.match(w) and w.lower() not in _PARTICLES]
-    return bool(surnames) and name[0].lower() not in _PARTICLES
+    if name[0].lower() in _PARTICLES:
+        return False
+    return any(not _INITIALS.match(w) and w.lower() not in _PARTICLES for w in name)  # a surname
 
 
 def _camel(word: str) -> list[str]:
@@ -140,13 +170,22 @@ def _camel(word: str) -> list[str]:
 def _chunks(line: str, letters: set[str]) -> list[list[str]]:
     """The line split into would-be names (lists of words), at commas, "and" and marks;
     `letters` are the affiliation letters of this block ("a" of "aInstitute ...")."""
-    line = _BRACKETED.sub(" ", _accents(line))
-    line = _AND.sub(" , ", line)
+    line = _accents(line)
+    if "(" in line or "{" in line:
+        line = _BRACKETED.sub(" ", line)
+    if "and" in line or "AND" in line or "&" in line:
+        line = _AND.sub(" , ", line)
     out: list[list[str]] = []
     for piece in line.split(","):
         cur: list[str] = []
         for raw in piece.split():
-            word, marked = ("", True) if raw in letters else _split_word(raw)
+            if raw in letters:
+                word, marked = "", True
+            elif raw[0] in _ASCII_LETTERS and raw[-1] in _ASCII_LETTERS:
+                cur.append(raw)  # (most words: no mark to strip, no dot to drop)
+                continue
+            else:
+                word, marked = _split_word(raw)
             if word:
                 cur.append(word.rstrip(".") if len(word) > 3 and word[-2:-1].islower() else word)
             if marked and cur:
@@ -154,7 +193,7 @@ def _chunks(line: str, letters: set[str]) -> list[list[str]]:
                 cur = []
         if cur:
             out.append(cur)
-    out = [c for c in out if not _MEMBERSHIP.match(" ".join(c))]
+    out = [c for c in out if c[0] not in _MEMBERSHIP_FIRST or not _MEMBERSHIP.match(" ".join(c))]
     out = [_camel(c[0]) if len(c) == 1 else c for c in out]
     glued = [c for c in out if c[-1][-1:] in letters and len(c[-1]) > 3]
     if letters and len(glued) >= max(1, 0.6 * len(out)):
@@ -216,7 +255,7 @@ def _by_emails(line: str, emails: list[str]) -> list[str] | None:
 
 def _acm_reference(lines: list[str]) -> list[str]:
     """The authors listed by "ACM Reference Format:", up to its ". 2023." year."""
-    at = next((i for i, ln in enumerate(lines) if ln.startswith("ACM Reference Format")), None)
+    at = next(compress(count(), map(_ACM_START, lines)), None)
     if at is None:
         return []
     text = " ".join(lines[at + 1 : at + 8])
@@ -251,7 +290,7 @@ def _region_end(lines: list[str], start: int) -> int:
         if NUMBERED.match(line) and len(line) < 60 and not _COMMA_OR_AT.search(line):
             return i  # "1 Introduction" (affiliations "1 Allen Institute for AI" have no ",")
         ws = line.split()
-        if len(ws) >= 10 and sum(w[:1].islower() for w in ws) >= 0.5 * len(ws):
+        if len(ws) >= 10 and sum(map(str.islower, map(_FIRST, ws))) >= 0.5 * len(ws):
             return i  # running text: the abstract without a heading
     return min(len(lines), start + 30)
 
@@ -269,7 +308,7 @@ def authors(lines: list[str], title_end: int, metadata: dict[str, str]) -> list[
             if prev and (
                 prev.endswith((",", " and", "&"))
                 or _LIST_GOES_ON.match(line)
-                or all(_is_mark(c) or c.isspace() for c in line)
+                or all(map(_MARK_OR_SPACE.__getitem__, line))
                 or line in letters
                 or ("," in prev and _SURNAME_MARKS.match(line))
             ):
@@ -280,7 +319,9 @@ def authors(lines: list[str], title_end: int, metadata: dict[str, str]) -> list[
         for i, line in enumerate(joined):
             names = _names(line, letters)
             if names is None:
-                emails = [e for ln in joined[i + 1 : i + 6] for e in _EMAIL.findall(ln)]
+                emails = [
+                    e for ln in joined[i + 1 : i + 6] if "@" in ln for e in _EMAIL.findall(ln)
+                ]
                 split = _by_emails(line, emails[:8]) if len(emails) >= 2 else None
                 names = (split, False) if split else None
             if names is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from itertools import repeat
 
 from .authors import author_line
 from .stamp import STAMP
@@ -34,11 +35,10 @@ _NOISE_ANYWHERE = re.compile(
     re.IGNORECASE,
 )
 #: one of these is in every line _NOISE_ANYWHERE finds (lower case)
-_NOISE_WORDS = (
-    "vol.", "volume ", "issn", "isbn", "doi", "http", "www.", "pp.", "pages ", "©", "(c)",
-    "copyright", "licen", "creative commons", "open access", "all rights reserved", "ournal",
-    "publish",
-)  # fmt: skip
+_NOISE_WORDS = re.compile(
+    r"vol\.|volume |issn|isbn|doi|http|www\.|pp\.|pages |©|\(c\)|copyright|licen"
+    r"|creative commons|open access|all rights reserved|ournal|publish"
+)
 
 
 def _noise(line: str) -> bool:
@@ -48,18 +48,31 @@ def _noise(line: str) -> bool:
     low = line.lower()
     if not low.isascii():  # what else a case-insensitive regex takes for an ASCII letter
         low = low.replace("ı", "i").replace("ſ", "s").replace("\u0307", "")  # (İ: i + U+0307)
-    return any(map(low.__contains__, _NOISE_WORDS)) and bool(_NOISE_ANYWHERE.search(line))
+    return _NOISE_WORDS.search(low) is not None and _NOISE_ANYWHERE.search(line) is not None
 
 
 _DATE_LINE = re.compile(rf"\b(?:{MONTHS})[a-z]*\.?\b.*\b(?:19|20)\d\d\b", re.IGNORECASE)
-# An author line: affiliation digits glued to a name, two footnote markers, "A B and C D", or
-# a comma-separated list of names. (An e-mail address alone is weaker: sidebars have them.)
-_AUTHOR = re.compile(
-    r"[a-z\u00e0-\u024f]\d{1,2}(?:[,∗*†‡]|\s|$)"
-    rf"|[{MARKERS}].*[{MARKERS}]"
-    r"|^[A-Z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*){0,3},?\s+(?:and|AND)\s+[A-Z][\w.'’-]*\s+[A-Z]"
-    r"|,.*,"
+_AUTHOR_MARKS = re.compile(r"[a-z\u00e0-\u024f]\d{1,2}(?:[,∗*†‡]|\s|$)")
+_AUTHOR_MARKERS = re.compile(rf"[{MARKERS}].*[{MARKERS}]")
+_AUTHOR_AND = re.compile(
+    r"[A-Z][\w.'’-]*(?:\s+[A-Z][\w.'’-]*){0,3},?\s+(?:and|AND)\s+[A-Z][\w.'’-]*\s+[A-Z]"
 )
+_TWO_COMMAS = re.compile(r",.*,")
+_DIGIT = re.compile(r"\d")
+
+
+def _author_shaped(line: str) -> bool:
+    """An author line's shape: affiliation digits glued to a name, two footnote markers,
+    "A B and C D" at its start, or a comma-separated list of names (each pattern tried only
+    when the line has what it needs). An e-mail address alone is weaker: sidebars have them."""
+    return (
+        (line.count(",") >= 2 and _TWO_COMMAS.search(line) is not None)
+        or (_DIGIT.search(line) is not None and _AUTHOR_MARKS.search(line) is not None)
+        or _AUTHOR_MARKERS.search(line) is not None
+        or (("and" in line or "AND" in line) and _AUTHOR_AND.match(line) is not None)
+    )
+
+
 _MARKS_LINE = re.compile(r"^(?:[,;]|and\s|\d{1,2}(?:,\d{1,2})*$|[a-z]$|[∗*†‡§¶⋆])")
 _PLACEHOLDER = re.compile(
     r"^(?:untitled|title|no title|document\d*|paper|manuscript|slides?|template|proceedings\b.*"
@@ -74,6 +87,7 @@ _VENUE_TAIL = re.compile(
 )
 _MARK_OR_DIGIT = re.compile(f"[{MARKERS}\\d]")
 _NON_LETTERS = re.compile(r"[\W\d_]+")
+_LETTER = re.compile(r"[^\W\d_]")
 _OFFICE_PREFIX = re.compile(r"^Microsoft (?:Word|PowerPoint) - ")
 
 
@@ -85,16 +99,21 @@ _memo = functools.lru_cache(maxsize=2048)
 @_memo
 def is_header(line: str) -> bool:
     """A page-1 header or footer line: venue, volume, dates, licence, report number, stamp."""
-    if STAMP.search(line) or _noise(line):
+    if ("arXiv" in line and STAMP.search(line)) or _noise(line):
         return True
-    if len(alpha_words(line)) < 2 and any(c.isdigit() for c in line):
+    if len(alpha_words(line)) < 2 and any(map(str.isdigit, line)):
         return True  # "4969", "JCAP10(2008)003", "IASSNS-HEP-91/51"
-    return len(line.split()) <= 6 and _DATE_LINE.search(line) is not None
+    # (a date line has a year: 19.. or 20..)
+    return (
+        ("19" in line or "20" in line)
+        and len(line.split()) <= 6
+        and _DATE_LINE.search(line) is not None
+    )
 
 
 @_memo
 def is_author(line: str) -> bool:
-    return _AUTHOR.search(line) is not None and not is_header(line)
+    return _author_shaped(line) and not is_header(line)
 
 
 def _name_like(line: str) -> bool:
@@ -115,7 +134,9 @@ def _continues(title: str, nxt: str) -> bool:
     if nxt.endswith(",") and _name_like(nxt.rstrip(" ,")):
         return False  # "Greg J. Schwarz ," starts an author list
     last = title.split()[-1].lower()
-    affiliation = any(w.lower().strip(",.") in AFFILIATION for w in nxt.split())
+    affiliation = not AFFILIATION.isdisjoint(
+        map(str.strip, map(str.lower, nxt.split()), repeat(",."))
+    )
     if affiliation and last not in CONNECTORS and nxt[:1].isupper() and not title.endswith(":"):
         return False  # "Department of Physics, ..."
     if last in CONNECTORS or title.endswith((":", "-", "–", "—")) or nxt[:1].islower():
@@ -195,6 +216,28 @@ def _locate(lines: list[str], title: str) -> int:
     return 0
 
 
+def _on_page(words: list[str], page: str) -> int:
+    """How many of `words` (lower case) are among the words of `page` (WORD's runs of
+    letters) in lower case: each looked for in the page's lower case, where a letter
+    neither comes before nor after it. (Lower case maps each letter to one letter and any
+    other character to no letter, but for "İ", "i" and U+0307 in lower case; and "Σ"
+    depends on what follows it.)"""
+    if "İ" in page or "Σ" in page or any("\u0307" in w for w in words):
+        page_words = set(map(str.lower, alpha_words(page)))
+        return sum(1 for w in words if w in page_words)
+    low = page.lower()
+    found = 0
+    for word in words:
+        at = low.find(word)
+        while at >= 0:
+            end = at + len(word)
+            if not (at and _LETTER.match(low, at - 1)) and not _LETTER.match(low, end):
+                found += 1
+                break
+            at = low.find(word, at + 1)
+    return found
+
+
 def _meta_title(metadata: dict[str, str], page1: str) -> str:
     """The metadata title if it is plausibly this paper's title, else ""."""
     raw = metadata.get("/Title") or metadata.get("title") or metadata.get("Title") or ""
@@ -204,12 +247,9 @@ def _meta_title(metadata: dict[str, str], page1: str) -> str:
     words = [w.lower() for w in alpha_words(title)]
     if len(title) < 6 or len(words) < 2 or _PLACEHOLDER.match(title) or STAMP.search(title):
         return ""
-    page_words = set(map(str.lower, alpha_words(page1)))
-    if len(page1) >= 200:
-        # Producers often leave a stale or generic title: keep it only if page 1 says it too.
-        found = sum(1 for w in words if w in page_words)
-        if found < 0.6 * len(words):
-            return ""
+    # Producers often leave a stale or generic title: keep it only if page 1 says it too.
+    if len(page1) >= 200 and _on_page(words, page1) < 0.6 * len(words):
+        return ""
     return title
 
 

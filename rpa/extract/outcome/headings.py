@@ -14,7 +14,8 @@ import re
 from itertools import compress
 from typing import TYPE_CHECKING
 
-from .text import CONNECTORS, words
+from .chains import longest_outline, roman_value, style_outline
+from .text import CONNECTORS, count_letters, count_upper, squash, words
 
 if TYPE_CHECKING:
     from .outline import Outline
@@ -26,6 +27,10 @@ _ROMAN = re.compile(r"^(?P<num>[IVX]{1,5})\.\s+(?P<text>[A-Z].*)$")
 # Second level under Roman sections ("A. Second-level heading"), and appendix sections after
 # the references or an "Appendix" heading ("A Background & Terminology", "B. CHARGES").
 _LETTERED = re.compile(r"^(?P<num>[A-H])\.\s+(?P<text>[A-Z].*)$")
+_ROMAN_FIRST = frozenset("IVX")
+_LETTERED_FIRST = frozenset("ABCDEFGH")
+#: NUMBERED, _ROMAN or _LETTERED matches (the text after the number goes to the line's end)
+_NUMBERED_START = re.compile(r"(?:\d{1,2}(?:\.\d{1,2}){0,3}\.?|[IVX]{1,5}\.|[A-H]\.)\s+[A-Z]")
 _APPENDIX_SECTION = re.compile(r"^(?P<num>[A-H])\.?\s+(?P<text>[A-Z].*)$")
 _APPENDIX = re.compile(
     r"^(?:appendix|appendices)(?:\s*(?:[A-Z]|\d{1,2}|\(\d{1,2}\)))?"
@@ -50,24 +55,47 @@ _MAIN_KEYS = words(
     "relatedwork materialsandmethods methodology"
 )
 REFERENCE_KEYS = words("references bibliography literaturecited referencesandnotes workscited")
-_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
-_FIRST_TOKEN = re.compile(r"^\S+\s+")
 SECTION_NUMBER = re.compile(r"^(?:\d{1,2}(?:\.\d{1,2})*|[IVX]{1,5}|[A-H])\.?\s+")
 _NON_LOWER = re.compile(r"[^a-z]")
 _LAST = operator.itemgetter(-1)
-_SENTENCE_END = frozenset(".!?:)")
+#: a sentence's last characters, and capitals, as tables for bytes.translate (1 or 0)
+_ENDS_BYTES = bytes(chr(b) in ".!?:)" for b in range(256))
+_UPPER_BYTES = bytes(65 <= b <= 90 for b in range(256))
+_START = operator.methodcaller("start")
 APPENDIX_WORD = re.compile(r"(?i)appendi(?:x|ces)\b")
 _PAGE_NUMBER_END = re.compile(r"\s\d{1,3}$")
+#: what a section number of letters (I, IV, A) starts with
+_SECTION_LETTERS = frozenset("IVXABCDEFGH")
+#: the bytes heading_key drops: all but a-z
+_NOT_A_Z = bytes(b for b in range(256) if not 97 <= b <= 122)
 _APPENDIX_KEY = re.compile(r"appendix[a-z]?")
 _REFERENCE_LIKE = re.compile(r"^\S+\s+[A-Z]\.\s|\b(?:1[89]|20)\d\d\b|“|,.*,")
 _TOC_END = re.compile(r"\s\d{1,3}$")
 _RUN_IN_ITEM = re.compile(r":\s+[a-z]")
 
 
+def _after_first_token(text: str) -> str:
+    """What removing `^\\S+\\s+` leaves: the text after its first word and the whitespace
+    after that (the text itself when it starts with whitespace or is one word)."""
+    if not text or text[0].isspace():
+        return text
+    parts = text.split(None, 1)
+    if len(parts) == 2:
+        return parts[1]
+    return "" if text[-1].isspace() else text
+
+
+def _ends_with_digit(text: str) -> bool:
+    """Might `\\d$` match `text` (it ends with a digit, or with one and a line break)?"""
+    return text[-1:].isdecimal() or (text[-1:] == "\n" and text[-2:-1].isdecimal())
+
+
 def heading_key(line: str) -> str:
     """Letters only, lower case, without a leading section number: "2. RELATED WORK" ->
     "relatedwork"; also undoes small-caps spacing such as "A CKNOWLEDGMENTS"."""
-    return _NON_LOWER.sub("", SECTION_NUMBER.sub("", line).lower())
+    if line[:1] in _SECTION_LETTERS:
+        line = SECTION_NUMBER.sub("", line)  # (digits and dots go with the rest)
+    return line.lower().encode("ascii", "ignore").translate(None, _NOT_A_Z).decode("ascii")
 
 
 def _appendix_heading(line: str) -> bool:
@@ -85,7 +113,7 @@ def is_known_heading(line: str) -> bool:
         return False  # "results." or "(Appendix B)." inside a sentence
     if APPENDIX_WORD.match(line):
         return _appendix_heading(line)
-    if len(line) > 45 or _PAGE_NUMBER_END.search(line):
+    if len(line) > 45 or (_ends_with_digit(line) and _PAGE_NUMBER_END.search(line)):
         return False  # a sentence, or a table-of-contents line: "References 14"
     key = heading_key(line)
     return key in KNOWN_HEADINGS or _APPENDIX_KEY.fullmatch(key) is not None
@@ -94,8 +122,8 @@ def is_known_heading(line: str) -> bool:
 def _upper(text: str, least: int = 4) -> bool:
     """Mostly capitals: at least `least` letters, 85 % of them upper case. Counted with
     map() (C speed): only letters are upper case, but for a few symbols such as 'Ⅷ'."""
-    letters = sum(map(str.isalpha, text))
-    return letters >= least and sum(map(str.isupper, text)) >= 0.85 * letters
+    letters = count_letters(text)
+    return letters >= least and count_upper(text) >= 0.85 * letters
 
 
 #: the most words a heading may have
@@ -103,41 +131,36 @@ _MAX_HEADING_WORDS = 12
 
 
 def plausible_heading_text(text: str) -> bool:
+    if len(text) > 80 or "@" in text or "et al" in text:
+        return False
     words_ = text.split()
-    if (
-        not 1 <= len(words_) <= _MAX_HEADING_WORDS
-        or len(text) > 80
-        or "@" in text
-        or "et al" in text
-    ):
+    if not 1 <= len(words_) <= _MAX_HEADING_WORDS:
         return False
     if text.endswith((",", ";", ":", "-")) or words_[-1].lower() in CONNECTORS:
         return False  # a wrapped sentence (a list item), not a heading
     if text.endswith(".") and not _upper(text):
         return False  # ... unless it is a capitals heading ending "ETC."
-    if _TOC_END.search(text) or (len(text) > 50 and _RUN_IN_ITEM.search(text)):
-        return False  # a table-of-contents line ("2 Methods 5") or a run-in list item
-    letters = sum(map(str.isalpha, text))
-    return letters >= 0.6 * len(text.replace(" ", ""))
+    if _ends_with_digit(text) and _TOC_END.search(text):
+        return False  # a table-of-contents line ("2 Methods 5")
+    if len(text) > 50 and _RUN_IN_ITEM.search(text):
+        return False  # a run-in list item
+    return count_letters(text) >= 0.6 * (len(text) - text.count(" "))
 
 
-def _wrapped(lines: list[str], pos: int) -> str:
+def _wrapped(lines: list[str], pos: int, known: set[int] | None = None) -> str:
     """The heading starting at line `pos`, with its second line when it was wrapped: after a
     colon, comma or connector ("guidelines for" / "faithfulness ..."), a lower-case or
-    capitals continuation, or a short title-case end of a long first line."""
-    text = " ".join(lines[pos].split())
+    capitals continuation, or a short title-case end of a long first line. `known` are the
+    lines is_known_heading accepts, if found already."""
+    text = squash(lines[pos])
     if pos + 1 >= len(lines):
         return text
-    nxt = " ".join(lines[pos + 1].split())
-    if (
-        not nxt
-        or len(nxt) > 40
-        or NUMBERED.match(nxt)
-        or _ROMAN.match(nxt)
-        or _LETTERED.match(nxt)
-        or is_known_heading(nxt)
-        or (nxt.endswith((".", ",", ";")) and not _upper(nxt, 2))
-    ):
+    nxt = squash(lines[pos + 1])
+    if not nxt or len(nxt) > 40 or _NUMBERED_START.match(nxt):
+        return text
+    if pos + 1 in known if known is not None and nxt is lines[pos + 1] else is_known_heading(nxt):
+        return text
+    if nxt.endswith((".", ",", ";")) and not _upper(nxt, 2):
         return text
     last = text.split()[-1].lower() if text.split() else ""
     nxt_words = nxt.split()
@@ -154,83 +177,19 @@ def _wrapped(lines: list[str], pos: int) -> str:
         )
     ):
         joined = f"{text} {nxt}"
-        if plausible_heading_text(_FIRST_TOKEN.sub("", joined)):
+        if plausible_heading_text(_after_first_token(joined)):
             return joined
     return text
 
 
-def is_heading_at(lines: list[str], pos: int) -> bool:
-    """Is line `pos` a numbered (1, 2.1, IV.) heading, its wrapped second line included?"""
+def is_heading_at(lines: list[str], pos: int, known: set[int] | None = None) -> bool:
+    """Is line `pos` a numbered (1, 2.1, IV.) heading, its wrapped second line included?
+    `known` are the lines is_known_heading accepts, if found already."""
     m = NUMBERED.match(lines[pos]) or _ROMAN.match(lines[pos])
     if m is None:
         return False
-    joined = _FIRST_TOKEN.sub("", _wrapped(lines, pos))
+    joined = _after_first_token(_wrapped(lines, pos, known))
     return plausible_heading_text(joined) or plausible_heading_text(m["text"])
-
-
-def _style_outline(cands: list[tuple[int, tuple[int, ...]]], dotted: set[int]) -> list[int]:
-    """The longest outline whose sections are numbered alike ("4." or "4", not both): a
-    footnote "4 To be released ..." must not stand in for section "4. DISPLAYING MATH"."""
-    best: list[int] = []
-    best_value = -1
-    sections = {pos for pos, num in cands if len(num) == 1}
-    for drop in (None, True, False):
-        sub = [c for c in cands if len(c[1]) > 1 or drop is None or (c[0] in dotted) != drop]
-        chain = _longest_outline(sub)
-        tops = [p in dotted for p in chain if p in sections]
-        value = len(chain) - 2 * sum(1 for t in tops if tops and t != tops[0])
-        if value > best_value:
-            best, best_value = chain, value
-    return best
-
-
-def _roman(numeral: str) -> int:
-    values = [_ROMAN_VALUES[c] for c in numeral]
-    return sum(-v if i + 1 < len(values) and v < values[i + 1] else v for i, v in enumerate(values))
-
-
-def _follows(prev: tuple[int, ...] | None, cur: tuple[int, ...]) -> bool:
-    """May section number `cur` come right after `prev` in an outline?"""
-    if prev is None:
-        return cur[0] <= 3 and all(n == 1 for n in cur[1:])
-    k = len(cur)
-    if k <= len(prev):
-        return cur[: k - 1] == prev[: k - 1] and prev[k - 1] < cur[k - 1] <= prev[k - 1] + 2
-    return k == len(prev) + 1 and cur[:-1] == prev and cur[-1] <= 2
-
-
-def _longest_outline(cands: list[tuple[int, tuple[int, ...]]]) -> list[int]:
-    """Positions of the longest chain of candidates that reads as an outline: stray numbered
-    lines (affiliations, list items, table rows) rarely continue 1, 1.1, 1.2, 2 ..."""
-    cands = cands[:600]  # bounds the search on pathological inputs
-    best: list[int] = []
-    prev_of: list[int] = []
-    # The earlier candidates that `num` may follow (see _follows), looked up instead of
-    # tested one by one: those whose number starts with num's head and its last part less
-    # 1 or 2 (1.2 and 1.3 before 1.4; 2.1.3 before 2.2), and its head itself (1.1 after 1).
-    by_prefix: dict[tuple[int, ...], list[int]] = {}
-    for i, (_, num) in enumerate(cands):
-        length, link = (1, -1) if _follows(None, num) else (0, -1)
-        head, last = num[:-1], num[-1]
-        preds = by_prefix.get((*head, last - 1), []) + by_prefix.get((*head, last - 2), [])
-        if last <= 2 and head:
-            preds += [j for j in by_prefix.get(head, []) if len(cands[j][1]) == len(head)]
-        chained = [j for j in preds if best[j]]
-        if chained:  # the longest chain to follow; the earliest of equals, as a scan finds
-            top = max(best[j] for j in chained)
-            length, link = top + 1, min(j for j in chained if best[j] == top)
-        best.append(length)
-        prev_of.append(link)
-        for cut in range(1, len(num) + 1):
-            by_prefix.setdefault(num[:cut], []).append(i)
-    if not best or max(best) == 0:
-        return []
-    i = best.index(max(best))
-    chain = []
-    while i != -1:
-        chain.append(cands[i][0])
-        i = prev_of[i]
-    return chain[::-1]
 
 
 def references_heading(lines: list[str]) -> int | None:
@@ -245,24 +204,39 @@ def references_heading(lines: list[str]) -> int | None:
 def _capitals_heading(lines: list[str], pos: int) -> bool:
     """A line in capitals that stands between paragraphs, in a paper whose headings are."""
     line = lines[pos]
-    if not _upper(line) or "," in line or any(c.isdigit() for c in line):
-        return False
-    if len(line.split()) < 2 or not plausible_heading_text(line):
-        return False
     before = lines[pos - 1] if pos else ""
     after = lines[pos + 1] if pos + 1 < len(lines) else ""
-    return before.endswith((".", "!", "?", ":", ")")) and after[:1].isupper()
+    if not (after[:1].isupper() and before.endswith((".", "!", "?", ":", ")"))) or "," in line:
+        return False  # (the cheap tests first)
+    if not _upper(line) or any(c.isdigit() for c in line):
+        return False
+    return len(line.split()) >= 2 and plausible_heading_text(line)
 
 
-def _heading_text(lines: list[str], pos: int) -> str | None:
+def _between_paragraphs(lines: list[str], where: Outline, start: int) -> list[int]:
+    """The lines from `start` on (but the last) that may follow a line ending a sentence and
+    come before one that starts with a capital: where a capitals heading can be. (A line
+    that ends with a character outside ASCII is taken for a sentence end here: its "?" in
+    ASCII; _capitals_heading looks again.)"""
+    rows = range(len(lines))
+    ends = "".join(map(_LAST, lines)).encode("ascii", "replace").translate(_ENDS_BYTES)
+    after_end = set(map((1).__add__, compress(rows, ends)))
+    firsts = where.firsts
+    capital = compress(rows, firsts.encode("ascii", "replace").translate(_UPPER_BYTES))
+    before_capital = after_end.intersection(map((-1).__add__, capital))
+    before_capital.update(p - 1 for p in where.others if firsts[p].isupper() and p - 1 in after_end)
+    return sorted(p for p in before_capital if p >= start)
+
+
+def _heading_text(lines: list[str], pos: int, known: set[int]) -> str | None:
     """Line `pos` as a heading (with its wrapped second line when it has one), or None when
-    its text does not read as one."""
-    text = _wrapped(lines, pos)
-    if plausible_heading_text(_FIRST_TOKEN.sub("", text)):
+    its text does not read as one. `known` are the lines is_known_heading accepts."""
+    text = _wrapped(lines, pos, known)
+    if plausible_heading_text(_after_first_token(text)):
         return text
     line = lines[pos]
-    if plausible_heading_text(_FIRST_TOKEN.sub("", line)):
-        return " ".join(line.split())
+    if plausible_heading_text(_after_first_token(line)):
+        return squash(line)
     return None
 
 
@@ -291,40 +265,39 @@ def headings(lines: list[str], body_start: int, where: Outline) -> list[str]:
         if pos < body_start or (in_references and _REFERENCE_LIKE.search(line)):
             continue  # page-1 affiliations ("1 Allen ...") and entries "1. J. Doe, ..." are not
         # Only a known heading or a numbered line can be chosen below (capitals are looked
-        # at after the loop).
-        if not (
-            (known and known[-1] == pos)
-            or NUMBERED.match(line)
-            or _ROMAN.match(line)
-            or (cur_roman and _LETTERED.match(line))
-            or (appendices and _APPENDIX_SECTION.match(line))
-        ):
+        # at after the loop); which pattern can match is told by the first character.
+        first = line[:1]
+        num = NUMBERED.match(line) if first.isdecimal() else None
+        rom = _ROMAN.match(line) if first in _ROMAN_FIRST else None
+        let = _LETTERED.match(line) if first in _LETTERED_FIRST else None
+        app = _APPENDIX_SECTION.match(line) if appendices and first in _LETTERED_FIRST else None
+        if not ((known and known[-1] == pos) or num or rom or (cur_roman and let) or app):
             continue
-        text = _heading_text(lines, pos)
+        text = _heading_text(lines, pos, known_at)
         if text is None:
             continue
-        if m := NUMBERED.match(line):
-            arabic.append((pos, tuple(int(n) for n in m["num"].split("."))))
-            if line[len(m["num"]) :].startswith("."):
+        if num:
+            arabic.append((pos, tuple(map(int, num["num"].split(".")))))
+            if line[len(num["num"]) :].startswith("."):
                 dotted.add(pos)
-            if cur_letter and "." not in m["num"] and line[len(m["num"]) :].startswith("."):
-                roman.append((pos, (cur_roman, cur_letter, int(m["num"]))))  # REVTeX level 3
-        elif m := _ROMAN.match(line):
-            cur_roman, cur_letter = _roman(m["num"]), 0
+                if cur_letter and "." not in num["num"]:  # REVTeX level 3
+                    roman.append((pos, (cur_roman, cur_letter, int(num["num"]))))
+        elif rom:
+            cur_roman, cur_letter = roman_value(rom["num"]), 0
             roman.append((pos, (cur_roman,)))
-        elif (m := _LETTERED.match(line)) and cur_roman:
-            cur_letter = ord(m["num"]) - ord("A") + 1
+        elif let and cur_roman:
+            cur_letter = ord(let["num"]) - ord("A") + 1
             roman.append((pos, (cur_roman, cur_letter)))
-        if appendices and (m := _APPENDIX_SECTION.match(line)):
-            lettered.append((pos, (ord(m["num"]) - ord("A") + 1,)))
+        if app:
+            lettered.append((pos, (ord(app["num"]) - ord("A") + 1,)))
         text_at[pos] = text
     chosen = set(known)
-    for chain in (_style_outline(arabic, dotted), _longest_outline(roman)):
+    for chain in (style_outline(arabic, dotted), longest_outline(roman)):
         # A short chain of numbered lines none of which is a known heading is more likely a
         # numbered list in the text ("1. We propose ...") than the paper's outline.
         if len(chain) >= 4 or any(pos in chosen for pos in chain):
             chosen.update(chain)
-    appendix_chain = _longest_outline(lettered)
+    appendix_chain = longest_outline(lettered)
     if len(appendix_chain) >= 2:
         chosen.update(appendix_chain)
     capitals = [  # unnumbered capitals among the known headings: "INTRODUCTION", "SUMMARY"
@@ -334,21 +307,19 @@ def headings(lines: list[str], body_start: int, where: Outline) -> list[str]:
     ]
     if len(capitals) >= 2 and any(heading_key(lines[p]) in _MAIN_KEYS for p in capitals):
         # a capitals heading follows a line that ends a sentence: only those are looked at
-        ends = compress(range(len(lines)), map(_SENTENCE_END.__contains__, map(_LAST, lines)))
-        for p in (i + 1 for i in ends if i + 1 >= body_start and i + 1 < len(lines)):
+        for p in _between_paragraphs(lines, where, body_start):
             state = changes[bisect.bisect_right(changes, (p, True)) - 1][1]
             if state and _REFERENCE_LIKE.search(lines[p]):
                 continue  # an entry of the reference list
-            if p not in text_at and _capitals_heading(lines, p):
-                text = _heading_text(lines, p)
-                if text is not None:
+            if _capitals_heading(lines, p):
+                if p not in text_at and (text := _heading_text(lines, p, known_at)) is not None:
                     text_at[p] = text
-            if p in text_at and _capitals_heading(lines, p):
-                chosen.add(p)
+                if p in text_at:
+                    chosen.add(p)
     out: list[str] = []
     seen: set[str] = set()
     for pos in sorted(chosen):
-        text = text_at.get(pos) or " ".join(lines[pos].split())
+        text = text_at.get(pos) or squash(lines[pos])
         if text.lower() not in seen:
             seen.add(text.lower())
             out.append(text)

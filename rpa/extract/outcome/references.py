@@ -6,7 +6,9 @@ The list starts after the last "References"-like heading; APS papers have none, 
 
 from __future__ import annotations
 
+import operator
 import re
+from itertools import compress
 
 from .headings import references_heading
 from .outline import Outline
@@ -28,57 +30,72 @@ _AUTHOR_START = re.compile(
     r"|(?:van|von|de|di|da|le|la|del) [A-Z])"
 )
 _YEAR = re.compile(r"\b(?:1[89]|20)\d\d[a-z]?\b")
-_APPENDIX_FIRST = frozenset("ABCDEFGH")
+_APPENDIX_FIRST = re.compile(r"[A-H]")
+_BRACKET_FIRST = re.compile(r"\[")
+_DIGIT = re.compile(r"\d")
+_CLOSED = operator.methodcaller("endswith", (".", ")", "]"))
+_FIRST = operator.itemgetter(0)
 _APPENDIX_HEADING = re.compile(r"^(?:[A-H](?:\.\d{1,2})*\.?\s+[A-Z][a-z][^.,]{0,80}|Appendix.*)$")
 
 
-def _numbered_entries(lines: list[str], pattern: re.Pattern[str]) -> list[list[str]]:
-    entries: list[list[str]] = []
+def _numbered_entries(
+    lines: list[str], firsts: str, pattern: re.Pattern[str], first: re.Pattern[str]
+) -> list[list[str]]:
+    """The entries that numbers 1, 2, 3 ... start (one or two may be missed); `firsts` are the
+    lines' first characters, `first` finds those the numbers start with."""
+    at = [m.start() for m in first.finditer(firsts)]
+    starts: list[tuple[int, str]] = []
     expected = 1
-    for line in lines:
-        m = pattern.match(line)
+    for i, m in zip(at, map(pattern.match, map(lines.__getitem__, at)), strict=True):
         if m and expected <= int(m.group(1)) <= expected + 2:
             expected = int(m.group(1)) + 1
-            entries.append([line[m.end() :]])
-        elif entries:
-            entries[-1].append(line)
-    return entries
+            starts.append((i, lines[i][m.end() :]))
+    ends = [i for i, _ in starts[1:]] + [len(lines)] if starts else []
+    return [[text, *lines[i + 1 : end]] for (i, text), end in zip(starts, ends, strict=True)]
 
 
-def _author_year_entries(lines: list[str]) -> list[list[str]]:
-    entries: list[list[str]] = []
-    for i, line in enumerate(lines):
-        first = line[:1] in _APPENDIX_FIRST  # (a set lookup spares most lines the regex)
-        if i and first and _APPENDIX_HEADING.match(line) and not _YEAR.search(line):
+def _author_year_entries(lines: list[str], firsts: str) -> list[list[str]]:
+    """Entries that start with their authors, a year among their first lines: an entry goes
+    on while its last line ends no sentence; the list ends at an appendix heading."""
+    size = len(lines)
+    for m in _APPENDIX_FIRST.finditer(firsts, 1):
+        line = lines[m.start()]
+        if _APPENDIX_HEADING.match(line) and not _YEAR.search(line):
+            size = m.start()
             break
-        if entries and not entries[-1][-1].rstrip().endswith((".", ")", "]")):
-            entries[-1].append(line)  # (most lines: the entry goes on)
-            continue
+    # an entry can start only after a line that ends a sentence (most lines: it goes on)
+    closed = map(_CLOSED, map(str.rstrip, lines[: size - 1]))
+    starts = [0]
+    for i in compress(range(1, size), closed):
         # An entry whose first year ends it ("Doe J, Roe R. 1997.") still lacks its title.
-        so_far = " ".join(entries[-1][:4]).rstrip(" .") if entries else ""
+        so_far = " ".join(lines[starts[-1] : min(i, starts[-1] + 4)]).rstrip(" .")
         year = _YEAR.search(so_far)
-        starts = not entries or (
+        if (
             not (year and year.end() == len(so_far))
-            and _AUTHOR_START.match(line) is not None
-            and _NOT_AUTHOR.match(line) is None
+            and _AUTHOR_START.match(lines[i]) is not None
+            and _NOT_AUTHOR.match(lines[i]) is None
             and any(_YEAR.search(ln) for ln in lines[i : i + 3])
-        )
-        if starts:
-            entries.append([line])
-        else:
-            entries[-1].append(line)
-    return entries
+        ):
+            starts.append(i)
+    if not size:
+        return []
+    ends = [*starts[1:], size]
+    return [lines[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
-def _section_entries(section: list[str]) -> list[list[str]]:
+def _section_entries(section: list[str], firsts: str) -> list[list[str]]:
     head = section[:10]
     if any(_BRACKET.match(ln) for ln in head):
-        entries = _numbered_entries(section, _BRACKET)
+        entries = _numbered_entries(section, firsts, _BRACKET, _BRACKET_FIRST)
     elif any((m := _DOTTED.match(ln)) and m.group(1) == "1" for ln in head):
-        entries = _numbered_entries(section, _DOTTED)
+        entries = _numbered_entries(section, firsts, _DOTTED, _DIGIT)
     else:
-        entries = _author_year_entries(section)
-    return [e for e in entries if any(WORD.search(line) for line in e)]
+        entries = _author_year_entries(section, firsts)
+    return [e for e in entries if WORD.search(e[0]) or any(map(WORD.search, e))]
+
+
+def _needs_join_lines(joined: str) -> bool:
+    return len(joined) >= MAX_REFERENCE_CHARS or "- " in joined
 
 
 def references(lines: list[str], where: Outline | None = None) -> dict[str, object]:
@@ -86,14 +103,20 @@ def references(lines: list[str], where: Outline | None = None) -> dict[str, obje
     MAX_REFERENCE_CHARS); `where` is the lines' Outline, if made."""
     entries: list[list[str]] = []
     heading = references_heading(lines) if where is None else where.references
+    firsts = "".join(map(_FIRST, lines)) if where is None else where.firsts
     if heading is not None:
-        entries = _section_entries(lines[heading + 1 :])
+        entries = _section_entries(lines[heading + 1 :], firsts[heading + 1 :])
     if len(entries) < 2:
         # No usable heading (APS style has none): take the last "[1]" that a "[2]" follows.
-        firsts = [i for i, ln in enumerate(lines) if ln.startswith("[1]")]
-        for i in reversed(firsts):
+        ones = [m.start() for m in _BRACKET_FIRST.finditer(firsts)]
+        for i in reversed([i for i in ones if lines[i].startswith("[1]")]):
             if any(ln.startswith("[2]") for ln in lines[i + 1 : i + 40]):
-                entries = _numbered_entries(lines[i:], _BRACKET)
+                entries = _numbered_entries(lines[i:], firsts[i:], _BRACKET, _BRACKET_FIRST)
                 break
-    items = [join_lines(e, MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS] for e in entries]
+    # Each entry's lines joined by spaces, at C speed; join_lines for those that may end a
+    # line with a hyphen or run over the cap (their joined text has "- " or is that long).
+    items = list(map(" ".join, entries))
+    redo = map(_needs_join_lines, items)
+    for i in compress(range(len(items)), redo):
+        items[i] = join_lines(entries[i], MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS]
     return {"count": len(entries), "first": items[:5], "items": items}

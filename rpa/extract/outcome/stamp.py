@@ -31,15 +31,30 @@ _STAMP_SQUASHED = _stamp_pattern(r"\d+?")
 _SPACES = re.compile(r"\s+")
 
 
+#: the "X" of "arXiv" or of "viXra" (group 1 for the first), whitespace allowed between
+_X = re.compile(r"X(?=(\s*i\s*v)|\s*r\s*a)")
+
+
+def _stamp_word(text: str) -> bool:
+    """Is "arXiv" or "viXra" in the text without its whitespace? Told around each "X" (a
+    page has few), not by squashing the page."""
+    for m in _X.finditer(text):
+        before = "ar" if m.group(1) is not None else "vi"
+        head = text[: m.start()].rstrip()
+        if head.endswith(before[1]) and head[:-1].rstrip().endswith(before[0]):
+            return True
+    return False
+
+
 def find_arxiv_stamp(text: str) -> dict[str, object] | None:
     """Find arXiv's vertical ID stamp in page-1 text, however pypdf laid it out.
 
     Tried in order: the text as is, the text reversed (rotated text sometimes comes out
     backwards), and both with all whitespace removed (one glyph per line, or spaced glyphs).
     """
+    if not _stamp_word(text):
+        return None  # each of the four ways below needs "arXiv" or "viXra" (backwards)
     squashed = "".join(text.split())  # what re.sub(r"\s+", "", text) gives, at C speed
-    if "arXiv" not in squashed and "viXra" not in squashed:
-        return None  # each of the four ways below needs one of these
     for candidate, pattern in (
         (text, _STAMP),
         (text[::-1], _STAMP),

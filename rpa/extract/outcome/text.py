@@ -10,6 +10,11 @@ from __future__ import annotations
 import operator
 import re
 import unicodedata
+from collections import Counter
+from itertools import chain, compress, filterfalse, repeat
+from typing import Literal
+
+from .lineno import PageNumbers, edge_digits
 
 MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
 #: footnote and affiliation markers that typesetters put after names, titles and sentences
@@ -98,12 +103,43 @@ def abstract_start(line: str) -> str | None:
     return None if match is None else (match.group(1) or "")
 
 
+_ASCII_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ASCII_LETTERS = _ASCII_UPPER + _ASCII_UPPER.lower()
+
+
+def count_letters(text: str) -> int:
+    """sum(map(str.isalpha, text)), without a step a character in ASCII text."""
+    if text.isascii():
+        return len(text) - len(text.encode("ascii").translate(None, _ASCII_LETTERS))
+    return sum(map(str.isalpha, text))
+
+
+def count_upper(text: str) -> int:
+    """sum(map(str.isupper, text)), without a step a character in ASCII text."""
+    if text.isascii():
+        return len(text) - len(text.encode("ascii").translate(None, _ASCII_UPPER))
+    return sum(map(str.isupper, text))
+
+
+def squash(text: str) -> str:
+    """ " ".join(text.split()), without the split when it changes nothing (no whitespace but
+    single spaces inside: what is not a space is not printable)."""
+    if "  " in text or not text.isprintable() or text[:1] == " " or text[-1:] == " ":
+        return " ".join(text.split())
+    return text
+
+
 def alpha_words(line: str) -> list[str]:
     return WORD.findall(line)
 
 
+_ENDS_HYPHEN = operator.methodcaller("endswith", "-")
+
+
 def join_lines(lines: list[str], limit: int = 10**6) -> str:
     """Join wrapped lines into one paragraph (up to ~limit chars), undoing hyphenation."""
+    if sum(map(len, lines)) + len(lines) <= limit and not any(map(_ENDS_HYPHEN, lines[:-1])):
+        return " ".join(lines)  # (no line to join to the next without a space)
     parts: list[str] = []
     size = 0
     for line in lines:
@@ -118,24 +154,23 @@ def join_lines(lines: list[str], limit: int = 10**6) -> str:
     return "".join(parts)
 
 
-_LEADING_NUMBER = re.compile(r"^(\d{1,4})(?=\s|$)")
-_FIRST = operator.itemgetter(0)
-_LAST = operator.itemgetter(-1)
-_DIGITS = re.compile(r"\d+")
+_DIGITS = re.compile(r"\d\d*")  # (\d+, but a pattern that starts with a set scans faster)
 
 
-#: bytes -> b" " for ASCII whitespace (str.isspace), b"x" for any other byte (UTF-8 of the rest)
-_SPACES = bytes(0x20 if chr(b).isspace() else 0x78 for b in range(128)) + b"x" * 128
+#: Latin-1 bytes -> 0 for whitespace (str.isspace: ASCII's, U+0085, U+00A0), 1 for the rest
+_NOT_SPACE = bytes(not chr(b).isspace() for b in range(256))
 
 
 def word_count(text: str) -> int:
-    """len(text.split()) for an NFKC-normalised text, without making a string a word: the
-    words are counted where a space is followed by a non-space, in the UTF-8 bytes. The
-    whitespace NFKC keeps outside ASCII (U+0085, U+1680, U+2028, U+2029) takes the slow way."""
-    if "\u2028" in text or "\u2029" in text or "\x85" in text or "\u1680" in text:
+    """len(text.split()) for an NFKC-normalised text, without making a string a word: a
+    word starts at each non-space character whose previous one is a space, counted as bits
+    of one integer (a byte a character, in Latin-1 with "?" for any other character: its
+    lowest bit, 1 for a non-space). The whitespace NFKC keeps beyond Latin-1 (U+1680,
+    U+2028, U+2029) takes the slow way."""
+    if "\u2028" in text or "\u2029" in text or "\u1680" in text:
         return len(text.split())
-    marks = text.encode("utf-8", "surrogatepass").translate(_SPACES)
-    return marks.count(b" x") + marks.startswith(b"x")
+    ones = int.from_bytes(text.encode("latin-1", "replace").translate(_NOT_SPACE), "little")
+    return (ones ^ (ones & (ones << 8))).bit_count()
 
 
 def nfkc(text: str) -> str:
@@ -144,12 +179,9 @@ def nfkc(text: str) -> str:
     break never composes with its neighbours, so line by line gives the same text.)"""
     if unicodedata.is_normalized("NFKC", text):
         return text
-    return "\n".join(
-        [
-            line if unicodedata.is_normalized("NFKC", line) else unicodedata.normalize("NFKC", line)
-            for line in text.split("\n")
-        ]
-    )
+    # (normalize returns a line its quick check finds normalised as it is: a C call a line)
+    form: Literal["NFKC"] = "NFKC"
+    return "\n".join(map(unicodedata.normalize, repeat(form), text.split("\n")))
 
 
 def nonblank_lines(text: str) -> list[str]:
@@ -157,156 +189,69 @@ def nonblank_lines(text: str) -> list[str]:
     return list(filter(None, map(str.strip, text.splitlines())))
 
 
-def _candidates(line: str) -> list[tuple[int, int, int]]:
-    """(value, start, end) of the numbers a margin line number could be in this line: the
-    leading integer, and every suffix (1-4 digits) of the trailing digits, since pypdf glues
-    the number to the text ("DC 2000511" is "DC 20005" on line 11)."""
-    out = []
-    if m := _LEADING_NUMBER.match(line):
-        out.append((int(m.group(1)), 0, m.end()))
-    end = len(line)
-    while end and line[end - 1].isdecimal():  # what r"\d+$" finds, without its O(n) search
-        end -= 1
-    if end < len(line):
-        run = line[end:]
-        for k in range(1, min(4, len(run)) + 1):
-            out.append((int(run[-k:]), len(line) - k, len(line)))
-    return out
-
-
-def _longest_run(values: set[int]) -> int:
-    """The most consecutive integers among `values`."""
-    best = 0
-    for v in values:
-        if v - 1 not in values:
-            end = v + 1
-            while end in values:
-                end += 1
-            best = max(best, end - v)
-    return best
-
-
-def strip_line_numbers(lines: list[str], min_run: int = 0) -> list[str]:
-    """Remove a draft's margin line numbers (LaTeX `lineno`, review copies).
-
-    pypdf glues them to the end of the line ("...abstract has 182 words.23"), PDFium puts them
-    at its start ("13 This example ..."). They are told from numbers in the text by running
-    on: a chain of lines, each carrying the previous one's number + 1 (a line or two may lack
-    one), over much of a page of running text (a third of its lines long at least); or over
-    `min_run` lines, once the paper is known to be line-numbered (a page of figures has only
-    a few numbered lines).
-    """
-    if not (min_run or 12) <= len(lines) <= 5000:
-        return lines  # (no page has 5,000 lines: a pathological text is left as it is)
-    need = min_run or max(10, 0.4 * len(lines))
-    # lines that start or end with a digit (at C speed): at least those that have a candidate
-    edges = sum(map(str.isdecimal, map(_FIRST, lines))) + sum(map(str.isdecimal, map(_LAST, lines)))
-    if edges < need:
-        return lines  # fewer numbered lines than the shortest run that counts: no chain
-    cands = [_candidates(line) for line in lines]
-    if (
-        sum(1 for c in cands if c) < need
-        or _longest_run({v for c in cands for v, _, _ in c}) < need
-    ):
-        return lines  # a chain needs that many numbered lines, numbered n, n + 1, n + 2 ...
-    # chain[i][k]: length of the run that starts with candidate k of line i, and its next link
-    chain: list[list[tuple[int, tuple[int, int] | None]]] = [[] for _ in lines]
-    for i in range(len(lines) - 1, -1, -1):
-        for value, _, _ in cands[i]:
-            best: tuple[int, tuple[int, int] | None] = (1, None)
-            for j in range(i + 1, min(i + 4, len(lines))):
-                for k, (other, _, _) in enumerate(cands[j]):
-                    if other == value + 1 and chain[j][k][0] + 1 > best[0]:
-                        best = (chain[j][k][0] + 1, (j, k))
-                if best[1] is not None:
-                    break
-            chain[i].append(best)
-    # the longest chain; on a tie the earliest, then the widest number ("129" over its "29");
-    # then any other run of 3 or more on the page (figures and tables break the numbering)
-    starts = sorted(
-        (
-            (chain[i][k][0], -i, cands[i][k][2] - cands[i][k][1], k)
-            for i in range(len(lines))
-            for k in range(len(cands[i]))
-        ),
-        reverse=True,
-    )
-    if not starts or starts[0][0] < need:
-        return lines
-    cut: dict[int, tuple[int, int]] = {}
-    for length, neg_i, _, k in starts:
-        if length < 3:
-            break
-        if -neg_i in cut:
-            continue
-        link: tuple[int, int] | None = (-neg_i, k)
-        while link is not None and link[0] not in cut:
-            i, k = link
-            cut[i] = cands[i][k][1:]
-            link = chain[i][k][1]
-    if not min_run and sum(len(lines[i]) >= 40 for i in cut) < len(cut) / 3:
-        return lines  # short lines numbered in a row are a list or a table, not a draft's
-    out = []
-    for i, line in enumerate(lines):
-        if i in cut:
-            a, b = cut[i]
-            line = (line[:a] + " " + line[b:]).strip()
-        if line:
-            out.append(line)
-    return out
-
-
-def page_lines(pages: list[str]) -> tuple[list[str], list[int]]:
+def split_pages(pages: list[str]) -> tuple[list[str], list[int], list[str]]:
     """All non-blank lines, without running headers/footers, bare page numbers and margin
-    line numbers; and the index of each page's first line in that list.
+    line numbers; the index of each page's first line in that list; and page 1's lines
+    (non-blank, without margin line numbers, headers kept).
 
     A line near the top or bottom of a page whose text (digits aside) recurs there on several
     pages is a running header ("18 A. FERRAGUTI AND G. MICHELI"): dropped, because it would
     otherwise read as a numbered heading or split a reference in two.
     """
     raw = [nonblank_lines(page) for page in pages]
-    per_page = [strip_line_numbers(lines) for lines in raw]
-    if per_page != raw:  # a line-numbered draft: its pages of figures have short runs
-        per_page = [strip_line_numbers(lines, min_run=3) for lines in raw]
+    per_page = raw.copy()
+    numbers: dict[int, PageNumbers] = {}  # the pages that may have margin numbers
+    for i, lines in enumerate(raw):
+        if 12 <= len(lines) <= 5000 and (digits := edge_digits(lines)) >= max(10, 0.4 * len(lines)):
+            numbers[i] = PageNumbers(lines, digits)
+            per_page[i] = numbers[i].cut()
+    page1 = per_page[0] if per_page else []
+    if any(per_page[i] is not raw[i] for i in numbers):
+        # a line-numbered draft: its pages of figures have short runs
+        per_page = [
+            (numbers.get(i) or PageNumbers(lines)).cut(min_run=3) for i, lines in enumerate(raw)
+        ]
 
     # Each edge line's key (lower case, digit runs as "#"), all made in one pass: joined
-    edges = [lines[:3] + lines[-3:] for lines in per_page]
-    unique = list({ln: None for edge in edges for ln in edge})
+    edges = [lines[:3] + lines[-3:] if len(lines) > 6 else lines for lines in per_page]
+    unique = list(dict.fromkeys(chain.from_iterable(edges)))
     folded = _DIGITS.sub("#", "\n".join(unique).lower()).split("\n") if unique else []
     key = dict(zip(unique, folded, strict=True))
-    seen: dict[str, int] = {}
-    for edge in edges:
-        for k in {key[ln] for ln in edge}:
-            seen[k] = seen.get(k, 0) + 1
-    repeated = {k for k, n in seen.items() if n >= max(3, len(pages) // 4)}
-
-    def kept(edge: list[str]) -> list[str]:
-        # (a bare page number: what re.fullmatch(r"\d{1,4}", line) finds)
-        return [ln for ln in edge if not (key[ln] in repeated or (len(ln) <= 4 and ln.isdecimal()))]
-
+    seen = Counter(chain.from_iterable(set(map(key.__getitem__, edge)) for edge in edges))
+    least = max(3, len(pages) // 4)
+    # (a bare page number: what re.fullmatch(r"\d{1,4}", line) finds)
+    repeated = set(compress(seen.keys(), map(least.__le__, seen.values())))
+    dropped = set(compress(key.keys(), map(repeated.__contains__, key.values())))
+    dropped.update(ln for ln in compress(unique, map(str.isdecimal, unique)) if len(ln) <= 4)
     out: list[str] = []
     starts: list[int] = []
     for lines in per_page:
         starts.append(len(out))
         if len(lines) <= 6:  # every line is near an edge
-            out += kept(lines)
+            out += filterfalse(dropped.__contains__, lines)
         else:  # only the first and last three lines can be headers: the rest goes as it is
-            out += kept(lines[:3])
+            out += filterfalse(dropped.__contains__, lines[:3])
             out += lines[3:-3]
-            out += kept(lines[-3:])
-    return out, starts
+            out += filterfalse(dropped.__contains__, lines[-3:])
+    return out, starts, page1
 
 
 # Footnote marks: a digit right after a clause's punctuation ("S2ORC,1 a corpus"), marker
 # symbols glued to a word ("Transformers∗"), and either kind at the very end ("research.1").
-_MARK_AFTER_PUNCT = re.compile(r"(?<=[^\W\d_]{2}[,.;:])\d{1,2}(?=\s)")
-_GLUED_SYMBOL = re.compile(r"(?<=\w)[∗†‡§¶⋆]+")
+# (Each starts with what it keeps or drops, not with its look-behind: a regex that starts with
+# a set of characters skips to them at C speed.)
+_MARK_AFTER_PUNCT = re.compile(r"([,.;:])(?<=[^\W\d_]{2}[,.;:])\d{1,2}(?=\s)")
+_GLUED_SYMBOL = re.compile(r"[∗†‡§¶⋆](?<=\w[∗†‡§¶⋆])[∗†‡§¶⋆]*")
 _END_MARK = re.compile(r"(?<=[.!?)\]”’\"])\s*(?:\d{1,2}|[∗*†‡§¶⋆]+)$")
+_MARK_END = frozenset("∗*†‡§¶⋆")
 
 
 def strip_footnote_marks(text: str) -> str:
     """The text without the footnote marks typesetting left in it (superscripts come out of
     extraction as plain digits and symbols)."""
-    text = _MARK_AFTER_PUNCT.sub("", text)
+    text = _MARK_AFTER_PUNCT.sub(r"\1", text)
     text = _GLUED_SYMBOL.sub("", text)
-    return _END_MARK.sub("", text).strip()
+    last = text[-2:-1] if text[-1:] == "\n" else text[-1:]
+    if last.isdecimal() or last in _MARK_END:  # (what _END_MARK can end with)
+        text = _END_MARK.sub("", text)
+    return text.strip()
