@@ -26,6 +26,7 @@
         │   ├── HttpPermanent         any other 4xx
         │   ├── NotPdf                body does not start with %PDF- (an HTML page, say)
         │   ├── TruncatedTar          the bulk tar ends inside this paper's member
+        │   ├── DamagedTar            this member's bytes hold another member's tar header
         │   ├── TooLarge              over --max-pdf-mb
         │   ├── InvalidPdf            pypdf (or anything under it) cannot open the file
         │   ├── EncryptedPdf          encrypted and the empty password does not open it
@@ -61,6 +62,7 @@ __all__ = [
     "ConditionError",
     "ConfigError",
     "ConnectionFailed",
+    "DamagedTar",
     "DatabaseError",
     "DatabaseStayedAway",
     "DatabaseUnavailable",
@@ -276,6 +278,13 @@ class TruncatedTar(PermanentError):
     """The bulk tar ends before this paper's member does (a truncated download of it)."""
 
     kind = "truncated_tar"
+
+
+class DamagedTar(PermanentError):
+    """The member's header claims bytes that hold another member's header: the tar is damaged
+    and its true end is unknown (rpa.sources.tar.check_member)."""
+
+    kind = "damaged_tar"
 
 
 class TooLarge(PermanentError):

@@ -4,19 +4,46 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 from conftest import Cli, clean_env, sample_pdfs, write_ids
+from test_hostile_answers import HOSTILE, raw_server
 from test_status import build_queue
 
 from rpa.testing.mirror import Mirror
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 FRAME = re.compile(r"rpa (\d{8}T\d{6}-[0-9a-f]{16})  (\d+m\d\ds)  done (\d+)  failed (\d+)")
+
+
+def _under_pty(cwd: Path, *args: str) -> tuple[str, int | None]:
+    """Run the CLI with `args` under a real 150x60 pseudo-terminal to its end: (all it wrote
+    to the terminal, its exit status)."""
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "rpa", *args],
+        cwd=str(cwd),
+        env=clean_env(TERM="xterm-256color", COLUMNS="150", LINES="60"),
+        dimensions=(60, 150),
+        encoding="utf-8",
+        codec_errors="replace",
+        timeout=80,
+    )
+    raw = []
+    while True:
+        try:
+            raw.append(child.read_nonblocking(65536, timeout=80))
+        except pexpect.EOF:
+            break
+    child.close()
+    return "".join(raw), child.exitstatus
 
 
 @pytest.mark.timeout(90)
@@ -26,25 +53,9 @@ def test_live_table_appears_updates_in_place_and_ends_with_the_summary(tmp_path:
     with Mirror(files) as mirror:
         cli = Cli(tmp_path, mirror.url_template)
         ids = write_ids(tmp_path / "ids.txt", [f"ext:{name}" for name in files])
-        child = pexpect.spawn(
-            sys.executable,
-            ["-m", "rpa", "run", str(ids), *cli.knobs(workers=20, extract_workers=1)],
-            cwd=str(tmp_path),
-            env=clean_env(TERM="xterm-256color", COLUMNS="150", LINES="60"),
-            dimensions=(60, 150),
-            encoding="utf-8",
-            codec_errors="replace",
-            timeout=80,
-        )
-        raw = []
-        while True:
-            try:
-                raw.append(child.read_nonblocking(65536, timeout=80))
-            except pexpect.EOF:
-                break
-        child.close()
-    screen = "".join(raw)
-    assert child.exitstatus == 0, ANSI.sub("", screen)[-3000:]
+        screen, status = _under_pty(tmp_path, "run", str(ids),
+                                    *cli.knobs(workers=20, extract_workers=1))  # fmt: skip
+    assert status == 0, ANSI.sub("", screen)[-3000:]
     text = ANSI.sub("", screen)
 
     # the live table: its sections, the gates by name, the health of the loop
@@ -70,6 +81,42 @@ def test_live_table_appears_updates_in_place_and_ends_with_the_summary(tmp_path:
     for part in ("Slowest papers", "work s", "total wall time:", "event-loop lag over the run"):
         assert part in summary
     assert re.search(r"\n  download +12 +0 +0 ", summary), "per-stage counts in the summary"
+
+
+@pytest.fixture
+def hostile_503() -> Iterator[str]:
+    """A PDF host that answers every request `503` with control sequences (retitle the
+    terminal, ring, clear it, turn it red) in its reason phrase and its Content-Type."""
+
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        body = b"<html>down</html>"
+        head = (
+            f"HTTP/1.1 503 Unavail{HOSTILE}able\r\nContent-Type: text/html{HOSTILE}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        conn.sendall(head.encode("latin-1") + body)
+
+    with raw_server(answer) as port:
+        yield f"http://127.0.0.1:{port}/pdf/{{id}}"
+
+
+@pytest.mark.timeout(90)
+def test_a_servers_control_sequences_reach_the_live_table_as_text(
+    tmp_path: Path, hostile_503: str
+) -> None:
+    """The live table shows a host's reason while it waits for it (the host is down: 503s)
+    and in its failures: what reaches the terminal is the reason's text, each control
+    character a U+FFFD, never the OSC that retitles it, the BEL, or the ESC[2J that clears it."""
+    cli = Cli(tmp_path, hostile_503)
+    ids = write_ids(tmp_path / "ids.txt", [f"ext:p{i}" for i in range(6)])
+    screen, status = _under_pty(tmp_path, "run", str(ids), *cli.knobs())
+    text = ANSI.sub("", screen)
+    assert status == 1, text[-3000:]  # the host never answered: unreachable
+    live = text[: text.rindex("\nrun ")]  # the frames, before the summary
+    assert FRAME.search(live) and "waiting for 127.0.0.1" in live
+    assert "Unavail\ufffd]0;pwned\ufffd\ufffd[2J\ufffd[31mable" in live  # shown, as text
+    for sequence in ("\x1b]", "\x07", "\x1b[2J"):
+        assert sequence not in screen, repr(sequence)
 
 
 def _generated_at(path: Path) -> float:

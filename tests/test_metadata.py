@@ -211,3 +211,33 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path: Path) -> No
     assert str(records(cli)["1605.08386"]["title"]).startswith("=HYPERLINK(")  # JSON as it is
     plain = rows()["astro-ph/0601001"]
     assert not plain["title"].startswith("'")  # an ordinary title is untouched
+
+
+def test_a_pdfs_own_title_that_starts_a_formula_is_neutralised_in_csv(tmp_path: Path) -> None:
+    """No metadata at all: the title is the PDF's /Info /Title (page 1 prints it too), and a
+    real paper whose /Title was set to start with `=` gets its ' in CSV like any other."""
+    import csv
+
+    from pypdf import PdfReader, PdfWriter
+
+    paper = next(p for p in sample_pdfs() if p.name == "s2orc-2020.acl-main.207.pdf")
+    writer = PdfWriter(clone_from=PdfReader(paper))
+    hostile = "=SPECTER: Document-level Representation Learning using Citation-informed " \
+              "Transformers"  # fmt: skip
+    writer.add_metadata({"/Title": hostile})
+    made = tmp_path / "formula-title.pdf"
+    with made.open("wb") as fh:
+        writer.write(fh)
+    with Mirror({"formula": made}) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", ["ext:formula"])
+        result = cli.run("run", str(ids), *cli.knobs(progress=False, metadata="off"))
+        assert result.returncode == 0, result.stdout + result.stderr
+    record = records(cli)["ext:formula"]
+    sources = record["sources"]
+    assert record["title"] == hostile  # from the PDF, as it is
+    assert isinstance(sources, dict) and sources["title"] == "text"
+    out = cli.run("export", "--db", str(cli.db), "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    (row,) = csv.DictReader(out.stdout.splitlines())
+    assert row["title"] == "'" + hostile

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import Cli, sample_pdfs, write_ids
 
-from rpa.sources.tar import member_key, read_member, scan_tar, tar_path
+from rpa.sources.tar import member_key, read_member, scan_tar, swallowed, tar_path
 from rpa.testing.mirror import HTML_PAGE
 
 #: arXiv IDs given to the bundled real papers, and the member names arXiv would use
@@ -168,6 +168,40 @@ def test_a_member_that_claims_more_than_it_holds_is_left_out_and_the_rest_indexe
     assert error is not None and "damaged tar" in error and "1501.00001.pdf" in error
     for m in members:  # each one whole, nothing of a neighbour in it
         assert read_member(tar_path(m))[:5] == b"%PDF-"
+
+
+def test_a_member_whose_claim_ends_on_a_later_header_is_refused_naming_what_it_swallowed(
+    tmp_path: Path,
+) -> None:
+    """Before: a header claiming exactly the next member's header and data more than it holds
+    ran the index on from the member after: the tar looked whole, the liar was accepted with
+    1,536 bytes of another member, and the swallowed member was never indexed, unsaid. The
+    index reads headers only, so it cannot see this; the check that reads the member anyway
+    does: the liar fails as damaged_tar, naming the member it swallowed."""
+    pdfs = [p.read_bytes() for p in sample_pdfs()]
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    names = [f"1501/1501.0000{i}.pdf" for i in (1, 2, 3)]
+    tar = make_tar(folder / "arXiv_pdf_1501_001.tar", dict(zip(names, pdfs, strict=False)))
+    _lie_about_size(tar, names[0], 512 + -(-len(pdfs[1]) // 512) * 512)
+    members, _ = scan_tar(tar)
+    assert [m.base for m in members] == ["1501.00001", "1501.00003"]  # what headers show
+    liar, honest = members
+    assert swallowed(read_member(tar_path(honest))) == []
+    assert [info.name for _, info in swallowed(read_member(tar_path(liar)))] == [names[1]]
+    for pdf in sample_pdfs():  # a real paper holds no tar header on the grid
+        assert swallowed(pdf.read_bytes()) == []
+    cli = Cli(tmp_path, "unused")
+    result = cli.run("run", "--pdf-tar", str(tar), "--db", str(cli.db), "--out", str(cli.out),
+                     "--no-progress", "--max-attempts", "1")  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = {r[0]: r[1:] for r in cli.query("SELECT id, stage, error_kind, error_message FROM jobs")}
+    assert rows["1501.00003"][:2] == ("done", None)
+    stage, kind, message = rows["1501.00001"]
+    assert (stage, kind) == ("failed", "damaged_tar")
+    assert "damaged tar" in message and repr(names[1]) in message, message
+    assert "damaged_tar" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "1501.00002" not in rows  # the swallowed paper stays lost, but it is named
 
 
 def test_a_compressed_tar_says_why_it_is_not_read(tmp_path: Path) -> None:

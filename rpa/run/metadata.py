@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -44,6 +45,7 @@ from rpa.rates import parse_rate
 from rpa.run.backoff import retry_delay
 from rpa.run.clients import make_api_client
 from rpa.sources.arxiv_api import Feed, FeedReader, PaperMetadata, Verdict, judge, query_url
+from rpa.sources.http import body_decoder
 
 __all__ = ["MetadataService", "metadata_service"]
 
@@ -57,6 +59,39 @@ ABSENCES = 2
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 #: bytes handed to the parser at a time (in the I/O pool)
 PARSE_CHUNK = 256 * 1024
+
+
+class _TooLarge(Exception):
+    """The answer, as it came or decoded, is over MAX_ANSWER_BYTES."""
+
+
+class _Answer:
+    """An answer's bytes as they come, decoded (gzip/deflate, though rpa asks for neither) a
+    PARSE_CHUNK at a time, counted against MAX_ANSWER_BYTES, and parsed. Blocking: the I/O
+    pool's work, so a bomb costs the loop nothing and memory a chunk."""
+
+    def __init__(self, reader: FeedReader, decoder: Any) -> None:
+        self.reader, self.decoder, self.size = reader, decoder, 0
+
+    def feed(self, raw: bytes) -> None:
+        if self.decoder is None:
+            self._take(raw)
+            return
+        while raw:
+            self._take(self.decoder.decompress(raw, PARSE_CHUNK))
+            raw = self.decoder.unconsumed_tail
+
+    def close(self, raw: bytes) -> Feed:
+        self.feed(raw)
+        if self.decoder is not None:
+            self._take(self.decoder.flush())
+        return self.reader.close()
+
+    def _take(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > MAX_ANSWER_BYTES:
+            raise _TooLarge
+        self.reader.feed(data)
 
 
 def metadata_service(
@@ -286,11 +321,12 @@ class MetadataService:
 
     async def _read(self, url: str, ids: list[str]) -> tuple[int, Feed] | str:
         """(status, feed) of one GET, or why not: at most MAX_ANSWER_BYTES read, all of it
-        within `deadline` seconds (a trickling answer never trips a read timeout), parsed as
-        it comes, a chunk at a time in the I/O pool (ValueError if it is no Atom feed)."""
+        within `deadline` seconds (a trickling answer never trips a read timeout), decoded
+        and parsed as it comes, a chunk at a time in the I/O pool (`_Answer`; ValueError if
+        it is no Atom feed). The loop only counts what arrives: httpx would decode a gzip
+        body on it, a 64 KiB chunk of a bomb into 64 MiB in one call."""
         assert self._client is not None
         loop = asyncio.get_running_loop()
-        reader = FeedReader(ids)
         chunks: list[bytes] = []
         held = size = 0
         try:
@@ -298,19 +334,24 @@ class MetadataService:
                 async with self._client.stream("GET", url) as response:
                     if response.status_code not in (200, 400):
                         return f"HTTP {response.status_code} from the API"
-                    async for chunk in response.aiter_bytes():
+                    answer = _Answer(FeedReader(ids), body_decoder(response))
+                    async for chunk in response.aiter_raw():
                         size += len(chunk)
                         if size > MAX_ANSWER_BYTES:
-                            return f"the answer is over {MAX_ANSWER_BYTES // 2**20} MiB"
+                            raise _TooLarge
                         chunks.append(chunk)
                         held += len(chunk)
                         if held >= PARSE_CHUNK:
                             data, chunks, held = b"".join(chunks), [], 0
-                            await loop.run_in_executor(self.io, reader.feed, data)
-                    feed = await loop.run_in_executor(self.io, reader.close, b"".join(chunks))
+                            await loop.run_in_executor(self.io, answer.feed, data)
+                    feed = await loop.run_in_executor(self.io, answer.close, b"".join(chunks))
                     return response.status_code, feed
         except TimeoutError:
             return f"no whole answer within {self.deadline:g} s ({size:,} bytes came)"
+        except _TooLarge:
+            return f"the answer is over {MAX_ANSWER_BYTES // 2**20} MiB"
+        except zlib.error as exc:
+            return f"the compressed answer is broken ({exc})"
 
     async def _request(self, ids: list[str]) -> tuple[int, Feed] | str:
         """One request, inside the gate's one fleet-wide slot (held until the body is read and

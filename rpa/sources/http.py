@@ -38,7 +38,7 @@ from rpa.sources.base import Download
 from rpa.sources.check import PdfCheck, start_of
 from rpa.sources.partial import PartialFile
 
-__all__ = ["Download", "Downloader", "HttpSource", "parse_retry_after"]
+__all__ = ["Download", "Downloader", "HttpSource", "body_decoder", "parse_retry_after"]
 
 # httpx/httpcore import these lazily at the first request. Import them now, before the event
 # loop runs: an import on the loop thread is a stall (anyio's backend alone is ~40 ms).
@@ -98,8 +98,9 @@ def _status_error(response: httpx.Response) -> errors.JobError | None:
     return errors.HttpPermanent(reason)
 
 
-def _decoder(response: httpx.Response) -> Any:
-    """A bounded decoder for the body's Content-Encoding (None for identity)."""
+def body_decoder(response: httpx.Response) -> Any:
+    """A zlib decoder for the body's Content-Encoding (None for identity), to be called with
+    a bound (`decompress(data, max_length)`); ValueError for another encoding."""
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return None
@@ -107,7 +108,15 @@ def _decoder(response: httpx.Response) -> Any:
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
     if encoding == "deflate":
         return zlib.decompressobj()
-    raise errors.HttpPermanent(f"unsupported Content-Encoding {encoding!r} from {response.url}")
+    raise ValueError(f"unsupported Content-Encoding {encoding!r} from {response.url}")
+
+
+def _decoder(response: httpx.Response) -> Any:
+    """`body_decoder`, an unsupported encoding failing the paper (HttpPermanent)."""
+    try:
+        return body_decoder(response)
+    except ValueError as exc:
+        raise errors.HttpPermanent(str(exc)) from None
 
 
 class Downloader:

@@ -47,6 +47,7 @@ __all__ = [
     "parse_tar_path",
     "read_member",
     "scan_tar",
+    "swallowed",
     "tar_files",
     "tar_path",
 ]
@@ -198,12 +199,63 @@ def open_member(path: str) -> io.BytesIO:
     return io.BytesIO(read_member(path))
 
 
+#: where a POSIX or GNU tar header holds its magic, `ustar`
+_MAGIC_AT = 257
+#: the swallowed members a DamagedTar names
+_NAMED = 5
+
+
+def swallowed(data: bytes) -> list[tuple[int, tarfile.TarInfo]]:
+    """(position, header) of each valid tar header at a block boundary of a member's bytes
+    whose member lies whole inside them: what a member swallowed whose header claims so many
+    bytes that its end lands exactly on a later member's header (the index, read by headers
+    alone, cannot see it: tarfile goes on from there). A PDF holds no such block (a tar
+    inside a paper would have to sit on the tar's 512-byte grid with a good checksum).
+
+    Only blocks with the magic at byte 257 are parsed: `bytes.find` over bytes that are read
+    anyway, so the check costs no I/O. A pre-POSIX (v7) header has no magic and is not seen;
+    arXiv's tars, GNU tar's and Python's are ustar or GNU."""
+    found: list[tuple[int, tarfile.TarInfo]] = []
+    end = -(-len(data) // _BLOCK) * _BLOCK
+    at = data.find(b"ustar", _MAGIC_AT)
+    while at != -1:
+        start = at - _MAGIC_AT
+        if start % _BLOCK == 0:
+            try:
+                info = tarfile.TarInfo.frombuf(
+                    data[start : start + _BLOCK], tarfile.ENCODING, "surrogateescape"
+                )
+            except tarfile.HeaderError:
+                pass
+            else:
+                if start + _BLOCK + -(-info.size // _BLOCK) * _BLOCK <= end:
+                    found.append((start, info))
+        at = data.find(b"ustar", at + 1)
+    return found
+
+
+def _read_whole(path: str) -> io.BytesIO:
+    """A member's bytes as a file object, refused (DamagedTar) if they hold another member."""
+    data = read_member(path)
+    if inside := swallowed(data):
+        tar, offset, size = parse_tar_path(path)
+        names = [info.name for _, info in inside if info.isreg()]
+        lost = ", ".join(repr(n) for n in names[:_NAMED]) + (
+            f" and {len(names) - _NAMED} more" if len(names) > _NAMED else "")  # fmt: skip
+        raise errors.DamagedTar(
+            f"damaged tar {tar}: this member claims {size:,} bytes and holds another member's "
+            f"header at byte {offset + inside[0][0]:,}; it is refused, and the members inside "
+            f"it were never indexed: {lost or 'none named'}"
+        )
+    return io.BytesIO(data)
+
+
 def check_member(path: str, max_bytes: int | None) -> tuple[int, str]:
     """(size, sha256) of a member that passes a download's checks (`check_pdf`; None: no
-    size cap). Blocking."""
+    size cap) and holds no other member's header (`swallowed`: DamagedTar). Blocking."""
     _, _, size = parse_tar_path(path)
     return check_pdf(
-        lambda: open_member(path),
+        lambda: _read_whole(path),
         size,
         max_bytes,
         not_pdf=lambda head: errors.NotPdf(
