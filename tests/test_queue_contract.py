@@ -79,7 +79,11 @@ def test_two_claimers_in_threads_never_share_a_job(db: str) -> None:
     def claimer(name: str) -> None:
         store = open_store(db)
         got: list[str] = []
-        barrier.wait()
+        # The first rounds' claims start together (one may otherwise take the write lock again
+        # and again before the others' busy handlers retry: CI saw one claimer take all 4,000)
+        for _ in range(10):
+            barrier.wait()
+            got.extend(j.id for j in jobs.claim(store, name, 3, 60, NOW))
         while batch := jobs.claim(store, name, 3, 60, NOW):
             got.extend(j.id for j in batch)
         claimed[name] = got
@@ -93,7 +97,7 @@ def test_two_claimers_in_threads_never_share_a_job(db: str) -> None:
     everything = [job for got in claimed.values() for job in got]
     assert len(everything) == len(set(everything)) == 4000
     # the claimers really did interleave (otherwise this test proves nothing)
-    assert sum(1 for got in claimed.values() if got) >= 2
+    assert all(claimed.values()), {k: len(v) for k, v in claimed.items()}
 
 
 def test_fence_rejects_a_worker_whose_lease_was_reclaimed(store: QueueStore) -> None:
