@@ -281,8 +281,7 @@ class TruncatedTar(PermanentError):
 
 
 class DamagedTar(PermanentError):
-    """The member's header claims bytes that hold another member's header: the tar is damaged
-    and its true end is unknown (rpa.sources.tar.check_member)."""
+    """A tar member's claim holds another member's header (rpa.sources.tar.check_member)."""
 
     kind = "damaged_tar"
 

@@ -24,7 +24,9 @@ from multiprocessing.context import BaseContext
 
 from rpa.extract.protocol import ACK, STOP, Extractor, Task, encode_result, write_all
 
-__all__ = ["OOM_SCORE_ADJ", "child_main", "context", "load_extractor", "rss_bytes", "run_task"]
+__all__ = [
+    "OOM_SCORE_ADJ", "child_main", "context", "load_extractor", "rss_bytes", "run_task", "start_up",
+]  # fmt: skip
 
 #: each extraction process's /proc/self/oom_score_adj: the kernel's first choice of victim
 OOM_SCORE_ADJ = 1000
@@ -96,8 +98,9 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="rpa-parent-watch", daemon=True).start()
 
 
-def _start_up(nice: int, max_mb: int | None) -> None:
-    """The process's settings, before any task."""
+def start_up(nice: int, max_mb: int | None) -> None:
+    """The process's settings, before any task (an extraction process's, and a user
+    process stage's: rpa.stages.procs)."""
     # Ctrl-C, and a SIGTERM sent to the whole process group (`timeout`, systemd, kill -TERM
     # -PGID), are the parent's to handle: it stops gracefully and then stops us. Were we to
     # die of it, each death would count against the paper we were working on.
@@ -123,7 +126,7 @@ def _start_up(nice: int, max_mb: int | None) -> None:
 def child_main(tasks: Connection, results: Connection, nice: int, max_mb: int | None) -> None:
     """Worker loop: receive a Task, acknowledge it, extract, send the result frame back;
     STOP (or the parent gone) ends it."""
-    _start_up(nice, max_mb)
+    start_up(nice, max_mb)
     fd = results.fileno()
     while True:
         try:

@@ -27,15 +27,13 @@ import contextlib
 import importlib
 import multiprocessing
 import os
-import resource
-import signal
-import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from rpa import errors
+from rpa.extract.worker import start_up
 from rpa.stages.paper import Paper
 from rpa.stages.spec import StageSpec
 
@@ -82,7 +80,7 @@ class ProcessSlots:
         ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         return _Proc(
             ProcessPoolExecutor(
-                1, mp_context=ctx, initializer=_child_start, initargs=(self._nice, self._max_mb)
+                1, mp_context=ctx, initializer=start_up, initargs=(self._nice, self._max_mb)
             )
         )
 
@@ -160,33 +158,6 @@ class ProcessSlots:
 # ---- in the stage's processes ------------------------------------------------------------
 
 _LOADED: dict[str, Callable[[Paper], Any]] = {}
-#: each stage process's /proc/self/oom_score_adj, as extraction's (rpa.extract.worker)
-OOM_SCORE_ADJ = 1000
-
-
-def _child_start(nice: int, max_mb: int) -> None:
-    # Ctrl-C and a SIGTERM to the process group are the parent's to handle (it stops us)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    parent = multiprocessing.parent_process()
-    if parent is not None:  # gone with rpa, however it ends: a call runs on unbounded else
-
-        def watch() -> None:
-            parent.join()
-            os._exit(1)
-
-        threading.Thread(target=watch, name="rpa-parent-watch", daemon=True).start()
-    with contextlib.suppress(OSError):
-        os.nice(nice)
-    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:
-        fh.write(str(OOM_SCORE_ADJ))
-    if max_mb:
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        limit = max_mb * 1024 * 1024
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def _rss_mb() -> float:
