@@ -14,27 +14,33 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["CGROUP_ROOT", "available_cpus", "cgroup_folder", "cpu_quota"]
+__all__ = ["CGROUP_ROOT", "PROC_CGROUP", "available_cpus", "cgroup_folder", "cpu_quota"]
 
+#: where the kernel mounts the cgroup file systems
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: which cgroup this process is in, per hierarchy ("0::/path" for v2, "4:memory:/path" for v1)
+PROC_CGROUP = Path("/proc/self/cgroup")
 
 
-def cgroup_folder(controller: str = "") -> Path | None:
+def cgroup_folder(
+    controller: str = "", *, root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP
+) -> Path | None:
     """This process's cgroup folder: of the v2 hierarchy (`controller` ""), or of a v1
-    controller ("memory", "cpu"); None where there is none."""
+    controller ("memory", "cpu"); None where there is none. `root` and `membership` are the
+    kernel's files (a test passes stand-ins)."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = membership.read_text().splitlines()
     except OSError:
         return None
     for line in lines:
         _, controllers, where = line.split(":", 2)
         if controller == "" and controllers == "":
-            return CGROUP_ROOT / where.lstrip("/")
+            return root / where.lstrip("/")
         if controller and controller in controllers.split(","):
             # a mount per controller ("cpu"), or one for a pair ("cpu,cpuacct")
-            base = CGROUP_ROOT / controllers
+            base = root / controllers
             if not base.exists():
-                base = CGROUP_ROOT / controller
+                base = root / controller
             return base / where.lstrip("/")
     return None
 
@@ -54,21 +60,22 @@ def _up_to_root(folder: Path, root: Path) -> list[Path]:
     return chain
 
 
-def cpu_quota() -> float | None:
+def cpu_quota(*, root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> float | None:
     """CPUs' worth of time the cgroup quota allows this process (1.5 = one and a half), the
-    tightest over the process's cgroup and its ancestors; None when no quota binds."""
+    tightest over the process's cgroup and its ancestors; None when no quota binds. `root`
+    and `membership` as for `cgroup_folder`."""
     quotas: list[float] = []
-    v2 = cgroup_folder("")
+    v2 = cgroup_folder("", root=root, membership=membership)
     if v2 is not None:
-        for folder in _up_to_root(v2, CGROUP_ROOT):
+        for folder in _up_to_root(v2, root):
             text = _read(folder / "cpu.max")
             if text and not text.startswith("max"):
                 quota, _, period = text.partition(" ")
                 quotas.append(int(quota) / int(period or "100000"))
-    v1 = cgroup_folder("cpu")
+    v1 = cgroup_folder("cpu", root=root, membership=membership)
     if v1 is not None:
-        root = next((p for p in v1.parents if p.parent == CGROUP_ROOT), v1)
-        for folder in _up_to_root(v1, root):
+        mount = next((p for p in v1.parents if p.parent == root), v1)
+        for folder in _up_to_root(v1, mount):
             quota_us, period_us = (
                 _read(folder / "cpu.cfs_quota_us"),
                 _read(folder / "cpu.cfs_period_us"),

@@ -182,6 +182,7 @@ def snapshot_dict(snap: RunSnapshot) -> dict[str, Any]:
         },
         "workers_busy": snap.workers_busy,
         "workers_total": snap.workers_total,
+        "extract_procs": snap.pool.workers,  # the pool's size: CPUs rpa may use, or the knob
         "extract_procs_alive": snap.pool.alive,
         "extract_procs_replaced": snap.pool.replaced,
         "stopping": snap.stopping,
