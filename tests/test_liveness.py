@@ -420,6 +420,43 @@ def test_a_changing_mirror_serves_each_request_other_bytes_of_the_same_valid_pdf
     assert [len(pypdf.PdfReader(io.BytesIO(b)).pages) for b in bodies] == [pages, pages]
 
 
+def test_a_first_claim_whose_lease_may_have_lapsed_keeps_the_pdf_at_its_final_name(
+    tmp_path: Path,
+) -> None:
+    """The extraction process's publish, on real files: a job's first claim replaces a file
+    at the final name (foreign: another queue's) only while its lease surely holds; once it
+    may have lapsed (the process paused past it: another run may have published there), the
+    file there is kept and recorded. The end-to-end case is the SIGSTOP fleet test above,
+    whose stale download reaches this point only sometimes."""
+    from rpa.extract.paper import work_paper
+    from rpa.extract.pdf import extract_pdf
+    from rpa.extract.protocol import PaperTask
+    from rpa.queue.clock import lease_clock
+    from rpa.queue.model import Job
+    from rpa.run.publish import private_name
+
+    there, downloaded = (p.read_bytes() for p in sample_pdfs()[:2])
+    kept = {}
+    for case, sure_until in (("sure", lease_clock() + 60), ("lapsed", lease_clock() - 1)):
+        final = tmp_path / case / "pdf" / "x.pdf"
+        final.parent.mkdir(parents=True)
+        final.write_bytes(there)
+        private = private_name(final, "r1")
+        private.write_bytes(downloaded)
+        task = PaperTask(
+            job=Job("ext:x", 1, "queued", 0, 0), run_id="r1", extractor="pypdf",
+            pdf=str(private), check="download", text_path=str(tmp_path / case / "x.txt"),
+            outcome_path=str(tmp_path / case / "x.json"), publish_to=str(final), first=True,
+            sure_until=sure_until,
+        )  # fmt: skip
+        result = work_paper(task, extract_pdf)
+        assert result["ok"], result
+        assert not private.exists()
+        kept[case] = (final.read_bytes(), result["pdf_sha256"])
+    assert kept["sure"] == (downloaded, hashlib.sha256(downloaded).hexdigest())
+    assert kept["lapsed"] == (there, hashlib.sha256(there).hexdigest())
+
+
 @BACKENDS
 def test_rpa_status_on_a_host_whose_clock_is_150s_ahead_calls_a_live_run_live(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
