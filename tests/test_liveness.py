@@ -1,13 +1,17 @@
 """Liveness by the database's clock and a run token (issue 18): real CLI processes on one queue,
-real signals, a real loopback mirror, real SQLite files and a real PostgreSQL server.
+real signals, a real loopback mirror, real SQLite files and a real PostgreSQL server. Each case
+of issue 18's matrix runs on both backends.
 
-- a fleet process SIGSTOPped past its lease: the others finish its jobs; resumed, it writes
-  nothing over their records, says it was declared dead and exits 75;
+- a fleet process SIGSTOPped past its lease, from a server whose bytes change at every request
+  (arXiv's unversioned URL when a new version appears): the others finish its jobs; resumed,
+  it writes nothing over their records (PDFs and outcome files match the queue), says it was
+  declared dead and exits 75;
 - a lone run SIGSTOPped past its lease, and a 25 s database stall (another session holding a
   lock) on both backends: no self-reclaim, no paper downloaded twice, exit 0;
 - one process's clock 150 s ahead, in a fleet: nothing done twice;
 - a fleet process on "another host" killed with kill -9: `rpa resume` waits for its jobs, then
-  does them, and does not exit 0 with work stranded.
+  does them, and does not exit 0 with work stranded;
+- `rpa status` from a host whose clock is 150 s ahead calls a live run live.
 
 Short leases and heartbeats (dead after 3 x 0.5 s + 5 s) keep each test within a minute.
 """
@@ -36,6 +40,17 @@ from rpa.testing.mirror import Fault, Mirror
 
 #: a heartbeat every 0.5 s: a run is dead 6.5 s after its last beat (rpa.queue.model)
 FAST = {"heartbeat_seconds": 0.5, "progress": False, "workers": 4, "extract_workers": 1}
+#: the matrix's cases run on each backend
+BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+
+
+def _queue(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """Where the test's queue is: None (a SQLite file in the work folder), or the URL of a
+    fresh database on the session's PostgreSQL server."""
+    if backend == "postgres":
+        url: str = request.getfixturevalue("postgres_db")()
+        return url
+    return None
 
 
 def _papers(n: int) -> dict[str, Path]:
@@ -43,15 +58,20 @@ def _papers(n: int) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def _mirror(n: int, delay: float) -> Iterator[tuple[Mirror, list[str]]]:
+def _mirror(n: int, delay: float, *, changing: bool = False) -> Iterator[tuple[Mirror, list[str]]]:
     files = _papers(n)
-    with Mirror(files, faults={k: Fault.slow_body(delay) for k in files}) as mirror:
+    faults = {k: Fault.slow_body(delay) for k in files}
+    with Mirror(files, faults=faults, changing=changing) as mirror:
         yield mirror, [f"ext:{k}" for k in files]
 
 
 def _log(cli: Cli) -> str:
     path = cli.workdir / "run.log"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+#: a sitecustomize that sets the process's time.time 150 s ahead
+_AHEAD = "import time\n_t = time.time\ntime.time = lambda: _t() + 150\n"
 
 
 def _injected(tmp: Path, name: str, code: str) -> dict[str, str]:
@@ -63,33 +83,55 @@ def _injected(tmp: Path, name: str, code: str) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
 
 
-def _stop_outside_a_transaction(proc: subprocess.Popen[bytes], db: Path) -> None:
-    """SIGSTOP `proc` at a moment it holds no SQLite write lock (a process stopped inside a
-    transaction would hold the whole queue, which is another test's matter)."""
-    for _ in range(200):
-        os.kill(proc.pid, signal.SIGSTOP)
+def _in_a_transaction(db: Path | str) -> bool:
+    """Does a process of rpa hold a transaction on the queue now? SQLite: the write lock is
+    taken. PostgreSQL: a connection of rpa (application_name) to the queue's database has a
+    transaction open (`xact_start`: running a statement, or idle in a transaction)."""
+    if isinstance(db, Path):
         probe = sqlite3.connect(db, timeout=0.2, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
             probe.execute("ROLLBACK")
-            return
+            return False
         except sqlite3.OperationalError:
-            os.kill(proc.pid, signal.SIGCONT)
-            time.sleep(0.05)
+            return True
         finally:
             probe.close()
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as pg:
+        row = pg.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'rpa' AND pid != pg_backend_pid() "
+            "AND xact_start IS NOT NULL"
+        ).fetchone()
+    return row is not None and row[0] > 0
+
+
+def _stop_outside_a_transaction(proc: subprocess.Popen[bytes], db: Path | str) -> None:
+    """SIGSTOP `proc` at a moment it holds no transaction on the queue, the only rpa process
+    on it (one stopped inside a transaction would hold the queue's locks, which is another
+    test's matter)."""
+    for _ in range(200):
+        os.kill(proc.pid, signal.SIGSTOP)
+        if not _in_a_transaction(db):
+            return
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.05)
     raise AssertionError("the run never left its transactions")
 
 
 def _silent_for(cli: Cli) -> float:
-    """Seconds since the last heartbeat of the queue's only run (SQLite's clock is ours)."""
+    """Seconds since the last heartbeat of the queue's only run (SQLite's clock is ours, and
+    the PostgreSQL server's runs on this machine)."""
     (beat,) = cli.query("SELECT heartbeat_at FROM runs")[0]
     return time.time() - float(beat)
 
 
 def _agree(cli: Cli) -> dict[str, str]:
     """Every done job's outcome file and PDF agree with the queue's record (results.run_id,
-    sha256). Returns job id -> the run that completed it."""
+    sha256), and every PDF under a final name is a done job's. Returns job id -> the run
+    that completed it."""
     layout = Layout(cli.out)
     rows = cli.query("SELECT id, run_id, sha256 FROM results")
     assert len(rows) == cli.count("stage = 'done'")
@@ -99,6 +141,7 @@ def _agree(cli: Cli) -> dict[str, str]:
         pdf = Path(record["pdf"]["path"])
         assert pdf == layout.pdf_path(job_id)
         assert hashlib.sha256(pdf.read_bytes()).hexdigest() == sha256 == record["pdf"]["sha256"]
+    assert set((cli.out / "pdf").rglob("*.pdf")) == {layout.pdf_path(r[0]) for r in rows}
     return {job_id: run_id for job_id, run_id, _ in rows}
 
 
@@ -111,11 +154,16 @@ def _downloads(cli: Cli) -> dict[str, int]:
     return {job_id: n for job_id, n in rows}
 
 
+@BACKENDS
 def test_a_fleet_process_paused_past_its_lease_is_declared_dead_and_writes_nothing(
-    tmp_path: Path,
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    with _mirror(16, 0.6) as (mirror, ids):
-        cli = Cli(tmp_path, mirror.url_template)
+    """The server's bytes change at every request: a stale download can never match the
+    record of the run that completed the job, so a PDF it put under the final name would
+    show."""
+    db = _queue(backend, request)
+    with _mirror(16, 0.6, changing=True) as (mirror, ids):
+        cli = Cli(tmp_path, mirror.url_template, db)
         knobs = cli.knobs(lease_seconds=3, **FAST)
         stale = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *knobs)
         try:
@@ -134,6 +182,8 @@ def test_a_fleet_process_paused_past_its_lease_is_declared_dead_and_writes_nothi
         assert stale.wait(60) == 75, _log(cli)
     said = _log(cli)
     assert "declared dead" in said and "Traceback" not in said, said
+    # the stale run was downloading jobs the other run did again, with other bytes
+    assert any(mirror.requests(j[4:]) >= 2 for j in held), mirror.stats()
     # nothing of the other run's was replaced; the jobs it held were done by the other run
     assert _agree(cli) == before
     statuses = {r["id"]: r["status"] for r in cli.status()["runs"]}
@@ -172,9 +222,13 @@ def test_a_worker_whose_lease_another_run_took_stops_and_says_so_once(tmp_path: 
     _agree(cli)
 
 
-def test_a_lone_run_paused_past_its_lease_redoes_nothing(tmp_path: Path) -> None:
+@BACKENDS
+def test_a_lone_run_paused_past_its_lease_redoes_nothing(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    db = _queue(backend, request)
     with _mirror(12, 0.4) as (mirror, ids):
-        cli = Cli(tmp_path, mirror.url_template)
+        cli = Cli(tmp_path, mirror.url_template, db)
         proc = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)),
                          *cli.knobs(lease_seconds=2, **FAST))  # fmt: skip
         try:
@@ -215,9 +269,7 @@ def test_a_25s_database_stall_makes_no_run_reclaim_its_own_work(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     """Under SQLite's 30 s busy timeout; on PostgreSQL `LOCK TABLE jobs` held 25 s."""
-    db = None
-    if backend == "postgres":
-        db = request.getfixturevalue("postgres_db")()
+    db = _queue(backend, request)
     with _mirror(16, 0.3) as (mirror, ids):
         cli = Cli(tmp_path, mirror.url_template, db)
         proc = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)),
@@ -238,23 +290,30 @@ def test_a_25s_database_stall_makes_no_run_reclaim_its_own_work(
 
 
 def _fleet(
-    tmp_path: Path, mirror: Mirror, ids: list[str], second_env: dict[str, str], **knobs: object
+    tmp_path: Path,
+    db: str | None,
+    mirror: Mirror,
+    ids: list[str],
+    second_env: dict[str, str],
+    **knobs: object,
 ) -> tuple[Cli, subprocess.Popen[bytes], Callable[[], subprocess.Popen[bytes]]]:
-    cli = Cli(tmp_path, mirror.url_template)
+    cli = Cli(tmp_path, mirror.url_template, db)
     flags = cli.knobs(**{**FAST, **knobs})
     first = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *flags)
     wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 2, 60, "the first run's leases")
     return cli, first, lambda: cli.popen("resume", *flags, **second_env)
 
 
-def test_a_process_whose_clock_is_150s_ahead_does_nothing_twice(tmp_path: Path) -> None:
+@BACKENDS
+def test_a_process_whose_clock_is_150s_ahead_does_nothing_twice(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     """The skew is injected into one process (its time.time), because a real clock change
     needs root on the whole machine; liveness must not read that clock."""
-    ahead = _injected(
-        tmp_path, "ahead", "import time\n_t = time.time\ntime.time = lambda: _t() + 150\n"
-    )
+    db = _queue(backend, request)
+    ahead = _injected(tmp_path, "ahead", _AHEAD)
     with _mirror(24, 0.3) as (mirror, ids):
-        cli, first, start_second = _fleet(tmp_path, mirror, ids, ahead, lease_seconds=3)
+        cli, first, start_second = _fleet(tmp_path, db, mirror, ids, ahead, lease_seconds=3)
         second = start_second()
         assert second.wait(90) == 0, _log(cli)
         assert first.wait(60) == 0, _log(cli)
@@ -268,16 +327,18 @@ def test_a_process_whose_clock_is_150s_ahead_does_nothing_twice(tmp_path: Path) 
     _agree(cli)
 
 
+@BACKENDS
 def test_resume_after_a_kill_9_waits_for_the_dead_runs_jobs_and_does_them(
-    tmp_path: Path,
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     """The killed run is on "another host": its hostname is injected (a second machine cannot
     be had in a test), so no same-host process check can see it gone; only its heartbeat."""
+    db = _queue(backend, request)
     elsewhere = _injected(
         tmp_path, "elsewhere", "import socket\nsocket.gethostname = lambda: 'elsewhere'\n"
     )
     with _mirror(12, 0.5) as (mirror, ids):
-        cli = Cli(tmp_path, mirror.url_template)
+        cli = Cli(tmp_path, mirror.url_template, db)
         flags = cli.knobs(lease_seconds=60, **FAST)  # its leases outlive the test
         # more workers than papers: it holds every job left when it is killed
         wide = [*flags, "--workers", "16"]
@@ -342,16 +403,70 @@ def test_a_final_pdf_is_never_replaced_and_a_committed_record_reaches_its_name(
     assert not any(p.exists() for p in staged.values())
 
 
-def test_rpa_status_on_a_host_whose_clock_is_150s_ahead_calls_a_live_run_live(
+def test_a_changing_mirror_serves_each_request_other_bytes_of_the_same_valid_pdf() -> None:
+    """The upstream of the fleet test: two requests, two sha256s, each a real PDF that reads
+    as the file does (the comment line after %%EOF is all that differs)."""
+    import io
+
+    import httpx
+    import pypdf
+
+    source = sample_pdfs()[0]
+    with Mirror({"a": source}, changing=True) as mirror:
+        bodies = [httpx.get(mirror.url_template.format(id="a")).content for _ in range(2)]
+    assert len({hashlib.sha256(b).hexdigest() for b in bodies}) == 2
+    assert all(b.startswith(source.read_bytes()) for b in bodies)
+    pages = len(pypdf.PdfReader(source).pages)
+    assert [len(pypdf.PdfReader(io.BytesIO(b)).pages) for b in bodies] == [pages, pages]
+
+
+def test_a_first_claim_whose_lease_may_have_lapsed_keeps_the_pdf_at_its_final_name(
     tmp_path: Path,
+) -> None:
+    """The extraction process's publish, on real files: a job's first claim replaces a file
+    at the final name (foreign: another queue's) only while its lease surely holds; once it
+    may have lapsed (the process paused past it: another run may have published there), the
+    file there is kept and recorded. The end-to-end case is the SIGSTOP fleet test above,
+    whose stale download reaches this point only sometimes."""
+    from rpa.extract.paper import work_paper
+    from rpa.extract.pdf import extract_pdf
+    from rpa.extract.protocol import PaperTask
+    from rpa.queue.clock import lease_clock
+    from rpa.queue.model import Job
+    from rpa.run.publish import private_name
+
+    there, downloaded = (p.read_bytes() for p in sample_pdfs()[:2])
+    kept = {}
+    for case, sure_until in (("sure", lease_clock() + 60), ("lapsed", lease_clock() - 1)):
+        final = tmp_path / case / "pdf" / "x.pdf"
+        final.parent.mkdir(parents=True)
+        final.write_bytes(there)
+        private = private_name(final, "r1")
+        private.write_bytes(downloaded)
+        task = PaperTask(
+            job=Job("ext:x", 1, "queued", 0, 0), run_id="r1", extractor="pypdf",
+            pdf=str(private), check="download", text_path=str(tmp_path / case / "x.txt"),
+            outcome_path=str(tmp_path / case / "x.json"), publish_to=str(final), first=True,
+            sure_until=sure_until,
+        )  # fmt: skip
+        result = work_paper(task, extract_pdf)
+        assert result["ok"], result
+        assert not private.exists()
+        kept[case] = (final.read_bytes(), result["pdf_sha256"])
+    assert kept["sure"] == (downloaded, hashlib.sha256(downloaded).hexdigest())
+    assert kept["lapsed"] == (there, hashlib.sha256(there).hexdigest())
+
+
+@BACKENDS
+def test_rpa_status_on_a_host_whose_clock_is_150s_ahead_calls_a_live_run_live(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     """`rpa status` judges runs by the database's clock: read from a process whose time.time
     is 150 s ahead (injected), a run beating every 0.5 s is running, its jobs not stuck."""
-    ahead = _injected(
-        tmp_path, "ahead", "import time\n_t = time.time\ntime.time = lambda: _t() + 150\n"
-    )
+    db = _queue(backend, request)
+    ahead = _injected(tmp_path, "ahead", _AHEAD)
     with _mirror(8, 5.0) as (mirror, ids):
-        cli = Cli(tmp_path, mirror.url_template)
+        cli = Cli(tmp_path, mirror.url_template, db)
         run = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *cli.knobs(**FAST))
         try:
             wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 1, 60, "a lease held")

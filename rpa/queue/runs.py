@@ -21,7 +21,7 @@ first, then the run's row, as `rpa.queue.jobs.complete` and `fail` do (see `hear
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rpa.errors import DeclaredDead
@@ -47,12 +47,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Beat:
-    """One heartbeat: the held jobs another run holds now (lost), and the seconds
-    since the run's previous beat by the database's clock (long: the run was paused or its
-    database calls stalled)."""
+    """One heartbeat: the held jobs another run holds now (lost), the seconds since the
+    run's previous beat by the database's clock (long: the run was paused or its database
+    calls stalled), and the held jobs whose lease this beat renewed (kept)."""
 
     lost: set[str]
     gap: float
+    kept: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ def clock(store: QueueStore) -> float:
 def heartbeat(
     store: QueueStore,
     run_id: str,
-    held: Iterable[Lease],
+    held: Sequence[Lease],
     lease_seconds: float,
     now: float | None = None,
     *,
@@ -122,10 +123,11 @@ def heartbeat(
             "UPDATE runs SET heartbeat_at = ?, waiting = ?, waiting_since = ? WHERE id = ?",
             (at, what, since, run_id),
         )
-        gone = [lease.job_id for lease in held if (lease.job_id, lease.token) not in kept]
+        renewed = {lease.job_id for lease in held if (lease.job_id, lease.token) in kept}
+        gone = [lease.job_id for lease in held if lease.job_id not in renewed]
         lost = _taken(store, run_id, gone)
     gap = at - float(row["heartbeat_at"]) if row is not None else 0.0
-    return Beat(lost, gap)
+    return Beat(lost, gap, frozenset(renewed))
 
 
 def _taken(store: QueueStore, run_id: str, ids: list[str]) -> set[str]:

@@ -9,6 +9,8 @@ now, and since when (the live table's line, rpa.run.progress: a full disk, memor
 down, the next retry), or clears it, for `rpa status` in any terminal. A beat that fails is
 said and the next one tries again.
 
+Each lease a beat renews surely holds until the local reading before the beat plus the lease
+(rpa.run.leases: what a first claim's worker needs to replace a foreign file at a final name).
 A lease the beat finds lost (another run took the job) is said once and its worker cancelled:
 the job is someone else's now. A beat that finds the run found dead by another run (it was
 paused past its lease, say) tells the runner, which stops without writing anything. A beat
@@ -28,8 +30,10 @@ from rpa.hosts.health import HostHealth
 from rpa.notices import Notices
 from rpa.queue import jobs, reads, runs
 from rpa.queue.aio import AsyncQueue
+from rpa.queue.clock import lease_clock
 from rpa.queue.model import Lease, Totals, Wait
 from rpa.run.disk import DiskGuard
+from rpa.run.leases import Held
 from rpa.run.tally import Tally
 
 __all__ = ["Heartbeat", "heartbeat_interval"]
@@ -49,7 +53,7 @@ class Heartbeat:
         settings: Settings,
         run_id: str,
         queue: AsyncQueue,
-        held: dict[str, int],
+        held: Held,
         hosts: HostHealth,
         disk: DiskGuard,
         tally: Tally,
@@ -85,9 +89,12 @@ class Heartbeat:
             try:
                 held = dict(self._held)
                 leases = [Lease(job_id, token) for job_id, token in held.items()]
+                asked = lease_clock()  # before the beat: what it renews surely holds until + lease
                 beat = await self._queue.run(
                     runs.heartbeat, self._run_id, leases, s.lease_seconds, wait=self._wait()
                 )
+                for job_id in beat.kept:
+                    self._held.renewed(job_id, held[job_id], asked + s.lease_seconds)
                 for job_id in beat.lost:
                     # Still ours to lose? A job completed (or failed, or given back) while the
                     # beat was on its way let go of its lease itself: not a lost lease.

@@ -9,11 +9,12 @@ found dead) may still be anywhere in its work when it resumes. Two rules make th
   already there. Final names only ever hold whole, checked PDFs of their paper; a PDF already
   there is kept (adopted), and the job records the size and sha256 of the file that is there.
   Whoever publishes first, the file on disk and the queue's record agree, and no later holder
-  can change the file under a record. Two exceptions, each needing a second fault: a job's
-  first claim replaces a file at its final name (it can only be foreign: another queue's, in
-  a reused --out), which a first holder paused past its death between its fence check and
-  that rename could do over a newer holder's adopted file; and a file system without hard
-  links falls back to a rename when nothing is there.
+  can change the file under a record. One exception: a job's first claim replaces a file at
+  its final name (it can only be foreign: another queue's, in a reused --out), but only while
+  its lease surely holds by this host's elapsed time since the claim or the heartbeat that
+  last renewed it (rpa.run.leases): a first holder paused past its lease (whose job another
+  run may have done meanwhile) adopts the file there like any later holder. And a file
+  system without hard links falls back to a rename when nothing is there.
 - **An outcome file is renamed into place only by the holder whose fenced `complete`
   committed.** The record is written whole to a private name first; `complete` either commits
   (then the file is renamed to its final name) or finds the lease lost (then the file is

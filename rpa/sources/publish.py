@@ -45,8 +45,9 @@ def _link(private: Path, final: Path) -> None:
 
 def publish_pdf(private: Path, final: Path, *, first: bool = False) -> tuple[int, str] | None:
     """Give the whole, checked PDF at `private` the name `final`, never replacing a file
-    there, unless this is the job's `first` claim (no holder before it can have published:
-    a file there is foreign, left by another queue in the same --out, and is replaced).
+    there, unless this is the job's `first` claim and its lease surely still holds (no
+    holder before it can have published: a file there is foreign, left by another queue in
+    the same --out, and is replaced; rpa.run.leases).
     None: it is published. Else (size, sha256) of the PDF that was already at `final`, kept.
     The private file is gone either way."""
     try:

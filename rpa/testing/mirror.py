@@ -8,6 +8,11 @@ socket rather than a mock::
         mirror.set_fault("2301.00001", Fault.status(503, retry_after="1", times=1))
         httpx.get(mirror.url_template.replace("{id}", "2301.00001"))  # 503, then the PDF
 
+With ``changing=True`` every request gets different bytes of the same real PDF, as a server
+does whose document changes between requests (arXiv's unversioned URL when a new version
+appears): the file, then a comment line ``% rpa-mirror request N`` after its ``%%EOF`` (N
+numbers the answers). Still a valid PDF, with another size and sha256 each time.
+
 Routes: ``GET``/``HEAD /pdf/<url_id>`` serves a file; ``GET /_stats`` returns the request
 counts as JSON so a test in another process can read them.
 
@@ -263,6 +268,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _file(self, file: Path, *, head: bool) -> None:
+        mirror = self.server.mirror
+        if mirror.changing:
+            try:
+                data = mirror._bytes_of(file)
+            except OSError:
+                self._simple(404, b"file vanished\n", "text/plain", head=head)
+                return
+            self._simple(200, data, "application/pdf", head=head)
+            return
         try:
             fh = file.open("rb")
         except OSError:
@@ -294,7 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(fault.body)
             return
         # The remaining faults break a real body; without a file there is none to break.
-        data = file.read_bytes() if file is not None else b"%PDF-1.4\n" + b"x" * 4096
+        mirror = self.server.mirror
+        data = mirror._bytes_of(file) if file is not None else b"%PDF-1.4\n" + b"x" * 4096
         # Stop mid-body, never after it, whatever the file's size.
         cut = max(1, min(CHUNK_SIZE, len(data) // 2))
         if kind == "gzip":
@@ -306,7 +321,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._headers(200, "application/pdf", len(data))
             if head:
                 return
-            mirror = self.server.mirror
             for i in range(len(data)):
                 self.wfile.write(data[i : i + 1])
                 self.wfile.flush()
@@ -328,7 +342,6 @@ class _Handler(BaseHTTPRequestHandler):
             if head:
                 return
             self.wfile.write(data[:cut])
-            mirror = self.server.mirror
             mirror._wake.wait(fault.delay)  # the delay, or until released or shut down
             if mirror._stopping.is_set():
                 # Shutting down: drop the stalled response instead of finishing it.
@@ -345,7 +358,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Mirror:
-    """A static PDF server on 127.0.0.1 mapping url_id -> file, with fault injection."""
+    """A static PDF server on 127.0.0.1 mapping url_id -> file, with fault injection.
+
+    `changing`: serve each /pdf/ request different bytes of its file (the file, then
+    ``% rpa-mirror request N`` after its ``%%EOF``, N numbering the answers): an upstream
+    whose document changes between requests, so two downloads of one paper never match.
+    """
 
     def __init__(
         self,
@@ -354,6 +372,7 @@ class Mirror:
         port: int = 0,
         host: str = _LOOPBACK,
         faults: Mapping[str, Fault] | None = None,
+        changing: bool = False,
     ) -> None:
         if host != _LOOPBACK:
             raise ConfigError(f"the mirror binds {_LOOPBACK} only, not {host!r}")
@@ -364,6 +383,8 @@ class Mirror:
         self._lock = threading.Lock()
         self._faults = {url_id: _FaultState(f) for url_id, f in (faults or {}).items()}
         self._outage: Fault | None = None
+        self.changing = changing
+        self._versions = 0  # answers served with `changing`, each numbered
         self._counts: dict[str, int] = {}
         self._agents: dict[str, int] = {}
         self._times: list[tuple[str, float]] = []
@@ -487,6 +508,18 @@ class Mirror:
                 return None
             state.remaining -= 1
             return state.fault
+
+    def _bytes_of(self, file: Path) -> bytes:
+        """The bytes one request gets of `file`: the file, or (`changing`) the file and a
+        comment line numbering this answer, which a PDF reader skips after ``%%EOF``."""
+        data = file.read_bytes()
+        if not self.changing:
+            return data
+        with self._lock:
+            self._versions += 1
+            n = self._versions
+        sep = b"" if data.endswith(b"\n") else b"\n"
+        return data + sep + f"% rpa-mirror request {n}\n".encode()
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
