@@ -17,10 +17,9 @@
         │   ├── HttpTransient         429, 408, 500, 502, 503, 504 (may carry Retry-After)
         │   ├── TruncatedBody         fewer bytes than Content-Length, or a body cut mid-stream
         │   ├── TransientIo           another OSError a later attempt may not meet (EIO, EMFILE)
-    │   ├── RetryAfter            a user stage's service asked to wait (rpa.RetryAfter(seconds))
-        │   ├── WorkerCrashed         the extraction process died under this paper (`alone`: with
-        │   │                         the paper alone in a fresh process, no memory pressure)
-        │   └── MemoryPressure        the memory governor shed this paper's extraction process
+        │   ├── RetryAfter            a user stage's service asked to wait (rpa.RetryAfter)
+        │   └── WorkerCrashed         the extraction process died under this paper (`alone`: with
+        │                             the paper alone in a fresh process, no memory pressure)
         ├── PermanentError        retrying cannot help: the paper ends as failed
         │   ├── NotFound              404 / 410
         │   ├── HttpPermanent         any other 4xx
@@ -31,25 +30,27 @@
         │   ├── InvalidPdf            pypdf (or anything under it) cannot open the file
         │   ├── EncryptedPdf          encrypted and the empty password does not open it
         │   ├── ZeroPages             opens, but has no pages
-        │   ├── ExtractTimeout        the parse ran past --extract-timeout; its process was killed
-        │   │                         (`alone` as for WorkerCrashed)
+        │   ├── ExtractTimeout        the parse ran past --extract-timeout (`alone` as above)
         │   ├── MemoryCapExceeded     the parse ran past --extract-max-mb
         │   ├── Poison                broke an extraction process too many times: quarantined
         │   ├── WriteError            a path of this paper rpa cannot write (a folder in its place)
         │   └── InternalError         a bug: any other exception, with its type and message
-        ├── ConditionError        the run's world failed under this paper, not the paper: given
-        │   │                     back uncounted, and what it concerns pauses (rpa.run.policy)
-        │   ├── QueueUnavailable      the queue database was busy or lost (aio did not wait it out)
-        │   ├── DiskFull              no space left (ENOSPC, EDQUOT): claiming pauses
-        │   └── OutUnwritable         --out cannot be written now (read-only, permissions): pauses
-        └── RunLevelError         the host refuses us: stop downloading from it (circuit breaker)
-            └── AccessDenied          403 or arXiv's denial page
+        └── ConditionError        the run's world failed under this paper, not the paper: never
+            │                     charged; what it concerns pauses (rpa.run.policy)
+            ├── RunLevelError         a host refuses us: its breaker opens, its papers wait
+            │   └── AccessDenied          403 or arXiv's denial page
+            ├── HostDown              the paper's host is down (rpa.hosts.outage), not the paper
+            ├── MemoryPressure        the memory governor shed this paper's extraction process
+            ├── QueueUnavailable      the queue database was busy or lost (aio did not wait it out)
+            ├── DiskFull              no space left (ENOSPC, EDQUOT): claiming pauses
+            └── OutUnwritable         --out cannot be written now (read-only, permissions): pauses
 
-Every JobError has a stable `kind` (a short snake_case word) that is what `rpa status` groups
-failures by, and a human message. Nothing else in rpa raises bare exceptions across modules;
-`classify` turns whatever else escapes the work on one paper into one of these, so that
-paper fails, explained, and the run goes on. What each error means for the paper (an attempt
-counted, given back, a host paused) is decided by the failure policy, rpa.run.policy.
+An overloaded machine (the OOM killer, CPU starvation) has no class: it is a WorkerCrashed or
+ExtractTimeout that was not `alone`, which the policy retries alone, uncounted. Every JobError
+has a stable `kind` (what `rpa status` groups failures by) and a human message; `classify`
+turns whatever else escapes the work on one paper into one of these. What each error means
+for the paper (charged, given back, held, a host or the run paused) is decided in one place,
+the failure policy: rpa.run.policy.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ __all__ = [
     "DownloadTimeout",
     "EncryptedPdf",
     "ExtractTimeout",
+    "HostDown",
     "HttpPermanent",
     "HttpTransient",
     "InputError",
@@ -145,8 +147,7 @@ class DatabaseStayedAway(DatabaseError):
 
 
 class RunCrashed(RpaError):
-    """The run itself could not go on (its database broke under it, say): recorded as
-    `crashed`; `rpa resume` continues once the cause is fixed."""
+    """The run could not go on (its database broke under it): `crashed`; `rpa resume`."""
 
 
 class DeclaredDead(RpaError):
@@ -230,10 +231,8 @@ class RetryAfter(TransientError):
 
 
 class _Isolation:
-    """What an extraction failure says of its paper: `alone` is True when the paper ran alone
-    (no other extraction in the pool, a fresh process, no memory pressure), so the failure is
-    the paper's own; else the machine (another paper, the OOM killer, an overloaded CPU) may
-    be to blame, and the failure policy retries the paper alone before charging it."""
+    """`alone`: the paper ran alone (no other extraction, a fresh process, no memory
+    pressure), so the failure is its own; else the machine may be to blame (policy)."""
 
     alone: bool = False
 
@@ -242,12 +241,6 @@ class WorkerCrashed(_Isolation, TransientError):
     """The extraction process died while working on this paper."""
 
     kind = "worker_crashed"
-
-
-class MemoryPressure(TransientError):
-    """The memory governor killed this paper's extraction process: memory ran short."""
-
-    kind = "memory_pressure"
 
 
 class PermanentError(JobError):
@@ -329,8 +322,7 @@ class Poison(PermanentError):
 
 
 class WriteError(PermanentError):
-    """A file rpa must write cannot be written: a directory in its place, no permission, a
-    read-only mount. Retrying cannot help until someone fixes it (then `rpa retry`)."""
+    """A path of this paper's cannot be written (a directory in its place): `rpa retry`."""
 
     kind = "write_error"
 
@@ -342,9 +334,8 @@ class InternalError(PermanentError):
 
 
 class ConditionError(JobError):
-    """A condition of the run's world met while this paper was worked on (the queue database,
-    the disk, the output folder): never the paper's fault. The failure policy gives the paper
-    back uncounted; the disk guard pauses claiming until the condition is gone."""
+    """A condition of the run's world met while this paper was worked on (a host, memory, the
+    queue database, the disk): never the paper's fault, never charged (rpa.run.policy)."""
 
     kind = "condition"
 
@@ -352,9 +343,34 @@ class ConditionError(JobError):
     folder: str | None = None
 
 
+class RunLevelError(ConditionError):
+    """A host refuses us: its breaker opens and its papers wait (circuit breaker)."""
+
+    kind = "run_level"
+
+
+class AccessDenied(RunLevelError):
+    """403, or arXiv's denial page."""
+
+    kind = "access_denied"
+
+
+class HostDown(ConditionError):
+    """The paper's download failed at the connection while host health finds its host down
+    (rpa.hosts.outage): the host's outage, not the paper's. Keeps the failure's message."""
+
+    kind = "host_down"
+
+
+class MemoryPressure(ConditionError):
+    """The memory governor killed this paper's extraction process: memory ran short."""
+
+    kind = "memory_pressure"
+
+
 class QueueUnavailable(ConditionError):
-    """The queue database was busy, or its connection broke, while this paper was worked on
-    (what rpa.queue.aio did not wait out)."""
+    """The queue database was busy or its connection broke under this paper (what
+    rpa.queue.aio did not wait out)."""
 
     kind = "database"
 
@@ -369,18 +385,6 @@ class OutUnwritable(ConditionError):
     """--out, or a folder under it, cannot be written now: a read-only mount, permissions."""
 
     kind = "out_unwritable"
-
-
-class RunLevelError(JobError):
-    """The host refuses us; downloads from it stop (circuit breaker)."""
-
-    kind = "run_level"
-
-
-class AccessDenied(RunLevelError):
-    """403, or arXiv's denial page."""
-
-    kind = "access_denied"
 
 
 def _all_job_errors(cls: type[JobError]) -> list[type[JobError]]:

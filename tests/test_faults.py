@@ -436,25 +436,55 @@ def test_403_stops_downloads_finishes_what_is_downloaded_and_resume_completes(
         assert cli.query("SELECT breaker_open FROM hosts")[0][0] == 0
 
 
-def test_a_redirect_target_that_refuses_us_fails_its_paper_once_without_a_loop(
+def test_a_redirect_target_that_refuses_us_holds_its_papers_queued_until_a_resume(
     tmp_path: Path,
 ) -> None:
-    """A 403 from another host than --pdf-url's (where a paper's redirect leads): that host's
-    breaker opens and the paper fails as access_denied. Before, it was given back uncounted,
-    asked again at once and refused again, for ever; the primary's papers went on."""
-    with Mirror({"x": SMALLEST}, faults={"x": Fault.deny_403()}) as target:
-        away = f"http://localhost:{target.port}/pdf/x"  # another host name for 127.0.0.1
-        files = {"r": SMALLEST, "a": SMALLEST, "b": SMALLEST}
-        with Mirror(files, faults={"r": Fault.redirect_to(away)}) as mirror:
+    """A 403 from another host than --pdf-url's (where some papers' redirects lead): that
+    host's breaker opens and its papers are held, queued and uncounted, not failed (a host's
+    refusal is not the papers' fault): no process claims them again in this run, the other
+    papers go on, and when only they are left the run ends `denied` (exit 1, as for the
+    primary's refusal) saying which host and how many wait. `rpa status` shows them queued,
+    held, why. Once the target serves again, `rpa resume` asks it again and finishes them.
+    Before: the paper failed for good as access_denied (and before that, looped for ever)."""
+    held = ["r1", "r2"]
+    with Mirror({f"x{n}": SMALLEST for n in held}) as target:
+        for n in held:
+            target.set_fault(f"x{n}", Fault.deny_403())
+        # another host name for 127.0.0.1, so another host: its own gate and breaker
+        away = {n: f"http://localhost:{target.port}/pdf/x{n}" for n in held}
+        files = {n: SMALLEST for n in ["a", "b", "c", *held]}
+        faults = {n: Fault.redirect_to(away[n]) for n in held}
+        with Mirror(files, faults=faults) as mirror:
             cli = Cli(tmp_path, mirror.url_template)
-            ids = write_ids(tmp_path / "ids.txt", ["ext:r", "ext:a", "ext:b"])
+            ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
             knobs = cli.knobs(follow_redirects="any", **FAST)
             result = cli.run("run", str(ids), *knobs, timeout=60)
             said = result.stdout + result.stderr
-            assert result.returncode == 1, said
-            assert target.requests("x") == 1, said  # asked once, never again
-            assert mirror.requests("r") == 1
-    state = jobs_by_id(cli)
-    assert state["ext:r"][:2] == ("failed", "access_denied")
-    assert state["ext:a"][0] == state["ext:b"][0] == "done"
-    assert "localhost refused us" in said and "Traceback" not in said
+            assert result.returncode == 1, said  # as when --pdf-url's host refuses us
+            # each asked at the target once at most (one may meet the breaker the other
+            # opened), never again: no loop
+            assert all(target.requests(f"x{n}") <= 1 for n in held), said
+            assert sum(target.requests(f"x{n}") for n in held) >= 1, said
+            assert all(mirror.requests(n) == 1 for n in files), said
+            state = jobs_by_id(cli)
+            assert {state[f"ext:{n}"] for n in held} == {("queued", "access_denied", 0)}
+            assert {state[f"ext:{n}"][0] for n in ("a", "b", "c")} == {"done"}
+            assert "localhost refused us" in said and "Traceback" not in said
+            assert "2 papers wait for hosts that refused us: localhost" in said, said
+            assert cli.query("SELECT status FROM runs")[0][0] == "denied"
+            status = cli.status()
+            assert status["totals"]["queued"] == 2 and status["totals"]["failed"] == 0
+            assert status["held"]["count"] == 2, status["held"]
+            assert status["held"]["sample_kind"] == "access_denied"
+            assert "localhost" in status["held"]["sample_message"]
+            shown = cli.run("status", "--db", str(cli.db)).stdout
+            assert "held: 2 queued papers wait for a host that refused us" in shown, shown
+
+            for n in held:  # the target lets us in again
+                target.set_fault(f"x{n}", None)
+            resumed = cli.run("resume", *knobs, timeout=60)
+            assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+            assert "2 papers held for a host that refused us: asking again" in resumed.stdout
+            assert cli.status()["totals"]["done"] == len(files)
+            assert all(mirror.requests(n) == 1 for n in ("a", "b", "c"))  # not asked again
+            assert cli.query("SELECT breaker_open FROM hosts WHERE host = 'localhost'") == [(0,)]

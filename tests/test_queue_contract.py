@@ -18,7 +18,7 @@ from conftest import queue_backends
 
 from rpa.errors import DeclaredDead
 from rpa.queue import QueueStore, catalog, hosts, jobs, open_store, reads, runs
-from rpa.queue.model import Downloaded, Extracted, Failure, RunInfo
+from rpa.queue.model import HELD, Downloaded, Extracted, Failure, RunInfo
 
 NOW = 1_000_000.0
 KEYS = [f"2301.{i:05d}" for i in range(1, 201)]
@@ -281,6 +281,29 @@ def test_hosts_cooldown_only_grows_and_breaker_opens_and_closes(store: QueueStor
     state = hosts.host_state(store, "h.org")
     assert state is not None and not state.breaker_open
     assert hosts.host_state(store, "other.org") is None
+
+
+def test_a_job_held_for_a_host_that_refused_us_waits_queued_until_released(
+    store: QueueStore,
+) -> None:
+    """Held (a redirect's target refused us): queued and uncounted, claimed by nobody, not a
+    retry the run waits for (`next_due`), counted by `held` and in status as queued; a new
+    run's `release_held` makes it claimable with its attempts as they were."""
+    a, b = jobs.claim(store, "r", 2, 60, NOW)
+    denied = Failure("access_denied", "HTTP 403 from http://t.org/x", False, HELD,
+                     count_attempt=False)  # fmt: skip
+    assert jobs.fail(store, "r", a.lease, denied, NOW)
+    jobs.release(store, "r", [b.lease])
+    taken = jobs.claim(store, "r", 500, 60, NOW + 10**9)  # never due, however late
+    assert a.id not in {j.id for j in taken} and len(taken) == 199
+    assert jobs.next_due(store, NOW, ("queued",)) is None  # nothing the run could wait for
+    assert hosts.held(store) == 1
+    status = reads.status(store, NOW)
+    assert status["totals"]["queued"] == 1 and status["totals"]["retry_scheduled"] == 0
+    assert status["held"]["count"] == 1 and status["held"]["sample_id"] == a.id
+    assert hosts.release_held(store, NOW + 1) == 1 and hosts.held(store) == 0
+    [again] = jobs.claim(store, "r2", 1, 60, NOW + 2)
+    assert (again.id, again.attempts, again.error_kind) == (a.id, 0, "access_denied")
 
 
 def test_next_due_and_end_of_run_totals(store: QueueStore) -> None:

@@ -6,7 +6,10 @@ cooldowns and breakers for every process of the queue and for later runs. `HostH
 the two in step, both ways: what this run learns (a 403, a Retry-After) it applies here and
 stores; what another process stored (`follow`, at every heartbeat) or an earlier run stored
 (`restore`, at the start) binds this run too. Which papers may be claimed while a host refuses
-us or is down is decided here as well (`claimable`).
+us or is down is decided here as well (`claimable`). A paper whose redirect leads to another
+host that refused us is held for it in the queue (rpa.run.policy's `hold`: never due, so no
+process claims it); a new run's `restore` closes every breaker and releases those papers, and
+a run that leaves only held papers ends `denied`, saying how many wait (`refused_us`).
 
 A host that stops answering (connections refused or reset, timeouts, before any answer) is
 down, not its papers (rpa.hosts.outage): their attempts are not counted, no paper of it is claimed,
@@ -98,9 +101,20 @@ class HostHealth:
         """Is work held back by a host that is down (and will be probed)?"""
         return self.outages.is_down(self.primary)
 
-    def refused_us(self) -> bool:
-        """Did the primary host refuse us (its breaker is open)?"""
-        return self.gates.breaker_open(self.primary)
+    async def refused_us(self) -> bool:
+        """Does the run end `denied`: the primary host refused us, or papers are held for
+        hosts that refused us (redirect targets)? Said, with how many wait for which host."""
+        if self.gates.breaker_open(self.primary):
+            return True
+        held = await self._queue.run(queue_hosts.held)
+        if not held:
+            return False
+        hosts = "; ".join(f"{host} ({why})" for host, why in self.gates.refusing())
+        self._notices.add(
+            f"{held} papers wait for hosts that refused us: {hosts or 'another process saw it'}"
+            f". They stay queued, not failed: `{command_hint('resume')}` asks again."
+        )
+        return True
 
     def waits(self) -> list[str]:
         """What the run waits for because of a host, said for the user."""
@@ -154,11 +168,17 @@ class HostHealth:
         in any process of the queue, until a new run tries it again."""
         host = host or self.primary
         if self.gates.open_breaker(host, reason):
-            self._notices.add(
-                f"{host} refused us ({reason}); downloads from it stopped. Finishing "
-                f"what is downloaded. Wait before `{command_hint('resume')}`; arXiv's bulk data "
-                "is the way for large lists."
-            )
+            if host.lower().rstrip(".") == self.primary:
+                self._notices.add(
+                    f"{host} refused us ({reason}); downloads from it stopped. Finishing what "
+                    f"is downloaded. Wait before `{command_hint('resume')}`; arXiv's bulk data "
+                    "is the way for large lists."
+                )
+            else:
+                self._notices.add(
+                    f"{host} refused us ({reason}); no request goes there again in this run: "
+                    "the papers that lead there wait, queued (not failed); the others go on"
+                )
             await self._queue.run(queue_hosts.open_breaker, host, reason, time.time())
 
     async def asked_to_wait(self, host: str | None, seconds: float, reason: str) -> None:
@@ -246,22 +266,24 @@ class HostHealth:
     # ---- what the queue says ---------------------------------------------------------------
 
     async def restore(self) -> None:
-        """At the start: respect a cooldown a previous run stored; close an open breaker (a
-        new run tries the host again)."""
-        host = self.primary
-        state = await self._queue.run(queue_hosts.host_state, host)
-        if state is None:
-            return
-        remaining = (state.cooldown_until or 0.0) - time.time()
-        if remaining > 0:
-            self.gates.pause_until(host, time.monotonic() + remaining)
-            until = _clock_time(state.cooldown_until or 0.0)
-            self._notices.add(
-                f"{host} asked us to wait: no request to it before {until} ({state.reason})"
-            )
-        if state.breaker_open:
-            self._notices.add(f"{host} had refused us ({state.reason}); trying again")
-            await self._queue.run(queue_hosts.close_breaker, host, time.time())
+        """At the start: respect a cooldown a previous run stored; close every open breaker
+        (a new run tries each host again) and let the papers held for them be claimed."""
+        now = time.time()
+        for state in await self._queue.run(queue_hosts.all_hosts):
+            remaining = (state.cooldown_until or 0.0) - now
+            if remaining > 0 and state.host == self.primary:
+                self.gates.pause_until(state.host, time.monotonic() + remaining)
+                until = _clock_time(state.cooldown_until or 0.0)
+                self._notices.add(
+                    f"{state.host} asked us to wait: no request to it before {until} "
+                    f"({state.reason})"
+                )
+            if state.breaker_open:
+                self._notices.add(f"{state.host} had refused us ({state.reason}); trying again")
+                await self._queue.run(queue_hosts.close_breaker, state.host, now)
+        released = await self._queue.run(queue_hosts.release_held, now)
+        if released:
+            self._notices.add(f"{released} papers held for a host that refused us: asking again")
 
     async def follow(self) -> None:
         """At each heartbeat: a cooldown or a breaker another process of the queue set binds

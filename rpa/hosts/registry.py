@@ -140,6 +140,10 @@ class HostGates:
     def breaker_open(self, host: str) -> bool:
         return self._host(host).breaker_reason is not None
 
+    def refusing(self) -> list[tuple[str, str]]:
+        """(host, reason) of every host whose breaker is open."""
+        return [(n, h.breaker_reason) for n, h in self._hosts.items() if h.breaker_reason]
+
     def pause_until(self, host: str, monotonic_deadline: float) -> None:
         self._host(host).gate.pause_until(monotonic_deadline)
 

@@ -5,17 +5,20 @@ timed by the database's own clock, one clock for every host of a fleet).
 
 from __future__ import annotations
 
-from rpa.queue.model import HostState
+from rpa.queue.model import HELD, HostState
 from rpa.queue.store import QueueStore
 
 __all__ = [
     "DOWN",
+    "HELD_JOBS",
     "all_hosts",
     "clear_down",
     "close_breaker",
     "database_clock",
+    "held",
     "host_state",
     "open_breaker",
+    "release_held",
     "release_rate_slot",
     "set_cooldown",
     "take_rate_slot",
@@ -80,6 +83,28 @@ def close_breaker(store: QueueStore, host: str, now: float) -> None:
     with store.sql.transaction():
         store.sql.execute(
             "UPDATE hosts SET breaker_open = 0, updated_at = ? WHERE host = ?", (now, host)
+        )
+
+
+#: the jobs held for a host that refused us (the terms of the partial index `jobs_retry`)
+HELD_JOBS = (
+    "next_attempt_at >= ? AND next_attempt_at > 0 AND lease_owner IS NULL "
+    "AND stage IN ('queued', 'downloaded', 'extracted')"
+)
+
+
+def held(store: QueueStore) -> int:
+    """How many jobs wait for a host that refused us (`HELD`): queued, not failed."""
+    row = store.sql.one(f"SELECT count(*) AS n FROM jobs WHERE {HELD_JOBS}", (HELD,))
+    return int(row["n"]) if row else 0
+
+
+def release_held(store: QueueStore, now: float) -> int:
+    """A new run asks the hosts that refused us again: their held jobs are claimable now
+    (their attempts as they were). How many."""
+    with store.sql.transaction():
+        return store.sql.execute(
+            f"UPDATE jobs SET next_attempt_at = 0, updated_at = ? WHERE {HELD_JOBS}", (now, HELD)
         )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from rpa.queue.model import (
     ACTIVE_STAGES,
+    HELD,
     Attempt,
     Completion,
     Downloaded,
@@ -314,12 +315,13 @@ def release(store: QueueStore, run_id: str, leases: Iterable[Lease]) -> int:
 
 
 def next_due(store: QueueStore, now: float, stages: Sequence[str]) -> float | None:
-    """Seconds until some unleased job in `stages` may be claimed; None if there is none."""
+    """Seconds until some unleased job in `stages` may be claimed; None if there is none (a
+    job held for a host that refused us is not: it waits for the next run)."""
     marks = ", ".join("?" * len(stages))
     row = store.sql.one(
         "SELECT min(next_attempt_at) AS due, count(*) AS n FROM jobs "
-        f"WHERE stage IN ({marks}) AND lease_owner IS NULL",
-        tuple(stages),
+        f"WHERE stage IN ({marks}) AND lease_owner IS NULL AND next_attempt_at < ?",
+        (*stages, HELD),
     )
     if row is None or row["n"] == 0:
         return None

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "ACTIVE_STAGES",
     "FINAL_STAGES",
+    "HELD",
     "QUEUE_SETTINGS",
     "STAGE_RESULTS",
     "Attempt",
@@ -147,6 +148,12 @@ class Extracted:
     text_path: str
     result: dict[str, Any]
     extract_seconds: float
+
+
+#: the `next_attempt_at` of a job held for a host that refused us (a redirect's target): never
+#: due, so no process of the queue claims it; the next run's start releases it
+#: (rpa.queue.hosts.release_held). Far beyond any retry time, and finite (JSON has no inf).
+HELD = 1e15
 
 
 @dataclass(frozen=True, slots=True)

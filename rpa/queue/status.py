@@ -15,7 +15,8 @@ from typing import Any
 
 from rpa.metrics import nearest_rank
 from rpa.queue import catalog, runs
-from rpa.queue.model import ACTIVE_STAGES, FINAL_STAGES, Totals, dead_after
+from rpa.queue.hosts import HELD_JOBS
+from rpa.queue.model import ACTIVE_STAGES, FINAL_STAGES, HELD, Totals, dead_after
 from rpa.queue.sql import Sql, rank_sql
 from rpa.queue.store import QueueStore
 
@@ -38,9 +39,11 @@ TIMED_STAGES = ("download", "extract", "outcome")
 
 _ACTIVE = "('queued', 'downloaded', 'extracted')"
 #: jobs waiting for a retry time still ahead; repeats the terms of the partial index
-#: `jobs_retry` (which holds only jobs that were ever given a retry time) so it is used
+#: `jobs_retry` (which holds only jobs that were ever given a retry time) so it is used. A job
+#: held for a host that refused us (`HELD`) is queued: it waits for the next run, not a time.
 _RETRY = (
-    f"next_attempt_at > 0 AND lease_owner IS NULL AND stage IN {_ACTIVE} AND next_attempt_at > ?"
+    f"next_attempt_at > 0 AND lease_owner IS NULL AND stage IN {_ACTIVE} AND next_attempt_at > ? "
+    f"AND next_attempt_at < {HELD:.0f}"
 )
 
 
@@ -278,6 +281,22 @@ def _runs(sql: Sql, now: float, dead: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _held(sql: Sql) -> dict[str, Any]:
+    """The queued papers held for a host that refused us (a redirect's target): the next run
+    asks it again."""
+    count = sql.one(f"SELECT count(*) AS n FROM jobs WHERE {HELD_JOBS}", (HELD,))
+    sample = sql.one(
+        f"SELECT id, error_kind, error_message FROM jobs WHERE {HELD_JOBS} ORDER BY id LIMIT 1",
+        (HELD,),
+    )
+    return {
+        "count": count["n"] if count else 0,
+        "sample_id": sample["id"] if sample else None,
+        "sample_kind": sample["error_kind"] if sample else None,
+        "sample_message": sample["error_message"] if sample else None,
+    }
+
+
 def _hosts(sql: Sql, now: float) -> list[dict[str, Any]]:
     return [
         {
@@ -323,6 +342,7 @@ def collect(store: QueueStore, now: float) -> dict[str, Any]:
         "throughput": _throughput(sql, now),
         "runs": _runs(sql, now, dead),
         "hosts": _hosts(sql, now),
+        "held": _held(sql),
         "settings": catalog.queue_settings(store),
         "settings_changes": catalog.settings_changes(store),
     }

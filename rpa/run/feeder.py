@@ -8,8 +8,10 @@ When nothing is claimable it waits for the next retry to come due (said once), a
 other runs hold leases it waits for them too (said, with how long since each was heard from):
 they finish those jobs, or their run is found dead by the heartbeat (rpa.run.heartbeat) and
 this run reclaims and does them. It ends only when nothing is left that anyone holds: a run
-never ends saying "done" with work stranded in a dead run's name. Each worker takes a job, has
-the job processor take it as far as it goes, and lets go of its lease; a worker whose lease
+never ends saying "done" with work stranded in a dead run's name. A job held for a host that
+refused us (the failure policy's `hold`) is never due: it is not waited for, and a run that
+leaves only such jobs ends `denied`, saying so (`HostHealth.refused_us`). Each worker takes a
+job, has the job processor take it as far as it goes, and lets go of its lease; a worker whose lease
 another run took (`lose`) drops that job at once and takes the next. A `RunCrashed` from a
 worker stops the run. While the queue database is unavailable the claim waits
 (rpa.queue.aio), so nothing new is claimed; when it stayed away past --db-wait

@@ -8,7 +8,8 @@ token; file work goes to the I/O pool; PDF work to the extraction processes.
 Whatever goes wrong while one paper is worked on ends that paper's attempt, explained, and the
 run goes on: a JobError as it is, any other exception through `rpa.classify` (a bug is
 `internal`, no space anywhere is `disk_full`); what it means (charge the paper, give it back,
-pause its host) is the failure policy's verdict (rpa.run.policy), carried out here. Only a
+hold it for a host that refused us, pause its host) is the failure policy's verdict
+(rpa.run.policy), carried out here. Only a
 failure to record the failure (the database itself broken) ends the run, as `RunCrashed`.
 """
 
@@ -356,24 +357,23 @@ class JobProcessor:
                 f"{type(inner).__name__}: {inner}"
             ) from inner
 
-    def _host_down(self, job: Job, exc: errors.JobError, stage: str) -> bool:
-        """Tell host health what this failure says of the paper's host: True if the host is
-        down (the failure is not the paper's)."""
+    def _as_condition(self, job: Job, exc: errors.JobError, stage: str) -> errors.JobError:
+        """Tell host health what this failure says of the paper's host: if the host is down,
+        the failure is the host's (HostDown), not the paper's."""
         if stage != "download" or not self.source.network:
-            return False
+            return exc
         if policy.host_trouble(exc):
-            return self.hosts.connection_failed(exc.host, job.id, exc.message)
-        if policy.proves_host_works(exc):
+            if self.hosts.connection_failed(exc.host, job.id, exc.message):
+                return policy.as_host_down(exc)
+        elif policy.proves_host_works(exc):
             self.hosts.answered(exc.host)
-        return False
+        return exc
 
     async def _record_failure(self, job: Job, exc: errors.JobError, stage: str) -> None:
         """Carry out the failure policy's verdict (rpa.run.policy) on this attempt."""
         now = time.time()
-        down = self._host_down(job, exc, stage)
-        verdict = policy.judge(
-            exc, job, self.settings, stopping=self.stopping(), now=now, host_down=down
-        )
+        exc = self._as_condition(job, exc, stage)
+        verdict = policy.judge(exc, job, self.settings, stopping=self.stopping(), now=now)
         if verdict.refused:
             await self.hosts.refused(exc.host, exc.message)
         if verdict.said:
@@ -386,7 +386,7 @@ class JobProcessor:
         exc = verdict.error
         if verdict.cooldown:
             await self.hosts.asked_to_wait(exc.host, verdict.cooldown, exc.message)
-        final = verdict.action == "fail"
+        final = verdict.action == "fail"  # a hold: a retry never due (`HELD`), uncounted
         failure = Failure(
             exc.kind, exc.message, final, verdict.next_at, verdict.crashed, verdict.counted
         )

@@ -1,20 +1,23 @@
 """The failure policy: what one paper's failure means, decided in one place.
 
 Every error that ends an attempt at a paper comes here (as a JobError: `rpa.classify` turns
-anything else into one) and gets a `Verdict`:
+anything else into one) and gets a `Verdict`, one decision per branch of the error tree:
 
-- `give_back`: not the paper's fault, no attempt counted: a host refused us (its breaker
-  opens), the queue database was unavailable under it (rpa.queue.aio waits for it; what
-  reaches here is a leftover), --out full or not writable (claiming pauses: rpa.run.disk), or
-  the run is stopping and took the extraction process with it.
-- `retry`: the paper waits for its next attempt (exponential backoff with jitter, floored by
-  the server's Retry-After); the attempt is counted (`counted`) unless the failure is not the
-  paper's: its host is down (host health found it: rpa.hosts.outage), a shed (the memory
-  governor killed its process for memory another program may hold), or an extraction process
-  that died or timed out among others (`runs_alone`).
-- `fail`: the paper ends as failed: a permanent error, its last attempt, `poison` (it
-  killed --poison-after extraction processes while alone), or a redirect to a host that
-  refuses us.
+- A condition of the run's world (`errors.ConditionError`) is never charged. A host refusing
+  us (403, a denial page) opens its breaker: the paper is given back (`give_back`) when it is
+  --pdf-url's host (claiming stops: rpa.hosts.health); when it is another host, a redirect's
+  target, the paper is held for it (`hold`: queued, uncounted, claimed by no process until the
+  next run asks that host again; the run ends `denied` when only held papers are left). --out
+  full or not writable: given back, claiming pauses (rpa.run.disk). The paper's host found
+  down (`HostDown`: rpa.hosts.outage) or a shed (`MemoryPressure`: the memory governor killed
+  its process for memory another program may hold): `retry` uncounted, after its backoff. The
+  queue database unavailable (rpa.queue.aio waits for it; what reaches here is a leftover):
+  given back.
+- The machine's, maybe: an extraction process that died or timed out among others, or
+  died because the run is stopping: retried alone uncounted, or given back.
+- The paper's own (transient or permanent): `retry`, counted, after exponential backoff with
+  jitter floored by the server's Retry-After; `fail` when permanent, on its last attempt, or
+  `poison` (it killed --poison-after extraction processes while alone).
 
 An extraction process killed by the OOM killer or starved of CPU by an overloaded machine says
 nothing about its paper. So a death or a timeout is charged (towards --poison-after, or as a
@@ -36,12 +39,15 @@ from typing import Literal
 from rpa import errors
 from rpa.config import Settings
 from rpa.hosts.outage import SERVER_DOWN
-from rpa.queue.model import Job
+from rpa.queue.model import HELD, Job
 from rpa.run.backoff import retry_delay
 
-__all__ = ["ALONE_AFTER", "Verdict", "host_trouble", "judge", "proves_host_works", "runs_alone"]
+__all__ = [
+    "ALONE_AFTER", "Verdict", "as_host_down", "host_trouble", "judge", "proves_host_works",
+    "runs_alone",
+]  # fmt: skip
 
-Action = Literal["give_back", "retry", "fail"]
+Action = Literal["give_back", "hold", "retry", "fail"]
 
 #: a paper whose last failure was one of these is extracted alone next time
 ALONE_AFTER = frozenset({"worker_crashed", "extract_timeout", "poison"})
@@ -102,46 +108,49 @@ def proves_host_works(exc: errors.JobError) -> bool:
 
 
 def judge(
-    exc: errors.JobError,
-    job: Job,
-    settings: Settings,
-    *,
-    stopping: bool,
-    now: float,
-    host_down: bool = False,
+    exc: errors.JobError, job: Job, settings: Settings, *, stopping: bool, now: float
 ) -> Verdict:
-    """The verdict on `job`'s attempt that ended with `exc`, at wall time `now`; `host_down`:
-    host health found the paper's host down (the failure tells nothing about the paper)."""
-    if isinstance(exc, errors.RunLevelError):
-        if exc.host and exc.host.lower().rstrip(".") != settings.pdf_host:
-            # another host (a redirect's target) refuses us: nothing else can fetch this paper,
-            # and giving it back would only ask again at once (a loop)
-            return Verdict("fail", exc, refused=True)
-        return Verdict("give_back", exc, refused=True)
-    if isinstance(exc, errors.DiskFull | errors.OutUnwritable):
-        # the output folder, not the paper: claiming pauses until it can be written again
-        return Verdict("give_back", exc, pause_out=True)
-    if host_down:
-        # Not the paper's fault: uncounted. Not at once either: a host that answers only this
-        # paper's requests with errors looks down at each of them, and an immediate give-back
-        # would ask again as soon as a probe finds it up (a loop): its backoff first.
-        return Verdict("retry", exc, next_at=now + _delay(job, exc, settings), counted=False)
+    """The verdict on `job`'s attempt that ended with `exc`, at wall time `now`. A failure
+    of a host that host health found down comes as `HostDown` (`as_host_down`)."""
     if isinstance(exc, errors.ConditionError):
-        return Verdict("give_back", exc)
+        return _condition(exc, job, settings, now)
     if isinstance(exc, errors.WorkerCrashed) and stopping:
         # The run is stopping (a signal to the whole process group reaches the extraction
         # processes too): a process lost now is not the paper's fault.
         return Verdict(
             "give_back", exc, said=f"{job.id}: extraction cut short by the stop; it goes back"
         )
-    if isinstance(exc, errors.MemoryPressure):  # shed: memory another program may hold
-        return Verdict("retry", exc, next_at=now + _delay(job, exc, settings), counted=False)
     if isinstance(exc, errors.WorkerCrashed | errors.ExtractTimeout) and not exc.alone:
+        # the machine's, maybe (the OOM killer, an overloaded CPU): retried alone, uncounted
         what = "died" if isinstance(exc, errors.WorkerCrashed) else "ran past --extract-timeout"
         return Verdict(
             "retry", exc, next_at=now + _delay(job, exc, settings), counted=False,
             said=f"{job.id}: extraction process {what}; retrying it alone",
         )  # fmt: skip
+    return _charge(exc, job, settings, now)
+
+
+def _condition(exc: errors.ConditionError, job: Job, settings: Settings, now: float) -> Verdict:
+    """The run's world failed under the paper: never charged; what it concerns pauses."""
+    if isinstance(exc, errors.RunLevelError):  # a host refuses us: its breaker opens
+        if exc.host and exc.host.lower().rstrip(".") != settings.pdf_host:
+            # another host (a redirect's target): only it could serve this paper, and giving
+            # it back would ask again at once (a loop): held until the next run
+            return Verdict("hold", exc, next_at=HELD, refused=True, counted=False)
+        return Verdict("give_back", exc, refused=True)  # claiming stops (rpa.hosts.health)
+    if isinstance(exc, errors.DiskFull | errors.OutUnwritable):
+        # the output folder, not the paper: claiming pauses until it can be written again
+        return Verdict("give_back", exc, pause_out=True)
+    if isinstance(exc, errors.HostDown | errors.MemoryPressure):
+        # Its host is down, or a shed (memory another program may hold). Not at once: a
+        # host that answers only this paper's requests with errors looks down at each of
+        # them, and an immediate give-back would ask again as soon as a probe finds it up.
+        return Verdict("retry", exc, next_at=now + _delay(job, exc, settings), counted=False)
+    return Verdict("give_back", exc)  # the queue database (rpa.queue.aio waits for it)
+
+
+def _charge(exc: errors.JobError, job: Job, settings: Settings, now: float) -> Verdict:
+    """The paper's own failure: counted; failed for good when permanent or its last."""
     crashed = isinstance(exc, errors.WorkerCrashed)
     if crashed and job.crashes + 1 >= settings.poison_after:
         exc = errors.Poison(
@@ -159,6 +168,13 @@ def judge(
         cooldown=exc.retry_after or None,
         crashed=crashed,
     )
+
+
+def as_host_down(exc: errors.JobError) -> errors.HostDown:
+    """`exc` (a host-trouble failure) as the condition it is when its host is down."""
+    down = errors.HostDown(exc.message, retry_after=exc.retry_after, host=exc.host)
+    down.__cause__ = exc
+    return down
 
 
 def _delay(job: Job, exc: errors.JobError, settings: Settings) -> float:

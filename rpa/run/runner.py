@@ -221,7 +221,7 @@ class Runner:
                 status = "unreachable"
             elif self._signals or self.feeder.db_gone:
                 status = "interrupted"
-            elif self.hosts.refused_us():
+            elif await self.hosts.refused_us():
                 status = "denied"
         except asyncio.CancelledError:
             status = "interrupted"

@@ -91,6 +91,12 @@ def make_status(status: dict[str, Any]) -> Lines:
                 else f"cooling down until {when(h['cooldown_until'])}")  # fmt: skip
             lines.append([(clip(f"host {h['host']}: {state}", WIDTH), "yellow")])
             lines += _detail(h["reason"] or "", style="yellow")
+    held = status.get("held") or {}
+    if held.get("count"):
+        lines.append([(clip(f"held: {held['count']} queued papers wait for a host that refused "
+                            "us; the next run asks again", WIDTH), "yellow")])  # fmt: skip
+        lines += _detail(f"{held['sample_id']}: {held['sample_kind']}: "
+                         f"{held['sample_message']}", style="yellow")  # fmt: skip
     settings = status.get("settings") or {}
     if settings:
         lines.append([("Settings of this queue (a resume uses these)", "title")])
