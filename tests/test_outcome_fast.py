@@ -35,6 +35,7 @@ from rpa.extract.outcome.text import (
     MARKERS,
     WORD,
     join_lines,
+    page_lines,
     strip_footnote_marks,
     word_count,
 )
@@ -57,6 +58,27 @@ def test_word_count_is_split() -> None:
     pieces += ["😀", "\u2028", "\u2029", "\u1680", "\u2003", "\u3000"]
     texts = [unicodedata.normalize("NFKC", t) for t in _texts(pieces, 12, 1)]
     _same(word_count, lambda t: len(t.split()), texts)
+
+
+def test_page_lines_are_the_normalised_pages_lines() -> None:
+    """One split a page: its lines split, normalised (where the page needs it) and stripped
+    are the normalised page's lines stripped; and the words of those lines, joined by line
+    breaks, are the normalised page's words (analyze counts them so)."""
+    pieces = [" ", "\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029", "ab"]
+    pieces += ["´", "¨", "e\u0301", "\u0301", "\u0323\u0301", "²", "ﬁ", "\xa0", "\u3000", "…", "İ"]
+    pieces += ["\u1100\u1161", "\uac00\u11a8", "ｱ", "\u2003", "\t", "9"]
+    texts = _texts(pieces, 14, 7)
+
+    def plain(page: str) -> list[str]:
+        normal = unicodedata.normalize("NFKC", page)
+        return [line.strip() for line in normal.splitlines() if line.strip()]
+
+    _same(page_lines, plain, texts)
+    _same(
+        lambda page: word_count("\n".join(page_lines(page))),
+        lambda page: len(unicodedata.normalize("NFKC", page).split()),
+        texts,
+    )
 
 
 def _join_lines_plainly(lines: list[str], limit: int) -> str:

@@ -28,6 +28,8 @@ The record (`analyze`):
 
 from __future__ import annotations
 
+from itertools import chain
+
 from .abstract import MAX_ABSTRACT_CHARS, abstract
 from .authors import author_line, authors
 from .front import is_author, is_header, title
@@ -35,7 +37,7 @@ from .headings import MAX_HEADINGS, headings
 from .outline import outline
 from .references import MAX_REFERENCE_CHARS, references
 from .stamp import find_arxiv_stamp
-from .text import nfkc, split_pages, word_count
+from .text import nfkc, page_lines, split_pages, word_count
 
 __all__ = [
     "MAX_ABSTRACT_CHARS",
@@ -60,9 +62,9 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
     """Summarise one paper's text as a JSON-able record of its key outcomes."""
     for memo in (is_header, is_author, author_line):
         memo.cache_clear()  # each paper's lines are read once per paper, not found in a cache
-    pages = [nfkc(p or "") for p in pages]
-    first = pages[0] if pages else ""
-    lines, starts, page1 = split_pages(pages)
+    raw = [page_lines(p or "") for p in pages]
+    first = nfkc(pages[0] or "") if pages else ""
+    lines, starts, page1 = split_pages(raw)
     name, title_end = title(page1, metadata)
     where = outline(lines)
     body1 = lines[: starts[1]] if len(starts) > 1 else lines
@@ -80,7 +82,8 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
         "abstract_truncated": truncated,
         "headings": headings(lines, body_start, where),
         "page_count": len(pages),
-        "word_count": word_count("\n".join(pages)),  # (a line break ends a word too)
+        # (each line break and the whitespace strip removed ended a word too)
+        "word_count": word_count("\n".join(chain.from_iterable(raw))),
         "references": references(lines, where),
         "arxiv_stamp": stamp,
     }

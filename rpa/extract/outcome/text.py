@@ -173,6 +173,9 @@ def word_count(text: str) -> int:
     return (ones ^ (ones & (ones << 8))).bit_count()
 
 
+_NFKC: Literal["NFKC"] = "NFKC"
+
+
 def nfkc(text: str) -> str:
     """unicodedata.normalize("NFKC", text), normalising only the lines that need it: a page
     with one "²" or "𝑥" would otherwise be normalised whole, at ~20 ns a character. (A line
@@ -180,25 +183,28 @@ def nfkc(text: str) -> str:
     if unicodedata.is_normalized("NFKC", text):
         return text
     # (normalize returns a line its quick check finds normalised as it is: a C call a line)
-    form: Literal["NFKC"] = "NFKC"
-    return "\n".join(map(unicodedata.normalize, repeat(form), text.split("\n")))
+    return "\n".join(map(unicodedata.normalize, repeat(_NFKC), text.split("\n")))
 
 
-def nonblank_lines(text: str) -> list[str]:
-    """The text's lines, stripped, without the blank ones."""
-    return list(filter(None, map(str.strip, text.splitlines())))
+def page_lines(page: str) -> list[str]:
+    """The page's non-blank lines, stripped, of nfkc(page), with one split: NFKC-normalised (each
+    line that needs it: no line break composes with its neighbours), stripped after that
+    (NFKC makes "´" a space and a mark), without the blank ones."""
+    lines = page.splitlines()
+    if unicodedata.is_normalized("NFKC", page):
+        return list(filter(None, map(str.strip, lines)))
+    return list(filter(None, map(str.strip, map(unicodedata.normalize, repeat(_NFKC), lines))))
 
 
-def split_pages(pages: list[str]) -> tuple[list[str], list[int], list[str]]:
-    """All non-blank lines, without running headers/footers, bare page numbers and margin
-    line numbers; the index of each page's first line in that list; and page 1's lines
-    (non-blank, without margin line numbers, headers kept).
+def split_pages(raw: list[list[str]]) -> tuple[list[str], list[int], list[str]]:
+    """From each page's lines (`page_lines`): all the lines, without running headers and
+    footers, bare page numbers and margin line numbers; the index of each page's first line
+    in that list; and page 1's lines (without margin line numbers, headers kept).
 
     A line near the top or bottom of a page whose text (digits aside) recurs there on several
     pages is a running header ("18 A. FERRAGUTI AND G. MICHELI"): dropped, because it would
     otherwise read as a numbered heading or split a reference in two.
     """
-    raw = [nonblank_lines(page) for page in pages]
     per_page = raw.copy()
     numbers: dict[int, PageNumbers] = {}  # the pages that may have margin numbers
     for i, lines in enumerate(raw):
@@ -218,7 +224,7 @@ def split_pages(pages: list[str]) -> tuple[list[str], list[int], list[str]]:
     folded = _DIGITS.sub("#", "\n".join(unique).lower()).split("\n") if unique else []
     key = dict(zip(unique, folded, strict=True))
     seen = Counter(chain.from_iterable(set(map(key.__getitem__, edge)) for edge in edges))
-    least = max(3, len(pages) // 4)
+    least = max(3, len(raw) // 4)
     # (a bare page number: what re.fullmatch(r"\d{1,4}", line) finds)
     repeated = set(compress(seen.keys(), map(least.__le__, seen.values())))
     dropped = set(compress(key.keys(), map(repeated.__contains__, key.values())))
