@@ -28,8 +28,6 @@ The record (`analyze`):
 
 from __future__ import annotations
 
-from itertools import chain
-
 from .abstract import MAX_ABSTRACT_CHARS, abstract
 from .authors import author_line, authors
 from .front import is_author, is_header, title
@@ -62,13 +60,13 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
     """Summarise one paper's text as a JSON-able record of its key outcomes."""
     for memo in (is_header, is_author, author_line):
         memo.cache_clear()  # each paper's lines are read once per paper, not found in a cache
-    raw = [page_lines(p or "") for p in pages]
+    raw, text = page_lines([p or "" for p in pages])
     first = nfkc(pages[0] or "") if pages else ""
     lines, starts, page1 = split_pages(raw)
     name, title_end = title(page1, metadata)
     where = outline(lines)
     body1 = lines[: starts[1]] if len(starts) > 1 else lines
-    text, body_start, truncated = abstract(
+    summary, body_start, truncated = abstract(
         lines, starts, _body_index(page1, body1, title_end), is_header, where
     )
     stamp = find_arxiv_stamp(first)
@@ -78,12 +76,11 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
     return {
         "title": name,
         "authors": authors(page1, title_end, metadata),
-        "abstract": text,
+        "abstract": summary,
         "abstract_truncated": truncated,
         "headings": headings(lines, body_start, where),
         "page_count": len(pages),
-        # (each line break and the whitespace strip removed ended a word too)
-        "word_count": word_count("\n".join(chain.from_iterable(raw))),
+        "word_count": word_count(text),  # (a line break ends a word too)
         "references": references(lines, where),
         "arxiv_stamp": stamp,
     }

@@ -166,9 +166,10 @@ def word_count(text: str) -> int:
     word starts at each non-space character whose previous one is a space, counted as bits
     of one integer (a byte a character, in Latin-1 with "?" for any other character: its
     lowest bit, 1 for a non-space). The whitespace NFKC keeps beyond Latin-1 (U+1680,
-    U+2028, U+2029) takes the slow way."""
-    if "\u2028" in text or "\u2029" in text or "\u1680" in text:
-        return len(text.split())
+    U+2028, U+2029), where there is any, is made a line break first (a C call each)."""
+    for space in ("\u2028", "\u2029", "\u1680"):
+        if space in text:
+            text = text.replace(space, "\n")
     ones = int.from_bytes(text.encode("latin-1", "replace").translate(_NOT_SPACE), "little")
     return (ones ^ (ones & (ones << 8))).bit_count()
 
@@ -186,14 +187,24 @@ def nfkc(text: str) -> str:
     return "\n".join(map(unicodedata.normalize, repeat(_NFKC), text.split("\n")))
 
 
-def page_lines(page: str) -> list[str]:
-    """The page's non-blank lines, stripped, of nfkc(page), with one split: NFKC-normalised (each
-    line that needs it: no line break composes with its neighbours), stripped after that
-    (NFKC makes "´" a space and a mark), without the blank ones."""
-    lines = page.splitlines()
-    if unicodedata.is_normalized("NFKC", page):
-        return list(filter(None, map(str.strip, lines)))
-    return list(filter(None, map(str.strip, map(unicodedata.normalize, repeat(_NFKC), lines))))
+def page_lines(pages: list[str]) -> tuple[list[list[str]], str]:
+    """Each page's non-blank lines, stripped, of nfkc(page), with one split: NFKC-normalised
+    (each line of a page that needs it: no line break composes with its neighbours),
+    stripped after that (NFKC makes "´" a space and a mark). And the whole text,
+    normalised, for word_count: the pages as they are when normalised, the normalised
+    lines of the others (every line break splitlines knows is whitespace: the same words).
+    """
+    out: list[list[str]] = []
+    texts: list[str] = []
+    for page in pages:
+        lines = page.splitlines()
+        if unicodedata.is_normalized("NFKC", page):
+            texts.append(page)
+        else:
+            lines = list(map(unicodedata.normalize, repeat(_NFKC), lines))
+            texts.append("\n".join(lines))
+        out.append(list(filter(None, map(str.strip, lines))))
+    return out, "\n".join(texts)
 
 
 def split_pages(raw: list[list[str]]) -> tuple[list[str], list[int], list[str]]:
