@@ -30,6 +30,7 @@ from rpa.extract.outcome.headings import (
 )
 from rpa.extract.outcome.lineno import PageNumbers
 from rpa.extract.outcome.outline import outline
+from rpa.extract.outcome.references import _YEAR, _has_year, _year_ends
 from rpa.extract.outcome.stamp import _stamp_word
 from rpa.extract.outcome.text import (
     MARKERS,
@@ -206,6 +207,21 @@ def test_outline_is_what_the_line_tests_find() -> None:
         )
         numbered = [i for i, ln in enumerate(lines) if any(p.match(ln) for p in patterns)]
         assert where.numbered == numbered
+
+
+def test_reference_years() -> None:
+    """The author-year list's year tests against their plain definitions: a year among
+    three lines, and an entry's first lines ending with their first year."""
+    pieces = [*"18 19 20 1997a 2001b. 1899 20199 x٣ .", "١٩٩٧", "Doe J, Roe R.", "Press."]
+    pieces += ["2023.", " . ", "(2020)", "pp. 1–10.", "19a", "ab2019", "2019_"]
+    rng = random.Random(11)
+    for _ in range(ROUNDS // 4):
+        lines = ["".join(rng.choices(pieces, k=rng.randint(1, 5))) for _ in range(7)]
+        assert _has_year(lines[:3]) == any(_YEAR.search(ln) for ln in lines[:3])
+        start, i = sorted(rng.sample(range(7), 2))
+        so_far = " ".join(lines[start : min(i, start + 4)]).rstrip(" .")
+        year = _YEAR.search(so_far)
+        assert _year_ends(lines, start, i) == bool(year and year.end() == len(so_far)), lines
 
 
 def test_abstract_end_first_letters() -> None:
