@@ -30,7 +30,7 @@ from rpa.extract.outcome.headings import (
 )
 from rpa.extract.outcome.lineno import PageNumbers
 from rpa.extract.outcome.outline import outline
-from rpa.extract.outcome.references import _YEAR, _has_year, _year_ends
+from rpa.extract.outcome.references import _YEAR, MAX_REFERENCE_CHARS, _has_year, _items, _year_ends
 from rpa.extract.outcome.stamp import _stamp_word
 from rpa.extract.outcome.text import (
     MARKERS,
@@ -222,6 +222,19 @@ def test_reference_years() -> None:
         so_far = " ".join(lines[start : min(i, start + 4)]).rstrip(" .")
         year = _YEAR.search(so_far)
         assert _year_ends(lines, start, i) == bool(year and year.end() == len(so_far)), lines
+
+
+def test_reference_items() -> None:
+    """Each reference item is its entry's join_lines, cut at the cap."""
+    pieces = ["a", "B", "-", " ", "x" * 90, "word- ", "- ", "co-", "\u00e9"]
+    rng = random.Random(13)
+    for _ in range(ROUNDS // 10):
+        entries = [
+            ["".join(rng.choices(pieces, k=rng.randint(1, 12))) for _ in range(rng.randint(1, 9))]
+            for _ in range(5)
+        ]
+        want = [join_lines(e, MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS] for e in entries]
+        assert _items(entries) == want, entries
 
 
 def test_abstract_end_first_letters() -> None:

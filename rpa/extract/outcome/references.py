@@ -123,6 +123,23 @@ def _needs_join_lines(joined: str) -> bool:
     return len(joined) >= MAX_REFERENCE_CHARS or "- " in joined
 
 
+_ENDS_HYPHEN = operator.methodcaller("endswith", "-")
+
+
+def _items(entries: list[list[str]]) -> list[str]:
+    """join_lines(entry, MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS] of each entry: its lines
+    joined by spaces, at C speed, cut at the cap; join_lines only for those a line of which
+    (but the last) ends with a hyphen (their joined text has "- "). (Without one, join_lines
+    joins by spaces too, and stops at the line that takes it past the cap.)"""
+    items = list(map(" ".join, entries))
+    for i in compress(range(len(items)), map(_needs_join_lines, items)):
+        if "- " in items[i] and any(map(_ENDS_HYPHEN, entries[i][:-1])):
+            items[i] = join_lines(entries[i], MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS]
+        else:
+            items[i] = items[i][:MAX_REFERENCE_CHARS]
+    return items
+
+
 def references(lines: list[str], where: Outline | None = None) -> dict[str, object]:
     """The count of entries, the first few, and all of them (`items`, each at most
     MAX_REFERENCE_CHARS); `where` is the lines' Outline, if made."""
@@ -138,10 +155,5 @@ def references(lines: list[str], where: Outline | None = None) -> dict[str, obje
             if any(ln.startswith("[2]") for ln in lines[i + 1 : i + 40]):
                 entries = _numbered_entries(lines[i:], firsts[i:], _BRACKET, _BRACKET_FIRST)
                 break
-    # Each entry's lines joined by spaces, at C speed; join_lines for those that may end a
-    # line with a hyphen or run over the cap (their joined text has "- " or is that long).
-    items = list(map(" ".join, entries))
-    redo = map(_needs_join_lines, items)
-    for i in compress(range(len(items)), redo):
-        items[i] = join_lines(entries[i], MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS]
+    items = _items(entries)
     return {"count": len(entries), "first": items[:5], "items": items}

@@ -133,6 +133,12 @@ def alpha_words(line: str) -> list[str]:
     return WORD.findall(line)
 
 
+def two_words(line: str) -> bool:
+    """len(alpha_words(line)) >= 2, without the list: a second word after the first."""
+    first = WORD.search(line)
+    return first is not None and WORD.search(line, first.end()) is not None
+
+
 _ENDS_HYPHEN = operator.methodcaller("endswith", "-")
 
 
