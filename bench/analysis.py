@@ -90,8 +90,9 @@ def _clean_pass(papers: list[Paper]) -> float:
     return (time.thread_time() - start) * 1000 / len(papers)
 
 
-#: what `analyze` calls, by the names it looks up in rpa.extract.outcome (and, for a tree
-#: before 2026-12-07's second pass, nonblank_lines, strip_line_numbers and page_lines)
+#: what `analyze` calls, by the names it looks up in rpa.extract.outcome: since the third
+#: pass page_lines is NFKC and the split of every page, and nfkc page 1's alone (for a tree
+#: before 2026-12-07's second pass: nonblank_lines, strip_line_numbers and its page_lines)
 STEPS = (
     "nfkc",
     "nonblank_lines",

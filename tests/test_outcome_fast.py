@@ -30,11 +30,13 @@ from rpa.extract.outcome.headings import (
 )
 from rpa.extract.outcome.lineno import PageNumbers
 from rpa.extract.outcome.outline import outline
+from rpa.extract.outcome.references import _YEAR, MAX_REFERENCE_CHARS, _has_year, _items, _year_ends
 from rpa.extract.outcome.stamp import _stamp_word
 from rpa.extract.outcome.text import (
     MARKERS,
     WORD,
     join_lines,
+    page_lines,
     strip_footnote_marks,
     word_count,
 )
@@ -57,6 +59,29 @@ def test_word_count_is_split() -> None:
     pieces += ["😀", "\u2028", "\u2029", "\u1680", "\u2003", "\u3000"]
     texts = [unicodedata.normalize("NFKC", t) for t in _texts(pieces, 12, 1)]
     _same(word_count, lambda t: len(t.split()), texts)
+
+
+def test_page_lines_are_the_normalised_pages_lines() -> None:
+    """One split a page: its lines split, normalised (where the page needs it) and stripped
+    are the normalised page's lines stripped; and the text it gives for word_count has the
+    normalised pages' words."""
+    pieces = [" ", "\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029", "ab"]
+    pieces += ["´", "¨", "e\u0301", "\u0301", "\u0323\u0301", "²", "ﬁ", "\xa0", "\u3000", "…", "İ"]
+    pieces += ["\u1100\u1161", "\uac00\u11a8", "ｱ", "\u2003", "\u1680", "\t", "9"]
+    texts = _texts(pieces, 14, 7)
+    papers = [texts[k : k + 3] for k in range(0, len(texts), 3)]
+
+    def plain(pages: list[str]) -> tuple[list[list[str]], int]:
+        normal = [unicodedata.normalize("NFKC", page) for page in pages]
+        lines = [[ln.strip() for ln in page.splitlines() if ln.strip()] for page in normal]
+        return lines, len("\n".join(normal).split())
+
+    differ = []
+    for pages in papers:
+        lines, text = page_lines(pages)
+        if (lines, word_count(text)) != plain(pages):
+            differ.append(pages)
+    assert not differ, differ[:3]
 
 
 def _join_lines_plainly(lines: list[str], limit: int) -> str:
@@ -182,6 +207,34 @@ def test_outline_is_what_the_line_tests_find() -> None:
         )
         numbered = [i for i, ln in enumerate(lines) if any(p.match(ln) for p in patterns)]
         assert where.numbered == numbered
+
+
+def test_reference_years() -> None:
+    """The author-year list's year tests against their plain definitions: a year among
+    three lines, and an entry's first lines ending with their first year."""
+    pieces = [*"18 19 20 1997a 2001b. 1899 20199 x٣ .", "١٩٩٧", "Doe J, Roe R.", "Press."]
+    pieces += ["2023.", " . ", "(2020)", "pp. 1–10.", "19a", "ab2019", "2019_"]
+    rng = random.Random(11)
+    for _ in range(ROUNDS // 4):
+        lines = ["".join(rng.choices(pieces, k=rng.randint(1, 5))) for _ in range(7)]
+        assert _has_year(lines[:3]) == any(_YEAR.search(ln) for ln in lines[:3])
+        start, i = sorted(rng.sample(range(7), 2))
+        so_far = " ".join(lines[start : min(i, start + 4)]).rstrip(" .")
+        year = _YEAR.search(so_far)
+        assert _year_ends(lines, start, i) == bool(year and year.end() == len(so_far)), lines
+
+
+def test_reference_items() -> None:
+    """Each reference item is its entry's join_lines, cut at the cap."""
+    pieces = ["a", "B", "-", " ", "x" * 90, "word- ", "- ", "co-", "\u00e9"]
+    rng = random.Random(13)
+    for _ in range(ROUNDS // 10):
+        entries = [
+            ["".join(rng.choices(pieces, k=rng.randint(1, 12))) for _ in range(rng.randint(1, 9))]
+            for _ in range(5)
+        ]
+        want = [join_lines(e, MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS] for e in entries]
+        assert _items(entries) == want, entries
 
 
 def test_abstract_end_first_letters() -> None:

@@ -35,7 +35,7 @@ from .headings import MAX_HEADINGS, headings
 from .outline import outline
 from .references import MAX_REFERENCE_CHARS, references
 from .stamp import find_arxiv_stamp
-from .text import nfkc, split_pages, word_count
+from .text import nfkc, page_lines, split_pages, word_count
 
 __all__ = [
     "MAX_ABSTRACT_CHARS",
@@ -60,13 +60,13 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
     """Summarise one paper's text as a JSON-able record of its key outcomes."""
     for memo in (is_header, is_author, author_line):
         memo.cache_clear()  # each paper's lines are read once per paper, not found in a cache
-    pages = [nfkc(p or "") for p in pages]
-    first = pages[0] if pages else ""
-    lines, starts, page1 = split_pages(pages)
+    raw, text = page_lines([p or "" for p in pages])
+    first = nfkc(pages[0] or "") if pages else ""
+    lines, starts, page1 = split_pages(raw)
     name, title_end = title(page1, metadata)
     where = outline(lines)
     body1 = lines[: starts[1]] if len(starts) > 1 else lines
-    text, body_start, truncated = abstract(
+    summary, body_start, truncated = abstract(
         lines, starts, _body_index(page1, body1, title_end), is_header, where
     )
     stamp = find_arxiv_stamp(first)
@@ -76,11 +76,11 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
     return {
         "title": name,
         "authors": authors(page1, title_end, metadata),
-        "abstract": text,
+        "abstract": summary,
         "abstract_truncated": truncated,
         "headings": headings(lines, body_start, where),
         "page_count": len(pages),
-        "word_count": word_count("\n".join(pages)),  # (a line break ends a word too)
+        "word_count": word_count(text),  # (a line break ends a word too)
         "references": references(lines, where),
         "arxiv_stamp": stamp,
     }

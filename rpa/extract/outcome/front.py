@@ -12,7 +12,16 @@ from itertools import repeat
 
 from .authors import author_line
 from .stamp import STAMP
-from .text import AFFILIATION, CONNECTORS, MARKERS, MONTHS, abstract_start, alpha_words
+from .text import (
+    AFFILIATION,
+    CONNECTORS,
+    MARKERS,
+    MONTHS,
+    WORD,
+    abstract_start,
+    alpha_words,
+    two_words,
+)
 
 # Header and footer lines: what they start with, and what they have anywhere. (One pattern
 # with both, searched case-insensitively, tried every alternative at every position of every
@@ -101,7 +110,7 @@ def is_header(line: str) -> bool:
     """A page-1 header or footer line: venue, volume, dates, licence, report number, stamp."""
     if ("arXiv" in line and STAMP.search(line)) or _noise(line):
         return True
-    if len(alpha_words(line)) < 2 and any(map(str.isdigit, line)):
+    if not two_words(line) and any(map(str.isdigit, line)):
         return True  # "4969", "JCAP10(2008)003", "IASSNS-HEP-91/51"
     # (a date line has a year: 19.. or 20..)
     return (
@@ -123,7 +132,7 @@ def _name_like(line: str) -> bool:
 
 def _continues(title: str, nxt: str) -> bool:
     """Does line `nxt` continue a title whose text so far is `title`?"""
-    if is_header(nxt) or not alpha_words(nxt) or len(title) + len(nxt) > 250 or "@" in nxt:
+    if is_header(nxt) or not WORD.search(nxt) or len(title) + len(nxt) > 250 or "@" in nxt:
         return False
     if title.split()[-1].lower() in CONNECTORS and not _MARK_OR_DIGIT.search(nxt):
         return True  # "... Papers with" / "Persistent and Personalized ...": not done yet
@@ -174,9 +183,7 @@ def _text_title(lines: list[str]) -> tuple[str, int]:
             (
                 i
                 for i in range(start, end)
-                if len(alpha_words(lines[i])) >= 2
-                and len(lines[i]) <= 300
-                and not is_header(lines[i])
+                if two_words(lines[i]) and len(lines[i]) <= 300 and not is_header(lines[i])
             ),
             None,
         )

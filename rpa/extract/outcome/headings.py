@@ -119,6 +119,17 @@ def is_known_heading(line: str) -> bool:
     return key in KNOWN_HEADINGS or _APPENDIX_KEY.fullmatch(key) is not None
 
 
+def known_by_key(line: str) -> bool:
+    """is_known_heading(line) for a line of at most 45 characters whose heading_key is in
+    KNOWN_HEADINGS (rpa.extract.outcome.outline has the keys already): the same tests
+    but the key."""
+    if not line[:1].isalnum() or line[:1].islower():
+        return False
+    if APPENDIX_WORD.match(line):
+        return _appendix_heading(line)
+    return not (_ends_with_digit(line) and _PAGE_NUMBER_END.search(line))
+
+
 def _upper(text: str, least: int = 4) -> bool:
     """Mostly capitals: at least `least` letters, 85 % of them upper case. Counted with
     map() (C speed): only letters are upper case, but for a few symbols such as 'Ⅷ'."""

@@ -60,6 +60,15 @@ def _numbered_lines(lines: list[str]) -> int:
     return sum(last) + sum(1 for line in first_only if _LEADING_NUMBER.match(line))
 
 
+def _long_edged(lines: list[str]) -> int:
+    """How many lines of 40 characters or more start or end with a digit: at least the long
+    lines that have a candidate."""
+    edged = map(
+        operator.or_, map(str.isdecimal, map(_FIRST, lines)), map(str.isdecimal, map(_LAST, lines))
+    )
+    return sum(map((40).__le__, map(len, compress(lines, edged))))
+
+
 def _longest_run(values: set[int]) -> int:
     """The most consecutive integers among `values`."""
     best = 0
@@ -165,6 +174,10 @@ class PageNumbers:
             self._numbered = _numbered_lines(lines)
         if self._numbered < need:
             return lines  # (most pages that get this far: their numbers are a table's)
+        if not min_run and 3 * _long_edged(lines) < need:
+            # the cut below needs a third of its lines (need at least) long: it cannot have
+            # them (a table's or a list's numbers: most of the rest)
+            return lines
         cands = self._candidates()
         if self._run < 0:
             self._run = _longest_run({v for c in cands.values() for v, _, _ in c})

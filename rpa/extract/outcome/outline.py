@@ -23,6 +23,7 @@ from .headings import (
     KNOWN_HEADINGS,
     REFERENCE_KEYS,
     is_known_heading,
+    known_by_key,
 )
 
 __all__ = ["Outline", "outline"]
@@ -135,7 +136,8 @@ def outline(lines: list[str]) -> Outline:
     # left outside ASCII is no a-z either)
     letters = keyed.encode("ascii", "ignore").translate(None, _NOT_A_Z_NL).decode("ascii")
     keys = letters.split("\n")[1:]
-    known = set(compress(short, map(KNOWN_HEADINGS.__contains__, keys)))
+    by_key = set(compress(short, map(KNOWN_HEADINGS.__contains__, keys)))
+    known: set[int] = set()  # the other lines is_known_heading may accept
     if "\nappendix" in letters:
         known.update(
             short[letters.count("\n", 0, m.start())] for m in _APPENDIX_KEY.finditer(letters)
@@ -153,7 +155,11 @@ def outline(lines: list[str]) -> Outline:
     chosen = _pick(lines, numbered)
     found = _OUTLINE_LINE.findall("\n" + "\n".join(chosen))
     return Outline(
-        known=sorted(i for i in known if is_known_heading(lines[i])),
+        known=sorted(
+            {i for i in by_key if known_by_key(lines[i])}.union(
+                i for i in known.difference(by_key) if is_known_heading(lines[i])
+            )
+        ),
         references=references,
         numbered=_positions(numbered, chosen, found),
         firsts=firsts,

@@ -31,6 +31,7 @@ _AUTHOR_START = re.compile(
 )
 _YEAR = re.compile(r"\b(?:1[89]|20)\d\d[a-z]?\b")
 _APPENDIX_FIRST = re.compile(r"[A-H]")
+_A_Z = frozenset("abcdefghijklmnopqrstuvwxyz")
 _BRACKET_FIRST = re.compile(r"\[")
 _DIGIT = re.compile(r"\d")
 _CLOSED = operator.methodcaller("endswith", (".", ")", "]"))
@@ -54,6 +55,33 @@ def _numbered_entries(
     return [[text, *lines[i + 1 : end]] for (i, text), end in zip(starts, ends, strict=True)]
 
 
+def _may_have_year(text: str) -> bool:
+    """Has `text` what a _YEAR match starts with ("18", "19" or "20": a C search each)?"""
+    return "19" in text or "20" in text or "18" in text
+
+
+def _has_year(lines: list[str]) -> bool:
+    """Has one of `lines` a year (_YEAR)? Told from them joined by spaces: a year is a word
+    of its own (a word boundary on both sides), and no line break is inside one."""
+    text = " ".join(lines)
+    return _may_have_year(text) and _YEAR.search(text) is not None
+
+
+def _year_ends(lines: list[str], start: int, i: int) -> bool:
+    """Does the first year of the entry that starts at line `start`, in its first lines
+    before line i (at most 4), end it ("Doe J, Roe R. 1997.": it still lacks its title)?
+    Only when its text ends with a digit, or a digit and a-z ("1997a"), can it."""
+    end = min(i, start + 4)
+    tail = lines[end - 1].rstrip(" .")
+    if tail and not (tail[-1].isdecimal() or (tail[-1] in _A_Z and tail[-2:-1].isdecimal())):
+        return False  # (most entries: "... Press." ends in a letter after a letter)
+    so_far = " ".join(lines[start:end]).rstrip(" .")
+    if not _may_have_year(so_far):
+        return False
+    year = _YEAR.search(so_far)
+    return year is not None and year.end() == len(so_far)
+
+
 def _author_year_entries(lines: list[str], firsts: str) -> list[list[str]]:
     """Entries that start with their authors, a year among their first lines: an entry goes
     on while its last line ends no sentence; the list ends at an appendix heading."""
@@ -67,14 +95,11 @@ def _author_year_entries(lines: list[str], firsts: str) -> list[list[str]]:
     closed = map(_CLOSED, map(str.rstrip, lines[: size - 1]))
     starts = [0]
     for i in compress(range(1, size), closed):
-        # An entry whose first year ends it ("Doe J, Roe R. 1997.") still lacks its title.
-        so_far = " ".join(lines[starts[-1] : min(i, starts[-1] + 4)]).rstrip(" .")
-        year = _YEAR.search(so_far)
         if (
-            not (year and year.end() == len(so_far))
+            not _year_ends(lines, starts[-1], i)
             and _AUTHOR_START.match(lines[i]) is not None
             and _NOT_AUTHOR.match(lines[i]) is None
-            and any(_YEAR.search(ln) for ln in lines[i : i + 3])
+            and _has_year(lines[i : i + 3])
         ):
             starts.append(i)
     if not size:
@@ -98,6 +123,23 @@ def _needs_join_lines(joined: str) -> bool:
     return len(joined) >= MAX_REFERENCE_CHARS or "- " in joined
 
 
+_ENDS_HYPHEN = operator.methodcaller("endswith", "-")
+
+
+def _items(entries: list[list[str]]) -> list[str]:
+    """join_lines(entry, MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS] of each entry: its lines
+    joined by spaces, at C speed, cut at the cap; join_lines only for those a line of which
+    (but the last) ends with a hyphen (their joined text has "- "). (Without one, join_lines
+    joins by spaces too, and stops at the line that takes it past the cap.)"""
+    items = list(map(" ".join, entries))
+    for i in compress(range(len(items)), map(_needs_join_lines, items)):
+        if "- " in items[i] and any(map(_ENDS_HYPHEN, entries[i][:-1])):
+            items[i] = join_lines(entries[i], MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS]
+        else:
+            items[i] = items[i][:MAX_REFERENCE_CHARS]
+    return items
+
+
 def references(lines: list[str], where: Outline | None = None) -> dict[str, object]:
     """The count of entries, the first few, and all of them (`items`, each at most
     MAX_REFERENCE_CHARS); `where` is the lines' Outline, if made."""
@@ -113,10 +155,5 @@ def references(lines: list[str], where: Outline | None = None) -> dict[str, obje
             if any(ln.startswith("[2]") for ln in lines[i + 1 : i + 40]):
                 entries = _numbered_entries(lines[i:], firsts[i:], _BRACKET, _BRACKET_FIRST)
                 break
-    # Each entry's lines joined by spaces, at C speed; join_lines for those that may end a
-    # line with a hyphen or run over the cap (their joined text has "- " or is that long).
-    items = list(map(" ".join, entries))
-    redo = map(_needs_join_lines, items)
-    for i in compress(range(len(items)), redo):
-        items[i] = join_lines(entries[i], MAX_REFERENCE_CHARS)[:MAX_REFERENCE_CHARS]
+    items = _items(entries)
     return {"count": len(entries), "first": items[:5], "items": items}

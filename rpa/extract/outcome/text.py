@@ -133,6 +133,12 @@ def alpha_words(line: str) -> list[str]:
     return WORD.findall(line)
 
 
+def two_words(line: str) -> bool:
+    """len(alpha_words(line)) >= 2, without the list: a second word after the first."""
+    first = WORD.search(line)
+    return first is not None and WORD.search(line, first.end()) is not None
+
+
 _ENDS_HYPHEN = operator.methodcaller("endswith", "-")
 
 
@@ -166,11 +172,15 @@ def word_count(text: str) -> int:
     word starts at each non-space character whose previous one is a space, counted as bits
     of one integer (a byte a character, in Latin-1 with "?" for any other character: its
     lowest bit, 1 for a non-space). The whitespace NFKC keeps beyond Latin-1 (U+1680,
-    U+2028, U+2029) takes the slow way."""
-    if "\u2028" in text or "\u2029" in text or "\u1680" in text:
-        return len(text.split())
+    U+2028, U+2029), where there is any, is made a line break first (a C call each)."""
+    for space in ("\u2028", "\u2029", "\u1680"):
+        if space in text:
+            text = text.replace(space, "\n")
     ones = int.from_bytes(text.encode("latin-1", "replace").translate(_NOT_SPACE), "little")
     return (ones ^ (ones & (ones << 8))).bit_count()
+
+
+_NFKC: Literal["NFKC"] = "NFKC"
 
 
 def nfkc(text: str) -> str:
@@ -180,25 +190,38 @@ def nfkc(text: str) -> str:
     if unicodedata.is_normalized("NFKC", text):
         return text
     # (normalize returns a line its quick check finds normalised as it is: a C call a line)
-    form: Literal["NFKC"] = "NFKC"
-    return "\n".join(map(unicodedata.normalize, repeat(form), text.split("\n")))
+    return "\n".join(map(unicodedata.normalize, repeat(_NFKC), text.split("\n")))
 
 
-def nonblank_lines(text: str) -> list[str]:
-    """The text's lines, stripped, without the blank ones."""
-    return list(filter(None, map(str.strip, text.splitlines())))
+def page_lines(pages: list[str]) -> tuple[list[list[str]], str]:
+    """Each page's non-blank lines, stripped, of nfkc(page), with one split: NFKC-normalised
+    (each line of a page that needs it: no line break composes with its neighbours),
+    stripped after that (NFKC makes "´" a space and a mark). And the whole text,
+    normalised, for word_count: the pages as they are when normalised, the normalised
+    lines of the others (every line break splitlines knows is whitespace: the same words).
+    """
+    out: list[list[str]] = []
+    texts: list[str] = []
+    for page in pages:
+        lines = page.splitlines()
+        if unicodedata.is_normalized("NFKC", page):
+            texts.append(page)
+        else:
+            lines = list(map(unicodedata.normalize, repeat(_NFKC), lines))
+            texts.append("\n".join(lines))
+        out.append(list(filter(None, map(str.strip, lines))))
+    return out, "\n".join(texts)
 
 
-def split_pages(pages: list[str]) -> tuple[list[str], list[int], list[str]]:
-    """All non-blank lines, without running headers/footers, bare page numbers and margin
-    line numbers; the index of each page's first line in that list; and page 1's lines
-    (non-blank, without margin line numbers, headers kept).
+def split_pages(raw: list[list[str]]) -> tuple[list[str], list[int], list[str]]:
+    """From each page's lines (`page_lines`): all the lines, without running headers and
+    footers, bare page numbers and margin line numbers; the index of each page's first line
+    in that list; and page 1's lines (without margin line numbers, headers kept).
 
     A line near the top or bottom of a page whose text (digits aside) recurs there on several
     pages is a running header ("18 A. FERRAGUTI AND G. MICHELI"): dropped, because it would
     otherwise read as a numbered heading or split a reference in two.
     """
-    raw = [nonblank_lines(page) for page in pages]
     per_page = raw.copy()
     numbers: dict[int, PageNumbers] = {}  # the pages that may have margin numbers
     for i, lines in enumerate(raw):
@@ -218,7 +241,7 @@ def split_pages(pages: list[str]) -> tuple[list[str], list[int], list[str]]:
     folded = _DIGITS.sub("#", "\n".join(unique).lower()).split("\n") if unique else []
     key = dict(zip(unique, folded, strict=True))
     seen = Counter(chain.from_iterable(set(map(key.__getitem__, edge)) for edge in edges))
-    least = max(3, len(pages) // 4)
+    least = max(3, len(raw) // 4)
     # (a bare page number: what re.fullmatch(r"\d{1,4}", line) finds)
     repeated = set(compress(seen.keys(), map(least.__le__, seen.values())))
     dropped = set(compress(key.keys(), map(repeated.__contains__, key.values())))
