@@ -9,8 +9,8 @@ Whatever goes wrong while one paper is worked on ends that paper's attempt, expl
 run goes on: a JobError as it is, any other exception through `rpa.classify` (a bug is
 `internal`, no space anywhere is `disk_full`); what it means (charge the paper, give it back,
 hold it for a host that refused us, pause its host) is the failure policy's verdict
-(rpa.run.policy), carried out here. Only a
-failure to record the failure (the database itself broken) ends the run, as `RunCrashed`.
+(rpa.run.policy), carried out by rpa.run.failure. Only a failure to record the failure (the
+database itself broken) ends the run, as `RunCrashed`.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ from rpa.layout import Layout
 from rpa.notices import Notices
 from rpa.queue import jobs
 from rpa.queue.aio import AsyncQueue
-from rpa.queue.model import Attempt, Completion, Failure, Job
+from rpa.queue.model import Attempt, Completion, Job
 from rpa.run import policy
 from rpa.run.completer import Completer
 from rpa.run.disk import DiskGuard
+from rpa.run.failure import FailureRecorder
 from rpa.run.leases import Held
 from rpa.run.metadata import MetadataService
 from rpa.run.publish import discard, private_name, publish_record, stage_record
@@ -112,12 +113,14 @@ class JobProcessor:
         self.io = io
         self.tally = tally
         self.notices = notices
-        self.stopping = stopping
         self.completer = completer
         self.metadata = metadata
-        self.disk = disk
         self.max_bytes = int(settings.max_pdf_mb * 1024 * 1024)
         self.leases = Held()  # the feeder's (Feeder.run): until when each lease surely holds
+        self.failures = FailureRecorder(
+            settings=settings, run_id=run_id, queue=queue, hosts=hosts, tally=tally,
+            notices=notices, network=source.network, stopping=stopping, disk=disk,
+        )  # fmt: skip
 
     async def _in_io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
@@ -146,7 +149,7 @@ class JobProcessor:
         except errors.DatabaseStayedAway:
             raise  # the run's condition, not this paper's: the run stops (rpa.run.feeder)
         except Exception as exc:
-            await self._fail(job, classify(exc, f"the {stage} stage"), stage)
+            await self.failures.fail(job, classify(exc, f"the {stage} stage"), stage)
         finally:
             self.tally.let_go(job.id)
             if meta is not None and not meta.done():
@@ -239,7 +242,7 @@ class JobProcessor:
             if result.get("kind") == PDF_MISSING:  # gone again at once: a later attempt
                 raise errors.TransientIo(f"the PDF vanished again: {result.get('message')}")
         if not result.get("ok"):
-            await self._fail(job, _rebuilt(result), str(result.get("stage") or "extract"))
+            await self.failures.fail(job, _rebuilt(result), str(result.get("stage") or "extract"))
             return
         row: dict[str, Any] = result["row"]  # type: ignore[assignment]
         completion = Completion(
@@ -338,65 +341,3 @@ class JobProcessor:
         self._attempt(job, "outcome", started, 0.0, took)
         self.tally.finished(job.id, total)
         self.tally.checked(job.id, (record.get("checks") or {}).get("stamp_mismatch"))
-
-    # ---- failure --------------------------------------------------------------------------
-
-    async def _give_back(self, job: Job) -> None:
-        """Back to the queue as it was claimed: no attempt counted."""
-        await self.queue.run(jobs.release, self.run_id, [job.lease])
-        self.tally.taken -= 1
-
-    async def _fail(self, job: Job, exc: errors.JobError, stage: str) -> None:
-        try:
-            await self._record_failure(job, exc, stage)
-        except (asyncio.CancelledError, errors.DatabaseStayedAway):
-            raise
-        except Exception as inner:  # the failure itself cannot be recorded: the run stops
-            raise errors.RunCrashed(
-                f"cannot record the failure of {job.id} ({exc.kind}: {exc.message}): "
-                f"{type(inner).__name__}: {inner}"
-            ) from inner
-
-    def _as_condition(self, job: Job, exc: errors.JobError, stage: str) -> errors.JobError:
-        """Tell host health what this failure says of the paper's host: if the host is down,
-        the failure is the host's (HostDown), not the paper's."""
-        if stage != "download" or not self.source.network:
-            return exc
-        if policy.host_trouble(exc):
-            if self.hosts.connection_failed(exc.host, job.id, exc.message):
-                return policy.as_host_down(exc)
-        elif policy.proves_host_works(exc):
-            self.hosts.answered(exc.host)
-        return exc
-
-    async def _record_failure(self, job: Job, exc: errors.JobError, stage: str) -> None:
-        """Carry out the failure policy's verdict (rpa.run.policy) on this attempt."""
-        now = time.time()
-        exc = self._as_condition(job, exc, stage)
-        verdict = policy.judge(exc, job, self.settings, stopping=self.stopping(), now=now)
-        if verdict.refused:
-            await self.hosts.refused(exc.host, exc.message)
-        if verdict.said:
-            self.notices.add(verdict.said)
-        if verdict.pause_out and self.disk is not None and isinstance(exc, errors.ConditionError):
-            await self.disk.trouble(exc.message, exc.folder, full=isinstance(exc, errors.DiskFull))
-        if verdict.action == "give_back":
-            await self._give_back(job)
-            return
-        exc = verdict.error
-        if verdict.cooldown:
-            await self.hosts.asked_to_wait(exc.host, verdict.cooldown, exc.message)
-        final = verdict.action == "fail"  # a hold: a retry never due (`HELD`), uncounted
-        failure = Failure(
-            exc.kind, exc.message, final, verdict.next_at, verdict.crashed, verdict.counted
-        )
-        if not await self.queue.run(jobs.fail, self.run_id, job.lease, failure, now):
-            self.notices.add(f"lease lost before recording a failure: {job.id}")
-            return
-        meter = self.tally.meters[stage]
-        if final:
-            meter.failed += 1
-            self.tally.failed_for_good(exc.kind, exc.message, job.id)
-        else:
-            meter.retried += 1
-            self.tally.retry_later(exc.kind, exc.message, job.id)
