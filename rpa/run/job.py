@@ -10,7 +10,8 @@ run goes on: a JobError as it is, any other exception through `rpa.classify` (a 
 `internal`, no space anywhere is `disk_full`); what it means (charge the paper, give it back,
 hold it for a host that refused us, pause its host) is the failure policy's verdict
 (rpa.run.policy), carried out by rpa.run.failure. Only a failure to record the failure (the
-database itself broken) ends the run, as `RunCrashed`.
+database itself broken) ends the run, as `RunCrashed`. A download removed under rpa (--out's
+files deleted) is downloaded again, once, uncounted and said (`_fetch`, `_work`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from rpa.run.leases import Held
 from rpa.run.metadata import MetadataService
 from rpa.run.publish import discard, private_name, publish_record, stage_record
 from rpa.run.tally import StageMeter, Tally
-from rpa.sources.base import Download, Source
+from rpa.sources.base import Download, Source, Vanished
 from rpa.sources.stored import adopt_pdf
 
 __all__ = ["JobGates", "JobProcessor"]
@@ -215,7 +216,7 @@ class JobProcessor:
         gate = self.gates.download if self.source.network else None
         async with gate if gate is not None else contextlib.nullcontext(0.0) as wait:
             with self._running(meter, job, "download", started, wait):
-                result = await self.source.fetch(job.id, private)
+                result = await self._fetch(job, private)
         if self.source.network:
             self.hosts.answered(urlsplit(result.final_url).hostname)
             self.hosts.paper_fetched(job.id)
@@ -226,21 +227,33 @@ class JobProcessor:
         self._attempt(job, "download", started, wait, result.seconds)
         return result
 
+    async def _fetch(self, job: Job, private: Path) -> Download:
+        """The source's fetch. A download removed while written (--out's files deleted) is
+        downloaded again, once, uncounted; removed again at once, a counted `io_error`."""
+        try:
+            return await self.source.fetch(job.id, private)
+        except Vanished:
+            self.notices.add(f"{job.id}: download removed while written, downloading again")
+        return await self.source.fetch(job.id, private)
+
     async def _work(
         self, job: Job, found: Download, start: float, meta: asyncio.Future[Any] | None
     ) -> None:
         """The paper's whole work on its bytes, in an extraction process (rpa.extract.paper),
         then its completion (in a batch: rpa.run.completer). A PDF gone or changed before
-        its check is downloaded again, once."""
+        its check (or removed while checked, before its final name) is downloaded again,
+        once, uncounted; gone again at once, a counted `io_error` (`_run_task`)."""
         result, took = await self._run_task(job, found, meta)
         if result.get("kind") == PDF_MISSING:
             self.notices.add(f"{job.id}: stored PDF missing or changed, downloading again")
             await self.queue.run(jobs.back_to_queued, self.run_id, job.lease, time.time())
             queued = dataclasses.replace(job, stage="queued", pdf_path=None)
-            found = await self._download(queued)
-            result, took = await self._run_task(job, found, meta)
-            if result.get("kind") == PDF_MISSING:  # gone again at once: a later attempt
-                raise errors.TransientIo(f"the PDF vanished again: {result.get('message')}")
+            try:
+                found = await self._download(queued)
+            except errors.JobError as exc:  # its host's or its own, as any download's
+                await self.failures.fail(job, exc, "download")
+                return
+            result, took = await self._run_task(job, found, meta, again=True)
         if not result.get("ok"):
             await self.failures.fail(job, _rebuilt(result), str(result.get("stage") or "extract"))
             return
@@ -266,10 +279,12 @@ class JobProcessor:
         self.tally.checked(job.id, _text(result.get("stamp_mismatch")))
 
     async def _run_task(
-        self, job: Job, found: Download, meta: asyncio.Future[Any] | None
+        self, job: Job, found: Download, meta: asyncio.Future[Any] | None, again: bool = False
     ) -> tuple[dict[str, object], float]:
         """One run of the paper's work in the extraction pool, behind the extract gate, alone
-        if the failure policy says so (`policy.runs_alone`); its attempt recorded.
+        if the failure policy says so (`policy.runs_alone`); its attempt recorded, a failure
+        of any stage (the download's check too) as an error row, except a PDF found gone,
+        which is downloaded again uncounted; gone `again`, it is an `io_error`.
         (result, seconds of the extraction)."""
         meter = self.tally.meters["extract"]
         metadata = await meta if meta is not None else None
@@ -299,9 +314,12 @@ class JobProcessor:
         wait += t1 - t0
         took = float(result.get("seconds", 0.0))  # type: ignore[arg-type]
         if not result.get("ok"):
-            stage = str(result.get("stage"))
-            if stage in ("extract", "outcome") and result.get("kind") != PDF_MISSING:
-                self._attempt(job, stage, started, wait, took, "error", str(result["kind"]))
+            if again and result.get("kind") == PDF_MISSING:
+                gone = f"the PDF vanished again: {result.get('message')}"
+                result = {**result, "kind": errors.TransientIo.kind, "message": gone}
+            if result.get("kind") != PDF_MISSING:
+                stage, kind = str(result.get("stage")), str(result["kind"])
+                self._attempt(job, stage, started, wait, took, "error", kind)
             return result, took
         meter.done += 1
         meter.durations.add(took)
