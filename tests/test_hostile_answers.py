@@ -123,6 +123,10 @@ def test_a_symlink_out_of_a_local_folder_is_refused_unread(tmp_path: Path) -> No
     assert states == {"ext:real": "done", "ext:inside": "done", "ext:escape": "failed"}
     (message,) = cli.query("SELECT error_message FROM jobs WHERE id = 'ext:escape'")[0]
     assert "leads out of" in message
+    # refused by the check in its extraction process, its attempt is explained there too
+    kind = cli.query("SELECT error_kind FROM jobs WHERE id = 'ext:escape'")[0][0]
+    errors = cli.query("SELECT job_id, stage, error_kind FROM attempts WHERE outcome = 'error'")
+    assert errors == [("ext:escape", "download", kind)]
     everything = said + message + cli.run("status", "--db", str(cli.db)).stdout
     assert "the-secret-line" not in everything and "root:x" not in everything
 

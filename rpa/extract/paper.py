@@ -62,6 +62,13 @@ class _Failed(Exception):
         return cls(stage, error.kind, error.message, getattr(error, "folder", None))
 
 
+def _gone(exc: OSError) -> _Failed:
+    """A download removed under rpa before it was published (--out's files or folders
+    deleted): no fault of the paper; the job processor downloads it again, uncounted
+    (rpa.run.job)."""
+    return _Failed("extract", PDF_MISSING, f"the download is gone: {exc}")
+
+
 def _locate(task: PaperTask) -> tuple[str, int, str]:
     """(path, size, sha256) of the task's PDF once it has passed its check."""
     try:
@@ -69,8 +76,8 @@ def _locate(task: PaperTask) -> tuple[str, int, str]:
             private, final = Path(task.pdf), Path(task.publish_to or task.pdf)
             try:
                 size, sha = check_pdf(lambda: private.open("rb"), None, task.max_bytes)
-            except FileNotFoundError as exc:  # --out's files removed meanwhile
-                raise _Failed("extract", PDF_MISSING, f"the download is gone: {exc}") from exc
+            except FileNotFoundError as exc:
+                raise _gone(exc) from exc
             try:
                 with open(private, "rb") as fh:
                     os.fsync(fh.fileno())  # whole on disk before its final name points at it
@@ -78,7 +85,9 @@ def _locate(task: PaperTask) -> tuple[str, int, str]:
                 # paused past it, another run may have published there (rpa.run.leases)
                 first = task.first and lease_clock() < task.sure_until
                 kept = publish_pdf(private, final, first=first)
-            except OSError as exc:  # a write: --out full, read-only, removed...
+            except FileNotFoundError as exc:  # removed while the check read it: it passed
+                raise _gone(exc) from exc
+            except OSError as exc:  # a write: --out full, read-only...
                 raise _Failed.of("download", exc) from exc
             return (str(final), size, sha) if kept is None else (str(final), *kept)
         if task.check == "local":

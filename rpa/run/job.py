@@ -9,8 +9,9 @@ Whatever goes wrong while one paper is worked on ends that paper's attempt, expl
 run goes on: a JobError as it is, any other exception through `rpa.classify` (a bug is
 `internal`, no space anywhere is `disk_full`); what it means (charge the paper, give it back,
 hold it for a host that refused us, pause its host) is the failure policy's verdict
-(rpa.run.policy), carried out here. Only a
-failure to record the failure (the database itself broken) ends the run, as `RunCrashed`.
+(rpa.run.policy), carried out by rpa.run.failure. Only a failure to record the failure (the
+database itself broken) ends the run, as `RunCrashed`. A download removed under rpa (--out's
+files deleted) is downloaded again, once, uncounted and said (`_fetch`, `_work`).
 """
 
 from __future__ import annotations
@@ -38,15 +39,16 @@ from rpa.layout import Layout
 from rpa.notices import Notices
 from rpa.queue import jobs
 from rpa.queue.aio import AsyncQueue
-from rpa.queue.model import Attempt, Completion, Failure, Job
+from rpa.queue.model import Attempt, Completion, Job
 from rpa.run import policy
 from rpa.run.completer import Completer
 from rpa.run.disk import DiskGuard
+from rpa.run.failure import FailureRecorder
 from rpa.run.leases import Held
 from rpa.run.metadata import MetadataService
 from rpa.run.publish import discard, private_name, publish_record, stage_record
 from rpa.run.tally import StageMeter, Tally
-from rpa.sources.base import Download, Source
+from rpa.sources.base import Download, Source, Vanished
 from rpa.sources.stored import adopt_pdf
 
 __all__ = ["JobGates", "JobProcessor"]
@@ -112,12 +114,14 @@ class JobProcessor:
         self.io = io
         self.tally = tally
         self.notices = notices
-        self.stopping = stopping
         self.completer = completer
         self.metadata = metadata
-        self.disk = disk
         self.max_bytes = int(settings.max_pdf_mb * 1024 * 1024)
         self.leases = Held()  # the feeder's (Feeder.run): until when each lease surely holds
+        self.failures = FailureRecorder(
+            settings=settings, run_id=run_id, queue=queue, hosts=hosts, tally=tally,
+            notices=notices, network=source.network, stopping=stopping, disk=disk,
+        )  # fmt: skip
 
     async def _in_io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
@@ -146,7 +150,7 @@ class JobProcessor:
         except errors.DatabaseStayedAway:
             raise  # the run's condition, not this paper's: the run stops (rpa.run.feeder)
         except Exception as exc:
-            await self._fail(job, classify(exc, f"the {stage} stage"), stage)
+            await self.failures.fail(job, classify(exc, f"the {stage} stage"), stage)
         finally:
             self.tally.let_go(job.id)
             if meta is not None and not meta.done():
@@ -212,7 +216,7 @@ class JobProcessor:
         gate = self.gates.download if self.source.network else None
         async with gate if gate is not None else contextlib.nullcontext(0.0) as wait:
             with self._running(meter, job, "download", started, wait):
-                result = await self.source.fetch(job.id, private)
+                result = await self._fetch(job, private)
         if self.source.network:
             self.hosts.answered(urlsplit(result.final_url).hostname)
             self.hosts.paper_fetched(job.id)
@@ -223,23 +227,35 @@ class JobProcessor:
         self._attempt(job, "download", started, wait, result.seconds)
         return result
 
+    async def _fetch(self, job: Job, private: Path) -> Download:
+        """The source's fetch. A download removed while written (--out's files deleted) is
+        downloaded again, once, uncounted; removed again at once, a counted `io_error`."""
+        try:
+            return await self.source.fetch(job.id, private)
+        except Vanished:
+            self.notices.add(f"{job.id}: download removed while written, downloading again")
+        return await self.source.fetch(job.id, private)
+
     async def _work(
         self, job: Job, found: Download, start: float, meta: asyncio.Future[Any] | None
     ) -> None:
         """The paper's whole work on its bytes, in an extraction process (rpa.extract.paper),
         then its completion (in a batch: rpa.run.completer). A PDF gone or changed before
-        its check is downloaded again, once."""
+        its check (or removed while checked, before its final name) is downloaded again,
+        once, uncounted; gone again at once, a counted `io_error` (`_run_task`)."""
         result, took = await self._run_task(job, found, meta)
         if result.get("kind") == PDF_MISSING:
             self.notices.add(f"{job.id}: stored PDF missing or changed, downloading again")
             await self.queue.run(jobs.back_to_queued, self.run_id, job.lease, time.time())
             queued = dataclasses.replace(job, stage="queued", pdf_path=None)
-            found = await self._download(queued)
-            result, took = await self._run_task(job, found, meta)
-            if result.get("kind") == PDF_MISSING:  # gone again at once: a later attempt
-                raise errors.TransientIo(f"the PDF vanished again: {result.get('message')}")
+            try:
+                found = await self._download(queued)
+            except errors.JobError as exc:  # its host's or its own, as any download's
+                await self.failures.fail(job, exc, "download")
+                return
+            result, took = await self._run_task(job, found, meta, again=True)
         if not result.get("ok"):
-            await self._fail(job, _rebuilt(result), str(result.get("stage") or "extract"))
+            await self.failures.fail(job, _rebuilt(result), str(result.get("stage") or "extract"))
             return
         row: dict[str, Any] = result["row"]  # type: ignore[assignment]
         completion = Completion(
@@ -263,10 +279,12 @@ class JobProcessor:
         self.tally.checked(job.id, _text(result.get("stamp_mismatch")))
 
     async def _run_task(
-        self, job: Job, found: Download, meta: asyncio.Future[Any] | None
+        self, job: Job, found: Download, meta: asyncio.Future[Any] | None, again: bool = False
     ) -> tuple[dict[str, object], float]:
         """One run of the paper's work in the extraction pool, behind the extract gate, alone
-        if the failure policy says so (`policy.runs_alone`); its attempt recorded.
+        if the failure policy says so (`policy.runs_alone`); its attempt recorded, a failure
+        of any stage (the download's check too) as an error row, except a PDF found gone,
+        which is downloaded again uncounted; gone `again`, it is an `io_error`.
         (result, seconds of the extraction)."""
         meter = self.tally.meters["extract"]
         metadata = await meta if meta is not None else None
@@ -296,9 +314,12 @@ class JobProcessor:
         wait += t1 - t0
         took = float(result.get("seconds", 0.0))  # type: ignore[arg-type]
         if not result.get("ok"):
-            stage = str(result.get("stage"))
-            if stage in ("extract", "outcome") and result.get("kind") != PDF_MISSING:
-                self._attempt(job, stage, started, wait, took, "error", str(result["kind"]))
+            if again and result.get("kind") == PDF_MISSING:
+                gone = f"the PDF vanished again: {result.get('message')}"
+                result = {**result, "kind": errors.TransientIo.kind, "message": gone}
+            if result.get("kind") != PDF_MISSING:
+                stage, kind = str(result.get("stage")), str(result["kind"])
+                self._attempt(job, stage, started, wait, took, "error", kind)
             return result, took
         meter.done += 1
         meter.durations.add(took)
@@ -338,65 +359,3 @@ class JobProcessor:
         self._attempt(job, "outcome", started, 0.0, took)
         self.tally.finished(job.id, total)
         self.tally.checked(job.id, (record.get("checks") or {}).get("stamp_mismatch"))
-
-    # ---- failure --------------------------------------------------------------------------
-
-    async def _give_back(self, job: Job) -> None:
-        """Back to the queue as it was claimed: no attempt counted."""
-        await self.queue.run(jobs.release, self.run_id, [job.lease])
-        self.tally.taken -= 1
-
-    async def _fail(self, job: Job, exc: errors.JobError, stage: str) -> None:
-        try:
-            await self._record_failure(job, exc, stage)
-        except (asyncio.CancelledError, errors.DatabaseStayedAway):
-            raise
-        except Exception as inner:  # the failure itself cannot be recorded: the run stops
-            raise errors.RunCrashed(
-                f"cannot record the failure of {job.id} ({exc.kind}: {exc.message}): "
-                f"{type(inner).__name__}: {inner}"
-            ) from inner
-
-    def _as_condition(self, job: Job, exc: errors.JobError, stage: str) -> errors.JobError:
-        """Tell host health what this failure says of the paper's host: if the host is down,
-        the failure is the host's (HostDown), not the paper's."""
-        if stage != "download" or not self.source.network:
-            return exc
-        if policy.host_trouble(exc):
-            if self.hosts.connection_failed(exc.host, job.id, exc.message):
-                return policy.as_host_down(exc)
-        elif policy.proves_host_works(exc):
-            self.hosts.answered(exc.host)
-        return exc
-
-    async def _record_failure(self, job: Job, exc: errors.JobError, stage: str) -> None:
-        """Carry out the failure policy's verdict (rpa.run.policy) on this attempt."""
-        now = time.time()
-        exc = self._as_condition(job, exc, stage)
-        verdict = policy.judge(exc, job, self.settings, stopping=self.stopping(), now=now)
-        if verdict.refused:
-            await self.hosts.refused(exc.host, exc.message)
-        if verdict.said:
-            self.notices.add(verdict.said)
-        if verdict.pause_out and self.disk is not None and isinstance(exc, errors.ConditionError):
-            await self.disk.trouble(exc.message, exc.folder, full=isinstance(exc, errors.DiskFull))
-        if verdict.action == "give_back":
-            await self._give_back(job)
-            return
-        exc = verdict.error
-        if verdict.cooldown:
-            await self.hosts.asked_to_wait(exc.host, verdict.cooldown, exc.message)
-        final = verdict.action == "fail"  # a hold: a retry never due (`HELD`), uncounted
-        failure = Failure(
-            exc.kind, exc.message, final, verdict.next_at, verdict.crashed, verdict.counted
-        )
-        if not await self.queue.run(jobs.fail, self.run_id, job.lease, failure, now):
-            self.notices.add(f"lease lost before recording a failure: {job.id}")
-            return
-        meter = self.tally.meters[stage]
-        if final:
-            meter.failed += 1
-            self.tally.failed_for_good(exc.kind, exc.message, job.id)
-        else:
-            meter.retried += 1
-            self.tally.retry_later(exc.kind, exc.message, job.id)

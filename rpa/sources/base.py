@@ -6,7 +6,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["Download", "Source"]
+from rpa import errors
+
+__all__ = ["Download", "Source", "Vanished"]
+
+
+class Vanished(errors.TransientIo):
+    """The file a download was being written to was removed under rpa (--out's files deleted,
+    its folder removed): no fault of the paper nor of its host. The job processor downloads
+    it again, once, uncounted, and says so (rpa.run.job); a second one in a row is what it
+    is, a counted `io_error` (its kind is TransientIo's: not a kind of its own in the queue,
+    nor in rpa.errors' table of kinds, which is made before this class exists)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,5 +44,5 @@ class Source(Protocol):
 
     async def fetch(self, job_id: str, dest: Path) -> Download:
         """Bring the PDF of `job_id` to a checked file (at `dest`, or where it already is);
-        raises a rpa.errors.JobError on any failure."""
+        raises a rpa.errors.JobError on any failure (`Vanished`: its file removed meanwhile)."""
         ...

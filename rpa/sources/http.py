@@ -34,7 +34,7 @@ from rpa.classify import classify
 from rpa.hosts.outage import SERVER_DOWN
 from rpa.hosts.registry import HostGates, same_site
 from rpa.ids import url_for
-from rpa.sources.base import Download
+from rpa.sources.base import Download, Vanished
 from rpa.sources.check import PdfCheck, start_of
 from rpa.sources.partial import PartialFile
 
@@ -280,6 +280,8 @@ class Downloader:
             raise errors.ConnectionFailed(f"{type(exc).__name__}: {exc}", host=answered) from None
         except zlib.error as exc:
             raise errors.TruncatedBody(f"the compressed body is broken: {exc}") from None
+        except FileNotFoundError as exc:  # its file, or its folder, removed while written
+            raise Vanished(f"the download was removed while written: {exc}") from None
         except OSError as exc:
             raise classify(exc, f"writing {dest.parent}") from None
         finally:

@@ -103,6 +103,8 @@ class Fault:
     body: bytes = b""
     delay: float = 0.0
     target: str = ""
+    #: slow_body: the bytes sent before the stall (None: half the file, at most CHUNK_SIZE)
+    after: int | None = None
 
     def __post_init__(self) -> None:
         if self.times is not None and self.times < 1:
@@ -123,9 +125,10 @@ class Fault:
         return Fault("reset_mid_body", times)
 
     @staticmethod
-    def slow_body(delay: float, times: int | None = None) -> Fault:
-        """Send the headers and a first chunk, then stall ``delay`` seconds before the rest."""
-        return Fault("slow_body", times, delay=delay)
+    def slow_body(delay: float, times: int | None = None, after: int | None = None) -> Fault:
+        """Send the headers and a first chunk (``after`` bytes, when given), then stall
+        ``delay`` seconds before the rest."""
+        return Fault("slow_body", times, delay=delay, after=after)
 
     @staticmethod
     def html_200(times: int | None = None) -> Fault:
@@ -341,6 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._headers(200, "application/pdf", len(data))
             if head:
                 return
+            cut = cut if fault.after is None else min(fault.after, len(data))
             self.wfile.write(data[:cut])
             mirror._wake.wait(fault.delay)  # the delay, or until released or shut down
             if mirror._stopping.is_set():
