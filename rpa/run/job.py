@@ -42,7 +42,6 @@ from rpa.queue.model import Attempt, Completion, Failure, Job
 from rpa.run import policy
 from rpa.run.completer import Completer
 from rpa.run.disk import DiskGuard
-from rpa.run.leases import Held
 from rpa.run.metadata import MetadataService
 from rpa.run.publish import discard, private_name, publish_record, stage_record
 from rpa.run.tally import StageMeter, Tally
@@ -117,7 +116,7 @@ class JobProcessor:
         self.metadata = metadata
         self.disk = disk
         self.max_bytes = int(settings.max_pdf_mb * 1024 * 1024)
-        self.leases = Held()  # the feeder's (Feeder.run): until when each lease surely holds
+        self.vouch = ""  # the feeder's (Feeder.run): until when its leases surely hold
 
     async def _in_io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
@@ -281,7 +280,7 @@ class JobProcessor:
             check=found.check or "verify", text_path=str(self.layout.text_path(job.id)),
             outcome_path=str(self.layout.outcome_path(job.id)), max_bytes=self.max_bytes,
             publish_to=str(self.layout.pdf_path(job.id)), first=job.token == 1,
-            sure_until=self.leases.sure_until(job.id),
+            vouch=self.vouch,
             folder=found.folder, metadata=metadata, keep_pdf=self.settings.keep_pdf,
         )  # fmt: skip
         started = time.time()
