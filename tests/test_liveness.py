@@ -160,11 +160,13 @@ def test_a_fleet_process_paused_past_its_lease_is_declared_dead_and_writes_nothi
 ) -> None:
     """The server's bytes change at every request: a stale download can never match the
     record of the run that completed the job, so a PDF it put under the final name would
-    show."""
+    show. Its leases are long (30 s): the other run takes its jobs because it is dead (6.5 s
+    silent), long before they would expire (a first claim's worker that went by the lease
+    alone would think its lease still held, and replace the other run's PDF)."""
     db = _queue(backend, request)
     with _mirror(16, 0.6, changing=True) as (mirror, ids):
         cli = Cli(tmp_path, mirror.url_template, db)
-        knobs = cli.knobs(lease_seconds=3, **FAST)
+        knobs = cli.knobs(lease_seconds=30, **FAST)
         stale = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *knobs)
         try:
             wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 3, 60, "leases taken")
@@ -424,20 +426,23 @@ def test_a_first_claim_whose_lease_may_have_lapsed_keeps_the_pdf_at_its_final_na
     tmp_path: Path,
 ) -> None:
     """The extraction process's publish, on real files: a job's first claim replaces a file
-    at the final name (foreign: another queue's) only while its lease surely holds; once it
-    may have lapsed (the process paused past it: another run may have published there), the
-    file there is kept and recorded. The end-to-end case is the SIGSTOP fleet test above,
-    whose stale download reaches this point only sometimes."""
+    at the final name (foreign: another queue's) only while the run vouches that its leases
+    surely hold; once they may have lapsed (the process paused past them, or the run found
+    dead: another run may have published there), the file there is kept and recorded. The
+    vouch is read at the publish, not when the task was made (a paper that waited for its
+    turn while the heartbeats went on still holds its lease). The end-to-end case is the
+    SIGSTOP fleet test above, whose stale download reaches this point only sometimes."""
     from rpa.extract.paper import work_paper
     from rpa.extract.pdf import extract_pdf
     from rpa.extract.protocol import PaperTask
-    from rpa.queue.clock import lease_clock
+    from rpa.queue.clock import Vouch, lease_clock, vouched_until
     from rpa.queue.model import Job
     from rpa.run.publish import private_name
 
     there, downloaded = (p.read_bytes() for p in sample_pdfs()[:2])
     kept = {}
-    for case, sure_until in (("sure", lease_clock() + 60), ("lapsed", lease_clock() - 1)):
+    vouch = Vouch()
+    for case, sure_until in (("sure", 60.0), ("lapsed", -1.0), ("revoked", None)):
         final = tmp_path / case / "pdf" / "x.pdf"
         final.parent.mkdir(parents=True)
         final.write_bytes(there)
@@ -447,14 +452,18 @@ def test_a_first_claim_whose_lease_may_have_lapsed_keeps_the_pdf_at_its_final_na
             job=Job("ext:x", 1, "queued", 0, 0), run_id="r1", extractor="pypdf",
             pdf=str(private), check="download", text_path=str(tmp_path / case / "x.txt"),
             outcome_path=str(tmp_path / case / "x.json"), publish_to=str(final), first=True,
-            sure_until=sure_until,
+            vouch=vouch.path,
         )  # fmt: skip
+        # the heartbeat moves the vouch on after the task was made (or the run is found dead)
+        vouch.until(0.0 if sure_until is None else lease_clock() + sure_until)
         result = work_paper(task, extract_pdf)
         assert result["ok"], result
         assert not private.exists()
         kept[case] = (final.read_bytes(), result["pdf_sha256"])
     assert kept["sure"] == (downloaded, hashlib.sha256(downloaded).hexdigest())
-    assert kept["lapsed"] == (there, hashlib.sha256(there).hexdigest())
+    assert kept["lapsed"] == kept["revoked"] == (there, hashlib.sha256(there).hexdigest())
+    vouch.close()  # the run is gone: nothing is vouched for
+    assert vouched_until(vouch.path) == 0.0
 
 
 @BACKENDS

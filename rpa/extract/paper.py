@@ -38,7 +38,7 @@ from rpa.classify import classify
 from rpa.errors import JobError
 from rpa.extract.protocol import PDF_MISSING, Extractor, PaperTask
 from rpa.extract.record import outcome_record, write_record
-from rpa.queue.clock import lease_clock
+from rpa.queue.clock import lease_clock, vouched_until
 from rpa.queue.jobs import result_row
 from rpa.queue.model import Job
 from rpa.sources.check import check_pdf
@@ -83,7 +83,7 @@ def _locate(task: PaperTask) -> tuple[str, int, str]:
                     os.fsync(fh.fileno())  # whole on disk before its final name points at it
                 # a first claim replaces a foreign file only while its lease surely holds:
                 # paused past it, another run may have published there (rpa.run.leases)
-                first = task.first and lease_clock() < task.sure_until
+                first = task.first and lease_clock() < vouched_until(task.vouch)
                 kept = publish_pdf(private, final, first=first)
             except FileNotFoundError as exc:  # removed while the check read it: it passed
                 raise _gone(exc) from exc

@@ -64,7 +64,7 @@ class PaperTask:
     max_bytes: int | None = None
     publish_to: str | None = None  # a download: its final name
     first: bool = False  # the job's first claim: a file at publish_to is foreign, as long as
-    sure_until: float = 0.0  # the lease surely holds (rpa.queue.clock.lease_clock; rpa.run.leases)
+    vouch: str = ""  # until when the run's leases surely hold (rpa.queue.clock.Vouch)
     folder: str | None = None  # a local source: the folder every file must lie in
     metadata: dict[str, Any] | None = None
     keep_pdf: str = "always"  # a download's PDF once its paper is done: always | failed | never

@@ -33,10 +33,10 @@ from rpa.hosts.health import HostHealth
 from rpa.notices import Notices
 from rpa.queue import jobs, runs
 from rpa.queue.aio import AsyncQueue
-from rpa.queue.clock import lease_clock
-from rpa.queue.model import Job
+from rpa.queue.model import Job, dead_after
 from rpa.queue.runs import Holder
 from rpa.run.disk import DISK_POLL, DiskGuard
+from rpa.run.heartbeat import heartbeat_interval
 from rpa.run.job import JobProcessor
 from rpa.run.leases import Held
 from rpa.run.tally import Tally
@@ -79,7 +79,7 @@ class Feeder:
         self._tally = tally
         self._notices = notices
         self._on_crash = on_crash
-        self.held = Held()
+        self.held = Held(min(settings.lease_seconds, dead_after(heartbeat_interval(settings))))
         #: why the run stopped because the queue database stayed away, if it did
         self.db_gone: str | None = None
         self.idle = 0
@@ -148,13 +148,16 @@ class Feeder:
 
     async def run(self, processor: JobProcessor) -> None:
         """The feeder and the workers, until nothing is left or the run stops."""
-        processor.leases = self.held  # how long each lease surely holds (rpa.run.leases)
-        async with asyncio.TaskGroup() as tg:
-            start(tg, "feeder", self._feed())
-            self.workers = [
-                start(tg, f"worker-{i}", self._work(processor))
-                for i in range(self._settings.workers)
-            ]
+        processor.vouch = self.held.vouch.path  # until when its leases surely hold
+        try:
+            async with asyncio.TaskGroup() as tg:
+                start(tg, "feeder", self._feed())
+                self.workers = [
+                    start(tg, f"worker-{i}", self._work(processor))
+                    for i in range(self._settings.workers)
+                ]
+        finally:
+            self.held.close()
 
     def _database_gone(self, exc: errors.DatabaseStayedAway) -> None:
         """Stop the run: the queue database stayed away past --db-wait."""
@@ -192,14 +195,13 @@ class Feeder:
                     self._notices.forget("disk-low")
                     self._notices.add("--out takes files again: claiming again")
                 continue
-            asked = lease_clock()  # before the claim: its leases surely hold until + lease
             claimed = await self._queue.run(
                 jobs.claim, self._run_id, min(demand, MAX_CLAIM), s.lease_seconds,
                 None, self._hosts.claimable(),
             )  # fmt: skip
             self._tally.taken += len(claimed)
             for n, job in enumerate(claimed, start=1):
-                self.held.take(job.id, job.token, asked + s.lease_seconds)
+                self.held.take(job.id, job.token)
                 self._local.put_nowait(job)
                 if n % WAKE_BATCH == 0:
                     # Let these workers take their first steps in this loop iteration

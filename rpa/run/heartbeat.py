@@ -9,7 +9,8 @@ now, and since when (the live table's line, rpa.run.progress: a full disk, memor
 down, the next retry), or clears it, for `rpa status` in any terminal. A beat that fails is
 said and the next one tries again.
 
-Each lease a beat renews surely holds until the local reading before the beat plus the lease
+Every lease of the run surely holds until the local reading before its last good beat (or its
+registration) plus the shorter of the lease and the time after which a silent run is dead
 (rpa.run.leases: what a first claim's worker needs to replace a foreign file at a final name).
 A lease the beat finds lost (another run took the job) is said once and its worker cancelled:
 the job is someone else's now. A beat that finds the run found dead by another run (it was
@@ -21,6 +22,7 @@ judge other runs dead: they were most likely stalled too, and the next beat judg
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -31,7 +33,7 @@ from rpa.notices import Notices
 from rpa.queue import jobs, reads, runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.clock import lease_clock
-from rpa.queue.model import Lease, Totals, Wait
+from rpa.queue.model import Lease, RunInfo, Totals, Wait
 from rpa.run.disk import DiskGuard
 from rpa.run.leases import Held
 from rpa.run.tally import Tally
@@ -81,6 +83,13 @@ class Heartbeat:
         self._on_dead = on_dead
         self._wait = wait
 
+    async def register(self, info: RunInfo) -> None:
+        """Register the run as running: its first beat, at the database's clock now."""
+        asked = lease_clock()  # before it: the leases it claims surely hold until + span
+        started = await self._queue.run(runs.clock)
+        await self._queue.run(runs.register_run, dataclasses.replace(info, started_at=started))
+        self._held.beat(asked)
+
     async def run(self) -> None:
         s = self._settings
         interval = heartbeat_interval(s)
@@ -89,12 +98,11 @@ class Heartbeat:
             try:
                 held = dict(self._held)
                 leases = [Lease(job_id, token) for job_id, token in held.items()]
-                asked = lease_clock()  # before the beat: what it renews surely holds until + lease
+                asked = lease_clock()  # before the beat: the leases surely hold until + span
                 beat = await self._queue.run(
                     runs.heartbeat, self._run_id, leases, s.lease_seconds, wait=self._wait()
                 )
-                for job_id in beat.kept:
-                    self._held.renewed(job_id, held[job_id], asked + s.lease_seconds)
+                self._held.beat(asked)
                 for job_id in beat.lost:
                     # Still ours to lose? A job completed (or failed, or given back) while the
                     # beat was on its way let go of its lease itself: not a lost lease.
@@ -109,6 +117,7 @@ class Heartbeat:
                 self._on_totals(await self._queue.run(reads.totals, time.time()))
                 await self._hosts.follow()
             except DeclaredDead as exc:
+                self._held.revoke()
                 self._on_dead(str(exc))
                 return
             except Exception as exc:  # a busy database: the next beat tries again

@@ -44,7 +44,6 @@ from rpa.run import policy
 from rpa.run.completer import Completer
 from rpa.run.disk import DiskGuard
 from rpa.run.failure import FailureRecorder
-from rpa.run.leases import Held
 from rpa.run.metadata import MetadataService
 from rpa.run.publish import discard, private_name, publish_record, stage_record
 from rpa.run.tally import StageMeter, Tally
@@ -117,7 +116,7 @@ class JobProcessor:
         self.completer = completer
         self.metadata = metadata
         self.max_bytes = int(settings.max_pdf_mb * 1024 * 1024)
-        self.leases = Held()  # the feeder's (Feeder.run): until when each lease surely holds
+        self.vouch = ""  # the feeder's (Feeder.run): until when its leases surely hold
         self.failures = FailureRecorder(
             settings=settings, run_id=run_id, queue=queue, hosts=hosts, tally=tally,
             notices=notices, network=source.network, stopping=stopping, disk=disk,
@@ -299,7 +298,7 @@ class JobProcessor:
             check=found.check or "verify", text_path=str(self.layout.text_path(job.id)),
             outcome_path=str(self.layout.outcome_path(job.id)), max_bytes=self.max_bytes,
             publish_to=str(self.layout.pdf_path(job.id)), first=job.token == 1,
-            sure_until=self.leases.sure_until(job.id),
+            vouch=self.vouch,
             folder=found.folder, metadata=metadata, keep_pdf=self.settings.keep_pdf,
         )  # fmt: skip
         started = time.time()

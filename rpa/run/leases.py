@@ -1,43 +1,52 @@
-"""The run's leases as its workers hold them, and until when each surely still holds.
+"""The run's leases as its workers hold them, and until when they surely still hold.
 
-A lease lasts `--lease-seconds` by the database's clock from its claim or its last renewal.
-Measured here: a local reading (rpa.queue.clock.lease_clock) taken *before* the claim or
-the heartbeat that renewed it, plus `--lease-seconds`, is a time before which no other run
-can have taken the job, whatever the hosts' clocks say (elapsed seconds agree). After it
-(the process was paused, its heartbeats stalled) the job may be another run's: a worker
-then does nothing that only a holder may do without the queue's fence, such as replacing
-a file at a PDF's final name (rpa.sources.publish).
+A lease lasts `--lease-seconds` by the database's clock from its claim or its last renewal,
+and ends early if another run finds this one dead (no heartbeat for `dead_after`: then every
+lease of the run is taken at once). Measured here: a local reading (rpa.queue.clock.lease_clock)
+taken *before* the run's registration or its last heartbeat that went through, plus the
+shorter of the two, is a time before which no other run can have taken any job it holds,
+whatever the hosts' clocks say (elapsed seconds agree; a job claimed since holds at least as
+long). After it (the process was paused, its heartbeats stalled) a job may be another run's:
+an extraction process then does nothing that only a holder may do without the queue's fence,
+such as replacing a file at a PDF's final name (rpa.sources.publish). It reads the run's
+`Vouch` when it is about to, not when its task was made: a paper that waited for its turn
+longer than a lease still holds its lease if the heartbeats went on.
 """
 
 from __future__ import annotations
+
+from rpa.queue.clock import Vouch
 
 __all__ = ["Held"]
 
 
 class Held(dict[str, int]):
-    """Job id -> lease token of every lease the run's workers hold, and `sure_until(job_id)`
-    (on rpa.queue.clock.lease_clock)."""
+    """Job id -> lease token of every lease the run's workers hold; `vouch` says until when
+    they surely hold (its `path` goes to the extraction processes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, span: float) -> None:
+        """`span`: how long after a good heartbeat's start the leases surely hold (the
+        shorter of --lease-seconds and the time after which a silent run is dead)."""
         super().__init__()
-        self._sure: dict[str, float] = {}
+        self._span = span
+        self.vouch = Vouch()
 
-    def take(self, job_id: str, token: int, sure_until: float) -> None:
-        """A claimed lease, sure until `sure_until` (the reading before the claim + lease)."""
+    def take(self, job_id: str, token: int) -> None:
+        """A claimed lease."""
         self[job_id] = token
-        self._sure[job_id] = sure_until
-
-    def renewed(self, job_id: str, token: int, sure_until: float) -> None:
-        """A heartbeat renewed `job_id`'s lease `token`: sure until `sure_until` (the reading
-        before the beat + lease), if the worker still holds that lease."""
-        if self.get(job_id) == token:
-            self._sure[job_id] = max(sure_until, self._sure.get(job_id, 0.0))
 
     def drop(self, job_id: str) -> None:
         """The worker let go of the job."""
         self.pop(job_id, None)
-        self._sure.pop(job_id, None)
 
-    def sure_until(self, job_id: str) -> float:
-        """Until when `job_id`'s lease surely holds (0: not held)."""
-        return self._sure.get(job_id, 0.0)
+    def beat(self, asked: float) -> None:
+        """The run's registration or a heartbeat went through, asked at `asked`
+        (lease_clock): every lease held surely holds until `asked + span`."""
+        self.vouch.until(asked + self._span)
+
+    def revoke(self) -> None:
+        """The run was found dead: no lease surely holds any more."""
+        self.vouch.until(0.0)
+
+    def close(self) -> None:
+        self.vouch.close()

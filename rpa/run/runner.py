@@ -187,6 +187,7 @@ class Runner:
     def _on_dead(self, reason: str) -> None:
         """Another run found this one dead and took its jobs: stop, writing nothing."""
         self._dead = self._dead or reason
+        self.feeder.held.revoke()  # its extraction processes replace no file from now on
         self.notices.add(f"declared dead: {self._dead}; stopping, writing nothing", key="dead")
         self.stop()
         self.feeder.cancel_workers()
@@ -249,11 +250,11 @@ class Runner:
         info = RunInfo(
             id=self.run_id,
             command=self.command,
-            started_at=await self.queue.run(runs.clock),  # its first beat: the db's clock
+            started_at=0.0,  # its first beat, by the database's clock: Heartbeat.register
             heartbeat_seconds=heartbeat_interval(s),
             settings_json=json.dumps(dataclasses.asdict(s), default=str),
         )
-        await self.queue.run(runs.register_run, info)
+        await self.heartbeat.register(info)
         await self.hosts.restore()
         self._set_totals(await self.queue.run(reads.totals, time.time()))
 
@@ -300,8 +301,7 @@ class Runner:
                 self._on_dead("another run found it dead")  # said once
             totals, self.held_elsewhere = await self.queue.run(reads.end_of_run_totals, self.run_id)
             self._set_totals(totals)
-            # a run that died while this one ran (found dead, its jobs taken over) left its
-            # private files: repair and remove them now, not at some later start-up
+            # a run found dead while this one ran left private files: repair and remove them
             live = await self.queue.run(runs.live_runs)
             await prepare_out(self.queue, self.layout, live, self.io)
         except Exception as exc:  # the database itself broke: say so, keep what we know
