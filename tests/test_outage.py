@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from conftest import Cli, sample_pdfs, wait_for, write_ids
 
+from rpa.hosts.outage import DOWN_AFTER, FIRST_PROBES, Outages
 from rpa.testing.mirror import Fault, Mirror
 
 
@@ -215,3 +216,20 @@ def test_the_pdf_server_down_for_two_minutes_at_default_settings(tmp_path: Path)
         f"\n{done_then} done at the stop; the run ended {ended - back_at:.0f} s after the server "
         f"came back ({back_at - down_at:.0f} s down), {ended - started:.0f} s after its start"
     )
+
+
+def test_only_the_pdf_host_never_answering_makes_the_run_unreachable() -> None:
+    """A redirect's target that never answers is down (its papers wait, probed on a backoff),
+    not a reason to stop the run: only the PDF host is `unreachable` (a mistyped port). The
+    bookkeeping alone, on a clock the test moves (the e2e case of a wrong port is above)."""
+    now = [0.0]
+    outages = Outages(lambda: now[0], primary="Papers.Example.")
+    for host in ("mirror.example", "papers.example"):
+        assert [outages.failed(host, "refused") for _ in range(DOWN_AFTER)][-1] is True
+        for _ in range(FIRST_PROBES):
+            now[0] += outages.probe_in(host)
+            assert host in outages.due()
+            outages.probe_failed(host, "connection refused")
+        if host == "mirror.example":
+            assert outages.unreachable is None and outages.probe_in(host) > 0
+    assert outages.unreachable == "cannot reach papers.example (connection refused)"

@@ -65,7 +65,7 @@ class HostHealth:
             primary=settings.pdf_host,
             make_gate=self.fleet_gate,
         )
-        self.outages = Outages()
+        self.outages = Outages(primary=settings.pdf_host)
         self.gates.on_heard = self.answered
         #: papers whose last download failed at the connection, and when (monotonic)
         self._strikes: dict[str, float] = {}

@@ -11,9 +11,10 @@ when its download fails so a second time after the host answered in between (rpa
 keeps these strikes): the host works, and the paper does not. An outage costs no paper that
 had not begun its download anything; a lone refusal costs its paper one more request.
 
-A host that has never answered in this run and fails `FIRST_PROBES` probes (about 7 s) is not
-down but wrong (a mistyped port, a name that does not resolve): `unreachable` says so, and the
-run stops rather than wait for a server that was never there.
+The PDF host, if it has never answered in this run and fails `FIRST_PROBES` probes (about 7 s),
+is not down but wrong (a mistyped port, a name that does not resolve): `unreachable` says so,
+and the run stops rather than wait for a server that was never there. Another host (a
+redirect's target) is only ever down: its papers wait for it, the others go on.
 """
 
 from __future__ import annotations
@@ -52,10 +53,16 @@ class _Host:
 class Outages:
     """The hosts found down in this run, and when to probe each."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, primary: str | None = None
+    ) -> None:
+        """`primary`: the PDF host (--url-template's); only it can be `unreachable` (None:
+        any host). Another host (a redirect's target) that never answers is down: its papers
+        wait for it, the others go on."""
         self._clock = clock
         self._hosts: dict[str, _Host] = {}
-        #: why the run cannot go on: a host that never answered and fails its probe
+        self._primary = None if primary is None else primary.lower().rstrip(".")
+        #: why the run cannot go on: the PDF host never answered and fails its probes
         self.unreachable: str | None = None
 
     def _host(self, host: str) -> _Host:
@@ -111,11 +118,12 @@ class Outages:
 
     def probe_failed(self, host: str, reason: str) -> None:
         """A probe of `host` got no answer: probe again later (backoff), or, for a host that
-        never answered in this run, say it is unreachable."""
+        never answered in this run, say it is unreachable (the PDF host only)."""
         h = self._host(host)
         h.probes += 1
         h.reason = reason
-        if not h.answered_ever and h.probes >= FIRST_PROBES:
+        primary = self._primary is None or host.lower().rstrip(".") == self._primary
+        if primary and not h.answered_ever and h.probes >= FIRST_PROBES:
             self.unreachable = f"cannot reach {host} ({reason})"
             return
         h.delay = min(h.delay * 2, PROBE_MAX)
