@@ -108,6 +108,6 @@ class FailureRecorder:
         if final:
             meter.failed += 1
             self.tally.failed_for_good(exc.kind, exc.message, job.id)
-        else:
+        elif verdict.action != "hold":  # a held paper is no retry: the run's end says it
             meter.retried += 1
             self.tally.retry_later(exc.kind, exc.message, job.id)
