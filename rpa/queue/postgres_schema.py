@@ -173,8 +173,13 @@ _SCHEMA_10 = [
     "ALTER TABLE runs ADD COLUMN waiting text, ADD COLUMN waiting_since double precision",
 ]
 
+#: nothing changes in the tables: the version keeps an older rpa off a queue that may hold jobs
+#: for a host that refused us (next_attempt_at = HELD: to it, retries due in 30 million years)
+_SCHEMA_11: list[str] = []
+
 #: version -> statements; a PostgreSQL queue has no version below 5
 MIGRATIONS: dict[int, list[str]] = {
     5: _SCHEMA_5, 6: _SCHEMA_6, 7: _SCHEMA_7, 8: _SCHEMA_8, 9: _SCHEMA_9, 10: _SCHEMA_10,
+    11: _SCHEMA_11,
 }  # fmt: skip
 SCHEMA_VERSION = max(MIGRATIONS)

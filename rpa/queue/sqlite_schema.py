@@ -253,6 +253,13 @@ def _migration_10(db: Database) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN waiting_since REAL")
 
 
+def _migration_11(db: Database) -> None:
+    # Nothing to change in the tables: the version alone keeps an older rpa off a queue that
+    # may hold jobs for a host that refused us (next_attempt_at = HELD, rpa.queue.model): an
+    # older one would take them for retries due in thirty million years and wait for them.
+    pass
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_1,
     _migration_2,
@@ -264,5 +271,6 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_8,
     _migration_9,
     _migration_10,
+    _migration_11,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
