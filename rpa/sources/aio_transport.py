@@ -52,8 +52,11 @@ def _mapped(url: str) -> Iterator[None]:
         raise httpx.ReadTimeout(f"read timed out: {url}") from exc
     except aiohttp.ServerTimeoutError as exc:
         raise httpx.ReadTimeout(str(exc) or "timed out") from exc
-    except aiohttp.ClientConnectorError as exc:
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError) as exc:
         raise httpx.ConnectError(str(exc)) from exc
+    except aiohttp.ClientConnectorError as exc:  # its own words name TLS even for http://
+        why = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        raise httpx.ConnectError(f"cannot connect to {exc.host}:{exc.port}: {why}") from exc
     except aiohttp.ServerDisconnectedError as exc:
         raise httpx.RemoteProtocolError(f"server disconnected: {exc}") from exc
     except aiohttp.ClientPayloadError as exc:
