@@ -139,11 +139,15 @@ def test_fault_matrix_ends_every_job_in_its_state(
         # Whether another paper's answer came between two failures is up to the scheduler.
         ("s503-twice", Fault.status(503, times=2), "done", None, (0, 1), 3),
         ("s500-always", Fault.status(500), "failed", "http_transient", 3, (4, 5, 6)),
-        ("reset-once", Fault.reset_mid_body(times=1), "done", None, 1, 2),
-        ("slow-once", Fault.slow_body(3.0, times=1), "done", None, 1, 2),
+        # A body cut off mid-way (reset, stalled, shorter than declared) once is no more the
+        # paper's than a refused connection: an outage that begins under a download looks the
+        # same. Uncounted; a second one after its host answered in between is the paper's
+        # (test_outage: a paper whose download is always cut).
+        ("reset-once", Fault.reset_mid_body(times=1), "done", None, 0, 2),
+        ("slow-once", Fault.slow_body(3.0, times=1), "done", None, 0, 2),
         ("html-200", Fault.html_200(), "failed", "not_pdf", 1, 1),
         ("redirect", Fault.redirect("redirect-target"), "done", None, 0, 1),
-        ("lying-once", Fault.lying_length(times=1), "done", None, 1, 2),
+        ("lying-once", Fault.lying_length(times=1), "done", None, 0, 2),
         ("gone-404", Fault.status(404), "failed", "not_found", 1, 1),
         ("gone-410", Fault.status(410), "failed", "not_found", 1, 1),
         ("plain", None, "done", None, 0, 1),

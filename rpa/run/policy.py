@@ -84,11 +84,14 @@ def runs_alone(job: Job) -> bool:
 
 def host_trouble(exc: errors.JobError) -> bool:
     """Does `exc` say nothing about the paper until its host is known to work? A connection
-    refused or reset, a timeout, a body cut off, with no answer from the host at all (an
-    answer that began and then stalled says the host works: `exc.host` names it); a server
-    error (500, 502, 503 without Retry-After, 504: a proxy before a server that is down)."""
-    no_answer = errors.ConnectionFailed | errors.DownloadTimeout | errors.TruncatedBody
-    return (isinstance(exc, no_answer) and exc.host is None) or _server_down(exc)
+    refused or reset, a timeout, a body cut off, with no answer from the host at all, or cut
+    mid-body (`exc.host` names the host that began to answer: an outage that begins under a
+    download looks just like a paper its host cannot send); a server error (500, 502, 503
+    without Retry-After, 504: a proxy before a server that is down). Host health's strike
+    rule decides: the paper's first such failure is not its own, a second one after its
+    host answered in between is (rpa.hosts.health.HostHealth.connection_failed)."""
+    cut = errors.ConnectionFailed | errors.DownloadTimeout | errors.TruncatedBody
+    return isinstance(exc, cut) or _server_down(exc)
 
 
 def _server_down(exc: errors.JobError) -> bool:
