@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,30 @@ def test_the_api_outage_backs_off_is_bounded_and_a_wrong_url_fails_fast() -> Non
             o.failed("ConnectError: refused", None, waiting=1)
     assert "never answered in this run" in str(typo.gone) and "--metadata-url" in str(typo.gone)
     assert arxiv.gone is None
+
+
+async def test_what_is_no_answer_from_the_api_and_what_is_one() -> None:
+    """The real fake API's 503 (no Retry-After), its 429 (Retry-After) and its closed port are
+    no answer (the API's condition); its feed is one, whatever it says."""
+    import httpx
+
+    from rpa.run.api_answer import NoAnswer, read_answer
+    from rpa.sources.arxiv_api import query_url
+
+    ids = ["1605.08386"]
+    with ArxivApi(RECORDED) as api, ThreadPoolExecutor(1) as io:
+        api.retry_after = 2.0
+        api.fail_next("unavailable", "busy", "empty")
+        async with httpx.AsyncClient() as client:
+            url = query_url(api.url, ids)
+            got = [await read_answer(client, url, ids, io=io, deadline=10, retry=15)
+                   for _ in range(4)]  # fmt: skip
+            api.stop()
+            refused = await read_answer(client, url, ids, io=io, deadline=10, retry=15)
+    assert got[0] == NoAnswer("HTTP 503 from the API")
+    assert got[1] == NoAnswer("HTTP 429 from the API", 2.0)
+    empty, full = got[2], got[3]  # an empty page and the true feed: answers, both
+    assert isinstance(empty, tuple) and empty[0] == 200 and not empty[1].found
+    assert isinstance(full, tuple) and list(full[1].found) == ids
+    assert isinstance(refused, NoAnswer) and refused.retry_after is None
+    assert refused.why.startswith("ConnectError"), refused
