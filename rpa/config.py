@@ -132,6 +132,10 @@ class Settings:
     metadata_rate: str = _knob(
         "1/3s", "export-API requests 'N/Ts' for the whole fleet (arXiv: 1 every 3 s)"
     )
+    metadata_wait: float = _knob(
+        1800.0, "longest wait for arXiv's metadata API while it does not answer, seconds; then "
+        "the run stops as interrupted (rpa resume continues)", minimum=0,
+    )  # fmt: skip
     connect_timeout: float = _knob(10.0, "HTTP connect timeout, seconds", minimum=0.01)
     read_timeout: float = _knob(60.0, "HTTP read timeout between bytes, seconds", minimum=0.01)
     download_timeout: float = _knob(

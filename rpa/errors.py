@@ -8,6 +8,9 @@
     │   ├── DatabaseUnavailable   it cannot be reached or is busy now (a run-level condition:
     │   │                         waited for by rpa.queue.aio, never a paper's failure)
     │   └── DatabaseStayedAway    it stayed unavailable past --db-wait: the run stops, interrupted
+    ├── StayedAway                a condition outlasted its bound: the run stops, interrupted
+    │   ├── (DatabaseStayedAway)  the queue database, past --db-wait (a DatabaseError too)
+    │   └── MetadataStayedAway    arXiv's metadata API, past --metadata-wait or never there
     ├── RunCrashed                the run itself cannot go on (its database broke under it)
     ├── DeclaredDead              another run found this one dead (no heartbeat) and took its jobs
     └── JobError                  a failure of one paper; `kind` is stored in the queue
@@ -58,49 +61,15 @@ from __future__ import annotations
 from rpa.printable import printable
 
 __all__ = [
-    "KINDS",
-    "AccessDenied",
-    "ConditionError",
-    "ConfigError",
-    "ConnectionFailed",
-    "DamagedTar",
-    "DatabaseError",
-    "DatabaseStayedAway",
-    "DatabaseUnavailable",
-    "DeclaredDead",
-    "DiskFull",
-    "DownloadTimeout",
-    "EncryptedPdf",
-    "ExtractTimeout",
-    "HostDown",
-    "HttpPermanent",
-    "HttpTransient",
-    "InputError",
-    "InternalError",
-    "InvalidIdError",
-    "InvalidPdf",
-    "JobError",
-    "MemoryCapExceeded",
-    "MemoryPressure",
-    "NotFound",
-    "NotPdf",
-    "OutUnwritable",
-    "PermanentError",
-    "Poison",
-    "QueueUnavailable",
-    "RetryAfter",
-    "RpaError",
-    "RunLevelError",
-    "TooLarge",
-    "TransientError",
-    "TransientIo",
-    "TruncatedBody",
-    "TruncatedTar",
-    "WorkerCrashed",
-    "WriteError",
-    "ZeroPages",
-    "error_for_kind",
-]
+    "KINDS", "AccessDenied", "ConditionError", "ConfigError", "ConnectionFailed", "DamagedTar",
+    "DatabaseError", "DatabaseStayedAway", "DatabaseUnavailable", "DeclaredDead", "DiskFull",
+    "DownloadTimeout", "EncryptedPdf", "ExtractTimeout", "HostDown", "HttpPermanent",
+    "HttpTransient", "InputError", "InternalError", "InvalidIdError", "InvalidPdf", "JobError",
+    "MemoryCapExceeded", "MemoryPressure", "MetadataStayedAway", "NotFound", "NotPdf",
+    "OutUnwritable", "PermanentError", "Poison", "QueueUnavailable", "RetryAfter", "RpaError",
+    "RunLevelError", "StayedAway", "TooLarge", "TransientError", "TransientIo", "TruncatedBody",
+    "TruncatedTar", "WorkerCrashed", "WriteError", "ZeroPages", "error_for_kind",
+]  # fmt: skip
 
 
 class RpaError(Exception):
@@ -141,9 +110,20 @@ class DatabaseUnavailable(DatabaseError):
         self.reachable = reachable
 
 
-class DatabaseStayedAway(DatabaseError):
+class StayedAway(RpaError):
+    """A condition of the run's world outlasted its bound: the run stops as `interrupted`
+    (nothing is charged to any paper) and `rpa resume` continues (rpa.run.feeder)."""
+
+
+class DatabaseStayedAway(DatabaseError, StayedAway):
     """The queue database stayed unavailable longer than --db-wait: the run stops as
     `interrupted` (nothing is charged to any paper) and `rpa resume` continues."""
+
+
+class MetadataStayedAway(StayedAway):
+    """arXiv's metadata API gave no answer for longer than --metadata-wait, or never answered
+    in this run (a wrong --metadata-url): the papers waiting for their metadata are not
+    charged, nor done without it; the run stops as `interrupted` and `rpa resume` continues."""
 
 
 class RunCrashed(RpaError):

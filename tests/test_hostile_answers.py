@@ -243,7 +243,7 @@ async def test_a_compressed_answer_is_decoded_off_the_loop_a_bounded_chunk_at_a_
     import httpx
 
     from rpa.notices import Notices
-    from rpa.run import metadata
+    from rpa.run import api_answer, metadata
 
     calls: list[tuple[int, int]] = []  # (thread, bytes out) of each decode
 
@@ -268,7 +268,7 @@ async def test_a_compressed_answer_is_decoded_off_the_loop_a_bounded_chunk_at_a_
 
     from rpa.sources.http import body_decoder
 
-    monkeypatch.setattr(metadata, "body_decoder", lambda response: Spy(body_decoder(response)))
+    monkeypatch.setattr(api_answer, "body_decoder", lambda response: Spy(body_decoder(response)))
     with raw_server(_bomb_answer(_gzip_bomb())) as port, ThreadPoolExecutor(1) as io:
         url = f"http://127.0.0.1:{port}/api/query"
         service = metadata.MetadataService(
@@ -280,7 +280,8 @@ async def test_a_compressed_answer_is_decoded_off_the_loop_a_bounded_chunk_at_a_
             got = await service._request(["2301.00001", "2301.00002"])
         finally:
             await service._client.aclose()
-    assert got == f"the answer is over {metadata.MAX_ANSWER_BYTES // 2**20} MiB"
+    assert got == f"the answer is over {api_answer.MAX_ANSWER_BYTES // 2**20} MiB"
     assert calls and threading.get_ident() not in {thread for thread, _ in calls}
-    assert max(size for _, size in calls) <= metadata.PARSE_CHUNK
-    assert sum(size for _, size in calls) <= metadata.MAX_ANSWER_BYTES + metadata.PARSE_CHUNK
+    assert max(size for _, size in calls) <= api_answer.PARSE_CHUNK
+    limit = api_answer.MAX_ANSWER_BYTES + api_answer.PARSE_CHUNK
+    assert sum(size for _, size in calls) <= limit

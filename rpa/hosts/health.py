@@ -74,6 +74,9 @@ class HostHealth:
         self._stored_down: set[str] = set()
         #: called when a host answers again (the feeder may claim its papers)
         self.on_back: list[Callable[[], None]] = []
+        #: what else the run waits for because of a host that is no PDF host (the metadata
+        #: API: rpa.run.metadata), said with the hosts' waits
+        self.also_waits: list[Callable[[], str | None]] = []
 
     @property
     def primary(self) -> str:
@@ -122,11 +125,12 @@ class HostHealth:
             f"{host} to answer again (down since {_clock_time(since)}: {why})"
             for host, since, why in self.outages.down()
         ]
-        return down + [
+        cooling = [
             f"{host} cooldown until {_clock_time(time.time() + deadline - time.monotonic())}"
             for host, deadline in self.gates.cooling_down()
             if not self.outages.is_down(host)
         ]
+        return down + cooling + [wait for waits in self.also_waits if (wait := waits())]
 
     # ---- what the run learns ---------------------------------------------------------------
 

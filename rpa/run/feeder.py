@@ -15,8 +15,9 @@ job, has the job processor take it as far as it goes, and lets go of its lease; 
 another run took (`lose`) drops that job at once and takes the next. A `RunCrashed` from a
 worker stops the run. While the queue database is unavailable the claim waits
 (rpa.queue.aio), so nothing new is claimed; when it stayed away past --db-wait
-(`DatabaseStayedAway`, from the claim or a worker), the run stops: `db_gone` says why, and
-the run ends `interrupted`.
+(`DatabaseStayedAway`, from the claim or a worker), or arXiv's metadata API did past
+--metadata-wait (`MetadataStayedAway`, from a worker waiting for a paper's metadata), the run
+stops: `stayed_away` says why, and the run ends `interrupted`.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ class Feeder:
         self._notices = notices
         self._on_crash = on_crash
         self.held = Held(min(settings.lease_seconds, dead_after(heartbeat_interval(settings))))
-        #: why the run stopped because the queue database stayed away, if it did
-        self.db_gone: str | None = None
+        #: why the run stopped because the queue database or the metadata API stayed away
+        self.stayed_away: str | None = None
         self.idle = 0
         self.stopping = False
         #: nothing claimable before this (wall clock), while the workers wait for it
@@ -159,14 +160,13 @@ class Feeder:
         finally:
             self.held.close()
 
-    def _database_gone(self, exc: errors.DatabaseStayedAway) -> None:
-        """Stop the run: the queue database stayed away past --db-wait."""
-        if self.db_gone is None:
-            self.db_gone = str(exc)
+    def _stayed_away(self, exc: errors.StayedAway) -> None:
+        """Stop the run: the queue database or the metadata API stayed away past its wait."""
+        if self.stayed_away is None:
+            self.stayed_away = str(exc)
             self._notices.add(
                 f"the run stops: {exc}; no paper was charged for it. `{command_hint('resume')}` "
-                "continues "
-                "once the database is back"
+                "continues once it is back"
             )
         self.stop()
         self.cancel_workers()
@@ -174,8 +174,8 @@ class Feeder:
     async def _feed(self) -> None:
         try:
             await self._claim_loop()
-        except errors.DatabaseStayedAway as exc:
-            self._database_gone(exc)
+        except errors.StayedAway as exc:
+            self._stayed_away(exc)
         finally:
             for _ in self.workers:
                 self._local.put_nowait(None)
@@ -279,8 +279,8 @@ class Feeder:
                 # on, unless the worker itself is being cancelled.
                 if worker.cancelling() or job.id not in self._lost:
                     raise
-            except errors.DatabaseStayedAway as exc:
-                self._database_gone(exc)
+            except errors.StayedAway as exc:
+                self._stayed_away(exc)
                 return
             except errors.RunCrashed as exc:
                 self._on_crash(str(exc))

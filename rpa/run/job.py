@@ -146,7 +146,7 @@ class JobProcessor:
                 if found is not None:
                     stage = "extract"
                     await self._work(job, found, start, meta)
-        except errors.DatabaseStayedAway:
+        except errors.StayedAway:
             raise  # the run's condition, not this paper's: the run stops (rpa.run.feeder)
         except Exception as exc:
             await self.failures.fail(job, classify(exc, f"the {stage} stage"), stage)
@@ -154,6 +154,8 @@ class JobProcessor:
             self.tally.let_go(job.id)
             if meta is not None and not meta.done():
                 meta.cancel()  # (the request itself stays: rpa.run.metadata shields it)
+            elif meta is not None and not meta.cancelled():
+                meta.exception()  # looked at: the API's stop is the run's, said once
 
     def _attempt(
         self, job: Job, stage: str, started: float, wait: float, took: float,

@@ -14,6 +14,10 @@ asked alone. IDs an answer leaves unanswered (an empty page, an answer about oth
 malformed feed, no answer at all) are asked again later, in smaller batches, after a backoff
 (five `--metadata-rate` periods, doubling), up to ATTEMPTS times; then their records say the
 metadata is `unavailable` and why, nothing is stored, and a later run asks again.
+An API that gives no answer at all (refused, reset, a timeout before any answer, a server
+error; or asks us to wait) is a condition, not the papers' (rpa.run.api_outage): their IDs are
+kept, uncounted; the API is probed on a backoff, each probe one batch, while the papers wait
+for it, and past --metadata-wait they get MetadataStayedAway: the run stops, `interrupted`.
 With `--metadata-file` the snapshot was joined before the run (rpa.run.prepare): nothing is
 asked of anyone.
 """
@@ -24,7 +28,6 @@ import asyncio
 import contextlib
 import functools
 import time
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -34,6 +37,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from rpa import errors
 from rpa.config import Settings
 from rpa.hosts.health import HostHealth
 from rpa.hosts.registry import HostGate
@@ -42,10 +46,11 @@ from rpa.notices import Notices
 from rpa.queue import catalog
 from rpa.queue.aio import AsyncQueue
 from rpa.rates import parse_rate
+from rpa.run.api_answer import NoAnswer, read_answer
+from rpa.run.api_outage import ApiOutage
 from rpa.run.backoff import retry_delay
 from rpa.run.clients import make_api_client
-from rpa.sources.arxiv_api import Feed, FeedReader, PaperMetadata, Verdict, judge, query_url
-from rpa.sources.http import body_decoder
+from rpa.sources.arxiv_api import ARXIV_API, Feed, PaperMetadata, Verdict, judge, query_url
 
 __all__ = ["MetadataService", "metadata_service"]
 
@@ -55,43 +60,6 @@ CACHE = 10_000
 ATTEMPTS = 3
 #: answers leaving an ID out (the last one asked alone) before it is `not_found`
 ABSENCES = 2
-#: the most of an answer read (as it comes and decoded): 100 papers' Atom entries are ~250 KB
-MAX_ANSWER_BYTES = 16 * 1024 * 1024
-#: bytes handed to the parser at a time (in the I/O pool)
-PARSE_CHUNK = 256 * 1024
-
-
-class _TooLarge(Exception):
-    """The answer, as it came or decoded, is over MAX_ANSWER_BYTES."""
-
-
-class _Answer:
-    """An answer's bytes as they come, decoded (gzip/deflate, though rpa asks for neither) a
-    PARSE_CHUNK at a time, counted against MAX_ANSWER_BYTES, and parsed. Blocking: the I/O
-    pool's work, so a bomb costs the loop nothing and memory a chunk."""
-
-    def __init__(self, reader: FeedReader, decoder: Any) -> None:
-        self.reader, self.decoder, self.size = reader, decoder, 0
-
-    def feed(self, raw: bytes) -> None:
-        if self.decoder is None:
-            self._take(raw)
-            return
-        while raw:
-            self._take(self.decoder.decompress(raw, PARSE_CHUNK))
-            raw = self.decoder.unconsumed_tail
-
-    def close(self, raw: bytes) -> Feed:
-        self.feed(raw)
-        if self.decoder is not None:
-            self._take(self.decoder.flush())
-        return self.reader.close()
-
-    def _take(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > MAX_ANSWER_BYTES:
-            raise _TooLarge
-        self.reader.feed(data)
 
 
 def metadata_service(
@@ -102,16 +70,21 @@ def metadata_service(
     mode = s.metadata_mode
     if mode == "off":
         return None
-    gate = None
+    gate = outage = None
     count, period = parse_rate(s.metadata_rate)
     if mode == "arxiv-api":
         host = urlsplit(s.metadata_url).hostname or "api"
         gate = hosts.fleet_gate(f"api {host}", count, period)
-    return MetadataService(
+        outage = ApiOutage(urlsplit(s.metadata_url).netloc or host, notices, s.metadata_wait,
+                           fail_fast=s.metadata_url != ARXIV_API)  # fmt: skip
+    service = MetadataService(
         mode=mode, queue=queue, url=s.metadata_url, batch=s.metadata_batch, gate=gate,
         client=functools.partial(make_api_client, s), io=io, notices=notices,
         deadline=2 * (s.connect_timeout + s.read_timeout), retry=5 * period / count,
+        outage=outage,
     )  # fmt: skip
+    hosts.also_waits.append(service.waiting)  # the run's `waiting`: the live table, status
+    return service
 
 
 @dataclass(slots=True)
@@ -139,6 +112,7 @@ class MetadataService:
         notices: Notices,
         deadline: float = 120.0,
         retry: float = 15.0,
+        outage: ApiOutage | None = None,
     ) -> None:
         """`client` makes the API's client (blocking: it is called in a thread, at the first
         request); `io` parses the answers (an Atom feed of 100 abstracts is no loop work)."""
@@ -163,6 +137,8 @@ class MetadataService:
         self._due: dict[str, float] = {}  # ID -> when to ask again (monotonic)
         self._heard = False  # the API answered some paper in this run
         self.requests = 0
+        #: whether the API answers (None: no API, --metadata-file)
+        self.outage = outage
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         """The metadata of `job_id`'s paper (JSON-able), or None when the stage is off or the
@@ -173,6 +149,8 @@ class MetadataService:
         base = paper.base
         if (hit := self._cache.get(base)) is not None:
             return hit
+        if self.outage is not None and self.outage.gone:
+            raise errors.MetadataStayedAway(self.outage.gone)
         future = self._pending.get(base)
         if future is None:
             future = self._pending[base] = asyncio.get_running_loop().create_future()
@@ -197,9 +175,12 @@ class MetadataService:
         try:
             while True:
                 self._wake.clear()
-                batch = self._take()
+                if self._stayed_away():
+                    return
+                hold = self.outage.hold() if self.outage is not None else 0.0
+                batch = self._take() if hold == 0.0 else []
                 if not batch:
-                    wait = min(self._due.values()) - time.monotonic() if self._due else None
+                    wait = self._wait(hold)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
                             await self._wake.wait()
@@ -211,6 +192,35 @@ class MetadataService:
         finally:
             if self._client is not None:
                 await self._client.aclose()
+
+    def _wait(self, hold: float) -> float | None:
+        """Seconds to sleep unless woken: until the API may be asked again (`hold`), the next
+        ID is due, or the wait for the API passes --metadata-wait; None: until woken."""
+        waits = [hold] if hold > 0 else []
+        if self._due:
+            waits.append(min(self._due.values()) - time.monotonic())
+        if self.outage is not None and self._pending:
+            waits += [w for w in [self.outage.overdue_in()] if w is not None]
+        return max(0.0, min(waits)) if waits else None
+
+    def _stayed_away(self) -> bool:
+        """The API stayed away past --metadata-wait (or was never there) while papers wait
+        for it: each gets MetadataStayedAway (the run stops, `interrupted`), none is charged."""
+        gone = self.outage.check() if self.outage is not None and self._pending else None
+        if gone is None:
+            return False
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(errors.MetadataStayedAway(gone))
+                future.exception()  # looked at: a waiter cancelled meanwhile logs nothing
+        self._pending.clear()
+        self._wanted.clear()
+        self._due.clear()
+        return True
+
+    def waiting(self) -> str | None:
+        """What papers wait for because of the API now (None: nothing)."""
+        return self.outage.waiting(len(self._pending)) if self.outage is not None else None
 
     def _take(self) -> list[str]:
         """The next batch: IDs due to be asked again first (alone, or in batches half the
@@ -256,6 +266,11 @@ class MetadataService:
             self._resolve(missing)
             return
         verdict = await self._ask(rest)
+        if isinstance(verdict, NoAnswer):  # the API's condition: the IDs wait, uncounted
+            self._keep(rest)
+            assert self.outage is not None
+            self.outage.failed(verdict.why, verdict.retry_after, len(self._pending))
+            return
         self._heard = self._heard or bool(verdict.found)
         if verdict.absent and not self._heard:  # an API that never answered a paper yet
             verdict = replace(verdict, absent=[], refused=verdict.refused + verdict.absent,
@@ -298,20 +313,31 @@ class MetadataService:
             self._due.update(dict.fromkeys(again, now + delay))
             self.notices.add(f"arXiv's API {verdict.why}; asking again in {delay:.0f} s")
 
+    def _keep(self, ids: list[str]) -> None:
+        """IDs the API gave no answer for: asked again as they were (those asked before, due
+        again, with what earlier answers said of them; new ones first of the new)."""
+        now = time.monotonic()
+        self._due.update({b: now for b in ids if b in self._tries})
+        self._wanted[:0] = [b for b in ids if b not in self._tries]
+
     def _delay(self, ids: list[str]) -> float:
         """The wait before `ids` are asked again: `retry`, doubling with their tries."""
         n = max(self._tries[b].absent + self._tries[b].refused for b in ids)
         return retry_delay(n, self.retry, 8 * self.retry)
 
-    async def _ask(self, ids: list[str]) -> Verdict:
+    async def _ask(self, ids: list[str]) -> Verdict | NoAnswer:
         """Ask the API for `ids`, once: what the answer means for each (all of them refused
-        when there was no answer to read)."""
+        when there was nothing to read in it), or that there was no answer."""
         if self._client is None:
             self._client = await asyncio.to_thread(self._make_client)
         try:
             got = await self._request(ids)
         except (httpx.HTTPError, ValueError) as exc:
             got = f"{type(exc).__name__}: {exc}"
+        if isinstance(got, NoAnswer):
+            return got
+        if self.outage is not None:
+            self.outage.answered()
         if not isinstance(got, str):
             status, feed = got
             if status == 200 or any(b in ids for b in feed.bad_ids):
@@ -319,48 +345,16 @@ class MetadataService:
             got = f"HTTP 400 from the API: {'; '.join(feed.errors) or 'no reason given'}"
         return Verdict({}, [], list(ids), [], [], f"did not answer for {len(ids)} IDs ({got})")
 
-    async def _read(self, url: str, ids: list[str]) -> tuple[int, Feed] | str:
-        """(status, feed) of one GET, or why not: at most MAX_ANSWER_BYTES read, all of it
-        within `deadline` seconds (a trickling answer never trips a read timeout), decoded
-        and parsed as it comes, a chunk at a time in the I/O pool (`_Answer`; ValueError if
-        it is no Atom feed). The loop only counts what arrives: httpx would decode a gzip
-        body on it, a 64 KiB chunk of a bomb into 64 MiB in one call."""
-        assert self._client is not None
-        loop = asyncio.get_running_loop()
-        chunks: list[bytes] = []
-        held = size = 0
-        try:
-            async with asyncio.timeout(self.deadline):
-                async with self._client.stream("GET", url) as response:
-                    if response.status_code not in (200, 400):
-                        return f"HTTP {response.status_code} from the API"
-                    answer = _Answer(FeedReader(ids), body_decoder(response))
-                    async for chunk in response.aiter_raw():
-                        size += len(chunk)
-                        if size > MAX_ANSWER_BYTES:
-                            raise _TooLarge
-                        chunks.append(chunk)
-                        held += len(chunk)
-                        if held >= PARSE_CHUNK:
-                            data, chunks, held = b"".join(chunks), [], 0
-                            await loop.run_in_executor(self.io, answer.feed, data)
-                    feed = await loop.run_in_executor(self.io, answer.close, b"".join(chunks))
-                    return response.status_code, feed
-        except TimeoutError:
-            return f"no whole answer within {self.deadline:g} s ({size:,} bytes came)"
-        except _TooLarge:
-            return f"the answer is over {MAX_ANSWER_BYTES // 2**20} MiB"
-        except zlib.error as exc:
-            return f"the compressed answer is broken ({exc})"
-
-    async def _request(self, ids: list[str]) -> tuple[int, Feed] | str:
+    async def _request(self, ids: list[str]) -> tuple[int, Feed] | str | NoAnswer:
         """One request, inside the gate's one fleet-wide slot (held until the body is read and
         parsed, or given up on: the slot is let go on every way out)."""
         if self.gate is not None:
             await self.gate.acquire()
         try:
             self.requests += 1
-            return await self._read(query_url(self.url, ids), ids)
+            assert self._client is not None
+            return await read_answer(self._client, query_url(self.url, ids), ids, io=self.io,
+                                     deadline=self.deadline, retry=self.retry)  # fmt: skip
         finally:
             if self.gate is not None:
                 done = self.gate.answered()

@@ -220,7 +220,7 @@ class Runner:
                 status = "crashed"
             elif self._unreachable:
                 status = "unreachable"
-            elif self._signals or self.feeder.db_gone:
+            elif self._signals or self.feeder.stayed_away:
                 status = "interrupted"
             elif await self.hosts.refused_us():
                 status = "denied"

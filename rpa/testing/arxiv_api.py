@@ -10,10 +10,15 @@ It records each request's time and ID list, so a test can check the politeness o
 a proxy in front of it) sometimes does: `empty` (an empty page, totalResults 0), `others` (the
 entries of recorded papers that were not asked), `mixed` (the first known paper asked, and
 others not asked), `short` (the first known paper only, while totalResults counts all that
-were asked), `malformed` (a page that is not XML); `slow` answers truly, `slow_seconds` late (so
-that the papers reaching their outcome meanwhile make the next batch a full one). With
+were asked), `malformed` (a page that is not XML), `unavailable` (503 without Retry-After, as
+a proxy before a server that is down answers), `busy` (429 with Retry-After: `retry_after`
+seconds); `slow` answers truly, `slow_seconds` late (so that the papers reaching their outcome
+meanwhile make the next batch a full one). With
 `fault_limit` set, no ID gets more wrong answers than that: a fault waits for a request whose
 IDs all had fewer (so a test knows every paper ends with its true metadata).
+
+`stop()` closes the port (connections refused, as when arXiv's API is down) and `start()`
+opens it again, on the same port, with the same answers.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, body: bytes, ctype: str) -> None:
         self.send_response(code)
+        if code == 429:
+            self.send_header("Retry-After", f"{self.server.api.retry_after:g}")
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -76,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
 class ArxivApi:
     """The recorded API, served on a free port of 127.0.0.1 while the `with` block runs."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, port: int = 0) -> None:
         self.entries: dict[str, str] = {}
         self.error_body = b""
         for path in sorted(folder.glob("id_*.xml")):
@@ -95,15 +102,21 @@ class ArxivApi:
         self._faults: deque[str] = deque()
         self.slow_seconds = 4.0
         self.fault_limit: int | None = None
+        self.retry_after = 1.0  # seconds, of a `busy` answer
         self._wronged: dict[str, int] = {}  # ID -> wrong answers it had
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.api = self
+        self._server = self._bind(port)
+        self.port: int = self._server.server_address[1]
         self._thread: threading.Thread | None = None
+
+    def _bind(self, port: int) -> _Server:
+        server = _Server(("127.0.0.1", port), _Handler)
+        server.api = self
+        return server
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/api/query"
+        return f"http://127.0.0.1:{self.port}/api/query"
 
     def _record(self, ids: list[str]) -> None:
         with self._lock:
@@ -136,6 +149,10 @@ class ArxivApi:
             time.sleep(self.slow_seconds)
         if fault == "malformed":
             return 200, b"<html><body>Service busy"
+        if fault == "unavailable":
+            return 503, b"<html><body>503 Service Unavailable</body></html>"
+        if fault == "busy":
+            return 429, b"<html><body>Rate exceeded.</body></html>"
         if fault == "empty":
             known, count = [], 0
         elif fault == "others":
@@ -149,10 +166,24 @@ class ArxivApi:
         return 200, (head + "".join(known) + "</feed>\n").encode("utf-8")
 
     def __enter__(self) -> ArxivApi:
+        self._serve()
+        return self
+
+    def _serve(self) -> None:
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)  # fmt: skip
         self._thread.start()
-        return self
+
+    def stop(self) -> None:
+        """Close the port: every connection is refused until `start()`."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread = None
+
+    def start(self) -> None:
+        """Open the same port again (after `stop()`), answering as before."""
+        self._server = self._bind(self.port)
+        self._serve()
 
     def __exit__(
         self,
@@ -160,8 +191,8 @@ class ArxivApi:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._thread is not None:
+            self.stop()
 
 
 def _is_new(i: str) -> bool:
