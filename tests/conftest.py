@@ -78,8 +78,10 @@ def corpus() -> Path:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a CLI subprocess: no RPA_* from the caller, no terminal."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RPA_")}
+    """The environment for a CLI subprocess: no RPA_* from the caller, no terminal (nor its
+    size: pytest-xdist's workers have LINES=24 and COLUMNS=80, which a pty's size must win)."""
+    caller = ("LINES", "COLUMNS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPA_") and k not in caller}
     env.update(extra)
     return env
 

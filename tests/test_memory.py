@@ -102,6 +102,7 @@ def hog() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.stdout.close()
 
 
+@pytest.mark.serial  # the machine's memory in use is what it measures: no other test beside it
 @pytest.mark.timeout(180)
 def test_a_real_memory_hog_pauses_extraction_and_the_run_resumes_after_it(
     tmp_path: Path, hog: list[subprocess.Popen[bytes]]
