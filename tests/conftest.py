@@ -159,6 +159,15 @@ class Cli:
             conn.close()
 
 
+def injected(tmp: Path, name: str, code: str) -> dict[str, str]:
+    """The environment of a process whose Python gets `code` at start-up (a sitecustomize on
+    its PYTHONPATH only): the injection a test can make into one process."""
+    folder = tmp / name
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+
+
 def write_ids(path: Path, ids: list[str]) -> Path:
     path.write_text("".join(f"{i}\n" for i in ids))
     return path

@@ -4,6 +4,9 @@ same on one SQLite file), one loopback server with a rate limit, a SIGKILL mid-r
 The server's own request timestamps never show more than N requests in any T-second window
 across all processes; every job is done once; no PDF is fetched twice except those in flight
 at the kill; the killed run's leases go to the live ones after its heartbeat stops.
+
+Host health across processes: an outage one process found and stored binds another, whose
+clock is off, with no request of its own to the host while it is down.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Cli, clean_env, sample_pdfs, write_ids
+from conftest import Cli, clean_env, injected, sample_pdfs, wait_for, write_ids
 from test_faults import most_in_any_window, wait_until
 
 from rpa.queue import open_store, reads
@@ -99,3 +102,70 @@ def test_three_processes_on_one_postgres_queue_one_budget_nothing_lost(
 @pytest.mark.timeout(300)
 def test_three_processes_on_one_sqlite_queue_share_the_budget_too(tmp_path: Path) -> None:
     fleet_run(tmp_path, str(tmp_path / "fleet.db"))
+
+
+#: a sitecustomize that sets the process's time.time 60 s ahead (injected into one process:
+#: two hosts whose clocks differ cannot be had in a test)
+_AHEAD = "import time\n_t = time.time\ntime.time = lambda: _t() + 60\n"
+
+
+def _stored_down(cli: Cli) -> bool:
+    return bool(cli.query("SELECT count(*) FROM hosts WHERE reason LIKE 'down since%'")[0][0])
+
+
+def _b_holds(cli: Cli) -> bool:
+    """Does the second run hold a lease (B's workers wait with their papers)?"""
+    runs = [r[0] for r in cli.query("SELECT id FROM runs ORDER BY started_at")]
+    return len(runs) == 2 and cli.count(f"lease_owner = '{runs[1]}'") > 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.timeout(150)
+def test_a_host_one_process_found_down_holds_the_others_requests_even_with_clock_skew(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Process A finds the PDF host down (a proxy answering 502 to everything) and stores the
+    outage in the queue; process B, started after on another "host" whose clock is 60 s ahead,
+    holds its requests to it (restore, then follow at each heartbeat, as A renews the outage
+    at each of its probes): the mirror sees none of B's requests while the host is down, and
+    B never spends failures of its own to find it down. When the host is back both finish.
+    Before, stored times were each process's own clock: B, 60 s ahead, read A's outage as long
+    over and asked the host anyway."""
+    db = request.getfixturevalue("postgres_db")() if backend == "postgres" else None
+    names = [f"p{i:02d}" for i in range(24)]
+    pdfs = sample_pdfs()
+    files = {n: pdfs[i % len(pdfs)] for i, n in enumerate(names)}
+    with Mirror(files, faults={n: Fault.slow_body(0.2) for n in names}) as mirror:
+        cli = Cli(tmp_path, mirror.url_template, db)
+        knobs = cli.knobs(progress=False, workers=2, extract_workers=1, heartbeat_seconds=0.5)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in names])
+        a = cli.popen("run", str(ids), *knobs, "--user-agent", "rpa-A")
+        procs = [a]
+        try:
+            wait_for(lambda: cli.count("stage = 'done'") >= 2, 60, "2 papers done")
+            mirror.set_outage(Fault.status(502, body=b"<html>502 Bad Gateway</html>"))
+            wait_for(lambda: _stored_down(cli), 30, "A to store the host down")
+            ahead = injected(tmp_path, "ahead", _AHEAD)
+            procs.append(cli.popen("resume", *knobs, "--user-agent", "rpa-B", **ahead))
+            wait_for(lambda: _b_holds(cli), 30, "B to claim papers")
+            # The outage lasts until A has probed again (its backoff: 1 s, 2, 4, ...): B must
+            # hold through A's probe and follow A's renewal of the outage it stored.
+            probed = mirror.outage_requests().get("rpa-A", 0)
+            wait_for(lambda: mirror.outage_requests().get("rpa-A", 0) > probed, 30, "A's probe")
+            mirror.set_outage(None)
+            codes = [p.wait(timeout=90) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        said = (tmp_path / "run.log").read_text(errors="replace")
+        asked = mirror.outage_requests()
+    assert codes == [0, 0], said[-4000:]
+    assert asked.get("rpa-B", 0) == 0, asked  # B asked nothing of the host while it was down
+    assert asked.get("rpa-A", 0) >= 2, asked  # (A found it down, and probed it)
+    assert "is down, found by another run of this queue" in said, said  # B says why it waits
+    assert "Traceback" not in said and "answers again" in said, said
+    assert cli.count("stage = 'done'") == len(names) and cli.count("stage = 'failed'") == 0
+    done = [r[0] for r in cli.query("SELECT done FROM runs ORDER BY started_at")]
+    assert len(done) == 2 and done[1] > 0, done  # B had work, and did it once the host was back

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cli, sample_pdfs, wait_for, write_ids
+from conftest import Cli, injected, sample_pdfs, wait_for, write_ids
 
 from rpa.layout import Layout
 from rpa.queue.model import dead_after
@@ -72,15 +72,6 @@ def _log(cli: Cli) -> str:
 
 #: a sitecustomize that sets the process's time.time 150 s ahead
 _AHEAD = "import time\n_t = time.time\ntime.time = lambda: _t() + 150\n"
-
-
-def _injected(tmp: Path, name: str, code: str) -> dict[str, str]:
-    """The environment of a process whose Python gets `code` at start-up (a sitecustomize on
-    its PYTHONPATH only): the injection a test can make into one process."""
-    folder = tmp / name
-    folder.mkdir()
-    (folder / "sitecustomize.py").write_text(code)
-    return {"PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
 
 
 def _in_a_transaction(db: Path | str) -> bool:
@@ -313,7 +304,7 @@ def test_a_process_whose_clock_is_150s_ahead_does_nothing_twice(
     """The skew is injected into one process (its time.time), because a real clock change
     needs root on the whole machine; liveness must not read that clock."""
     db = _queue(backend, request)
-    ahead = _injected(tmp_path, "ahead", _AHEAD)
+    ahead = injected(tmp_path, "ahead", _AHEAD)
     with _mirror(24, 0.3) as (mirror, ids):
         cli, first, start_second = _fleet(tmp_path, db, mirror, ids, ahead, lease_seconds=3)
         second = start_second()
@@ -336,7 +327,7 @@ def test_resume_after_a_kill_9_waits_for_the_dead_runs_jobs_and_does_them(
     """The killed run is on "another host": its hostname is injected (a second machine cannot
     be had in a test), so no same-host process check can see it gone; only its heartbeat."""
     db = _queue(backend, request)
-    elsewhere = _injected(
+    elsewhere = injected(
         tmp_path, "elsewhere", "import socket\nsocket.gethostname = lambda: 'elsewhere'\n"
     )
     with _mirror(12, 0.5) as (mirror, ids):
@@ -473,7 +464,7 @@ def test_rpa_status_on_a_host_whose_clock_is_150s_ahead_calls_a_live_run_live(
     """`rpa status` judges runs by the database's clock: read from a process whose time.time
     is 150 s ahead (injected), a run beating every 0.5 s is running, its jobs not stuck."""
     db = _queue(backend, request)
-    ahead = _injected(tmp_path, "ahead", _AHEAD)
+    ahead = injected(tmp_path, "ahead", _AHEAD)
     with _mirror(8, 5.0) as (mirror, ids):
         cli = Cli(tmp_path, mirror.url_template, db)
         run = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *cli.knobs(**FAST))

@@ -14,6 +14,9 @@ a run that leaves only held papers ends `denied`, saying how many wait (`refused
 A host that stops answering (connections refused or reset, timeouts, before any answer) is
 down, not its papers (rpa.hosts.outage): their attempts are not counted, no paper of it is claimed,
 and `watch` probes it with one request on a backoff until it answers; then claiming resumes.
+The outage is stored for the fleet until the next probe; the other processes hold their
+requests to the host while it is (`_hold`). Every time stored in the `hosts` table is by the
+database's clock, never a process's own: hosts' clocks differ.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from rpa.hosts.registry import HostGate, HostGates
 from rpa.notices import Notices
 from rpa.queue import hosts as queue_hosts
 from rpa.queue.aio import AsyncQueue
-from rpa.queue.model import ACTIVE_STAGES
+from rpa.queue.model import ACTIVE_STAGES, HostState
+from rpa.queue.store import QueueStore
 
 __all__ = ["HostHealth"]
 
@@ -43,10 +47,26 @@ __all__ = ["HostHealth"]
 MAX_STRIKES = 100_000
 #: what may be claimed while the primary host refuses us: only work past the download
 AFTER_DOWNLOAD = ("downloaded", "extracted")
+#: heartbeats at a time that an outage another process stored holds this one's requests
+FOLLOW_BEATS = 3
 
 
 def _clock_time(wall: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(wall))
+
+
+def _cool_down(store: QueueStore, host: str, seconds: float, reason: str) -> None:
+    """Store a cooldown of `host` for `seconds` from now, by the database's clock (as the
+    liveness and the rate slots are: one clock for hosts whose clocks differ)."""
+    now = queue_hosts.database_clock(store)
+    queue_hosts.set_cooldown(store, host, now + seconds, reason, now)
+
+
+def _stored(store: QueueStore) -> list[tuple[HostState, float]]:
+    """Every host's stored state, with the seconds its cooldown has left (by the database's
+    clock; 0 or less: none)."""
+    now = queue_hosts.database_clock(store)
+    return [(state, (state.cooldown_until or 0.0) - now) for state in queue_hosts.all_hosts(store)]
 
 
 class HostHealth:
@@ -189,15 +209,14 @@ class HostHealth:
         """A host asked us to wait (Retry-After): every job of it waits, here and in every
         process of the queue."""
         host = host or self.primary
-        now = time.time()
         self.gates.pause_until(host, time.monotonic() + seconds)
-        until = _clock_time(now + seconds)
+        until = _clock_time(time.time() + seconds)
         self._notices.add(
             f"{host} asked us to wait {seconds:.0f}s (Retry-After): no request to it before "
             f"{until}",
             key=f"cooldown {host} {until}",
         )
-        await self._queue.run(queue_hosts.set_cooldown, host, now + seconds, reason, now)
+        await self._queue.run(_cool_down, host, seconds, reason)
 
     def _back(self, host: str, how: str) -> None:
         self._outage_found.set()  # the watch clears the outage it stored
@@ -256,32 +275,31 @@ class HostHealth:
         """Tell every process of the queue (and `rpa status`) which hosts are down: each is
         stored as a cooldown until its next probe (the others hold their requests to it), with
         why and since when; cleared when it answers again."""
-        now = time.time()
         down = {host: (since, why) for host, since, why in self.outages.down()}
         for host, (since, why) in down.items():
-            until = now + self.outages.probe_in(host) + 1.0
             reason = f"{queue_hosts.DOWN} {_clock_time(since)}: {why}"
-            await self._queue.run(queue_hosts.set_cooldown, host, until, reason, now)
+            await self._queue.run(_cool_down, host, self.outages.probe_in(host) + 1.0, reason)
             self._stored_down.add(host)
         for host in self._stored_down - down.keys():
-            await self._queue.run(queue_hosts.clear_down, host, now)
+            await self._queue.run(queue_hosts.clear_down, host, time.time())
             self._stored_down.discard(host)
 
     # ---- what the queue says ---------------------------------------------------------------
 
     async def restore(self) -> None:
-        """At the start: respect a cooldown a previous run stored; close every open breaker
-        (a new run tries each host again) and let the papers held for them be claimed."""
+        """At the start: respect a cooldown a previous run stored, and an outage another
+        process finds now; close every open breaker (a new run tries each host again) and let
+        the papers held for them be claimed."""
         now = time.time()
-        for state in await self._queue.run(queue_hosts.all_hosts):
-            remaining = (state.cooldown_until or 0.0) - now
-            if remaining > 0 and state.host == self.primary:
-                self.gates.pause_until(state.host, time.monotonic() + remaining)
-                until = _clock_time(state.cooldown_until or 0.0)
-                self._notices.add(
-                    f"{state.host} asked us to wait: no request to it before {until} "
-                    f"({state.reason})"
-                )
+        for state, remaining in await self._queue.run(_stored):
+            hold = self._hold(state, remaining)
+            if hold > 0 and state.host == self.primary:
+                self.gates.pause_until(state.host, time.monotonic() + hold)
+                if not self._down_elsewhere(state, hold):
+                    self._notices.add(
+                        f"{state.host} asked us to wait: no request to it before "
+                        f"{_clock_time(now + remaining)} ({state.reason})"
+                    )
             if state.breaker_open:
                 self._notices.add(f"{state.host} had refused us ({state.reason}); trying again")
                 await self._queue.run(queue_hosts.close_breaker, state.host, now)
@@ -290,15 +308,47 @@ class HostHealth:
             self._notices.add(f"{released} papers held for a host that refused us: asking again")
 
     async def follow(self) -> None:
-        """At each heartbeat: a cooldown or a breaker another process of the queue set binds
-        this one too."""
-        now = time.time()
-        for state in await self._queue.run(queue_hosts.all_hosts):
-            remaining = (state.cooldown_until or 0.0) - now
-            if remaining > 0:
-                self.gates.pause_until(state.host, time.monotonic() + remaining)
+        """At each heartbeat: a cooldown, an outage or a breaker another process of the queue
+        stored binds this one too."""
+        for state, remaining in await self._queue.run(_stored):
+            hold = self._hold(state, remaining)
+            if hold > 0:
+                self.gates.pause_until(state.host, time.monotonic() + hold)
+            self._down_elsewhere(state, hold)
             if state.breaker_open and self.gates.open_breaker(state.host, state.reason):
                 self._notices.add(
                     f"{state.host} refused another run of this queue ({state.reason}); "
                     "downloads from it stopped here too"
                 )
+
+    def _hold(self, state: HostState, remaining: float) -> float:
+        """Seconds to hold this process's requests to `state.host` for what the queue says
+        (`remaining`: its stored cooldown's, by the database's clock; 0 or less: none).
+
+        A Retry-After is waited out whole. An outage is stored until its finder's next probe,
+        which may take up to a request's timeouts before the finder stores the next: it holds
+        while that probe may still be under way (without, the others' requests went out at
+        each probe), a few heartbeats at a time, so that this process asks the host again
+        soon after the finder clears it (or is gone: its outage then lapses). This process's
+        own outage holds nothing here: its probes go on their own backoff."""
+        if not state.reason.startswith(queue_hosts.DOWN):
+            return remaining
+        if self.outages.is_down(state.host) or state.host in self._stored_down:
+            return 0.0
+        s = self._settings
+        probe = s.connect_timeout + s.read_timeout
+        return min(remaining + probe, FOLLOW_BEATS * s.heartbeat_seconds)
+
+    def _down_elsewhere(self, state: HostState, hold: float) -> bool:
+        """Is `state` an outage another process found, held here for `hold` seconds? Said
+        once while it lasts: this process holds its requests to that host too."""
+        key = f"down elsewhere {state.host}"
+        if hold <= 0 or not state.reason.startswith(queue_hosts.DOWN):
+            self._notices.forget(key)
+            return False
+        self._notices.add(
+            f"{state.host} is down, found by another run of this queue ({state.reason}): "
+            "no request to it here either until it answers",
+            key=key,
+        )
+        return True

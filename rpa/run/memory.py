@@ -29,12 +29,16 @@ rpa.extract.worker). Its paper is retried alone, uncounted (rpa.run.policy): a d
 only when the paper was alone in a fresh process and the pool was told of no pressure
 (`ExtractPool.memory_pressure`, called at every decision here).
 
-Every change is said, with the figures that caused it, and counted for the summary.
+Every change is said, with the figures that caused it, and counted for the summary. An exception
+no reading should raise (a bug in the sampler or in its decision) is said once, by which
+exception and where (rpa.run.tasks.describe), and sampling goes on: see `_bug` for why the run
+is not stopped for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +51,7 @@ from rpa.gates import Gate
 from rpa.machine import CGROUP_ROOT, cgroup_folder
 from rpa.notices import Notices
 from rpa.run.snapshot import MemorySnapshot
+from rpa.run.tasks import describe
 from rpa.units import gib
 
 __all__ = ["Governed", "MemoryGovernor", "MemoryReading", "read_memory"]
@@ -59,6 +64,10 @@ INTERVAL_HIGH = 0.05
 CALM = 30.0
 _UNLIMITED = 1 << 60
 _CGROUP = CGROUP_ROOT
+
+
+class _LoopClosed(Exception):
+    """The run's loop is closed: the sampling thread ends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,26 +206,51 @@ class MemoryGovernor:
             wait = self.interval
             while not self._stop.wait(wait):
                 try:
-                    reading = self.reader()
-                except (OSError, ValueError, KeyError):
-                    continue
-                high = reading.fraction >= self.pause
-                wait = min(self.interval, INTERVAL_HIGH) if high else self.interval
-                if self._last_shed and not rss_bytes(self._last_shed):
-                    self._last_shed = 0  # it has let its memory go (and its pid may be reused)
-                largest = None
-                if reading.fraction >= self.kill and not self._last_shed:
-                    # (not while the process last killed still holds memory: this reading
-                    # counts it, and a second kill would be for nothing)
-                    sizes = [(rss_bytes(pid), pid) for pid in list(self._pids)]
-                    largest = max(sizes) if sizes else None
-                try:
-                    loop.call_soon_threadsafe(self._on_reading, reading, largest)
-                except RuntimeError:  # the loop is closed: the run is over
+                    wait = self._sample(loop)
+                except _LoopClosed:  # the run is over
                     return
+                except Exception as exc:  # a bug: said once, by name; sampling goes on
+                    wait = self.interval
+                    with contextlib.suppress(RuntimeError):  # (the loop closed: the run is over)
+                        loop.call_soon_threadsafe(self._bug, exc)
 
         self._thread = threading.Thread(target=sample, name="rpa-memory", daemon=True)
         self._thread.start()
+
+    def _sample(self, loop: asyncio.AbstractEventLoop) -> float:
+        """Take one reading and hand it to the loop; the seconds until the next."""
+        try:
+            reading = self.reader()
+        except (OSError, ValueError, KeyError):  # a file of /proc or the cgroup changing
+            return self.interval
+        high = reading.fraction >= self.pause
+        wait = min(self.interval, INTERVAL_HIGH) if high else self.interval
+        if self._last_shed and not rss_bytes(self._last_shed):
+            self._last_shed = 0  # it has let its memory go (and its pid may be reused)
+        largest = None
+        if reading.fraction >= self.kill and not self._last_shed:
+            # (not while the process last killed still holds memory: this reading
+            # counts it, and a second kill would be for nothing)
+            sizes = [(rss_bytes(pid), pid) for pid in list(self._pids)]
+            largest = max(sizes) if sizes else None
+        try:
+            loop.call_soon_threadsafe(self._decide, reading, largest)
+        except RuntimeError as exc:  # the loop is closed: the run is over
+            raise _LoopClosed from exc
+        return wait
+
+    def _bug(self, exc: BaseException) -> None:
+        """An exception no reading should raise (a bug in the sampler or its decision): said
+        once, by name, where the run's messages go. A demanding user's overnight run is not
+        stopped for it: the governor is a safeguard beside the work, the kernel's OOM killer
+        still takes an extraction process first (its paper retried uncounted), and the next
+        sample may well succeed; the user is told that memory is not governed while samples
+        fail, and where, to report it."""
+        self.notices.add(
+            f"the memory sampler failed: {describe(exc)}; it goes on sampling, but memory "
+            "is not governed while its samples fail",
+            key="memory-sampler-bug",
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -230,6 +264,14 @@ class MemoryGovernor:
 
     def _figures(self, r: MemoryReading) -> str:
         return f"{gib(r.used)} GiB of {gib(r.limit)} GiB ({r.source}, {r.fraction:.0%})"
+
+    def _decide(self, reading: MemoryReading, largest: tuple[int, int] | None) -> None:
+        """`_on_reading`, on the loop; a bug in it is said as the sampler's (a callback that
+        raised would only reach the loop's exception handler: a traceback on stderr)."""
+        try:
+            self._on_reading(reading, largest)
+        except Exception as exc:
+            self._bug(exc)
 
     def _on_reading(self, reading: MemoryReading, largest: tuple[int, int] | None) -> None:
         """One sample; `largest` is (RSS, pid) of the largest extraction process, when over

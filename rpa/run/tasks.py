@@ -20,7 +20,7 @@ from typing import Any
 
 from rpa.errors import RpaError, RunCrashed
 
-__all__ = ["describe_crash", "named", "start"]
+__all__ = ["describe", "describe_crash", "named", "start"]
 
 _HERE = Path(__file__).resolve()
 _PACKAGE = _HERE.parent.parent
@@ -41,7 +41,8 @@ def _where(exc: BaseException) -> str:
     return f"{shown}:{frame.lineno}"
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """Which exception, and where: "KeyError: 'x' (rpa/run/heartbeat.py:57)"."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     where = _where(exc)
     return f"{text} ({where})" if where else text
@@ -55,7 +56,7 @@ async def named(name: str, work: Awaitable[None]) -> None:
     except RpaError:
         raise
     except Exception as exc:
-        raise RunCrashed(f"the {name} task failed: {_describe(exc)}") from exc
+        raise RunCrashed(f"the {name} task failed: {describe(exc)}") from exc
 
 
 def describe_crash(exc: BaseException) -> str:
@@ -65,7 +66,7 @@ def describe_crash(exc: BaseException) -> str:
         return "; ".join(said)
     if isinstance(exc, RpaError):
         return str(exc)
-    return _describe(exc)
+    return describe(exc)
 
 
 def start(

@@ -238,6 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         outage = mirror._outage
         if outage is not None:  # the whole server answers so (a proxy before a dead server)
+            mirror._record_outage(self.headers.get("User-Agent", ""))
             self._fault(outage, None, head=head)
             return
         if not path.startswith("/pdf/"):
@@ -391,6 +392,7 @@ class Mirror:
         self._versions = 0  # answers served with `changing`, each numbered
         self._counts: dict[str, int] = {}
         self._agents: dict[str, int] = {}
+        self._outage_agents: dict[str, int] = {}  # requests the outage answered, by User-Agent
         self._times: list[tuple[str, float]] = []
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
@@ -492,6 +494,12 @@ class Mirror:
         with self._lock:
             return dict(self._agents)
 
+    def outage_requests(self) -> dict[str, int]:
+        """The requests `set_outage` answered (whatever their path: probes too), by
+        User-Agent: which client kept asking a server that was down."""
+        with self._lock:
+            return dict(self._outage_agents)
+
     def stats(self) -> dict[str, Any]:
         """The counts as served at /_stats: {"total": n, "by_id": {url_id: n}}."""
         with self._lock:
@@ -512,6 +520,10 @@ class Mirror:
                 return None
             state.remaining -= 1
             return state.fault
+
+    def _record_outage(self, user_agent: str) -> None:
+        with self._lock:
+            self._outage_agents[user_agent] = self._outage_agents.get(user_agent, 0) + 1
 
     def _bytes_of(self, file: Path) -> bytes:
         """The bytes one request gets of `file`: the file, or (`changing`) the file and a
