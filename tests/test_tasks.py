@@ -54,7 +54,9 @@ def test_conditions_pass_through_as_they_are_and_groups_say_each_leaf_once() -> 
 #: Bugs played by code injected at start-up (a sitecustomize: conftest.injected): a real bug
 #: cannot be produced on demand, so each test plays one, raised from inside the task's own
 #: call path. The feeder's: host health's `claimable`, which the feeder asks before each claim,
-#: looks a host up in an empty table from its fifth call on. The lag probe's (a task of the
+#: looks a host up in an empty table from its fifth call on. The heartbeat's: its database
+#: call fails as a bug would once a paper is done (before: said at every beat, for ever,
+#: while the run's leases lapsed). The lag probe's (a task of the
 #: run's outer group): its whole-run histogram divides by zero at its first sample.
 _BUGS = {
     "feeder": (
@@ -67,6 +69,16 @@ _BUGS = {
         "    return ('queued', 'downloaded', 'extracted')\n"
         "health.HostHealth.claimable = claimable\n",
         "the feeder task failed: KeyError: '127.0.0.1' (rpa/run/feeder.py:",
+    ),
+    "heartbeat": (  # in the database thread: rpa.queue.aio raises a bug as it is
+        "import rpa.queue.runs as runs\n"
+        "beat = runs.heartbeat\n"
+        "def heartbeat(store, run_id, *args, **kwargs):\n"
+        "    if store.sql.one(\"SELECT count(*) AS n FROM jobs WHERE stage = 'done'\")['n']:\n"
+        "        raise LookupError('no such lease column')\n"
+        "    return beat(store, run_id, *args, **kwargs)\n"
+        "runs.heartbeat = heartbeat\n",
+        "the heartbeat task failed: LookupError: no such lease column (",
     ),
     "lag-probe": (
         "import rpa.metrics as metrics\n"
@@ -90,7 +102,7 @@ def test_a_bug_in_a_background_task_ends_a_real_run_by_name_and_resume_finishes(
     with Mirror(files, faults={n: Fault.slow_body(0.4) for n in names}) as mirror:
         cli = Cli(tmp_path, mirror.url_template)
         ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in names])
-        knobs = cli.knobs(progress=False, workers=2, extract_workers=1)
+        knobs = cli.knobs(progress=False, workers=2, extract_workers=1, heartbeat_seconds=0.5)
         broken = cli.run("run", str(ids), *knobs, timeout=60, **injected(tmp_path, "bug", code))
         said = broken.stdout + broken.stderr
         assert broken.returncode == 1, said  # `crashed`: rpa.run.snapshot's exit_code

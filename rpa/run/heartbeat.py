@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 
 from rpa.config import Settings
-from rpa.errors import DeclaredDead
+from rpa.errors import DatabaseError, DeclaredDead
 from rpa.hosts.health import HostHealth
 from rpa.notices import Notices
 from rpa.queue import jobs, reads, runs
@@ -120,8 +120,10 @@ class Heartbeat:
                 self._held.revoke()
                 self._on_dead(str(exc))
                 return
-            except Exception as exc:  # a busy database: the next beat tries again
+            except DatabaseError as exc:  # the database away, or past --db-wait: beat again
                 self._notices.add(f"heartbeat failed ({type(exc).__name__}: {exc}); retrying")
+            # anything else is a bug (rpa.queue.aio raises it as it is): it ends the run,
+            # named (rpa.run.tasks), rather than be said at every beat while leases lapse
             await self._disk.check()
 
     async def reclaim(self) -> None:
