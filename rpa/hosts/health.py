@@ -160,13 +160,16 @@ class HostHealth:
         if self.outages.answered(host):
             self._back(host, "answers again")
 
-    def connection_failed(self, host: str | None, job_id: str, reason: str) -> bool:
-        """A request for `job_id`'s paper got no answer from its host. True if that is not
-        the paper's fault (its first such failure, or the host has not answered since its
-        last); a few in a row make the host down, and probed."""
+    def connection_failed(
+        self, host: str | None, job_id: str, reason: str, *, cut: bool = False
+    ) -> bool:
+        """A request for `job_id`'s paper got no answer from its host, or (`cut`) an answer
+        that broke off mid-body. True if that is not the paper's fault (its first such
+        failure, or the host has not answered since its last); a few with no answer in a row
+        make the host down, and probed (a cut answer is no sign of that: the host answered)."""
         host = host or self.primary
         before = self._strikes.pop(job_id, None)
-        if self.outages.failed(host, reason):
+        if not cut and self.outages.failed(host, reason):
             self._notices.add(
                 f"{host} does not answer ({reason}): its papers wait, no attempt is counted; "
                 "probing it until it answers",

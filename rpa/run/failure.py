@@ -74,7 +74,8 @@ class FailureRecorder:
         if stage != "download" or not self.network:
             return exc
         if policy.host_trouble(exc):
-            if self.hosts.connection_failed(exc.host, job.id, exc.message):
+            cut = policy.cut_mid_body(exc)  # the host had begun to answer
+            if self.hosts.connection_failed(exc.host, job.id, exc.message, cut=cut):
                 return policy.as_host_down(exc)
         elif policy.proves_host_works(exc):
             self.hosts.answered(exc.host)

@@ -43,8 +43,8 @@ from rpa.queue.model import HELD, Job
 from rpa.run.backoff import retry_delay
 
 __all__ = [
-    "ALONE_AFTER", "Verdict", "as_host_down", "host_trouble", "judge", "proves_host_works",
-    "runs_alone",
+    "ALONE_AFTER", "Verdict", "as_host_down", "cut_mid_body", "host_trouble", "judge",
+    "proves_host_works", "runs_alone",
 ]  # fmt: skip
 
 Action = Literal["give_back", "hold", "retry", "fail"]
@@ -90,8 +90,16 @@ def host_trouble(exc: errors.JobError) -> bool:
     without Retry-After, 504: a proxy before a server that is down). Host health's strike
     rule decides: the paper's first such failure is not its own, a second one after its
     host answered in between is (rpa.hosts.health.HostHealth.connection_failed)."""
-    cut = errors.ConnectionFailed | errors.DownloadTimeout | errors.TruncatedBody
-    return isinstance(exc, cut) or _server_down(exc)
+    return isinstance(exc, _NO_BODY) or _server_down(exc)
+
+
+_NO_BODY = errors.ConnectionFailed | errors.DownloadTimeout | errors.TruncatedBody
+
+
+def cut_mid_body(exc: errors.JobError) -> bool:
+    """Did the host begin to answer (`exc.host`), and the body then stall or break off? No
+    sign that the host is down, as no answer at all is."""
+    return isinstance(exc, _NO_BODY) and exc.host is not None
 
 
 def _server_down(exc: errors.JobError) -> bool:
