@@ -355,3 +355,7 @@ def test_stages_on_a_postgresql_queue(tmp_path: Path, postgres_db: Callable[[], 
         assert sorted(rows) == [("kp", "done", len(IDS)), ("words", "done", len(IDS))]
         status = cli.status()
         assert status["user_stages"]["words"]["done"] == len(IDS)
+        # each stage call's attempt, with when it started (a bool was written there, which
+        # PostgreSQL refused at every heartbeat: every stage attempt was lost)
+        started = cli.query("SELECT started_at FROM attempts WHERE stage IN ('kp', 'words')")
+        assert len(started) == 2 * len(IDS) and all(t > 1e9 for (t,) in started), started

@@ -195,7 +195,7 @@ class Lane:
         failure: BaseException | None = None
         await self.gate.acquire()
         held = [True]  # the slot, given back by `free` (once; later, for a given-up thread)
-        started = False  # the call owns `free` from then on
+        calling = False  # the call owns `free` from then on
 
         def free() -> None:
             if held[0]:
@@ -211,7 +211,7 @@ class Lane:
             self.meter.running += 1
             t0 = time.perf_counter()
             try:
-                started = True
+                calling = True
                 result = await self.caller.call(paper, lambda s: self._blocked(c.job_id, s), free)
                 if not isinstance(result, dict):
                     raise errors.InternalError(
@@ -226,7 +226,7 @@ class Lane:
                 if self.rate is not None:
                     await self.rate.answered()
         except BaseException:
-            if not started:
+            if not calling:
                 free()
             raise
         if isinstance(failure, TimeoutError) and self.caller.abandoned:
