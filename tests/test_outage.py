@@ -44,6 +44,16 @@ def test_a_wrong_port_stops_the_run_in_seconds_and_charges_no_paper(tmp_path: Pa
     assert took < 30, f"{took:.1f} s to give up on a port nothing listens on"
     assert cli.count("stage = 'failed'") == 0
     assert cli.query("SELECT max(attempts) FROM jobs")[0][0] == 0  # no paper charged
+    # --pdf-url fixed: the next run, alone on the queue, does not follow the outage the last
+    # one stored (before: ~70 s "found by another run of this queue" for a run long gone)
+    small = min(sample_pdfs(), key=lambda p: p.stat().st_size)
+    with Mirror({f"p{i:02d}": small for i in range(20)}) as mirror:
+        fixed = Cli(tmp_path, mirror.url_template)
+        again = fixed.run("resume", "--reconfigure", *fixed.knobs(progress=False), timeout=60)
+    said = again.stdout + again.stderr
+    assert again.returncode == 0, said
+    assert "found by another run" not in said and " is down" not in said, said
+    assert fixed.count("stage = 'done'") == 20
 
 
 @pytest.mark.timeout(150)

@@ -37,6 +37,7 @@ from rpa.hosts.outage import SERVER_DOWN, Outages
 from rpa.hosts.registry import HostGate, HostGates
 from rpa.notices import Notices
 from rpa.queue import hosts as queue_hosts
+from rpa.queue import runs as queue_runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import ACTIVE_STAGES, HostState
 from rpa.queue.store import QueueStore
@@ -60,6 +61,11 @@ def _cool_down(store: QueueStore, host: str, seconds: float, reason: str) -> Non
     liveness and the rate slots are: one clock for hosts whose clocks differ)."""
     now = queue_hosts.database_clock(store)
     queue_hosts.set_cooldown(store, host, now + seconds, reason, now)
+
+
+def _others_live(store: QueueStore, run_id: str) -> bool:
+    """Is any run of the queue but `run_id` alive?"""
+    return bool(queue_runs.live_runs(store) - {run_id})
 
 
 def _stored(store: QueueStore) -> list[tuple[HostState, float]]:
@@ -291,10 +297,15 @@ class HostHealth:
 
     async def restore(self) -> None:
         """At the start: respect a cooldown a previous run stored, and an outage another
-        process finds now; close every open breaker (a new run tries each host again) and let
-        the papers held for them be claimed."""
+        process finds now (an outage stored by runs that are all gone is cleared: nobody
+        probes it any more, and this run finds out for itself); close every open breaker (a
+        new run tries each host again) and let the papers held for them be claimed."""
         now = time.time()
+        alone = not await self._queue.run(_others_live, self._run_id)
         for state, remaining in await self._queue.run(_stored):
+            if alone and state.reason.startswith(queue_hosts.DOWN):
+                await self._queue.run(queue_hosts.clear_down, state.host, now)
+                continue
             hold = self._hold(state, remaining)
             if hold > 0 and state.host == self.primary:
                 self.gates.pause_until(state.host, time.monotonic() + hold)
