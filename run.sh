@@ -91,6 +91,13 @@ case "${1:-}" in
     exec "$venv/bin/rpa" --version
     ;;
   *)
+    # `./run.sh statsu`: neither a command nor a file there (a file of IDs is named with a dot
+    # or a folder, or is `-`): say both, rather than "ID file statsu is not there"
+    if [[ "$1" != -* && "$1" != *.* && "$1" != */* && ! -e "$1" ]]; then
+      echo "run.sh: '$1' is no command and no file of IDs here; the commands:" \
+        "run demo resume status failures export retry migrate (./run.sh --help)" >&2
+      exit 2
+    fi
     exec "$venv/bin/rpa" run "$@"
     ;;
 esac

@@ -138,7 +138,8 @@ def retry(
         return
     for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         out.print(f"  {name:<16} {n:>8}")
-    out.print(f"{sum(counts.values())} failed papers back in the queue; "
+    total = sum(counts.values())
+    out.print(f"{total} failed paper{'' if total == 1 else 's'} back in the queue; "
               f"`{command_hint(f'resume --db {redact(db)}')}` runs them")  # fmt: skip
 
 
