@@ -42,6 +42,7 @@ from rpa.config import ENV_PREFIX, Resolved, Settings
 from rpa.files import atomic_write
 from rpa.queue import open_store, reads
 from rpa.run.merge import merge_snapshots, merge_summaries, merge_windows
+from rpa.run.signals import catch_stops, release_stops
 from rpa.run.snapshot import RunSnapshot, RunSummary
 
 __all__ = ["ENV_REPORT", "READ_INTERVAL", "ProcessGroup", "report", "shares"]
@@ -128,9 +129,7 @@ class ProcessGroup:
 
     async def run(self) -> RunSummary:
         """Start the processes, watch them until the last has ended; the group's summary."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._pass_on, sig)
+        catch_stops(self._pass_on)
         try:
             for k in range(self.count):
                 self._procs.append(await asyncio.create_subprocess_exec(
@@ -146,14 +145,13 @@ class ProcessGroup:
                 watcher.cancel()
             return await asyncio.to_thread(self._summary, codes)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+            release_stops()
             for proc in self._procs:  # this process is leaving: so do they
                 if proc.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
                         proc.send_signal(signal.SIGTERM)
 
-    def _pass_on(self, sig: int) -> None:
+    def _pass_on(self, sig: signal.Signals) -> None:
         self._interrupts += 1
         for proc in self._procs:
             if proc.returncode is None:

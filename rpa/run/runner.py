@@ -49,6 +49,7 @@ from rpa.run.metadata import MetadataService, metadata_service
 from rpa.run.metrics_file import MetricsFile
 from rpa.run.progress import Progress
 from rpa.run.publish import prepare_out
+from rpa.run.signals import catch_stops, release_stops
 from rpa.run.snapshot import RunSnapshot, RunSummary
 from rpa.run.source import open_source
 from rpa.run.tally import Tally
@@ -231,7 +232,7 @@ class Runner:
             if not self.queue.gave_up:
                 self._crash = self._crash or describe_crash(exc)  # which task, what, where
         finally:
-            self._remove_signal_handlers()
+            release_stops()
             await self._finish(status)
             status = "declared_dead" if self._dead else status
         if self._metrics is not None:
@@ -260,7 +261,7 @@ class Runner:
 
     async def _serve(self) -> None:
         s = self.settings
-        self._install_signal_handlers()
+        catch_stops(self._on_signal)
         async with contextlib.AsyncExitStack() as stack:
             source, probe_client = await open_source(
                 s, queue=self.queue, io=self.io, hosts=self.hosts, run_id=self.run_id,
@@ -375,21 +376,9 @@ class Runner:
             stamp_examples=list(self.tally.stamp_examples),
         )
 
-    # ---- signals --------------------------------------------------------------------------
+    # ---- signals (rpa.run.signals) ---------------------------------------------------------
 
-    def _install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self._on_signal)
-
-    def _remove_signal_handlers(self) -> None:
-        with contextlib.suppress(Exception):
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
-    def _on_signal(self) -> None:
+    def _on_signal(self, _sig: signal.Signals) -> None:
         """First signal: stop claiming, let in-flight work finish for --grace seconds.
         Second: stop at once. Handlers only set state and schedule; the tasks do the rest."""
         self._signals += 1
