@@ -27,6 +27,7 @@ from rich.text import Text
 from rpa import errors
 from rpa.cli.output import Printer, err, event, one_line_errors, out, reader_may_leave, say
 from rpa.config import Resolved, Settings
+from rpa.extract.worker import warm
 from rpa.hints import command_hint
 from rpa.hosts.politeness import politeness_notice
 from rpa.idlist import STDIN
@@ -74,6 +75,8 @@ def start_run(
 
     if ids == STDIN and sys.stdin.isatty():  # `rpa run -` typed at a prompt: say what it waits for
         say("", "reading IDs from standard input, one a line; end with Ctrl-D", "yellow")
+    if resolved.settings.extract_pool == "process" and resolved.settings.processes == 1:
+        warm()  # the extraction processes' fork server boots while the queue is prepared
     run_id = new_run_id()
     start, start_time = time.perf_counter(), time.time()
     with one_line_errors():
