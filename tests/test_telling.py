@@ -102,10 +102,16 @@ def test_failed_papers_are_read_a_page_at_a_time_by_id(tmp_path: Path) -> None:
     from rpa.queue.status import failed_papers
 
     build_queue(tmp_path / "q.db")
+    # an attempt that started after p03 failed (at NOW - 20) is not the one that failed it
+    store = open_store(tmp_path / "q.db")
+    late = Attempt("ext:p03", "run-b", "extract", NOW - 5, 0.0, 1.0, "error", "invalid_pdf")
+    jobs.record_attempts(store, [late])
+    store.close()
     store = open_store(tmp_path / "q.db", readonly=True)
     try:
         every = list(failed_papers(store, page=1))
         only = list(failed_papers(store, ["invalid_pdf"]))
+        unasked = list(failed_papers(store, stages=False))
     finally:
         store.close()
     assert [(p["id"], p["kind"], p["reason"]) for p in every] == [
@@ -113,6 +119,10 @@ def test_failed_papers_are_read_a_page_at_a_time_by_id(tmp_path: Path) -> None:
         ("ext:p04", "invalid_pdf", "bad xref"),
     ]
     assert [p["id"] for p in only] == ["ext:p04"]
+    # p03's last attempt failed downloading; p04's failing attempt is not recorded (its
+    # latest row is a download that went well): no stage rather than a guess
+    assert [p["stage"] for p in every] == ["download", None]
+    assert [p["stage"] for p in unasked] == [None, None]
 
 
 def test_tally_keeps_the_last_reason_of_each_kind_for_the_table_and_the_summary() -> None:
