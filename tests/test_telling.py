@@ -16,7 +16,7 @@ from rpa.queue.model import Attempt, Failure, RunInfo
 from rpa.run.runner import Runner
 from rpa.run.snapshot import RunSnapshot
 from rpa.run.tally import Tally
-from rpa.show.live import make_run_table
+from rpa.show.live import format_line, make_run_table, snapshot_dict
 
 REFUSED = "ConnectError: [Errno 111] Connection refused while fetching {url}"
 
@@ -82,6 +82,42 @@ def test_live_table_fits_80x24_with_progress_first(tmp_path: Path) -> None:
     assert "Stages" in text and "Health" in text
     # the details came after: the notices are the first left out
     assert "Gates" in text and "Memory" in text and "notice" not in text
+
+
+def test_the_first_frame_shows_no_rate_nor_wait_it_has_not_measured(tmp_path: Path) -> None:
+    """A real runner's first snapshot, before any paper: its rates and gate waits are not
+    measured yet, and the table says '—' rather than a 0 that reads as measured. The JSON
+    progress line keeps its numbers."""
+    db = tmp_path / "q.db"
+    runner = Runner(Settings(db=str(db), out=tmp_path / "out"), command="run")
+    store = open_store(db)
+    try:
+        store.enqueue([f"2401.{i:05d}" for i in range(1, 11)], NOW)
+        runner._set_totals(reads.totals(store, NOW))
+        snap = runner.snapshot()
+    finally:
+        store.close()
+        runner.io.shutdown()
+    console = Console(file=io.StringIO(), width=80, record=True)
+    console.print(make_run_table(snap))
+    lines = console.export_text().splitlines()
+    assert lines[1] == "Queue 0/10 settled (0%)  ETA —  — papers/min"
+    assert any(line.startswith("Speed  — pages/s  — MB/s  workers busy/idle") for line in lines)
+    gates = lines[lines.index("Gates") + 2 : lines.index("Gates") + 2 + len(snap.gates)]
+    gate_rows = [row.split() for row in gates]
+    assert gate_rows and all(row[-3:] == ["—", "—", "0"] for row in gate_rows), gates
+    assert "0.0 ms" not in "\n".join(lines)
+    memory = next(line for line in lines if line.startswith("Memory"))
+    assert memory.startswith("Memory  — / — GiB  ok  pauses 0"), memory  # no reading yet
+    log = format_line(snap)
+    assert "| — papers/min — pages/s — MB/s ETA — |" in log and "memory ok —/— GiB" in log
+    data = snapshot_dict(snap)
+    assert (data["papers_per_min"], data["pages_per_s"], data["mb_per_s"]) == (0.0, 0.0, 0.0)
+    assert all(g["wait_p50_ms"] == 0.0 for g in data["gates"].values())
+    assert data["memory"] is not None and (data["memory"]["used"], data["memory"]["limit"]) == (
+        0,
+        0,
+    )
 
 
 def test_slowest_papers_are_ranked_by_their_own_work_not_their_waiting() -> None:
