@@ -8,9 +8,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from conftest import Cli, clean_env, sample_pdfs, write_ids
+from conftest import HOSTILE, Cli, clean_env, sample_pdfs, write_ids
 
-from rpa.testing.mirror import Mirror
+from rpa.testing.mirror import Fault, Mirror
 
 SMALL = min(sample_pdfs(), key=lambda p: p.stat().st_size)
 PAPERS = {f"p{i}": SMALL for i in range(3)}
@@ -120,7 +120,7 @@ def test_failures_lists_each_failed_paper_and_its_ids_feed_another_run(
         bad = run_cli(cli, "failures", "--db", db, "--kind", "nope")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].startswith("ext:gone-1  not_found  1 attempt  at queued  last try ")
+    assert lines[0].startswith("ext:gone-1  not_found  1 attempt  at download  last try ")
     assert lines[1].startswith("    HTTP 404") and lines[1].endswith("/gone-1")
     assert lines[-1].startswith("2 failed papers; `rpa retry --db")
     papers = [json.loads(line) for line in as_json.stdout.splitlines()]
@@ -139,6 +139,35 @@ def test_failures_lists_each_failed_paper_and_its_ids_feed_another_run(
         rerun = run_cli(other, "run", "-", *other.knobs(), "--no-progress", stdin=listed.stdout)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "queued 2 new of 2 valid IDs" in rerun.stdout
+
+
+def test_failures_name_the_stage_each_paper_failed_in(tmp_path: Path, queue_db: str) -> None:
+    """`rpa failures` says the stage a paper failed in, as its attempts rows record it: a 404
+    and an HTML page where the PDF should be failed downloading, a PDF pypdf cannot open
+    failed extracting. (The queue's checkpoint of each is `queued`, once said as `at
+    queued`.)"""
+    broken = HOSTILE / "qpdf__bad7-attributeerror.pdf"  # pypdf raises AttributeError on it
+    with Mirror({"fine": SMALL, "login": SMALL, "broken": broken}) as mirror:
+        mirror.set_fault("login", Fault.html_200())
+        cli = Cli(tmp_path, mirror.url_template, queue_db)
+        ids = write_ids(tmp_path / "ids.txt", ["ext:fine", "ext:login", "ext:broken", "ext:gone"])
+        run = run_cli(cli, "run", str(ids), *cli.knobs(), "--no-progress")
+        assert run.returncode == 1, run.stdout + run.stderr
+        table = run_cli(cli, "failures", "--db", str(cli.db))
+        as_json = run_cli(cli, "failures", "--db", str(cli.db), "--json")
+    assert table.returncode == 0 and as_json.returncode == 0, table.stderr + as_json.stderr
+    heads = [line.split("  ") for line in table.stdout.splitlines() if line.startswith("ext:")]
+    assert [(head[0], head[3]) for head in heads] == [
+        ("ext:broken", "at extract"),
+        ("ext:gone", "at download"),
+        ("ext:login", "at download"),
+    ]
+    papers = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(p["id"], p["kind"], p["stage"]) for p in papers] == [
+        ("ext:broken", "invalid_pdf", "extract"),
+        ("ext:gone", "not_found", "download"),
+        ("ext:login", "not_pdf", "download"),
+    ]
 
 
 def test_run_dash_at_a_prompt_says_what_it_waits_for(tmp_path: Path) -> None:

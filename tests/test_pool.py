@@ -18,6 +18,7 @@ import pytest
 from pypdf import PdfReader, PdfWriter
 
 from rpa.errors import ConfigError, ExtractTimeout, MemoryCapExceeded, WorkerCrashed
+from rpa.extract.fleet import ProcessFleet
 from rpa.extract.pdf import _clean, _hyphens, extract_pdf
 from rpa.extract.pool import ExtractPool
 from rpa.extract.protocol import PDF_MISSING
@@ -160,6 +161,31 @@ async def test_a_death_while_idle_is_not_charged_to_the_next_paper(tmp_path: Pat
         stats = pool.statistics()
         assert (stats.crashed, stats.replaced) == (0, 1)
         assert pool.pids() != [victim]
+
+
+async def test_the_fleet_keeps_its_count_and_leaves_no_process_behind() -> None:
+    """rpa.extract.fleet on its own: a retired process is replaced and its replacement joins
+    the idle; one started on the side (a run alone) is stopped; `close` reaps every one."""
+    fleet = ProcessFleet(2, nice=0, max_mb=None)
+    await fleet.open()
+    try:
+        first = await fleet.take()
+        await fleet.retire(first)  # the task that has started its replacement
+        assert (fleet.started, fleet.replaced, len(fleet.usable())) == (3, 1, 2)
+        pids = {w.pid for w in fleet.usable()}
+        assert first.pid not in pids
+        taken = [await fleet.take(), await fleet.take()]  # the other one and the replacement
+        assert {w.pid for w in taken} == pids
+        for worker in taken:
+            fleet.give_back(worker)
+        side = await fleet.start_worker()
+        await fleet.stop_one(side)
+        assert side not in fleet.workers
+    finally:
+        await fleet.close()
+    assert fleet.workers == []
+    for pid in (first.pid, side.pid, *pids):
+        _gone(pid)
 
 
 async def test_cancelled_caller_leaves_no_busy_process(tmp_path: Path) -> None:

@@ -124,6 +124,35 @@ def test_run_table_shows_progress_failures_stages_health_and_gates() -> None:
     assert lines[-1] == "reclaimed 3 leases of 1 dead runs, 0 expired"
 
 
+def test_a_rate_is_a_dash_until_its_first_sample_and_a_measured_zero_stays_zero() -> None:
+    """Downloads done, no extraction yet: MB/s is measured, pages/s is not; papers/min is
+    measured once a paper is done, and its 0 then (none in the last minute) is a real 0. A
+    gate nobody entered has no wait to show."""
+    none = WindowStats(count=0, p50=0.0, p95=0.0, p99=0.0, max=0.0)
+    snap = snapshot(
+        stages=[
+            StageSnapshot("download", 3, 40, 0, 0, stats(0.02, 0.15, 0.16, 0.17)),
+            StageSnapshot("extract", 2, 0, 0, 0, none),
+            StageSnapshot("outcome", 0, 0, 0, 0, none),
+        ],
+        gates=[
+            GateStatistics("download", 3, 64, 0, 0.0, 0.0012, 40),
+            GateStatistics("extract", 0, 2, 0, 0.0, 0.0, 0),
+        ],
+        papers_per_min=0.0, pages_per_s=0.0, done_this_run=0, eta_seconds=None,
+    )  # fmt: skip
+    lines = text_of(make_run_table(snap)).splitlines()
+    assert lines[1] == "Queue 30/70 settled (43%)  ETA —  — papers/min"
+    assert "Speed  — pages/s  0.40 MB/s  workers busy/idle 19/1" in lines
+    gates = block(lines, "Gates")
+    assert squash(gates[1]) == "download 3/64 0 0.0 ms 1.2 ms 40"  # measured: no wait at all
+    assert squash(gates[2]) == "extract 0/2 0 — — 0"
+    assert "— papers/min — pages/s 0.40 MB/s" in format_line(snap)
+    later = dataclasses.replace(snap, done_this_run=5)  # then a minute without a paper
+    assert "ETA —  0.0 papers/min" in text_of(make_run_table(later))
+    assert snapshot_dict(snap)["pages_per_s"] == 0.0  # the JSON line keeps its numbers
+
+
 def test_run_table_fits_the_width_given_for_failure_reasons() -> None:
     reason = "2301.00004: ConnectError: [Errno 111] Connection refused " + "x" * 100
     snap = snapshot(failures=[FailureSnapshot("connection", 0, 2, reason)])

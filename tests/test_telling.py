@@ -16,7 +16,7 @@ from rpa.queue.model import Attempt, Failure, RunInfo
 from rpa.run.runner import Runner
 from rpa.run.snapshot import RunSnapshot
 from rpa.run.tally import Tally
-from rpa.show.live import make_run_table
+from rpa.show.live import format_line, make_run_table, snapshot_dict
 
 REFUSED = "ConnectError: [Errno 111] Connection refused while fetching {url}"
 
@@ -84,6 +84,42 @@ def test_live_table_fits_80x24_with_progress_first(tmp_path: Path) -> None:
     assert "Gates" in text and "Memory" in text and "notice" not in text
 
 
+def test_the_first_frame_shows_no_rate_nor_wait_it_has_not_measured(tmp_path: Path) -> None:
+    """A real runner's first snapshot, before any paper: its rates and gate waits are not
+    measured yet, and the table says '—' rather than a 0 that reads as measured. The JSON
+    progress line keeps its numbers."""
+    db = tmp_path / "q.db"
+    runner = Runner(Settings(db=str(db), out=tmp_path / "out"), command="run")
+    store = open_store(db)
+    try:
+        store.enqueue([f"2401.{i:05d}" for i in range(1, 11)], NOW)
+        runner._set_totals(reads.totals(store, NOW))
+        snap = runner.snapshot()
+    finally:
+        store.close()
+        runner.io.shutdown()
+    console = Console(file=io.StringIO(), width=80, record=True)
+    console.print(make_run_table(snap))
+    lines = console.export_text().splitlines()
+    assert lines[1] == "Queue 0/10 settled (0%)  ETA —  — papers/min"
+    assert any(line.startswith("Speed  — pages/s  — MB/s  workers busy/idle") for line in lines)
+    gates = lines[lines.index("Gates") + 2 : lines.index("Gates") + 2 + len(snap.gates)]
+    gate_rows = [row.split() for row in gates]
+    assert gate_rows and all(row[-3:] == ["—", "—", "0"] for row in gate_rows), gates
+    assert "0.0 ms" not in "\n".join(lines)
+    memory = next(line for line in lines if line.startswith("Memory"))
+    assert memory.startswith("Memory  — / — GiB  ok  pauses 0"), memory  # no reading yet
+    log = format_line(snap)
+    assert "| — papers/min — pages/s — MB/s ETA — |" in log and "memory ok —/— GiB" in log
+    data = snapshot_dict(snap)
+    assert (data["papers_per_min"], data["pages_per_s"], data["mb_per_s"]) == (0.0, 0.0, 0.0)
+    assert all(g["wait_p50_ms"] == 0.0 for g in data["gates"].values())
+    assert data["memory"] is not None and (data["memory"]["used"], data["memory"]["limit"]) == (
+        0,
+        0,
+    )
+
+
 def test_slowest_papers_are_ranked_by_their_own_work_not_their_waiting() -> None:
     tally = Tally()
     for job_id, work, wall in (("slow-work", 5.0, 6.0), ("long-wait", 0.4, 64.0)):
@@ -102,10 +138,16 @@ def test_failed_papers_are_read_a_page_at_a_time_by_id(tmp_path: Path) -> None:
     from rpa.queue.status import failed_papers
 
     build_queue(tmp_path / "q.db")
+    # an attempt that started after p03 failed (at NOW - 20) is not the one that failed it
+    store = open_store(tmp_path / "q.db")
+    late = Attempt("ext:p03", "run-b", "extract", NOW - 5, 0.0, 1.0, "error", "invalid_pdf")
+    jobs.record_attempts(store, [late])
+    store.close()
     store = open_store(tmp_path / "q.db", readonly=True)
     try:
         every = list(failed_papers(store, page=1))
         only = list(failed_papers(store, ["invalid_pdf"]))
+        unasked = list(failed_papers(store, stages=False))
     finally:
         store.close()
     assert [(p["id"], p["kind"], p["reason"]) for p in every] == [
@@ -113,6 +155,10 @@ def test_failed_papers_are_read_a_page_at_a_time_by_id(tmp_path: Path) -> None:
         ("ext:p04", "invalid_pdf", "bad xref"),
     ]
     assert [p["id"] for p in only] == ["ext:p04"]
+    # p03's last attempt failed downloading; p04's failing attempt is not recorded (its
+    # latest row is a download that went well): no stage rather than a guess
+    assert [p["stage"] for p in every] == ["download", None]
+    assert [p["stage"] for p in unasked] == [None, None]
 
 
 def test_tally_keeps_the_last_reason_of_each_kind_for_the_table_and_the_summary() -> None:

@@ -131,7 +131,7 @@ def failures(
     with one_line_errors(), quiet_closed_pipe():
         store = open_store(db, readonly=True)
         try:
-            for paper in failed_papers(store, kinds):
+            for paper in failed_papers(store, kinds, stages=not ids):
                 n += 1
                 if ids:
                     print(paper["id"])

@@ -1,7 +1,8 @@
 """The PDF work: from a stored PDF to its text, its key outcomes and its record.
 
     pool.py       ExtractPool: N extraction processes driven by the event loop (the parent's
-                  side: life cycle, dispatch, statistics, the memory governor's hooks)
+                  side: dispatch, timeouts, statistics, the memory governor's hooks)
+    fleet.py      the pool's processes: N kept alive, started, replaced, stopped
     process.py    the parent's handle on one process (start, read its pipe, kill, reap)
     worker.py     the child: its start-up (nice, memory cap, exit with the parent) and loop
     protocol.py   the messages on the pipes between them

@@ -8,12 +8,13 @@ Why not ProcessPoolExecutor: a per-document timeout must really stop a runaway p
 killing that one process and starting another while the other extractions go on;
 ProcessPoolExecutor cannot kill one worker (a dead worker breaks the whole pool).
 
-This module is the parent's side: when processes start, are replaced and stop, which one
-takes a paper (a paper can be run alone, in a fresh process: `extract(alone=True)`,
-rpa.extract.solo), the statistics, and the memory governor's hooks (`shed`, `pids`,
-`memory_pressure`; `rss_bytes` is re-exported for it). One process's handle is
-`rpa.extract.process`, the child's side `rpa.extract.worker`, the pipes' messages
-`rpa.extract.protocol`, mode="thread" (whose timeout cannot stop a parse) `rpa.extract.threads`.
+This module is the parent's side: which process takes a paper (a paper can be run alone, in a
+fresh process: `extract(alone=True)`, rpa.extract.solo), what the end of its extraction means,
+the statistics, and the memory governor's hooks (`shed`, `pids`, `memory_pressure`; `rss_bytes`
+is re-exported for it). Its processes (started, replaced, stopped) are `rpa.extract.fleet`'s,
+one process's handle is `rpa.extract.process`, the child's side `rpa.extract.worker`, the
+pipes' messages `rpa.extract.protocol`, mode="thread" (whose timeout cannot stop a parse)
+`rpa.extract.threads`.
 
 Each worker is a plain `multiprocessing` process ("forkserver", else "spawn"; never "fork":
 the parent has threads). Nothing blocks the loop thread: processes are started and reaped in
@@ -26,21 +27,19 @@ cancelled) kills that process and starts a replacement: no worker is reused in d
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from collections.abc import Callable
-from multiprocessing.context import BaseContext
 from types import TracebackType
 from typing import Literal
 
 from rpa.errors import ConfigError, ExtractTimeout, MemoryCapExceeded, MemoryPressure, WorkerCrashed
 from rpa.extract import EXTRACTORS
+from rpa.extract.fleet import ProcessFleet
 from rpa.extract.process import ProcessDied, WorkerProcess
-from rpa.extract.protocol import STOP, Task
+from rpa.extract.protocol import Task
 from rpa.extract.solo import SoloGate
 from rpa.extract.statistics import PoolStatistics
 from rpa.extract.threads import ThreadExtraction
-from rpa.extract.worker import context, rss_bytes
+from rpa.extract.worker import rss_bytes
 
 __all__ = [
     "DEFAULT_MAX_MB",
@@ -51,13 +50,9 @@ __all__ = [
     "rss_bytes",
 ]
 
-log = logging.getLogger(__name__)
-
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_MAX_MB = 2048
 DEFAULT_NICE = 10
-#: seconds a stopping worker gets to exit on its own before SIGKILL
-STOP_GRACE = 1.0
 #: seconds a failed extraction waits for its process's replacement before raising
 REPLACE_WAIT = 5.0
 #: processes a paper may see die before they receive it, before it is charged for it
@@ -100,16 +95,10 @@ class ExtractPool:
         self._size = workers
         self._timeout = timeout
         self._max_mb = max_mb or None
-        self._nice = nice
         self._extractor = extractor
         self._recycle_mb = recycle_mb or None
-        self._ctx: BaseContext | None = None
-        self._workers: list[WorkerProcess] = []
-        self._idle: asyncio.Queue[WorkerProcess] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
-        self._started = self._replaced = self._crashed = self._timed_out = 0
-        self._recycled = 0
+        self._fleet = ProcessFleet(workers, nice, self._max_mb)
+        self._crashed = self._timed_out = self._recycled = 0
         self._solo = SoloGate()
         self._pressure = self._pressure_seen = False  # memory pressure now / in a run alone
 
@@ -121,22 +110,10 @@ class ExtractPool:
 
             if importlib.util.find_spec("pypdfium2") is None:
                 raise ConfigError("--extractor pdfium needs the rpa[pdfium] extra (pypdfium2)")
-        self._closing = False
         if self._threads is not None:
             self._threads.start()
             return self
-        self._ctx = context()
-        self._idle = asyncio.Queue()
-        started = await asyncio.gather(
-            *(self._start_worker() for _ in range(self._size)), return_exceptions=True
-        )
-        failed = [r for r in started if isinstance(r, BaseException)]
-        if failed:
-            await self.__aexit__(None, None, None)
-            raise failed[0]
-        for worker in started:
-            assert isinstance(worker, WorkerProcess)
-            self._idle.put_nowait(worker)
+        await self._fleet.open()
         return self
 
     async def __aexit__(
@@ -145,74 +122,10 @@ class ExtractPool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._closing = True
         if self._threads is not None:
             self._threads.stop()
             return
-        # Shielded: a second Ctrl-C must not leave processes behind.
-        await asyncio.shield(asyncio.ensure_future(self._stop_all()))
-
-    async def _stop_all(self) -> None:
-        if self._tasks:  # replacements in flight see _closing and stop short
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        workers, self._workers = self._workers, []
-        for worker in workers:
-            self._drop_reader(worker)
-            try:
-                if worker.busy or worker.dead:
-                    raise OSError
-                worker.tasks.send(STOP)  # idle: asks it to exit
-            except (OSError, ValueError):
-                worker.kill()
-        await asyncio.gather(*(asyncio.to_thread(w.reap, STOP_GRACE) for w in workers))
-
-    async def _start_worker(self) -> WorkerProcess:
-        assert self._ctx is not None
-        worker = await WorkerProcess.start(self._ctx, self._nice, self._max_mb)
-        self._workers.append(worker)
-        self._started += 1
-        asyncio.get_running_loop().add_reader(worker.results.fileno(), self._on_readable, worker)
-        return worker
-
-    async def _replace(self, old: WorkerProcess) -> None:
-        self._drop_reader(old)
-        await asyncio.to_thread(old.reap)
-        if old in self._workers:
-            self._workers.remove(old)
-        delay = 0.5
-        while not self._closing:
-            try:
-                new = await self._start_worker()
-            except Exception as exc:  # EAGAIN, ENOMEM...: try again, the pool must not shrink
-                log.warning("cannot start an extraction process (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            self._replaced += 1
-            assert self._idle is not None
-            self._idle.put_nowait(new)
-            return
-
-    def _retire(self, worker: WorkerProcess) -> asyncio.Task[None]:
-        """Kill a worker now and start its replacement in a pool-owned task."""
-        if worker.retired is None:
-            worker.kill()
-            task = asyncio.create_task(self._replace(worker))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            worker.retired = task
-        return worker.retired
-
-    def _drop_reader(self, worker: WorkerProcess) -> None:
-        with contextlib.suppress(ValueError, OSError, RuntimeError):
-            asyncio.get_running_loop().remove_reader(worker.results.fileno())
-
-    def _on_readable(self, worker: WorkerProcess) -> None:
-        if worker.receive():
-            return
-        self._drop_reader(worker)  # EOF: the process has gone
-        if not worker.busy and not self._closing:
-            self._retire(worker)  # died while idle: replace it before anyone picks it
+        await self._fleet.close()
 
     # ------------------------------------------------------------------ extraction
 
@@ -275,9 +188,9 @@ class ExtractPool:
     async def _extract_alone(self, task: Task, limit: float) -> dict[str, object]:
         """One extraction in a process started for it and stopped after it (never reused):
         the pool's own processes wait idle meanwhile."""
-        if self._idle is None or self._closing:
+        if not self._fleet.running:
             raise RuntimeError("the extraction pool is not running (use `async with`)")
-        worker = await self._start_worker()
+        worker = await self._fleet.start_worker()
         try:
             result = await self._run(worker, task, limit)
         except _NotStarted:
@@ -286,11 +199,7 @@ class ExtractPool:
                 "a fresh extraction process died before it received the paper"
             ) from None
         finally:
-            self._drop_reader(worker)
-            if worker in self._workers:  # (unless the pool's close took it already)
-                self._workers.remove(worker)
-            worker.kill()
-            await asyncio.shield(asyncio.to_thread(worker.reap))  # a cancel still reaps it
+            await self._fleet.stop_one(worker)
         result.pop("rss_mb", None)
         return result
 
@@ -301,35 +210,33 @@ class ExtractPool:
         self._pressure_seen |= on
 
     async def _extract_once(self, task: Task, limit: float) -> dict[str, object]:
-        if self._idle is None or self._closing:
+        if not self._fleet.running:
             raise RuntimeError("the extraction pool is not running (use `async with`)")
-        worker = await self._idle.get()
-        while worker.dead or worker.retired:  # died while idle: its replacement is queued
-            worker = await self._idle.get()
+        worker = await self._fleet.take()
         try:
             result = await self._run(worker, task, limit)
         except (ExtractTimeout, WorkerCrashed, MemoryCapExceeded, MemoryPressure, _NotStarted):
             # Kill and replace; tell the caller once the pool is whole again (or soon anyway).
-            await asyncio.wait({self._retire(worker)}, timeout=REPLACE_WAIT)
+            await asyncio.wait({self._fleet.retire(worker)}, timeout=REPLACE_WAIT)
             raise
         except BaseException:
-            self._retire(worker)  # cancelled mid-parse: the process state is unknown
+            self._fleet.retire(worker)  # cancelled mid-parse: the process state is unknown
             raise
         rss = result.pop("rss_mb", 0)
         if self._recycle_mb and isinstance(rss, float | int) and rss > self._recycle_mb:
             # It has grown (memory is rarely given back between files): a fresh process
             # takes the next paper (Celery's max-memory-per-child).
             self._recycled += 1
-            self._retire(worker)
+            self._fleet.retire(worker)
             return result
-        self._idle.put_nowait(worker)
+        self._fleet.give_back(worker)
         return result
 
     def shed(self, pid: int) -> bool:
         """Kill the busy process `pid` to save memory (the memory governor): its paper fails
         as MemoryPressure, transient and not counted towards poison. False if it was not
         one of ours, or not busy."""
-        for worker in self._workers:
+        for worker in self._fleet.workers:
             if worker.pid == pid and worker.busy and not (worker.dead or worker.retired):
                 worker.shed = True
                 worker.kill()
@@ -385,15 +292,15 @@ class ExtractPool:
             alive = self._size if threads.running else 0
             busy, timed_out = threads.busy, threads.timed_out
             return PoolStatistics("thread", self._size, alive, busy, busy, 0, 0, 0, 0, timed_out)
-        usable = [w for w in self._workers if not (w.dead or w.retired)]
+        workers = self._fleet.workers
         return PoolStatistics(
             mode="process",
             workers=self._size,
-            alive=len(usable),
-            busy=sum(w.busy for w in self._workers),
-            parsing=sum(w.busy and w.started for w in self._workers),
-            started=self._started,
-            replaced=self._replaced,
+            alive=len(self._fleet.usable()),
+            busy=sum(w.busy for w in workers),
+            parsing=sum(w.busy and w.started for w in workers),
+            started=self._fleet.started,
+            replaced=self._fleet.replaced,
             recycled=self._recycled,
             crashed=self._crashed,
             timed_out=self._timed_out,
@@ -401,4 +308,4 @@ class ExtractPool:
 
     def pids(self) -> list[int]:
         """Process ids of the usable workers, oldest first (empty in thread mode)."""
-        return [w.pid for w in self._workers if not (w.dead or w.retired)]
+        return [w.pid for w in self._fleet.usable()]

@@ -1,9 +1,10 @@
 """The parent's handle on one extraction process: start it, read its pipe, kill it, reap it.
 
-ExtractPool (rpa.extract.pool) decides when; this module does it, without blocking the event
-loop: the process is started and reaped in threads, and its result pipe is read with
-non-blocking `os.read` when the loop says it is readable (`receive`). The process itself runs
-`rpa.extract.worker.child_main`; the messages are `rpa.extract.protocol`'s.
+ExtractPool (rpa.extract.pool) and its fleet (rpa.extract.fleet) decide when; this module
+does it, without blocking the event loop: the process is started and reaped in threads, and its
+result pipe is read with non-blocking `os.read` when the loop says it is readable (`receive`).
+The process itself runs `rpa.extract.worker.child_main`; the messages are
+`rpa.extract.protocol`'s.
 """
 
 from __future__ import annotations

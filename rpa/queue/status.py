@@ -127,12 +127,12 @@ def _failures(sql: Sql) -> list[dict[str, Any]]:
 
 
 def failed_papers(
-    store: QueueStore, kinds: Sequence[str] | None = None, page: int = 1000
+    store: QueueStore, kinds: Sequence[str] | None = None, page: int = 1000, stages: bool = True
 ) -> Iterator[dict[str, Any]]:
     """Every paper failed for good (all, or of `kinds`), by ID, a page at a time (each page
     its own short read, so a long listing never holds the database): its ID, the kind and
-    the reason of its last failure, its attempts, the stage it failed at, and when (`rpa
-    failures`)."""
+    the reason of its last failure, its attempts, the stage it failed in (`_failed_in`; not
+    looked up unless `stages`), and when (`rpa failures`)."""
     where = "stage = 'failed' AND id > ?"
     marks: tuple[str, ...] = tuple(kinds or ())
     if marks:
@@ -140,22 +140,48 @@ def failed_papers(
     after = ""
     while True:
         rows = store.sql.rows(
-            "SELECT id, error_kind, error_message, attempts, failed_stage, updated_at FROM jobs "
+            "SELECT id, error_kind, error_message, attempts, updated_at FROM jobs "
             f"WHERE {where} ORDER BY id LIMIT ?",
             (after, *marks, page),
         )
+        failed_in = _failed_in(store.sql, rows) if stages else {}
         for r in rows:
             yield {
                 "id": r["id"],
                 "kind": r["error_kind"],
                 "reason": r["error_message"],
                 "attempts": r["attempts"],
-                "stage": r["failed_stage"],
+                "stage": failed_in.get(r["id"]),
                 "last_try": r["updated_at"],
             }
         if len(rows) < page:
             return
         after = rows[-1]["id"]
+
+
+def _failed_in(sql: Sql, failed: Sequence[Any]) -> dict[str, str]:
+    """The stage each `failed` job's last attempt failed in, as its attempts rows say
+    (download, extract, outcome): the stage of its latest attempt up to its failure, if that
+    attempt is an error. None is said rather than a guess where that row is not there: a run
+    writes its attempts at its heartbeat (a listing during the run may come first), and a
+    run killed with -9 loses its last ones. (The job's `failed_stage` is its checkpoint for
+    `rpa retry`, `queued` whichever stage failed: not a stage to show.)
+
+    The attempts table has no index by job: this reads it whole, once a page."""
+    if not failed:
+        return {}
+    ended = {r["id"]: r["updated_at"] or 0.0 for r in failed}
+    rows = sql.rows(
+        "SELECT job_id, stage, outcome, started_at FROM attempts "
+        f"WHERE job_id IN ({', '.join('?' * len(ended))})",
+        tuple(ended),
+    )
+    last: dict[str, tuple[float, str, str]] = {}
+    for r in rows:
+        job, at = r["job_id"], r["started_at"] or 0.0
+        if at <= ended[job] and (job not in last or at >= last[job][0]):
+            last[job] = (at, r["stage"], r["outcome"])
+    return {job: stage for job, (_, stage, outcome) in last.items() if outcome != "ok"}
 
 
 def _retries(sql: Sql, now: float, count: int) -> dict[str, Any]:

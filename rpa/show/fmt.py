@@ -22,7 +22,8 @@ from rpa.printable import printable
 from rpa.units import gib
 
 __all__ = [
-    "WIDTH", "Cell", "Line", "Lines", "block", "clip", "dur", "gib", "ms", "q", "when", "wrap",
+    "WIDTH", "Cell", "Line", "Lines", "block", "clip", "dur", "figure", "gib", "ms", "q", "when",
+    "wrap",
 ]  # fmt: skip
 
 #: every line rpa draws fits in this many columns
@@ -72,6 +73,12 @@ def ms(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def figure(value: float, spec: str, sampled: bool) -> str:
+    """A measured figure as `spec` formats it ('.1f'); '—' while it has no sample yet (a rate
+    before its first paper is not a measured 0)."""
+    return format(value, spec) if sampled else "—"
 
 
 def q(stats: WindowStats, name: str) -> str:

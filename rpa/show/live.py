@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rpa.run.snapshot import MemorySnapshot, RunSnapshot
-from rpa.show.fmt import WIDTH, Line, Lines, block, clip, dur, gib, ms, q
+from rpa.show.fmt import WIDTH, Line, Lines, block, clip, dur, figure, gib, ms, q
 
 __all__ = [
     "LAG_MAX_WARN",
@@ -26,6 +26,22 @@ LAG_P99_WARN = 0.005
 LAG_MAX_WARN = 0.05
 
 
+def _sampled(snap: RunSnapshot, *stages: str) -> bool:
+    """Has one of `stages` ended an attempt well this run? Its rate has a sample then (pages
+    come with extractions, bytes with downloads or, from a local source, extractions); before
+    it, a rate of 0 is no measure."""
+    return any(st.done for st in snap.stages if st.name in stages)
+
+
+def _rates(snap: RunSnapshot) -> tuple[str, str, str]:
+    """Papers a minute, pages and MB a second; '—' for each before its first sample."""
+    return (
+        figure(snap.papers_per_min, ".1f", snap.done_this_run > 0),
+        figure(snap.pages_per_s, ".1f", _sampled(snap, "extract")),
+        figure(snap.mb_per_s, ".2f", _sampled(snap, "download", "extract")),
+    )
+
+
 def _progress(snap: RunSnapshot) -> list[Line]:
     """The queue as a whole: how far (settled of all, %), how long still, how fast."""
     t = snap.totals
@@ -33,7 +49,7 @@ def _progress(snap: RunSnapshot) -> list[Line]:
     pct = f"{100 * settled / t.total:.0f}%" if t.total else "—"
     head = (
         f"Queue {settled:,}/{t.total:,} settled ({pct})  ETA {dur(snap.eta_seconds)}  "
-        f"{snap.papers_per_min:.1f} papers/min"
+        f"{_rates(snap)[0]} papers/min"
     )
     parts = (
         f"  {t.queued:,} queued  {t.in_progress:,} in progress  {t.retry_scheduled:,} retry "
@@ -59,8 +75,9 @@ def _failures(snap: RunSnapshot, width: int) -> list[Line]:
 def _health(snap: RunSnapshot) -> list[Line]:
     lag, p = snap.lag, snap.pool
     style = "red" if lag.p99 > LAG_P99_WARN or lag.max > LAG_MAX_WARN else "green"
+    _, pages, mb = _rates(snap)
     return [
-        [("Speed  ", "title"), (f"{snap.pages_per_s:.1f} pages/s  {snap.mb_per_s:.2f} MB/s  "
+        [("Speed  ", "title"), (f"{pages} pages/s  {mb} MB/s  "
           f"workers busy/idle {snap.workers_busy}/{snap.workers_total - snap.workers_busy}", "")],
         [("Health  ", "title"), ("loop lag p50 ", ""), (q(lag, "p50"), style), ("  p99 ", ""),
          (q(lag, "p99"), style), ("  max ", ""), (q(lag, "max"), style)],
@@ -69,13 +86,22 @@ def _health(snap: RunSnapshot) -> list[Line]:
     ]  # fmt: skip
 
 
+def _used_of(m: MemorySnapshot, sep: str) -> str:
+    """Memory used of the limit that binds, in GiB; '—' before the governor's first reading
+    (it is then 0 of 0)."""
+    if not m.limit:
+        return f"—{sep}— GiB"
+    return f"{gib(m.used)}{sep}{gib(m.limit)} GiB"
+
+
 def _memory(snap: RunSnapshot) -> list[Line]:
     m = snap.memory
     if m is None:
         return []
     state_style = {"ok": "green", "paused": "yellow", "shedding": "red"}.get(m.state, "")
+    source = f" ({m.source})" if m.limit else ""
     return [
-        [("Memory  ", "title"), (f"{gib(m.used)} / {gib(m.limit)} GiB ({m.source})  ", ""),
+        [("Memory  ", "title"), (f"{_used_of(m, ' / ')}{source}  ", ""),
          (m.state, state_style), (clip(f"  pauses {m.pauses} ({dur(m.paused_seconds)})  "
           f"shed {m.shed}  recycled {m.recycled}", WIDTH - 40), "")]
     ]  # fmt: skip
@@ -105,8 +131,9 @@ def make_run_table(snap: RunSnapshot, width: int = WIDTH, height: int | None = N
         "Gates",
         ("gate", "in use/cap", "waiting", "wait p50", "wait p95", "entered"),
         (
-            (g.name, f"{g.in_use}/{g.capacity or '∞'}", str(g.waiting), ms(g.wait_p50),
-             ms(g.wait_p95), str(g.entered))
+            (g.name, f"{g.in_use}/{g.capacity or '∞'}", str(g.waiting),
+             ms(g.wait_p50 if g.entered else None), ms(g.wait_p95 if g.entered else None),
+             str(g.entered))
             for g in snap.gates
         ),
     )  # fmt: skip
@@ -216,18 +243,14 @@ def format_line(snap: RunSnapshot) -> str:
     """One line for logs when stdout is not a terminal."""
     t = snap.totals
     gates = " ".join(f"{g.name}={g.in_use}/{g.capacity}+{g.waiting}" for g in snap.gates)
+    papers, pages, mb = _rates(snap)
     return (
         f"[{dur(snap.elapsed)}] done {t.done} failed {t.failed} queued {t.queued} "
         f"in-progress {t.in_progress} retry {t.retry_scheduled} | "
-        f"{snap.papers_per_min:.1f} papers/min {snap.pages_per_s:.1f} pages/s "
-        f"{snap.mb_per_s:.2f} MB/s ETA {dur(snap.eta_seconds)} | {gates} | "
+        f"{papers} papers/min {pages} pages/s {mb} MB/s ETA {dur(snap.eta_seconds)} | {gates} | "
         f"workers {snap.workers_busy}/{snap.workers_total} busy | "
         f"lag p99 {q(snap.lag, 'p99')} max {q(snap.lag, 'max')}"
-        + (
-            f" | memory {snap.memory.state} {gib(snap.memory.used)}/{gib(snap.memory.limit)} GiB"
-            if snap.memory
-            else ""
-        )
+        + (f" | memory {snap.memory.state} {_used_of(snap.memory, '/')}" if snap.memory else "")
         + (f" | waiting for {snap.waiting}" if snap.waiting else "")
         + (
             " | failed/retried "
