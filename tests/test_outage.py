@@ -6,6 +6,7 @@ counted against a paper for the outage, exit 0, no traceback, the wait said."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -44,6 +45,11 @@ def test_a_wrong_port_stops_the_run_in_seconds_and_charges_no_paper(tmp_path: Pa
     assert took < 30, f"{took:.1f} s to give up on a port nothing listens on"
     assert cli.count("stage = 'failed'") == 0
     assert cli.query("SELECT max(attempts) FROM jobs")[0][0] == 0  # no paper charged
+    # and the summary says so: `retried` is the retries charged to their papers (it counted
+    # the waits for the host too: "download 0 0 20"); the waits are said apart
+    row = re.search(r"^  download +(\d+) +(\d+) +(\d+) ", result.stdout, re.MULTILINE)
+    assert row is not None and row.groups() == ("0", "0", "0"), result.stdout
+    assert re.search(r"\n[1-9][0-9]* downloads? waited for their host, found down", said), said
     # --pdf-url fixed: the next run, alone on the queue, does not follow the outage the last
     # one stored (before: ~70 s "found by another run of this queue" for a run long gone)
     small = min(sample_pdfs(), key=lambda p: p.stat().st_size)
