@@ -62,6 +62,24 @@ def test_a_wrong_port_stops_the_run_in_seconds_and_charges_no_paper(tmp_path: Pa
     assert fixed.count("stage = 'done'") == 20
 
 
+def test_a_wrong_pdf_port_says_no_wait_for_the_metadata_api(tmp_path: Path) -> None:
+    """The metadata API (a port nothing listens on either) found down while the PDF host never
+    answered: the run stops `unreachable` for the PDF host in seconds, so no "probing it until
+    it answers (at most --metadata-wait 1800 s)" is said of the API before (it was)."""
+    with Mirror({}) as closed, Mirror({}) as closed_api:
+        template, api = closed.url_template, f"http://127.0.0.1:{closed_api.port}/api/query"
+    cli = Cli(tmp_path, template)
+    ids = write_ids(tmp_path / "ids.txt", [f"2401.{i:05d}" for i in range(1, 7)])
+    knobs = cli.knobs(progress=False, metadata="arxiv-api", metadata_url=api,
+                      metadata_rate="20/1s", metadata_batch=2)  # fmt: skip
+    result = cli.run("run", str(ids), *knobs, timeout=60)
+    said = result.stdout + result.stderr
+    assert result.returncode == 1 and " unreachable: 0 done" in said, said
+    assert "cannot reach 127.0.0.1" in said and "Check --pdf-url" in said
+    assert "--metadata-wait" not in said and "arXiv's API" not in said, said
+    assert cli.query("SELECT max(attempts) FROM jobs")[0][0] == 0
+
+
 @pytest.mark.timeout(150)
 def test_the_pdf_server_down_mid_run_costs_no_paper_anything(tmp_path: Path) -> None:
     """The server stops after some papers are done and comes back 15 s later: rpa stops
