@@ -56,6 +56,8 @@ _OLD_RE = re.compile(
     r"(?P<archive>[A-Za-z]+(?:-[A-Za-z]+)?)(?:\.(?P<sc>[A-Za-z]+(?:-[A-Za-z]+)?))?"
     r"/(?P<yy>[0-9][0-9])(?P<mm>[0-9][0-9])(?P<num>[0-9]{3})" + _VERSION
 )
+#: an ID whose tail is a `v` with no digits or too many (the base is checked separately)
+_BAD_VERSION_RE = re.compile(r"(?P<base>.+?)v(?P<digits>[0-9]*)")
 _SLUG_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 _URL_RE = re.compile(
     r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?(?P<host>[^/]*)(?P<path>/.*)?", re.DOTALL
@@ -176,12 +178,27 @@ def _parse_ext(text: str, slug: str) -> PaperId:
     return PaperId(f"ext:{slug}", None)
 
 
+def _refuse_bad_version(text: str, candidate: str) -> None:
+    """Say so when an otherwise good ID ends in a version with no number or a too long one
+    ('2401.00002v' was refused for the digits of its paper number)."""
+    m = _BAD_VERSION_RE.fullmatch(candidate)
+    if m is None:
+        return
+    base = _NEW_RE.fullmatch(m["base"]) or _OLD_RE.fullmatch(m["base"])
+    if base is None or base["version"] is not None:
+        return
+    if not m["digits"]:
+        raise InvalidIdError(text, "version 'v' has no number (versions are v1, v2, ...)")
+    raise InvalidIdError(text, f"version 'v{m['digits']}' has more than 4 digits")
+
+
 def _parse_bare(text: str, candidate: str) -> PaperId:
     """Parse an ID with any URL or ``arXiv:`` prefix already removed."""
     if m := _NEW_RE.fullmatch(candidate):
         return _parse_new(text, m)
     if m := _OLD_RE.fullmatch(candidate):
         return _parse_old(text, m)
+    _refuse_bad_version(text, candidate)
     if re.fullmatch(r"[0-9]{4}\.[0-9]+(?:v[0-9]*)?", candidate):
         raise InvalidIdError(text, "a new-style number has 4 or 5 digits after the dot")
     if re.fullmatch(r"[A-Za-z.-]+/[0-9]+(?:v[0-9]*)?", candidate):

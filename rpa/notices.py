@@ -18,7 +18,7 @@ class Notices:
 
     def __init__(self, on_new: Callable[[str], None] | None = None, keep: int = 100) -> None:
         self._recent: deque[str] = deque(maxlen=keep)
-        self._said: OrderedDict[str, None] = OrderedDict()
+        self._said: OrderedDict[str, str] = OrderedDict()  # key -> its notice
         self.on_new = on_new
 
     def add(self, text: str, *, key: str | None = None) -> None:
@@ -26,7 +26,7 @@ class Notices:
         if key is not None:
             if key in self._said:
                 return
-            self._said[key] = None
+            self._said[key] = text
             while len(self._said) > 1000:
                 self._said.popitem(last=False)
         self._recent.append(text)
@@ -36,6 +36,13 @@ class Notices:
     def forget(self, key: str) -> None:
         """Let the notice of `key` be said again (the condition ended)."""
         self._said.pop(key, None)
+
+    def withdraw(self, key: str) -> None:
+        """The notice of `key` no longer holds (a stop, once the run has stopped): out of
+        `recent` (the summary's messages), and it may be said again."""
+        text = self._said.pop(key, None)
+        if text is not None and text in self._recent:
+            self._recent.remove(text)
 
     def recent(self, n: int) -> list[str]:
         return list(self._recent)[-n:]

@@ -82,6 +82,10 @@ def test_common_mistakes_are_one_clear_line_and_exit_2(tmp_path: Path) -> None:
         ("run", "folder"): "ID file folder is a folder, not a file of IDs",
         ("run", "papers.tar"): "did you mean `--pdf-tar papers.tar`",
         ("run", "ids.txt", "--db", "typo/q.db"): "the folder typo is not there (a typo?)",
+        # a trailing slash names a folder: it was quietly taken as the file q.db
+        ("run", "ids.txt", "--db", "q.db/"): "--db q.db/ names a folder, not a queue database "
+        "file (for the file q.db, leave out the '/')",
+        ("run", "ids.txt", "--db", "sqlite:///q.db/"): "names a folder, not a queue database file",
         ("run", "ids.txt", "--config", "folder"): "config file folder is a folder",
     }
     for args, said in cases.items():
@@ -90,6 +94,12 @@ def test_common_mistakes_are_one_clear_line_and_exit_2(tmp_path: Path) -> None:
         assert said in result.stderr and "Errno" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "typo").exists() and not (tmp_path / "rpa.db").exists()
+    env = subprocess.run(
+        cli.args("status"), cwd=tmp_path, env=clean_env(RPA_DB="q.db/"), capture_output=True,
+        text=True, timeout=90,
+    )  # fmt: skip
+    assert env.returncode == 2 and "$RPA_DB q.db/ names a folder" in env.stderr, env.stderr
+    assert not (tmp_path / "q.db").exists()
     # a file the queue gives output to, named by a folder: the same, not a raw OSError
     (tmp_path / "q.db").write_bytes(b"")
     made = run_cli(cli, "run", "ids.txt", "--db", "q.db", "--pdf-url", cli.template,

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -303,6 +304,13 @@ def test_sigint_finishes_in_flight_work_releases_leases_and_resume_continues(
             code = interrupt(proc, signal.SIGINT)
         assert code == 130, run_log(cli)
         assert "rpa resume" in run_log(cli)
+        # "stopping" said when the signal came; once the summary is out, nothing of it (the
+        # summary's notices repeated it after the run had stopped)
+        log = run_log(cli)
+        head = re.search(r"^run \S+ interrupted: ", log, re.MULTILINE)
+        assert head is not None, log
+        assert "stopping: finishing in-flight work" in log[: head.start()], log
+        assert "stopping" not in log[head.start() :], log
         # what was in flight finished within the grace; nothing new was claimed or asked for
         state = stages(cli)
         assert len(in_flight) == 3

@@ -73,6 +73,12 @@ REJECTED: list[tuple[str, str]] = [
     ("2301.000001", "4 or 5 digits"),
     ("2301.00000", "start at 1"),
     ("2301.00001v0", "v1"),
+    # a version marker with no number is refused for that, not for the paper number's digits
+    ("2401.00002v", "version 'v' has no number"),
+    ("arXiv:2401.00002v", "version 'v' has no number"),
+    ("https://arxiv.org/abs/2401.00002v", "version 'v' has no number"),
+    ("hep-th/9901001v", "version 'v' has no number"),
+    ("2401.00002v12345", "more than 4 digits"),
     ("hep-th/9913001", "month"),
     ("hep-th/9107001", "9108"),
     ("hep-th/0704001", "0703"),

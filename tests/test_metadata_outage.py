@@ -186,6 +186,35 @@ def test_the_api_outage_backs_off_is_bounded_and_a_wrong_url_fails_fast() -> Non
     assert arxiv.gone is None
 
 
+def test_the_api_found_down_is_not_said_while_the_pdf_host_may_stop_the_run() -> None:
+    """While the PDF host never answered and is down (the run stops `unreachable` if its first
+    probes fail too), a wait of --metadata-wait for the API would be said in vain: it is said
+    at the API's next failed probe once the PDF host answered, and never if the API answers."""
+    now, pdf_host_away = [0.0], [True]
+    notices = Notices()
+    outage = ApiOutage("127.0.0.1:9", notices, 1800.0, fail_fast=False,
+                       quiet=lambda: pdf_host_away[0], clock=lambda: now[0])  # fmt: skip
+    for _ in range(4):  # down (the third), then a probe: nothing said
+        now[0] += outage.hold()
+        outage.failed("ConnectError: refused", None, waiting=3)
+    assert notices.recent(5) == [] and "probed again" in str(outage.waiting(3))
+    pdf_host_away[0] = False  # the PDF host answered: the run goes on, and waits for the API
+    now[0] += outage.hold()
+    outage.failed("ConnectError: refused", None, waiting=3)
+    assert notices.recent(5) == [
+        "arXiv's API (127.0.0.1:9) does not answer (ConnectError: refused): 3 papers wait for "
+        "their metadata, none is charged; probing it until it answers (at most --metadata-wait "
+        "1800 s)"
+    ]
+    # found down and answering before it was said: neither its outage nor its end is said
+    unsaid = Notices()
+    back = ApiOutage("127.0.0.1:9", unsaid, 1800.0, fail_fast=False, quiet=lambda: True)
+    for _ in range(3):
+        back.failed("ConnectError: refused", None, waiting=1)
+    back.answered()
+    assert unsaid.recent(5) == []
+
+
 async def test_what_is_no_answer_from_the_api_and_what_is_one() -> None:
     """The real fake API's 503 (no Retry-After), its 429 (Retry-After) and its closed port are
     no answer (the API's condition); its feed is one, whatever it says."""

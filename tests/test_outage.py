@@ -6,6 +6,7 @@ counted against a paper for the outage, exit 0, no traceback, the wait said."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -44,6 +45,11 @@ def test_a_wrong_port_stops_the_run_in_seconds_and_charges_no_paper(tmp_path: Pa
     assert took < 30, f"{took:.1f} s to give up on a port nothing listens on"
     assert cli.count("stage = 'failed'") == 0
     assert cli.query("SELECT max(attempts) FROM jobs")[0][0] == 0  # no paper charged
+    # and the summary says so: `retried` is the retries charged to their papers (it counted
+    # the waits for the host too: "download 0 0 20"); the waits are said apart
+    row = re.search(r"^  download +(\d+) +(\d+) +(\d+) ", result.stdout, re.MULTILINE)
+    assert row is not None and row.groups() == ("0", "0", "0"), result.stdout
+    assert re.search(r"\n[1-9][0-9]* downloads? waited for their host, found down", said), said
     # --pdf-url fixed: the next run, alone on the queue, does not follow the outage the last
     # one stored (before: ~70 s "found by another run of this queue" for a run long gone)
     small = min(sample_pdfs(), key=lambda p: p.stat().st_size)
@@ -54,6 +60,24 @@ def test_a_wrong_port_stops_the_run_in_seconds_and_charges_no_paper(tmp_path: Pa
     assert again.returncode == 0, said
     assert "found by another run" not in said and " is down" not in said, said
     assert fixed.count("stage = 'done'") == 20
+
+
+def test_a_wrong_pdf_port_says_no_wait_for_the_metadata_api(tmp_path: Path) -> None:
+    """The metadata API (a port nothing listens on either) found down while the PDF host never
+    answered: the run stops `unreachable` for the PDF host in seconds, so no "probing it until
+    it answers (at most --metadata-wait 1800 s)" is said of the API before (it was)."""
+    with Mirror({}) as closed, Mirror({}) as closed_api:
+        template, api = closed.url_template, f"http://127.0.0.1:{closed_api.port}/api/query"
+    cli = Cli(tmp_path, template)
+    ids = write_ids(tmp_path / "ids.txt", [f"2401.{i:05d}" for i in range(1, 7)])
+    knobs = cli.knobs(progress=False, metadata="arxiv-api", metadata_url=api,
+                      metadata_rate="20/1s", metadata_batch=2)  # fmt: skip
+    result = cli.run("run", str(ids), *knobs, timeout=60)
+    said = result.stdout + result.stderr
+    assert result.returncode == 1 and " unreachable: 0 done" in said, said
+    assert "cannot reach 127.0.0.1" in said and "Check --pdf-url" in said
+    assert "--metadata-wait" not in said and "arXiv's API" not in said, said
+    assert cli.query("SELECT max(attempts) FROM jobs")[0][0] == 0
 
 
 @pytest.mark.timeout(150)

@@ -316,6 +316,29 @@ def test_summary_has_stages_failures_with_reasons_slowest_wall_time_and_lag() ->
     assert "168.2 ms" in text  # the in-memory windows when no database timings are given
 
 
+def test_summary_says_the_retries_not_charged_to_their_papers_apart() -> None:
+    """`retried` is the retries charged to their papers; the others (the host down, a shed,
+    an extraction that died among others) are one line of their own, and none: no line."""
+    plain = text_of(make_summary(run_summary()), width=200)
+    assert "not counted" not in plain
+    download, extract, outcome = run_summary().stages
+    stages = [
+        dataclasses.replace(download, uncounted=7),
+        dataclasses.replace(extract, uncounted=1),
+        outcome,
+    ]
+    summary = dataclasses.replace(run_summary(), stages=stages)
+    lines = text_of(make_summary(summary), width=200).splitlines()
+    assert squash(block(lines, "Stages")[1]).startswith("download 40 1 2 ")
+    said = " ".join(lines[lines.index("Stages") + 5 :][:2])
+    assert squash(said) == (
+        "7 downloads waited for their host, found down, 1 extraction tried again alone or "
+        "after a memory shed (retries not counted against the papers)"
+    )
+    data = summary_dict(summary)["stages"]
+    assert (data["download"]["retried"], data["download"]["uncounted"]) == (2, 7)
+
+
 def test_a_run_too_short_for_the_lag_probe_says_so_not_dashes() -> None:
     unread = MemorySnapshot(0, 0, "machine", "ok", 0, 0.0, 0, 0, 2)  # no reading taken yet
     short = dataclasses.replace(

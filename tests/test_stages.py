@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -195,6 +196,10 @@ def test_an_outage_of_the_stage_service_pauses_it_and_charges_no_paper(tmp_path:
         assert sum(api.received.values()) == len(IDS)
         log = run_log(cli)
         assert "paused" in log and "no paper charged" in log
+        # the summary's `retried` is the charged retries (none); the give-backs are said apart
+        row = re.search(r"^  post +(\d+) +(\d+) +(\d+) ", log, re.MULTILINE)
+        assert row is not None and row.groups() == (str(len(IDS)), "0", "0"), log
+        assert re.search(r"[1-9][0-9]* post calls? given back \(service out, memory\)", log), log
 
 
 def test_ctrl_c_gives_the_stage_calls_in_flight_back_uncounted(tmp_path: Path) -> None:

@@ -130,6 +130,11 @@ class HostHealth:
         """Is work held back by a host that is down (and will be probed)?"""
         return self.outages.is_down(self.primary)
 
+    def may_be_unreachable(self) -> bool:
+        """Is the PDF host down without ever having answered in this run: the run stops,
+        `unreachable`, if it fails its first probes too (rpa.hosts.outage)?"""
+        return self.waiting_for_a_host() and self.outages.never_answered(self.primary)
+
     async def refused_us(self) -> bool:
         """Does the run end `denied`: the primary host refused us, or papers are held for
         hosts that refused us (redirect targets)? Said, with how many wait for which host."""

@@ -98,6 +98,10 @@ class Outages:
     def is_down(self, host: str) -> bool:
         return self._host(host).down_since is not None
 
+    def never_answered(self, host: str) -> bool:
+        """Has `host` answered nothing in this run?"""
+        return not self._host(host).answered_ever
+
     def down(self) -> list[tuple[str, float, str]]:
         """(host, since: wall clock, why) of every host down now."""
         return [(n, h.down_since, h.reason) for n, h in self._hosts.items() if h.down_since]

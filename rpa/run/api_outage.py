@@ -45,10 +45,14 @@ class ApiOutage:
         limit: float,
         *,
         fail_fast: bool,
+        quiet: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`name`: the API's host[:port], as the user gave it; `limit`: --metadata-wait;
-        `fail_fast`: an API that never answered is not there (not arXiv's own URL)."""
+        `fail_fast`: an API that never answered is not there (not arXiv's own URL); `quiet`:
+        while true, the API found down is not said yet (the PDF host never answered and is
+        down: the run may stop for it in seconds, and a wait of --metadata-wait would be
+        wrong), but at its next failed probe once false."""
         self.name = name
         self.limit = limit
         self._notices = notices
@@ -58,20 +62,23 @@ class ApiOutage:
         #: when the current streak without an answer began (wall clock), and why it goes on
         self._since: float | None = None
         self._reason = ""
+        self._quiet = quiet
+        self._unsaid = False  # found down, not said yet (`quiet`)
         self._until = 0.0  # monotonic: the API asked us to wait until then (Retry-After)
         #: why the run stops waiting for the API (past the limit, or never there)
         self.gone: str | None = None
 
     def answered(self) -> None:
         """The API answered (whatever it said): the wait, if any, is over."""
-        if self._since is not None and (self._outages.is_down(self.name) or self._until):
+        down = self._outages.is_down(self.name) and not self._unsaid
+        if self._since is not None and (down or self._until):
             self._notices.forget(_KEY)
             self._notices.add(
                 f"arXiv's API answers again after {time.time() - self._since:.0f} s: the papers "
                 "waiting for their metadata go on"
             )
         self._outages.answered(self.name)
-        self._since, self._until = None, 0.0
+        self._since, self._until, self._unsaid = None, 0.0, False
 
     def failed(self, reason: str, retry_after: float | None, waiting: int) -> None:
         """A request got no answer (`retry_after` None), or was asked to wait `retry_after`
@@ -83,6 +90,7 @@ class ApiOutage:
         o, name = self._outages, self.name
         if retry_after is not None:
             o.answered(name)  # it answered: it is there, and busy
+            self._unsaid = False
             self._until = self._clock() + retry_after
             self._notices.add(
                 f"arXiv's API asked us to wait {retry_after:.0f} s ({reason}): {waiting} papers "
@@ -98,6 +106,9 @@ class ApiOutage:
                     "--metadata-url (or --metadata off)"
                 )
         elif o.failed(name, reason):
+            self._unsaid = True
+        if self._unsaid and self.gone is None and not self._quiet():
+            self._unsaid = False
             self._notices.add(
                 f"arXiv's API ({name}) does not answer ({reason}): {waiting} papers wait for "
                 "their metadata, none is charged; probing it until it answers (at most "

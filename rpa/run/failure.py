@@ -110,5 +110,8 @@ class FailureRecorder:
             meter.failed += 1
             self.tally.failed_for_good(exc.kind, exc.message, job.id)
         elif verdict.action != "hold":  # a held paper is no retry: the run's end says it
-            meter.retried += 1
+            if verdict.counted:
+                meter.retried += 1
+            else:
+                meter.uncounted += 1
             self.tally.retry_later(exc.kind, exc.message, job.id)

@@ -79,7 +79,7 @@ def _stages(parts: Sequence[Sequence[StageSnapshot]]) -> list[StageSnapshot]:
         merged.append(StageSnapshot(
             name, sum(s.running for s in same), sum(s.done for s in same),
             sum(s.failed for s in same), sum(s.retried for s in same),
-            merge_windows(s.durations for s in same),
+            merge_windows(s.durations for s in same), sum(s.uncounted for s in same),
         ))  # fmt: skip
     return merged
 

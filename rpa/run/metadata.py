@@ -76,7 +76,8 @@ def metadata_service(
         host = urlsplit(s.metadata_url).hostname or "api"
         gate = hosts.fleet_gate(f"api {host}", count, period)
         outage = ApiOutage(urlsplit(s.metadata_url).netloc or host, notices, s.metadata_wait,
-                           fail_fast=s.metadata_url != ARXIV_API)  # fmt: skip
+                           fail_fast=s.metadata_url != ARXIV_API,
+                           quiet=hosts.may_be_unreachable)  # fmt: skip
     service = MetadataService(
         mode=mode, queue=queue, url=s.metadata_url, batch=s.metadata_batch, gate=gate,
         client=functools.partial(make_api_client, s), io=io, notices=notices,

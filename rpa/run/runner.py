@@ -234,6 +234,7 @@ class Runner:
         finally:
             release_stops()
             await self._finish(status)
+            self.notices.withdraw("stopping")  # stopped: the summary says `interrupted`
             status = "declared_dead" if self._dead else status
         if self._metrics is not None:
             await self._metrics.write()
@@ -386,7 +387,8 @@ class Runner:
         if self._signals == 1:
             self.notices.add(
                 f"stopping: finishing in-flight work for up to {self.settings.grace:g}s "
-                "(Ctrl-C again to stop now)"
+                "(Ctrl-C again to stop now)",
+                key="stopping",
             )
             self.feeder.stop_within(
                 self.settings.grace, lambda: self.tally.progress(self.hosts.gates.waiting)

@@ -33,8 +33,11 @@ class StageSnapshot:
     running: int
     done: int
     failed: int
-    retried: int
+    retried: int  # retries charged to their papers (towards --max-attempts)
     durations: WindowStats
+    #: retries not charged to their papers (rpa.run.policy): their host was down, their
+    #: extraction process was shed for memory or died among others (the machine's, maybe)
+    uncounted: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,13 +29,15 @@ class StageMeter:
         self.running = 0
         self.done = 0
         self.failed = 0
-        self.retried = 0
+        self.retried = 0  # charged to the paper
+        self.uncounted = 0  # retries not charged: the host down, a shed, the machine's
         self.durations = Window(120.0)
 
     def snapshot(self) -> StageSnapshot:
         return StageSnapshot(
-            self.name, self.running, self.done, self.failed, self.retried, self.durations.stats()
-        )
+            self.name, self.running, self.done, self.failed, self.retried,
+            self.durations.stats(), self.uncounted,
+        )  # fmt: skip
 
 
 class Tally:
@@ -48,7 +50,7 @@ class Tally:
         way, nothing the workers hold is moving (rpa.run.feeder)."""
         meters = self.meters.values()
         running = sum(m.running for m in meters) - waiting
-        return (running, *(m.done + m.failed + m.retried for m in meters))
+        return (running, *(m.done + m.failed + m.retried + m.uncounted for m in meters))
 
     def __init__(self) -> None:
         self.meters = {name: StageMeter(name) for name in STAGES}

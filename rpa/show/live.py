@@ -202,6 +202,7 @@ def snapshot_dict(snap: RunSnapshot) -> dict[str, Any]:
                 "done": st.done,
                 "failed": st.failed,
                 "retried": st.retried,
+                "uncounted": st.uncounted,
                 "p50_ms": _ms_or_none(st.durations.p50, st.durations.count),
                 "p95_ms": _ms_or_none(st.durations.p95, st.durations.count),
             }

@@ -13,6 +13,12 @@ from rpa.show.live import memory_dict
 
 __all__ = ["SummaryData", "make_summary", "summary_dict"]
 
+#: a stage's retries not charged to their papers (rpa.run.policy): (what, what of them)
+UNCOUNTED = {
+    "download": ("download", "waited for their host, found down"),
+    "extract": ("extraction", "tried again alone or after a memory shed"),
+}
+
 
 class SummaryData(Protocol):
     """What the end-of-run summary reads (rpa.run.runner.RunSummary has these)."""
@@ -79,6 +85,14 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
         rows.append((st.name, str(st.done), str(st.failed), str(st.retried), *figures))
     title = "Stages (whole run)" if timings is not None else "Stages"
     lines += block(title, ("stage", "done", "failed", "retried", "p50", "p95", "max"), rows)
+    uncounted = []
+    for st in (st for st in summary.stages if st.uncounted):
+        noun, what = UNCOUNTED.get(st.name, (f"{st.name} call", "given back (service out, memory)"))
+        uncounted.append(f"{st.uncounted} {noun}{'s' if st.uncounted != 1 else ''} {what}")
+    if uncounted:  # not in `retried`: that is the retries charged to their papers
+        lines += wrap(
+            ", ".join(uncounted) + " (retries not counted against the papers)", "", indent="  "
+        )
     if waits:
         lines += block("Waits before each stage's gate (whole run)", ("stage", "p50", "p95"), waits)
     if summary.failures:
@@ -167,6 +181,7 @@ def summary_dict(summary: SummaryData, timings: dict[str, Any] | None = None) ->
                 "done": st.done,
                 "failed": st.failed,
                 "retried": st.retried,
+                "uncounted": st.uncounted,
                 "p50_ms": ms_or_none(st.durations.p50, st.durations.count),
                 "p95_ms": ms_or_none(st.durations.p95, st.durations.count),
                 "max_ms": ms_or_none(st.durations.max, st.durations.count),

@@ -314,10 +314,10 @@ class Lane:
                 "no paper charged",
                 key=f"stage-pause {self.name}",
             )
-        final = v.action == "fail"
+        final, counted = v.action == "fail", v.counted and v.action != "pause"
         await self._queue.run(
             store.fail, c.job_id, self.name, self._run_id, c.token, final=final,
-            counted=v.counted and v.action != "pause", next_at=next_at, kind=err.kind,
+            counted=counted, next_at=next_at, kind=err.kind,
             message=err.message, now=now,
         )  # fmt: skip
         key, reason = f"{self.name}/{err.kind}", f"{c.job_id}: {err.message}"
@@ -327,7 +327,10 @@ class Lane:
             self._tally.failures[key] += 1
             self._tally.reasons[key] = reason
             return "failed", err.kind
-        self.meter.retried += 1
+        if counted:
+            self.meter.retried += 1
+        else:  # its service out, or another condition: not charged (the summary says apart)
+            self.meter.uncounted += 1
         self._tally.retries[key] += 1
         self.poke()
         return "retry", err.kind
