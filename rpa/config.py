@@ -276,7 +276,10 @@ def _coerce(f: dataclasses.Field[Any], value: Any, origin: str) -> Any:
             return Path(str(value)).expanduser()
         if f.name == "db":
             text = normalize_db(str(value))
-            return text if "://" in text else str(Path(text).expanduser())
+            if "://" in text:
+                return text
+            _refuse_folder(text, value, origin)
+            return str(Path(text).expanduser())
         return str(value)
     except ValueError as exc:
         raise ConfigError(f"{origin}: {f.name}: {exc}") from None
@@ -367,6 +370,18 @@ DB_FORMS = (
     "postgresql://user@host/dbname (postgres:// and postgresql+psycopg:// are read as "
     "postgresql://)"
 )
+
+
+def _refuse_folder(path: str, typed: Any, origin: str) -> None:
+    """A --db path that names a folder (`q.db/`, `./`): refused while its slash is still there
+    (a path drops it, and the queue quietly became the file q.db)."""
+    folders = ("", ".", "..")
+    if os.path.basename(path) in folders:
+        file = path.rstrip("/")
+        named = os.path.basename(file) not in folders
+        drop = f" (for the file {file}, leave out the '/')" if named else ""
+        named_by = f"{origin} {typed}" if origin[:1] in "-$" else f"{origin}: db = {typed!r}"
+        raise ConfigError(f"{named_by} names a folder, not a queue database file{drop}")
 
 
 def normalize_db(db: str) -> str:

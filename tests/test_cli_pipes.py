@@ -99,6 +99,10 @@ def test_common_mistakes_are_one_clear_line_and_exit_2(tmp_path: Path) -> None:
         text=True, timeout=90,
     )  # fmt: skip
     assert env.returncode == 2 and "$RPA_DB q.db/ names a folder" in env.stderr, env.stderr
+    (tmp_path / "bad.toml").write_text('db = "q.db/"\n')
+    toml = run_cli(cli, "status", "--config", str(tmp_path / "bad.toml"))
+    said = "bad.toml: db = 'q.db/' names a folder"
+    assert toml.returncode == 2 and said in toml.stderr, toml.stderr
     assert not (tmp_path / "q.db").exists()
     # a file the queue gives output to, named by a folder: the same, not a raw OSError
     (tmp_path / "q.db").write_bytes(b"")

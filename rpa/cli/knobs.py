@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import inspect
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -18,8 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from rpa.cli.output import choice_enum, one_line_errors
-from rpa.config import ENV_PREFIX, knob_choices, knob_fields, load_settings, normalize_db
-from rpa.errors import ConfigError
+from rpa.config import ENV_PREFIX, knob_choices, knob_fields, load_settings
 
 __all__ = ["CONFIG_PARAM", "with_knobs"]
 
@@ -60,23 +58,6 @@ def _knob_parameters(
             )
         )
     return params
-
-
-def _refuse_folder_db(flags: dict[str, Any]) -> None:
-    """`--db x.db/` (or `$RPA_DB`) names a folder: refused while its slash is still there (the
-    knob's path form drops it, and the queue quietly became the file x.db)."""
-    env = f"{ENV_PREFIX}DB"
-    for origin, raw in (("--db", flags.get("db")), (f"${env}", os.environ.get(env))):
-        try:
-            text = normalize_db(str(raw)) if raw is not None else "x"  # sqlite:///x.db/ too
-        except ConfigError:
-            continue  # load_settings says what is wrong with it
-        folders = ("", ".", "..")
-        if "://" not in text and os.path.basename(text) in folders:
-            file = text.rstrip("/")
-            named = os.path.basename(file) not in folders
-            drop = f" (for the file {file}, leave out the '/')" if named else ""
-            raise ConfigError(f"{origin} {raw} names a folder, not a queue database file{drop}")
 
 
 CONFIG_PARAM = inspect.Parameter(
@@ -121,7 +102,6 @@ def with_knobs(
                     flags[name] = value.value if isinstance(value, enum.Enum) else value
             config = kwargs.pop("config")
             with one_line_errors():
-                _refuse_folder_db(flags)
                 resolved = load_settings(config_path=config, flags=flags)
                 return fn(resolved=resolved, **kwargs)
 

@@ -177,9 +177,12 @@ _SCHEMA_10 = [
 #: for a host that refused us (next_attempt_at = HELD: to it, retries due in 30 million years)
 _SCHEMA_11: list[str] = []
 
+#: `rpa failures` names the stage each paper failed in from its attempts rows, by job
+_SCHEMA_12 = ["CREATE INDEX attempts_job ON attempts (job_id, started_at)"]
+
 #: version -> statements; a PostgreSQL queue has no version below 5
 MIGRATIONS: dict[int, list[str]] = {
     5: _SCHEMA_5, 6: _SCHEMA_6, 7: _SCHEMA_7, 8: _SCHEMA_8, 9: _SCHEMA_9, 10: _SCHEMA_10,
-    11: _SCHEMA_11,
+    11: _SCHEMA_11, 12: _SCHEMA_12,
 }  # fmt: skip
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -260,6 +260,12 @@ def _migration_11(db: Database) -> None:
     pass
 
 
+def _migration_12(db: Database) -> None:
+    # `rpa failures` names the stage each paper failed in from its attempts rows: a page of
+    # a thousand failed papers looks up their rows, not the whole table.
+    db.execute("CREATE INDEX attempts_job ON attempts(job_id, started_at)")
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_1,
     _migration_2,
@@ -272,5 +278,6 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     _migration_9,
     _migration_10,
     _migration_11,
+    _migration_12,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

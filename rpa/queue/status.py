@@ -165,9 +165,8 @@ def _failed_in(sql: Sql, failed: Sequence[Any]) -> dict[str, str]:
     attempt is an error. None is said rather than a guess where that row is not there: a run
     writes its attempts at its heartbeat (a listing during the run may come first), and a
     run killed with -9 loses its last ones. (The job's `failed_stage` is its checkpoint for
-    `rpa retry`, `queued` whichever stage failed: not a stage to show.)
-
-    The attempts table has no index by job: this reads it whole, once a page."""
+    `rpa retry`, `queued` whichever stage failed: not a stage to show.) By the index
+    `attempts_job` (schema 12): the page's rows only."""
     if not failed:
         return {}
     ended = {r["id"]: r["updated_at"] or 0.0 for r in failed}
