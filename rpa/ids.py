@@ -187,6 +187,7 @@ def _refuse_bad_version(text: str, candidate: str) -> None:
     base = _NEW_RE.fullmatch(m["base"]) or _OLD_RE.fullmatch(m["base"])
     if base is None or base["version"] is not None:
         return
+    _parse_bare(text, m["base"])  # the paper number's own fault first ('2401.0002v')
     if not m["digits"]:
         raise InvalidIdError(text, "version 'v' has no number (versions are v1, v2, ...)")
     raise InvalidIdError(text, f"version 'v{m['digits']}' has more than 4 digits")

@@ -115,6 +115,11 @@ REJECTED: list[tuple[str, str]] = [
     ("2301.00001v٢", "ASCII"),
     ("hep-th/99010０1", "ASCII"),
     ("https://arxiv.org/abs/２301.00001", "ASCII"),
+    # an empty version after a bad paper number: the number's own fault is said first
+    ("2401.0002v", "5-digit"),
+    ("1301.00001v", "4-digit"),
+    ("hep-xx/9901001v", "archive"),
+    ("hep-th/9913001v", "month"),
 ]
 
 

@@ -49,7 +49,9 @@ def test_a_wrong_port_stops_the_run_in_seconds_and_charges_no_paper(tmp_path: Pa
     # the waits for the host too: "download 0 0 20"); the waits are said apart
     row = re.search(r"^  download +(\d+) +(\d+) +(\d+) ", result.stdout, re.MULTILINE)
     assert row is not None and row.groups() == ("0", "0", "0"), result.stdout
-    assert re.search(r"\n[1-9][0-9]* downloads? waited for their host, found down", said), said
+    assert re.search(
+        r"\n[1-9][0-9]* downloads? retried after no answer or a cut from their host", said
+    ), said
     # --pdf-url fixed: the next run, alone on the queue, does not follow the outage the last
     # one stored (before: ~70 s "found by another run of this queue" for a run long gone)
     small = min(sample_pdfs(), key=lambda p: p.stat().st_size)

@@ -332,8 +332,8 @@ def test_summary_says_the_retries_not_charged_to_their_papers_apart() -> None:
     assert squash(block(lines, "Stages")[1]).startswith("download 40 1 2 ")
     said = " ".join(lines[lines.index("Stages") + 5 :][:2])
     assert squash(said) == (
-        "7 downloads waited for their host, found down, 1 extraction tried again alone or "
-        "after a memory shed (retries not counted against the papers)"
+        "7 downloads retried after no answer or a cut from their host, 1 extraction tried "
+        "again alone or after a memory shed (retries not counted against the papers)"
     )
     data = summary_dict(summary)["stages"]
     assert (data["download"]["retried"], data["download"]["uncounted"]) == (2, 7)

@@ -117,3 +117,54 @@ def test_the_failed_papers_attempts_are_looked_up_by_job_not_read_whole(tmp_path
         ("2401.00001", "2401.00002"),
     ).fetchall()
     assert any("USING INDEX attempts_job" in row[-1] for row in plan), plan
+
+
+def _failed_queue(path: Path, n: int) -> None:
+    store = open_store(path)
+    store.enqueue([f"2401.{i:05d}" for i in range(1, n + 1)], NOW)
+    store.close()
+    raw = sqlite3.connect(path)
+    raw.execute(
+        "UPDATE jobs SET stage = 'failed', error_kind = 'not_found', updated_at = ?", (NOW,)
+    )
+    raw.commit()
+    raw.close()
+
+
+def test_rpa_failures_pages_fit_an_older_sqlites_999_variables(tmp_path: Path) -> None:
+    """A page of a thousand failed papers is looked up in pieces (SQLite before 3.32, as
+    Ubuntu 20.04 and RHEL 8 ship it, takes 999 variables a statement; before: `too many SQL
+    variables` once 1,000 papers had failed)."""
+    from rpa.queue.status import failed_papers
+
+    path = tmp_path / "q.db"
+    _failed_queue(path, 1200)
+    store = open_store(path, readonly=True)
+    try:
+        store.sql.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # type: ignore[attr-defined]
+        assert sum(1 for _ in failed_papers(store)) == 1200
+    finally:
+        store.close()
+
+
+def test_rpa_failures_names_no_stage_from_an_earlier_attempts_error(tmp_path: Path) -> None:
+    """The attempt that failed the paper for good lost (a run killed with -9 before its
+    heartbeat wrote it): an earlier attempt's error of another kind is not its stage (before:
+    a 404 said 'at extract', from an earlier extraction's invalid_pdf)."""
+    from rpa.queue.model import Attempt
+    from rpa.queue.status import failed_papers
+
+    path = tmp_path / "q.db"
+    _failed_queue(path, 2)
+    store = open_store(path)
+    jobs.record_attempts(store, [
+        Attempt("2401.00001", "run-1", "extract", NOW - 9, 0, 1, "error", "invalid_pdf"),
+        Attempt("2401.00002", "run-1", "download", NOW - 9, 0, 1, "error", "not_found"),
+    ])  # fmt: skip
+    store.close()
+    store = open_store(path, readonly=True)
+    try:
+        listed = {p["id"]: p["stage"] for p in failed_papers(store)}
+    finally:
+        store.close()
+    assert listed == {"2401.00001": None, "2401.00002": "download"}

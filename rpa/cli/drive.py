@@ -75,6 +75,7 @@ def start_run(
 
     if ids == STDIN and sys.stdin.isatty():  # `rpa run -` typed at a prompt: say what it waits for
         say("", "reading IDs from standard input, one a line; end with Ctrl-D", "yellow")
+    # (neither knob is the queue's: a resume's stored settings do not change them)
     if resolved.settings.extract_pool == "process" and resolved.settings.processes == 1:
         warm()  # the extraction processes' fork server boots while the queue is prepared
     run_id = new_run_id()

@@ -17,7 +17,7 @@ from rpa.metrics import nearest_rank
 from rpa.queue import catalog, runs
 from rpa.queue.hosts import HELD_JOBS
 from rpa.queue.model import ACTIVE_STAGES, FINAL_STAGES, HELD, Totals, dead_after
-from rpa.queue.sql import Sql, rank_sql
+from rpa.queue.sql import Sql, chunks, rank_sql
 from rpa.queue.store import QueueStore
 
 __all__ = [
@@ -162,25 +162,33 @@ def failed_papers(
 def _failed_in(sql: Sql, failed: Sequence[Any]) -> dict[str, str]:
     """The stage each `failed` job's last attempt failed in, as its attempts rows say
     (download, extract, outcome): the stage of its latest attempt up to its failure, if that
-    attempt is an error. None is said rather than a guess where that row is not there: a run
-    writes its attempts at its heartbeat (a listing during the run may come first), and a
-    run killed with -9 loses its last ones. (The job's `failed_stage` is its checkpoint for
-    `rpa retry`, `queued` whichever stage failed: not a stage to show.) By the index
-    `attempts_job` (schema 12): the page's rows only."""
+    attempt is an error of the kind the job failed with. None is said rather than a guess
+    where that row is not there: a run writes its attempts at its heartbeat (a listing
+    during the run may come first), and a run killed with -9 loses its last ones. (The
+    job's `failed_stage` is its checkpoint for `rpa retry`, `queued` whichever stage
+    failed: not a stage to show.) By the index `attempts_job` (schema 12): the page's rows
+    only."""
     if not failed:
         return {}
     ended = {r["id"]: r["updated_at"] or 0.0 for r in failed}
-    rows = sql.rows(
-        "SELECT job_id, stage, outcome, started_at FROM attempts "
-        f"WHERE job_id IN ({', '.join('?' * len(ended))})",
-        tuple(ended),
-    )
-    last: dict[str, tuple[float, str, str]] = {}
-    for r in rows:
-        job, at = r["job_id"], r["started_at"] or 0.0
-        if at <= ended[job] and (job not in last or at >= last[job][0]):
-            last[job] = (at, r["stage"], r["outcome"])
-    return {job: stage for job, (_, stage, outcome) in last.items() if outcome != "ok"}
+    kinds = {r["id"]: r["error_kind"] for r in failed}
+    last: dict[str, tuple[float, str, str, str | None]] = {}
+    for some in chunks(list(ended), 500):  # SQLite before 3.32 takes 999 variables at most
+        rows = sql.rows(
+            "SELECT job_id, stage, outcome, error_kind, started_at FROM attempts "
+            f"WHERE job_id IN ({', '.join('?' * len(some))})",
+            tuple(some),
+        )
+        for r in rows:
+            job, at = r["job_id"], r["started_at"] or 0.0
+            if at <= ended[job] and (job not in last or at >= last[job][0]):
+                last[job] = (at, r["stage"], r["outcome"], r["error_kind"])
+    # an earlier attempt's error (the failing one's row lost) is no answer: not a guess
+    return {
+        job: stage
+        for job, (_, stage, outcome, kind) in last.items()
+        if outcome != "ok" and kind == kinds[job]
+    }
 
 
 def _retries(sql: Sql, now: float, count: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ __all__ = ["SummaryData", "make_summary", "summary_dict"]
 
 #: a stage's retries not charged to their papers (rpa.run.policy): (what, what of them)
 UNCOUNTED = {
-    "download": ("download", "waited for their host, found down"),
+    "download": ("download", "retried after no answer or a cut from their host"),
     "extract": ("extraction", "tried again alone or after a memory shed"),
 }
 
