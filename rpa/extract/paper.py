@@ -38,12 +38,11 @@ from rpa.classify import classify
 from rpa.errors import JobError
 from rpa.extract.protocol import PDF_MISSING, Extractor, PaperTask
 from rpa.extract.record import outcome_record, write_record
-from rpa.queue.clock import lease_clock, vouched_until
 from rpa.queue.jobs import result_row
 from rpa.queue.model import Job
 from rpa.sources.check import check_pdf
 from rpa.sources.local import check_local
-from rpa.sources.publish import private_name, publish_pdf
+from rpa.sources.publish import private_name, publish_whole
 from rpa.sources.stored import verify_pdf
 from rpa.sources.tar import check_member
 
@@ -79,12 +78,7 @@ def _locate(task: PaperTask) -> tuple[str, int, str]:
             except FileNotFoundError as exc:
                 raise _gone(exc) from exc
             try:
-                with open(private, "rb") as fh:
-                    os.fsync(fh.fileno())  # whole on disk before its final name points at it
-                # a first claim replaces a foreign file only while its lease surely holds:
-                # paused past it, another run may have published there (rpa.run.leases)
-                first = task.first and lease_clock() < vouched_until(task.vouch)
-                kept = publish_pdf(private, final, first=first)
+                kept = publish_whole(private, final, first=task.first, vouch=task.vouch)
             except FileNotFoundError as exc:  # removed while the check read it: it passed
                 raise _gone(exc) from exc
             except OSError as exc:  # a write: --out full, read-only...

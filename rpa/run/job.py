@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
@@ -48,6 +49,7 @@ from rpa.run.metadata import MetadataService
 from rpa.run.publish import discard, private_name, publish_record, stage_record
 from rpa.run.tally import StageMeter, Tally
 from rpa.sources.base import Download, Source, Vanished
+from rpa.sources.publish import keep_download
 from rpa.sources.stored import adopt_pdf
 
 __all__ = ["JobGates", "JobProcessor"]
@@ -305,12 +307,23 @@ class JobProcessor:
         )  # fmt: skip
         started = time.time()
         turn: list[float] = []  # when the pool gave it its turn (after a wait for one alone)
-        async with self.gates.extract as wait:
-            with self._running(meter, job, "extract", started, wait, turn) as t0:
-                result = await self.pool.work(
-                    task, alone=policy.runs_alone(job),
-                    on_turn=lambda: turn.append(time.perf_counter()),
+        handed = False
+        try:
+            async with self.gates.extract as wait:
+                with self._running(meter, job, "extract", started, wait, turn) as t0:
+                    handed = True
+                    result = await self.pool.work(
+                        task, alone=policy.runs_alone(job),
+                        on_turn=lambda: turn.append(time.perf_counter()),
+                    )  # fmt: skip
+        except asyncio.CancelledError:
+            if not handed and found.check == "download":  # the run stops: keep its bytes
+                keep = functools.partial(
+                    keep_download, Path(found.path), Path(task.publish_to or found.path),
+                    self.max_bytes, first=task.first, vouch=self.vouch,
                 )  # fmt: skip
+                await asyncio.shield(self._in_io(keep))
+            raise
         t1 = turn[0] if turn else t0
         wait += t1 - t0
         took = float(result.get("seconds", 0.0))  # type: ignore[arg-type]

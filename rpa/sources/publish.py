@@ -16,9 +16,11 @@ import os
 from pathlib import Path
 
 from rpa.files import temp_name
+from rpa.queue.clock import lease_clock, vouched_until
+from rpa.sources.check import check_pdf
 from rpa.sources.stored import adopt_pdf
 
-__all__ = ["private_name", "publish_pdf"]
+__all__ = ["keep_download", "private_name", "publish_pdf", "publish_whole"]
 
 #: errors of a file system that has no hard links
 _NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK)
@@ -66,3 +68,28 @@ def publish_pdf(private: Path, final: Path, *, first: bool = False) -> tuple[int
     finally:
         with contextlib.suppress(FileNotFoundError):
             private.unlink()
+
+
+def publish_whole(private: Path, final: Path, *, first: bool, vouch: str) -> tuple[int, str] | None:
+    """fsync the checked PDF at `private` (whole on disk before its final name names it),
+    then `publish_pdf` it. A first claim (`first`) replaces a foreign file only while its
+    lease surely holds (`vouch`: rpa.queue.clock.Vouch's path; paused past it, another run
+    may have published there: rpa.run.leases)."""
+    with open(private, "rb") as fh:
+        os.fsync(fh.fileno())
+    return publish_pdf(private, final, first=first and lease_clock() < vouched_until(vouch))
+
+
+def keep_download(
+    private: Path, final: Path, max_bytes: int | None, *, first: bool, vouch: str
+) -> bool:
+    """A download that waited for its extraction when its run stopped: checked, fsynced and
+    published as its extraction process would have (rpa.extract.paper), so that the next
+    run adopts it instead of downloading it again. False where it cannot be (not a PDF,
+    gone, --out full): it is removed with the run's other private files."""
+    try:
+        check_pdf(lambda: private.open("rb"), None, max_bytes)
+        publish_whole(private, final, first=first, vouch=vouch)
+    except Exception:  # best effort: the next run downloads it again, as before
+        return False
+    return True
