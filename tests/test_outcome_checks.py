@@ -101,7 +101,7 @@ def test_a_run_flags_and_counts_a_pdf_stamped_with_another_id(tmp_path: Path) ->
     assert records["2301.00001"]["checks"] == {"stamp_mismatch": "1512.03905v1"}
     assert records["1512.03905"]["checks"] == {"stamp_mismatch": None}
     said = " ".join(result.stdout.split())
-    assert "1 PDFs carry another paper's arXiv stamp" in said
+    assert "1 PDF carries another paper's arXiv stamp" in said
     assert "2301.00001 (stamp: 1512.03905v1)" in said
 
 

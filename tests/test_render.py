@@ -81,7 +81,7 @@ def snapshot(**changes: object) -> RunSnapshot:
         ),
         "done_this_run": 29,
         "failed_this_run": 1,
-        "messages": ["reclaimed 3 leases of 1 dead runs, 0 expired"],
+        "messages": ["reclaimed 3 leases of 1 dead run, 0 expired"],
     }
     base.update(changes)
     return RunSnapshot(**base)  # type: ignore[arg-type]
@@ -121,7 +121,7 @@ def test_run_table_shows_progress_failures_stages_health_and_gates() -> None:
     assert squash(gates[2]) == "extract 1/1 18 500.0 ms 2.25 s 30"
     assert squash(gates[3]) == "host export.arxiv.org 4/4 7 250.0 ms 900.0 ms 52"
     assert len({len(line.rstrip()) for line in gates}) == 1  # columns line up
-    assert lines[-1] == "reclaimed 3 leases of 1 dead runs, 0 expired"
+    assert lines[-1] == "reclaimed 3 leases of 1 dead run, 0 expired"
 
 
 def test_a_rate_is_a_dash_until_its_first_sample_and_a_measured_zero_stays_zero() -> None:

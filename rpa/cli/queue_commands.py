@@ -41,6 +41,7 @@ from rpa.report import StatusReader, open_records, stage_columns
 from rpa.show.export import write_csv, write_jsonl, write_parquet
 from rpa.show.failures_view import failure_json, failure_lines
 from rpa.show.status_view import make_status
+from rpa.units import count
 
 __all__ = ["WATCH_INTERVAL", "export", "failures", "migrate", "status"]
 
@@ -145,7 +146,7 @@ def failures(
     which = f" of kind {', '.join(kinds)}" if kinds else ""
     if n and not (as_json or ids):
         retry = command_hint(f"retry --db {redact(db)}")
-        out.print(f"{n} failed papers{which}; `{retry}` puts them back")
+        out.print(f"{count(n, 'failed paper')}{which}; `{retry}` puts them back")
     elif not n:
         err.print(f"no failed papers{which} in {redact(db)}")
 

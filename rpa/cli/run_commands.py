@@ -24,6 +24,7 @@ from rpa.queue.model import QUEUE_SETTINGS
 from rpa.run.demo import DEMO_DB, DEMO_OUT
 from rpa.stages import store as stage_store
 from rpa.stages.remember import stored_stages
+from rpa.units import count
 
 __all__ = ["SAMPLES", "demo", "resume", "retry", "run"]
 
@@ -139,7 +140,7 @@ def retry(
     for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         out.print(f"  {name:<16} {n:>8}")
     total = sum(counts.values())
-    out.print(f"{total} failed paper{'' if total == 1 else 's'} back in the queue; "
+    out.print(f"{count(total, 'failed paper')} back in the queue; "
               f"`{command_hint(f'resume --db {redact(db)}')}` runs them")  # fmt: skip
 
 

@@ -37,6 +37,7 @@ from rpa.queue.model import Lease, RunInfo, Totals, Wait
 from rpa.run.disk import DiskGuard
 from rpa.run.leases import Held
 from rpa.run.tally import Tally
+from rpa.units import count
 
 __all__ = ["Heartbeat", "heartbeat_interval"]
 
@@ -132,7 +133,8 @@ class Heartbeat:
         reclaimed = await self._queue.run(runs.reclaim_stale, None, by=self._run_id)
         if reclaimed.dead_leases or reclaimed.expired_leases:
             self._notices.add(
-                f"reclaimed {reclaimed.dead_leases} leases of {reclaimed.dead_runs} dead runs, "
+                f"reclaimed {count(reclaimed.dead_leases, 'lease')} of "
+                f"{count(reclaimed.dead_runs, 'dead run')}, "
                 f"{reclaimed.expired_leases} expired"
             )
             self._on_reclaimed()  # the feeder may claim them now

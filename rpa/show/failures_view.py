@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from rpa.show.fmt import WIDTH, Line, Lines, clip, when, wrap
+from rpa.units import count
 
 __all__ = ["failure_json", "failure_lines"]
 
@@ -15,7 +16,7 @@ def failure_lines(paper: dict[str, Any]) -> Lines:
     whole."""
     n = paper["attempts"]
     head = (
-        f"{paper['id']}  {paper['kind'] or 'unknown'}  {n} attempt{'' if n == 1 else 's'}  "
+        f"{paper['id']}  {paper['kind'] or 'unknown'}  {count(n, 'attempt')}  "
         f"at {paper['stage'] or '—'}  last try {when(paper['last_try'])}"
     )
     lines: list[Line] = [[(clip(head, WIDTH), "bold")]]

@@ -10,6 +10,7 @@ from rpa.queue.model import Totals
 from rpa.run.snapshot import MemorySnapshot, StageSnapshot
 from rpa.show.fmt import WIDTH, Line, Lines, block, dur, gib, ms, q, wrap
 from rpa.show.live import memory_dict
+from rpa.units import count
 
 __all__ = ["SummaryData", "make_summary", "summary_dict"]
 
@@ -88,7 +89,7 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
     uncounted = []
     for st in (st for st in summary.stages if st.uncounted):
         noun, what = UNCOUNTED.get(st.name, (f"{st.name} call", "given back (service out, memory)"))
-        uncounted.append(f"{st.uncounted} {noun}{'s' if st.uncounted != 1 else ''} {what}")
+        uncounted.append(f"{count(st.uncounted, noun)} {what}")
     if uncounted:  # not in `retried`: that is the retries charged to their papers
         lines += wrap(
             ", ".join(uncounted) + " (retries not counted against the papers)", "", indent="  "
@@ -137,7 +138,9 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
         )  # fmt: skip
     if summary.stamp_mismatches:
         lines += wrap(
-            f"{summary.stamp_mismatches} PDFs carry another paper's arXiv stamp (the metadata "
+            f"{count(summary.stamp_mismatches, 'PDF')} "
+            f"{'carries' if summary.stamp_mismatches == 1 else 'carry'} another paper's arXiv "
+            "stamp (the metadata "
             "of their IDs may not be theirs; their records' checks.stamp_mismatch): "
             + ", ".join(summary.stamp_examples)
             + (", ..." if summary.stamp_mismatches > len(summary.stamp_examples) else ""),
