@@ -9,10 +9,11 @@ config file < environment < flags.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -341,7 +342,7 @@ def load_settings(
     if config_path is not None:
         for key, raw in _read_config_file(config_path).items():
             if key not in fields:
-                raise ConfigError(f"{config_path}: unknown key {key!r}")
+                raise ConfigError(f"{config_path}: unknown key {key!r}{_did_you_mean(key, fields)}")
             values[key] = _coerce(fields[key], raw, str(config_path))
             origins[key] = f"{config_path} ({key})"
 
@@ -350,7 +351,8 @@ def load_settings(
             continue
         name = key[len(ENV_PREFIX) :].lower()
         if name not in fields:
-            raise ConfigError(f"environment: {key} names no knob")
+            close = _did_you_mean(name, fields, ENV_PREFIX)
+            raise ConfigError(f"environment: {key} names no knob{close}")
         values[name] = _coerce(fields[name], raw, f"${key}")
         origins[name] = f"${key}"
 
@@ -370,6 +372,15 @@ DB_FORMS = (
     "postgresql://user@host/dbname (postgres:// and postgresql+psycopg:// are read as "
     "postgresql://)"
 )
+
+
+def _did_you_mean(name: str, names: Iterable[str], env_prefix: str = "") -> str:
+    """A hint for a mistyped knob's name, " (did you mean 'workers'?)" (as an environment
+    variable with `env_prefix`: 'RPA_WORKERS'), or nothing."""
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f" (did you mean {env_prefix + close[0].upper() if env_prefix else close[0]!r}?)"
 
 
 def _refuse_folder(path: str, typed: Any, origin: str) -> None:

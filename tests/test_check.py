@@ -48,6 +48,9 @@ def test_the_local_source_checks_size_magic_and_hash_with_its_messages(tmp_path:
     assert failure(local, pdf, 100) == ("too_large", f"{len(PDF)} bytes, cap 100: {pdf}")
     start = "<html> <p>Access to this page has been restricted</p> </html>"[:60].strip()
     assert failure(local, html, 10**6) == ("not_pdf", f"not a PDF (starts {start!r}): {html}")
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")  # an empty file or body is said so, not "starts ''"
+    assert failure(local, empty, 10**6) == ("not_pdf", f"not a PDF (empty): {empty}")
     assert failure(local, tmp_path / "no.pdf", 10) == (
         "not_found",
         f"no such file: {tmp_path / 'no.pdf'}",

@@ -58,7 +58,8 @@ def test_config_found_by_env_then_cwd(tmp_path: Path) -> None:
         ({"flags": {"workers": 0}}, "workers must be at least 1"),
         ({"flags": {"extract_pool": "fork"}}, "extract_pool must be one of"),
         ({"env": {"RPA_WORKERS": "many"}}, "RPA_WORKERS"),
-        ({"env": {"RPA_WROKERS": "5"}}, "names no knob"),
+        ({"env": {"RPA_WROKERS": "5"}}, "names no knob \\(did you mean 'RPA_WORKERS'\\?\\)"),
+        ({"env": {"RPA_ZZZ": "5"}}, "RPA_ZZZ names no knob$"),
         ({"flags": {"pdf_url": "http://x/pdf"}}, "{id}"),
         ({"flags": {"pdf_url": "ftp://x/{id}"}}, "must start with http://, https:// or file://"),
         ({"flags": {"pdf_url": "http://x/{id}?x={y}"}}, "no placeholder but {id}"),
@@ -80,7 +81,7 @@ def test_bad_values_are_config_errors(source: dict[str, dict[str, object]], mess
 
 def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
     cfg = write(tmp_path / "c.toml", "wokers = 3\n")
-    with pytest.raises(ConfigError, match="unknown key 'wokers'"):
+    with pytest.raises(ConfigError, match="unknown key 'wokers' \\(did you mean 'workers'\\?\\)"):
         load_settings(config_path=cfg, env={})
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "PdfCheck",
     "check_pdf",
     "not_a_pdf",
+    "opening",
     "sniff_pdf",
     "start_of",
 ]
@@ -54,9 +55,14 @@ def start_of(head: bytes, chars: int = 60) -> str:
     return "".join(c if " " <= c <= "~" else "." for c in text).strip()
 
 
+def opening(head: bytes, chars: int = 60) -> str:
+    """How what was not a PDF begins, for a message: "starts '<html>...'", or "empty"."""
+    return f"starts {start_of(head, chars)!r}" if head else "empty"
+
+
 def not_a_pdf(head: bytes) -> errors.JobError:
     """The plain NotPdf for bytes starting with `head`."""
-    return errors.NotPdf(f"not a PDF (starts {start_of(head)!r})")
+    return errors.NotPdf(f"not a PDF ({opening(head)})")
 
 
 class PdfCheck:

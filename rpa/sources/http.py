@@ -35,7 +35,7 @@ from rpa.hosts.outage import SERVER_DOWN
 from rpa.hosts.registry import HostGates, same_site
 from rpa.ids import url_for
 from rpa.sources.base import Download, Vanished
-from rpa.sources.check import PdfCheck, start_of
+from rpa.sources.check import PdfCheck, opening, start_of
 from rpa.sources.partial import PartialFile
 
 __all__ = ["Download", "Downloader", "HttpSource", "body_decoder", "parse_retry_after"]
@@ -311,4 +311,4 @@ def _not_pdf(response: httpx.Response, head: bytes) -> errors.JobError:
         return errors.AccessDenied(
             f"denial page ({kind}) from {response.url}: {preview!r}", host=response.url.host
         )
-    return errors.NotPdf(f"not a PDF ({kind}, starts {preview!r}) from {response.url}")
+    return errors.NotPdf(f"not a PDF (served as {kind}, {opening(head, 40)}) from {response.url}")

@@ -19,7 +19,7 @@ from rpa import errors
 from rpa.classify import classify
 from rpa.ids import url_for
 from rpa.sources.base import Download
-from rpa.sources.check import check_pdf, start_of
+from rpa.sources.check import check_pdf, opening
 
 __all__ = ["LocalSource", "check_local", "file_url_path", "source_folder"]
 
@@ -49,7 +49,7 @@ def check_local(path: Path, folder: Path, max_bytes: int | None) -> tuple[int, s
             lambda: path.open("rb"),
             path.stat().st_size,
             max_bytes,
-            not_pdf=lambda head: errors.NotPdf(f"not a PDF (starts {start_of(head)!r}): {path}"),
+            not_pdf=lambda head: errors.NotPdf(f"not a PDF ({opening(head)}): {path}"),
             where=f": {path}",
         )
     except FileNotFoundError:

@@ -35,7 +35,7 @@ from rpa.classify import classify
 from rpa.ids import OLD_STYLE_ARCHIVES, parse_id
 from rpa.queue.model import TarMember as Member
 from rpa.sources.base import Download
-from rpa.sources.check import check_pdf, start_of
+from rpa.sources.check import check_pdf, opening
 
 __all__ = [
     "TAR_PREFIX",
@@ -258,9 +258,7 @@ def check_member(path: str, max_bytes: int | None) -> tuple[int, str]:
         lambda: _read_whole(path),
         size,
         max_bytes,
-        not_pdf=lambda head: errors.NotPdf(
-            f"the tar member is not a PDF (starts {start_of(head)!r})"
-        ),
+        not_pdf=lambda head: errors.NotPdf(f"the tar member is not a PDF ({opening(head)})"),
     )
 
 
