@@ -217,8 +217,7 @@ class Settings:
         """The host of --pdf-url, where the queue's papers come from ('' for local files)."""
         return urlsplit(self.pdf_url.replace("{id}", "x")).hostname or ""
 
-    # Resolved values: a 0 means "derive it".
-    @property
+    @property  # (the resolved values: a 0 means "derive it")
     def extract_workers_resolved(self) -> int:
         return self.extract_workers or available_cpus()
 
@@ -375,17 +374,14 @@ DB_FORMS = (
 
 
 def _did_you_mean(name: str, names: Iterable[str], env_prefix: str = "") -> str:
-    """A hint for a mistyped knob's name, " (did you mean 'workers'?)" (as an environment
-    variable with `env_prefix`: 'RPA_WORKERS'), or nothing."""
+    """The hint for a mistyped knob: " (did you mean 'workers'?)" ('RPA_WORKERS', env)."""
     close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
-    if not close:
-        return ""
-    return f" (did you mean {env_prefix + close[0].upper() if env_prefix else close[0]!r}?)"
+    right = (env_prefix + close[0].upper() if env_prefix else close[0]) if close else ""
+    return f" (did you mean {right!r}?)" if right else ""
 
 
 def _refuse_folder(path: str, typed: Any, origin: str) -> None:
-    """A --db path that names a folder (`q.db/`, `./`): refused while its slash is still there
-    (a path drops it, and the queue quietly became the file q.db)."""
+    """Refuse a --db that names a folder (`q.db/`: as a path, the queue was the file q.db)."""
     folders = ("", ".", "..")
     if os.path.basename(path) in folders:
         file = path.rstrip("/")
@@ -396,10 +392,9 @@ def _refuse_folder(path: str, typed: Any, origin: str) -> None:
 
 
 def normalize_db(db: str) -> str:
-    """--db as the queue opens it: a SQLite path, or a `postgresql://` URL. Accepted forms:
-    a path; `sqlite:///path`; `postgresql://`, `postgres://` and `postgresql+psycopg://` (any
-    case). Any other scheme is refused, naming the forms: a mistyped URL must never become a
-    SQLite file named after it (in a fleet, a private queue with its own politeness budget)."""
+    """--db as the queue opens it: a SQLite path, or a `postgresql://` URL (DB_FORMS, any
+    case). Any other scheme is refused: a mistyped URL must never become a SQLite file named
+    after it (in a fleet, a private queue with its own politeness budget)."""
     scheme, sep, rest = db.partition("://")
     if not sep:
         return db
