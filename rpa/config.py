@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+from rpa.dbname import normalize_db, refuse_folder_db
 from rpa.errors import ConfigError
 from rpa.ids import validate_url_template
 from rpa.machine import available_cpus
 from rpa.rates import parse_rate, parse_rate_limits
 
 __all__ = [
-    "DB_FORMS",
     "DEFAULT_CONFIG_NAME",
     "ENV_PREFIX",
     "Resolved",
@@ -278,7 +278,7 @@ def _coerce(f: dataclasses.Field[Any], value: Any, origin: str) -> Any:
             text = normalize_db(str(value))
             if "://" in text:
                 return text
-            _refuse_folder(text, value, origin)
+            refuse_folder_db(text, value, origin)
             return str(Path(text).expanduser())
         return str(value)
     except ValueError as exc:
@@ -365,45 +365,8 @@ def load_settings(
     return Resolved(Settings(**values), config_path, origins)
 
 
-#: what --db may be, said when it is something else
-DB_FORMS = (
-    "a SQLite file path, sqlite:///path (sqlite:////absolute/path), or a PostgreSQL URL "
-    "postgresql://user@host/dbname (postgres:// and postgresql+psycopg:// are read as "
-    "postgresql://)"
-)
-
-
 def _did_you_mean(name: str, names: Iterable[str], env_prefix: str = "") -> str:
     """The hint for a mistyped knob: " (did you mean 'workers'?)" ('RPA_WORKERS', env)."""
     close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
     right = (env_prefix + close[0].upper() if env_prefix else close[0]) if close else ""
     return f" (did you mean {right!r}?)" if right else ""
-
-
-def _refuse_folder(path: str, typed: Any, origin: str) -> None:
-    """Refuse a --db that names a folder (`q.db/`: as a path, the queue was the file q.db)."""
-    folders = ("", ".", "..")
-    if os.path.basename(path) in folders:
-        file = path.rstrip("/")
-        named = os.path.basename(file) not in folders
-        drop = f" (for the file {file}, leave out the '/')" if named else ""
-        named_by = f"{origin} {typed}" if origin[:1] in "-$" else f"{origin}: db = {typed!r}"
-        raise ConfigError(f"{named_by} names a folder, not a queue database file{drop}")
-
-
-def normalize_db(db: str) -> str:
-    """--db as the queue opens it: a SQLite path, or a `postgresql://` URL (DB_FORMS, any
-    case). Any other scheme is refused: a mistyped URL must never become a SQLite file named
-    after it (in a fleet, a private queue with its own politeness budget)."""
-    scheme, sep, rest = db.partition("://")
-    if not sep:
-        return db
-    kind = scheme.lower()
-    if kind in ("postgresql", "postgres", "postgresql+psycopg"):
-        return f"postgresql://{rest}"
-    if kind == "sqlite":
-        path = rest[1:] if rest.startswith("/") else ""
-        if path and "://" not in path:
-            return path
-        raise ConfigError(f"db: {db!r} names no SQLite file: use {DB_FORMS}")
-    raise ConfigError(f"db: {db!r} is not a queue database rpa knows: use {DB_FORMS}")

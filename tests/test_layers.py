@@ -84,7 +84,7 @@ LAYERS = [
     ["rpa.layout", "rpa.gates", "rpa.notices", "rpa.units", "rpa.hints"],
     ["rpa.config", "rpa.files", "rpa.metrics"],
     ["rpa.idlist"],
-    ["rpa.ids", "rpa.machine", "rpa.classify", "rpa.rates"],
+    ["rpa.ids", "rpa.machine", "rpa.classify", "rpa.rates", "rpa.dbname"],
     ["rpa.errors"],
     ["rpa.printable"],
 ]

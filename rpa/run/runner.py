@@ -198,7 +198,6 @@ class Runner:
         return self.progress.snapshot()
 
     # ---- the run --------------------------------------------------------------------------
-
     async def run(self) -> RunSummary:
         """Process the queue. Raises DatabaseError (or ConfigError) if the run cannot start;
         any later failure ends the run as `crashed`, said in the summary."""
@@ -387,9 +386,8 @@ class Runner:
         if self._signals == 1:
             self.notices.add(
                 f"stopping: finishing in-flight work for up to {self.settings.grace:g}s "
-                "(Ctrl-C again to stop now)",
-                key="stopping",
-            )
+                "(Ctrl-C again to stop now)", key="stopping",
+            )  # fmt: skip
             self.feeder.stop_within(
                 self.settings.grace, lambda: self.tally.progress(self.hosts.gates.waiting)
             )
