@@ -53,6 +53,7 @@ from bench.common import (
     REPO,
     build_tars,
     clean_env,
+    compile_tree,
     load_papers,
     machine_info,
     make_items,
@@ -150,6 +151,7 @@ class Bench:
             self.tree = scratch / "tree"
             self.tree.mkdir()
             (self.tree / "rpa").symlink_to(args.tree.resolve() / "rpa")
+        compile_tree(self.tree)
 
     def _env(self, lag_out: Path | None) -> dict[str, str]:
         env = clean_env()

@@ -51,6 +51,7 @@ from bench.common import (
     REPO,
     build_tars,
     clean_env,
+    compile_tree,
     load_papers,
     machine_info,
     make_items,
@@ -159,6 +160,7 @@ class Bench:
             self.tree = scratch / "tree"
             self.tree.mkdir()
             (self.tree / "rpa").symlink_to(args.tree.resolve() / "rpa")
+        compile_tree(self.tree)
 
     def _env(self, lag_out: Path | None = None) -> dict[str, str]:
         env = clean_env()

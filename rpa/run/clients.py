@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 import httpx
 
 from rpa import __version__
 from rpa.config import Settings
-from rpa.sources.aio_transport import AiohttpTransport  # before the loop runs: ~90 ms of import
 
-__all__ = ["CLIENT_POOL_SIZE", "make_api_client", "make_clients", "user_agent"]
+__all__ = ["CLIENT_POOL_SIZE", "load_stack", "make_api_client", "make_clients", "user_agent"]
+
+_AIOHTTP = "rpa.sources.aio_transport"
 
 #: connections per httpx client
 CLIENT_POOL_SIZE = 8
@@ -19,6 +22,14 @@ def user_agent(settings: Settings) -> str:
         return settings.user_agent
     contact = f" (mailto:{settings.mailto})" if settings.mailto else ""
     return f"rpa/{__version__}{contact}"
+
+
+def load_stack(settings: Settings) -> None:
+    """Import the HTTP stack `make_clients` will use, before the loop runs: aiohttp's import
+    takes ~60 ms that a thread would share with the loop (a stall the lag probe sees). A run
+    that downloads nothing (a tar, a folder) never loads it: that much less start-up."""
+    if settings.network and settings.http_stack == "aiohttp":
+        importlib.import_module(_AIOHTTP)
 
 
 def make_clients(settings: Settings) -> list[httpx.AsyncClient]:
@@ -40,12 +51,13 @@ def make_clients(settings: Settings) -> list[httpx.AsyncClient]:
     # per client starved the loop thread for a quarter of a second at start.
     tls = httpx.create_ssl_context()
     if settings.http_stack == "aiohttp":
+        transport = importlib.import_module(_AIOHTTP).AiohttpTransport  # (load_stack's)
         return [
             httpx.AsyncClient(
                 timeout=timeout,
                 headers=headers,
                 follow_redirects=False,
-                transport=AiohttpTransport(max_connections=size, tls=tls),
+                transport=transport(max_connections=size, tls=tls),
             )
             for size in sizes
         ]

@@ -38,6 +38,7 @@ from rpa.notices import Notices
 from rpa.queue import reads, redact, runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import RunInfo, Totals, new_run_id
+from rpa.run.clients import load_stack
 from rpa.run.completer import Completer
 from rpa.run.disk import DiskGuard
 from rpa.run.feeder import Feeder
@@ -87,11 +88,11 @@ class Runner:
             notices=self.notices,
         )  # fmt: skip
         self.io = io_pool()
-        self.gates = JobGates(
-            prefetch=Gate("prefetch", settings.prefetch),
-            download=Gate("download", settings.download_concurrency),
-            extract=Gate("extract", settings.extract_concurrency_resolved),
-        )
+        extract = Gate("extract", settings.extract_concurrency_resolved)
+        self.gates = JobGates(prefetch=Gate("prefetch", settings.prefetch),
+                              download=Gate("download", settings.download_concurrency),
+                              extract=extract)  # fmt: skip
+        load_stack(settings)  # (the HTTP stack's imports, before the loop runs)
         self.hosts = HostHealth(
             settings, queue=self.queue, run_id=self.run_id, notices=self.notices
         )

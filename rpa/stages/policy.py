@@ -17,11 +17,11 @@ others is charged: a request that always breaks the service must not pause it fo
 from __future__ import annotations
 
 import asyncio
+import sys
 import urllib.error
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiohttp
 import httpx
 
 from rpa import errors
@@ -63,6 +63,15 @@ def _status_error(status: int, headers: Any, what: str) -> errors.JobError:
     return errors.HttpPermanent(message)
 
 
+def _aiohttp_errors() -> tuple[type[BaseException], type[BaseException]] | None:
+    """aiohttp's (status, connection) errors, if a stage imported aiohttp: only then can it
+    raise them (rpa itself loads aiohttp only to download over HTTP; ~60 ms of start-up)."""
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is None:
+        return None
+    return aiohttp.ClientResponseError, aiohttp.ClientConnectionError
+
+
 def as_job_error(exc: BaseException, stage: str) -> errors.JobError:
     """The JobError that explains what stage `stage` raised."""
     what = f"stage {stage}"
@@ -70,15 +79,17 @@ def as_job_error(exc: BaseException, stage: str) -> errors.JobError:
         return exc
     if isinstance(exc, httpx.HTTPStatusError):
         return _status_error(exc.response.status_code, exc.response.headers, what)
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return _status_error(exc.status, exc.headers, what)
+    aio = _aiohttp_errors()
+    if aio is not None and isinstance(exc, aio[0]):
+        return _status_error(exc.status, exc.headers, what)  # type: ignore[attr-defined]
     if isinstance(exc, urllib.error.HTTPError):
         return _status_error(exc.code, exc.headers, what)
     if isinstance(exc, httpx.TimeoutException | TimeoutError | asyncio.TimeoutError):
         if isinstance(exc, httpx.ConnectTimeout):
             return errors.ConnectionFailed(f"{what}: {type(exc).__name__}: {exc}")
         return errors.DownloadTimeout(f"{what}: ran past its timeout")
-    if isinstance(exc, httpx.TransportError | aiohttp.ClientConnectionError | ConnectionError) or (
+    broken = (httpx.TransportError, ConnectionError, *(aio[1:] if aio is not None else ()))
+    if isinstance(exc, broken) or (
         isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, OSError)
     ):
         return errors.ConnectionFailed(f"{what}: {type(exc).__name__}: {exc}")
