@@ -30,15 +30,14 @@ from rpa.extract.outcome.headings import (
 )
 from rpa.extract.outcome.lineno import PageNumbers
 from rpa.extract.outcome.outline import outline
+from rpa.extract.outcome.pages import page_lines, word_count
 from rpa.extract.outcome.references import _YEAR, MAX_REFERENCE_CHARS, _has_year, _items, _year_ends
 from rpa.extract.outcome.stamp import _stamp_word
 from rpa.extract.outcome.text import (
     MARKERS,
     WORD,
     join_lines,
-    page_lines,
     strip_footnote_marks,
-    word_count,
 )
 
 ROUNDS = 20_000
@@ -58,7 +57,10 @@ def test_word_count_is_split() -> None:
     pieces = [" ", "\t", "\n", "\r", "\x0b", "\x1c", "\x1f", "\x85", "\xa0", "ab", "é", "中"]
     pieces += ["😀", "\u2028", "\u2029", "\u1680", "\u2003", "\u3000"]
     texts = [unicodedata.normalize("NFKC", t) for t in _texts(pieces, 12, 1)]
-    _same(word_count, lambda t: len(t.split()), texts)
+    _same(lambda t: word_count([t]), lambda t: len(t.split()), texts)
+    papers = [texts[k : k + 3] for k in range(0, len(texts), 3)]
+    differ = [p for p in papers if word_count(p) != len("\n".join(p).split())]
+    assert not differ, differ[:3]
 
 
 def test_page_lines_are_the_normalised_pages_lines() -> None:
@@ -78,8 +80,8 @@ def test_page_lines_are_the_normalised_pages_lines() -> None:
 
     differ = []
     for pages in papers:
-        lines, text = page_lines(pages)
-        if (lines, word_count(text)) != plain(pages):
+        lines, texts = page_lines(pages)
+        if (lines, word_count(texts)) != plain(pages):
             differ.append(pages)
     assert not differ, differ[:3]
 

@@ -33,9 +33,10 @@ from .authors import author_line, authors
 from .front import is_author, is_header, title
 from .headings import MAX_HEADINGS, headings
 from .outline import outline
+from .pages import page_lines, split_pages, word_count
 from .references import MAX_REFERENCE_CHARS, references
 from .stamp import find_arxiv_stamp
-from .text import nfkc, page_lines, split_pages, word_count
+from .text import nfkc
 
 __all__ = [
     "MAX_ABSTRACT_CHARS",
@@ -60,11 +61,11 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
     """Summarise one paper's text as a JSON-able record of its key outcomes."""
     for memo in (is_header, is_author, author_line):
         memo.cache_clear()  # each paper's lines are read once per paper, not found in a cache
-    raw, text = page_lines([p or "" for p in pages])
+    raw, texts = page_lines([p or "" for p in pages])
     first = nfkc(pages[0] or "") if pages else ""
-    lines, starts, page1 = split_pages(raw)
+    lines, starts, page1, firsts = split_pages(raw)
     name, title_end = title(page1, metadata)
-    where = outline(lines)
+    where = outline(lines, firsts)
     body1 = lines[: starts[1]] if len(starts) > 1 else lines
     summary, body_start, truncated = abstract(
         lines, starts, _body_index(page1, body1, title_end), is_header, where
@@ -80,7 +81,7 @@ def analyze(pages: list[str], metadata: dict[str, str]) -> dict[str, object]:
         "abstract_truncated": truncated,
         "headings": headings(lines, body_start, where),
         "page_count": len(pages),
-        "word_count": word_count(text),  # (a line break ends a word too)
+        "word_count": word_count(texts),  # (a line break ends a word too)
         "references": references(lines, where),
         "arxiv_stamp": stamp,
     }

@@ -10,7 +10,7 @@ numbered lines).
 Most pages have too few lines that start or end with a digit for any chain (edge_digits, at
 C speed); most others (a table's numbers) too few lines with a number where one is looked
 for, counted before any candidate is made; the chains of the rest are found once a page
-(`PageNumbers`) and read by both passes of rpa.extract.outcome.text.split_pages.
+(`PageNumbers`) and read by both passes of rpa.extract.outcome.pages.split_pages.
 """
 
 from __future__ import annotations

@@ -113,11 +113,13 @@ def _positions(at: list[int], chosen: tuple[str, ...], found: list[str]) -> list
     return out
 
 
-def outline(lines: list[str]) -> Outline:
-    """The Outline of non-blank `lines` (those of rpa.extract.outcome.text.split_pages)."""
+def outline(lines: list[str], firsts: str | None = None) -> Outline:
+    """The Outline of non-blank `lines` (those of rpa.extract.outcome.pages.split_pages),
+    whose first characters are `firsts` when split_pages gave them."""
     # one character a line: its first (as a byte: "?" for any non-ASCII one); passes over
     # these find the lines worth a look
-    firsts = "".join(map(_FIRST, lines))
+    if firsts is None:
+        firsts = "".join(map(_FIRST, lines))
     ascii_firsts = firsts.encode("ascii", "replace")
     rows = range(len(lines))
     others: list[int] = []

@@ -1,4 +1,4 @@
-"""Shared line-level helpers: words, markers, page lines, line numbers, footnote marks.
+"""Shared line-level helpers: words, markers, NFKC, footnote marks.
 
 Everything in the outcome package works on plain extracted text (pypdf's or PDFium's), which
 has no fonts or positions: these helpers undo the few artefacts that would otherwise mislead
@@ -10,11 +10,8 @@ from __future__ import annotations
 import operator
 import re
 import unicodedata
-from collections import Counter
-from itertools import chain, compress, filterfalse, repeat
+from itertools import repeat
 from typing import Literal
-
-from .lineno import PageNumbers, edge_digits
 
 MONTHS = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
 #: footnote and affiliation markers that typesetters put after names, titles and sentences
@@ -160,26 +157,6 @@ def join_lines(lines: list[str], limit: int = 10**6) -> str:
     return "".join(parts)
 
 
-_DIGITS = re.compile(r"\d\d*")  # (\d+, but a pattern that starts with a set scans faster)
-
-
-#: Latin-1 bytes -> 0 for whitespace (str.isspace: ASCII's, U+0085, U+00A0), 1 for the rest
-_NOT_SPACE = bytes(not chr(b).isspace() for b in range(256))
-
-
-def word_count(text: str) -> int:
-    """len(text.split()) for an NFKC-normalised text, without making a string a word: a
-    word starts at each non-space character whose previous one is a space, counted as bits
-    of one integer (a byte a character, in Latin-1 with "?" for any other character: its
-    lowest bit, 1 for a non-space). The whitespace NFKC keeps beyond Latin-1 (U+1680,
-    U+2028, U+2029), where there is any, is made a line break first (a C call each)."""
-    for space in ("\u2028", "\u2029", "\u1680"):
-        if space in text:
-            text = text.replace(space, "\n")
-    ones = int.from_bytes(text.encode("latin-1", "replace").translate(_NOT_SPACE), "little")
-    return (ones ^ (ones & (ones << 8))).bit_count()
-
-
 _NFKC: Literal["NFKC"] = "NFKC"
 
 
@@ -191,72 +168,6 @@ def nfkc(text: str) -> str:
         return text
     # (normalize returns a line its quick check finds normalised as it is: a C call a line)
     return "\n".join(map(unicodedata.normalize, repeat(_NFKC), text.split("\n")))
-
-
-def page_lines(pages: list[str]) -> tuple[list[list[str]], str]:
-    """Each page's non-blank lines, stripped, of nfkc(page), with one split: NFKC-normalised
-    (each line of a page that needs it: no line break composes with its neighbours),
-    stripped after that (NFKC makes "´" a space and a mark). And the whole text,
-    normalised, for word_count: the pages as they are when normalised, the normalised
-    lines of the others (every line break splitlines knows is whitespace: the same words).
-    """
-    out: list[list[str]] = []
-    texts: list[str] = []
-    for page in pages:
-        lines = page.splitlines()
-        if unicodedata.is_normalized("NFKC", page):
-            texts.append(page)
-        else:
-            lines = list(map(unicodedata.normalize, repeat(_NFKC), lines))
-            texts.append("\n".join(lines))
-        out.append(list(filter(None, map(str.strip, lines))))
-    return out, "\n".join(texts)
-
-
-def split_pages(raw: list[list[str]]) -> tuple[list[str], list[int], list[str]]:
-    """From each page's lines (`page_lines`): all the lines, without running headers and
-    footers, bare page numbers and margin line numbers; the index of each page's first line
-    in that list; and page 1's lines (without margin line numbers, headers kept).
-
-    A line near the top or bottom of a page whose text (digits aside) recurs there on several
-    pages is a running header ("18 A. FERRAGUTI AND G. MICHELI"): dropped, because it would
-    otherwise read as a numbered heading or split a reference in two.
-    """
-    per_page = raw.copy()
-    numbers: dict[int, PageNumbers] = {}  # the pages that may have margin numbers
-    for i, lines in enumerate(raw):
-        if 12 <= len(lines) <= 5000 and (digits := edge_digits(lines)) >= max(10, 0.4 * len(lines)):
-            numbers[i] = PageNumbers(lines, digits)
-            per_page[i] = numbers[i].cut()
-    page1 = per_page[0] if per_page else []
-    if any(per_page[i] is not raw[i] for i in numbers):
-        # a line-numbered draft: its pages of figures have short runs
-        per_page = [
-            (numbers.get(i) or PageNumbers(lines)).cut(min_run=3) for i, lines in enumerate(raw)
-        ]
-
-    # Each edge line's key (lower case, digit runs as "#"), all made in one pass: joined
-    edges = [lines[:3] + lines[-3:] if len(lines) > 6 else lines for lines in per_page]
-    unique = list(dict.fromkeys(chain.from_iterable(edges)))
-    folded = _DIGITS.sub("#", "\n".join(unique).lower()).split("\n") if unique else []
-    key = dict(zip(unique, folded, strict=True))
-    seen = Counter(chain.from_iterable(set(map(key.__getitem__, edge)) for edge in edges))
-    least = max(3, len(raw) // 4)
-    # (a bare page number: what re.fullmatch(r"\d{1,4}", line) finds)
-    repeated = set(compress(seen.keys(), map(least.__le__, seen.values())))
-    dropped = set(compress(key.keys(), map(repeated.__contains__, key.values())))
-    dropped.update(ln for ln in compress(unique, map(str.isdecimal, unique)) if len(ln) <= 4)
-    out: list[str] = []
-    starts: list[int] = []
-    for lines in per_page:
-        starts.append(len(out))
-        if len(lines) <= 6:  # every line is near an edge
-            out += filterfalse(dropped.__contains__, lines)
-        else:  # only the first and last three lines can be headers: the rest goes as it is
-            out += filterfalse(dropped.__contains__, lines[:3])
-            out += lines[3:-3]
-            out += filterfalse(dropped.__contains__, lines[-3:])
-    return out, starts, page1
 
 
 # Footnote marks: a digit right after a clause's punctuation ("S2ORC,1 a corpus"), marker
