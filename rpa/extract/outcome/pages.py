@@ -115,20 +115,20 @@ def _running_headers(edges: list[list[str]], least: int) -> set[str]:
     That regex pass costs more than the rest (a digit run a match, and edges have many: page
     numbers, dates): it is made only for the lines whose coarser key, the key without its
     "#"s and characters outside ASCII (equal keys have equal coarse keys), recurs on enough
-    pages. The coarse keys come from the edge lines joined, in ASCII bytes, at C speed (their
-    lower case too when they are ASCII: lower case makes "K" (Kelvin) and "İ" ASCII).
+    pages. The coarse keys come from the edge lines joined, in ASCII bytes, at C speed (in
+    lower case as bytes, unless "İ" or "K" (Kelvin), the only characters outside ASCII that
+    lower case makes ASCII, are among them).
     """
     lines = list(chain.from_iterable(edges))
     if not lines:
         return set()
     pages = list(chain.from_iterable(map(repeat, range(len(edges)), map(len, edges))))
     joined = "\n".join(lines)  # (no line has a line break, nor gets one in lower case)
-    if joined.isascii():
-        coarse = joined.encode("ascii").lower().translate(None, _DIGITS_AND_HASH)
-    else:
-        low = joined.lower().encode("ascii", "ignore")
-        coarse = low.translate(None, _DIGITS_AND_HASH)
-    coarse_keys = coarse.split(b"\n")
+    if "İ" in joined or "\u212a" in joined:
+        ascii_low = joined.lower().encode("ascii", "ignore")
+    else:  # (no other character is ASCII in lower case: ASCII's lower case is enough)
+        ascii_low = joined.encode("ascii", "ignore").lower()
+    coarse_keys = ascii_low.translate(None, _DIGITS_AND_HASH).split(b"\n")
     repeated = _repeated(coarse_keys, pages, least)
     if not repeated:
         return set()
