@@ -24,10 +24,16 @@ _TEXT = f"[PAGE 1]\n{NULL_LINE}\n".encode()
 
 
 def extract_null(
-    pdf_path: str, text_path: str, extractor: str = "pypdf", run_id: str = "", *, sync: bool = True
+    pdf_path: str,
+    text_path: str,
+    extractor: str = "pypdf",
+    run_id: str = "",
+    *,
+    sync: bool = True,
+    data: bytes | None = None,
 ) -> dict[str, object]:
     """Write the one-line text (no fsync, no temporary name) and return a valid result."""
-    del pdf_path, extractor, run_id, sync
+    del pdf_path, extractor, run_id, sync, data
     try:
         os.makedirs(os.path.dirname(text_path) or ".", exist_ok=True)
         fd = os.open(text_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -44,7 +44,7 @@ from rpa.sources.check import check_pdf
 from rpa.sources.local import check_local
 from rpa.sources.publish import private_name, publish_whole
 from rpa.sources.stored import verify_pdf
-from rpa.sources.tar import check_member
+from rpa.sources.tar import read_checked
 
 __all__ = ["PaperTask", "work_paper"]
 
@@ -68,8 +68,9 @@ def _gone(exc: OSError) -> _Failed:
     return _Failed("extract", PDF_MISSING, f"the download is gone: {exc}")
 
 
-def _locate(task: PaperTask) -> tuple[str, int, str]:
-    """(path, size, sha256) of the task's PDF once it has passed its check."""
+def _locate(task: PaperTask) -> tuple[str, int, str, bytes | None]:
+    """(path, size, sha256, its bytes if the check read them all: a tar member's) of the
+    task's PDF once it has passed its check."""
     try:
         if task.check == "download":
             private, final = Path(task.pdf), Path(task.publish_to or task.pdf)
@@ -83,16 +84,16 @@ def _locate(task: PaperTask) -> tuple[str, int, str]:
                 raise _gone(exc) from exc
             except OSError as exc:  # a write: --out full, read-only...
                 raise _Failed.of("download", exc) from exc
-            return (str(final), size, sha) if kept is None else (str(final), *kept)
+            return (str(final), size, sha, None) if kept is None else (str(final), *kept, None)
         if task.check == "local":
             return (task.pdf, *check_local(Path(task.pdf), Path(task.folder or "/"),
-                                           task.max_bytes))  # fmt: skip
+                                           task.max_bytes), None)  # fmt: skip
         if task.check == "tar":
-            return (task.pdf, *check_member(task.pdf, task.max_bytes))
+            return (task.pdf, *read_checked(task.pdf, task.max_bytes))
         job = task.job
         if not verify_pdf(task.pdf, job.pdf_bytes, job.pdf_sha256):
             raise _Failed("extract", PDF_MISSING, f"the stored PDF is gone or changed: {task.pdf}")
-        return task.pdf, int(job.pdf_bytes or 0), str(job.pdf_sha256 or "")
+        return task.pdf, int(job.pdf_bytes or 0), str(job.pdf_sha256 or ""), None
     except _Failed:
         raise
     except JobError as exc:
@@ -132,11 +133,12 @@ def work_paper(task: PaperTask, extract_pdf: Extractor) -> dict[str, object]:
     one paper (see the module's doc); never raises."""
     t0 = time.perf_counter()
     try:
-        pdf_path, size, sha = _locate(task)
+        pdf_path, size, sha, data = _locate(task)
         t1 = time.perf_counter()
         # the text and the record are not fsynced one by one: the batch that commits this
         # paper syncs the file system first (rpa.run.completer)
-        result = extract_pdf(pdf_path, task.text_path, task.extractor, task.run_id, sync=False)
+        result = extract_pdf(pdf_path, task.text_path, task.extractor, task.run_id, sync=False,
+                             data=data)  # fmt: skip
         t2 = time.perf_counter()
         if not result.get("ok"):
             kind = str(result.get("kind"))

@@ -239,14 +239,15 @@ def _clean(text: str) -> str:
 
 
 def _extract(
-    pdf_path: str, text_path: str, extractor: str, run_id: str, sync: bool
+    pdf_path: str, text_path: str, extractor: str, run_id: str, sync: bool, data: bytes | None
 ) -> dict[str, object]:
     if extractor not in EXTRACTORS:
         raise _Failure("config", f"unknown extractor {extractor!r}: one of {EXTRACTORS}")
     stream: Any
     try:
-        # a bulk tar's member is read with one seek; a file is read lazily by the parse
-        stream = open_pdf(pdf_path)
+        # a bulk tar's member is read with one seek (unless its check read it: `data`); a
+        # file is read lazily by the parse
+        stream = io.BytesIO(data) if data is not None else open_pdf(pdf_path)
     except JobError as exc:
         raise _Failure(exc.kind, exc.message) from exc
     except FileNotFoundError as exc:  # deleted since its download: fetched again
@@ -294,15 +295,18 @@ def _extract(
 
 
 def extract_pdf(
-    pdf_path: str, text_path: str, extractor: str = "pypdf", run_id: str = "", *, sync: bool = True
-) -> dict[str, object]:
+    pdf_path: str, text_path: str, extractor: str = "pypdf", run_id: str = "", *,
+    sync: bool = True, data: bytes | None = None,
+) -> dict[str, object]:  # fmt: skip
     """Extract one PDF's text to `text_path` and analyse it; never raises (see module doc).
     `run_id` goes into the temporary file's name (rpa.files.temp_owner); `sync` False: the
-    text is not fsynced (a paper's whole work: rpa.run.completer syncs the file system)."""
+    text is not fsynced (a paper's whole work: rpa.run.completer syncs the file system);
+    `data`: the PDF's bytes, when the caller has read them already (a tar member it checked,
+    rpa.extract.paper), parsed instead of `pdf_path`."""
     result: dict[str, object]
     with _NOISE.counting() as noise:
         try:
-            result = _extract(pdf_path, text_path, extractor, run_id, sync)
+            result = _extract(pdf_path, text_path, extractor, run_id, sync, data)
         except _Failure as failure:
             result = {"ok": False, "kind": failure.kind, "message": failure.message}
         except MemoryError as exc:  # RLIMIT_AS reached: --extract-max-mb

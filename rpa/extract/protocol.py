@@ -42,7 +42,7 @@ class Extractor(Protocol):
 
     def __call__(
         self, pdf_path: str, text_path: str, extractor: str = ..., run_id: str = ...,
-        *, sync: bool = ...,
+        *, sync: bool = ..., data: bytes | None = ...,
     ) -> dict[str, object]: ...  # fmt: skip
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "member_key",
     "open_member",
     "parse_tar_path",
+    "read_checked",
     "read_member",
     "scan_tar",
     "swallowed",
@@ -212,15 +213,18 @@ def swallowed(data: bytes) -> list[tuple[int, tarfile.TarInfo]]:
     alone, cannot see it: tarfile goes on from there). A PDF holds no such block (a tar
     inside a paper would have to sit on the tar's 512-byte grid with a good checksum).
 
-    Only blocks with the magic at byte 257 are parsed: `bytes.find` over bytes that are read
-    anyway, so the check costs no I/O. A pre-POSIX (v7) header has no magic and is not seen;
-    arXiv's tars, GNU tar's and Python's are ustar or GNU."""
+    Only blocks with the magic at byte 257 are parsed, found without a scan of every byte:
+    the byte at 257 of each block, taken with one strided slice (a byte in 512), says which
+    blocks may hold it (~20 us a paper; a `find` of the magic over all of a 0.8 MB PDF took
+    0.3 ms of the extraction process's CPU). A pre-POSIX (v7) header has no magic and is not
+    seen; arXiv's tars, GNU tar's and Python's are ustar or GNU."""
     found: list[tuple[int, tarfile.TarInfo]] = []
     end = -(-len(data) // _BLOCK) * _BLOCK
-    at = data.find(b"ustar", _MAGIC_AT)
-    while at != -1:
-        start = at - _MAGIC_AT
-        if start % _BLOCK == 0:
+    firsts = data[_MAGIC_AT::_BLOCK]  # the first byte of where each block's magic would be
+    block = firsts.find(b"u")
+    while block != -1:
+        start = block * _BLOCK
+        if data.startswith(b"ustar", start + _MAGIC_AT):
             try:
                 info = tarfile.TarInfo.frombuf(
                     data[start : start + _BLOCK], tarfile.ENCODING, "surrogateescape"
@@ -230,12 +234,12 @@ def swallowed(data: bytes) -> list[tuple[int, tarfile.TarInfo]]:
             else:
                 if start + _BLOCK + -(-info.size // _BLOCK) * _BLOCK <= end:
                     found.append((start, info))
-        at = data.find(b"ustar", at + 1)
+        block = firsts.find(b"u", block + 1)
     return found
 
 
-def _read_whole(path: str) -> io.BytesIO:
-    """A member's bytes as a file object, refused (DamagedTar) if they hold another member."""
+def _read_whole(path: str) -> bytes:
+    """A member's bytes, refused (DamagedTar) if they hold another member."""
     data = read_member(path)
     if inside := swallowed(data):
         tar, offset, size = parse_tar_path(path)
@@ -247,19 +251,33 @@ def _read_whole(path: str) -> io.BytesIO:
             f"header at byte {offset + inside[0][0]:,}; it is refused, and the members inside "
             f"it were never indexed: {lost or 'none named'}"
         )
-    return io.BytesIO(data)
+    return data
 
 
 def check_member(path: str, max_bytes: int | None) -> tuple[int, str]:
     """(size, sha256) of a member that passes a download's checks (`check_pdf`; None: no
     size cap) and holds no other member's header (`swallowed`: DamagedTar). Blocking."""
+    size, sha256, _ = read_checked(path, max_bytes)
+    return size, sha256
+
+
+def read_checked(path: str, max_bytes: int | None) -> tuple[int, str, bytes]:
+    """`check_member`'s (size, sha256), and the bytes it read: its extraction parses them,
+    not a second read (~0.15 ms a paper). An oversized member is refused unread."""
     _, _, size = parse_tar_path(path)
-    return check_pdf(
-        lambda: _read_whole(path),
+    read: list[bytes] = []
+
+    def opened() -> io.BytesIO:
+        read.append(_read_whole(path))
+        return io.BytesIO(read[0])
+
+    size, sha256 = check_pdf(
+        opened,
         size,
         max_bytes,
         not_pdf=lambda head: errors.NotPdf(f"the tar member is not a PDF ({opening(head)})"),
     )
+    return size, sha256, read[0]
 
 
 class TarSource:
