@@ -109,7 +109,7 @@ def start_run(
         and not noted(Path(settings.out))  # outcome records to repair (rpa.stages.records)
     ):
         _nothing_left(settings, prepared)
-    host = settings.pdf_host
+    host = settings.pdf_host if settings.network else ""  # a tar, a folder: no request
     notice = politeness_notice(prepared.remaining, host, settings.rate_limits, settings.mailto)
     if notice:
         err.print(Text(notice, style="yellow"))
