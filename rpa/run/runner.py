@@ -275,7 +275,7 @@ class Runner:
             self.governor.start(asyncio.get_running_loop())
             stack.callback(self.governor.stop)
             done = Completer(self.queue, self.io, self.run_id, self.layout.root,
-                             saturated=self.gates.extract.has_waiters)  # fmt: skip
+                             self.gates.extract.has_waiters, downloads=s.network)  # fmt: skip
             processor = JobProcessor(
                 completer=done,
                 settings=s,
