@@ -150,35 +150,80 @@ def test_a_batch_syncs_the_file_system_before_it_commits(tmp_path: Path) -> None
 
 def test_a_batch_waits_longer_only_while_papers_wait_for_the_extraction(tmp_path: Path) -> None:
     """The linger's rule: LINGER_BUSY while the extract gate has papers waiting (the workers
-    holding answers then idle no core), else LINGER; a full batch does not wait. asyncio.sleep
-    is recorded, not timed: the rule, not the clock, is under test."""
-    import asyncio
+    holding answers then idle no core; LINGER_BUSY_LOCAL where no paper is downloaded), else
+    LINGER; ENOUGH completions do not wait. The rule, not the clock, is under test."""
     from typing import Any
 
-    from rpa.run.completer import BATCH, LINGER, LINGER_BUSY, Completer
-
-    asked: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def sleep(seconds: float) -> None:
-        asked.append(seconds)
-        await real_sleep(0)
+    from rpa.run.completer import ENOUGH, LINGER, LINGER_BUSY, LINGER_BUSY_LOCAL, Completer
 
     busy = [False]
-    completer = Completer(None, None, "r1", tmp_path, saturated=lambda: busy[0])  # type: ignore[arg-type]
+    http = Completer(None, None, "r1", tmp_path, saturated=lambda: busy[0])  # type: ignore[arg-type]
+    tar = Completer(None, None, "r1", tmp_path, lambda: busy[0], downloads=False)  # type: ignore[arg-type]
+    asked = []
+    for pending in (1, ENOUGH - 1, ENOUGH):
+        http._pending = tar._pending = [Any] * pending  # type: ignore[list-item]
+        for busy[0] in (False, True):
+            asked.append((pending, busy[0], http.linger_seconds(), tar.linger_seconds()))
+    assert asked == [
+        (1, False, LINGER, LINGER), (1, True, LINGER_BUSY, LINGER_BUSY_LOCAL),
+        (ENOUGH - 1, False, LINGER, LINGER), (ENOUGH - 1, True, LINGER_BUSY, LINGER_BUSY_LOCAL),
+        (ENOUGH, False, 0.0, 0.0), (ENOUGH, True, 0.0, 0.0),
+    ]  # fmt: skip
+    assert LINGER < LINGER_BUSY < LINGER_BUSY_LOCAL
 
-    async def linger(pending: int) -> None:
-        completer._pending = [Any] * pending  # type: ignore[list-item]
-        await completer._linger()
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(asyncio, "sleep", sleep)  # the completer's, this test's only
-        asyncio.run(linger(1))
-        busy[0] = True
-        asyncio.run(linger(1))
-        asyncio.run(linger(BATCH))
-    assert asked == [LINGER, LINGER_BUSY]
-    assert LINGER < LINGER_BUSY
+def test_enough_completions_end_a_batchs_wait(tmp_path: Path) -> None:
+    """A fast pipeline's papers do not each wait the whole linger: with an hour's linger, the
+    ENOUGH-th completion commits them all at once (one transaction). The queue is a stand-in
+    that records the commits; the syncfs and the renames are real."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import Any, Literal
+
+    from rpa.queue.model import Completion, Lease
+    from rpa.run.completer import ENOUGH, Completer
+
+    commits: list[int] = []
+
+    class Queue:
+        async def run_fenced_many(self, fn: Any, confirm: Any, run_id: str,
+                                  batch: list[Completion], now: float) -> list[bool]:  # fmt: skip
+            commits.append(len(batch))
+            return [True] * len(batch)
+
+    staged = []
+    for i in range(ENOUGH):
+        private = tmp_path / f".rpa-tmp.r1.ab.{i}.json"
+        private.write_text("{}")
+        staged.append(private)
+
+    lingering = asyncio.Event()
+
+    class Watched(asyncio.Event):
+        async def wait(self) -> Literal[True]:
+            lingering.set()  # the batch waits for more now
+            return await super().wait()
+
+    def completion(i: int) -> Completion:
+        return Completion(Lease(f"ext:{i}", 1), str(tmp_path / f"{i}.json"), {}, None, 0, "",
+                          None, None, None, "", 0.0)  # fmt: skip
+
+    async def main() -> list[bool]:
+        with ThreadPoolExecutor(2) as io:
+            done = Completer(Queue(), io, "r1", tmp_path, saturated=lambda: True)  # type: ignore[arg-type]
+            done.busy = 3600.0
+            done._enough = Watched()
+            runner = asyncio.create_task(done.run())
+            first = asyncio.ensure_future(done.complete(completion(0), staged[0]))
+            await lingering.wait()  # its batch would wait an hour for more, but for the rest:
+            rest = [done.complete(completion(i), staged[i]) for i in range(1, ENOUGH)]
+            answers = await asyncio.wait_for(asyncio.gather(first, *rest), timeout=30)
+            runner.cancel()
+            return list(answers)
+
+    assert asyncio.run(main()) == [True] * ENOUGH
+    assert commits == [ENOUGH]
+    assert len(list(tmp_path.glob("[0-9]*.json"))) == ENOUGH
 
 
 def test_every_connection_to_an_sqlite_queue_commits_to_disk(tmp_path: Path) -> None:
