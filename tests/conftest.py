@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,14 @@ from rpa.machine import cgroup_folder
 from rpa.queue import is_postgres_url, open_store
 from rpa.testing.mirror import Mirror
 from rpa.testing.pgserver import PostgresServer
+
+# A suite started in the background by a non-interactive shell (`bash -c '... &'`, as a CI
+# runner may) inherits SIGINT ignored, and so would every rpa it starts: the tests that stop
+# rpa with Ctrl-C would wait for an exit that never comes (seen: `rpa status --watch`). rpa
+# keeps an ignored SIGINT ignored, a background job's convention; the suite restores it here,
+# so that its children get the default (a handler, unlike SIG_IGN, does not outlive exec).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "rpa" / "samples"
