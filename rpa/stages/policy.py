@@ -63,13 +63,14 @@ def _status_error(status: int, headers: Any, what: str) -> errors.JobError:
     return errors.HttpPermanent(message)
 
 
-def _aiohttp_errors() -> tuple[type[BaseException], type[BaseException]] | None:
-    """aiohttp's (status, connection) errors, if a stage imported aiohttp: only then can it
-    raise them (rpa itself loads aiohttp only to download over HTTP; ~60 ms of start-up)."""
+def _aiohttp_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """aiohttp's (status, connection) error classes, if a stage imported aiohttp: only then
+    can it raise them (rpa itself loads aiohttp only to download over HTTP; ~60 ms of
+    start-up). Empty tuples otherwise: `isinstance` of nothing."""
     aiohttp = sys.modules.get("aiohttp")
     if aiohttp is None:
-        return None
-    return aiohttp.ClientResponseError, aiohttp.ClientConnectionError
+        return (), ()
+    return (aiohttp.ClientResponseError,), (aiohttp.ClientConnectionError,)
 
 
 def as_job_error(exc: BaseException, stage: str) -> errors.JobError:
@@ -79,8 +80,8 @@ def as_job_error(exc: BaseException, stage: str) -> errors.JobError:
         return exc
     if isinstance(exc, httpx.HTTPStatusError):
         return _status_error(exc.response.status_code, exc.response.headers, what)
-    aio = _aiohttp_errors()
-    if aio is not None and isinstance(exc, aio[0]):
+    aio_status, aio_broken = _aiohttp_errors()
+    if isinstance(exc, aio_status):
         return _status_error(exc.status, exc.headers, what)  # type: ignore[attr-defined]
     if isinstance(exc, urllib.error.HTTPError):
         return _status_error(exc.code, exc.headers, what)
@@ -88,8 +89,7 @@ def as_job_error(exc: BaseException, stage: str) -> errors.JobError:
         if isinstance(exc, httpx.ConnectTimeout):
             return errors.ConnectionFailed(f"{what}: {type(exc).__name__}: {exc}")
         return errors.DownloadTimeout(f"{what}: ran past its timeout")
-    broken = (httpx.TransportError, ConnectionError, *(aio[1:] if aio is not None else ()))
-    if isinstance(exc, broken) or (
+    if isinstance(exc, (httpx.TransportError, ConnectionError, *aio_broken)) or (
         isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, OSError)
     ):
         return errors.ConnectionFailed(f"{what}: {type(exc).__name__}: {exc}")
