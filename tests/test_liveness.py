@@ -112,6 +112,25 @@ def _stop_outside_a_transaction(proc: subprocess.Popen[bytes], db: Path | str) -
     raise AssertionError("the run never left its transactions")
 
 
+def _leased(cli: Cli) -> set[str]:
+    return {r[0] for r in cli.query("SELECT id FROM jobs WHERE lease_owner IS NOT NULL")}
+
+
+def _stop_while_downloading(proc: subprocess.Popen[bytes], cli: Cli, mirror: Mirror) -> set[str]:
+    """SIGSTOP the queue's only run outside a transaction while it holds the lease of a job
+    whose PDF it has asked the mirror for (a claim's leases come before its requests, and a
+    slow body's download takes its 0.6 s): the jobs it holds."""
+    wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 3, 60, "leases taken")
+    for _ in range(20):
+        wait_for(lambda: any(mirror.requests(j[4:]) for j in _leased(cli)), 60, "a download")
+        _stop_outside_a_transaction(proc, cli.db)
+        held = _leased(cli)
+        if any(mirror.requests(j[4:]) for j in held):
+            return held
+        os.kill(proc.pid, signal.SIGCONT)  # it finished that download meanwhile: again
+    raise AssertionError("the run was never stopped while downloading")
+
+
 def _silent_for(cli: Cli) -> float:
     """Seconds since the last heartbeat of the queue's only run (SQLite's clock is ours, and
     the PostgreSQL server's runs on this machine)."""
@@ -160,9 +179,7 @@ def test_a_fleet_process_paused_past_its_lease_is_declared_dead_and_writes_nothi
         knobs = cli.knobs(lease_seconds=30, **FAST)
         stale = cli.popen("run", str(write_ids(tmp_path / "ids.txt", ids)), *knobs)
         try:
-            wait_for(lambda: cli.count("lease_owner IS NOT NULL") >= 3, 60, "leases taken")
-            _stop_outside_a_transaction(stale, cli.db)
-            held = {r[0] for r in cli.query("SELECT id FROM jobs WHERE lease_owner IS NOT NULL")}
+            held = _stop_while_downloading(stale, cli, mirror)
             # paused past the point where any run finds it dead (a resume that ends sooner
             # takes its expired leases and finishes without having to)
             wait_for(lambda: _silent_for(cli) > dead_after(0.5), 60, "the stale run silent")

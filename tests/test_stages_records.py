@@ -5,11 +5,16 @@ the record from the queue. Real CLI, real files."""
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from conftest import sample_pdfs
 from test_stages import IDS, KNOBS, _setup
+from test_stages_store import _done_queue
 
+from rpa.queue.aio import AsyncQueue
+from rpa.stages import records, store
 from rpa.stages.records import JOURNAL
 from rpa.testing.mirror import Mirror
 
@@ -52,3 +57,33 @@ def test_a_record_a_kill_left_without_its_stage_result_is_rewritten_at_the_next_
         # with nothing noted, nothing left: no run
         bare = cli.run("resume", *knobs)
         assert "nothing left to do" in bare.stdout, bare.stdout + bare.stderr
+
+
+async def test_two_stages_that_finish_together_leave_the_file_with_both_results(
+    tmp_path: Path,
+) -> None:
+    """Two stages of one paper commit one after the other and their rewrites land in the
+    other order (what the run's I/O threads, or two processes, can do; made here by calling
+    them in that order): the file ends as the queue's record, with both results."""
+    db = str(tmp_path / "q.db")
+    s = _done_queue(db)
+    try:
+        (a,) = store.claim(s, "kp", "1", [], "run-a", 0, 1, time.time())
+        (b,) = store.claim(s, "post", "1", [], "run-a", 0, 1, time.time())
+        assert a.job_id == b.job_id
+        first = store.complete(s, a.job_id, "kp", "run-a", a.token, {"k": 1}, 0.1, 1.0)
+        second = store.complete(s, b.job_id, "post", "run-a", b.token, {"p": 2}, 0.1, 1.0)
+    finally:
+        s.close()
+    assert first is not None and second is not None
+    path = tmp_path / "record.json"
+    queue = AsyncQueue(db)
+    with ThreadPoolExecutor(1) as io:
+        try:
+            await records.settle(queue, io, path, b.job_id, second, "run-a", None)
+            note = records.mark(tmp_path, "run-a", a.job_id)
+            await records.settle(queue, io, path, a.job_id, first, "run-a", note)
+        finally:
+            await queue.close()
+    assert json.loads(path.read_text())["stages"] == {"kp": {"k": 1}, "post": {"p": 2}}
+    assert not list((tmp_path / JOURNAL).iterdir())  # the note is dropped once settled

@@ -271,8 +271,8 @@ class Lane:
         if c.outcome_path:
             path = Path(c.outcome_path)
             try:
-                await loop.run_in_executor(
-                    self._io, records.rewrite, path, record, self._run_id, note
+                await records.settle(
+                    self._queue, self._io, path, c.job_id, record, self._run_id, note
                 )
             except OSError as exc:  # the queue holds it (export reads it there): say, go on
                 self._notices.add(

@@ -9,6 +9,12 @@ a rewrite in flight: `<run id>.<random>`, holding the paper's id), and removes t
 the file is in place. A run's stage phase starts by rewriting, from the queue, the record of
 every paper noted by a run that is not live (`repair`), then removes those notes.
 
+Two stages of one paper may finish together (in this run's I/O threads, or in two processes
+of a fleet), and their rewrites land in either order: the file would keep the record of the
+commit that came first. So a rewrite is settled (`settle`): after its rename, the queue's
+record is read again and, if it has changed, written again. The last rename of all is then
+followed by a read that finds nothing newer, so the file ends as the queue's newest record.
+
 The note is not fsynced: it outlives a kill, not every power cut (a record may then miss the
 last results its queue holds; `rpa export` reads the queue). Blocking, all of it but
 `repair`: the I/O pool's work.
@@ -30,7 +36,10 @@ from rpa.queue import runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.store import QueueStore
 
-__all__ = ["JOURNAL", "mark", "noted", "repair", "rewrite", "unmark"]
+__all__ = ["JOURNAL", "mark", "noted", "repair", "rewrite", "settle", "unmark"]
+
+#: rewrites a settle makes at most (each one follows another stage's commit of the paper)
+SETTLE_ROUNDS = 8
 
 #: the journal's folder under --out
 JOURNAL = ".rpa-stages"
@@ -73,6 +82,33 @@ def rewrite(path: Path, record: dict[str, Any], run_id: str, note: Path | None) 
         raise
     fsync_folder(path.parent)
     unmark(note)
+
+
+def _record(store: QueueStore, job_id: str) -> dict[str, Any] | None:
+    row = store.sql.one("SELECT outcome_json FROM results WHERE id = ?", (job_id,))
+    return json.loads(row["outcome_json"]) if row and row["outcome_json"] else None
+
+
+async def settle(
+    queue: AsyncQueue,
+    io: Executor,
+    path: Path,
+    job_id: str,
+    record: dict[str, Any],
+    run_id: str,
+    note: Path | None,
+) -> None:
+    """Rewrite the paper's record from `record` (what this stage's commit returned), then
+    again from the queue for as long as the queue's record differs from what was written (see
+    the module's doc); the note is dropped at the end. Raises OSError as `rewrite` does."""
+    loop = asyncio.get_running_loop()
+    for _ in range(SETTLE_ROUNDS):
+        await loop.run_in_executor(io, rewrite, path, record, run_id, None)
+        newest = await queue.run(_record, job_id)
+        if newest is None or newest == record:
+            break
+        record = newest
+    await loop.run_in_executor(io, unmark, note)
 
 
 def noted(out: Path) -> bool:
