@@ -38,9 +38,10 @@ __all__ = [
 
 ENV_PREFIX = "RPA_"
 #: RPA_ variables that are no knob: the config file's path, tracebacks for rpa's bugs, and how
-#: the user launched rpa (run.sh sets it; the hints name it: rpa.hints)
+#: the user launched rpa (run.sh sets it; the hints name it: rpa.hints), and what a group
+#: (--processes) tells its processes (rpa.run.processes)
 NOT_KNOBS = frozenset(
-    f"{ENV_PREFIX}{name}" for name in ("CONFIG", "DEBUG", "LAUNCHER", "GROUP_REPORT")
+    f"{ENV_PREFIX}{name}" for name in ("CONFIG", "DEBUG", "LAUNCHER", "GROUP_REPORT", "GROUP_SIZE")
 )
 #: read from the working directory when neither --config nor RPA_CONFIG names a file
 DEFAULT_CONFIG_NAME = "rpa.toml"

@@ -57,6 +57,26 @@ def test_two_processes_do_the_queue_once_with_one_summary(tmp_path: Path) -> Non
     assert cli.status()["totals"]["done"] == len(ids)
 
 
+def test_a_small_queue_is_shared_by_the_group_s_processes(tmp_path: Path) -> None:
+    """24 papers, 2 processes of 100 workers each: the first to claim takes its share, not
+    the whole queue while the other process (and its extraction core) has nothing to do. (The
+    other may start late on a loaded machine, and the first then does more: a quarter each
+    at least.)"""
+    mirror, ids = _mirror()
+    with mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids_file = write_ids(tmp_path / "ids.txt", ids[:24])
+        result = cli.run("run", str(ids_file), "--processes", "2",
+                         *cli.knobs(extract_workers=2))  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+    _once(cli)
+    done_by = cli.query(
+        "SELECT run_id, count(*) FROM attempts WHERE stage = 'outcome' AND outcome = 'ok' "
+        "GROUP BY run_id"
+    )
+    assert len(done_by) == 2 and min(n for _, n in done_by) >= 6, done_by
+
+
 def test_json_lines_of_a_group(tmp_path: Path) -> None:
     """--log-format json off a terminal: every stdout line is JSON, the group's summary last."""
     mirror, ids = _mirror()

@@ -68,6 +68,40 @@ def test_enqueue_is_idempotent_and_claims_are_fifo(store: QueueStore) -> None:
     assert [j.id for j in jobs.claim(store, "r", 3, 60, NOW)] == KEYS[:3]
 
 
+def test_a_claim_takes_no_more_than_its_share_of_the_queue_s_end(store: QueueStore) -> None:
+    """200 jobs, two live runs: run-a, holding none, claims 100 of the 150 it asks (half of
+    what is claimable or leased), and no more while it holds them; run-b the other 100. A
+    group of 4 whose other processes have not registered yet shares as 4. Without `share`, a
+    claim takes what it asks."""
+    runs.register_run(store, RunInfo("run-a", "run", NOW, 5.0, "{}"))
+    runs.register_run(store, RunInfo("run-b", "run", NOW, 5.0, "{}"))
+    a = jobs.claim(store, "run-a", 150, 60, NOW, share=1)
+    assert len(a) == 100
+    assert jobs.claim(store, "run-a", 150, 60, NOW, share=1, holding=100) == []
+    b = jobs.claim(store, "run-b", 150, 60, NOW, share=1)
+    assert len(b) == 100
+    # run-a finished 60 of its jobs; 40 new ones came: of 180 claimable or leased, 90 each
+    for job in a[:60]:
+        assert jobs.complete(store, "run-a", job.lease, record(job.id), "/x.json", NOW)
+    store.enqueue([f"2302.{i:05d}" for i in range(1, 41)], NOW)
+    assert len(jobs.claim(store, "run-a", 150, 60, NOW, share=1, holding=40)) == 40
+    assert jobs.claim(store, "run-b", 150, 60, NOW, share=1, holding=100) == []
+    # a group of 4: 40 new jobs, 180 leased: a share is 55, and run-b holds 100
+    store.enqueue([f"2303.{i:05d}" for i in range(1, 41)], NOW)
+    assert jobs.claim(store, "run-b", 150, 60, NOW, share=4, holding=100) == []
+    assert len(jobs.claim(store, "run-c", 150, 60, NOW, share=4)) == 40  # holding none
+    assert len(jobs.claim(store, "run-c", 150, 60, NOW)) == 0  # nothing left
+    # 100 s later run-a and run-b are dead by their heartbeats: run-d is alone, and takes all
+    later = NOW + 100
+    runs.register_run(store, RunInfo("run-d", "run", later, 5.0, "{}"))
+    store.enqueue(["2304.00001", "2304.00002", "2304.00003"], later)
+    assert len(jobs.claim(store, "run-d", 40, 60, later, share=1, holding=50)) == 3
+    # without a share, what it asks
+    store.enqueue(["2304.00004", "2304.00005"], later)
+    runs.register_run(store, RunInfo("run-e", "run", later, 5.0, "{}"))
+    assert len(jobs.claim(store, "run-d", 40, 60, later, holding=500)) == 2
+
+
 def test_two_claimers_in_threads_never_share_a_job(db: str) -> None:
     """Real concurrency: four connections claim from one queue at once."""
     setup = open_store(db)

@@ -205,7 +205,7 @@ def _execute(
 
     # Imported here, not above: `rpa status` never loads the runner (and bench/rpa_main.py
     # swaps rpa.run.runner.Runner before a run starts).
-    from rpa.run.processes import ProcessGroup
+    from rpa.run.processes import ProcessGroup, group_size
     from rpa.run.runner import Runner
 
     settings = resolved.settings
@@ -225,6 +225,7 @@ def _execute(
             settings, command=command, run_id=run_id, notices=notices, write_metrics=metrics,
             stages=stages,
         )  # fmt: skip
+        runner.feeder.share = group_size()
     # What is alive now (every imported module, the settings) lives as long as the process:
     # frozen, the collector's full passes no longer walk it on the loop thread (54 ms each).
     gc.freeze()

@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rpa.queue.clock import now_of
 from rpa.queue.model import (
     ACTIVE_STAGES,
     HELD,
@@ -29,6 +30,7 @@ from rpa.queue.model import (
     Job,
     Lease,
 )
+from rpa.queue.runs import live_runs
 from rpa.queue.sql import Params, Row, chunks
 from rpa.queue.store import QueueStore
 
@@ -101,16 +103,59 @@ def claim(
     lease_seconds: float,
     now: float | None = None,
     stages: Sequence[str] | None = None,
+    *,
+    share: int = 0,
+    holding: int = 0,
 ) -> list[Job]:
     """Lease up to `limit` claimable jobs (FIFO) to `run_id`, optionally only in `stages`;
     expiring `lease_seconds` from `now` (None: the database's clock). A run found dead
-    (its row no longer `running`) claims nothing."""
+    (its row no longer `running`) claims nothing.
+
+    `share` (0: off) shares the end of the queue with the other runs on it, `share` runs at
+    least (a group's processes, some not registered yet): a run `holding` leases takes no
+    more than brings it to a 1/R share of the jobs claimable or leased, R the live runs (or
+    one job, while it holds none). A big queue's claims are not changed by it; its last jobs
+    (or a small queue's) are spread over the runs, instead of all going to the first to ask
+    while the others' cores stand idle."""
     wanted = tuple(stages or ACTIVE_STAGES)
     if not set(wanted) <= set(ACTIVE_STAGES):
         raise ValueError(f"not claimable stages: {wanted}")
+    if share:
+        runs = max(share, len(live_runs(store, now)))
+        limit = _fair(store, limit, runs, holding, now, wanted) if runs > 1 else limit
+        if limit <= 0:
+            return []
     rows = store.backend.claim(run_id, limit, lease_seconds, now, wanted)
     # RETURNING gives no order: FIFO is the claim's order, by seq
     return [_job(r) for r in sorted(rows, key=lambda r: r["seq"])]
+
+
+def _fair(
+    store: QueueStore,
+    limit: int,
+    runs: int,
+    holding: int,
+    now: float | None,
+    stages: Sequence[str],
+) -> int:
+    """How many of `limit` a run holding `holding` leases may claim, one of `runs` (see
+    `claim`). The claimable jobs are counted up to `limit` x `runs` only: when there are
+    that many, the share does not bind, and a big queue costs one bounded count more."""
+    marks = ", ".join("?" * len(stages))
+    bound = limit * runs
+    row = store.sql.one(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM jobs WHERE lease_owner IS NULL "
+        "  AND stage IN ('queued', 'downloaded', 'extracted') "
+        f"  AND stage IN ({marks}) AND next_attempt_at <= ? LIMIT ?) AS claimable",
+        (*stages, now_of(store.sql, now), bound),
+    )
+    claimable = int(row["n"]) if row else 0
+    if claimable >= bound:
+        return limit
+    row = store.sql.one("SELECT count(*) AS n FROM jobs WHERE lease_owner IS NOT NULL")
+    leased = int(row["n"]) if row else 0
+    fair = -(-(claimable + leased) // runs)  # ceil
+    return min(limit, max(fair - holding, 1 if holding == 0 else 0))
 
 
 def _fenced(

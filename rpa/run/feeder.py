@@ -2,7 +2,8 @@
 
     feeder ──claims──▶ local queue ──▶ worker × N ──▶ JobProcessor (download ▸ extract ▸ outcome)
 
-The feeder claims as many jobs as workers are idle (at most 256 a claim), only at the stages
+The feeder claims as many jobs as workers are idle (at most 256 a claim; when other runs are
+live, at most its share of the queue's end: rpa.queue.jobs.claim), only at the stages
 host health allows (`HostHealth.claimable`), and not while the disk guard says space is short.
 When nothing is claimable it waits for the next retry to come due (said once), and while
 other runs hold leases it waits for them too (said, with how long since each was heard from):
@@ -84,6 +85,9 @@ class Feeder:
         #: why the run stopped because the queue database or the metadata API stayed away
         self.stayed_away: str | None = None
         self.idle = 0
+        #: its claims share the queue's last jobs with the live runs, this many at least
+        #: (rpa.queue.jobs.claim; a group's processes: rpa.run.processes.group_size)
+        self.share = 1
         self.stopping = False
         #: nothing claimable before this (wall clock), while the workers wait for it
         self.idle_until: float | None = None
@@ -197,7 +201,7 @@ class Feeder:
                 continue
             claimed = await self._queue.run(
                 jobs.claim, self._run_id, min(demand, MAX_CLAIM), s.lease_seconds,
-                None, self._hosts.claimable(),
+                None, self._hosts.claimable(), share=self.share, holding=len(self.held),
             )  # fmt: skip
             self._tally.taken += len(claimed)
             for n, job in enumerate(claimed, start=1):
@@ -219,7 +223,9 @@ class Feeder:
                     if not holders:
                         return
                     self._say_held(holders)  # theirs: finished, or reclaimed when dead
-                    await self._pause(IDLE_POLL * 4)
+                    # looked at again soon: the others' last papers (a group's, or a
+                    # fleet's) end within a paper's time, and this run ends with them
+                    await self._pause(IDLE_POLL)
                     continue
                 if wait is None:  # a host is down: its papers wait for it to answer
                     await self._pause(IDLE_POLL * 4)

@@ -45,10 +45,12 @@ from rpa.run.merge import merge_snapshots, merge_summaries, merge_windows
 from rpa.run.signals import catch_stops, release_stops
 from rpa.run.snapshot import RunSnapshot, RunSummary
 
-__all__ = ["ENV_REPORT", "READ_INTERVAL", "ProcessGroup", "report", "shares"]
+__all__ = ["ENV_REPORT", "READ_INTERVAL", "ProcessGroup", "group_size", "report", "shares"]
 
 #: the file prefix a group's process writes its reports to (no knob: set by the group)
 ENV_REPORT = f"{ENV_PREFIX}GROUP_REPORT"
+#: how many processes the group has (no knob: set by the group; see `group_size`)
+ENV_SIZE = f"{ENV_PREFIX}GROUP_SIZE"
 #: seconds between two reads of the processes' snapshots
 READ_INTERVAL = 0.25
 
@@ -60,6 +62,16 @@ def report(what: RunSnapshot | RunSummary) -> None:
     if prefix:
         suffix = ".summary" if isinstance(what, RunSummary) else ".snapshot"
         atomic_write(Path(prefix + suffix), pickle.dumps(what), sync=False)
+
+
+def group_size() -> int:
+    """In a group's process, how many processes the group has (1 outside a group): its
+    claims share the queue's last jobs with that many runs at least, registered yet or not
+    (rpa.queue.jobs.claim's `share`)."""
+    try:
+        return max(1, int(os.environ.get(ENV_SIZE, "1")))
+    except ValueError:
+        return 1
 
 
 def shares(total: int, parts: int) -> list[int]:
@@ -123,6 +135,7 @@ class ProcessGroup:
         env[f"{ENV_PREFIX}PROGRESS"] = "false"
         env[f"{ENV_PREFIX}LOG_FORMAT"] = "text"
         env[ENV_REPORT] = str(self._folder / f"p{k + 1}")
+        env[ENV_SIZE] = str(self.count)
         return env
 
     # ---- the run -------------------------------------------------------------------------
