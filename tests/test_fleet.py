@@ -43,6 +43,18 @@ def start(cli: Cli, *args: str) -> subprocess.Popen[bytes]:
         )  # fmt: skip
 
 
+def _holders(db: str) -> int:
+    """How many runs hold leases on the queue now."""
+    store = open_store(db, readonly=True)
+    try:
+        row = store.sql.one(
+            "SELECT count(DISTINCT lease_owner) AS n FROM jobs WHERE lease_owner IS NOT NULL"
+        )
+        return int(row["n"]) if row else 0
+    finally:
+        store.close()
+
+
 def fleet_run(tmp_path: Path, db: str) -> None:
     files = {f"{p.stem}-{i}": p for i in range(5) for p in sample_pdfs()}  # 30 papers
     # every download takes a moment, so the kill finds some in flight
@@ -55,7 +67,11 @@ def fleet_run(tmp_path: Path, db: str) -> None:
         wait_until(lambda: mirror.total_requests >= 1, 60, "the first run's requests", first)
         others = [start(cli, "resume", *knobs) for _ in range(2)]
         victim = others[0]
-        wait_until(lambda: mirror.total_requests >= 9, 60, "three runs at work", victim)
+
+        def at_work() -> bool:  # each holds jobs (the others must find the victim dead)
+            return mirror.total_requests >= 9 and _holders(db) == 3
+
+        wait_until(at_work, 60, "three runs at work", victim)
         in_flight_at_kill = mirror.total_requests
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)

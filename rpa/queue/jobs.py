@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rpa.queue.clock import now_of
+from rpa.queue.fair import fair_limit
 from rpa.queue.model import (
     ACTIVE_STAGES,
     HELD,
@@ -122,40 +122,12 @@ def claim(
         raise ValueError(f"not claimable stages: {wanted}")
     if share:
         runs = max(share, len(live_runs(store, now)))
-        limit = _fair(store, limit, runs, holding, now, wanted) if runs > 1 else limit
+        limit = fair_limit(store, limit, runs, holding, now, wanted) if runs > 1 else limit
         if limit <= 0:
             return []
     rows = store.backend.claim(run_id, limit, lease_seconds, now, wanted)
     # RETURNING gives no order: FIFO is the claim's order, by seq
     return [_job(r) for r in sorted(rows, key=lambda r: r["seq"])]
-
-
-def _fair(
-    store: QueueStore,
-    limit: int,
-    runs: int,
-    holding: int,
-    now: float | None,
-    stages: Sequence[str],
-) -> int:
-    """How many of `limit` a run holding `holding` leases may claim, one of `runs` (see
-    `claim`). The claimable jobs are counted up to `limit` x `runs` only: when there are
-    that many, the share does not bind, and a big queue costs one bounded count more."""
-    marks = ", ".join("?" * len(stages))
-    bound = limit * runs
-    row = store.sql.one(
-        "SELECT count(*) AS n FROM (SELECT 1 FROM jobs WHERE lease_owner IS NULL "
-        "  AND stage IN ('queued', 'downloaded', 'extracted') "
-        f"  AND stage IN ({marks}) AND next_attempt_at <= ? LIMIT ?) AS claimable",
-        (*stages, now_of(store.sql, now), bound),
-    )
-    claimable = int(row["n"]) if row else 0
-    if claimable >= bound:
-        return limit
-    row = store.sql.one("SELECT count(*) AS n FROM jobs WHERE lease_owner IS NOT NULL")
-    leased = int(row["n"]) if row else 0
-    fair = -(-(claimable + leased) // runs)  # ceil
-    return min(limit, max(fair - holding, 1 if holding == 0 else 0))
 
 
 def _fenced(
