@@ -63,6 +63,12 @@ _URL_RE = re.compile(
     r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?(?P<host>[^/]*)(?P<path>/.*)?", re.DOTALL
 )
 _ARXIV_HOSTS = frozenset({"arxiv.org", "www.arxiv.org", "export.arxiv.org"})
+#: arXiv's DOIs (10.48550/arXiv.2201.13352), in lower case; and how a DOI is given
+_ARXIV_DOI = "10.48550/arxiv."
+_DOI_PREFIXES = (
+    "doi:", "https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/",
+    "doi.org/",
+)  # fmt: skip
 _URL_PATH_RE = re.compile(r"/(?:abs|pdf)/(?P<id>.+?)(?:\.pdf)?/?")
 
 
@@ -217,12 +223,20 @@ def _parse_url(text: str, stripped: str) -> PaperId:
         raise InvalidIdError(text, f"only http(s) arXiv URLs are accepted, not {scheme}:")
     if host not in _ARXIV_HOSTS:
         raise InvalidIdError(text, f"URL host {host!r} is not arxiv.org")
-    if "?" in stripped:
-        raise InvalidIdError(text, "arXiv URLs with a query string are not accepted")
-    pm = _URL_PATH_RE.fullmatch(m["path"] or "")
+    # a browser's copy (/abs/2301.00001?context=cs, #S2): what follows the path is not the ID
+    path = re.split(r"[?#]", m["path"] or "", maxsplit=1)[0]
+    pm = _URL_PATH_RE.fullmatch(path)
     if pm is None:
         raise InvalidIdError(text, "an arXiv URL must be /abs/<id> or /pdf/<id>")
     return _parse_bare(text, pm["id"])
+
+
+def _parse_doi(text: str, doi: str) -> PaperId:
+    """arXiv's own DOI of a paper (10.48550/arXiv.<id>), given without its doi: or doi.org
+    prefix."""
+    if not doi.lower().startswith(_ARXIV_DOI):
+        raise InvalidIdError(text, "not an arXiv DOI (arXiv's prefix is 10.48550/arXiv.)")
+    return _parse_bare(text, doi[len(_ARXIV_DOI) :])
 
 
 def parse_id(text: str) -> PaperId:
@@ -258,6 +272,11 @@ def parse_id(text: str) -> PaperId:
         return _parse_ext(text, stripped[4:])
     if lowered.startswith("arxiv:"):
         return _parse_bare(text, stripped[6:])
+    for prefix in _DOI_PREFIXES:
+        if lowered.startswith(prefix):
+            return _parse_doi(text, stripped[len(prefix) :])
+    if lowered.startswith("10.") and "/" in lowered:  # a bare DOI
+        return _parse_doi(text, stripped)
     if "://" in stripped or lowered.split("/", 1)[0] in _ARXIV_HOSTS:
         return _parse_url(text, stripped)
     if ":" in stripped:
