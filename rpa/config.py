@@ -157,6 +157,10 @@ class Settings:
         "per-host caps 'host=N/Ts,...': at most N requests in any T s ('' = none)",
     )
     max_attempts: int = _knob(5, "attempts per paper before it fails for good", minimum=1)
+    first_misses: int = _knob(
+        20, "stop the run when the PDF source answers 'not found' for each of its first N "
+        "papers and serves none (a wrong --pdf-url); 0 = never", minimum=0,
+    )  # fmt: skip
     retry_base: float = _knob(2.0, "first retry delay, seconds (doubles, with jitter)", minimum=0)
     retry_max: float = _knob(600.0, "longest retry delay, seconds", minimum=0)
     lease_seconds: float = _knob(120.0, "job lease length; renewed while working", minimum=1)
@@ -268,11 +272,17 @@ def _coerce(f: dataclasses.Field[Any], value: Any, origin: str) -> Any:
         if kind == "int":
             if isinstance(value, bool):
                 raise ValueError("booleans are not numbers")
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError(f"not a whole number: {value!r}") from None
         if kind == "float":
             if isinstance(value, bool):
                 raise ValueError("booleans are not numbers")
-            return float(value)
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"not a number: {value!r}") from None
         if kind == "Path":
             return Path(str(value)).expanduser()
         if f.name == "db":

@@ -10,7 +10,8 @@
     │   └── DatabaseStayedAway    it stayed unavailable past --db-wait: the run stops, interrupted
     ├── StayedAway                a condition outlasted its bound: the run stops, interrupted
     │   ├── (DatabaseStayedAway)  the queue database, past --db-wait (a DatabaseError too)
-    │   └── MetadataStayedAway    arXiv's metadata API, past --metadata-wait or never there
+    │   ├── MetadataStayedAway    arXiv's metadata API, past --metadata-wait or never there
+    │   └── SourceMissesAll       the PDF source found none of its first --first-misses papers
     ├── RunCrashed                the run itself cannot go on (its database broke under it)
     ├── DeclaredDead              another run found this one dead (no heartbeat) and took its jobs
     └── JobError                  a failure of one paper; `kind` is stored in the queue
@@ -67,8 +68,9 @@ __all__ = [
     "HttpTransient", "InputError", "InternalError", "InvalidIdError", "InvalidPdf", "JobError",
     "MemoryCapExceeded", "MemoryPressure", "MetadataStayedAway", "NotFound", "NotPdf",
     "OutUnwritable", "PermanentError", "Poison", "QueueUnavailable", "RetryAfter", "RpaError",
-    "RunLevelError", "StayedAway", "TooLarge", "TransientError", "TransientIo", "TruncatedBody",
-    "TruncatedTar", "WorkerCrashed", "WriteError", "ZeroPages", "error_for_kind",
+    "RunLevelError", "SourceMissesAll", "StayedAway", "TooLarge", "TransientError",
+    "TransientIo", "TruncatedBody", "TruncatedTar", "WorkerCrashed", "WriteError", "ZeroPages",
+    "error_for_kind",
 ]  # fmt: skip
 
 
@@ -114,6 +116,10 @@ class StayedAway(RpaError):
     """A condition of the run's world outlasted its bound: the run stops as `interrupted`
     (nothing is charged to any paper) and `rpa resume` continues (rpa.run.feeder)."""
 
+    #: were papers charged for it (said at the stop); what `rpa resume` does, as said
+    charged = False
+    resume = "continues once it is back"
+
 
 class DatabaseStayedAway(DatabaseError, StayedAway):
     """The queue database stayed unavailable longer than --db-wait: the run stops as
@@ -124,6 +130,15 @@ class MetadataStayedAway(StayedAway):
     """arXiv's metadata API gave no answer for longer than --metadata-wait, or never answered
     in this run (a wrong --metadata-url): the papers waiting for their metadata are not
     charged, nor done without it; the run stops as `interrupted` and `rpa resume` continues."""
+
+
+class SourceMissesAll(StayedAway):
+    """The PDF source answered 'not found' for each of the first --first-misses papers asked
+    of it and served none: likelier a wrong --pdf-url than that many missing papers. They are
+    failed `not_found`; the run stops as `interrupted` (rpa.run.misses)."""
+
+    charged = True
+    resume = "continues once the source is right (`--reconfigure --pdf-url ...`)"
 
 
 class RunCrashed(RpaError):

@@ -131,12 +131,15 @@ def test_failures_lists_each_failed_paper_and_its_ids_feed_another_run(
         as_json = run_cli(cli, "failures", "--db", db, "--json")
         listed = run_cli(cli, "failures", "--db", db, "--ids")
         none = run_cli(cli, "failures", "--db", db, "--kind", "timeout")
+        of_kind = run_cli(cli, "failures", "--db", db, "--kind", "not_found")
         bad = run_cli(cli, "failures", "--db", db, "--kind", "nope")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].startswith("ext:gone-1  not_found  1 attempt  at download  last try ")
     assert lines[1].startswith("    HTTP 404") and lines[1].endswith("/gone-1")
     assert lines[-1].startswith("2 failed papers; `rpa retry --db")
+    # the hint puts back what was listed, not every failure
+    assert of_kind.stdout.splitlines()[-1].endswith(" --kind not_found` puts them back")
     papers = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [(p["id"], p["kind"], p["attempts"]) for p in papers] == [
         ("ext:gone-1", "not_found", 1),

@@ -57,7 +57,8 @@ def test_config_found_by_env_then_cwd(tmp_path: Path) -> None:
     [
         ({"flags": {"workers": 0}}, "workers must be at least 1"),
         ({"flags": {"extract_pool": "fork"}}, "extract_pool must be one of"),
-        ({"env": {"RPA_WORKERS": "many"}}, "RPA_WORKERS"),
+        ({"env": {"RPA_WORKERS": "many"}}, "RPA_WORKERS: workers: not a whole number: 'many'"),
+        ({"env": {"RPA_RETRY_BASE": "soon"}}, "retry_base: not a number: 'soon'"),
         ({"env": {"RPA_WROKERS": "5"}}, "names no knob \\(did you mean 'RPA_WORKERS'\\?\\)"),
         ({"env": {"RPA_ZZZ": "5"}}, "RPA_ZZZ names no knob$"),
         ({"flags": {"pdf_url": "http://x/pdf"}}, "{id}"),

@@ -414,6 +414,7 @@ def test_403_stops_downloads_finishes_what_is_downloaded_and_resume_completes(
         result = cli.run("run", str(ids), *knobs)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "refused us" in result.stdout and "rpa resume" in result.stdout
+        assert "arXiv's bulk data" not in result.stdout  # the advice is arXiv's, for arXiv
         refused_at = mirror.request_times(denied)[0]
         # nothing was asked after the 403 but what was already in flight (2 at once here)
         after = [t for t in mirror.request_times() if t > refused_at]

@@ -211,6 +211,11 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path: Path) -> No
     assert str(records(cli)["1605.08386"]["title"]).startswith("=HYPERLINK(")  # JSON as it is
     plain = rows()["astro-ph/0601001"]
     assert not plain["title"].startswith("'")  # an ordinary title is untouched
+    # without --format, -o's extension names it: .csv is CSV, an unknown one JSON lines
+    for name, first in (("out.csv", "id,"), ("out.CSV", "id,"), ("out.txt", "{")):
+        done = cli.run("export", "--db", str(cli.db), "-o", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / name).read_text().startswith(first), name
 
 
 def test_a_pdfs_own_title_that_starts_a_formula_is_neutralised_in_csv(tmp_path: Path) -> None:

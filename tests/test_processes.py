@@ -114,6 +114,8 @@ def test_ctrl_c_stops_every_process_and_resume_finishes(tmp_path: Path) -> None:
         log = (tmp_path / "run.log").read_text()
         assert code == 130, log
         assert "interrupted" in log and "Traceback" not in log
+        # each process saw its sibling's leases at its end: not "another live run" of the queue
+        assert "in another live run" not in log, log
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
         left = [r for r in ps.splitlines() if str(cli.db) in r]
         assert left == [], left  # no process of the group outlived it

@@ -113,7 +113,7 @@ def parse_only(args: list[str]) -> None:
 
 
 def test_the_pages_show_commands() -> None:
-    """The reader below must find them: the README's five things, and docs/ pages."""
+    """The reader below must find them: the README's six things, and docs/ pages."""
     documented = _documented()
     assert len(documented) > 100
     readme = {tuple(c[:1]) for page, c in documented if page == "README.md"}

@@ -51,7 +51,9 @@ WATCH_INTERVAL = 1.0
 
 @with_knobs({"db", "metrics_file"})
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="stable JSON (schema in README)")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="stable JSON (schema: docs/status.md)")
+    ] = False,
     watch: Annotated[
         bool,
         typer.Option(help="refresh every second until Ctrl-C (with --json: one JSON line each)"),
@@ -145,7 +147,8 @@ def failures(
         sys.stdout.flush()
     which = f" of kind {', '.join(kinds)}" if kinds else ""
     if n and not (as_json or ids):
-        retry = command_hint(f"retry --db {redact(db)}")
+        kind_flags = "".join(f" --kind {k}" for k in kinds or ())
+        retry = command_hint(f"retry --db {redact(db)}{kind_flags}")
         out.print(f"{count(n, 'failed paper')}{which}; `{retry}` puts them back")
     elif not n:
         err.print(f"no failed papers{which} in {redact(db)}")
@@ -159,11 +162,22 @@ class ExportFormat(enum.StrEnum):
     parquet = "parquet"
 
 
+#: the format an output file's extension names (`rpa export -o`), when --format is not given
+_BY_SUFFIX = {
+    ".csv": ExportFormat.csv,
+    ".parquet": ExportFormat.parquet,
+    ".pq": ExportFormat.parquet,
+}
+
+
 @with_knobs({"db"})
 def export(
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="the format")] = (
-        ExportFormat.jsonl
-    ),
+    fmt: Annotated[
+        Optional[ExportFormat],  # noqa: UP045
+        typer.Option(
+            "--format", help="the format [default: -o's extension (.csv, .parquet), else jsonl]"
+        ),
+    ] = None,
     output: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option("--output", "-o", help="file [default: stdout; parquet needs a file]"),
@@ -185,10 +199,13 @@ def export(
     Examples:
 
     \b
-    rpa export --format csv -o outcomes.csv
-    rpa export --format parquet -o outcomes.parquet
+    rpa export -o outcomes.csv
+    rpa export -o outcomes.parquet
     rpa export | head -3
     """
+    if fmt is None:
+        suffix = output.suffix.lower() if output is not None else ""
+        fmt = _BY_SUFFIX.get(suffix, ExportFormat.jsonl)
     if fmt == "parquet" and output is None:
         say("error: ", "--format parquet writes a file: give -o PATH")
         raise typer.Exit(EXIT_USAGE)

@@ -36,7 +36,8 @@ RECONFIGURE = Annotated[
     typer.Option(
         "--reconfigure",
         help="allow changing settings stored in the queue (out, pdf_url, pdf_tar, extractor, "
-        "rate_limits, max_pdf_mb, follow_redirects, a stage's call, kind, version or after); "
+        "rate_limits, max_pdf_mb, follow_redirects, metadata, metadata_url, metadata_file, a "
+        "stage's call, kind, version or after); "
         "the change is recorded",
     ),
 ]

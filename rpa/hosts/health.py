@@ -207,10 +207,11 @@ class HostHealth:
         host = host or self.primary
         if self.gates.open_breaker(host, reason):
             if host.lower().rstrip(".") == self.primary:
+                arxiv = host.lower().rstrip(".").endswith("arxiv.org")
                 self._notices.add(
                     f"{host} refused us ({reason}); downloads from it stopped. Finishing what "
-                    f"is downloaded. Wait before `{command_hint('resume')}`; arXiv's bulk data "
-                    "is the way for large lists."
+                    f"is downloaded. Wait before `{command_hint('resume')}`"
+                    + ("; arXiv's bulk data is the way for large lists." if arxiv else ".")
                 )
             else:
                 self._notices.add(

@@ -1,7 +1,8 @@
 """One paper's failed attempt carried out: the failure policy's verdict (rpa.run.policy) made
 real for the job processor (rpa.run.job): the paper given back, held, retried or failed in the
 queue (fenced by its lease), its host told (down, refusing us, asking us to wait), the disk
-guard told of an --out that cannot take files, the run's tally and notices. Only a failure to
+guard told of an --out that cannot take files, the run's tally and notices; too many 'not
+found' while the source has served no PDF stop the run (rpa.run.misses). Only a failure to
 record the failure (the database itself broken) ends the run, as `RunCrashed`.
 """
 
@@ -20,6 +21,7 @@ from rpa.queue.aio import AsyncQueue
 from rpa.queue.model import Failure, Job
 from rpa.run import policy
 from rpa.run.disk import DiskGuard
+from rpa.run.misses import FirstMisses
 from rpa.run.tally import Tally
 
 __all__ = ["FailureRecorder"]
@@ -51,6 +53,8 @@ class FailureRecorder:
         self.network = network
         self.stopping = stopping
         self.disk = disk
+        #: 'not found' papers while the source has served none (rpa.run.misses)
+        self.misses = FirstMisses(settings)
 
     async def _give_back(self, job: Job) -> None:
         """Back to the queue as it was claimed: no attempt counted."""
@@ -60,7 +64,7 @@ class FailureRecorder:
     async def fail(self, job: Job, exc: errors.JobError, stage: str) -> None:
         try:
             await self._record(job, exc, stage)
-        except (asyncio.CancelledError, errors.DatabaseStayedAway):
+        except (asyncio.CancelledError, errors.StayedAway):
             raise
         except Exception as inner:  # the failure itself cannot be recorded: the run stops
             raise errors.RunCrashed(
@@ -109,6 +113,8 @@ class FailureRecorder:
         if final:
             meter.failed += 1
             self.tally.failed_for_good(exc.kind, exc.message, job.id)
+            if stage == "download":
+                self.misses.missed(job.id, exc)  # the limit's: the run stops
         elif verdict.action != "hold":  # a held paper is no retry: the run's end says it
             if verdict.counted:
                 meter.retried += 1

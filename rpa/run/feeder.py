@@ -169,8 +169,9 @@ class Feeder:
         if self.stayed_away is None:
             self.stayed_away = str(exc)
             self._notices.add(
-                f"the run stops: {exc}; no paper was charged for it. `{command_hint('resume')}` "
-                "continues once it is back"
+                f"the run stops: {exc}"
+                + ("" if exc.charged else "; no paper was charged for it")
+                + f". `{command_hint('resume')}` {exc.resume}"
             )
         self.stop()
         self.cancel_workers()

@@ -221,6 +221,7 @@ class JobProcessor:
             with self._running(meter, job, "download", started, wait):
                 result = await self._fetch(job, private)
         if self.source.network:
+            self.failures.misses.served()  # (a file's or a tar member's: once it is done)
             self.hosts.answered(urlsplit(result.final_url).hostname)
             self.hosts.paper_fetched(job.id)
         wait += result.gate_wait
@@ -277,6 +278,7 @@ class JobProcessor:
         took = time.perf_counter() - t0 + float(result.get("record_seconds", 0.0))  # type: ignore[arg-type]
         meter.done += 1
         meter.durations.add(took)
+        self.failures.misses.served()
         self._attempt(job, "outcome", started, 0.0, took)
         self.tally.finished(job.id, time.perf_counter() - start)
         self.tally.checked(job.id, _text(result.get("stamp_mismatch")))

@@ -210,8 +210,8 @@ def prepare(
         remaining = totals.remaining
         if report is not None and report.valid == 0 and remaining == 0:
             raise InputError(
-                f"{ids} holds no valid ID ({report.lines} lines, {report.invalid} invalid) and "
-                "the queue has no work left: nothing to do"
+                f"{ids} holds no valid ID ({report.lines} ID lines besides blank lines and "
+                f"comments, {report.invalid} invalid) and the queue has no work left: nothing to do"
             )
         present = tars.members if tars and tars.listed is None else (
             (tars.listed or 0) - tars.missing if tars else 0)  # fmt: skip

@@ -43,7 +43,7 @@ from rpa.files import atomic_write
 from rpa.queue import open_store, reads
 from rpa.run.merge import merge_snapshots, merge_summaries, merge_windows
 from rpa.run.signals import catch_stops, release_stops
-from rpa.run.snapshot import RunSnapshot, RunSummary
+from rpa.run.snapshot import ELSEWHERE, RunSnapshot, RunSummary
 
 __all__ = ["ENV_REPORT", "READ_INTERVAL", "ProcessGroup", "group_size", "report", "shares"]
 
@@ -207,9 +207,14 @@ class ProcessGroup:
 
     def _own(self, messages: list[str]) -> list[str]:
         """Without the processes' waits for each other's jobs (a process out of work waits
-        for its siblings' leases: rpa resume's wait for other runs' jobs)."""
+        for its siblings' leases: rpa resume's wait for other runs' jobs), nor what each
+        process's end said of jobs 'in another live run': its siblings' (`_summary` says the
+        group's own)."""
         siblings = [s.run_id for s in self._snaps.values()]
-        return [m for m in messages if not any(r in m for r in siblings)]
+        return [
+            m for m in messages
+            if not any(r in m for r in siblings) and not m.endswith(ELSEWHERE)
+        ]  # fmt: skip
 
     def _summary(self, codes: list[int]) -> RunSummary:
         """Blocking: the reports' files and the queue's totals at the end."""
@@ -224,7 +229,9 @@ class ProcessGroup:
         parts = [summaries[k] for k in sorted(summaries)]
         store = open_store(self.settings.db)
         try:
-            totals = reads.totals(store, time.time())
+            # the group's processes have ended, and released what they held: what is held
+            # now is other runs' (or a lost process's, whose leases expire)
+            totals, held = reads.end_of_run_totals(store, "")
         finally:
             store.close()
         wall = time.perf_counter() - self._t0
@@ -239,4 +246,8 @@ class ProcessGroup:
         if lost and left > 0 and status in ("finished", "interrupted"):
             status = "crashed"  # work is left that the lost process held (else: the others did it)
         crash = merged.crash or (lost[0] if lost and status == "crashed" else None)
-        return dataclasses.replace(merged, totals=totals, status=status, crash=crash)
+        messages = merged.messages + ([f"{held} jobs {ELSEWHERE}"] if held > 0 else [])
+        return dataclasses.replace(
+            merged, totals=totals, status=status, crash=crash, held_elsewhere=max(0, held),
+            messages=messages,
+        )  # fmt: skip

@@ -51,7 +51,7 @@ from rpa.run.metrics_file import MetricsFile
 from rpa.run.progress import Progress
 from rpa.run.publish import prepare_out
 from rpa.run.signals import catch_stops, release_stops
-from rpa.run.snapshot import RunSnapshot, RunSummary
+from rpa.run.snapshot import ELSEWHERE, RunSnapshot, RunSummary
 from rpa.run.source import open_source
 from rpa.run.tally import Tally
 from rpa.run.tasks import describe_crash, start
@@ -312,7 +312,7 @@ class Runner:
                 self._crash = self._crash or reason
             self.notices.add(f"could not record the end of the run: {reason}")
         if self.held_elsewhere:
-            self.notices.add(f"{self.held_elsewhere} jobs are in progress in another live run")
+            self.notices.add(f"{self.held_elsewhere} jobs {ELSEWHERE}")
 
     async def _run_tasks(
         self, processor: JobProcessor, probe_client: httpx.AsyncClient | None

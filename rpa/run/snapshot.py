@@ -15,6 +15,7 @@ from rpa.metrics import WindowStats
 from rpa.queue.model import Totals
 
 __all__ = [
+    "ELSEWHERE",
     "FailureSnapshot",
     "MemorySnapshot",
     "PoolStatistics",
@@ -23,6 +24,9 @@ __all__ = [
     "StageSnapshot",
     "Totals",
 ]
+
+#: how a run's end says the jobs other live runs hold ("N jobs " before it)
+ELSEWHERE = "are in progress in another live run"
 
 
 @dataclass(frozen=True, slots=True)

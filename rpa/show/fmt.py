@@ -90,7 +90,7 @@ def dur(seconds: float | None) -> str:
     """An elapsed time or ETA, compact and whole: '0m07s', '3h04m', '2d03h'; '—' unknown."""
     if seconds is None:
         return "—"
-    seconds = max(0, int(seconds))
+    seconds = max(0, round(seconds))  # 11.96 s is 0m12s, as the "12.0 s" beside it
     days, rest = divmod(seconds, 86400)
     h, rest = divmod(rest, 3600)
     m, s = divmod(rest, 60)
