@@ -175,7 +175,7 @@ class ProcessGroup:
         assert proc.stderr is not None
         async for line in proc.stderr:
             text = line.decode("utf-8", "replace").rstrip()
-            if text:
+            if text and self._own([text]):  # (not what it says of its siblings)
                 self.say(f"[{k + 1}] {text}")
 
     async def _watch(self) -> None:
