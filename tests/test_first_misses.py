@@ -37,7 +37,7 @@ def test_a_wrong_pdf_url_stops_the_run_and_leaves_the_rest_queued(tmp_path: Path
         assert first.returncode == 130, said
         assert "the PDF source found none of the first 5 papers" in said, said
         assert f"is --pdf-url {wrong} right?" in said, said
-        assert "rpa retry --kind not_found" in said and "Traceback" not in said
+        assert f"rpa retry --db {cli.db} --kind not_found" in said and "Traceback" not in said
         stages = [s for s, _ in _state(cli).values()]
         # the 5, and what the 4 workers had in flight then; the rest untouched
         assert 5 <= stages.count("failed") <= 5 + 4 and stages.count("queued") >= 24 - 9

@@ -21,6 +21,7 @@ from __future__ import annotations
 from rpa import errors
 from rpa.config import Settings
 from rpa.hints import command_hint
+from rpa.queue import redact
 
 __all__ = ["FirstMisses"]
 
@@ -33,6 +34,7 @@ class FirstMisses:
         self.source = (
             f"--pdf-tar {settings.pdf_tar}" if settings.pdf_tar else f"--pdf-url {settings.pdf_url}"
         )
+        self.db = redact(settings.db)
         self._missed: set[str] = set()
         self._served = False
         self._last = ""
@@ -49,7 +51,7 @@ class FirstMisses:
         self._missed.add(job_id)
         self._last = exc.message
         if len(self._missed) >= self.limit:
-            retry = command_hint("retry --kind not_found")
+            retry = command_hint(f"retry --db {self.db} --kind not_found")
             raise errors.SourceMissesAll(
                 f"the PDF source found none of the first {len(self._missed)} papers asked of "
                 f"it (the last: {self._last}): is {self.source} right? They are failed "
