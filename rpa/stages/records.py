@@ -35,6 +35,7 @@ from rpa.files import fsync_folder, temp_name
 from rpa.queue import runs
 from rpa.queue.aio import AsyncQueue
 from rpa.queue.store import QueueStore
+from rpa.stages.store import record_of
 
 __all__ = ["JOURNAL", "mark", "noted", "repair", "rewrite", "settle", "unmark"]
 
@@ -84,11 +85,6 @@ def rewrite(path: Path, record: dict[str, Any], run_id: str, note: Path | None) 
     unmark(note)
 
 
-def _record(store: QueueStore, job_id: str) -> dict[str, Any] | None:
-    row = store.sql.one("SELECT outcome_json FROM results WHERE id = ?", (job_id,))
-    return json.loads(row["outcome_json"]) if row and row["outcome_json"] else None
-
-
 async def settle(
     queue: AsyncQueue,
     io: Executor,
@@ -104,7 +100,7 @@ async def settle(
     loop = asyncio.get_running_loop()
     for _ in range(SETTLE_ROUNDS):
         await loop.run_in_executor(io, rewrite, path, record, run_id, None)
-        newest = await queue.run(_record, job_id)
+        newest = await queue.run(record_of, job_id)
         if newest is None or newest == record:
             break
         record = newest

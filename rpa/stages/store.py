@@ -33,6 +33,7 @@ __all__ = [
     "give_back",
     "next_due",
     "pending",
+    "record_of",
     "release_run",
     "reopen",
     "work_left",
@@ -151,6 +152,12 @@ def _results(store: QueueStore, ids: list[str], but: str) -> dict[str, dict[str,
 _FENCE = "WHERE job_id = ? AND stage = ? AND lease_owner = ? AND lease_token = ?"
 
 
+def record_of(store: QueueStore, job_id: str) -> dict[str, Any] | None:
+    """The paper's record in the queue (None before it is done)."""
+    row = store.sql.one("SELECT outcome_json FROM results WHERE id = ?", (job_id,))
+    return json.loads(row["outcome_json"]) if row and row["outcome_json"] else None
+
+
 def complete(
     store: QueueStore,
     job_id: str,
@@ -176,8 +183,7 @@ def complete(
         )
         if not changed:
             return None
-        row = store.sql.one("SELECT outcome_json FROM results WHERE id = ?", (job_id,))
-        record = json.loads(row["outcome_json"]) if row and row["outcome_json"] else {}
+        record = record_of(store, job_id) or {}
         record.setdefault("stages", {})[stage] = result
         store.sql.execute(
             "UPDATE results SET outcome_json = ? WHERE id = ?",
