@@ -222,7 +222,14 @@ class Feeder:
                 if wait is None and not self._hosts.waiting_for_a_host():
                     holders = await self._queue.run(runs.holders, self._run_id)
                     if not holders:
-                        return
+                        # Nothing was due while others held leases; the heartbeat may have
+                        # reclaimed them between the two reads: due now, read after.
+                        again = await self._queue.run(
+                            jobs.next_due, time.time(), self._hosts.claimable()
+                        )
+                        if again is None:
+                            return
+                        continue
                     self._say_held(holders)  # theirs: finished, or reclaimed when dead
                     # looked at again soon: the others' last papers (a group's, or a
                     # fleet's) end within a paper's time, and this run ends with them
