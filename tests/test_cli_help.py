@@ -156,3 +156,47 @@ def test_demo_and_resume_show_the_defaults_they_use() -> None:
     for key in QUEUE_SETTINGS:
         entry = " ".join(resume["--" + key.replace("_", "-")].split())
         assert "[default: the queue's, as first stored]" in entry, entry
+
+
+def test_failures_into_a_closed_pipe_stop_reading_the_queue(tmp_path: Path) -> None:
+    """`rpa failures | head -3` on 20,000 failures: the listing stops when its reader leaves
+    (it went on formatting every paper into nowhere, 9 s for 197,000), exit 0, quietly. How
+    many papers it read is counted by a sitecustomize around the listing's generator: a
+    process's progress through a database cannot be seen from outside."""
+    import subprocess
+    import sys
+
+    from conftest import clean_env, injected
+
+    from rpa.queue import open_store
+
+    db = tmp_path / "q.db"
+    store = open_store(db)
+    store.enqueue([f"ext:p{i:05d}" for i in range(20_000)], 0.0)
+    with store.sql.transaction():
+        store.sql.execute(
+            "UPDATE jobs SET stage = 'failed', error_kind = 'not_found', attempts = 1, "
+            "error_message = 'HTTP 404 from http://127.0.0.1:1/pdfs/x.pdf: no such file'"
+        )
+    store.close()
+    tally = tmp_path / "read.txt"
+    count_reads = (
+        "import atexit, rpa.queue.status as s\n"
+        "_listed = s.failed_papers\nn = [0]\n"
+        "def failed_papers(*a, **k):\n"
+        "    for paper in _listed(*a, **k):\n"
+        "        n[0] += 1\n"
+        "        yield paper\n"
+        "s.failed_papers = failed_papers\n"
+        f"atexit.register(lambda: open({str(tally)!r}, 'w').write(str(n[0])))\n"
+    )
+    env = clean_env(**injected(tmp_path, "count", count_reads))
+    listing = f"{sys.executable} -m rpa failures --db {db}"
+    shell = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {listing} | head -3"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.splitlines()[0].startswith("ext:p00000  not_found  1 attempt")
+    assert "Traceback" not in shell.stderr and "BrokenPipe" not in shell.stderr
+    assert 0 < int(tally.read_text()) < 5_000

@@ -142,6 +142,8 @@ def failures(
                     print(failure_json(paper))
                 else:
                     out.print(failure_lines(paper))
+                    if out.quiet:  # its reader left (`| head`): rich dropped stdout
+                        break
         finally:
             store.close()
         sys.stdout.flush()
