@@ -10,6 +10,7 @@ from pathlib import Path
 
 from conftest import HOSTILE, Cli, clean_env, sample_pdfs, write_ids
 
+from rpa.queue import open_store
 from rpa.testing.mirror import Fault, Mirror
 
 SMALL = min(sample_pdfs(), key=lambda p: p.stat().st_size)
@@ -69,7 +70,35 @@ def test_ids_from_standard_input_a_pipe_and_dev_stdin(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"queued {new} new of 1 valid IDs" in result.stdout
     assert cli.status()["totals"]["done"] == 3
-    assert refused.returncode == 2 and "1 invalid lines (--strict)" in refused.stderr
+    assert refused.returncode == 2 and "1 invalid line (--strict)" in refused.stderr
+
+
+def test_a_refused_run_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    """A run refused for its input makes no queue file and no output folder (a bare `rpa run`
+    made rpa-data/; a file of comments only, or --strict refusing a line, made rpa.db too); a
+    queue that was there stays, with its work."""
+    cli = Cli(tmp_path, "http://127.0.0.1:9/{id}")
+    write_ids(tmp_path / "comments.txt", ["# nothing here yet", ""])
+    write_ids(tmp_path / "bad.txt", ["2401.00001", "not-an-id"])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cases = {
+        ("run",): "give a file of IDs",
+        ("run", "comments.txt"): "comments.txt holds no valid ID",
+        ("run", "bad.txt", "--strict"): "1 invalid line (--strict), first at line 2",
+    }
+    for args, said in cases.items():
+        result = run_cli(cli, *args, "--no-progress")
+        assert result.returncode == 2 and said in result.stderr, (args, result.stderr)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before, args
+    # a queue that was there is kept, and so is what it holds (one paper failed for good)
+    store = open_store(tmp_path / "rpa.db")
+    store.enqueue(["2401.00001"], 0.0)
+    with store.sql.transaction():
+        store.sql.execute("UPDATE jobs SET stage = 'failed', error_kind = 'not_found'")
+    store.close()
+    again = run_cli(cli, "run", "comments.txt", "--no-progress")
+    assert again.returncode == 2 and "holds no valid ID" in again.stderr, again.stderr
+    assert cli.status()["totals"]["failed"] == 1
 
 
 def test_common_mistakes_are_one_clear_line_and_exit_2(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def test_report_and_fifo_order_across_batches(tmp_path: Path, store: QueueStore)
 
 
 def test_strict_refuses_the_whole_file(tmp_path: Path, store: QueueStore) -> None:
-    with pytest.raises(InputError, match=r"1 invalid lines.*line 7.*nothing was queued"):
+    with pytest.raises(InputError, match=r"1 invalid line .*line 7.*nothing was queued"):
         enqueue_file(store, _ids(tmp_path), strict=True, batch_size=4)
     assert reads.totals(store, 0.0).total == 0
 

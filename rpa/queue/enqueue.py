@@ -16,6 +16,7 @@ from pathlib import Path
 from rpa.errors import InputError, InvalidIdError
 from rpa.idlist import KeyBatch, iter_key_batches, readable_twice
 from rpa.queue.store import QueueStore
+from rpa.units import count
 
 __all__ = ["EnqueueReport", "enqueue_file"]
 
@@ -74,7 +75,7 @@ def _enqueue_strict(
     if bad.invalid:
         first = bad.errors[0]
         raise InputError(
-            f"{ids_path}: {bad.invalid} invalid lines (--strict), first at {first}; "
+            f"{ids_path}: {count(bad.invalid, 'invalid line')} (--strict), first at {first}; "
             "nothing was queued"
         )
     return _enqueue(store, readable, batch_size, on_invalid)

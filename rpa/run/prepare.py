@@ -4,11 +4,13 @@
 creates no database); the queue's stored settings are applied (a value that contradicts one is
 refused, naming both, unless `reconfigure`); the set-up is checked (the extractor, the output
 folder); only then are IDs queued. An ID list with no valid ID is an input error unless the
-queue holds work already.
+queue holds work already. A refused command leaves nothing it made behind: a new queue file,
+a new output folder (`_Made`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 from collections.abc import Callable
@@ -179,9 +181,14 @@ def prepare(
         )
         raise ConfigError(f"{where}; start one with `{command_hint('run IDS')}`")
     store: QueueStore | None = open_store(db, create=False) if exists else None
+    made = _Made()
     try:
         stored = catalog.queue_settings(store) if store is not None else {}
         settings, to_store, notes = apply_queue_settings(resolved, stored, reconfigure=reconfigure)
+        if command == "run" and ids is None and not settings.pdf_tar:
+            hint = command_hint("run IDS")
+            raise InputError(f"give a file of IDs ({hint}), or --pdf-tar to run the tars' papers")
+        made.out = None if Path(settings.out).exists() else Path(settings.out)
         check_setup(settings)
         stored_stages = remember.stored_stages(store) if store is not None else {}
         stage_plan = remember.plan(
@@ -190,11 +197,9 @@ def prepare(
         for spec in stage_plan.stages:  # a wrong call is refused before anything is made
             load_call(spec)
         notes += stage_plan.notes
-        if command == "run" and ids is None and not settings.pdf_tar:
-            hint = command_hint("run IDS")
-            raise InputError(f"give a file of IDs ({hint}), or --pdf-tar to run the tars' papers")
         if store is None:
             store = open_store(db, create=True)
+            made.db = None if is_postgres_url(db) else Path(db)
         if to_store:
             catalog.store_queue_settings(store, to_store, run_id, now)
         remember.keep(store, stage_plan, run_id, now)
@@ -223,6 +228,41 @@ def prepare(
             settings, report, notes, remaining, tars, joined, totals.done, totals.failed,
             stage_plan.stages,
         )  # fmt: skip
+    except (InputError, ConfigError):
+        if store is not None:
+            made.undo(store)
+            store = None
+        else:
+            made.undo(None)
+        raise
     finally:
         if store is not None:
             store.close()
+
+
+@dataclass
+class _Made:
+    """What a preparation made, removed again when the command is refused: a refused command
+    leaves no new queue file nor output folder behind (a new PostgreSQL queue's tables stay:
+    they are in a database the user made)."""
+
+    out: Path | None = None
+    db: Path | None = None
+
+    def undo(self, store: QueueStore | None) -> None:
+        """Remove them (`store`, the queue, is closed here): the queue's file only while it
+        holds no job and no run (another rpa may have started on it meanwhile), the output
+        folder only while empty."""
+        empty = False
+        if store is not None:
+            row = store.sql.one(
+                "SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM runs) AS n"
+            )
+            empty = row is not None and int(row["n"]) == 0
+            store.close()
+        if self.db is not None and empty:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{self.db}{suffix}").unlink(missing_ok=True)
+        if self.out is not None:
+            with contextlib.suppress(OSError):
+                self.out.rmdir()
