@@ -327,6 +327,27 @@ def test_sigint_finishes_in_flight_work_releases_leases_and_resume_continues(
         assert all(mirror.requests(n) == 1 for n in files)
 
 
+def test_a_ctrl_c_whose_grace_finishes_every_paper_says_nothing_is_left(tmp_path: Path) -> None:
+    """Ctrl-C while the queue's last papers are in flight: the grace finishes them, and the
+    run says nothing is left, not "resume continues" (it said so with 0 remaining)."""
+    files = {p.stem: p for p in CRASH_PDFS[:3]}
+    faults = {name: Fault.slow_body(1.0) for name in files}
+    with Mirror(files, faults=faults) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", [f"ext:{n}" for n in files])
+        knobs = cli.knobs(workers=3, download_concurrency=3, grace=30, progress=False)
+        proc = cli.popen("run", str(ids), *knobs)
+        try:
+            wait_until(lambda: mirror.total_requests >= 3, 60, "three downloads", proc)
+        finally:
+            code = interrupt(proc, signal.SIGINT)
+    log = run_log(cli)
+    assert code == 130, log
+    assert cli.count("stage = 'done'") == 3, log
+    assert "interrupted after the queue's last paper: nothing is left to resume" in log
+    assert "continues where this stopped" not in log
+
+
 def test_sigterm_is_a_graceful_stop_too(tmp_path: Path) -> None:
     files = {p.stem: p for p in CRASH_PDFS}
     faults = {name: Fault.slow_body(1.0) for name in files}

@@ -118,7 +118,7 @@ def start_run(
     summary = _execute(
         dataclasses.replace(resolved, settings=settings), command, run_id, prepared.stages
     )
-    _finish(settings, summary, since=start_time if group else None)
+    _finish(settings, summary, since=start_time if group else None, stages=prepared.stages)
 
 
 # ---- before the run -------------------------------------------------------------------------
@@ -284,9 +284,12 @@ def _frame(snap: RunSnapshot | None, table: Callable[[RunSnapshot, int, int], An
 # ---- after the run --------------------------------------------------------------------------
 
 
-def _finish(settings: Settings, summary: RunSummary, since: float | None = None) -> NoReturn:
+def _finish(
+    settings: Settings, summary: RunSummary, since: float | None = None,
+    stages: tuple[StageSpec, ...] = (),
+) -> NoReturn:  # fmt: skip
     """Say how the run ended (`since`: a group's start: its timings are those of every
-    attempt since, its processes' runs)."""
+    attempt since, its processes' runs; `stages`: the user's, whose work may be left)."""
     from rpa.run.processes import report
     from rpa.show.summary import make_summary, summary_dict
 
@@ -299,7 +302,9 @@ def _finish(settings: Settings, summary: RunSummary, since: float | None = None)
             out.print(make_summary(summary, timings))
         hint = _hints(settings)
         resume = command_hint(f"resume --db {redact(settings.db)}")
-        if summary.status == "interrupted":
+        if summary.status == "interrupted" and _all_done(settings, summary, stages):
+            hint.print("interrupted after the queue's last paper: nothing is left to resume")
+        elif summary.status == "interrupted":
             hint.print(f"interrupted: `{resume}` continues where this stopped")
         elif summary.status == "crashed":
             hint.print(f"crashed: fix the cause above, then `{resume}`")
@@ -307,6 +312,16 @@ def _finish(settings: Settings, summary: RunSummary, since: float | None = None)
             hint.print(f"denied: a host refused us (see above); wait, then `{resume}`")
         _closing_lines(hint, settings, summary.totals.failed, next_steps=True)
     raise typer.Exit(summary.exit_code)
+
+
+def _all_done(settings: Settings, summary: RunSummary, stages: tuple[StageSpec, ...]) -> bool:
+    """Did the run stop with nothing left (a Ctrl-C whose grace period finished every paper)?"""
+    if summary.totals.remaining or summary.held_elsewhere:
+        return False
+    try:
+        return not work_left(settings.db, stages)
+    except errors.RpaError:  # the queue cannot be read now: say what resume would do
+        return False
 
 
 def _as_json(settings: Settings) -> bool:
