@@ -211,3 +211,17 @@ def test_a_memory_pause_is_said_by_status_with_its_figures_and_not_after_the_run
     run = cli.status()["runs"][0]
     assert (run["status"], run["waiting"], run["waiting_since"]) == ("finished", None, None)
     assert json.loads(json.dumps(run)) == run  # plain JSON
+
+
+def test_status_says_how_long_a_live_run_has_been_silent(tmp_path: Path) -> None:
+    """After kill -9 a run stays `running` until `dead_after` passes without a heartbeat (no
+    one can tell a killed run from a paused or cut-off one sooner): meanwhile `rpa status`
+    says how long it has been silent, and when it will count as dead."""
+    db = str(tmp_path / "q.db")
+    store = open_store(db)
+    runs.register_run(store, RunInfo("r-1", "run", NOW, 5.0, "{}"))
+    store.close()
+    fresh, quiet = (" ".join(_text(_status(db, NOW + t)).split()) for t in (3, 14))
+    assert "(3s ago)" in fresh and "silent" not in fresh
+    assert "(14s ago: silent; dead once 20s pass without one)" in quiet
+    assert "dead once" not in _text(_status(db, NOW + 21))  # dead now: said as its status

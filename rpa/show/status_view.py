@@ -120,12 +120,25 @@ def make_status(status: dict[str, Any]) -> Lines:
         if r["status"] in ("running", "dead"):
             text = (
                 f"{r['id']}: {r['command']} on {r['host']}, pid {r['pid']}, "
-                f"last heartbeat {when(r['heartbeat_at'])}"
+                f"last heartbeat {when(r['heartbeat_at'])}{_silence(r, status['generated_at'])}"
             )
             lines += _detail(text, indent=4)
             if r.get("waiting"):
                 lines += _detail(_waiting(r, status["generated_at"]), style="yellow")
     return Lines(lines)
+
+
+def _silence(run: dict[str, Any], now: float) -> str:
+    """How long ago a live run's last heartbeat was; a run silent for more than two beats
+    (killed, paused, cut off: which, no one can tell yet) is called so, with when it counts
+    as dead."""
+    if run["status"] != "running" or not run["heartbeat_at"]:
+        return ""
+    ago = max(0.0, now - run["heartbeat_at"])
+    beat = (run["dead_after"] - 5.0) / 3  # rpa.queue.model.dead_after
+    if ago <= 2 * beat + 1:
+        return f" ({ago:.0f}s ago)"
+    return f" ({ago:.0f}s ago: silent; dead once {run['dead_after']:.0f}s pass without one)"
 
 
 def _stage_setting(v: dict[str, Any]) -> str:
