@@ -127,6 +127,9 @@ def test_with_an_id_list_only_the_listed_papers_are_queued_and_the_missing_said(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "queued 2 new of 4 listed IDs (1 invalid)" in result.stdout
     assert "not in the tars: 2 listed IDs: 2301.99999, astro-ph/0001999" in result.stderr
+    # said, not done quietly (a newcomer's trial found the version gone without a word)
+    said = "versions: the tars hold one version of each paper: hep-th/9901001v1 listed, "
+    assert said + "hep-th/9901001 queued\n" in result.stderr
     done = {r[0] for r in cli.query("SELECT id FROM jobs WHERE stage = 'done'")}
     assert done == {"1501.00002", "hep-th/9901001"}  # under the key the tar's member gives
     assert cli.status()["settings"]["pdf_tar"] == pattern

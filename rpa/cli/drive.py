@@ -167,7 +167,8 @@ def _show_tars(t: TarReport, as_json: bool) -> None:
               new=t.new, members=t.members)  # fmt: skip
         return
     event(as_json, f"queued {t.new:,} new of {t.listed:,} listed IDs ({t.invalid} invalid)",
-          "queued", new=t.new, listed=t.listed, invalid=t.invalid, missing=t.missing)  # fmt: skip
+          "queued", new=t.new, listed=t.listed, invalid=t.invalid, missing=t.missing,
+          other_version=t.other_version)  # fmt: skip
     if t.missing:
         sample = ", ".join(t.missing_sample)
         more = (
@@ -176,6 +177,11 @@ def _show_tars(t: TarReport, as_json: bool) -> None:
             else ""
         )
         say("not in the tars: ", f"{t.missing} listed IDs: {sample}{more}", "yellow")
+    if t.other_version:
+        listed, queued = t.other_version_sample[0]
+        more = f"; {t.other_version - 1} more listed IDs like it" if t.other_version > 1 else ""
+        say("versions: ", f"the tars hold one version of each paper: {listed} listed, "
+            f"{queued} queued{more}", "yellow")  # fmt: skip
 
 
 def _nothing_left(settings: Settings, prepared: Prepared) -> NoReturn:

@@ -34,6 +34,9 @@ class TarReport:
     invalid: int = 0
     missing: int = 0  # listed IDs in none of the tars
     missing_sample: list[str] = field(default_factory=list)
+    #: listed IDs naming a version the tars' member does not (queued as the member's)
+    other_version: int = 0
+    other_version_sample: list[tuple[str, str]] = field(default_factory=list)  # (listed, queued)
     seconds: float = 0.0
 
 
@@ -96,6 +99,11 @@ def queue_from_tars(
             held = catalog.tar_keys_for(store, list(set(bases.values())))
             found = list(dict.fromkeys(held[b] for b in bases.values() if b in held))
             lost = [key for key in batch.keys if bases[key] not in held]
+            other = [(k, held[bases[k]]) for k in batch.keys
+                     if bases[k] in held and k != bases[k] and held[bases[k]] != k]  # fmt: skip
+            report.other_version += len(other)
+            shown = report.other_version_sample
+            shown.extend(other[: MAX_MISSING - len(shown)])
             report.listed += len(batch.keys)
             report.missing += len(lost)
             report.missing_sample.extend(lost[: MAX_MISSING - len(report.missing_sample)])
