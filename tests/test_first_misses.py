@@ -41,6 +41,8 @@ def test_a_wrong_pdf_url_stops_the_run_and_leaves_the_rest_queued(tmp_path: Path
         stages = [s for s, _ in _state(cli).values()]
         # the 5, and what the 4 workers had in flight then; the rest untouched
         assert 5 <= stages.count("failed") <= 5 + 4 and stages.count("queued") >= 24 - 9
+        # the summary counts what the queue took, those in flight too (it once said one less)
+        assert f"0 done, {stages.count('failed')} failed this run" in said, said
         # the template put right, those papers put back: every paper done
         right = cli.knobs(**KNOBS, pdf_url=mirror.url_template)
         again = cli.run("resume", *right, "--reconfigure")

@@ -9,6 +9,7 @@ record the failure (the database itself broken) ends the run, as `RunCrashed`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -106,15 +107,32 @@ class FailureRecorder:
         failure = Failure(
             exc.kind, exc.message, final, verdict.next_at, verdict.crashed, verdict.counted
         )
-        if not await self.queue.run(jobs.fail, self.run_id, job.lease, failure, now):
+        write = asyncio.ensure_future(
+            self.queue.run(jobs.fail, self.run_id, job.lease, failure, now)
+        )
+        try:
+            made = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # the run stops (another paper's miss, a Ctrl-C): the write goes on in its thread,
+            # and a failure it commits is tallied, or the summary says one less than the queue
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                if await write:
+                    self._tally(job, exc, stage, verdict)
+            raise
+        if not made:
             self.notices.add(f"lease lost before recording a failure: {job.id}")
             return
+        self._tally(job, exc, stage, verdict)
+        if final and stage == "download":
+            self.misses.missed(job.id, exc)  # the limit's: the run stops
+
+    def _tally(self, job: Job, exc: errors.JobError, stage: str, verdict: policy.Verdict) -> None:
+        """Count a failure the queue took: for good, or to be retried."""
+        final = verdict.action == "fail"
         meter = self.tally.meters[stage]
         if final:
             meter.failed += 1
             self.tally.failed_for_good(exc.kind, exc.message, job.id)
-            if stage == "download":
-                self.misses.missed(job.id, exc)  # the limit's: the run stops
         elif verdict.action != "hold":  # a held paper is no retry: the run's end says it
             if verdict.counted:
                 meter.retried += 1
