@@ -181,29 +181,24 @@ class LagProbe:
 
     A loop that something blocks wakes late by exactly as long as it was blocked, so this is the
     judge of "never block the loop". The last minute is kept as samples (the live table); the
-    whole run, after `skip_seconds` of start-up, as a histogram (the summary).
+    whole run, its start included (as the live table's first minute and an outside probe see
+    it), as a histogram (the summary).
     """
 
-    def __init__(
-        self, interval: float = 0.01, window_seconds: float = 60.0, skip_seconds: float = 1.0
-    ) -> None:
+    def __init__(self, interval: float = 0.01, window_seconds: float = 60.0) -> None:
         self.interval = interval
         self.window = Window(window_seconds, maxlen=int(window_seconds / interval) + 100)
         self.whole_run = LagHistogram()
-        self._skip = skip_seconds
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        began = loop.time()
         while True:
             start = loop.time()
             await asyncio.sleep(self.interval)
-            now = loop.time()
-            lag = max(0.0, now - start - self.interval)
+            lag = max(0.0, loop.time() - start - self.interval)
             self.window.add(lag)
-            if now - began >= self._skip:
-                self.whole_run.add(lag)
+            self.whole_run.add(lag)
 
     def summary(self) -> WindowStats:
-        """Whole-run lag (start-up left out)."""
+        """Whole-run lag."""
         return self.whole_run.stats()

@@ -347,7 +347,7 @@ def test_a_run_too_short_for_the_lag_probe_says_so_not_dashes() -> None:
     text = text_of(make_summary(short), width=200)
     assert "memory: not sampled (a run shorter than one 250 ms sample)" in text
     assert "0.00 GiB" not in text
-    assert "event-loop lag over the run: not sampled (the probe leaves out a run's first" in text
+    assert "event-loop lag over the run: not sampled (a run shorter than one 10 ms sample)" in text
     assert "samples)" not in text
 
 

@@ -122,10 +122,10 @@ def make_summary(summary: SummaryData, timings: dict[str, Any] | None = None) ->
             [(f"event-loop lag over the run: p50 {q(lag, 'p50')}  p99 {q(lag, 'p99')}  "
               f"max {q(lag, 'max')}  ({lag.count} samples)", "")]
         )  # fmt: skip
-    else:  # the probe leaves out a run's first second (start-up is the outside probe's)
+    else:
         lines.append(
-            [("event-loop lag over the run: not sampled (the probe leaves out a run's first "
-              "second)", "")]
+            [("event-loop lag over the run: not sampled (a run shorter than one 10 ms sample)",
+              "")]
         )  # fmt: skip
     m = summary.memory
     if m is not None and not m.limit:  # no reading yet: a run shorter than one sample
