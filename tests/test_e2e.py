@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import Cli, sample_pdfs, wait_for, write_ids
 
+from rpa.queue import open_store
 from rpa.testing.mirror import Mirror
 
 
@@ -156,3 +157,28 @@ def test_the_demo_says_where_its_results_went_and_when_it_already_ran(tmp_path: 
     fresh = cli.run("demo", "--fresh", "--workers", "10", "--no-progress", timeout=150)
     assert fresh.returncode == 0 and "queued 6 new of 6 valid IDs" in fresh.stdout
     assert cli.run("status", "--db", str(tmp_path / "rpa-demo.db")).returncode == 0
+
+
+def test_the_demo_leaves_a_queue_of_other_papers_and_its_folder_alone(tmp_path: Path) -> None:
+    """`rpa demo --db rpa.db` on the user's own queue queued the samples there and moved its
+    pdf_url to the demo's mirror; with --fresh it deleted that queue, and --out's folder."""
+    cli = Cli(tmp_path, "unused")
+    store = open_store(tmp_path / "mine.db")
+    store.enqueue(["2301.00001", "2301.00002"], 0.0)
+    store.close()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "keep.txt").write_text("mine")
+    said = "mine.db holds 2 papers that are not the demo's: the demo keeps a queue of its own"
+    for extra in ((), ("--fresh",), ("--fresh", "--out", "results")):
+        refused = cli.run("demo", "--db", "mine.db", *extra, timeout=60)
+        assert refused.returncode == 2 and said in refused.stderr, (extra, refused.stderr)
+        assert (tmp_path / "mine.db").exists() and (tmp_path / "results" / "keep.txt").exists()
+    mine = Cli(tmp_path, "unused", str(tmp_path / "mine.db"))
+    assert [r[0] for r in mine.query("SELECT id FROM jobs ORDER BY id")] == [
+        "2301.00001", "2301.00002",
+    ]  # fmt: skip
+    # --out alone: the demo's own queue, and a folder it did not make is not deleted
+    fresh = cli.run("demo", "--fresh", "--out", "results", "--no-progress", timeout=150)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "kept results/: no demo queue names it" in fresh.stderr
+    assert (tmp_path / "results" / "keep.txt").exists() and (tmp_path / "rpa-demo.db").exists()

@@ -15,7 +15,7 @@ import typer
 
 from rpa.cli.drive import start_run
 from rpa.cli.knobs import with_knobs
-from rpa.cli.output import EXIT_OK, KINDS_OPTION, Kind, event, kind_names, one_line_errors, out
+from rpa.cli.output import EXIT_OK, KINDS_OPTION, Kind, event, kind_names, one_line_errors, out, say
 from rpa.cli.stage_options import Stages, with_stages
 from rpa.config import Resolved
 from rpa.hints import command_hint
@@ -176,21 +176,24 @@ def demo(
 ) -> None:
     """Offline demo: serve the bundled sample papers from a loopback mirror and run them.
 
-    The samples are not arXiv papers: they are queued as ext:<name> IDs. Unless --db/--out are
-    given, the demo uses rpa-demo.db and rpa-demo-data/.
+    The samples are not arXiv papers: they are queued as ext:<name> IDs. Unless --db or --out
+    is given, the demo uses rpa-demo.db or rpa-demo-data/; it refuses a queue of other papers.
 
     Example:
 
     \b
     rpa demo
     """
-    from rpa.run.demo import DemoMirror, demo_resolved, demo_state, remove_demo
+    from rpa.run.demo import DemoMirror, check_demo_queue, demo_resolved, demo_state, remove_demo
 
     with one_line_errors():
         resolved = demo_resolved(resolved)
         settings = resolved.settings
         if fresh:
-            remove_demo(settings)
+            kept = remove_demo(settings, SAMPLES)
+            if kept:
+                say("", kept, "yellow")
+        check_demo_queue(settings, SAMPLES)
         state = demo_state(settings)
         if state is not None:
             json_lines = settings.log_format == "json" and not out.is_terminal

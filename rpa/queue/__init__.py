@@ -5,8 +5,8 @@ what came of it.
     open_store("postgresql://rpa@db.lab:5432/rpa")  PostgreSQL (rpa[postgres])
 
 This package exports `open_store` (a `QueueStore`: one open queue), `QueueStore`,
-`schema_version`, `is_postgres_url` and `redact`. What is done with a store is in one module
-per concern, plain functions whose first parameter is the store:
+`schema_version`, `queue_exists`, `is_postgres_url` and `redact`. What is done with a store is
+in one module per concern, plain functions whose first parameter is the store:
 
     rpa.queue.jobs      jobs and their leases, fenced by the lease token
     rpa.queue.runs      runs, heartbeats, dead runs, reclaiming their leases
@@ -28,7 +28,9 @@ from pathlib import Path
 
 from rpa.queue.store import QueueStore
 
-__all__ = ["QueueStore", "is_postgres_url", "open_store", "redact", "schema_version"]
+__all__ = [
+    "QueueStore", "is_postgres_url", "open_store", "queue_exists", "redact", "schema_version",
+]  # fmt: skip
 
 _PG_SCHEMES = ("postgresql://", "postgres://")
 
@@ -66,6 +68,13 @@ def open_store(
     path = Path(db)
     conn = connect(path, readonly=readonly, create=create, busy_timeout=lock_timeout)
     return QueueStore(SqliteBackend(conn, path))
+
+
+def queue_exists(db: str | Path) -> bool:
+    """Is there a queue at `db` (a file; in PostgreSQL, rpa's tables)? Blocking."""
+    if is_postgres_url(db):
+        return schema_version(db)[0] > 0
+    return Path(db).exists()
 
 
 def schema_version(db: str | Path) -> tuple[int, int]:

@@ -1,8 +1,10 @@
 """`rpa demo`: the bundled sample papers, served by a loopback mirror, through a real run.
 
-The demo keeps its own queue (rpa-demo.db) and output (rpa-demo-data/) unless told otherwise,
-says so when it has already run, and can start afresh (`--fresh`). Its mirror listens on a new
-port each time, so the demo, which owns it, moves the queue's stored `pdf_url` to it.
+The demo keeps its own queue (rpa-demo.db) and output (rpa-demo-data/), each unless told
+otherwise, says so when it has already run, and can start afresh (`--fresh`). Its mirror
+listens on a new port each time, so the demo, which owns it, moves the queue's stored `pdf_url`
+to it. A queue that holds any paper but the demo's samples is not the demo's: the demo refuses
+to run on it (it would queue its samples there and move its `pdf_url`) or to delete it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from types import TracebackType
 from rpa.config import Resolved, Settings
 from rpa.errors import ConfigError, RpaError
 from rpa.hints import command_hint
-from rpa.queue import catalog, is_postgres_url, open_store, reads
+from rpa.queue import catalog, is_postgres_url, open_store, queue_exists, reads, redact
 
-__all__ = ["DEMO_DB", "DEMO_OUT", "DemoMirror", "demo_resolved", "demo_state", "remove_demo"]
+__all__ = [
+    "DEMO_DB", "DEMO_OUT", "DemoMirror", "check_demo_queue", "demo_resolved", "demo_state",
+    "remove_demo",
+]  # fmt: skip
 
 DEMO_DB = "rpa-demo.db"
 DEMO_OUT = Path("rpa-demo-data")
@@ -30,20 +35,57 @@ MIRROR_START = 30.0
 
 
 def demo_resolved(resolved: Resolved) -> Resolved:
-    """Unless --db or --out was given, the demo's own database and output folder."""
-    if "db" in resolved.origins or "out" in resolved.origins:
-        return resolved
-    settings = dataclasses.replace(resolved.settings, db=DEMO_DB, out=DEMO_OUT)
+    """The demo's own database and output folder, each unless given (a flag, $RPA_DB or
+    $RPA_OUT, a config file)."""
+    s = resolved.settings
+    settings = dataclasses.replace(
+        s,
+        db=s.db if "db" in resolved.origins else DEMO_DB,
+        out=s.out if "out" in resolved.origins else DEMO_OUT,
+    )
     return dataclasses.replace(resolved, settings=settings)
 
 
-def remove_demo(settings: Settings) -> None:
-    """--fresh: delete the demo's SQLite database and its output folder."""
+def check_demo_queue(settings: Settings, samples: Path) -> str | None:
+    """Refuse a queue holding papers that are not the demo's samples (ConfigError); the
+    `out` a demo queue keeps, if it exists (None: there is no queue yet)."""
+    if not queue_exists(settings.db):
+        return None
+    ids = [f"ext:{p.stem}" for p in samples.glob("*.pdf")]
+    store = open_store(settings.db, create=False)
+    try:
+        row = store.sql.one(
+            f"SELECT count(*) AS n FROM jobs WHERE id NOT IN ({', '.join('?' * len(ids))})",
+            tuple(ids),
+        )
+        out = catalog.queue_settings(store).get("out")
+    finally:
+        store.close()
+    if row is not None and row["n"]:
+        raise ConfigError(
+            f"{redact(settings.db)} holds {row['n']:,} papers that are not the demo's: the "
+            "demo keeps a queue of its own and leaves yours alone (leave out --db, or name a "
+            "new file)"
+        )
+    return str(out) if out is not None else None
+
+
+def remove_demo(settings: Settings, samples: Path) -> str | None:
+    """--fresh: delete the demo's SQLite database and its output folder (the one the demo's
+    queue names, or the demo's own); never a queue of other papers, nor a folder given
+    without a demo queue that names it. What was kept, to say (None: nothing)."""
     if is_postgres_url(settings.db):
         raise ConfigError("--fresh deletes a SQLite demo database only")
+    stored = check_demo_queue(settings, samples)
     for suffix in ("", "-wal", "-shm"):
         Path(settings.db + suffix).unlink(missing_ok=True)
-    shutil.rmtree(settings.out, ignore_errors=True)
+    out = Path(settings.out)
+    if out == DEMO_OUT or (stored is not None and Path(stored) == out):
+        shutil.rmtree(out, ignore_errors=True)
+        return None
+    if out.exists():
+        return f"kept {out}/: no demo queue names it as the demo's output"
+    return None
 
 
 def demo_state(settings: Settings) -> str | None:

@@ -23,7 +23,7 @@ from rpa.errors import ConfigError, InputError, InvalidIdError
 from rpa.hints import command_hint
 from rpa.idlist import check_id_source
 from rpa.layout import check_out_folder
-from rpa.queue import catalog, is_postgres_url, open_store, reads, redact, schema_version
+from rpa.queue import catalog, is_postgres_url, open_store, queue_exists, reads, redact
 from rpa.queue.enqueue import EnqueueReport, enqueue_file
 from rpa.queue.model import QUEUE_SETTINGS
 from rpa.queue.store import QueueStore
@@ -144,13 +144,6 @@ def check_setup(settings: Settings) -> None:
     check_out_folder(Path(settings.out))
 
 
-def _exists(db: str) -> bool:
-    """Is there a queue at `db` (a file; in PostgreSQL, rpa's tables)?"""
-    if is_postgres_url(db):
-        return schema_version(db)[0] > 0
-    return Path(db).exists()
-
-
 def prepare(
     resolved: Resolved,
     *,
@@ -167,7 +160,7 @@ def prepare(
     db = resolved.settings.db
     if ids is not None:
         check_id_source(ids)  # not there, a folder, a tar: said before any database is made
-    exists = _exists(db)
+    exists = queue_exists(db)
     if not exists and "db" in resolved.origins and not is_postgres_url(db):
         folder = Path(db).expanduser().parent  # (the default, ./rpa.db, is always made)
         if not folder.is_dir():
