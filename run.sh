@@ -63,8 +63,10 @@ case "${1:-}" in
     # Most of the suite's time is waiting on purpose (outages, leases, stalls): two workers
     # (pytest-xdist) halve it on two cores. A test that reads the whole machine's state (its
     # memory) is marked `serial` and runs after, alone. Both passes run; either failing fails.
+    # The 30 slowest tests are listed: the suite must stay well under 15 minutes on 2 cores.
     status=0
-    "$venv/bin/python" -m pytest -n 2 --dist worksteal -m "not slow and not serial" || status=$?
+    "$venv/bin/python" -m pytest -n 2 --dist worksteal -m "not slow and not serial" --durations=30 \
+      || status=$?
     "$venv/bin/python" -m pytest -m "serial and not slow" || status=$((status ? status : $?))
     exit "$status"
     ;;
