@@ -8,14 +8,16 @@ store (rpa.queue.jobs, runs, ...) and its arguments and awaits the result:
     claimed = await queue.run(jobs.claim, run_id, 64, 120.0, time.time())
 
 SQLite gets one thread (one writer per process: no lock contention inside a run); PostgreSQL
-gets `connections` threads, each with its own connection. The threads form a gate, shown with
-the other gates: a long wait here says the run is bound by the database.
+gets `connections` threads and up to as many connections, which a thread takes for a call and
+gives back (rpa.queue.pool: a server that has fewer slots to spare makes the run slower, not
+down). The threads form a gate, shown with the other gates: a long wait here says the run is
+bound by the database.
 
 This is the one owner of the database's health. A call that fails because the database is
 unavailable (rpa.queue.outage.database_outage: a connection refused, broken or reset, a server
 starting or shutting down, too many clients, a lock_timeout or statement_timeout hit,
-pg_terminate_backend, SQLite "database is locked") closes that thread's connection (the
-next call opens a new one), tells `outage` (the queue's state, not the thread's: it is down,
+pg_terminate_backend, SQLite "database is locked") closes that connection (a
+later call opens a new one), tells `outage` (the queue's state, not the thread's: it is down,
 and said once, only when no thread's call has got through for a few seconds) and is tried
 again after a capped backoff, until the database answers (an outage's end said, with how
 long it took) or `wait` seconds have passed: then DatabaseStayedAway, and the run stops as
@@ -34,8 +36,6 @@ answers False, so a paper whose completion committed counts as done, never as "l
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +47,7 @@ from rpa.gates import Gate
 from rpa.notices import Notices
 from rpa.queue import is_postgres_url, open_store, redact
 from rpa.queue.outage import QueueOutage, database_outage
+from rpa.queue.pool import StorePool
 from rpa.queue.store import QueueStore
 
 __all__ = ["DB_WAIT", "FIRST_RETRY", "LAST_RETRY", "AsyncQueue"]
@@ -83,38 +84,14 @@ class AsyncQueue:
         self.gave_up = False
         size = connections if is_postgres_url(db) else 1
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="rpa-db")
-        self._local = threading.local()
-        self._stores: list[QueueStore] = []
-        self._lock = threading.Lock()
+        # open() migrated the queue already: the pool's stores only open it
+        self._stores = StorePool(
+            size, lambda: open_store(self.db, create=False, lock_timeout=self.lock_timeout)
+        )
         self._closed = False
         self.gate = Gate("database", size)
         #: seconds the threads spent inside calls (the benchmark reports it)
         self.busy_seconds = 0.0
-
-    def _store(self) -> QueueStore:
-        store: QueueStore | None = getattr(self._local, "store", None)
-        if store is None:
-            if self._closed:
-                raise DatabaseError("the queue is closed")
-            # open() migrated it already: the other threads only open it
-            store = open_store(self.db, create=False, lock_timeout=self.lock_timeout)
-            self._local.store = store
-            with self._lock:
-                self._stores.append(store)
-        return store
-
-    def _drop_store(self) -> None:
-        """Close this thread's connection (broken, or on a server that went away): the next
-        call of this thread opens a new one."""
-        store: QueueStore | None = getattr(self._local, "store", None)
-        self._local.store = None
-        if store is None:
-            return
-        with self._lock:
-            if store in self._stores:
-                self._stores.remove(store)
-        with contextlib.suppress(Exception):  # it is broken: closing it may fail too
-            store.close()
 
     async def open(self, *, create: bool = True) -> None:
         """Open (creating and migrating it unless `create` is False) in a database thread.
@@ -122,9 +99,7 @@ class AsyncQueue:
         call would; one where nothing answers, or that refuses us, fails at once."""
 
         def first() -> None:
-            self._local.store = open_store(self.db, create=create, lock_timeout=self.lock_timeout)
-            with self._lock:
-                self._stores.append(self._local.store)
+            self._stores.add(open_store(self.db, create=create, lock_timeout=self.lock_timeout))
 
         loop = asyncio.get_running_loop()
         delay = FIRST_RETRY
@@ -185,13 +160,18 @@ class AsyncQueue:
 
         def call() -> T:
             start = time.perf_counter()
+            store = self._stores.take()
+            broken = False
             try:
-                return fn(self._store(), *args, **kwargs)
+                return fn(store, *args, **kwargs)
             except Exception as exc:
-                if self._reconnects and database_outage(exc) is not None:
-                    self._drop_store()
+                broken = self._reconnects and database_outage(exc) is not None
                 raise
             finally:
+                if broken:
+                    self._stores.drop(store)  # a later call opens a new connection
+                else:
+                    self._stores.give(store)
                 self.busy_seconds += time.perf_counter() - start
 
         loop = asyncio.get_running_loop()
@@ -241,12 +221,6 @@ class AsyncQueue:
     async def close(self) -> None:
         """Close every thread's store; later calls fail with DatabaseError."""
 
-        def close_all() -> None:
-            with self._lock:
-                stores, self._stores = self._stores, []
-                self._closed = True
-            for store in stores:
-                store.close()
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, close_all)
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._stores.close)
         self._executor.shutdown(wait=False)
