@@ -7,6 +7,7 @@ pool's rules where a server cannot be made to refuse a given connect on demand).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,19 @@ def _busy() -> DatabaseUnavailable:
     return DatabaseUnavailable("too many clients", reason="too many clients", reachable=True)
 
 
-def test_a_store_given_back_is_taken_again_and_no_more_are_opened(tmp_path: Path) -> None:
+def _opening(db: Path) -> tuple[list[QueueStore], Callable[[], QueueStore]]:
+    """An opener of real stores of `db`, and the list of those it opened."""
     opened: list[QueueStore] = []
 
     def opener() -> QueueStore:
-        opened.append(open_store(tmp_path / "q.db"))
+        opened.append(open_store(db))
         return opened[-1]
 
+    return opened, opener
+
+
+def test_a_store_given_back_is_taken_again_and_no_more_are_opened(tmp_path: Path) -> None:
+    opened, opener = _opening(tmp_path / "q.db")
     pool = StorePool(4, opener)
     first = pool.take()
     pool.give(first)
@@ -74,12 +81,7 @@ def test_with_no_connection_open_a_refusal_is_raised_as_an_outage(tmp_path: Path
 
 
 def test_a_dropped_store_is_replaced_by_a_new_connection(tmp_path: Path) -> None:
-    opened: list[QueueStore] = []
-
-    def opener() -> QueueStore:
-        opened.append(open_store(tmp_path / "q.db"))
-        return opened[-1]
-
+    opened, opener = _opening(tmp_path / "q.db")
     pool = StorePool(1, opener)
     broken = pool.take()
     pool.drop(broken)
