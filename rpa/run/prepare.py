@@ -222,11 +222,8 @@ def prepare(
             stage_plan.stages,
         )  # fmt: skip
     except (InputError, ConfigError):
-        if store is not None:
-            made.undo(store)
-            store = None
-        else:
-            made.undo(None)
+        made.undo(store)  # (closes it)
+        store = None
         raise
     finally:
         if store is not None:
@@ -248,11 +245,13 @@ class _Made:
         folder only while empty."""
         empty = False
         if store is not None:
-            row = store.sql.one(
-                "SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM runs) AS n"
-            )
-            empty = row is not None and int(row["n"]) == 0
-            store.close()
+            with contextlib.suppress(Exception):  # the refusal is what the user must see
+                row = store.sql.one(
+                    "SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM runs) AS n"
+                )
+                empty = row is not None and int(row["n"]) == 0
+            with contextlib.suppress(Exception):
+                store.close()
         if self.db is not None and empty:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(f"{self.db}{suffix}").unlink(missing_ok=True)
