@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import io
 import json
 import sys
 import time
@@ -34,8 +35,9 @@ from rpa.cli.output import (
     say,
 )
 from rpa.config import Resolved
+from rpa.files import atomic_file
 from rpa.hints import command_hint
-from rpa.queue import open_store, redact, schema_version
+from rpa.queue import is_queue_file, open_store, redact, schema_version
 from rpa.queue.status import failed_papers
 from rpa.report import StatusReader, open_records, stage_columns
 from rpa.show.export import write_csv, write_jsonl, write_parquet
@@ -211,20 +213,28 @@ def export(
     if fmt == "parquet" and output is None:
         say("error: ", "--format parquet writes a file: give -o PATH")
         raise typer.Exit(EXIT_USAGE)
+    db = resolved.settings.db
+    if output is not None and is_queue_file(output, db):
+        say("error: ", f"-o {output} is the queue database's file: name another file")
+        raise typer.Exit(EXIT_USAGE)
     with one_line_errors():
         stages = stage_columns(resolved.settings.db) if fmt != "jsonl" else []
     writer = (
         write_jsonl if fmt == "jsonl" else functools.partial(write_csv, raw=raw_csv, stages=stages)
     )
     with one_line_errors(), quiet_closed_pipe(), open_records(resolved.settings.db) as records:
-        if fmt == "parquet" and output is not None:
-            n = write_parquet(records, output, stages)
-        elif output is None:
+        if output is None:
             n = writer(records, sys.stdout)
             sys.stdout.flush()
-        else:
-            with output.open("w", encoding="utf-8", newline="") as fh:
-                n = writer(records, fh)
+        else:  # whole or not at all: a failed export leaves the file that was there
+            with atomic_file(output, make_folder=False) as raw:
+                if fmt == "parquet":
+                    n = write_parquet(records, raw, stages)
+                else:
+                    text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+                    n = writer(records, text)
+                    text.flush()
+                    text.detach()  # the atomic file commits and closes it
     err.print(f"exported {n} records")
 
 

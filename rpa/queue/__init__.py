@@ -5,8 +5,8 @@ what came of it.
     open_store("postgresql://rpa@db.lab:5432/rpa")  PostgreSQL (rpa[postgres])
 
 This package exports `open_store` (a `QueueStore`: one open queue), `QueueStore`,
-`schema_version`, `queue_exists`, `is_postgres_url` and `redact`. What is done with a store is
-in one module per concern, plain functions whose first parameter is the store:
+`schema_version`, `queue_exists`, `is_queue_file`, `is_postgres_url` and `redact`. What is done
+with a store is in one module per concern, plain functions whose first parameter is the store:
 
     rpa.queue.jobs      jobs and their leases, fenced by the lease token
     rpa.queue.runs      runs, heartbeats, dead runs, reclaiming their leases
@@ -29,7 +29,8 @@ from pathlib import Path
 from rpa.queue.store import QueueStore
 
 __all__ = [
-    "QueueStore", "is_postgres_url", "open_store", "queue_exists", "redact", "schema_version",
+    "QueueStore", "is_postgres_url", "is_queue_file", "open_store", "queue_exists", "redact",
+    "schema_version",
 ]  # fmt: skip
 
 _PG_SCHEMES = ("postgresql://", "postgres://")
@@ -75,6 +76,24 @@ def queue_exists(db: str | Path) -> bool:
     if is_postgres_url(db):
         return schema_version(db)[0] > 0
     return Path(db).exists()
+
+
+def is_queue_file(path: str | Path, db: str | Path) -> bool:
+    """Is `path` the queue database `db`'s file, or one SQLite keeps beside it (-wal, -shm,
+    -journal)? A file that rpa would write (an export, --metrics-file) must never be one."""
+    if is_postgres_url(db):
+        return False
+    target = Path(path).expanduser()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        own = Path(f"{Path(db).expanduser()}{suffix}")
+        try:
+            if target.resolve() == own.resolve() or (
+                target.exists() and own.exists() and target.samefile(own)
+            ):
+                return True
+        except OSError:  # unreadable: the write names it
+            continue
+    return False
 
 
 def schema_version(db: str | Path) -> tuple[int, int]:

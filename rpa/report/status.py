@@ -15,6 +15,7 @@ from typing import Any
 from rpa import errors
 from rpa.files import atomic_write
 from rpa.queue import open_store, reads
+from rpa.run.metrics_file import check_metrics_file
 from rpa.run.snapshot import RunSnapshot
 from rpa.show.openmetrics import render_openmetrics
 from rpa.stages.store import counts as stage_counts
@@ -46,6 +47,8 @@ class StatusReader:
     opened."""
 
     def __init__(self, db: str | Path, metrics_file: str = "") -> None:
+        if metrics_file:
+            check_metrics_file(metrics_file, db)
         self.metrics_file = metrics_file
         self._store = open_store(db, readonly=True)
 

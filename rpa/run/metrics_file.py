@@ -11,14 +11,39 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from pathlib import Path
 
+from rpa import errors
 from rpa.notices import Notices
+from rpa.queue import is_queue_file
 from rpa.run.snapshot import RunSnapshot
 
-__all__ = ["METRICS_INTERVAL", "MetricsFile"]
+__all__ = ["METRICS_INTERVAL", "MetricsFile", "check_metrics_file"]
 
 #: how often --metrics-file is rewritten during a run, seconds (at least)
 METRICS_INTERVAL = 5.0
+
+
+def check_metrics_file(path: Path | str, db: str | Path) -> None:
+    """Refuse a --metrics-file that would replace the queue database (ConfigError), or a file
+    that is not one rpa wrote (anything but OpenMetrics text: a user's file, say). Blocking."""
+    if is_queue_file(path, db):
+        raise errors.ConfigError(
+            f"--metrics-file {path} is the queue database's file: name another file"
+        )
+    target = Path(path).expanduser()
+    try:
+        with target.open("rb") as fh:
+            head = fh.read(64)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return  # not there yet (a folder is said by the write)
+    except OSError:
+        return  # unreadable: the write says why
+    if head and not head.startswith(b"# "):
+        raise errors.ConfigError(
+            f"--metrics-file {path} exists and is not a metrics file rpa wrote (it starts with "
+            f"{head[:16]!r}): rpa replaces that file; name another, or remove it first"
+        )
 
 
 class MetricsFile:

@@ -29,6 +29,7 @@ from rpa.queue.model import QUEUE_SETTINGS
 from rpa.queue.store import QueueStore
 from rpa.rates import parse_rate_limits
 from rpa.run.join_metadata import MetadataFileReport, join_metadata_file
+from rpa.run.metrics_file import check_metrics_file
 from rpa.run.queue_tars import TarReport, queue_from_tars
 from rpa.stages import remember
 from rpa.stages.execute import load_call
@@ -142,6 +143,8 @@ def check_setup(settings: Settings) -> None:
             "(./run.sh installs it)"
         )
     check_out_folder(Path(settings.out))
+    if settings.metrics_file:
+        check_metrics_file(settings.metrics_file, settings.db)
 
 
 def prepare(

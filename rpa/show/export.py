@@ -15,7 +15,7 @@ import csv
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from rpa.errors import ConfigError
 
@@ -162,9 +162,11 @@ def write_csv(
     return n
 
 
-def write_parquet(records: Iterable[dict[str, Any]], path: Path, stages: Stages = ()) -> int:
-    """The flat table as Parquet at `path` (pyarrow; a row group every ROW_GROUP records);
-    returns how many."""
+def write_parquet(
+    records: Iterable[dict[str, Any]], path: Path | IO[bytes], stages: Stages = ()
+) -> int:
+    """The flat table as Parquet at `path` or into a binary file (pyarrow; a row group every
+    ROW_GROUP records); returns how many."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
