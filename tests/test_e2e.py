@@ -177,8 +177,14 @@ def test_the_demo_leaves_a_queue_of_other_papers_and_its_folder_alone(tmp_path: 
     assert [r[0] for r in mine.query("SELECT id FROM jobs ORDER BY id")] == [
         "2301.00001", "2301.00002",
     ]  # fmt: skip
-    # --out alone: the demo's own queue, and a folder it did not make is not deleted
-    fresh = cli.run("demo", "--fresh", "--out", "results", "--no-progress", timeout=150)
+    # --out alone: the demo's own queue; in a folder of yours, --fresh deletes only the
+    # demo's files (it deleted the folder, absolute --out given as the demo had run with)
+    results = str(tmp_path / "results")
+    ran = cli.run("demo", "--out", results, "--no-progress", timeout=150)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert len(list((tmp_path / "results" / "outcome").rglob("*.json"))) == 6
+    fresh = cli.run("demo", "--fresh", "--out", results, "--no-progress", timeout=150)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
-    assert "kept results/: no demo queue names it" in fresh.stderr
-    assert (tmp_path / "results" / "keep.txt").exists() and (tmp_path / "rpa-demo.db").exists()
+    assert f"kept in {results}/ what is not the demo's (1 file)" in fresh.stderr
+    assert (tmp_path / "results" / "keep.txt").read_text() == "mine"
+    assert len(list((tmp_path / "results" / "outcome").rglob("*.json"))) == 6  # the new run's

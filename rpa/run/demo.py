@@ -9,7 +9,9 @@ to run on it (it would queue its samples there and move its `pdf_url`) or to del
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +23,9 @@ from types import TracebackType
 from rpa.config import Resolved, Settings
 from rpa.errors import ConfigError, RpaError
 from rpa.hints import command_hint
+from rpa.layout import Layout
 from rpa.queue import catalog, is_postgres_url, open_store, queue_exists, reads, redact
+from rpa.units import count
 
 __all__ = [
     "DEMO_DB", "DEMO_OUT", "DemoMirror", "check_demo_queue", "demo_resolved", "demo_state",
@@ -46,11 +50,10 @@ def demo_resolved(resolved: Resolved) -> Resolved:
     return dataclasses.replace(resolved, settings=settings)
 
 
-def check_demo_queue(settings: Settings, samples: Path) -> str | None:
-    """Refuse a queue holding papers that are not the demo's samples (ConfigError); the
-    `out` a demo queue keeps, if it exists (None: there is no queue yet)."""
+def check_demo_queue(settings: Settings, samples: Path) -> None:
+    """Refuse a queue holding papers that are not the demo's samples (ConfigError)."""
     if not queue_exists(settings.db):
-        return None
+        return
     ids = [f"ext:{p.stem}" for p in samples.glob("*.pdf")]
     store = open_store(settings.db, create=False)
     try:
@@ -58,7 +61,6 @@ def check_demo_queue(settings: Settings, samples: Path) -> str | None:
             f"SELECT count(*) AS n FROM jobs WHERE id NOT IN ({', '.join('?' * len(ids))})",
             tuple(ids),
         )
-        out = catalog.queue_settings(store).get("out")
     finally:
         store.close()
     if row is not None and row["n"]:
@@ -67,25 +69,29 @@ def check_demo_queue(settings: Settings, samples: Path) -> str | None:
             "demo keeps a queue of its own and leaves yours alone (leave out --db, or name a "
             "new file)"
         )
-    return str(out) if out is not None else None
 
 
 def remove_demo(settings: Settings, samples: Path) -> str | None:
-    """--fresh: delete the demo's SQLite database and its output folder (the one the demo's
-    queue names, or the demo's own); never a queue of other papers, nor a folder given
-    without a demo queue that names it. What was kept, to say (None: nothing)."""
+    """--fresh: delete the demo's SQLite database, and under its output folder the sample
+    papers' files and the folders they leave empty; never a queue of other papers, nor any
+    other file (a folder given with --out may hold yours, or another queue's results). What
+    was kept, to say (None: nothing)."""
     if is_postgres_url(settings.db):
         raise ConfigError("--fresh deletes a SQLite demo database only")
-    stored = check_demo_queue(settings, samples)
+    check_demo_queue(settings, samples)
     for suffix in ("", "-wal", "-shm"):
         Path(settings.db + suffix).unlink(missing_ok=True)
     out = Path(settings.out)
-    if out == DEMO_OUT or (stored is not None and Path(stored) == out):
-        shutil.rmtree(out, ignore_errors=True)
-        return None
-    if out.exists():
-        return f"kept {out}/: no demo queue names it as the demo's output"
-    return None
+    layout = Layout(out)
+    for key in (f"ext:{p.stem}" for p in samples.glob("*.pdf")):
+        for path in (layout.pdf_path(key), layout.text_path(key), layout.outcome_path(key)):
+            path.unlink(missing_ok=True)
+    kept = 0
+    for folder, _, files in os.walk(out, topdown=False):
+        kept += len(files)
+        with contextlib.suppress(OSError):  # only while empty
+            os.rmdir(folder)
+    return f"kept in {out}/ what is not the demo's ({count(kept, 'file')})" if kept else None
 
 
 def demo_state(settings: Settings) -> str | None:
