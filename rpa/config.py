@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -54,8 +55,15 @@ ARXIV_API = "https://export.arxiv.org/api/query"
 ARXIV_RATE_LIMITS = "arxiv.org=4/2s,export.arxiv.org=4/2s"
 
 
-def _knob(default: Any, help: str, *, minimum: float | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "min": minimum})
+#: the largest value of a whole-number knob that names none of its own (a typo's 10**20
+#: workers filled the memory before anything was said)
+INT_CEILING = 10**9
+
+
+def _knob(
+    default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None
+) -> Any:
+    return field(default=default, metadata={"help": help, "min": minimum, "max": maximum})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,22 +75,27 @@ class Settings:
         "queue database: a SQLite file (or sqlite:///path), or a postgresql:// URL; nothing else",
     )
     out: Path = _knob(Path("rpa-data"), "output folder: PDFs, texts, outcome JSON")
-    workers: int = _knob(200, "logical workers on the event loop", minimum=1)
-    download_concurrency: int = _knob(64, "download gate: downloads at once", minimum=1)
+    workers: int = _knob(200, "logical workers on the event loop", minimum=1, maximum=100_000)
+    download_concurrency: int = _knob(
+        64, "download gate: downloads at once", minimum=1, maximum=10_000
+    )
     prefetch: int = _knob(
         64,
         "papers downloading or downloaded ahead of their extraction, at most (prefetch gate)",
         minimum=1,
+        maximum=100_000,
     )
     extract_concurrency: int = _knob(
-        0, "extract gate: extractions at once (0 = --extract-workers)", minimum=0
+        0, "extract gate: extractions at once (0 = --extract-workers)", minimum=0, maximum=10_000
     )
     extract_workers: int = _knob(
-        0, "extraction processes (0 = the CPUs rpa may use: affinity, cgroup quota)", minimum=0
-    )
+        0, "extraction processes (0 = the CPUs rpa may use: affinity, cgroup quota)",
+        minimum=0, maximum=4096,
+    )  # fmt: skip
     processes: int = _knob(
         1, "conductor processes on the queue, one live table (each: its share of "
         "--extract-workers, --workers, --download-concurrency, --prefetch)", minimum=1,
+        maximum=1024,
     )  # fmt: skip
     extract_pool: Literal["process", "thread"] = _knob("process", "extraction pool kind")
     extractor: Literal["pypdf", "pdfium"] = _knob(
@@ -182,10 +195,16 @@ class Settings:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            minimum = f.metadata.get("min")
+            minimum, maximum = f.metadata.get("min"), f.metadata.get("max")
             value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
+            if isinstance(value, int) and not isinstance(value, bool) and maximum is None:
+                maximum = INT_CEILING
             if minimum is not None and value < minimum:
                 raise ConfigError(f"{f.name} must be at least {minimum}, got {value}")
+            if maximum is not None and value > maximum:
+                raise ConfigError(f"{f.name} must be at most {maximum:,}, got {value:,}")
             choices = knob_choices(f)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
@@ -272,9 +291,11 @@ def _coerce(f: dataclasses.Field[Any], value: Any, origin: str) -> Any:
         if kind == "int":
             if isinstance(value, bool):
                 raise ValueError("booleans are not numbers")
+            if isinstance(value, float) and not value.is_integer():  # TOML's 1.5
+                raise ValueError(f"not a whole number: {value!r}")
             try:
                 return int(value)
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise ValueError(f"not a whole number: {value!r}") from None
         if kind == "float":
             if isinstance(value, bool):
@@ -308,6 +329,8 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: cannot read it: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (TOML is)") from None
     # Allow either flat keys or a [rpa] table; dashes or underscores.
     if isinstance(data.get("rpa"), dict):
         data = data["rpa"]

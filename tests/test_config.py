@@ -73,6 +73,13 @@ def test_config_found_by_env_then_cwd(tmp_path: Path) -> None:
         ({"flags": {"metadata_rate": "foo"}}, "metadata_rate: cannot read 'foo'"),
         ({"flags": {"metadata_rate": "0/3s"}}, "metadata_rate: '0/3s' needs N >= 1"),
         ({"flags": {"progress": "maybe"}}, "not a boolean"),
+        # junk numbers that passed and then crashed a run, stalled it, or filled the memory
+        ({"flags": {"db_lock_timeout": "nan"}}, "db_lock_timeout must be a finite number, got nan"),
+        ({"env": {"RPA_MIN_FREE_MB": "inf"}}, "min_free_mb must be a finite number, got inf"),
+        ({"env": {"RPA_WORKERS": "99999999999999999999"}}, "workers must be at most 100,000"),
+        ({"flags": {"download_concurrency": "20000"}}, "download_concurrency must be at most"),
+        ({"flags": {"max_attempts": str(10**12)}}, "max_attempts must be at most 1,000,000,000"),
+        ({"flags": {"workers": 1.5}}, "workers: not a whole number: 1.5"),
     ],
 )
 def test_bad_values_are_config_errors(source: dict[str, dict[str, object]], message: str) -> None:
@@ -89,6 +96,13 @@ def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
 def test_broken_toml_is_an_error(tmp_path: Path) -> None:
     cfg = write(tmp_path / "c.toml", "workers = = 3\n")
     with pytest.raises(ConfigError, match=r"c\.toml"):
+        load_settings(config_path=cfg, env={})
+
+
+def test_a_config_file_not_in_utf8_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_bytes("workers = 3\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match=r"c\.toml is not UTF-8 text \(TOML is\)"):
         load_settings(config_path=cfg, env={})
 
 
