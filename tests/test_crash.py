@@ -348,6 +348,33 @@ def test_a_ctrl_c_whose_grace_finishes_every_paper_says_nothing_is_left(tmp_path
     assert "continues where this stopped" not in log
 
 
+def test_ctrl_c_while_the_ids_are_queued_says_the_rest_are_not(tmp_path: Path) -> None:
+    """Ctrl-C while a long list is being queued: it exited 130 without a word, and `rpa
+    resume` then did the part that was queued, the rest of the list forgotten. Now it says
+    so, and how to queue the rest; the batches committed stay."""
+    cli = Cli(tmp_path, "http://127.0.0.1:9/{id}")
+    total = 1_000_000
+    ids = tmp_path / "big.txt"
+    ids.write_text("".join(f"{2301 + i // 99_999}.{i % 99_999 + 1:05d}\n" for i in range(total)))
+    proc = cli.popen("run", str(ids), *cli.knobs(progress=False))
+    try:
+        wait_until(lambda: cli.db.exists() and _queued(cli) > 0, 60, "a first batch", proc)
+    finally:
+        code = interrupt(proc, signal.SIGINT)
+    log = run_log(cli)
+    assert code == 130, log
+    assert f"interrupted while queuing {ids}: the IDs queued so far stay" in " ".join(log.split())
+    assert f"rpa run {ids} --db" in log and "Traceback" not in log
+    assert 0 < _queued(cli) < total
+
+
+def _queued(cli: Cli) -> int:
+    try:
+        return cli.count("1 = 1")
+    except sqlite3.OperationalError:  # no table yet
+        return 0
+
+
 def test_sigterm_is_a_graceful_stop_too(tmp_path: Path) -> None:
     files = {p.stem: p for p in CRASH_PDFS}
     faults = {name: Fault.slow_body(1.0) for name in files}

@@ -9,13 +9,14 @@ writes the lines before and after. A run always ends in `typer.Exit` with the ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -25,7 +26,16 @@ from rich.live import Live
 from rich.text import Text
 
 from rpa import errors
-from rpa.cli.output import Printer, err, event, one_line_errors, out, reader_may_leave, say
+from rpa.cli.output import (
+    EXIT_INTERRUPTED,
+    Printer,
+    err,
+    event,
+    one_line_errors,
+    out,
+    reader_may_leave,
+    say,
+)  # fmt: skip
 from rpa.config import Resolved, Settings
 from rpa.extract.worker import warm
 from rpa.hints import command_hint
@@ -80,7 +90,7 @@ def start_run(
         warm()  # the extraction processes' fork server boots while the queue is prepared
     run_id = new_run_id()
     start, start_time = time.perf_counter(), time.time()
-    with one_line_errors():
+    with one_line_errors(), _queuing_interrupted(resolved.settings, ids):
         prepared = _when_the_database_lets_us(
             resolved.settings.db_wait,
             lambda: prepare(
@@ -122,6 +132,26 @@ def start_run(
 
 
 # ---- before the run -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _queuing_interrupted(settings: Settings, ids: Path | None) -> Iterator[None]:
+    """Ctrl-C while the IDs are queued: what was queued stays (each batch is committed), and
+    the rest is not in the queue, which `rpa resume` cannot know: say so (it exited 130
+    without a word, and a resume did only the first part of the list)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if ids is None or ids == STDIN:
+            raise
+        again = command_hint(f"run {ids} --db {redact(settings.db)}")
+        say(
+            "interrupted ",
+            f"while queuing {ids}: the IDs queued so far stay, the rest are not "
+            f"in the queue; `{again}` queues them (those queued already are skipped)",
+            "yellow",
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _when_the_database_lets_us(wait: float, step: Callable[[], T]) -> T:
