@@ -171,8 +171,9 @@ class Settings:
     )
     max_attempts: int = _knob(5, "attempts per paper before it fails for good", minimum=1)
     first_misses: int = _knob(
-        20, "stop the run when the PDF source answers 'not found' for each of its first N "
-        "papers and serves none (a wrong --pdf-url); 0 = never", minimum=0,
+        20, "stop the run when the PDF source answers 'not found' or not a PDF (an HTML "
+        "page) for each of its first N papers and serves none (a wrong --pdf-url); 0 = never",
+        minimum=0,
     )  # fmt: skip
     retry_base: float = _knob(2.0, "first retry delay, seconds (doubles, with jitter)", minimum=0)
     retry_max: float = _knob(600.0, "longest retry delay, seconds", minimum=0)

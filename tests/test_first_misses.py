@@ -87,3 +87,21 @@ def test_first_misses_0_charges_each_404_at_once(tmp_path: Path) -> None:
         done = cli.run("run", str(ids), *cli.knobs(**KNOBS | {"first_misses": 0}))
     assert done.returncode == 1, done.stdout + done.stderr
     assert {s for s, _ in _state(cli).values()} == {"failed"}
+
+
+def test_a_source_that_serves_html_for_every_paper_stops_the_run(tmp_path: Path) -> None:
+    """A login wall or a captcha page for every paper (200, an HTML page): each paper's
+    `not_pdf` alone, but the first N with no PDF served are the source's (an adversary's
+    trial failed a whole list so)."""
+    page = tmp_path / "wall.html"
+    page.write_text("<!DOCTYPE html><html><body>Please sign in to continue</body></html>\n")
+    with Mirror(dict.fromkeys(PAPERS, page)) as mirror:
+        cli = Cli(tmp_path, mirror.url_template)
+        ids = write_ids(tmp_path / "ids.txt", IDS)
+        first = cli.run("run", str(ids), *cli.knobs(**KNOBS))
+    said = " ".join((first.stdout + first.stderr).split())
+    assert first.returncode == 130, said
+    assert "the PDF source served no PDF for any of the first 5 papers asked of it" in said
+    assert f"rpa retry --db {cli.db} --kind not_pdf`" in said, said
+    stages = [s for s, _ in _state(cli).values()]
+    assert 5 <= stages.count("failed") <= 5 + 4 and stages.count("queued") >= 24 - 9
