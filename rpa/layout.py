@@ -3,6 +3,12 @@
     OUT/pdf/<shard>/<name>.pdf        downloaded PDFs (final names hold only whole, checked files)
     OUT/text/<shard>/<name>.txt       extracted text with [PAGE n] markers
     OUT/outcome/<shard>/<name>.json   the key-outcome record
+    OUT/.rpa-queue                    the id of the queue whose results these are
+
+An --out belongs to one queue: the marker names it, and another queue is refused there (two
+queues in one folder replaced each other's files for the same IDs, each record then naming a
+PDF the other had written: an adversary's trial). A folder without one is taken by the first
+queue that runs there.
 
 <name> is `ids.storage_name(key)`, a checked single path component, so no input can write
 outside OUT; <shard> (the yymm of the ID, or archive_yymm, or "ext") keeps folders small.
@@ -20,10 +26,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rpa.errors import ConfigError
-from rpa.files import LEGACY_OWNER, make_folder, temp_owner
+from rpa.files import LEGACY_OWNER, atomic_write, make_folder, temp_owner
 from rpa.ids import storage_name
 
-__all__ = ["KINDS", "Layout", "check_out_folder", "shard"]
+__all__ = [
+    "KINDS",
+    "OWNER",
+    "Layout",
+    "check_out_folder",
+    "check_owner",
+    "mark_owner",
+    "shard",
+    "unmark_owner",
+]
 
 _NEW = re.compile(r"^(\d{4})\.")
 _OLD = re.compile(r"^([a-z-]+)(?:\.[A-Za-z-]+)?/(\d{4})")
@@ -51,6 +66,47 @@ def check_out_folder(root: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"--out {root} cannot be written: {exc.strerror or exc}") from None
+
+
+#: the file under --out naming the queue it belongs to
+OWNER = ".rpa-queue"
+
+
+def _owner_of(root: Path) -> str | None:
+    """The queue id the marker under `root` names (None: no marker)."""
+    try:
+        words = (root / OWNER).read_text(encoding="utf-8", errors="replace").split()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return words[0] if words else ""
+
+
+def check_owner(root: Path, queue_id: str, queue: str) -> None:
+    """Refuse `root` when its marker names another queue than `queue_id` (`queue`: how to
+    name this one). Blocking."""
+    owner = _owner_of(root)
+    if owner is not None and owner != queue_id:
+        raise ConfigError(
+            f"--out {root} holds the results of another queue (its {OWNER} names queue "
+            f"{owner or '?'}; this queue, {queue}, is {queue_id}): one folder holds one "
+            f"queue's files. Give this queue another --out; or, if you are done with that "
+            f"queue (deleted it), remove {root / OWNER} and its files may be replaced"
+        )
+
+
+def mark_owner(root: Path, queue_id: str, queue: str) -> None:
+    """Mark `root` as `queue_id`'s, unless it is marked already. Blocking."""
+    if _owner_of(root) is None:
+        atomic_write(
+            root / OWNER,
+            f"{queue_id}\n# the id of the rpa queue whose results these are: {queue}\n",
+        )
+
+
+def unmark_owner(root: Path, queue_id: str) -> None:
+    """Remove the marker when it names `queue_id` (its queue was deleted). Blocking."""
+    if _owner_of(root) == queue_id:
+        (root / OWNER).unlink(missing_ok=True)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import clean_env, write_ids
+from conftest import Cli, clean_env, sample_pdfs, write_ids
 
 from rpa.queue import jobs, open_store, runs
 from rpa.queue.model import RunInfo
+from rpa.testing.mirror import Mirror
 
 
 def _rpa(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -89,3 +90,31 @@ def test_a_metrics_file_that_is_the_queue_or_a_users_file_is_refused(tmp_path: P
     again = _rpa(tmp_path, "status", "--db", "q.db", "--metrics-file", "m.txt")
     assert written.returncode == 0 and again.returncode == 0, again.stderr
     assert (tmp_path / "m.txt").read_text().startswith("# ")
+
+
+def test_an_out_folder_holds_one_queues_files(tmp_path: Path) -> None:
+    """A second queue on the first's --out is refused before it queues anything (it replaced
+    the first's files for the same IDs, whose records then named PDFs the other had
+    written); the folder's marker can be removed to hand it over."""
+    one, two = sample_pdfs()[:2]
+    with Mirror({"p": one}) as first, Mirror({"p": two}) as second:
+        a = Cli(tmp_path, first.url_template, str(tmp_path / "a.db"))
+        ids = write_ids(tmp_path / "ids.txt", ["ext:p"])
+        ran = a.run("run", str(ids), *a.knobs(progress=False))
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        record = (a.out / "outcome" / "ext" / "ext_p.json").read_bytes()
+        b = Cli(tmp_path, second.url_template, str(tmp_path / "b.db"))
+        refused = b.run("run", str(ids), *b.knobs(progress=False))
+        said = " ".join(refused.stderr.split())
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"--out {a.out} holds the results of another queue" in said, said
+        assert f"remove {a.out / '.rpa-queue'} and its files may be replaced" in said
+        assert (a.out / "outcome" / "ext" / "ext_p.json").read_bytes() == record
+        assert not (tmp_path / "b.db").exists()  # refused: nothing made
+        # the first queue goes on there as before
+        again = a.run("resume", *a.knobs(progress=False))
+        assert again.returncode == 0, again.stdout + again.stderr
+        # handed over: the marker removed, the second queue runs there
+        (a.out / ".rpa-queue").unlink()
+        taken = b.run("run", str(ids), *b.knobs(progress=False))
+        assert taken.returncode == 0, taken.stdout + taken.stderr

@@ -217,6 +217,9 @@ def export(
     if output is not None and is_queue_file(output, db):
         say("error: ", f"-o {output} is the queue database's file: name another file")
         raise typer.Exit(EXIT_USAGE)
+    if output is not None and output.is_dir():
+        say("error: ", f"{output} is a folder, not a file")
+        raise typer.Exit(EXIT_USAGE)
     with one_line_errors():
         stages = stage_columns(resolved.settings.db) if fmt != "jsonl" else []
     writer = (

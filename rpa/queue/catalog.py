@@ -5,6 +5,7 @@ the queue's own settings (and the record of their changes), and the list of job 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ __all__ = [
     "index_tar",
     "job_ids",
     "metadata_for",
+    "queue_id",
     "queue_settings",
     "settings_changes",
     "store_metadata",
@@ -161,6 +163,21 @@ def store_queue_settings(
                 "set_at = excluded.set_at, set_by = excluded.set_by",
                 (key, text, now, run_id),
             )
+
+
+def queue_id(store: QueueStore, now: float) -> str:
+    """The queue's identity, made once (a random id, kept among its settings as `queue_id`;
+    runs starting together on a queue that has none agree on the first one written): what
+    marks its --out as its own (rpa.layout.check_owner)."""
+    with store.sql.transaction():
+        store.sql.execute(
+            "INSERT INTO queue_settings (key, value, set_at, set_by) VALUES ('queue_id', ?, ?, "
+            "'rpa') ON CONFLICT (key) DO NOTHING",
+            (json.dumps(uuid.uuid4().hex), now),
+        )
+        row = store.sql.one("SELECT value FROM queue_settings WHERE key = 'queue_id'")
+    assert row is not None
+    return str(json.loads(row["value"]))
 
 
 def settings_changes(store: QueueStore, limit: int = 10) -> list[dict[str, Any]]:

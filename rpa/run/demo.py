@@ -23,7 +23,7 @@ from types import TracebackType
 from rpa.config import Resolved, Settings
 from rpa.errors import ConfigError, RpaError
 from rpa.hints import command_hint
-from rpa.layout import Layout
+from rpa.layout import Layout, unmark_owner
 from rpa.queue import catalog, is_postgres_url, open_store, queue_exists, reads, redact
 from rpa.units import count
 
@@ -79,9 +79,18 @@ def remove_demo(settings: Settings, samples: Path) -> str | None:
     if is_postgres_url(settings.db):
         raise ConfigError("--fresh deletes a SQLite demo database only")
     check_demo_queue(settings, samples)
+    owner = None
+    if Path(settings.db).exists():
+        store = open_store(settings.db, create=False)
+        try:
+            owner = catalog.queue_settings(store).get("queue_id")
+        finally:
+            store.close()
     for suffix in ("", "-wal", "-shm"):
         Path(settings.db + suffix).unlink(missing_ok=True)
     out = Path(settings.out)
+    if owner is not None:
+        unmark_owner(out, str(owner))  # (its queue is gone: the next demo's marks it)
     layout = Layout(out)
     for key in (f"ext:{p.stem}" for p in samples.glob("*.pdf")):
         for path in (layout.pdf_path(key), layout.text_path(key), layout.outcome_path(key)):

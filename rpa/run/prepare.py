@@ -22,7 +22,7 @@ from rpa.config import Resolved, Settings
 from rpa.errors import ConfigError, InputError, InvalidIdError
 from rpa.hints import command_hint
 from rpa.idlist import check_id_source
-from rpa.layout import check_out_folder
+from rpa.layout import check_out_folder, check_owner, mark_owner
 from rpa.queue import catalog, is_postgres_url, open_store, queue_exists, reads, redact
 from rpa.queue.enqueue import EnqueueReport, enqueue_file
 from rpa.queue.model import QUEUE_SETTINGS
@@ -196,6 +196,8 @@ def prepare(
         if store is None:
             store = open_store(db, create=True)
             made.db = None if is_postgres_url(db) else Path(db)
+        owner = catalog.queue_id(store, now)
+        check_owner(Path(settings.out), owner, redact(db))  # before anything is queued
         if to_store:
             catalog.store_queue_settings(store, to_store, run_id, now)
         remember.keep(store, stage_plan, run_id, now)
@@ -220,6 +222,7 @@ def prepare(
             what = f"none of the {tars.listed} listed IDs is" if ids else "no paper is"
             damage = "".join(f"; {tar}: {why}" for tar, why in tars.damaged)
             raise InputError(f"{what} in the tars ({tars.members} papers{damage}): nothing to do")
+        mark_owner(Path(settings.out), owner, redact(db))
         return Prepared(
             settings, report, notes, remaining, tars, joined, totals.done, totals.failed,
             stage_plan.stages,
