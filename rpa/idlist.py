@@ -91,6 +91,25 @@ def check_id_source(path: Path) -> None:
             f"ID file {path} is a tar, not a file of IDs; did you mean `--pdf-tar {path}` "
             "(run the tar's papers)? Nothing was queued"
         )
+    with path.open("rb") as fh:
+        head = fh.read(64)
+    if _utf16(head):
+        raise InputError(
+            f"ID file {path} is UTF-16 text (as Windows Notepad saves it, say): save it as "
+            "UTF-8 and run again; nothing was queued"
+        )
+
+
+def _utf16(head: bytes) -> bool:
+    """Do a file's first bytes look like UTF-16: its byte-order mark, or ASCII text with a
+    NUL beside every character?"""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    even, odd = head[0::2], head[1::2]
+    return len(head) >= 4 and any(
+        half.count(0) == len(half) and other.count(0) == 0
+        for half, other in ((even, odd), (odd, even))
+    )
 
 
 @contextlib.contextmanager

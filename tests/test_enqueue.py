@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rpa.errors import InputError
+from rpa.idlist import check_id_source
 from rpa.queue import QueueStore, jobs, open_store, reads
 from rpa.queue.enqueue import _read_ahead, enqueue_file
 
@@ -64,3 +65,15 @@ def test_leaving_early_stops_the_reader(tmp_path: Path) -> None:
     assert next(batches).keys[0] == "2301.00001"
     batches.close()  # what a failing insert does to the loop in enqueue_file
     assert not [t for t in threading.enumerate() if t.name == "rpa-enqueue-read"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_id_list_is_named_so(tmp_path: Path, encoding: str) -> None:
+    """Windows Notepad's UTF-16: every line was refused as 'contains a NUL character', with no
+    word of why."""
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes("2301.00001\n2301.00002\n".encode(encoding))
+    with pytest.raises(InputError, match=r"is UTF-16 text .*: save it as UTF-8"):
+        check_id_source(ids)
+    ids.write_bytes(b"2301.00001\n\x00\x00\n")  # a NUL in a UTF-8 list: that line's error
+    check_id_source(ids)
