@@ -59,3 +59,16 @@ def test_arxiv_hosts_are_limited_by_default_and_others_are_not() -> None:
     # conservatively: no 2-second window holds more than 4 requests
     assert limits == {"arxiv.org": (4, 2.0), "export.arxiv.org": (4, 2.0)}
     assert "127.0.0.1" not in limits
+
+
+def test_a_wait_past_today_is_said_with_its_date() -> None:
+    """Retry-After: 99999999 (capped at a day) was said 'no request to it before 01:15:11',
+    a time of tomorrow without its date."""
+    import time
+
+    from rpa.hosts.health import _clock_time
+
+    now = time.time()
+    assert len(_clock_time(now)) == len("12:00:00")
+    tomorrow = _clock_time(now + 86_400)
+    assert tomorrow.startswith(time.strftime("%Y-%m-%d ", time.localtime(now + 86_400)))

@@ -53,7 +53,10 @@ FOLLOW_BEATS = 3
 
 
 def _clock_time(wall: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(wall))
+    """A time of day, with its date when it is not today's (a Retry-After of a day)."""
+    local = time.localtime(wall)
+    today = time.localtime()[:3] == local[:3]
+    return time.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M:%S", local)
 
 
 def _cool_down(store: QueueStore, host: str, seconds: float, reason: str) -> None:
