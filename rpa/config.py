@@ -55,8 +55,8 @@ ARXIV_API = "https://export.arxiv.org/api/query"
 ARXIV_RATE_LIMITS = "arxiv.org=4/2s,export.arxiv.org=4/2s"
 
 
-#: the largest value of a whole-number knob that names none of its own (a typo's 10**20
-#: workers filled the memory before anything was said)
+#: the largest value of a number knob that names none of its own (a typo's 10**20 workers
+#: filled the memory before anything was said)
 INT_CEILING = 10**9
 
 
@@ -200,8 +200,8 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name} must be a finite number, got {value}")
-            if isinstance(value, int) and not isinstance(value, bool) and maximum is None:
-                maximum = INT_CEILING
+            if isinstance(value, int | float) and not isinstance(value, bool) and maximum is None:
+                maximum = INT_CEILING  # (a float's too: retry_base 1e300 broke the clock)
             if minimum is not None and value < minimum:
                 raise ConfigError(f"{f.name} must be at least {minimum}, got {value}")
             if maximum is not None and value > maximum:

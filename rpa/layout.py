@@ -19,6 +19,7 @@ for a PDF an earlier run left), the text (rpa.extract.pdf), the record (rpa.extr
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -26,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rpa.errors import ConfigError
-from rpa.files import LEGACY_OWNER, atomic_write, make_folder, temp_owner
+from rpa.files import LEGACY_OWNER, atomic_write, make_folder, temp_name, temp_owner
 from rpa.ids import storage_name
 
 __all__ = [
@@ -72,40 +73,78 @@ def check_out_folder(root: Path) -> None:
 OWNER = ".rpa-queue"
 
 
-def _owner_of(root: Path) -> str | None:
-    """The queue id the marker under `root` names (None: no marker)."""
+_NAMED = "# the rpa queue whose results these are: "
+
+
+def _owner_of(root: Path) -> tuple[str, str] | None:
+    """(the queue id, where that queue is) the marker under `root` names (None: no marker)."""
     try:
-        words = (root / OWNER).read_text(encoding="utf-8", errors="replace").split()
+        text = (root / OWNER).read_text(encoding="utf-8", errors="replace")
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return words[0] if words else ""
+    words = text.split()
+    where = next((ln[len(_NAMED) :] for ln in text.splitlines() if ln.startswith(_NAMED)), "")
+    return (words[0] if words else "", where.strip())
 
 
-def check_owner(root: Path, queue_id: str, queue: str) -> None:
-    """Refuse `root` when its marker names another queue than `queue_id` (`queue`: how to
-    name this one). Blocking."""
+def _gone(where: str) -> bool:
+    """Is the queue a marker names surely gone (a SQLite file no longer there)? A server's
+    queue cannot be told gone from here: it is not."""
+    return bool(where) and "://" not in where and not Path(where).exists()
+
+
+def check_owner(root: Path, queue_id: str, queue: str) -> str | None:
+    """Refuse `root` when its marker names another queue than `queue_id` (`queue`: where this
+    one is) that is still there (ConfigError); a marker of a queue that is gone (its SQLite
+    file deleted: starting over) is taken over, said by the note returned. Blocking."""
     owner = _owner_of(root)
-    if owner is not None and owner != queue_id:
-        raise ConfigError(
-            f"--out {root} holds the results of another queue (its {OWNER} names queue "
-            f"{owner or '?'}; this queue, {queue}, is {queue_id}): one folder holds one "
-            f"queue's files. Give this queue another --out; or, if you are done with that "
-            f"queue (deleted it), remove {root / OWNER} and its files may be replaced"
-        )
+    if owner is None or owner[0] == queue_id:
+        return None
+    other, where = owner
+    if _gone(where):
+        _write_owner(root, queue_id, queue, replace=True)
+        return f"--out {root} was the results of the queue {where}, which is gone: now {queue}'s"
+    raise ConfigError(
+        f"--out {root} holds the results of another queue ({where or other}; its {OWNER} "
+        f"says so): one folder holds one queue's files. Give this queue ({queue}) another "
+        f"--out; or, if you are done with that queue, remove {root / OWNER} and its files "
+        "may be replaced"
+    )
 
 
 def mark_owner(root: Path, queue_id: str, queue: str) -> None:
-    """Mark `root` as `queue_id`'s, unless it is marked already. Blocking."""
-    if _owner_of(root) is None:
-        atomic_write(
-            root / OWNER,
-            f"{queue_id}\n# the id of the rpa queue whose results these are: {queue}\n",
-        )
+    """Mark `root` as `queue_id`'s unless it is marked already; another queue that marked it
+    meanwhile (two queues starting on one new folder) is refused, as by `check_owner`."""
+    if _owner_of(root) is None and not _write_owner(root, queue_id, queue, replace=False):
+        check_owner(root, queue_id, queue)
+
+
+def _write_owner(root: Path, queue_id: str, queue: str, *, replace: bool) -> bool:
+    """Write the marker (whole: a temporary file renamed, or linked when it must not replace
+    one); False when one was there already and `replace` is not set."""
+    temp = root / temp_name(OWNER, "")
+    atomic_write(temp, f"{queue_id}\n{_NAMED}{queue}\n", make_folder=False)
+    try:
+        if replace:
+            os.replace(temp, root / OWNER)
+            return True
+        os.link(temp, root / OWNER)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:  # a file system without hard links: a rename, if none is there
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV) or (root / OWNER).exists():
+            raise
+        os.replace(temp, root / OWNER)
+        return True
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def unmark_owner(root: Path, queue_id: str) -> None:
     """Remove the marker when it names `queue_id` (its queue was deleted). Blocking."""
-    if _owner_of(root) == queue_id:
+    owner = _owner_of(root)
+    if owner is not None and owner[0] == queue_id:
         (root / OWNER).unlink(missing_ok=True)
 
 

@@ -80,6 +80,7 @@ def test_config_found_by_env_then_cwd(tmp_path: Path) -> None:
         ({"flags": {"download_concurrency": "20000"}}, "download_concurrency must be at most"),
         ({"flags": {"max_attempts": str(10**12)}}, "max_attempts must be at most 1,000,000,000"),
         ({"flags": {"workers": 1.5}}, "workers: not a whole number: 1.5"),
+        ({"flags": {"retry_base": "1e300"}}, "retry_base must be at most 1,000,000,000"),
     ],
 )
 def test_bad_values_are_config_errors(source: dict[str, dict[str, object]], message: str) -> None:

@@ -114,7 +114,18 @@ def test_an_out_folder_holds_one_queues_files(tmp_path: Path) -> None:
         # the first queue goes on there as before
         again = a.run("resume", *a.knobs(progress=False))
         assert again.returncode == 0, again.stdout + again.stderr
-        # handed over: the marker removed, the second queue runs there
-        (a.out / ".rpa-queue").unlink()
+        # the first queue deleted (starting over): the folder is taken over, and said so
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp_path / 'a.db'}{suffix}").unlink(missing_ok=True)
         taken = b.run("run", str(ids), *b.knobs(progress=False))
         assert taken.returncode == 0, taken.stdout + taken.stderr
+        said = " ".join((taken.stdout + taken.stderr).split())
+        assert (
+            f"--out {a.out} was the results of the queue {tmp_path / 'a.db'}, which is gone" in said
+        )
+        # and handed over by hand: the marker removed
+        c = Cli(tmp_path, second.url_template, str(tmp_path / "c.db"))
+        assert c.run("run", str(ids), *c.knobs(progress=False)).returncode == 2
+        (a.out / ".rpa-queue").unlink()
+        handed = c.run("run", str(ids), *c.knobs(progress=False))
+        assert handed.returncode == 0, handed.stdout + handed.stderr

@@ -147,8 +147,8 @@ def _queuing_interrupted(settings: Settings, ids: Path | None) -> Iterator[None]
         again = command_hint(f"run {ids} --db {redact(settings.db)}")
         say(
             "interrupted ",
-            f"while queuing {ids}: the IDs queued so far stay, the rest are not "
-            f"in the queue; `{again}` queues them (those queued already are skipped)",
+            f"while queuing {ids}: the IDs queued so far (if any) stay, the rest are "
+            f"not in the queue; `{again}` queues them (those queued are skipped)",
             "yellow",
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None

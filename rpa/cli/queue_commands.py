@@ -13,10 +13,12 @@ import enum
 import functools
 import io
 import json
+import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import IO, Annotated, Optional
 
 import typer
 from rich.live import Live
@@ -35,7 +37,7 @@ from rpa.cli.output import (
     say,
 )
 from rpa.config import Resolved
-from rpa.files import atomic_file
+from rpa.files import TEMP_PREFIX, atomic_file
 from rpa.hints import command_hint
 from rpa.queue import is_queue_file, open_store, redact, schema_version
 from rpa.queue.status import failed_papers
@@ -125,7 +127,7 @@ def failures(
     rpa failures --kind not_found
     rpa failures --json | jq -r .reason
     rpa failures --ids > failed.txt
-    rpa failures --ids --kind timeout | rpa run - --db other.db
+    rpa failures --ids --kind timeout | rpa run - --db other.db --out other-data
     """
     db = resolved.settings.db
     kinds = kind_names(kind)
@@ -229,16 +231,34 @@ def export(
         if output is None:
             n = writer(records, sys.stdout)
             sys.stdout.flush()
-        else:  # whole or not at all: a failed export leaves the file that was there
-            with atomic_file(output, make_folder=False) as raw:
+        else:
+            with _export_file(output) as raw:
                 if fmt == "parquet":
                     n = write_parquet(records, raw, stages)
                 else:
                     text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
                     n = writer(records, text)
                     text.flush()
-                    text.detach()  # the atomic file commits and closes it
+                    text.detach()  # the file is committed and closed by _export_file
     err.print(f"exported {n} records")
+
+
+@contextlib.contextmanager
+def _export_file(output: Path) -> Iterator[IO[bytes]]:
+    """-o's file, written whole or not at all (a failed export leaves the file that was there;
+    a symbolic link's target is replaced, the link kept); a device or a pipe (/dev/stdout)
+    as it is. An error names `output`, not the temporary file beside it."""
+    if output.exists() and not output.resolve().is_file():
+        with output.open("wb") as fh:
+            yield fh
+        return
+    try:
+        with atomic_file(output.resolve(), make_folder=False) as raw:
+            yield raw
+    except OSError as exc:
+        if exc.filename is not None and TEMP_PREFIX in os.path.basename(str(exc.filename)):
+            exc.filename = str(output)
+        raise
 
 
 @with_knobs({"db"})

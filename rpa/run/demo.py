@@ -23,7 +23,7 @@ from types import TracebackType
 from rpa.config import Resolved, Settings
 from rpa.errors import ConfigError, RpaError
 from rpa.hints import command_hint
-from rpa.layout import Layout, unmark_owner
+from rpa.layout import KINDS, Layout, unmark_owner
 from rpa.queue import catalog, is_postgres_url, open_store, queue_exists, reads, redact
 from rpa.units import count
 
@@ -42,11 +42,10 @@ def demo_resolved(resolved: Resolved) -> Resolved:
     """The demo's own database and output folder, each unless given (a flag, $RPA_DB or
     $RPA_OUT, a config file)."""
     s = resolved.settings
-    settings = dataclasses.replace(
-        s,
-        db=s.db if "db" in resolved.origins else DEMO_DB,
-        out=s.out if "out" in resolved.origins else DEMO_OUT,
-    )
+    db = s.db if "db" in resolved.origins else DEMO_DB
+    # another demo queue gets a folder of its own too (one folder holds one queue's files)
+    own = DEMO_OUT if db == DEMO_DB or is_postgres_url(db) else Path(f"{Path(db).stem}-data")
+    settings = dataclasses.replace(s, db=db, out=s.out if "out" in resolved.origins else own)
     return dataclasses.replace(resolved, settings=settings)
 
 
@@ -79,16 +78,16 @@ def remove_demo(settings: Settings, samples: Path) -> str | None:
     if is_postgres_url(settings.db):
         raise ConfigError("--fresh deletes a SQLite demo database only")
     check_demo_queue(settings, samples)
-    owner = None
+    owner, out = None, Path(settings.out)
     if Path(settings.db).exists():
         store = open_store(settings.db, create=False)
         try:
-            owner = catalog.queue_settings(store).get("queue_id")
+            stored = catalog.queue_settings(store)
         finally:
             store.close()
+        owner, out = stored.get("queue_id"), Path(stored.get("out", out))  # the demo's, as run
     for suffix in ("", "-wal", "-shm"):
         Path(settings.db + suffix).unlink(missing_ok=True)
-    out = Path(settings.out)
     if owner is not None:
         unmark_owner(out, str(owner))  # (its queue is gone: the next demo's marks it)
     layout = Layout(out)
@@ -96,10 +95,14 @@ def remove_demo(settings: Settings, samples: Path) -> str | None:
         for path in (layout.pdf_path(key), layout.text_path(key), layout.outcome_path(key)):
             path.unlink(missing_ok=True)
     kept = 0
-    for folder, _, files in os.walk(out, topdown=False):
-        kept += len(files)
-        with contextlib.suppress(OSError):  # only while empty
-            os.rmdir(folder)
+    for kind in KINDS:  # the folders the samples' files were in, left empty; not yours
+        for folder, _, files in os.walk(out / kind, topdown=False):
+            kept += len(files)
+            with contextlib.suppress(OSError):  # only while empty
+                os.rmdir(folder)
+    with contextlib.suppress(OSError):
+        out.rmdir()
+    kept += sum(1 for p in out.iterdir() if not p.is_dir()) if out.is_dir() else 0
     return f"kept in {out}/ what is not the demo's ({count(kept, 'file')})" if kept else None
 
 
@@ -121,8 +124,8 @@ def demo_state(settings: Settings) -> str | None:
         f"{settings.db}; results in {out}\n"
         f"see them: {command_hint(f'status --db {settings.db}')}   |   "
         f"{command_hint(f'export --db {settings.db}')}\n"
-        f"run it afresh: {command_hint('demo --fresh')} (deletes {settings.db} and "
-        f"{settings.out}/)"
+        f"run it afresh: {command_hint('demo --fresh')} (deletes {settings.db} and the "
+        f"demo's files in {out}/)"
     )
 
 

@@ -28,6 +28,10 @@ from rpa.run.tally import Tally
 __all__ = ["FailureRecorder"]
 
 
+#: seconds a stopping run waits for a failure's write under way, to count it
+TALLY_WAIT = 2.0
+
+
 class FailureRecorder:
     """Records the failures of one run's papers (`fail`)."""
 
@@ -114,10 +118,13 @@ class FailureRecorder:
             made = await asyncio.shield(write)
         except asyncio.CancelledError:
             # the run stops (another paper's miss, a Ctrl-C): the write goes on in its thread,
-            # and a failure it commits is tallied, or the summary says one less than the queue
+            # and a failure it commits is tallied, or the summary says one less than the queue;
+            # waited for a moment only (a database away would hold the stop for --db-wait)
+            write.add_done_callback(lambda t: t.cancelled() or t.exception())
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                if await write:
-                    self._tally(job, exc, stage, verdict)
+                async with asyncio.timeout(TALLY_WAIT):
+                    if await asyncio.shield(write):
+                        self._tally(job, exc, stage, verdict)
             raise
         if not made:
             self.notices.add(f"lease lost before recording a failure: {job.id}")

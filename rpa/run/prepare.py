@@ -197,7 +197,9 @@ def prepare(
             store = open_store(db, create=True)
             made.db = None if is_postgres_url(db) else Path(db)
         owner = catalog.queue_id(store, now)
-        check_owner(Path(settings.out), owner, redact(db))  # before anything is queued
+        where = redact(db) if is_postgres_url(db) else str(Path(db).expanduser().resolve())
+        took = check_owner(Path(settings.out), owner, where)  # before anything is queued
+        notes += [took] if took else []
         if to_store:
             catalog.store_queue_settings(store, to_store, run_id, now)
         remember.keep(store, stage_plan, run_id, now)
@@ -222,7 +224,7 @@ def prepare(
             what = f"none of the {tars.listed} listed IDs is" if ids else "no paper is"
             damage = "".join(f"; {tar}: {why}" for tar, why in tars.damaged)
             raise InputError(f"{what} in the tars ({tars.members} papers{damage}): nothing to do")
-        mark_owner(Path(settings.out), owner, redact(db))
+        mark_owner(Path(settings.out), owner, where)
         return Prepared(
             settings, report, notes, remaining, tars, joined, totals.done, totals.failed,
             stage_plan.stages,
