@@ -17,7 +17,7 @@ import pytest
 from conftest import queue_backends
 
 from rpa.errors import DeclaredDead
-from rpa.queue import QueueStore, catalog, hosts, jobs, open_store, reads, runs
+from rpa.queue import QueueStore, catalog, hosts, jobs, open_store, reads, retry, runs
 from rpa.queue.model import HELD, Downloaded, Extracted, Failure, RunInfo
 
 NOW = 1_000_000.0
@@ -256,7 +256,7 @@ def test_stage_counts_stay_exact_through_every_transition(store: QueueStore) -> 
     assert store.enqueue(["2301.00001", "2302.00001"], NOW) == 1
     kept, real = _counts(store)
     assert kept == real == {"queued": 197, "downloaded": 1, "extracted": 1, "done": 1, "failed": 1}
-    assert jobs.retry_failed(store, None, NOW) == {"k": 1}
+    assert retry.retry_failed(store, None, NOW) == {"k": 1}
     kept, real = _counts(store)
     assert kept == real == {"queued": 198, "downloaded": 1, "extracted": 1, "done": 1}
 
@@ -269,17 +269,21 @@ def test_retry_failed_keeps_checkpoints_and_gives_fresh_attempts(store: QueueSto
     jobs.fail(store, "r", b.lease, Failure("invalid_pdf", "broken", True), NOW)
     jobs.checkpoint_download(store, "r", c.lease, downloaded(), NOW)
     jobs.fail(store, "r", c.lease, Failure("poison", "killed 2", True, crashed=True), NOW)
-    assert jobs.retry_failed(store, ["invalid_pdf", "poison"], NOW + 1) == {
+    # b's PDF could not be read: it is fetched again (its copy under --out removed first)
+    assert retry.unreadable_downloads(store, ["poison"]) == []
+    assert retry.unreadable_downloads(store, None) == [b.id]
+    assert retry.retry_failed(store, ["invalid_pdf", "poison"], NOW + 1) == {
         "invalid_pdf": 1,
         "poison": 1,
     }
     assert stage_of(store, a.id) == ("failed", None)  # not of those kinds
     again = {j.id: j for j in jobs.claim(store, "r2", 500, 60, NOW + 2)}
-    assert again[b.id].stage == "downloaded" and again[b.id].pdf_path == "/x.pdf"
+    assert again[b.id].stage == "queued" and again[b.id].pdf_path is None
+    assert again[c.id].stage == "downloaded" and again[c.id].pdf_path == "/x.pdf"
     assert (again[c.id].attempts, again[c.id].crashes) == (0, 0)
     assert a.id not in again
-    assert jobs.retry_failed(store, None, NOW + 3) == {"connection": 1}
-    assert jobs.retry_failed(store, None, NOW + 3) == {}
+    assert retry.retry_failed(store, None, NOW + 3) == {"connection": 1}
+    assert retry.retry_failed(store, None, NOW + 3) == {}
     [back] = jobs.claim(store, "r3", 1, 60, NOW + 4)
     assert (back.id, back.stage) == (a.id, "queued")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import clean_env
 
-from rpa.queue import catalog, jobs, open_store, reads
+from rpa.queue import catalog, jobs, open_store, reads, retry
 from rpa.queue.sqlite import SCHEMA_VERSION, connect
 from rpa.queue.sqlite_schema import MIGRATIONS
 
@@ -73,7 +73,7 @@ def test_migrations_keep_fifo_order_counts_and_the_old_runs_settings(tmp_path: P
         "pdf_url": "http://127.0.0.1:9/pdf/{id}",
     }
     # ... and the failed job the stage it failed at: a retry keeps its PDF
-    assert jobs.retry_failed(store, None, NOW) == {"unknown": 1}
+    assert retry.retry_failed(store, None, NOW) == {"unknown": 1}
     [job] = jobs.claim(store, "r", 10, 60, NOW)
     assert (job.id, job.stage) == ("2301.00005", "downloaded")
     store.close()

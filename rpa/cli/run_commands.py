@@ -2,7 +2,7 @@
 
 Each parses its arguments and hands them to the library: `run`, `resume` and `demo` to
 `rpa.cli.drive.start_run` (which prepares, runs and reports), `retry` to the queue's
-`retry_failed`. They are registered on the app in `rpa.cli`.
+`rpa.queue.retry`. They are registered on the app in `rpa.cli`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from rpa.cli.output import EXIT_OK, KINDS_OPTION, Kind, event, kind_names, one_l
 from rpa.cli.stage_options import Stages, with_stages
 from rpa.config import Resolved
 from rpa.hints import command_hint
-from rpa.queue import jobs, open_store, redact
+from rpa.layout import Layout
+from rpa.queue import catalog, open_store, redact
+from rpa.queue import retry as requeue
 from rpa.queue.model import QUEUE_SETTINGS
 from rpa.run.demo import DEMO_DB, DEMO_OUT
 from rpa.stages import store as stage_store
@@ -131,9 +133,20 @@ def retry(
     with one_line_errors():
         store = open_store(db, create=False)
         try:
-            counts = jobs.retry_failed(store, kinds, time.time())
+            suspect = requeue.unreadable_downloads(store, kinds)
+            out_folder = catalog.queue_settings(store).get("out")
+            counts = requeue.retry_failed(store, kinds, time.time())
         finally:
             store.close()
+    layout = Layout(Path(out_folder or "."))
+    for job_id in suspect if out_folder else ():
+        path = layout.pdf_path(job_id)
+        try:
+            if _cut(path):  # fetched again, not adopted (a whole broken PDF stays: no request)
+                path.unlink()
+        except OSError as exc:
+            say("warning: ", f"cannot remove {path} ({exc.strerror or exc}): {job_id} may "
+                "fail again", "yellow")  # fmt: skip
     if not counts:
         which = f" of kind {', '.join(kinds)}" if kinds else ""
         out.print(f"no failed papers{which} in {redact(db)}: nothing to retry")
@@ -143,6 +156,17 @@ def retry(
     total = sum(counts.values())
     out.print(f"{count(total, 'failed paper')} back in the queue; "
               f"`{command_hint(f'resume --db {redact(db)}')}` runs them")  # fmt: skip
+
+
+def _cut(path: Path) -> bool:
+    """Does the PDF at `path` end before its end (no `%%EOF` in its last KiB: a download cut
+    with no Content-Length to tell)? False when it is not there."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 1024))
+            return b"%%EOF" not in fh.read()
+    except FileNotFoundError:
+        return False
 
 
 def _retry_stage(db: str, stage: str, kinds: list[str] | None) -> None:

@@ -50,7 +50,6 @@ __all__ = [
     "record_attempts",
     "release",
     "result_row",
-    "retry_failed",
     "still_held",
 ]
 
@@ -276,7 +275,7 @@ def completed(
 
 def fail(store: QueueStore, run_id: str, lease: Lease, failure: Failure, now: float) -> bool:
     """End this attempt in failure: final -> stage `failed` (remembering the stage it
-    failed at, for `retry_failed`); else back to the queue until its next attempt time.
+    failed at, for rpa.queue.retry); else back to the queue until its next attempt time.
     The lease is released either way: no worker holds a job while it waits."""
     final = int(failure.final)
     with store.sql.transaction():
@@ -343,35 +342,6 @@ def next_due(store: QueueStore, now: float, stages: Sequence[str]) -> float | No
     if row is None or row["n"] == 0:
         return None
     return max(0.0, float(row["due"] or 0) - now)
-
-
-def retry_failed(store: QueueStore, kinds: Sequence[str] | None, now: float) -> dict[str, int]:
-    """Put failed jobs (all, or of `kinds`) back in the queue with fresh attempts, at the
-    stage they failed at (a paper that failed extracting is not downloaded again). Their
-    attempts stay in `attempts`. Returns how many per kind."""
-    where = "stage = 'failed'"
-    params: tuple[Any, ...] = ()
-    if kinds:
-        where += f" AND error_kind IN ({', '.join('?' * len(kinds))})"
-        params = tuple(kinds)
-    with store.sql.transaction():
-        counts = {
-            r["kind"] or "unknown": r["n"]
-            for r in store.sql.rows(
-                f"SELECT error_kind AS kind, count(*) AS n FROM jobs WHERE {where} "
-                "GROUP BY error_kind",
-                params,
-            )
-        }
-        store.sql.execute(
-            "UPDATE jobs SET stage = coalesce(failed_stage, CASE "
-            "WHEN extract_json IS NOT NULL THEN 'extracted' "
-            "WHEN pdf_path IS NOT NULL THEN 'downloaded' ELSE 'queued' END), "
-            "failed_stage = NULL, attempts = 0, crashes = 0, next_attempt_at = 0, "
-            f"done_at = NULL, updated_at = ? WHERE {where}",
-            (now, *params),
-        )
-    return counts
 
 
 def record_attempts(store: QueueStore, attempts: Sequence[Attempt]) -> None:

@@ -85,6 +85,7 @@ FaultKind = Literal[
     "gzip",
     "gzip_bomb",
     "trickle",
+    "cut_unsized",
 ]
 
 
@@ -167,6 +168,12 @@ class Fault:
         """Send the headers, then the body one byte every `delay` seconds: never slow enough
         for a read timeout between bytes."""
         return Fault("trickle", times, delay=delay)
+
+    @staticmethod
+    def cut_unsized(times: int | None = None) -> Fault:
+        """Send no Content-Length, half the body, then close: a cut no client can tell from
+        the end (a proxy or a server that died mid-body on a close-delimited answer)."""
+        return Fault("cut_unsized", times)
 
     @staticmethod
     def lying_length(times: int | None = None) -> Fault:
@@ -331,6 +338,14 @@ class _Handler(BaseHTTPRequestHandler):
                 if mirror._stopping.wait(fault.delay):
                     self._reset()
                     return
+        elif kind == "cut_unsized":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/pdf")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if not head:
+                self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
         elif kind == "lying_length":
             self._headers(200, "application/pdf", len(data) + 1000)
             if not head:
